@@ -1,0 +1,68 @@
+# Two commands set everything up on a fresh machine with Python 3.11+ and make:
+#   make run    virtualenv, install, embedded PostgreSQL, migrate, seed, serve
+#   make test   the whole test suite against the real PostgreSQL 18 + pgvector
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MANAGE := $(BIN)/python manage.py
+# Reinstall whenever pyproject.toml changes.
+INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Development defaults; a real deployment sets its own environment (see .env.example).
+export DJANGO_DEBUG ?= true
+
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format db-stop clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required") if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: install migrate seed serve
+
+serve: install
+	$(MANAGE) runserver $(HOST):$(PORT)
+
+test: install
+	$(BIN)/pytest
+
+migrate: install
+	$(MANAGE) migrate --no-input
+
+makemigrations: install
+	$(MANAGE) makemigrations $(if $(NAME),-n $(NAME),)
+
+seed: install
+	$(MANAGE) seed
+
+shell: install
+	$(MANAGE) shell
+
+dbshell: install
+	$(MANAGE) dbshell
+
+health: install
+	$(MANAGE) health
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(MANAGE) makemigrations --check --dry-run
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Stop the embedded PostgreSQL server if a process left it running.
+db-stop:
+	@if test -x $(BIN)/python; then $(BIN)/python -c 'from pathlib import Path; from config import embedded_db; print("embedded PostgreSQL stopped" if embedded_db.stop(Path(".")) else "embedded PostgreSQL not running")'; fi
+
+clean: db-stop
+	rm -rf $(VENV) var

@@ -1,0 +1,177 @@
+"""One settings module for every environment; production differs only by environment.
+
+Every variable is documented in `.env.example`.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Production refuses to start without SECRET_KEY; development (DEBUG) has a safe default.
+SECRET_KEY = env.str("SECRET_KEY", default="") or (
+    "dev-only-insecure-key-never-use-in-production" if DEBUG else ""
+)
+if not SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set SECRET_KEY in the environment, or DJANGO_DEBUG=true "
+        "for development."
+    )
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "pgtrigger",
+    "health_check",
+    "core",
+    "tenancy",
+    "documents",
+    "agents",
+    "exports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenancy.middleware.TenantContextMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------
+# DATABASE_URL is what the application runs as (the runtime role, section 7);
+# DATABASE_OWNER_URL is the role that owns the tables and runs migrations. Without
+# DATABASE_URL the embedded PostgreSQL 18 + pgvector server is used, with both roles
+# created for you.
+if env.str("DATABASE_URL", default=""):
+    _runtime = env.db("DATABASE_URL")
+    _owner = env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL"))
+else:
+    from config import embedded_db
+
+    _server = embedded_db.ensure_running(BASE_DIR)
+    _socket = {"HOST": _server.socket_dir, "PORT": "", "PASSWORD": ""}
+    _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
+    _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
+
+DATABASES = {
+    "default": {
+        **_runtime,
+        "ENGINE": "core.dbbackend",
+        # Django's native psycopg pool; persistent connections must stay off with it.
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {
+            "pool": {
+                "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+                "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+                "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+            },
+        },
+        # Behind PgBouncer in transaction mode, server-side cursors cannot work.
+        "DISABLE_SERVER_SIDE_CURSORS": env.bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False),
+        "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default="test_agentic")},
+    }
+}
+# Credentials of the owner role: used by migrate, flush, test-database creation and
+# the explicit system bypass (core.db.owner_connection), never by requests.
+DATABASE_OWNER = {key: _owner.get(key, "") for key in ("USER", "PASSWORD", "HOST", "PORT")}
+# Kept apart because the default connection's USER is switched while the owner works.
+DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "tenancy.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Files ------------------------------------------------------------------------
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+EXPORTS_ROOT = env.path("EXPORTS_ROOT", default=BASE_DIR / "var" / "exports")
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT},
+    },
+    "exports": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": EXPORTS_ROOT},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- Embeddings (DESIGN.md section 6) ------------------------------------------
+EMBEDDER = {
+    "CALLABLE": env.str("EMBEDDER_CALLABLE", default="core.embedding.hashing_embedder"),
+    "MODEL": env.str("EMBEDDER_MODEL", default="hashing-v1"),
+    "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "pgserver": {"level": "WARNING"},
+        "health_check": {"level": "ERROR"},
+    },
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+
+# users.email is unique case-insensitively through a UniqueConstraint on lower(email)
+# (tenancy.User); Django's check only recognises unique=True on the column itself.
+SILENCED_SYSTEM_CHECKS = ["auth.E003"]

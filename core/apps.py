@@ -1,0 +1,26 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _grant_runtime_privileges(sender, using, **kwargs) -> None:
+    """After every migrate (run as the owner), let the runtime role use the new tables."""
+    from django.db import connections
+
+    from core.db import grant_runtime_privileges, owner_role_name, role_exists, runtime_role_name
+
+    runtime = runtime_role_name()
+    if not runtime or runtime == owner_role_name():
+        return
+    with connections[using].cursor() as cursor:
+        if role_exists(cursor, runtime):
+            grant_runtime_privileges(cursor, runtime)
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core import checks  # noqa: F401  (registers the system checks)
+
+        post_migrate.connect(_grant_runtime_privileges, sender=self)

@@ -1,0 +1,61 @@
+"""System checks: the database must be PostgreSQL 18+ with pgvector 0.8+ (DESIGN.md §2).
+
+Registered under the `database` tag, so they run on `migrate` (which `make run`
+does first) and `check --database default`; `core.health` runs the same rules.
+"""
+
+from django.core.checks import Error, Tags, register
+from django.db import connections
+
+MIN_POSTGRES = (18, 0)
+MIN_PGVECTOR = (0, 8)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def version_problems(server_version_num: int, vector_version: str | None) -> list[str]:
+    """What is wrong with the found versions, in words an operator can act on."""
+    problems = []
+    found = (server_version_num // 10000, server_version_num % 10000)
+    if found < MIN_POSTGRES:
+        problems.append(
+            f"PostgreSQL {found[0]}.{found[1]} found, PostgreSQL {MIN_POSTGRES[0]} or newer "
+            "is required."
+        )
+    if vector_version is None:
+        problems.append(
+            "The pgvector extension (vector) is not available on this server; pgvector "
+            f"{MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]} or newer is required."
+        )
+    elif parse_version(vector_version) < MIN_PGVECTOR:
+        problems.append(
+            f"pgvector {vector_version} found, pgvector {MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]} "
+            "or newer is required."
+        )
+    return problems
+
+
+def read_versions(cursor) -> tuple[int, str | None]:
+    """The server's version and pgvector's: the installed one, else the one on offer.
+
+    Before the first migration creates the extension, the version the server would
+    install is what matters.
+    """
+    cursor.execute(
+        "SELECT current_setting('server_version_num')::int, coalesce("
+        "(SELECT extversion FROM pg_extension WHERE extname = 'vector'), "
+        "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector'))"
+    )
+    return cursor.fetchone()
+
+
+@register(Tags.database)
+def check_database_versions(app_configs=None, databases=None, **kwargs) -> list[Error]:
+    errors = []
+    for alias in databases or ():
+        with connections[alias].cursor() as cursor:
+            problems = version_problems(*read_versions(cursor))
+        errors += [Error(problem, id="core.E001") for problem in problems]
+    return errors

@@ -1,0 +1,60 @@
+"""Abstract models every table builds on (DESIGN.md section 4)."""
+
+import pgtrigger
+from django.db import models
+from django.db.models.functions import Now
+
+from core.ids import uuid7
+
+
+class UUIDv7(models.Func):
+    """PostgreSQL 18's `uuidv7()`, the database default for raw SQL and COPY inserts."""
+
+    function = "uuidv7"
+    template = "%(function)s()"
+    output_field = models.UUIDField()
+
+
+def updated_at_trigger() -> pgtrigger.Trigger:
+    """BEFORE UPDATE trigger keeping `updated_at` true for ORM, bulk and raw SQL writes."""
+    return pgtrigger.Trigger(
+        name="set_updated_at",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Update,
+        func="NEW.updated_at = now(); RETURN NEW;",
+    )
+
+
+class BaseModel(models.Model):
+    """UUIDv7 primary key and creation time."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, db_default=UUIDv7(), editable=False)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        abstract = True
+        get_latest_by = "created_at"
+
+
+class TimestampedModel(BaseModel):
+    """A row that changes: `updated_at` is maintained by a database trigger."""
+
+    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta(BaseModel.Meta):
+        abstract = True
+        triggers = [updated_at_trigger()]
+
+
+class TenantOwnedModel(TimestampedModel):
+    """A row that belongs to one tenant; row-level security keys on `tenant_id`.
+
+    The tenant column is indexed by each concrete model's tenant-first index.
+    """
+
+    tenant = models.ForeignKey(
+        "tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+
+    class Meta(TimestampedModel.Meta):
+        abstract = True

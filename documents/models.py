@@ -1,0 +1,329 @@
+"""Projects, their document versions, knowledge documents and embedded chunks."""
+
+import pgtrigger
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import F, Q
+from pgvector.django import HnswIndex, VectorField
+
+from core.expressions import Sha256Hex
+from core.models import TenantOwnedModel
+
+EMBEDDING_DIMENSION = 1536
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class ProjectQuerySet(models.QuerySet):
+    def for_tenant(self, tenant) -> "ProjectQuerySet":
+        return self.filter(tenant=tenant)
+
+    def live(self) -> "ProjectQuerySet":
+        return self.filter(deleted_at__isnull=True)
+
+    def deleted(self) -> "ProjectQuerySet":
+        return self.filter(deleted_at__isnull=False)
+
+
+class LiveProjectManager(models.Manager.from_queryset(ProjectQuerySet)):
+    """Default manager: soft-deleted projects are hidden."""
+
+    def get_queryset(self) -> ProjectQuerySet:
+        return super().get_queryset().live()
+
+
+class ProjectStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    ARCHIVED = "archived", "Archived"
+
+
+class Project(TenantOwnedModel):
+    """A project whose documents agents write and revise."""
+
+    Status = ProjectStatus
+
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    current_step = models.PositiveSmallIntegerField(default=1)
+    language = models.CharField(max_length=16, default="en")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LiveProjectManager()
+    all_objects = models.Manager.from_queryset(ProjectQuerySet)()
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "projects"
+        base_manager_name = "all_objects"
+        constraints = [
+            # Target of the (tenant_id, project_id) foreign keys that pin children to the
+            # project's tenant; also the tenant's full project index.
+            models.UniqueConstraint(fields=["tenant", "id"], name="projects_tenant_id_uniq"),
+            models.CheckConstraint(
+                condition=Q(status__in=ProjectStatus.values), name="projects_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(current_step__gte=1, current_step__lte=4),
+                name="projects_current_step_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(language__regex=r"^[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?$"),
+                name="projects_language_format",
+            ),
+        ]
+        indexes = [
+            # A tenant's live projects by status, most recently changed first.
+            models.Index(
+                "tenant",
+                "status",
+                F("updated_at").desc(),
+                name="projects_tenant_live_idx",
+                condition=Q(deleted_at__isnull=True),
+            ),
+            # "My projects" by status, most recently changed first.
+            models.Index(
+                "created_by", "status", F("updated_at").desc(), name="projects_creator_status_idx"
+            ),
+            # metadata @> '{...}' lookups.
+            GinIndex(fields=["metadata"], name="projects_metadata_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class DocumentType(models.TextChoices):
+    ABOUT = "about", "About"
+    SPECIFICATION = "specification", "Specification"
+    ARCHITECTURE = "architecture", "Architecture"
+    PLAN = "plan", "Plan"
+
+
+class DocumentVersion(TenantOwnedModel):
+    """One immutable version of one of a project's documents."""
+
+    DocumentType = DocumentType
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="versions", db_index=False
+    )
+    document_type = models.CharField(max_length=16, choices=DocumentType.choices)
+    version = models.PositiveIntegerField()
+    content = models.TextField()
+    content_sha256 = models.CharField(max_length=64)
+    prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    readability_score = models.FloatField(null=True, blank=True)
+    grammar_score = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "document_versions"
+        constraints = [
+            # Also the index behind "latest version of each type" and history queries.
+            models.UniqueConstraint(
+                fields=["project", "document_type", "version"],
+                name="document_versions_project_type_version_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "id"], name="document_versions_tenant_id_uniq"
+            ),
+            models.CheckConstraint(
+                condition=Q(document_type__in=DocumentType.values),
+                name="document_versions_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(version__gte=1), name="document_versions_version_gte_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(content_sha256__regex=SHA256_HEX),
+                name="document_versions_content_sha256_hex",
+            ),
+            # The stored hash is the content's hash, whoever wrote the row.
+            models.CheckConstraint(
+                condition=Q(content_sha256=Sha256Hex("content")),
+                name="document_versions_content_sha256_matches",
+            ),
+            models.CheckConstraint(
+                condition=Q(prev_sha256__isnull=True) | Q(prev_sha256__regex=SHA256_HEX),
+                name="document_versions_prev_sha256_hex",
+            ),
+            # The first version has no predecessor; every later one names it.
+            models.CheckConstraint(
+                condition=Q(version=1, prev_sha256__isnull=True)
+                | Q(version__gt=1, prev_sha256__isnull=False),
+                name="document_versions_prev_sha256_chain",
+            ),
+            models.CheckConstraint(
+                condition=Q(readability_score__isnull=True)
+                | Q(readability_score__gte=0, readability_score__lte=100),
+                name="document_versions_readability_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(grammar_score__isnull=True)
+                | Q(grammar_score__gte=0, grammar_score__lte=100),
+                name="document_versions_grammar_range",
+            ),
+        ]
+        indexes = [
+            # Tenant-first access and the (tenant_id, project_id) foreign key.
+            models.Index(fields=["tenant", "project"], name="docversions_tenant_proj_idx"),
+            models.Index(fields=["created_by"], name="document_versions_creator_idx"),
+            GinIndex(fields=["metadata"], name="document_versions_metadata_gin"),
+        ]
+        triggers = [
+            *TenantOwnedModel.Meta.triggers,
+            pgtrigger.Trigger(
+                name="versions_immutable",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.AnyChange(
+                    "content", "content_sha256", "version", "document_type", "project", "tenant"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'document version % is immutable: content, version, "
+                    "type, project and tenant cannot change', OLD.id "
+                    "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} / {self.document_type} v{self.version}"
+
+
+class DocumentStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Document(TenantOwnedModel):
+    """An uploaded knowledge document, split into chunks for retrieval."""
+
+    Status = DocumentStatus
+
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="documents",
+        db_index=False,
+    )
+    title = models.CharField(max_length=300)
+    storage_key = models.CharField(max_length=500)
+    content_type = models.CharField(max_length=100, default="text/plain")
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    error_message = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "documents"
+        constraints = [
+            models.UniqueConstraint(fields=["storage_key"], name="documents_storage_key_uniq"),
+            models.UniqueConstraint(fields=["tenant", "id"], name="documents_tenant_id_uniq"),
+            models.CheckConstraint(
+                condition=Q(status__in=DocumentStatus.values), name="documents_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(size_bytes__gte=0), name="documents_size_gte_0"),
+            models.CheckConstraint(
+                condition=Q(sha256="") | Q(sha256__regex=SHA256_HEX), name="documents_sha256_hex"
+            ),
+            # A failed document says why.
+            models.CheckConstraint(
+                condition=~Q(status="failed") | ~Q(error_message=""),
+                name="documents_failed_has_error",
+            ),
+        ]
+        indexes = [
+            # A tenant's documents by processing status.
+            models.Index(fields=["tenant", "status"], name="documents_tenant_status_idx"),
+            models.Index(fields=["project"], name="documents_project_idx"),
+            models.Index(fields=["created_by"], name="documents_creator_idx"),
+            GinIndex(fields=["metadata"], name="documents_metadata_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Chunk(TenantOwnedModel):
+    """A piece of a document with its embedding, the unit of retrieval."""
+
+    document = models.ForeignKey(
+        Document, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )
+    ordinal = models.PositiveIntegerField()
+    content = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSION, null=True, blank=True)
+    embedding_model = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "chunks"
+        constraints = [
+            # Also the document's chunk index.
+            models.UniqueConstraint(
+                fields=["document", "ordinal"], name="chunks_document_ordinal_uniq"
+            ),
+            # Target of (tenant_id, chunk_id) foreign keys (execution provenance).
+            models.UniqueConstraint(fields=["tenant", "id"], name="chunks_tenant_id_uniq"),
+            models.CheckConstraint(condition=Q(ordinal__gte=0), name="chunks_ordinal_gte_0"),
+            models.CheckConstraint(
+                condition=Q(token_count__gte=0), name="chunks_token_count_gte_0"
+            ),
+            # An embedding always says which model made it.
+            models.CheckConstraint(
+                condition=Q(embedding__isnull=True) | ~Q(embedding_model=""),
+                name="chunks_embedding_has_model",
+            ),
+        ]
+        indexes = [
+            # Nearest-neighbour search by cosine distance.
+            HnswIndex(
+                name="chunks_embedding_hnsw_idx",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            # A tenant's chunks of one document; the (tenant_id, document_id) foreign key.
+            models.Index(fields=["tenant", "document"], name="chunks_tenant_document_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} #{self.ordinal}"

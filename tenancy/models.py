@@ -1,0 +1,126 @@
+"""Users, tenants and memberships."""
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models.functions import Lower
+
+from core.models import TenantOwnedModel, TimestampedModel
+
+
+class UserManager(BaseUserManager):
+    def _create(self, email: str, password: str | None, **fields) -> "User":
+        if not email:
+            raise ValueError("email is required")
+        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        user.set_password(password)
+        user.full_clean(exclude=["password"])
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **fields) -> "User":
+        fields.setdefault("is_staff", False)
+        fields.setdefault("is_superuser", False)
+        return self._create(email, password, **fields)
+
+    def create_superuser(self, email: str, password: str | None = None, **fields) -> "User":
+        fields.update(is_staff=True, is_superuser=True)
+        return self._create(email, password, **fields)
+
+    def get_by_natural_key(self, email: str) -> "User":
+        # Email is the login and unique case-insensitively.
+        return self.get(email__iexact=email)
+
+
+class User(AbstractBaseUser, TimestampedModel):
+    """A person who logs in with their email; the AUTH_USER_MODEL."""
+
+    email = models.EmailField(max_length=254)
+    name = models.CharField(max_length=200, blank=True)
+    profile_data = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    is_superuser = models.BooleanField(default=False)
+    last_login = models.DateTimeField(db_column="last_login_at", null=True, blank=True)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS = ["name"]
+
+    class Meta(TimestampedModel.Meta):
+        db_table = "users"
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="users_email_ci_uniq"),
+        ]
+        indexes = [
+            # profile_data @> '{...}' lookups.
+            GinIndex(fields=["profile_data"], name="users_profile_data_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = self.__class__.objects.normalize_email(self.email).lower()
+
+    # Tenant roles (Membership) decide what a staff member may do; Django's
+    # per-model permission tables are not used.
+    def has_perm(self, perm: str, obj=None) -> bool:
+        return self.is_active and self.is_superuser
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return self.is_active and (self.is_superuser or self.is_staff)
+
+
+class Tenant(TimestampedModel):
+    """A customer organisation; every tenant-owned row points at one."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100)
+    settings = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta(TimestampedModel.Meta):
+        db_table = "tenants"
+        constraints = [models.UniqueConstraint(fields=["slug"], name="tenants_slug_uniq")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MembershipRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    EDITOR = "editor", "Editor"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(TenantOwnedModel):
+    """A user's role in a tenant."""
+
+    Role = MembershipRole
+
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "memberships"
+        constraints = [
+            # Also the tenant-first index: members of a tenant.
+            models.UniqueConstraint(fields=["tenant", "user"], name="memberships_tenant_user_uniq"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=MembershipRole.values), name="memberships_role_valid"
+            ),
+        ]
+        indexes = [
+            # A user's tenants (login, tenant middleware).
+            models.Index(fields=["user"], name="memberships_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
