@@ -106,3 +106,24 @@ def system_context(reason: str, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]
         with connections[using].cursor() as cursor:
             _set_local(cursor, BYPASS_SETTING, "on")
         yield
+
+
+def require_tenant(tenant, **objects) -> uuid.UUID:
+    """The tenant's id, after checking every given row belongs to it.
+
+    Services call this first, so that a row of another tenant is refused with a
+    ValidationError naming the field, before the database's own checks.
+    """
+    from django.core.exceptions import ValidationError
+
+    if tenant is None:
+        raise ValidationError({"tenant": "A tenant is required."})
+    tenant_id = _as_uuid(tenant)
+    wrong = {
+        field: f"{field} belongs to another tenant."
+        for field, obj in objects.items()
+        if obj is not None and obj.tenant_id != tenant_id
+    }
+    if wrong:
+        raise ValidationError(wrong)
+    return tenant_id

@@ -1,0 +1,38 @@
+"""Writes of users, tenants and memberships."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from tenancy.context import tenant_context
+from tenancy.models import Membership, MembershipRole, Tenant, User
+
+
+def user_create(*, email: str, password: str | None, name: str = "", **fields) -> User:
+    return User.objects.create_user(email=email, password=password, name=name, **fields)
+
+
+def tenant_create(*, name: str, slug: str, owner: User | None = None, settings=None) -> Tenant:
+    """A new tenant; `owner`, if given, becomes its first member with the owner role."""
+    with transaction.atomic():
+        tenant = Tenant(name=name, slug=slug, settings=settings or {})
+        tenant.full_clean()
+        tenant.save()
+        if owner is not None:
+            membership_set(tenant=tenant, user=owner, role=MembershipRole.OWNER)
+    return tenant
+
+
+def membership_set(*, tenant: Tenant, user: User, role: str) -> Membership:
+    """Give `user` the `role` in `tenant`, creating or updating the membership."""
+    with tenant_context(tenant):
+        membership = Membership.objects.filter(tenant=tenant, user=user).first()
+        if membership is None:
+            membership = Membership(tenant=tenant, user=user, role=role)
+            membership.full_clean()
+            membership.save()
+        elif membership.role != role:
+            membership.role = role
+            membership.full_clean()
+            membership.save(update_fields=["role", "updated_at"])
+    return membership

@@ -1,0 +1,106 @@
+import threading
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from documents import selectors, services
+from documents.models import DocumentVersion
+from tenancy.context import tenant_context
+
+
+@pytest.fixture
+def project(tenant_a):
+    return services.project_create(tenant=tenant_a, name="Apollo")
+
+
+def test_first_version_is_1_without_predecessor(tenant_a, project):
+    v1 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="hello"
+    )
+    assert (v1.version, v1.prev_sha256) == (1, None)
+    assert v1.content_sha256 == services.sha256_hex("hello")
+
+
+def test_next_version_chains_the_previous_hash(tenant_a, project):
+    v1 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="one"
+    )
+    v2 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="two"
+    )
+    assert (v2.version, v2.prev_sha256) == (2, v1.content_sha256)
+
+
+def test_unchanged_content_returns_the_latest_version(tenant_a, project):
+    v1 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="plan", content="same"
+    )
+    again = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="plan", content="same"
+    )
+    assert again.pk == v1.pk
+    with tenant_context(tenant_a):
+        assert DocumentVersion.objects.count() == 1
+
+
+def test_unknown_document_type_is_refused_naming_the_field(tenant_a, project):
+    with pytest.raises(ValidationError) as error:
+        services.document_version_create(
+            tenant=tenant_a, project=project, document_type="poem", content="x"
+        )
+    assert "document_type" in error.value.message_dict
+
+
+def test_another_tenants_project_is_refused(tenant_a, tenant_b, project):
+    with pytest.raises(ValidationError) as error:
+        services.document_version_create(
+            tenant=tenant_b, project=project, document_type="about", content="x"
+        )
+    assert "project" in error.value.message_dict
+
+
+def test_latest_versions_gives_one_per_type(tenant_a, project):
+    for content in ("a1", "a2"):
+        services.document_version_create(
+            tenant=tenant_a, project=project, document_type="about", content=content
+        )
+    services.document_version_create(
+        tenant=tenant_a, project=project, document_type="plan", content="p1"
+    )
+    latest = selectors.latest_versions(tenant=tenant_a, project=project)
+    assert {t: v.version for t, v in latest.items()} == {"about": 2, "plan": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_get_1_to_n_with_an_intact_chain(tenant_a):
+    project = services.project_create(tenant=tenant_a, name="Concurrent")
+    writers, errors = 20, []
+    barrier = threading.Barrier(writers)
+
+    def write(n: int) -> None:
+        try:
+            barrier.wait()
+            services.document_version_create(
+                tenant=tenant_a, project=project, document_type="specification",
+                content=f"draft {n}",
+            )
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    history = selectors.version_history(
+        tenant=tenant_a, project=project, document_type="specification"
+    )
+    assert [v.version for v in history] == list(range(1, writers + 1))
+    assert history[0].prev_sha256 is None
+    for previous, current in zip(history, history[1:], strict=False):
+        assert current.prev_sha256 == previous.content_sha256
