@@ -1,0 +1,98 @@
+"""One valid row of every tenant-owned model, for the isolation tests.
+
+`TENANT_ROW_BUILDERS` must cover every model with a tenant field:
+tests/tenancy/test_rls.py fails when a new tenant-owned model has no builder here.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.apps import apps
+from django.db import models
+
+from core.embedding import get_embedder
+from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.services import sha256_hex
+from tenancy.context import tenant_context
+from tenancy.models import Membership, User
+
+
+def tenant_owned_models() -> list[type[models.Model]]:
+    return sorted(
+        (
+            model
+            for model in apps.get_models()
+            if any(field.name == "tenant" for field in model._meta.concrete_fields)
+        ),
+        key=lambda model: model._meta.label,
+    )
+
+
+def _project(tenant, rows):
+    return Project.objects.create(tenant=tenant, name=f"Project of {tenant.slug}")
+
+
+def _version(tenant, rows):
+    content = f"About {tenant.slug}"
+    return DocumentVersion.objects.create(
+        tenant=tenant, project=rows[Project], document_type="about", version=1,
+        content=content, content_sha256=sha256_hex(content),
+    )
+
+
+def _document(tenant, rows):
+    return Document.objects.create(
+        tenant=tenant, project=rows[Project], title="Handbook",
+        storage_key=f"documents/{tenant.pk}/{uuid.uuid4()}",
+    )
+
+
+def _chunk(tenant, rows):
+    content = f"knowledge of {tenant.slug}"
+    embedder = get_embedder()
+    return Chunk.objects.create(
+        tenant=tenant, document=rows[Document], ordinal=0, content=content,
+        embedding=embedder.embed([content])[0], embedding_model=embedder.model,
+    )
+
+
+def _membership(tenant, rows):
+    user = User.objects.create_user(email=f"member-{uuid.uuid4().hex[:8]}@example.com")
+    return Membership.objects.create(tenant=tenant, user=user, role="viewer")
+
+
+def _execution(tenant, rows):
+    from agents.models import AgentExecution
+
+    return AgentExecution.objects.create(
+        tenant=tenant, project=rows[Project], agent_type="writer", correlation_id=uuid.uuid4(),
+        produced_version=rows[DocumentVersion],
+    )
+
+
+def _export(tenant, rows):
+    from exports.models import Export
+
+    return Export.objects.create(tenant=tenant, project=rows[Project])
+
+
+# Insertion order matters: parents first.
+TENANT_ROW_BUILDERS = {
+    "tenancy.Membership": _membership,
+    "documents.Project": _project,
+    "documents.DocumentVersion": _version,
+    "documents.Document": _document,
+    "documents.Chunk": _chunk,
+    "agents.AgentExecution": _execution,
+    "exports.Export": _export,
+}
+
+
+def make_tenant_rows(tenant) -> dict[type[models.Model], models.Model]:
+    """One row of every tenant-owned model for `tenant`, keyed by model."""
+    rows: dict[type[models.Model], models.Model] = {}
+    with tenant_context(tenant):
+        for label, build in TENANT_ROW_BUILDERS.items():
+            rows[apps.get_model(label)] = build(tenant, rows)
+    return rows

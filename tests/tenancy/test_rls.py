@@ -1,0 +1,312 @@
+"""Row-level security (DESIGN.md section 7), tested as the runtime role."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from psycopg import sql
+
+from core.db import owner_connection
+from documents.models import Chunk, Project
+from tenancy.context import current_tenant_ids, system_context, tenant_context
+from tenancy.models import Tenant
+from tests.factories import TENANT_ROW_BUILDERS, make_tenant_rows, tenant_owned_models
+
+
+def tenant_tables() -> list[str]:
+    """Every table in the public schema with a tenant_id column, from the catalog."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.table_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_schema, table_name) "
+            "WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' "
+            "AND t.table_type = 'BASE TABLE' ORDER BY 1"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_every_tenant_table_has_forced_rls_and_policies(db):
+    tables = tenant_tables()
+    assert {"projects", "chunks", "memberships"} <= set(tables)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+            "array_agg(p.polname ORDER BY p.polname) FILTER (WHERE p.polname IS NOT NULL) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_policy p ON p.polrelid = c.oid "
+            "WHERE n.nspname = 'public' AND c.relname = ANY(%s) GROUP BY 1, 2, 3",
+            [tables],
+        )
+        found = {name: (enabled, forced, policies) for name, enabled, forced, policies in cursor}
+    lacking = {
+        table: found.get(table)
+        for table in tables
+        if found.get(table, (False, False, None))[:2] != (True, True)
+        or "tenant_isolation" not in (found[table][2] or [])
+    }
+    assert lacking == {}, f"tables without enabled+forced tenant_isolation policy: {lacking}"
+
+
+def test_every_tenant_owned_model_has_an_isolation_row_builder():
+    labels = {model._meta.label for model in tenant_owned_models()}
+    assert labels <= set(TENANT_ROW_BUILDERS), labels - set(TENANT_ROW_BUILDERS)
+
+
+def test_no_tenant_set_sees_no_rows_and_cannot_insert(tenant_a):
+    make_tenant_rows(tenant_a)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table in tenant_tables():
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            assert cursor.fetchone()[0] == 0, table
+    with pytest.raises(DatabaseError, match="row-level security"), transaction.atomic():
+        Project.objects.create(tenant=tenant_a, name="sneaky")
+
+
+def test_an_empty_tenant_setting_is_no_tenant_not_a_cast_error(tenant_a):
+    make_tenant_rows(tenant_a)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('app.tenant_ids', '', true)")
+        cursor.execute("SELECT count(*) FROM projects")
+        assert cursor.fetchone()[0] == 0
+
+
+def _insertable_columns(cursor, table: str) -> list[str]:
+    cursor.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+        [table],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.parametrize("label", sorted(TENANT_ROW_BUILDERS))
+def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant_a, tenant_b):
+    rows = make_tenant_rows(tenant_a)
+    make_tenant_rows(tenant_b)
+    row = next(row for model, row in rows.items() if model._meta.label == label)
+    table = sql.Identifier(row._meta.db_table)
+    with tenant_context(tenant_a), connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE id = %s").format(table), [row.pk]
+        )
+        original = json.loads(cursor.fetchone()[0])  # Django reads jsonb as text
+        columns = _insertable_columns(cursor, row._meta.db_table)
+
+    with tenant_context(tenant_b), connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE id = %s").format(table), [row.pk])
+        assert cursor.fetchone()[0] == 0
+        cursor.execute(
+            sql.SQL("UPDATE {} SET created_at = created_at WHERE id = %s").format(table), [row.pk]
+        )
+        assert cursor.rowcount == 0
+        cursor.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(table), [row.pk])
+        assert cursor.rowcount == 0
+        # Re-insert tenant A's row under a new id: refused by the WITH CHECK policy.
+        forged = {**original, "id": str(uuid.uuid4())}
+        column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+        with pytest.raises(DatabaseError, match="row-level security"), transaction.atomic():
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO {table} ({columns}) "
+                    "SELECT {columns} FROM jsonb_populate_record(NULL::{table}, %s::jsonb)"
+                ).format(table=table, columns=column_list),
+                [json.dumps(forged)],
+            )
+
+    with tenant_context(tenant_a), connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE id = %s").format(table), [row.pk])
+        assert cursor.fetchone()[0] == 1, "tenant A's row survived untouched"
+
+
+@pytest.mark.parametrize(
+    "table", ["projects", "document_versions", "documents", "chunks", "agent_executions", "exports"]
+)
+def test_tenant_b_cannot_move_its_rows_into_tenant_a(table, tenant_a, tenant_b):
+    make_tenant_rows(tenant_b)
+    with tenant_context(tenant_b), connection.cursor() as cursor:
+        with pytest.raises(DatabaseError), transaction.atomic():
+            cursor.execute(
+                sql.SQL("UPDATE {} SET tenant_id = %s").format(sql.Identifier(table)),
+                [tenant_a.pk],
+            )
+
+
+def test_a_child_cannot_point_at_another_tenants_parent(tenant_a, tenant_b):
+    rows_a = make_tenant_rows(tenant_a)
+    with tenant_context(tenant_b), connection.cursor() as cursor:
+        with pytest.raises(DatabaseError, match="document_versions_project_tenant_fk"):
+            with transaction.atomic():
+                cursor.execute(
+                    "INSERT INTO document_versions (tenant_id, project_id, document_type, "
+                    "version, content, content_sha256, prev_sha256, metadata) VALUES (%s, %s, 'plan', 1, "
+                    "'x', encode(sha256('x'::bytea), 'hex'), NULL, '{}')",
+                    [tenant_b.pk, rows_a[Project].pk],
+                )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_not_even_the_owner_can_attach_a_child_to_another_tenants_parent(tenant_a, tenant_b):
+    rows_a = make_tenant_rows(tenant_a)
+    with system_context("test: owner role cannot cross tenants"), connection.cursor() as cursor:
+        with pytest.raises(DatabaseError, match="chunks_document_tenant_fk"):
+            with transaction.atomic():
+                cursor.execute(
+                    "INSERT INTO chunks (tenant_id, document_id, ordinal, content, token_count, "
+                    "embedding_model, metadata) VALUES (%s, %s, 99, 'x', 1, '', '{}')",
+                    [tenant_b.pk, rows_a[Chunk.document.field.related_model].pk],
+                )
+
+
+def test_tenant_context_accepts_several_tenants(tenant_a, tenant_b):
+    make_tenant_rows(tenant_a)
+    make_tenant_rows(tenant_b)
+    with tenant_context(tenant_a, tenant_b.pk):
+        assert Project.objects.count() == 2
+    with tenant_context(tenant_b):
+        assert Project.objects.count() == 1
+
+
+def test_nested_contexts_restore_the_outer_tenants(tenant_a, tenant_b):
+    with tenant_context(tenant_a):
+        with tenant_context(tenant_b):
+            assert current_tenant_ids() == [tenant_b.pk]
+        assert current_tenant_ids() == [tenant_a.pk]
+    with transaction.atomic():
+        assert current_tenant_ids() == []
+
+
+def test_tenant_context_works_as_a_decorator(tenant_a):
+    @tenant_context(tenant_a)
+    def create() -> Project:
+        return Project.objects.create(tenant=tenant_a, name="decorated")
+
+    create()
+    with tenant_context(tenant_a):
+        assert Project.objects.filter(name="decorated").exists()
+
+
+def test_tenant_context_needs_a_tenant():
+    with pytest.raises(ValueError, match="at least one tenant"):
+        with tenant_context():
+            pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_system_context_sees_every_tenant_and_is_logged(tenant_a, tenant_b, caplog):
+    make_tenant_rows(tenant_a)
+    make_tenant_rows(tenant_b)
+    with caplog.at_level("WARNING", logger="tenancy.context"):
+        with system_context("test: count every tenant"):
+            assert Project.objects.count() == 2
+    assert "row-level security bypass: test: count every tenant" in caplog.text
+    # The bypass ends with its transaction and the runtime role is back.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, count(*) FROM projects GROUP BY 1")
+        assert cursor.fetchall() == []
+        cursor.execute("SELECT current_user")
+        assert cursor.fetchone()[0] != "agentic_owner"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runtime_role_cannot_turn_the_bypass_on(tenant_a):
+    make_tenant_rows(tenant_a)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('app.rls_bypass', 'on', true)")
+        cursor.execute("SELECT count(*) FROM projects")
+        assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tenant_setting_never_leaks_between_transactions_on_pooled_connections():
+    tenants = [Tenant.objects.create(name=f"T{n}", slug=f"t{n}") for n in range(4)]
+    for n, tenant in enumerate(tenants):
+        with tenant_context(tenant):
+            Project.objects.bulk_create(
+                [Project(tenant=tenant, name=f"p{i}") for i in range(n + 1)]
+            )
+    expected = {tenant.pk: n + 1 for n, tenant in enumerate(tenants)}
+    failures, backends = [], set()
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(15):
+                tenant = tenants[(offset + i) % len(tenants)]
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT coalesce(current_setting('app.tenant_ids', true), ''), "
+                        "pg_backend_pid()"
+                    )
+                    leaked, pid = cursor.fetchone()
+                with tenant_context(tenant):
+                    seen = Project.objects.count()
+                with lock:
+                    backends.add(pid)
+                    if leaked:
+                        failures.append(("leaked setting", leaked))
+                    if seen != expected[tenant.pk]:
+                        failures.append(("wrong rows", tenant.slug, seen))
+                connection.close()  # back to the pool: the next transaction may get another
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            failures.append(("error", repr(error)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    # 180 transactions ran on far fewer server connections: they were reused.
+    assert len(backends) <= 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tenant_scoped_project_list_uses_its_index_under_rls():
+    tenants = [Tenant.objects.create(name=f"T{n}", slug=f"t{n}") for n in range(20)]
+    for tenant in tenants:
+        with tenant_context(tenant):
+            Project.objects.bulk_create(
+                [Project(tenant=tenant, name=f"p{i}", status="draft") for i in range(200)]
+            )
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE projects")
+    with tenant_context(tenants[0]):
+        plan = Project.objects.filter(tenant=tenants[0], status="draft").order_by("-updated_at")
+        text = plan.explain()
+    assert "projects_tenant_live_idx" in text, text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunk_knn_uses_the_hnsw_index_under_rls(tenant_a, tenant_b):
+    from pgvector.django import CosineDistance
+
+    from core.embedding import get_embedder
+
+    embedder = get_embedder()
+    texts = [f"note {n} about topic {n % 37} and item {n % 11}" for n in range(2000)]
+    vectors = embedder.embed(texts)
+    # Tenant A holds most chunks: the planner prefers the HNSW index over sorting them.
+    # (For a small tenant it rightly sorts the rows its tenant index finds: exact and fast.)
+    for tenant, share in ((tenant_b, texts[:200]), (tenant_a, texts[200:])):
+        document = make_tenant_rows(tenant)[Chunk.document.field.related_model]
+        offset = 0 if tenant is tenant_b else 200
+        with tenant_context(tenant):
+            Chunk.objects.bulk_create(
+                [
+                    Chunk(tenant=tenant, document=document, ordinal=n + 1, content=text,
+                          embedding=vectors[offset + n], embedding_model=embedder.model)
+                    for n, text in enumerate(share)
+                ]
+            )
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE chunks")
+    query = embedder.embed(["note 5 about topic 5"])[0]
+    with tenant_context(tenant_a):
+        text = Chunk.objects.order_by(CosineDistance("embedding", query))[:5].explain()
+    assert "chunks_embedding_hnsw_idx" in text, text
