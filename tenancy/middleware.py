@@ -16,11 +16,18 @@ class TenantContextMiddleware:
     to the next request on the same pooled connection.
     """
 
+    # Paths that read no tenant data: the health check must answer fast even with a
+    # session cookie and a database that is down (no membership lookup, no pool wait).
+    exempt_prefixes = ("/health/",)
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         user = getattr(request, "user", None)
+        if request.path.startswith(self.exempt_prefixes):
+            request.tenant_ids = []
+            return self.get_response(request)
         if user is None or not user.is_authenticated:
             request.tenant_ids = []
             return self.get_response(request)
