@@ -15,26 +15,31 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
+def postgres_problem(server_version_num: int) -> str | None:
+    """What is wrong with the server's version (`server_version_num`), if anything."""
+    found = (server_version_num // 10000, server_version_num % 10000)
+    if found >= MIN_POSTGRES:
+        return None
+    return (
+        f"PostgreSQL {found[0]}.{found[1]} found, PostgreSQL {MIN_POSTGRES[0]} or newer "
+        "is required."
+    )
+
+
+def pgvector_problem(vector_version: str | None) -> str | None:
+    """What is wrong with pgvector's version (None: not available), if anything."""
+    required = f"pgvector {MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]} or newer is required."
+    if vector_version is None:
+        return f"The pgvector extension (vector) is not available on this server; {required}"
+    if parse_version(vector_version) < MIN_PGVECTOR:
+        return f"pgvector {vector_version} found, {required}"
+    return None
+
+
 def version_problems(server_version_num: int, vector_version: str | None) -> list[str]:
     """What is wrong with the found versions, in words an operator can act on."""
-    problems = []
-    found = (server_version_num // 10000, server_version_num % 10000)
-    if found < MIN_POSTGRES:
-        problems.append(
-            f"PostgreSQL {found[0]}.{found[1]} found, PostgreSQL {MIN_POSTGRES[0]} or newer "
-            "is required."
-        )
-    if vector_version is None:
-        problems.append(
-            "The pgvector extension (vector) is not available on this server; pgvector "
-            f"{MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]} or newer is required."
-        )
-    elif parse_version(vector_version) < MIN_PGVECTOR:
-        problems.append(
-            f"pgvector {vector_version} found, pgvector {MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]} "
-            "or newer is required."
-        )
-    return problems
+    problems = (postgres_problem(server_version_num), pgvector_problem(vector_version))
+    return [problem for problem in problems if problem]
 
 
 def read_versions(cursor) -> tuple[int, str | None]:

@@ -1,10 +1,11 @@
-"""Database helpers shared by the apps: the owner connection and runtime grants.
+"""Database helpers shared by the apps: the owner connection, the runtime role and its grants.
 
 Two roles use the database (DESIGN.md section 7). The runtime role, in
 `DATABASES["default"]`, serves requests and services; the owner role, in
 `settings.DATABASE_OWNER`, owns the tables and runs migrations, flushes, test-database
 creation and the explicit system bypass. `owner_connection()` switches the default
-connection to the owner's credentials for the duration of a block.
+connection to the owner's credentials for the duration of a block;
+`ensure_runtime_role()` and `grant_runtime_privileges()` set the runtime role up.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
-from psycopg import sql
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
+from psycopg import errors, sql
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,85 @@ def grant_runtime_privileges(cursor, runtime_role: str) -> None:
 def role_exists(cursor, role: str) -> bool:
     cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
     return cursor.fetchone() is not None
+
+
+# What the runtime role must be (section 7): it logs in and can get around nothing.
+# Keyed by the pg_roles column that shows each attribute.
+RUNTIME_ROLE_ATTRIBUTES = {
+    "rolcanlogin": ("LOGIN", True),
+    "rolsuper": ("NOSUPERUSER", False),
+    "rolbypassrls": ("NOBYPASSRLS", False),
+    "rolcreatedb": ("NOCREATEDB", False),
+    "rolcreaterole": ("NOCREATEROLE", False),
+}
+# Stands for the password in SQL shown to people; the real one is never printed.
+PASSWORD_PLACEHOLDER = "<the password from DATABASE_URL>"
+
+
+class RoleSetupRefused(Exception):
+    """The connected role may not create or alter the runtime role; says what SQL to run."""
+
+    def __init__(self, reason: str, statement: str) -> None:
+        super().__init__(f"{reason}\nAn administrator must run:\n\n    {statement};\n")
+        self.statement = statement
+
+
+def _role_statement(
+    role: str, keywords: list[str], *, create: bool, password: str | None
+) -> sql.Composed:
+    parts = [sql.SQL("CREATE ROLE" if create else "ALTER ROLE"), sql.Identifier(role)]
+    parts += [sql.SQL(keyword) for keyword in keywords]
+    if password is not None:
+        parts += [sql.SQL("PASSWORD"), sql.Literal(password)]
+    return sql.SQL(" ").join(parts)
+
+
+def ensure_runtime_role(cursor, role: str, *, password: str = "") -> str:
+    """Create the runtime role, or bring an existing one to RUNTIME_ROLE_ATTRIBUTES.
+
+    Returns "created", "updated" or "unchanged". The password (if any) is sent as a
+    SCRAM verifier computed here, so it never reaches the server's logs in clear.
+    When the connected role may not manage roles, a role that already has the right
+    attributes is left alone (password included: an administrator set it); anything
+    else raises RoleSetupRefused with the statement an administrator must run.
+    """
+    cursor.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+    may_manage_roles = cursor.fetchone()[0]
+    columns = sql.SQL(", ").join(map(sql.Identifier, RUNTIME_ROLE_ATTRIBUTES))
+    cursor.execute(sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(columns), [role])
+    found = cursor.fetchone()
+    create = found is None
+    current = dict(zip(RUNTIME_ROLE_ATTRIBUTES, found, strict=True)) if found else {}
+    keywords = [
+        keyword
+        for column, (keyword, wanted) in RUNTIME_ROLE_ATTRIBUTES.items()
+        if current.get(column) != wanted
+    ]
+    if not keywords and not (password and may_manage_roles):
+        return "unchanged"
+
+    def refused(reason: str) -> RoleSetupRefused:
+        shown = _role_statement(
+            role, keywords, create=create, password=PASSWORD_PLACEHOLDER if password else None
+        )
+        return RoleSetupRefused(reason, shown.as_string(cursor.connection))
+
+    if not may_manage_roles:
+        raise refused(
+            "The owner role may not create or alter roles (it needs CREATEROLE or SUPERUSER)."
+        )
+    verifier = None
+    if password:
+        # algorithm None: the server's password_encryption setting decides.
+        encrypted = cursor.connection.pgconn.encrypt_password(password.encode(), role.encode())
+        verifier = encrypted.decode()
+    try:
+        cursor.execute(_role_statement(role, keywords, create=create, password=verifier))
+    except ProgrammingError as error:
+        # PostgreSQL 16+: CREATEROLE alone may not alter a role created by someone else,
+        # nor touch SUPERUSER, BYPASSRLS or CREATEDB without having them itself.
+        if not isinstance(error.__cause__, errors.InsufficientPrivilege):
+            raise
+        raise refused(f"PostgreSQL refused: {error}") from error
+    logger.info("runtime role set up", extra={"role": role, "role_created": create})
+    return "created" if create else "updated"

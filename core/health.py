@@ -1,14 +1,17 @@
-"""Health checks for /health/ (DESIGN.md section 5), on django-health-check's v4 API.
+"""Health checks for /health/ and `manage.py health` (DESIGN.md sections 5 and 7).
 
-Each check opens its own short connection with a connect timeout, bypassing the
-pool, so an unreachable database answers in seconds rather than a pool timeout.
-Messages name what is wrong and never carry hostnames, users, passwords or
-driver messages (which can contain all three): unexpected errors are logged,
-not shown.
+Built on django-health-check's v4 API. Each database check opens its own short
+connection with a connect timeout and a statement timeout, bypassing the pool, so an
+unreachable database answers in seconds rather than after the pool's timeout.
+Messages name what is wrong and never carry hostnames, socket paths, users,
+passwords or driver messages (which can contain all of them): those go to the log.
+The checks' reprs label every answer (JSON keys, HTML rows), so their fields must
+never hold anything secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -20,83 +23,120 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.loader import MigrationLoader
-from health_check.base import HealthCheck
+from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core.checks import read_versions, version_problems
+from core.checks import pgvector_problem, postgres_problem
+from core.db import runtime_role_name
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3
+# Each under django-health-check's 5 s budget per check, so our message, not its timeout, shows.
+STATEMENT_TIMEOUT = "3s"
+# Long lists of names would bury the message; the rest are counted.
+MAX_NAMES = 5
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    more = len(names) - MAX_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 @contextmanager
 def probe_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Cursor]:
+    """A cursor on a fresh connection with the alias's settings, not from its pool.
+
+    Connection and query failures become ServiceUnavailable with a fixed message;
+    the driver's own message (host, socket path, user) is logged only.
+    """
     params = connections[using].get_connection_params()
-    params = {
-        k: v for k, v in params.items() if k in {"dbname", "user", "password", "host", "port"}
-    }
+    params["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     try:
-        with psycopg.connect(**params, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
-            with conn.cursor() as cursor:
-                yield cursor
-    except psycopg.OperationalError as error:
-        logger.warning("health probe could not reach the database", exc_info=True)
-        raise ServiceUnavailable("database unreachable") from error
+        conn = psycopg.connect(**params)
     except psycopg.Error as error:
-        logger.warning("health probe query failed", exc_info=True)
+        logger.warning("health probe could not connect: %s", error)
+        raise ServiceUnavailable("database unreachable") from error
+    try:
+        with conn, conn.cursor() as cursor:
+            # SET LOCAL: behind PgBouncer a session setting would outlive the probe.
+            cursor.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+            yield cursor
+    except psycopg.Error as error:
+        logger.warning("health probe query failed: %s", error)
         raise ServiceUnavailable(f"database query failed ({type(error).__name__})") from error
 
 
 @dataclasses.dataclass
 class DatabaseReachable(HealthCheck):
+    """The database accepts a connection and answers a query."""
+
     def run(self) -> None:
         with probe_cursor() as cursor:
             cursor.execute("SELECT 1")
 
 
 @dataclasses.dataclass
-class DatabaseVersions(HealthCheck):
-    """PostgreSQL >= 18 and the vector extension >= 0.8 installed."""
+class PostgresVersion(HealthCheck):
+    """The server is PostgreSQL 18 or newer."""
 
     def run(self) -> None:
         with probe_cursor() as cursor:
-            server_version, _ = read_versions(cursor)
+            cursor.execute("SELECT current_setting('server_version_num')::int")
+            (server_version,) = cursor.fetchone()
+        if problem := postgres_problem(server_version):
+            raise ServiceUnavailable(problem)
+
+
+@dataclasses.dataclass
+class VectorExtension(HealthCheck):
+    """The vector extension is installed in the database, version 0.8 or newer."""
+
+    def run(self) -> None:
+        with probe_cursor() as cursor:
             cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = cursor.fetchone()
         if row is None:
-            raise ServiceUnavailable("extension vector is not installed")
-        problems = version_problems(server_version, row[0])
-        if problems:
-            raise ServiceUnavailable(" ".join(problems))
+            raise ServiceUnavailable("extension vector is not installed in the database")
+        if problem := pgvector_problem(row[0]):
+            raise ServiceUnavailable(problem)
 
 
 @dataclasses.dataclass
 class MigrationsApplied(HealthCheck):
+    """Every migration on disk is recorded as applied."""
+
     def run(self) -> None:
-        on_disk = set(MigrationLoader(None, ignore_no_migrations=True).graph.nodes)
+        # No connection: the loader only reads the migration files.
+        loader = MigrationLoader(None, ignore_no_migrations=True)
         with probe_cursor() as cursor:
             cursor.execute("SELECT to_regclass('django_migrations') IS NOT NULL")
             applied = set()
             if cursor.fetchone()[0]:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = set(cursor.fetchall())
-        unapplied = sorted(on_disk - applied)
+
+        def is_applied(key: tuple[str, str]) -> bool:
+            # A squashed migration counts as applied once everything it replaces is.
+            replacing = loader.replacements.get(key)
+            return key in applied or bool(replacing and set(replacing.replaces) <= applied)
+
+        unapplied = sorted(key for key in loader.graph.nodes if not is_applied(key))
         if unapplied:
-            names = ", ".join(f"{app}.{name}" for app, name in unapplied[:5])
-            more = f" and {len(unapplied) - 5} more" if len(unapplied) > 5 else ""
-            raise ServiceUnavailable(f"{len(unapplied)} unapplied migrations: {names}{more}")
+            names = _names([f"{app}.{name}" for app, name in unapplied])
+            raise ServiceUnavailable(f"{len(unapplied)} unapplied migrations: {names}")
 
 
 @dataclasses.dataclass
 class HnswIndexesValid(HealthCheck):
-    """No HNSW index left invalid (a failed CREATE INDEX CONCURRENTLY, say)."""
+    """HNSW indexes exist and none is left invalid (a failed CREATE INDEX CONCURRENTLY)."""
 
     def run(self) -> None:
         with probe_cursor() as cursor:
             cursor.execute(
-                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "SELECT c.relname::text, i.indisvalid AND i.indisready FROM pg_index i "
                 "JOIN pg_class c ON c.oid = i.indexrelid "
                 "JOIN pg_am am ON am.oid = c.relam WHERE am.amname = 'hnsw'"
             )
@@ -105,7 +145,85 @@ class HnswIndexesValid(HealthCheck):
             raise ServiceUnavailable("no HNSW index found (chunks_embedding_hnsw_idx)")
         invalid = sorted(name for name, valid in rows if not valid)
         if invalid:
-            raise ServiceUnavailable(f"invalid HNSW indexes: {', '.join(invalid)}")
+            raise ServiceUnavailable(f"invalid HNSW indexes: {_names(invalid)}")
+
+
+@dataclasses.dataclass
+class RowLevelSecurityEnforced(HealthCheck):
+    """Every table with a tenant_id column has row-level security enabled, forced and a policy.
+
+    DESIGN.md section 7: PostgreSQL enforces tenant isolation. Partitions count as
+    tables: they can be queried directly.
+    """
+
+    def run(self) -> None:
+        with probe_cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, "
+                "EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND EXISTS ("
+                "SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
+                "AND a.attname = 'tenant_id' AND NOT a.attisdropped) "
+                "ORDER BY c.relname"
+            )
+            rows = cursor.fetchall()
+        problems = []
+        for table, enabled, forced, has_policy in rows:
+            missing = [
+                label for label, ok in (("not enabled", enabled), ("not forced", forced)) if not ok
+            ]
+            if not has_policy:
+                missing.append("no policy")
+            if missing:
+                problems.append(f"{table} ({', '.join(missing)})")
+        if problems:
+            raise ServiceUnavailable(
+                f"row-level security incomplete on {len(problems)} tenant tables: "
+                f"{_names(problems)}"
+            )
+
+
+@dataclasses.dataclass
+class RuntimeRoleRestricted(HealthCheck):
+    """The role the app connects as cannot get around row-level security.
+
+    It must not be a superuser, have BYPASSRLS, or own a table (an owner may switch
+    row-level security off), neither itself nor through a role it is a member of.
+    The role is never named in the answer.
+    """
+
+    def run(self) -> None:
+        with probe_cursor() as cursor:
+            cursor.execute(
+                "SELECT r.rolsuper, r.rolbypassrls, EXISTS ("
+                "  SELECT 1 FROM pg_roles m WHERE m.oid <> r.oid"
+                "  AND pg_has_role(r.oid, m.oid, 'MEMBER') AND (m.rolsuper OR m.rolbypassrls)"
+                "), ARRAY("
+                "  SELECT c.relname::text FROM pg_class c"
+                "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+                "  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+                "  AND pg_has_role(r.oid, c.relowner, 'MEMBER') ORDER BY 1"
+                ") FROM pg_roles r WHERE r.rolname = coalesce(nullif(%s, ''), current_user)",
+                [runtime_role_name()],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise ServiceUnavailable("the runtime role does not exist")
+        superuser, bypassrls, privileged_member, owned = row
+        problems = [
+            message
+            for message, wrong in (
+                ("is a superuser", superuser),
+                ("has BYPASSRLS", bypassrls),
+                ("is a member of a superuser or BYPASSRLS role", privileged_member),
+            )
+            if wrong
+        ]
+        if owned:
+            problems.append(f"owns (or is a member of the owner of) tables: {_names(owned)}")
+        if problems:
+            raise ServiceUnavailable(f"the runtime role {'; '.join(problems)}")
 
 
 @dataclasses.dataclass
@@ -118,12 +236,14 @@ class StorageWritable(HealthCheck):
         storage = storages[self.alias]
         content = uuid.uuid4().hex.encode()
         try:
-            name = storage.save(f".health/{uuid.uuid4().hex}.txt", ContentFile(content))
-            with storage.open(name) as handle:
-                read_back = handle.read()
-            storage.delete(name)
+            name = storage.save(f"health-check-{uuid.uuid4().hex}.txt", ContentFile(content))
+            try:
+                with storage.open(name) as handle:
+                    read_back = handle.read()
+            finally:
+                storage.delete(name)
         except OSError as error:
-            logger.warning("storage %s is not writable", self.alias, exc_info=True)
+            logger.warning("storage %s not writable: %s", self.alias, error)
             raise ServiceUnavailable(
                 f"storage '{self.alias}' is not writable ({type(error).__name__})"
             ) from error
@@ -132,10 +252,25 @@ class StorageWritable(HealthCheck):
 
 
 class HealthView(HealthCheckView):
+    """/health/: HTML for people, `?format=json` or `Accept: application/json` for machines."""
+
+    # The one list of checks: `manage.py health` runs these too.
     checks = (
         DatabaseReachable,
-        DatabaseVersions,
+        PostgresVersion,
+        VectorExtension,
         MigrationsApplied,
         HnswIndexesValid,
+        RowLevelSecurityEnforced,
+        RuntimeRoleRestricted,
         (StorageWritable, {"alias": "exports"}),
     )
+
+
+def run_checks() -> list[HealthCheckResult]:
+    """Run HealthView's checks outside a request, concurrently as the view does."""
+
+    async def gather() -> list[HealthCheckResult]:
+        return await asyncio.gather(*(check.get_result() for check in HealthView().get_checks()))
+
+    return asyncio.run(gather())

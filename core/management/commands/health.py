@@ -1,0 +1,23 @@
+"""`health`: run /health/'s checks from the command line (`make health`).
+
+One line per check, OK or what is wrong; exit status 0 when all pass, 1 otherwise.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from core.health import run_checks
+
+
+class Command(BaseCommand):
+    help = "Run the /health/ checks; exit 0 when healthy, 1 otherwise."
+
+    # Report health even when a system check fails: this command is how one finds out why.
+    requires_system_checks = []
+
+    def handle(self, *args, **options) -> None:
+        results = run_checks()
+        for result in results:
+            self.stdout.write(f"{result.check!r}: {result.error or 'OK'}")
+        failed = [type(result.check).__name__ for result in results if result.error]
+        if failed:
+            raise CommandError(f"unhealthy: {', '.join(failed)}", returncode=1)
