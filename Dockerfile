@@ -27,7 +27,8 @@ RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info
 
 # Static files (the admin's CSS and JS), collected into STATIC_ROOT (/app/var/static),
-# where WhiteNoise's middleware serves them from gunicorn. Settings need a SECRET_KEY and a DATABASE_URL to import; these build-only
+# where WhiteNoise's middleware serves them from gunicorn. Settings need a SECRET_KEY
+# and a DATABASE_URL to import; these build-only
 # values never reach the running container, and nothing connects to a database here.
 RUN DJANGO_DEBUG=false \
     SECRET_KEY=build-only-collectstatic-key \
