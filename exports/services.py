@@ -1,0 +1,306 @@
+"""Writes of exports: build a project's export file, record downloads, purge expired files.
+
+An export moves pending -> running -> completed (or failed, with error_message), and
+the purge moves it to expired once its file is gone. Each step commits on its own,
+so other processes see a running export and the purge can race a build safely: every
+transition locks the row and checks the status it expects. Call these services
+outside any transaction of your own; the file system is not transactional, so a
+rollback of an outer transaction could not take a written file back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.db import connection
+from django.utils import timezone
+from django.utils.text import slugify
+
+from core.ids import uuid7
+from documents.models import Project
+from documents.selectors import latest_versions
+from exports import builders
+from exports.models import Export, ExportFormat, ExportStatus
+from tenancy.context import require_tenant, system_context, tenant_context
+
+logger = logging.getLogger(__name__)
+
+STORAGE_ALIAS = "exports"
+# Statuses the purge expires once expires_at has passed: a completed export's file,
+# and the file a build that died mid-way may have left under its recorded key.
+PURGEABLE_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING, ExportStatus.COMPLETED)
+
+
+class ExportBuildError(Exception):
+    """An export could not be built; the message is recorded on the row."""
+
+
+def _storage() -> Storage:
+    return storages[STORAGE_ALIAS]
+
+
+def _generate_storage_key(export: Export) -> str:
+    """Generated from ids only: nothing a user typed ever reaches a storage path."""
+    extension = builders.EXTENSIONS[ExportFormat(export.format)]
+    return f"exports/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
+
+
+def _delete_file(storage: Storage, key: str) -> None:
+    """Delete a file and, on file-system storage, its now empty per-export directory."""
+    storage.delete(key)
+    try:
+        os.rmdir(os.path.dirname(storage.path(key)))
+    except (NotImplementedError, OSError):
+        pass  # not a file-system storage, or the directory still holds something
+
+
+def _transition(export: Export, *, expected: tuple[str, ...], **changes) -> Export:
+    """Apply `changes` under a row lock if the export's status is still one of `expected`."""
+    with tenant_context(export.tenant_id):
+        row = Export.objects.select_for_update().get(pk=export.pk)
+        if row.status not in expected:
+            raise ExportBuildError(f"The export became {row.status} while it was being built.")
+        for field, value in changes.items():
+            setattr(row, field, value)
+        row.full_clean()
+        row.save(update_fields=list(changes))
+    return row
+
+
+def _mark_failed(export: Export, error: Exception) -> Export:
+    message = (
+        str(error) if isinstance(error, ExportBuildError) else f"{type(error).__name__}: {error}"
+    )
+    try:
+        return _transition(
+            export,
+            expected=(ExportStatus.PENDING, ExportStatus.RUNNING),
+            status=ExportStatus.FAILED,
+            error_message=message,
+            storage_key="",
+            manifest={},
+            sha256="",
+            size_bytes=0,
+            completed_at=None,
+        )
+    except ExportBuildError:
+        # Another process (the purge) already moved it on; its status stands.
+        with tenant_context(export.tenant_id):
+            return Export.objects.get(pk=export.pk)
+
+
+def _build(export: Export, project: Project) -> Export:
+    """Run a pending export to completed, or to failed leaving no file behind."""
+    storage = _storage()
+    written = False
+    try:
+        # The key is recorded before the file exists, so a build that dies between
+        # writing and completing leaves a file the purge can still find.
+        export = _transition(
+            export,
+            expected=(ExportStatus.PENDING,),
+            status=ExportStatus.RUNNING,
+            storage_key=_generate_storage_key(export),
+        )
+        versions = builders.ordered_versions(
+            latest_versions(tenant=export.tenant_id, project=project)
+        )
+        if not versions:
+            raise ExportBuildError("The project has no document versions to export.")
+        manifest = builders.build_manifest(
+            export_id=export.pk,
+            export_format=export.format,
+            created_at=export.created_at,
+            project_id=project.pk,
+            project_name=project.name,
+            versions=versions,
+        )
+        content = builders.build_file(export.format, manifest=manifest, versions=versions)
+        written = True  # from here on a (partial) file may exist under the key
+        saved_key = storage.save(export.storage_key, ContentFile(content))
+        if saved_key != export.storage_key:
+            _delete_file(storage, saved_key)
+            raise ExportBuildError("The storage renamed the export file; it was discarded.")
+        export = _transition(
+            export,
+            expected=(ExportStatus.RUNNING,),
+            status=ExportStatus.COMPLETED,
+            manifest=manifest,
+            sha256=hashlib.sha256(content).hexdigest(),
+            size_bytes=len(content),
+            completed_at=timezone.now(),
+        )
+    except Exception as error:
+        if isinstance(error, ExportBuildError):
+            logger.warning("export failed: %s", error, extra={"export_id": str(export.pk)})
+        else:
+            logger.exception("export failed", extra={"export_id": str(export.pk)})
+        if written:
+            try:
+                _delete_file(storage, export.storage_key)
+            except Exception:
+                logger.exception(
+                    "could not delete the file of a failed export",
+                    extra={"export_id": str(export.pk), "storage_key": export.storage_key},
+                )
+        return _mark_failed(export, error)
+    logger.info(
+        "export completed",
+        extra={"export_id": str(export.pk), "size_bytes": export.size_bytes},
+    )
+    return export
+
+
+def export_create(
+    *,
+    tenant,
+    project: Project,
+    format: str = ExportFormat.ZIP,
+    by=None,
+    ttl: timedelta | None = None,
+) -> Export:
+    """Build an export of the latest version of each of the project's documents.
+
+    Bad input raises ValidationError naming the field and creates nothing. Otherwise
+    returns the export: completed (file written, sha256 and size recorded) or failed
+    with error_message and no file, for instance when the project has no versions.
+    `ttl` defaults to the database's 24 hours.
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    if format not in ExportFormat.values:
+        raise ValidationError(
+            {"format": f"Unknown format {format!r}; expected one of {', '.join(ExportFormat)}."}
+        )
+    if ttl is not None and ttl <= timedelta(0):
+        raise ValidationError({"ttl": "The time to live must be positive."})
+    if project.deleted_at is not None:
+        raise ValidationError({"project": "A deleted project cannot be exported."})
+    with tenant_context(tenant_id):
+        export = Export(tenant_id=tenant_id, project=project, format=format, created_by=by)
+        if ttl is not None:
+            export.expires_at = timezone.now() + ttl
+        export.full_clean()
+        export.save()  # created_at and a defaulted expires_at come back by RETURNING
+    logger.info(
+        "export created",
+        extra={"export_id": str(export.pk), "project_id": str(project.pk), "format": format},
+    )
+    return _build(export, project)
+
+
+def _download_refusal(export: Export) -> ValidationError:
+    current = Export.objects.filter(pk=export.pk).values("status", "expires_at").first()
+    if current is None:
+        return ValidationError({"export": "The export does not exist."})
+    if current["status"] != ExportStatus.COMPLETED:
+        status = current["status"]
+        return ValidationError(
+            {"status": f"Only a completed export can be downloaded; this one is {status}."}
+        )
+    return ValidationError(
+        {"expires_at": f"The export expired at {current['expires_at'].isoformat()}."}
+    )
+
+
+def export_download(*, tenant, export: Export) -> tuple[File, str, str]:
+    """Open a completed, unexpired export's file and count the download.
+
+    Returns (open binary file, download filename, content type); the caller closes
+    the file (a FileResponse does). The count is one UPDATE ... RETURNING, so it
+    stays exact under concurrent downloads, and rolls back if the file cannot be
+    opened. An unfinished or expired export raises ValidationError naming `status`
+    or `expires_at`.
+    """
+    tenant_id = require_tenant(tenant, export=export)
+    with tenant_context(tenant_id):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE exports SET download_count = download_count + 1 "
+                "WHERE id = %s AND tenant_id = %s AND status = %s AND expires_at > now() "
+                "RETURNING download_count, storage_key, format, manifest ->> 'project_name', "
+                "created_at",
+                [export.pk, tenant_id, ExportStatus.COMPLETED],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise _download_refusal(export)
+        export.download_count, storage_key, export_format, project_name, created_at = row
+        handle = _storage().open(storage_key, "rb")
+    logger.info(
+        "export downloaded",
+        extra={"export_id": str(export.pk), "download_count": export.download_count},
+    )
+    extension = builders.EXTENSIONS[ExportFormat(export_format)]
+    filename = f"{slugify(project_name or '') or 'project'}-{created_at:%Y%m%d-%H%M%S}.{extension}"
+    return handle, filename, builders.CONTENT_TYPES[ExportFormat(export_format)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeSummary:
+    """What a purge did (or, in a dry run, would do)."""
+
+    dry_run: bool
+    expired: int = 0
+    files_deleted: int = 0
+    files_missing: int = 0
+    files_kept: int = 0  # still referenced by an export that is not expired
+
+
+PURGE_BATCH_SIZE = 1000  # ids per UPDATE, well under PostgreSQL's parameter limit
+
+
+def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
+    """Mark every export past its expiry expired and delete its file, across all tenants.
+
+    A system job: runs in `system_context`, so call it outside any transaction.
+    Idempotent (expired rows are not selected again). A file is kept while any other
+    export that is not expired points at it; a file already gone is counted as
+    missing and its row is still expired. Files are deleted before the rows commit:
+    if the commit fails, the next run finds the rows again and the files missing.
+    """
+    now = now or timezone.now()
+    storage = _storage()
+    deleted = missing = 0
+    with system_context("purge_exports"):
+        due = Export.objects.filter(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
+        locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
+        rows = list(locked.order_by("id").values_list("id", "storage_key"))
+        # Keys a live export (neither expired nor due) also points at: only a copied row
+        # can share a key, but a live export's file must never go. One semi-join.
+        live_keys = set(
+            Export.objects.exclude(status=ExportStatus.EXPIRED)
+            .exclude(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
+            .filter(storage_key__in=due.exclude(storage_key="").values("storage_key"))
+            .values_list("storage_key", flat=True)
+        )
+        if not dry_run:
+            ids = [pk for pk, _ in rows]
+            for start in range(0, len(ids), PURGE_BATCH_SIZE):
+                Export.objects.filter(pk__in=ids[start : start + PURGE_BATCH_SIZE]).update(
+                    status=ExportStatus.EXPIRED
+                )
+        keys = {key for _, key in rows if key}
+        for key in sorted(keys - live_keys):
+            if not storage.exists(key):
+                missing += 1
+                continue
+            if not dry_run:
+                _delete_file(storage, key)
+            deleted += 1
+    summary = PurgeSummary(
+        dry_run=dry_run,
+        expired=len(rows),
+        files_deleted=deleted,
+        files_missing=missing,
+        files_kept=len(keys & live_keys),
+    )
+    logger.info("exports purged", extra=dataclasses.asdict(summary))
+    return summary
