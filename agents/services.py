@@ -1,0 +1,521 @@
+"""Writes of agent executions, their sources, conversation messages and evaluations.
+
+An execution moves pending -> running -> succeeded | failed | cancelled (or pending ->
+cancelled). Each transition is one conditional UPDATE (`WHERE status IN (<allowed
+predecessors>)`): of two concurrent finishers exactly one matches the row, the other
+gets a ValidationError naming `status`. The database trigger on agent_executions
+refuses every other change of status, whoever writes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import DateTimeField, F, Func, Max
+from django.db.models.functions import Greatest
+
+from agents.models import (
+    ALLOWED_TRANSITIONS,
+    AgentExecution,
+    ConversationMessage,
+    EvaluationRun,
+    ExecutionSource,
+)
+from core.ids import uuid7
+from documents.models import Chunk, DocumentVersion, Project
+from documents.services import sha256_hex
+from tenancy.context import require_tenant, tenant_context
+
+logger = logging.getLogger(__name__)
+
+Status = AgentExecution.Status
+RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
+SCORE_MAX = 100
+
+
+class ClockTimestamp(Func):
+    """PostgreSQL's clock_timestamp(): the time of the statement, not of the transaction.
+
+    now() is frozen at the transaction's start, so a start and a finish written in one
+    transaction would give a zero duration; the wall clock measures the work between them.
+    """
+
+    template = "clock_timestamp()"
+    output_field = DateTimeField()
+
+
+def _clean(
+    instance,
+    *,
+    minimums: Mapping[str, float] | None = None,
+    maximums: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    errors: Mapping[str, str] | None = None,
+) -> None:
+    """full_clean() plus range checks and the given errors, raised together per field.
+
+    Ranges are checked on the cleaned (converted) values, so "-1" is caught like -1.
+    Constraints and uniqueness are left to the database (validate_constraints=False): a
+    Python pre-check of a unique key would race, and the CHECKs hold anyway. Runs inside
+    the tenant's context: foreign key validation reads the related rows.
+    """
+    collected: dict[str, list[str]] = {
+        field: [message] for field, message in (errors or {}).items()
+    }
+    try:
+        instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
+    except ValidationError as error:
+        collected = error.update_error_dict(collected)
+    for field, minimum in (minimums or {}).items():
+        value = getattr(instance, field)
+        if field not in collected and value is not None and value < minimum:
+            collected[field] = [f"{field} must be at least {minimum}."]
+    for field, maximum in (maximums or {}).items():
+        value = getattr(instance, field)
+        if field not in collected and value is not None and value > maximum:
+            collected[field] = [f"{field} must be at most {maximum}."]
+    if collected:
+        raise ValidationError(collected)
+
+
+# Executions
+
+
+def _by_idempotency_key(tenant_id: uuid.UUID, key: str) -> AgentExecution | None:
+    return AgentExecution.objects.filter(tenant_id=tenant_id, idempotency_key=key).first()
+
+
+def _same_request(existing: AgentExecution, requested: AgentExecution) -> AgentExecution:
+    if (existing.project_id, existing.agent_type) != (
+        requested.project_id,
+        requested.agent_type,
+    ):
+        raise ValidationError(
+            {
+                "idempotency_key": "This key was already used for an execution of another "
+                "project or agent type."
+            }
+        )
+    return existing
+
+
+def _insert_once(execution: AgentExecution) -> AgentExecution:
+    """Insert the execution, or return the tenant's execution holding its idempotency key.
+
+    Race-safe: the partial unique index agent_executions_tenant_idempotency_uniq decides.
+    The loser's INSERT waits for the winner's commit, fails inside a savepoint (so the
+    surrounding transaction stays usable) and reads the winner's row. Must run inside
+    the tenant's context.
+    """
+    key = execution.idempotency_key
+    if key is not None and (existing := _by_idempotency_key(execution.tenant_id, key)):
+        return _same_request(existing, execution)
+    _clean(execution)
+    try:
+        with transaction.atomic():
+            execution.save(force_insert=True)
+    except IntegrityError:
+        existing = _by_idempotency_key(execution.tenant_id, key) if key is not None else None
+        if existing is None:
+            raise
+        logger.info(
+            "execution idempotency key taken concurrently",
+            extra={"execution_id": str(existing.pk), "tenant_id": str(execution.tenant_id)},
+        )
+        return _same_request(existing, execution)
+    logger.info(
+        "execution created",
+        extra={
+            "execution_id": str(execution.pk),
+            "correlation_id": str(execution.correlation_id),
+            "agent_type": execution.agent_type,
+            "attempt": execution.attempt,
+        },
+    )
+    return execution
+
+
+def execution_create(
+    *,
+    tenant,
+    project: Project,
+    agent_type: str,
+    input_data: dict | None = None,
+    correlation_id: uuid.UUID | None = None,
+    parent: AgentExecution | None = None,
+    idempotency_key: str | None = None,
+    model: str = "",
+) -> AgentExecution:
+    """A new pending execution; with an idempotency key, the tenant's existing one if any.
+
+    A step (with a parent) belongs to its parent's project and run: its correlation_id
+    is the parent's. Without parent or correlation_id the execution starts a new run.
+    """
+    tenant_id = require_tenant(tenant, project=project, parent=parent)
+    if parent is not None:
+        if parent.project_id != project.pk:
+            raise ValidationError({"parent": "A step belongs to its parent's project."})
+        if correlation_id is not None and correlation_id != parent.correlation_id:
+            raise ValidationError(
+                {"correlation_id": "A step belongs to its parent's run (its correlation_id)."}
+            )
+        correlation_id = parent.correlation_id
+    execution = AgentExecution(
+        tenant_id=tenant_id,
+        project=project,
+        agent_type=agent_type,
+        input_data={} if input_data is None else input_data,
+        correlation_id=correlation_id or uuid7(),
+        parent=parent,
+        idempotency_key=idempotency_key or None,
+        model=model,
+    )
+    with tenant_context(tenant_id):
+        return _insert_once(execution)
+
+
+def _transition(
+    *, tenant_id: uuid.UUID, execution: AgentExecution, to: str, changes: dict[str, Any]
+) -> AgentExecution:
+    """Move the execution to `to` if its current status allows it, in one UPDATE.
+
+    Runs inside the tenant's context. `changes` are the other columns to write;
+    expressions (the database clock) are evaluated by PostgreSQL. The caller's instance
+    is refreshed from the row.
+    """
+    predecessors = sorted(old for old, new in ALLOWED_TRANSITIONS if new == to)
+    updated = AgentExecution.objects.filter(
+        tenant_id=tenant_id, pk=execution.pk, status__in=predecessors
+    ).update(status=to, **changes)
+    if not updated:
+        current = (
+            AgentExecution.objects.filter(tenant_id=tenant_id, pk=execution.pk)
+            .values_list("status", flat=True)
+            .first()
+        )
+        raise ValidationError(
+            {
+                "status": f"Cannot move the execution from {current or 'nowhere'} to {to}; "
+                f"only from {' or '.join(predecessors)}."
+            }
+        )
+    execution.refresh_from_db()
+    logger.info("execution status changed", extra={"execution_id": str(execution.pk), "status": to})
+    return execution
+
+
+def _completed_now() -> Greatest:
+    # Never before started_at, even if the server's clock steps back (the CHECK
+    # agent_executions_completed_after_started would refuse it).
+    return Greatest(ClockTimestamp(), F("started_at"))
+
+
+def execution_start(*, tenant, execution: AgentExecution) -> AgentExecution:
+    """pending -> running; started_at from the database clock."""
+    tenant_id = require_tenant(tenant, execution=execution)
+    with tenant_context(tenant_id):
+        return _transition(
+            tenant_id=tenant_id,
+            execution=execution,
+            to=Status.RUNNING,
+            changes={"started_at": ClockTimestamp()},
+        )
+
+
+USAGE_MINIMUMS = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0}
+
+
+def execution_finish(
+    *,
+    tenant,
+    execution: AgentExecution,
+    output_data: dict | None = None,
+    model: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cost_usd: Decimal | float | str = Decimal(0),
+    produced_version: DocumentVersion | None = None,
+) -> AgentExecution:
+    """running -> succeeded, with its output, usage and the document version it wrote.
+
+    `model=None` keeps the model the execution was created with.
+    """
+    tenant_id = require_tenant(tenant, execution=execution, produced_version=produced_version)
+    if produced_version is not None and produced_version.project_id != execution.project_id:
+        raise ValidationError(
+            {"produced_version": "The produced version belongs to another project."}
+        )
+    candidate = copy.copy(execution)
+    candidate.output_data = {} if output_data is None else output_data
+    candidate.model = execution.model if model is None else model
+    candidate.prompt_tokens = prompt_tokens
+    candidate.completion_tokens = completion_tokens
+    candidate.cost_usd = cost_usd
+    candidate.produced_version = produced_version
+    with tenant_context(tenant_id):
+        _clean(candidate, minimums=USAGE_MINIMUMS)
+        return _transition(
+            tenant_id=tenant_id,
+            execution=execution,
+            to=Status.SUCCEEDED,
+            changes={
+                "output_data": candidate.output_data,
+                "model": candidate.model,
+                "prompt_tokens": candidate.prompt_tokens,
+                "completion_tokens": candidate.completion_tokens,
+                "cost_usd": candidate.cost_usd,
+                "produced_version": produced_version,
+                "completed_at": _completed_now(),
+            },
+        )
+
+
+def execution_fail(
+    *, tenant, execution: AgentExecution, error_type: str, error_message: str = ""
+) -> AgentExecution:
+    """running -> failed, saying what failed."""
+    tenant_id = require_tenant(tenant, execution=execution)
+    candidate = copy.copy(execution)
+    candidate.error_type = error_type
+    candidate.error_message = error_message
+    with tenant_context(tenant_id):
+        _clean(
+            candidate,
+            errors={} if error_type else {"error_type": "A failed execution names its error."},
+        )
+        return _transition(
+            tenant_id=tenant_id,
+            execution=execution,
+            to=Status.FAILED,
+            changes={
+                "error_type": candidate.error_type,
+                "error_message": candidate.error_message,
+                "completed_at": _completed_now(),
+            },
+        )
+
+
+def execution_cancel(*, tenant, execution: AgentExecution) -> AgentExecution:
+    """pending or running -> cancelled."""
+    tenant_id = require_tenant(tenant, execution=execution)
+    with tenant_context(tenant_id):
+        return _transition(
+            tenant_id=tenant_id,
+            execution=execution,
+            to=Status.CANCELLED,
+            changes={"completed_at": _completed_now()},
+        )
+
+
+def execution_retry(*, tenant, execution: AgentExecution) -> AgentExecution:
+    """A new pending attempt of a failed or cancelled execution, in the same run.
+
+    Same project, agent type, input, model, parent and correlation_id; attempt and
+    retry_count one more than the previous attempt's. Idempotent: the new row holds the
+    idempotency key "retry:<previous id>", so retrying one attempt twice (or from two
+    workers at once) returns the same new attempt.
+    """
+    tenant_id = require_tenant(tenant, execution=execution)
+    with tenant_context(tenant_id):
+        # Terminal states are final (trigger), so a status read once stays true.
+        previous = AgentExecution.objects.filter(tenant_id=tenant_id, pk=execution.pk).first()
+        if previous is None or previous.status not in RETRYABLE_STATUSES:
+            current = previous.status if previous else "missing"
+            raise ValidationError(
+                {"status": f"Only a failed or cancelled execution can be retried, not {current}."}
+            )
+        retry = AgentExecution(
+            tenant_id=tenant_id,
+            project_id=previous.project_id,
+            agent_type=previous.agent_type,
+            correlation_id=previous.correlation_id,
+            parent_id=previous.parent_id,
+            attempt=previous.attempt + 1,
+            retry_count=previous.retry_count + 1,
+            input_data=previous.input_data,
+            model=previous.model,
+            idempotency_key=f"retry:{previous.pk}",
+        )
+        return _insert_once(retry)
+
+
+# Provenance
+
+_MISSING = object()
+
+
+def _get(result: Mapping | object, name: str, default: Any = _MISSING) -> Any:
+    if isinstance(result, Mapping):
+        return result.get(name, default)
+    return getattr(result, name, default)
+
+
+def _result_chunk_id(result: Mapping | object) -> Any:
+    chunk = _get(result, "chunk", None)
+    if chunk is not None:
+        return getattr(chunk, "pk", chunk)
+    return _get(result, "chunk_id", None)
+
+
+def execution_record_sources(
+    *, tenant, execution: AgentExecution, results: Iterable[Mapping | object]
+) -> list[ExecutionSource]:
+    """Record the chunks an execution retrieved: rank, score, hash and content snapshot.
+
+    Each result is a dict or object with `chunk` (or `chunk_id`), `score`, and optionally
+    `rank` (default: its 1-based position in `results`) and `chunk_sha256` (default: the
+    SHA-256 of the chunk's content; if given it must match, so a chunk that changed since
+    retrieval is refused). Chunks are read in the tenant's context: another tenant's chunk
+    is not found.
+    """
+    tenant_id = require_tenant(tenant, execution=execution)
+    results = list(results)
+    chunk_ids = []
+    for result in results:
+        chunk = _get(result, "chunk", None)
+        if isinstance(chunk, Chunk):
+            require_tenant(tenant_id, chunk=chunk)
+        chunk_id = _result_chunk_id(result)
+        if chunk_id is None:
+            raise ValidationError({"chunk": "Every result names its chunk."})
+        chunk_ids.append(uuid.UUID(str(chunk_id)))
+    if len(set(chunk_ids)) != len(chunk_ids):
+        raise ValidationError({"chunk": "A chunk is listed more than once."})
+
+    with tenant_context(tenant_id):
+        chunks = Chunk.objects.filter(tenant_id=tenant_id, pk__in=chunk_ids).select_related(
+            "document"
+        )
+        by_id = {chunk.pk: chunk for chunk in chunks}
+        missing = [str(chunk_id) for chunk_id in chunk_ids if chunk_id not in by_id]
+        if missing:
+            raise ValidationError({"chunk": f"Chunks not found: {', '.join(missing)}."})
+        recorded = set(
+            ExecutionSource.objects.filter(
+                tenant_id=tenant_id, execution=execution, chunk_id__in=chunk_ids
+            ).values_list("chunk_id", flat=True)
+        )
+        if recorded:
+            raise ValidationError(
+                {"chunk": f"Already recorded for this execution: {', '.join(map(str, recorded))}."}
+            )
+
+        sources = []
+        for position, (result, chunk_id) in enumerate(zip(results, chunk_ids, strict=True), 1):
+            chunk = by_id[chunk_id]
+            content_sha256 = sha256_hex(chunk.content)
+            given_sha256 = _get(result, "chunk_sha256", None)
+            if given_sha256 is not None and given_sha256 != content_sha256:
+                raise ValidationError(
+                    {"chunk_sha256": f"Chunk {chunk_id} changed since it was retrieved."}
+                )
+            rank = _get(result, "rank", None)
+            source = ExecutionSource(
+                tenant_id=tenant_id,
+                execution=execution,
+                chunk=chunk,
+                rank=position if rank is None else rank,
+                score=_get(result, "score", None),
+                chunk_sha256=content_sha256,
+                document_id=chunk.document_id,
+                document_title=chunk.document.title,
+                ordinal=chunk.ordinal,
+                content=chunk.content,
+            )
+            # The execution and chunk were just read in this transaction.
+            _clean(source, minimums={"rank": 1}, exclude=("tenant", "execution", "chunk"))
+            sources.append(source)
+        ExecutionSource.objects.bulk_create(sources)
+    logger.info(
+        "execution sources recorded",
+        extra={"execution_id": str(execution.pk), "sources": len(sources)},
+    )
+    return sources
+
+
+# Conversations
+
+
+def _lock_conversation(project: Project) -> None:
+    """Serialise writers of one project's conversation until the transaction ends.
+
+    A transaction-level advisory lock (safe behind PgBouncer's transaction pooling), so
+    positions come out 1..N in commit order with no duplicates.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"conversation_messages:{project.pk}"],
+        )
+
+
+def message_add(
+    *,
+    tenant,
+    project: Project,
+    role: str,
+    content: str,
+    execution: AgentExecution | None = None,
+    metadata: dict | None = None,
+) -> ConversationMessage:
+    """Append a message to a project's conversation, optionally tied to an execution."""
+    tenant_id = require_tenant(tenant, project=project, execution=execution)
+    if execution is not None and execution.project_id != project.pk:
+        raise ValidationError({"execution": "The execution belongs to another project."})
+    with tenant_context(tenant_id):
+        _lock_conversation(project)
+        last = ConversationMessage.objects.filter(tenant_id=tenant_id, project=project).aggregate(
+            last=Max("position")
+        )["last"]
+        message = ConversationMessage(
+            tenant_id=tenant_id,
+            project=project,
+            execution=execution,
+            position=(last or 0) + 1,
+            role=role,
+            content=content,
+            metadata={} if metadata is None else metadata,
+        )
+        _clean(message)
+        message.save(force_insert=True)
+    return message
+
+
+# Evaluations
+
+
+def evaluation_record(
+    *,
+    tenant,
+    score: float,
+    document_version: DocumentVersion | None = None,
+    execution: AgentExecution | None = None,
+    metrics: dict | None = None,
+    evaluator: str = "",
+) -> EvaluationRun:
+    """Score one document version or one execution (0..100); its project is the target's."""
+    tenant_id = require_tenant(tenant, document_version=document_version, execution=execution)
+    if (document_version is None) == (execution is None):
+        message = "Evaluate exactly one of a document version or an execution."
+        raise ValidationError({"document_version": message, "execution": message})
+    target = document_version or execution
+    evaluation = EvaluationRun(
+        tenant_id=tenant_id,
+        project_id=target.project_id,
+        document_version=document_version,
+        execution=execution,
+        evaluator=evaluator,
+        metrics={} if metrics is None else metrics,
+        score=score,
+    )
+    with tenant_context(tenant_id):
+        _clean(evaluation, minimums={"score": 0}, maximums={"score": SCORE_MAX})
+        evaluation.save(force_insert=True)
+    return evaluation
