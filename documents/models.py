@@ -2,15 +2,19 @@
 
 import pgtrigger
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
 from core.expressions import Sha256Hex
-from core.models import TenantOwnedModel
+from core.models import TenantOwnedModel, TimestampedModel
 
 EMBEDDING_DIMENSION = 1536
+# Text search configuration of chunks.search_vector; queries must use the same one.
+SEARCH_CONFIG = "english"
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
@@ -292,6 +296,12 @@ class Chunk(TenantOwnedModel):
     embedding = VectorField(dimensions=EMBEDDING_DIMENSION, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Full-text search; the two-argument to_tsvector is immutable, as a stored column needs.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("content", config=SEARCH_CONFIG),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta(TenantOwnedModel.Meta):
         db_table = "chunks"
@@ -323,7 +333,76 @@ class Chunk(TenantOwnedModel):
             ),
             # A tenant's chunks of one document; the (tenant_id, document_id) foreign key.
             models.Index(fields=["tenant", "document"], name="chunks_tenant_document_idx"),
+            # search_vector @@ tsquery (documents.selectors.chunk_search, full-text mode).
+            GinIndex(fields=["search_vector"], name="chunks_search_vector_gin"),
         ]
 
     def __str__(self) -> str:
         return f"{self.document} #{self.ordinal}"
+
+
+class TemplateComplexity(models.TextChoices):
+    SIMPLE = "simple", "Simple"
+    MODERATE = "moderate", "Moderate"
+    COMPLEX = "complex", "Complex"
+
+
+class ProjectTemplate(TimestampedModel):
+    """A blueprint for new projects; shared by all tenants when it has no tenant."""
+
+    Complexity = TemplateComplexity
+
+    # Not a TenantOwnedModel: NULL marks a shared template (row-level security admits
+    # shared rows to every tenant for reading, and only system jobs write them).
+    tenant = models.ForeignKey(
+        "tenancy.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # File name -> text with {variable} placeholders, rendered by project_create_from_template.
+    files = models.JSONField(default=dict, blank=True)
+    required_variables = ArrayField(models.TextField(), default=list, blank=True)
+    optional_variables = ArrayField(models.TextField(), default=list, blank=True)
+    tech_stack = ArrayField(models.TextField(), default=list, blank=True)
+    tags = ArrayField(models.TextField(), default=list, blank=True)
+    complexity = models.CharField(
+        max_length=16, choices=Complexity.choices, default=Complexity.SIMPLE
+    )
+    setup_minutes = models.PositiveIntegerField(default=0)
+
+    class Meta(TimestampedModel.Meta):
+        db_table = "project_templates"
+        constraints = [
+            # One name per tenant, and one among the shared templates (NULLs not distinct);
+            # also the tenant-first index.
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                name="project_templates_tenant_name_uniq",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(
+                condition=Q(complexity__in=TemplateComplexity.values),
+                name="project_templates_complexity_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(setup_minutes__gte=0), name="project_templates_setup_minutes_gte_0"
+            ),
+        ]
+        indexes = [
+            # tech_stack && / @> ARRAY[...] (documents.selectors.templates_find).
+            GinIndex(fields=["tech_stack"], name="project_templates_tech_gin"),
+            # tags @> ARRAY[...] (documents.selectors.templates_find).
+            GinIndex(fields=["tags"], name="project_templates_tags_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_shared(self) -> bool:
+        return self.tenant_id is None

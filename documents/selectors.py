@@ -1,4 +1,4 @@
-"""Reads of projects and document versions.
+"""Reads of projects, document versions, templates and chunks (search).
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set (a request, or the
@@ -7,9 +7,30 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import difflib
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from documents.models import DocumentVersion, Project
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import F, Q, QuerySet
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from pgvector.django import CosineDistance
+
+from core.embedding import Embedder, get_embedder
+from documents.embeddings import check_embedder_dimension
+from documents.models import (
+    SEARCH_CONFIG,
+    Chunk,
+    Document,
+    DocumentVersion,
+    Project,
+    ProjectTemplate,
+)
 from tenancy.context import require_tenant, tenant_context
 
 
@@ -41,3 +62,300 @@ def version_history(
         if document_type:
             versions = versions.filter(document_type=document_type)
         return list(versions.order_by("document_type", "version"))
+
+
+def previous_version(*, tenant, version: DocumentVersion) -> DocumentVersion | None:
+    """The version before `version` of the same project and document type, if any."""
+    tenant_id = require_tenant(tenant, version=version)
+    with tenant_context(tenant_id):
+        return DocumentVersion.objects.filter(
+            tenant_id=tenant_id,
+            project_id=version.project_id,
+            document_type=version.document_type,
+            version=version.version - 1,
+        ).first()
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    """Differences between two versions of one document: content and metadata."""
+
+    old_label: str
+    new_label: str
+    # difflib.unified_diff lines joined by newlines; empty when the contents are equal.
+    text: str
+    # {"added": {key: new}, "removed": {key: old}, "changed": {key: {"old": .., "new": ..}}}
+    metadata: dict[str, dict]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.text) or any(self.metadata.values())
+
+    def as_html(self) -> SafeString:
+        """The unified diff as escaped HTML lines classed diff-add/diff-del/diff-hunk."""
+        classes = {"+": "diff-add", "-": "diff-del", "@": "diff-hunk"}
+        return format_html(
+            '<pre class="version-diff">{}</pre>',
+            format_html_join(
+                "\n",
+                '<span class="{}">{}</span>',
+                ((classes.get(line[:1], "diff-context"), line) for line in self.text.splitlines()),
+            ),
+        )
+
+
+def _version_label(version: DocumentVersion) -> str:
+    return f"{version.document_type} v{version.version}"
+
+
+def _metadata_changes(old: dict, new: dict) -> dict[str, dict]:
+    return {
+        "added": {key: new[key] for key in sorted(new.keys() - old.keys())},
+        "removed": {key: old[key] for key in sorted(old.keys() - new.keys())},
+        "changed": {
+            key: {"old": old[key], "new": new[key]}
+            for key in sorted(old.keys() & new.keys())
+            if old[key] != new[key]
+        },
+    }
+
+
+def version_diff(*, tenant, old: DocumentVersion, new: DocumentVersion) -> VersionDiff:
+    """A unified diff of two versions of the same project's document, plus metadata changes.
+
+    Versions of different projects or document types are refused (ValidationError).
+    """
+    require_tenant(tenant, old=old, new=new)
+    if old.project_id != new.project_id:
+        raise ValidationError({"new": "The versions belong to different projects."})
+    if old.document_type != new.document_type:
+        raise ValidationError(
+            {
+                "new": f"The versions are of different document types "
+                f"({old.document_type}, {new.document_type})."
+            }
+        )
+    old_label, new_label = _version_label(old), _version_label(new)
+    lines = difflib.unified_diff(
+        old.content.splitlines(),
+        new.content.splitlines(),
+        fromfile=old_label,
+        tofile=new_label,
+        lineterm="",
+    )
+    return VersionDiff(
+        old_label=old_label,
+        new_label=new_label,
+        text="\n".join(lines),
+        metadata=_metadata_changes(old.metadata or {}, new.metadata or {}),
+    )
+
+
+def templates_find(
+    *,
+    tenant,
+    tags: Sequence[str] | None = None,
+    tech_stack: Sequence[str] | None = None,
+    complexity: str | None = None,
+) -> list[ProjectTemplate]:
+    """The shared templates and the tenant's own, by name.
+
+    `tags`: templates carrying all of them (tags @> ...); `tech_stack`: templates
+    using any of them (tech_stack && ...). Both are served by the GIN indexes.
+    """
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        templates = ProjectTemplate.objects.filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
+        if tags:
+            templates = templates.filter(tags__contains=list(tags))
+        if tech_stack:
+            templates = templates.filter(tech_stack__overlap=list(tech_stack))
+        if complexity:
+            templates = templates.filter(complexity=complexity)
+        return list(templates.order_by("name", "id"))
+
+
+# --- Search --------------------------------------------------------------------------
+
+SEARCH_MODES = ("semantic", "fulltext", "hybrid")
+SEARCH_MAX_K = 1000
+# Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (60 + rank).
+RRF_K = 60
+# Candidates each list contributes to a hybrid search.
+HYBRID_MIN_CANDIDATES = 50
+# pgvector per-transaction settings. The index is shared by all tenants and row-level
+# security filters after the scan; iterative scans keep reading the graph until k rows
+# pass the filters, up to max_scan_tuples, so a small tenant still gets k results.
+HNSW_ITERATIVE_SCAN = "relaxed_order"
+HNSW_MIN_EF_SEARCH = 100
+HNSW_MAX_SCAN_TUPLES = 40_000
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One chunk found by chunk_search, with its score and 1-based rank."""
+
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    ordinal: int
+    content: str
+    score: float
+    rank: int
+    # Hex SHA-256 of the chunk's content (UTF-8), to pin what an agent actually read.
+    chunk_sha256: str
+
+
+def _content_sha256(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def _validate_search(query: str, k: int, mode: str) -> None:
+    errors = {}
+    if mode not in SEARCH_MODES:
+        errors["mode"] = f"Unknown search mode {mode!r}; expected one of {', '.join(SEARCH_MODES)}."
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= SEARCH_MAX_K:
+        errors["k"] = f"k must be an integer from 1 to {SEARCH_MAX_K}, not {k!r}."
+    if not isinstance(query, str) or not query.strip():
+        errors["query"] = "The query must be non-empty text."
+    if errors:
+        raise ValidationError(errors)
+
+
+def _scoped_chunks(tenant_id: uuid.UUID, project, documents) -> QuerySet[Chunk]:
+    chunks = Chunk.objects.filter(tenant_id=tenant_id)
+    if project is not None:
+        chunks = chunks.filter(document__project_id=project.pk)
+    if documents is not None:
+        chunks = chunks.filter(document_id__in=[getattr(d, "pk", d) for d in documents])
+    return chunks
+
+
+def set_hnsw_iterative_scan(limit: int) -> None:
+    """Iterative HNSW index scans for the current transaction only (SET LOCAL).
+
+    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples bounds
+    the work when the tenant's rows are rare in the shared index.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hnsw.iterative_scan', %s, true),"
+            " set_config('hnsw.ef_search', %s, true),"
+            " set_config('hnsw.max_scan_tuples', %s, true)",
+            [HNSW_ITERATIVE_SCAN, str(max(HNSW_MIN_EF_SEARCH, limit)), str(HNSW_MAX_SCAN_TUPLES)],
+        )
+
+
+def semantic_queryset(chunks: QuerySet[Chunk], vector: Sequence[float], model: str) -> QuerySet:
+    """Chunks nearest to `vector` by cosine distance, as `ORDER BY embedding <=> q`.
+
+    Only vectors of the same embedding model are comparable, so others are skipped.
+    The planner picks the plan: chunks_embedding_hnsw_idx with the tenant filter
+    applied after the scan for a big tenant, or the tenant's rows from
+    chunks_tenant_document_idx sorted exactly when they are few (a tiny tenant would
+    otherwise exhaust max_scan_tuples before finding its k rows).
+    """
+    return (
+        chunks.filter(embedding__isnull=False, embedding_model=model)
+        .annotate(distance=CosineDistance("embedding", vector))
+        .order_by("distance")
+        .values_list("id", "document_id", "ordinal", "content", "distance")
+    )
+
+
+def fulltext_queryset(chunks: QuerySet[Chunk], query: str) -> QuerySet:
+    """Chunks matching `query` (websearch syntax) ranked by ts_rank_cd, best first.
+
+    Under row-level security PostgreSQL lets only leakproof operators into an index
+    condition, and `@@` (ts_match_vq) is not leakproof by default: unless a superuser
+    marks it LEAKPROOF, chunks_search_vector_gin is not used and the tenant's rows
+    are matched one by one after chunks_tenant_document_idx finds them.
+    """
+    tsquery = SearchQuery(query, config=SEARCH_CONFIG, search_type="websearch")
+    return (
+        chunks.filter(search_vector=tsquery)
+        .annotate(text_rank=SearchRank(F("search_vector"), tsquery, cover_density=True))
+        .order_by("-text_rank", "id")
+        .values_list("id", "document_id", "ordinal", "content", "text_rank")
+    )
+
+
+def _semantic(chunks: QuerySet[Chunk], query: str, limit: int, embedder: Embedder) -> list:
+    check_embedder_dimension(embedder)
+    vector = embedder.embed([query])[0]
+    set_hnsw_iterative_scan(limit)
+    rows = list(semantic_queryset(chunks, vector, embedder.model)[:limit])
+    # relaxed_order may return rows slightly out of order: sort the few we got.
+    rows.sort(key=lambda row: (row[4], row[0]))
+    return [(*row[:4], 1.0 - row[4]) for row in rows]
+
+
+def _fulltext(chunks: QuerySet[Chunk], query: str, limit: int) -> list:
+    return list(fulltext_queryset(chunks, query)[:limit])
+
+
+def _fuse(ranked_lists: Sequence[list], k: int) -> list:
+    """Reciprocal rank fusion of ranked (id, document_id, ordinal, content, score) lists."""
+    scores: dict[uuid.UUID, float] = {}
+    rows: dict[uuid.UUID, tuple] = {}
+    for ranked in ranked_lists:
+        for position, row in enumerate(ranked, start=1):
+            scores[row[0]] = scores.get(row[0], 0.0) + 1.0 / (RRF_K + position)
+            rows.setdefault(row[0], row)
+    best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
+    return [(*rows[chunk_id][:4], scores[chunk_id]) for chunk_id in best]
+
+
+def chunk_search(
+    *,
+    tenant,
+    query: str,
+    k: int = 10,
+    mode: str = "hybrid",
+    project: Project | None = None,
+    documents: Sequence[Document | uuid.UUID] | None = None,
+    embedder: Embedder | None = None,
+) -> list[SearchResult]:
+    """The tenant's k chunks most relevant to `query`, best first.
+
+    Modes: "semantic" (cosine kNN on chunks_embedding_hnsw_idx; score = cosine
+    similarity), "fulltext" (search_vector @@ websearch_to_tsquery on
+    chunks_search_vector_gin; score = ts_rank_cd) and "hybrid" (reciprocal rank
+    fusion of both, constant 60; score = the fused score). Optionally limited to one
+    project's documents and/or a list of documents (instances or ids). The query is
+    embedded with `embedder`, by default the EMBEDDER setting, and only chunks
+    embedded by the same model are compared. Runs in tenant_context(tenant).
+    """
+    _validate_search(query, k, mode)
+    tenant_id = require_tenant(tenant, project=project)
+    if documents is not None and any(
+        isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
+    ):
+        raise ValidationError({"documents": "A document belongs to another tenant."})
+    embedder = embedder or get_embedder()
+    with tenant_context(tenant_id):
+        chunks = _scoped_chunks(tenant_id, project, documents)
+        if mode == "semantic":
+            rows = _semantic(chunks, query, k, embedder)
+        elif mode == "fulltext":
+            rows = _fulltext(chunks, query, k)
+        else:
+            candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
+            rows = _fuse(
+                [
+                    _semantic(chunks, query, candidates, embedder),
+                    _fulltext(chunks, query, candidates),
+                ],
+                k,
+            )
+    return [
+        SearchResult(
+            chunk_id=chunk_id,
+            document_id=document_id,
+            ordinal=ordinal,
+            content=content,
+            score=float(score),
+            rank=rank,
+            chunk_sha256=_content_sha256(content),
+        )
+        for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
+    ]

@@ -1,14 +1,42 @@
-"""Writes of projects and document versions."""
+"""Writes of projects, document versions, project templates, knowledge documents and chunks."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import mimetypes
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from django.db import connection
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import Count
+from django.db.models.deletion import Collector
 from django.utils import timezone
 
-from documents.models import DocumentVersion, Project
-from tenancy.context import require_tenant, tenant_context
+from core.embedding import Embedder, get_embedder
+from core.ids import uuid7
+from documents import templating
+from documents.chunking import resolve_chunking, split_text
+from documents.embeddings import check_embedder_dimension
+from documents.models import (
+    Chunk,
+    Document,
+    DocumentVersion,
+    Project,
+    ProjectTemplate,
+    TemplateComplexity,
+)
+from tenancy.context import require_tenant, system_context, tenant_context
+
+logger = logging.getLogger(__name__)
 
 
 def sha256_hex(text: str) -> str:
@@ -92,8 +120,6 @@ def document_version_create(
     """
     require_tenant(tenant, project=project)
     if document_type not in DocumentVersion.DocumentType.values:
-        from django.core.exceptions import ValidationError
-
         raise ValidationError(
             {
                 "document_type": f"Unknown document type {document_type!r}; expected one of "
@@ -126,3 +152,522 @@ def document_version_create(
         version.full_clean(validate_constraints=False)
         version.save()
     return version
+
+
+# --- Purge of soft-deleted projects ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    """What projects_purge_deleted removed, or would remove on a dry run."""
+
+    cutoff: datetime
+    applied: bool
+    # Tenant slug -> projects purged.
+    projects_by_tenant: dict[str, int]
+    # Model label ("documents.DocumentVersion") -> rows deleted with the projects.
+    rows_by_model: dict[str, int]
+
+    @property
+    def total_projects(self) -> int:
+        return sum(self.projects_by_tenant.values())
+
+
+def _rows_to_delete(queryset) -> dict[str, int]:
+    """Rows a delete() of the queryset would remove, per model, without deleting them."""
+    collector = Collector(using=DEFAULT_DB_ALIAS, origin=queryset)
+    collector.collect(queryset)
+    counts: Counter[str] = Counter()
+    for fast in collector.fast_deletes:
+        counts[fast.model._meta.label] += fast.count()
+    for model, instances in collector.data.items():
+        counts[model._meta.label] += len(instances)
+    return {label: count for label, count in counts.items() if count}
+
+
+def projects_purge_deleted(
+    *, older_than: timedelta, apply: bool, now: datetime | None = None
+) -> PurgeSummary:
+    """Delete projects soft-deleted before `now - older_than`, in every tenant.
+
+    A system job: runs in system_context (the logged bypass of row-level security), so
+    it must not be called inside a transaction. Deleting cascades through the ORM and
+    the database to versions, agent executions and exports; knowledge documents stay
+    with the tenant (their project becomes NULL). Without `apply` nothing is deleted
+    and the summary says what would be. Idempotent: purged rows are gone.
+    """
+    if older_than < timedelta(0):
+        raise ValidationError({"older_than": "older_than must not be negative."})
+    cutoff = (now or timezone.now()) - older_than
+    with system_context(f"purge_deleted: projects deleted before {cutoff.isoformat()}"):
+        doomed = Project.all_objects.filter(deleted_at__lt=cutoff)
+        if apply:
+            # Lock first: a project restored meanwhile no longer matches and is kept.
+            ids = list(doomed.select_for_update().values_list("id", flat=True))
+            doomed = Project.all_objects.filter(id__in=ids)
+        projects_by_tenant = {
+            row["tenant__slug"]: row["projects"]
+            for row in doomed.order_by("tenant__slug")
+            .values("tenant__slug")
+            .annotate(projects=Count("id"))
+        }
+        if apply:
+            _total, rows_by_model = doomed.delete()
+            rows_by_model = {label: n for label, n in rows_by_model.items() if n}
+        else:
+            rows_by_model = _rows_to_delete(doomed)
+    logger.info(
+        "purge_deleted %s",
+        "applied" if apply else "dry run",
+        extra={
+            "cutoff": cutoff.isoformat(),
+            "projects_by_tenant": projects_by_tenant,
+            "rows_by_model": rows_by_model,
+        },
+    )
+    return PurgeSummary(
+        cutoff=cutoff,
+        applied=apply,
+        projects_by_tenant=projects_by_tenant,
+        rows_by_model=rows_by_model,
+    )
+
+
+# --- Project templates -------------------------------------------------------------
+
+
+def _clean_names(value: Iterable[str] | None) -> list[str]:
+    """A list of distinct non-blank strings, in the given order."""
+    names: list[str] = []
+    for item in value or ():
+        item = str(item).strip()
+        if item and item not in names:
+            names.append(item)
+    return names
+
+
+def _validate_template_files(files: object, declared: set[str]) -> None:
+    if not isinstance(files, dict) or not all(
+        isinstance(name, str) and name and isinstance(text, str) for name, text in files.items()
+    ):
+        raise ValidationError({"files": "files must map file names to text."})
+    errors = []
+    types: dict[str, str] = {}
+    for name, text in files.items():
+        try:
+            used = templating.placeholders(text)
+        except ValueError as error:
+            errors.append(f"{name}: {error}.")
+            continue
+        undeclared = sorted(set(used) - declared - set(templating.BUILTIN_VARIABLES))
+        if undeclared:
+            errors.append(f"{name}: undeclared variables {', '.join(undeclared)}.")
+        document_type = templating.document_type_for(name)
+        if document_type in types:
+            errors.append(f"{name} and {types[document_type]} both become the {document_type}.")
+        elif document_type:
+            types[document_type] = name
+    if errors:
+        raise ValidationError({"files": errors})
+
+
+def project_template_create(
+    *,
+    tenant=None,
+    name: str,
+    files: dict[str, str],
+    description: str = "",
+    required_variables: Sequence[str] = (),
+    optional_variables: Sequence[str] = (),
+    tech_stack: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    complexity: str = TemplateComplexity.SIMPLE,
+    setup_minutes: int = 0,
+) -> ProjectTemplate:
+    """A template of `tenant`, or with tenant=None a template shared by all tenants.
+
+    Files map a file name to text with `{variable}` placeholders; "about.md",
+    "specification.md", "architecture.md" and "plan.md" (any extension) become the
+    project's first document versions. Every placeholder must be declared (or be
+    `project_name`). Shared templates are written by system jobs: tenant=None runs
+    in system_context, so not inside a transaction of the runtime role.
+    """
+    required = _clean_names(required_variables)
+    optional = _clean_names(optional_variables)
+    errors = {}
+    bad = [n for n in required + optional if not templating.VARIABLE_NAME_RE.match(n)]
+    if bad:
+        errors["required_variables"] = f"Not valid variable names: {', '.join(bad)}."
+    reserved = sorted(set(required + optional) & set(templating.BUILTIN_VARIABLES))
+    if reserved:
+        errors["required_variables"] = f"Always provided, not declarable: {', '.join(reserved)}."
+    both = sorted(set(required) & set(optional))
+    if both:
+        errors["optional_variables"] = f"Both required and optional: {', '.join(both)}."
+    if errors:
+        raise ValidationError(errors)
+    _validate_template_files(files, set(required + optional))
+    template = ProjectTemplate(
+        tenant_id=getattr(tenant, "pk", tenant),
+        name=name,
+        description=description,
+        files=files,
+        required_variables=required,
+        optional_variables=optional,
+        tech_stack=_clean_names(tech_stack),
+        tags=_clean_names(tags),
+        complexity=complexity,
+        setup_minutes=setup_minutes,
+    )
+    if tenant is None:
+        scope = system_context(f"project_template_create: shared template {name!r}")
+    else:
+        scope = tenant_context(require_tenant(tenant))
+    with scope:
+        template.full_clean()
+        template.save()
+    return template
+
+
+def _template_variables(template: ProjectTemplate, variables: dict) -> dict[str, str]:
+    """The template's variables filled from `variables`, refusing missing and unknown ones."""
+    if not isinstance(variables, dict):
+        raise ValidationError({"variables": "variables must be a dict of names to values."})
+    given = {name: value for name, value in variables.items() if value not in (None, "")}
+    declared = set(template.required_variables) | set(template.optional_variables)
+    errors = []
+    missing = [name for name in template.required_variables if name not in given]
+    if missing:
+        errors.append(f"Missing required variables: {', '.join(missing)}.")
+    unknown = sorted(str(name) for name in variables if name not in declared)
+    if unknown:
+        errors.append(f"Unknown variables: {', '.join(unknown)}.")
+    if errors:
+        raise ValidationError({"variables": errors})
+    return {name: str(given.get(name, "")) for name in sorted(declared)}
+
+
+def project_create_from_template(
+    *,
+    tenant,
+    template: ProjectTemplate,
+    name: str,
+    variables: dict,
+    by=None,
+    language: str = "en",
+) -> Project:
+    """A new project whose documents are the template's files rendered with `variables`.
+
+    Files named after a document type become version 1 of that document; the others
+    are kept, rendered, in project.metadata["template"]["files"]. Missing required
+    and unknown variables are refused (ValidationError on "variables"); missing
+    optional ones render as empty text. All or nothing.
+    """
+    tenant_id = require_tenant(tenant)
+    if template.tenant_id not in (None, tenant_id):
+        raise ValidationError({"template": "template belongs to another tenant."})
+    values = _template_variables(template, variables)
+    context = {**values, "project_name": name}
+    documents, other_files = {}, {}
+    for file_name, text in sorted(template.files.items()):
+        rendered = templating.render(text, context)
+        document_type = templating.document_type_for(file_name)
+        if document_type:
+            documents[document_type] = rendered
+        else:
+            other_files[file_name] = rendered
+    metadata = {
+        "template": {
+            "id": str(template.pk),
+            "name": template.name,
+            "variables": values,
+            "files": other_files,
+        }
+    }
+    with tenant_context(tenant_id):
+        project = project_create(
+            tenant=tenant_id, name=name, by=by, language=language, metadata=metadata
+        )
+        for document_type in DocumentVersion.DocumentType.values:
+            if document_type in documents:
+                document_version_create(
+                    tenant=tenant_id,
+                    project=project,
+                    document_type=document_type,
+                    content=documents[document_type],
+                    by=by,
+                    metadata={"source": "template", "template_id": str(template.pk)},
+                )
+    return project
+
+
+# --- Knowledge documents and chunks ------------------------------------------------
+
+# Texts per call to the embedder while ingesting.
+EMBED_BATCH_SIZE = 64
+# Chunks per transaction while re-embedding a tenant.
+REEMBED_BATCH_SIZE = 256
+ERROR_MESSAGE_MAX_LENGTH = 2000
+
+
+class IngestionError(Exception):
+    """A document could not be turned into chunks; the message is stored on the document."""
+
+
+def _document_storage_key(tenant_id: uuid.UUID, document_id: uuid.UUID) -> str:
+    # Generated, never from user input: a file name cannot pick or overwrite a path.
+    return f"documents/{tenant_id}/{document_id}/{uuid.uuid4().hex}"
+
+
+def document_create(
+    *,
+    tenant,
+    title: str = "",
+    text: str | None = None,
+    file: File | None = None,
+    project: Project | None = None,
+    content_type: str | None = None,
+    metadata: dict | None = None,
+    by=None,
+) -> Document:
+    """Store a knowledge document's bytes (from `text` or an uploaded `file`) as uploaded.
+
+    The bytes go to the `default` storage under a generated key; the row records
+    their size, SHA-256 and content type. document_process() makes the chunks.
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    if (text is None) == (file is None):
+        raise ValidationError({"file": "Give either text or file, not both or neither."})
+    if text is not None:
+        data = text.encode("utf-8")
+        content_type = content_type or "text/plain"
+    else:
+        data = b"".join(file.chunks())
+        file_name = os.path.basename(file.name or "")
+        title = title or file_name
+        content_type = (
+            content_type
+            or getattr(file, "content_type", None)
+            or mimetypes.guess_type(file_name)[0]
+            or "application/octet-stream"
+        )
+    if not title:
+        raise ValidationError({"title": "A title is required for a document from text."})
+    document = Document(
+        id=uuid7(),
+        tenant_id=tenant_id,
+        project=project,
+        title=title,
+        content_type=content_type,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        metadata=metadata or {},
+        created_by=by,
+    )
+    document.storage_key = _document_storage_key(tenant_id, document.id)
+    with tenant_context(tenant_id):
+        # Inside the context: validating the project foreign key reads the project row.
+        document.full_clean()
+        document.storage_key = default_storage.save(document.storage_key, ContentFile(data))
+        try:
+            document.save()
+        except BaseException:
+            default_storage.delete(document.storage_key)
+            raise
+    return document
+
+
+def _read_text(document: Document) -> str:
+    with default_storage.open(document.storage_key, "rb") as stored:
+        data = stored.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise IngestionError(
+            f"The file is not UTF-8 text ({document.content_type}): byte "
+            f"0x{data[error.start]:02x} at position {error.start} cannot be decoded."
+        ) from error
+
+
+def _failure_message(error: Exception) -> str:
+    if isinstance(error, IngestionError):
+        message = str(error)
+    elif isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        message = "; ".join(
+            f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()
+        )
+    else:
+        message = f"{type(error).__name__}: {error}"
+    return message[:ERROR_MESSAGE_MAX_LENGTH]
+
+
+def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[list[float]]:
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        vectors.extend(embedder.embed(texts[start : start + batch_size]))
+    return vectors
+
+
+def document_process(
+    *,
+    tenant,
+    document: Document,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    embedder: Embedder | None = None,
+) -> Document:
+    """Split an uploaded (or failed) document into embedded chunks: processing -> ready.
+
+    On any failure (bytes not UTF-8, no text, the embedder raising or returning
+    vectors of the wrong size) no chunk is kept and the document is committed as
+    failed with the reason in error_message; it is returned, not raised, so check
+    `document.status`. Bad arguments (chunking, an embedder of the wrong dimension)
+    are refused with a ValidationError before anything changes.
+    """
+    tenant_id = require_tenant(tenant, document=document)
+    chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+
+    with tenant_context(tenant_id):
+        status = (
+            Document.objects.select_for_update()
+            .values_list("status", flat=True)
+            .get(tenant_id=tenant_id, pk=document.pk)
+        )
+        if status not in (Document.Status.UPLOADED, Document.Status.FAILED):
+            raise ValidationError(
+                {"status": f"Only uploaded or failed documents are processed, not {status}."}
+            )
+        document.status, document.error_message = Document.Status.PROCESSING, ""
+        document.save(update_fields=["status", "error_message"])
+
+    try:
+        # One transaction (a savepoint inside the caller's): chunks and "ready" commit
+        # together or not at all.
+        with tenant_context(tenant_id):
+            pieces = split_text(
+                _read_text(document), chunk_size=chunk_size, chunk_overlap=chunk_overlap
+            )
+            if not pieces:
+                raise IngestionError("The document has no text to index.")
+            vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
+            Chunk.objects.bulk_create(
+                Chunk(
+                    tenant_id=tenant_id,
+                    document=document,
+                    ordinal=piece.ordinal,
+                    content=piece.content,
+                    token_count=piece.token_count,
+                    embedding=vector,
+                    embedding_model=embedder.model,
+                    metadata={"start": piece.start, "end": piece.end},
+                )
+                for piece, vector in zip(pieces, vectors, strict=True)
+            )
+            document.status = Document.Status.READY
+            document.save(update_fields=["status"])
+    except Exception as error:
+        document.status = Document.Status.FAILED
+        document.error_message = _failure_message(error)
+        logger.warning(
+            "document processing failed",
+            extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+            exc_info=not isinstance(error, IngestionError | ValidationError),
+        )
+        with tenant_context(tenant_id):
+            document.save(update_fields=["status", "error_message"])
+    return document
+
+
+def document_ingest(
+    *,
+    tenant,
+    title: str = "",
+    text: str | None = None,
+    file: File | None = None,
+    project: Project | None = None,
+    content_type: str | None = None,
+    metadata: dict | None = None,
+    by=None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    embedder: Embedder | None = None,
+) -> Document:
+    """document_create then document_process: uploaded -> processing -> ready (or failed).
+
+    Arguments that can never work (chunking, an embedder of the wrong dimension) are
+    refused before anything is stored.
+    """
+    chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+    document = document_create(
+        tenant=tenant,
+        title=title,
+        text=text,
+        file=file,
+        project=project,
+        content_type=content_type,
+        metadata=metadata,
+        by=by,
+    )
+    return document_process(
+        tenant=tenant,
+        document=document,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        embedder=embedder,
+    )
+
+
+@dataclass
+class ReembedProgress:
+    """Running totals of chunks_reembed, passed to its on_batch callback."""
+
+    chunks: int = 0
+    batches: int = 0
+    last_chunk_id: uuid.UUID | None = field(default=None, repr=False)
+
+
+def chunks_reembed(
+    *,
+    tenant,
+    embedder: Embedder | None = None,
+    batch_size: int = REEMBED_BATCH_SIZE,
+    on_batch: Callable[[ReembedProgress], None] | None = None,
+) -> int:
+    """Re-embed every chunk of a tenant with `embedder` (default: the EMBEDDER setting).
+
+    Atomic per batch: each batch of chunks (in id order) is embedded and written in
+    its own transaction, so a long run holds no lock for long and an interrupted run
+    can simply be started again. Returns the number of chunks re-embedded.
+    """
+    tenant_id = require_tenant(tenant)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValidationError({"batch_size": "batch_size must be an integer >= 1."})
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+    progress = ReembedProgress()
+    while True:
+        with tenant_context(tenant_id):
+            chunks = Chunk.objects.filter(tenant_id=tenant_id).order_by("id")
+            if progress.last_chunk_id is not None:
+                chunks = chunks.filter(id__gt=progress.last_chunk_id)
+            batch = list(chunks.only("id", "content").select_for_update()[:batch_size])
+            if not batch:
+                break
+            vectors = embedder.embed([chunk.content for chunk in batch])
+            for chunk, vector in zip(batch, vectors, strict=True):
+                chunk.embedding, chunk.embedding_model = vector, embedder.model
+            Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+        progress.chunks += len(batch)
+        progress.batches += 1
+        progress.last_chunk_id = batch[-1].pk
+        if on_batch:
+            on_batch(progress)
+    logger.info(
+        "chunks re-embedded",
+        extra={"tenant_id": str(tenant_id), "model": embedder.model, "chunks": progress.chunks},
+    )
+    return progress.chunks

@@ -1,0 +1,272 @@
+"""chunk_search: semantic, full-text and hybrid retrieval of a tenant's chunks."""
+
+import functools
+import random
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from core.db import owner_connection
+from core.embedding import get_embedder
+from documents import selectors, services
+from documents.models import Chunk, Document
+from tenancy.context import tenant_context
+
+CORPUS = [
+    "The billing service charges invoices to customers every month.",
+    "Kubernetes deployment rolls containers out across the cluster nodes.",
+    "Vector embeddings power semantic retrieval of document chunks.",
+    "The onboarding checklist welcomes new engineers in their first week.",
+]
+MODES = ["semantic", "fulltext", "hybrid"]
+VOCABULARY = [f"term{i}" for i in range(400)]
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path},
+        },
+    }
+
+
+def ingest(tenant, text, project=None):
+    document = services.document_ingest(tenant=tenant, title=text[:30], text=text, project=project)
+    assert document.status == Document.Status.READY
+    return document
+
+
+@pytest.fixture
+def corpus(tenant_a):
+    return [ingest(tenant_a, text) for text in CORPUS]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_ranks_the_chunk_sharing_the_query_words_first(tenant_a, corpus, mode):
+    results = selectors.chunk_search(
+        tenant=tenant_a, query="kubernetes deployment cluster", k=3, mode=mode
+    )
+    assert results[0].document_id == corpus[1].pk
+    assert [r.rank for r in results] == list(range(1, len(results) + 1))
+    assert results == sorted(results, key=lambda r: -r.score)
+
+
+def test_result_carries_the_chunk_and_its_content_hash(tenant_a, corpus):
+    [result] = selectors.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
+    with tenant_context(tenant_a):
+        chunk = Chunk.objects.get(pk=result.chunk_id)
+    assert (result.document_id, result.ordinal, result.content) == (
+        corpus[0].pk,
+        chunk.ordinal,
+        chunk.content,
+    )
+    assert result.chunk_sha256 == services.sha256_hex(chunk.content)
+
+
+def test_hybrid_fuses_ranks_with_rrf(tenant_a, corpus):
+    [first] = selectors.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
+    # First in both lists: 1/(60+1) twice.
+    assert first.score == pytest.approx(2 / 61)
+
+
+def test_fulltext_uses_english_stemming(tenant_a, corpus):
+    results = selectors.chunk_search(tenant=tenant_a, query="invoice", mode="fulltext")
+    assert [r.document_id for r in results] == [corpus[0].pk]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tenant_never_sees_another_tenants_chunks(tenant_a, tenant_b, mode):
+    secret = ingest(tenant_a, "Secret merger plan codename falcon acquisition.")
+    mine = ingest(tenant_b, "Team lunch menu for friday.")
+    results = selectors.chunk_search(
+        tenant=tenant_b, query="secret merger plan falcon", k=10, mode=mode
+    )
+    assert secret.pk not in {r.document_id for r in results}
+    assert {r.document_id for r in results} <= {mine.pk}
+
+
+def test_search_limited_to_a_project_or_documents(tenant_a):
+    project = services.project_create(tenant=tenant_a, name="Apollo")
+    inside = ingest(tenant_a, "Rocket engine thrust tests.", project=project)
+    outside = ingest(tenant_a, "Rocket engine thrust budget.")
+    by_project = selectors.chunk_search(tenant=tenant_a, query="rocket engine", project=project)
+    assert {r.document_id for r in by_project} == {inside.pk}
+    by_documents = selectors.chunk_search(
+        tenant=tenant_a, query="rocket engine", documents=[outside.pk]
+    )
+    assert {r.document_id for r in by_documents} == {outside.pk}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"mode": "fuzzy"}, "mode"),
+        ({"k": 0}, "k"),
+        ({"k": 1001}, "k"),
+        ({"query": "  "}, "query"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_field(tenant_a, arguments, field):
+    with pytest.raises(ValidationError) as error:
+        selectors.chunk_search(tenant=tenant_a, **{"query": "x", **arguments})
+    assert field in error.value.message_dict
+
+
+def test_another_tenants_project_is_refused(tenant_a, tenant_b):
+    project = services.project_create(tenant=tenant_a, name="Apollo")
+    with pytest.raises(ValidationError) as error:
+        selectors.chunk_search(tenant=tenant_b, query="x", project=project)
+    assert "project" in error.value.message_dict
+
+
+# --- Selectivity and query plans --------------------------------------------------
+
+
+@functools.cache
+def random_texts(count: int, seed: int) -> tuple[list[str], list[list[float]]]:
+    """Texts of random shared words with their embeddings, computed once per session."""
+    rng = random.Random(seed)
+    texts = [" ".join(rng.sample(VOCABULARY, 12)) for _ in range(count)]
+    return texts, get_embedder().embed(texts)
+
+
+def bulk_chunks(tenant, count: int, seed: int) -> Document:
+    texts, vectors = random_texts(count, seed)
+    model = get_embedder().model
+    with tenant_context(tenant):
+        document = Document.objects.create(
+            tenant=tenant, title="bulk", storage_key=f"bulk/{tenant.pk}", status="ready"
+        )
+        Chunk.objects.bulk_create(
+            Chunk(
+                tenant=tenant,
+                document=document,
+                ordinal=i,
+                content=text,
+                token_count=12,
+                embedding=vector,
+                embedding_model=model,
+            )
+            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+        )
+    return document
+
+
+@pytest.fixture
+def one_percent(tenant_a, tenant_b):
+    """Tenant B holds 10 of 1000 chunks; both use the same words."""
+    bulk_chunks(tenant_a, 990, seed=1)
+    return bulk_chunks(tenant_b, 10, seed=2)
+
+
+QUERY = " ".join(VOCABULARY[:6])
+
+
+def force_index_order() -> None:
+    # The planner rightly sorts a small table; without sorting, ORDER BY distance can
+    # only come from the HNSW index.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_sort = off")
+
+
+def test_a_one_percent_tenant_gets_k_results(tenant_b, one_percent):
+    results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
+    assert len(results) == 5
+    assert {r.document_id for r in results} == {one_percent.pk}
+
+
+def test_iterative_index_scan_finds_k_results_at_one_percent(tenant_b, one_percent):
+    with tenant_context(tenant_b):
+        force_index_order()
+        results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
+        selectors.set_hnsw_iterative_scan(5)
+        vector = get_embedder().embed([QUERY])[0]
+        chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
+        plan = selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
+    assert "chunks_embedding_hnsw_idx" in plan
+    assert len(results) == 5
+    assert {r.document_id for r in results} == {one_percent.pk}
+
+
+def test_without_iterative_scan_the_index_alone_misses_results(tenant_b, one_percent):
+    """Why chunk_search sets hnsw.iterative_scan: 40 candidates hold ~0.4 of B's chunks."""
+    with tenant_context(tenant_b):
+        force_index_order()
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL hnsw.iterative_scan = off")
+            cursor.execute("SET LOCAL hnsw.ef_search = 40")
+        vector = get_embedder().embed([QUERY])[0]
+        chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
+        rows = list(selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5])
+    assert len(rows) < 5
+
+
+def analyze_chunks() -> None:
+    # As autovacuum would: statistics, and the GIN pending list merged into the index.
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE chunks")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_semantic_query_plan_uses_the_hnsw_index(tenant_a, tenant_b):
+    bulk_chunks(tenant_a, 990, seed=1)
+    bulk_chunks(tenant_b, 10, seed=2)
+    analyze_chunks()
+    vector = get_embedder().embed([QUERY])[0]
+    chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
+    with tenant_context(tenant_a):
+        force_index_order()
+        selectors.set_hnsw_iterative_scan(5)
+        plan = selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
+    assert "Index Scan using chunks_embedding_hnsw_idx" in plan
+
+
+def fulltext_match_is_leakproof() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proleakproof FROM pg_proc "
+            "WHERE oid = 'ts_match_vq(tsvector, tsquery)'::regprocedure"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fulltext_query_plan_can_use_the_gin_index(tenant_a, tenant_b):
+    """Under row-level security, PostgreSQL only lets a leakproof operator use an index.
+
+    `@@` (ts_match_vq) is not leakproof by default, so the tenant's rows are found by
+    chunks_tenant_document_idx and then matched; a superuser can mark it LEAKPROOF
+    (ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF) to let the GIN index in.
+    """
+    if not fulltext_match_is_leakproof():
+        pytest.skip("ts_match_vq is not LEAKPROOF here: RLS keeps @@ away from the GIN index")
+    bulk_chunks(tenant_a, 990, seed=1)
+    bulk_chunks(tenant_b, 10, seed=2)
+    analyze_chunks()
+    with tenant_context(tenant_a):
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
+        plan = selectors.fulltext_queryset(chunks, "term1 term2")[:5].explain()
+    assert "chunks_search_vector_gin" in plan
+
+
+def test_search_vector_is_a_generated_column_under_a_gin_index(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+            "JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = 'chunks'::regclass AND a.attname = 'search_vector' "
+            "AND a.attgenerated = 's'"
+        )
+        [expression] = cursor.fetchone()
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'chunks_search_vector_gin'"
+        )
+        [index] = cursor.fetchone()
+    assert "to_tsvector('english'::regconfig" in expression
+    assert "USING gin (search_vector)" in index
