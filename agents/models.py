@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pgtrigger
 from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -67,17 +68,17 @@ class AgentExecution(TenantOwnedModel):
         related_name="steps",
         db_index=False,
     )
-    attempt = models.PositiveIntegerField(default=1)
+    attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     input_data = models.JSONField(default=dict, blank=True)
     output_data = models.JSONField(default=dict, blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
-    retry_count = models.PositiveIntegerField(default=0)
+    retry_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     model = models.CharField(max_length=200, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    completion_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     produced_version = models.ForeignKey(
         "documents.DocumentVersion",
@@ -199,14 +200,14 @@ class ExecutionSource(TenantOwnedModel):
         related_name="execution_sources",
         db_index=False,
     )
-    rank = models.PositiveIntegerField()
+    rank = models.IntegerField(validators=[MinValueValidator(1)])
     score = models.FloatField()
     chunk_sha256 = models.CharField(max_length=64)
     # Snapshot of the chunk at retrieval time; plain columns, not foreign keys, so
     # they outlive the chunk and its document.
     document_id = models.UUIDField(null=True, blank=True)
     document_title = models.CharField(max_length=300, blank=True)
-    ordinal = models.PositiveIntegerField(null=True, blank=True)
+    ordinal = models.IntegerField(null=True, blank=True, validators=[MinValueValidator(0)])
     content = models.TextField()
 
     class Meta(TenantOwnedModel.Meta):
@@ -296,7 +297,7 @@ class ConversationMessage(TenantOwnedModel):
         related_name="messages",
         db_index=False,
     )
-    position = models.PositiveIntegerField()
+    position = models.IntegerField(validators=[MinValueValidator(1)])
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)

@@ -2,7 +2,6 @@
 
 import pgtrigger
 from django.db import models
-from django.db.models.functions import Now
 
 from core.ids import uuid7
 
@@ -13,6 +12,18 @@ class UUIDv7(models.Func):
     function = "uuidv7"
     template = "%(function)s()"
     output_field = models.UUIDField()
+
+
+class TransactionNow(models.Func):
+    """PostgreSQL's `now()`, the transaction's start time.
+
+    The same clock as the updated_at trigger, so a row changed in the transaction that
+    created it never shows updated_at before created_at (Django's Now() is
+    statement_timestamp()).
+    """
+
+    template = "now()"
+    output_field = models.DateTimeField()
 
 
 def updated_at_trigger() -> pgtrigger.Trigger:
@@ -29,7 +40,7 @@ class BaseModel(models.Model):
     """UUIDv7 primary key and creation time."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, db_default=UUIDv7(), editable=False)
-    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    created_at = models.DateTimeField(db_default=TransactionNow(), editable=False)
 
     class Meta:
         abstract = True
@@ -39,7 +50,7 @@ class BaseModel(models.Model):
 class TimestampedModel(BaseModel):
     """A row that changes: `updated_at` is maintained by a database trigger."""
 
-    updated_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(db_default=TransactionNow(), editable=False)
 
     class Meta(BaseModel.Meta):
         abstract = True

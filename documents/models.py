@@ -5,6 +5,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
@@ -50,7 +51,9 @@ class Project(TenantOwnedModel):
 
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
-    current_step = models.PositiveSmallIntegerField(default=1)
+    current_step = models.SmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(4)]
+    )
     language = models.CharField(max_length=16, default="en")
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
@@ -126,7 +129,7 @@ class DocumentVersion(TenantOwnedModel):
         Project, on_delete=models.CASCADE, related_name="versions", db_index=False
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
-    version = models.PositiveIntegerField()
+    version = models.IntegerField(validators=[MinValueValidator(1)])
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
     prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
@@ -290,9 +293,9 @@ class Chunk(TenantOwnedModel):
     document = models.ForeignKey(
         Document, on_delete=models.CASCADE, related_name="chunks", db_index=False
     )
-    ordinal = models.PositiveIntegerField()
+    ordinal = models.IntegerField(validators=[MinValueValidator(0)])
     content = models.TextField()
-    token_count = models.PositiveIntegerField(default=0)
+    token_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     embedding = VectorField(dimensions=EMBEDDING_DIMENSION, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -373,7 +376,7 @@ class ProjectTemplate(TimestampedModel):
     complexity = models.CharField(
         max_length=16, choices=Complexity.choices, default=Complexity.SIMPLE
     )
-    setup_minutes = models.PositiveIntegerField(default=0)
+    setup_minutes = models.IntegerField(default=0, validators=[MinValueValidator(0)])
 
     class Meta(TimestampedModel.Meta):
         db_table = "project_templates"

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
@@ -43,7 +44,7 @@ class Export(TenantOwnedModel):
     expires_at = models.DateTimeField(
         db_default=RawSQL("now() + interval '24 hours'", [], output_field=models.DateTimeField())
     )
-    download_count = models.PositiveIntegerField(default=0)
+    download_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

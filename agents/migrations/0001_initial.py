@@ -4,9 +4,9 @@ import core.ids
 import core.models
 import django.contrib.postgres.indexes
 import django.db.models.deletion
-import django.db.models.functions.datetime
 import pgtrigger.compiler
 import pgtrigger.migrations
+import django.core.validators
 from django.db import migrations, models
 
 
@@ -24,21 +24,21 @@ class Migration(migrations.Migration):
             name='AgentExecution',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('agent_type', models.CharField(max_length=100)),
                 ('correlation_id', models.UUIDField()),
-                ('attempt', models.PositiveIntegerField(default=1)),
+                ('attempt', models.IntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
                 ('input_data', models.JSONField(blank=True, default=dict)),
                 ('output_data', models.JSONField(blank=True, default=dict)),
                 ('error_type', models.CharField(blank=True, max_length=200)),
                 ('error_message', models.TextField(blank=True)),
-                ('retry_count', models.PositiveIntegerField(default=0)),
+                ('retry_count', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('idempotency_key', models.CharField(blank=True, max_length=200, null=True)),
                 ('model', models.CharField(blank=True, max_length=200)),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
+                ('prompt_tokens', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
+                ('completion_tokens', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('cost_usd', models.DecimalField(decimal_places=6, default=0, max_digits=12)),
                 ('started_at', models.DateTimeField(blank=True, null=True)),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),

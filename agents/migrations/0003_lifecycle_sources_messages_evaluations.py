@@ -4,9 +4,9 @@ import core.expressions
 import core.ids
 import core.models
 import django.db.models.deletion
-import django.db.models.functions.datetime
 import pgtrigger.compiler
 import pgtrigger.migrations
+import django.core.validators
 from django.db import migrations, models
 
 
@@ -23,9 +23,9 @@ class Migration(migrations.Migration):
             name='ConversationMessage',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('position', models.PositiveIntegerField()),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('position', models.IntegerField(validators=[django.core.validators.MinValueValidator(1)])),
                 ('role', models.CharField(choices=[('user', 'User'), ('agent', 'Agent'), ('system', 'System'), ('tool', 'Tool')], max_length=16)),
                 ('content', models.TextField()),
                 ('metadata', models.JSONField(blank=True, default=dict)),
@@ -40,8 +40,8 @@ class Migration(migrations.Migration):
             name='EvaluationRun',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('evaluator', models.CharField(blank=True, max_length=200)),
                 ('metrics', models.JSONField(blank=True, default=dict)),
                 ('score', models.FloatField()),
@@ -56,14 +56,14 @@ class Migration(migrations.Migration):
             name='ExecutionSource',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('rank', models.PositiveIntegerField()),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('rank', models.IntegerField(validators=[django.core.validators.MinValueValidator(1)])),
                 ('score', models.FloatField()),
                 ('chunk_sha256', models.CharField(max_length=64)),
                 ('document_id', models.UUIDField(blank=True, null=True)),
                 ('document_title', models.CharField(blank=True, max_length=300)),
-                ('ordinal', models.PositiveIntegerField(blank=True, null=True)),
+                ('ordinal', models.IntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0)])),
                 ('content', models.TextField()),
             ],
             options={

@@ -5,13 +5,13 @@ import core.ids
 import core.models
 import django.contrib.postgres.indexes
 import django.db.models.deletion
-import django.db.models.functions.datetime
 import django.db.models.manager
 import pgtrigger.compiler
 import pgtrigger.migrations
 import pgvector.django.indexes
 import pgvector.django.vector
 from django.conf import settings
+import django.core.validators
 from django.db import migrations, models
 
 
@@ -37,11 +37,11 @@ class Migration(migrations.Migration):
             name='Project',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('name', models.CharField(max_length=200)),
                 ('status', models.CharField(choices=[('draft', 'Draft'), ('in_progress', 'In progress'), ('completed', 'Completed'), ('archived', 'Archived')], default='draft', max_length=16)),
-                ('current_step', models.PositiveSmallIntegerField(default=1)),
+                ('current_step', models.SmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(4)])),
                 ('language', models.CharField(default='en', max_length=16)),
                 ('metadata', models.JSONField(blank=True, default=dict)),
                 ('deleted_at', models.DateTimeField(blank=True, null=True)),
@@ -63,10 +63,10 @@ class Migration(migrations.Migration):
             name='DocumentVersion',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('document_type', models.CharField(choices=[('about', 'About'), ('specification', 'Specification'), ('architecture', 'Architecture'), ('plan', 'Plan')], max_length=16)),
-                ('version', models.PositiveIntegerField()),
+                ('version', models.IntegerField(validators=[django.core.validators.MinValueValidator(1)])),
                 ('content', models.TextField()),
                 ('content_sha256', models.CharField(max_length=64)),
                 ('prev_sha256', models.CharField(blank=True, max_length=64, null=True)),
@@ -87,8 +87,8 @@ class Migration(migrations.Migration):
             name='Document',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('title', models.CharField(max_length=300)),
                 ('storage_key', models.CharField(max_length=500)),
                 ('content_type', models.CharField(default='text/plain', max_length=100)),
@@ -111,11 +111,11 @@ class Migration(migrations.Migration):
             name='Chunk',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('ordinal', models.PositiveIntegerField()),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('ordinal', models.IntegerField(validators=[django.core.validators.MinValueValidator(0)])),
                 ('content', models.TextField()),
-                ('token_count', models.PositiveIntegerField(default=0)),
+                ('token_count', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('embedding', pgvector.django.vector.VectorField(blank=True, dimensions=1536, null=True)),
                 ('embedding_model', models.CharField(blank=True, max_length=200)),
                 ('metadata', models.JSONField(blank=True, default=dict)),

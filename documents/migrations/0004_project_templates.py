@@ -5,9 +5,9 @@ import core.models
 import django.contrib.postgres.fields
 import django.contrib.postgres.indexes
 import django.db.models.deletion
-import django.db.models.functions.datetime
 import pgtrigger.compiler
 import pgtrigger.migrations
+import django.core.validators
 from django.db import migrations, models
 
 # Row-level security on project_templates (DESIGN.md section 7), FORCED like every
@@ -58,8 +58,8 @@ class Migration(migrations.Migration):
             name='ProjectTemplate',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('name', models.CharField(max_length=200)),
                 ('description', models.TextField(blank=True)),
                 ('files', models.JSONField(blank=True, default=dict)),
@@ -68,7 +68,7 @@ class Migration(migrations.Migration):
                 ('tech_stack', django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), blank=True, default=list, size=None)),
                 ('tags', django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), blank=True, default=list, size=None)),
                 ('complexity', models.CharField(choices=[('simple', 'Simple'), ('moderate', 'Moderate'), ('complex', 'Complex')], default='simple', max_length=16)),
-                ('setup_minutes', models.PositiveIntegerField(default=0)),
+                ('setup_minutes', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('tenant', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={

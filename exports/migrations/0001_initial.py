@@ -5,10 +5,10 @@ import core.models
 import django.contrib.postgres.indexes
 import django.db.models.deletion
 import django.db.models.expressions
-import django.db.models.functions.datetime
 import pgtrigger.compiler
 import pgtrigger.migrations
 from django.conf import settings
+import django.core.validators
 from django.db import migrations, models
 
 
@@ -27,8 +27,8 @@ class Migration(migrations.Migration):
             name='Export',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed'), ('expired', 'Expired')], default='pending', max_length=16)),
                 ('format', models.CharField(choices=[('zip', 'Zip of Markdown files'), ('markdown', 'Single Markdown file'), ('json', 'JSON')], default='zip', max_length=16)),
                 ('storage_key', models.CharField(blank=True, max_length=500)),
@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                 ('sha256', models.CharField(blank=True, max_length=64)),
                 ('error_message', models.TextField(blank=True)),
                 ('expires_at', models.DateTimeField(db_default=django.db.models.expressions.RawSQL("now() + interval '24 hours'", [], output_field=models.DateTimeField()))),
-                ('download_count', models.PositiveIntegerField(default=0)),
+                ('download_count', models.IntegerField(default=0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),
                 ('created_by', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
                 ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='exports', to='documents.project')),

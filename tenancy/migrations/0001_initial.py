@@ -4,7 +4,6 @@ import core.ids
 import core.models
 import django.contrib.postgres.indexes
 import django.db.models.deletion
-import django.db.models.functions.datetime
 import django.db.models.functions.text
 import pgtrigger.compiler
 import pgtrigger.migrations
@@ -24,8 +23,8 @@ class Migration(migrations.Migration):
             name='Membership',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('role', models.CharField(choices=[('owner', 'Owner'), ('admin', 'Admin'), ('editor', 'Editor'), ('viewer', 'Viewer')], default='viewer', max_length=16)),
             ],
             options={
@@ -38,8 +37,8 @@ class Migration(migrations.Migration):
             name='Tenant',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('name', models.CharField(max_length=200)),
                 ('slug', models.SlugField(max_length=100)),
                 ('settings', models.JSONField(blank=True, default=dict)),
@@ -56,8 +55,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('password', models.CharField(max_length=128, verbose_name='password')),
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('email', models.EmailField(max_length=254)),
                 ('name', models.CharField(blank=True, max_length=200)),
                 ('profile_data', models.JSONField(blank=True, default=dict)),
