@@ -26,6 +26,20 @@ DATABASE_NAME = "agentic"
 OWNER_ROLE = "agentic_owner"
 RUNTIME_ROLE = "agentic_app"
 SUPERUSER = "postgres"
+# Bump when _bootstrap changes, so existing embedded servers run it again.
+BOOTSTRAP_VERSION = "2"
+
+# Under row-level security PostgreSQL only lets an index serve operators it knows cannot
+# leak rows through errors (LEAKPROOF). These back the full-text (@@), array (@>, &&)
+# and jsonb (@>) searches that our GIN indexes exist for; none of them raises on data.
+# Only a superuser can mark them, so DATABASE_URL deployments run the same statements
+# once (README, "Your own PostgreSQL").
+LEAKPROOF_FUNCTIONS = (
+    "ts_match_vq(tsvector, tsquery)",
+    "arraycontains(anyarray, anyarray)",
+    "arrayoverlap(anyarray, anyarray)",
+    "jsonb_contains(jsonb, jsonb)",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,11 @@ def _prune_dead_handles(pgdata: Path) -> None:
     handles.write_text(json.dumps(alive))
 
 
+def _mark_leakproof(conn) -> None:
+    for function in LEAKPROOF_FUNCTIONS:
+        conn.execute(f"ALTER FUNCTION {function} LEAKPROOF")
+
+
 def _bootstrap(socket_dir: str) -> None:
     """Create roles, database and extensions; idempotent, run as the superuser."""
     import psycopg
@@ -70,6 +89,7 @@ def _bootstrap(socket_dir: str) -> None:
         # the migrations (run by the non-superuser owner) find it present.
         with connect("template1") as template:
             template.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            _mark_leakproof(template)
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
         ).fetchone()
@@ -81,6 +101,7 @@ def _bootstrap(socket_dir: str) -> None:
             )
     with connect(DATABASE_NAME) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        _mark_leakproof(conn)
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE)))
 
 
@@ -104,9 +125,10 @@ def ensure_running(base_dir: Path) -> EmbeddedServer:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
         socket_dir = str(server.get_postmaster_info().socket_dir)
         marker = pgdata / ".agentic_bootstrapped"
-        if not marker.exists() or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == "always":
+        current = marker.read_text().strip() if marker.exists() else ""
+        if current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == "always":
             _bootstrap(socket_dir)
-            marker.write_text("1\n")
+            marker.write_text(BOOTSTRAP_VERSION + "\n")
     return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata)
 
 
