@@ -132,6 +132,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves from here; it warns on every start while collectstatic never ran.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- Files ------------------------------------------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")

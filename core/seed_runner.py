@@ -1,0 +1,83 @@
+"""The seed runner: finds each installed app's `seeding.py` and runs it in app order.
+
+Core imports no app (DESIGN.md section 3): like the admin's autodiscovery, it looks
+for a `seeding` module in every installed app. Each module defines
+
+    def seed(run: SeedRun) -> None
+
+and seeds its own tables through its own services. Apps run in INSTALLED_APPS order,
+so a later app finds the rows of the earlier ones (agents find documents' projects).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.util import find_spec
+from typing import Any, TextIO
+
+from django.apps import apps
+from django.core.exceptions import ValidationError
+
+from core.progress import ProgressBar
+
+# Volume options: name -> (default, maximum, help). The maxima stop typos like
+# --chunks 10000000000 from filling the disk; raise them here if a load test needs it.
+VOLUMES: dict[str, tuple[int, int, str]] = {
+    "tenants": (1, 1_000, "tenants to seed (the first one is the demo tenant)"),
+    "projects": (8, 10_000, "projects per tenant (at least 8 cover every status and step)"),
+    "versions": (3, 100, "versions of each document type per project"),
+    "documents": (3, 10_000, "knowledge documents per tenant"),
+    "chunks": (8, 100_000, "chunks per knowledge document"),
+    "executions": (2, 1_000, "agent runs per project"),
+}
+
+
+def validate_volumes(volumes: dict[str, int]) -> None:
+    errors = {}
+    for name, value in volumes.items():
+        _, maximum, _ = VOLUMES[name]
+        if value < 0:
+            errors[name] = f"--{name} must be 0 or more, got {value}."
+        elif value > maximum:
+            errors[name] = f"--{name} must be at most {maximum:,}, got {value:,}."
+    if volumes.get("tenants", 1) < 1:
+        errors["tenants"] = "--tenants must be at least 1 (the demo tenant)."
+    if errors:
+        raise ValidationError(errors)
+
+
+@dataclass
+class SeedRun:
+    """What every app's seeder gets: the volumes, a seeded RNG, output and shared rows."""
+
+    volumes: dict[str, int]
+    rng: random.Random
+    stdout: TextIO
+    owner_email: str
+    owner_password: str
+    # Rows earlier seeders made, for later ones (e.g. "tenants": [...]).
+    shared: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def progress(self, label: str, total: int) -> ProgressBar:
+        return ProgressBar(self.stdout, label, total)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+def seeders() -> list[tuple[str, Any]]:
+    """(app label, seed function) of every installed app with a seeding module."""
+    found = []
+    for config in apps.get_app_configs():
+        module_name = f"{config.name}.seeding"
+        if find_spec(module_name) is not None:
+            found.append((config.label, import_module(module_name).seed))
+    return found
+
+
+def run_seeders(run: SeedRun) -> None:
+    for _label, seed in seeders():
+        seed(run)

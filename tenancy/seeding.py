@@ -1,0 +1,50 @@
+"""Seeds the demo tenant and its owner, plus load-test tenants (`seed --tenants N`).
+
+Idempotent by tenant: a tenant whose slug exists is left as it is, and the later
+seeders only fill the tenants created by this run (`run.shared["tenants"]`).
+"""
+
+from __future__ import annotations
+
+from core.seed_runner import SeedRun
+from tenancy.models import MembershipRole, Tenant, User
+from tenancy.services import membership_set, tenant_create, user_create
+
+DEMO_SLUG = "demo"
+
+
+def _tenant_slugs(count: int) -> list[tuple[str, str]]:
+    extra = [(f"load-{n:04d}", f"Load test tenant {n}") for n in range(1, count)]
+    return [(DEMO_SLUG, "Demo Workspace"), *extra]
+
+
+def seed(run: SeedRun) -> None:
+    owner = User.objects.filter(email__iexact=run.owner_email).first()
+    if owner is None:
+        owner = user_create(
+            email=run.owner_email, password=run.owner_password, name="Demo Owner",
+            is_staff=True, is_superuser=True,
+        )
+        run.count("users")
+        run.stdout.write(
+            f"Demo owner: {owner.email} / password: {run.owner_password} (log in at /admin/)"
+        )
+    else:
+        run.stdout.write(f"Demo owner: {owner.email} (exists, password unchanged)")
+
+    slugs = _tenant_slugs(run.volumes["tenants"])
+    existing = set(Tenant.objects.filter(slug__in=[s for s, _ in slugs]).values_list("slug", flat=True))
+    created = []
+    with run.progress("tenants", len(slugs)) as bar:
+        for slug, name in slugs:
+            if slug not in existing:
+                tenant = tenant_create(name=name, slug=slug, owner=owner)
+                created.append(tenant)
+                run.count("tenants")
+            bar.advance()
+    demo = Tenant.objects.get(slug=DEMO_SLUG)
+    membership_set(tenant=demo, user=owner, role=MembershipRole.OWNER)
+    if existing:
+        run.stdout.write(f"{len(existing)} tenant(s) already seeded, left unchanged.")
+    run.shared["tenants"] = created
+    run.shared["owner"] = owner

@@ -1,0 +1,133 @@
+"""`manage.py seed`: idempotent, deterministic, atomic, and strict about its arguments."""
+
+import subprocess
+import sys
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from documents.models import DocumentVersion, Project
+from tenancy.context import system_context
+from tenancy.models import Tenant, User
+
+
+def counts() -> dict[str, int]:
+    with system_context("test: count seeded rows"):
+        return {
+            "tenants": Tenant.objects.count(),
+            "users": User.objects.count(),
+            "projects": Project.all_objects.count(),
+            "versions": DocumentVersion.objects.count(),
+        }
+
+
+def seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_prints_the_demo_owner_who_can_log_in(client):
+    output = seed()
+    assert "owner@demo.example.com / password: demo-owner-password" in output
+    assert client.login(email="owner@demo.example.com", password="demo-owner-password")
+    assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_covers_every_project_status_and_step():
+    seed()
+    with system_context("test: inspect seed"):
+        statuses = set(Project.objects.values_list("status", flat=True))
+        steps = set(Project.objects.values_list("current_step", flat=True))
+        types = set(DocumentVersion.objects.values_list("document_type", flat=True))
+    assert statuses == {"draft", "in_progress", "completed", "archived"}
+    assert steps == {1, 2, 3, 4}
+    assert types == {"about", "specification", "architecture", "plan"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_is_idempotent():
+    seed()
+    first = counts()
+    output = seed()
+    assert counts() == first
+    assert "already seeded" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_volume_options_scale_the_data():
+    seed("--tenants", "3", "--projects", "2", "--versions", "2")
+    assert counts()["tenants"] == 3
+    assert counts()["projects"] == 6
+    assert counts()["versions"] == 6 * 4 * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_random_seed_gives_the_same_data():
+    def snapshot() -> list:
+        with system_context("test: snapshot seed"):
+            return list(
+                DocumentVersion.objects.order_by(
+                    "project__name", "document_type", "version"
+                ).values_list("project__name", "document_type", "version", "content_sha256")
+            )
+
+    seed("--random-seed", "7", "--projects", "2")
+    first = snapshot()
+    call_command("flush", "--no-input")
+    seed("--random-seed", "7", "--projects", "2")
+    assert snapshot() == first
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--projects", "-1"], "--projects must be 0 or more"),
+        (["--chunks", "999999999"], "--chunks must be at most"),
+        (["--tenants", "0"], "--tenants must be at least 1"),
+    ],
+)
+def test_bad_volumes_are_refused(db, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("seed", *args)
+    assert Tenant.objects.count() == 0
+
+
+def test_unknown_options_exit_non_zero_without_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed", "--bogus", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "unrecognized arguments: --bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_non_number_exits_non_zero_without_a_traceback():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed", "--projects", "many"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "invalid int value" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_seed_leaves_no_rows(monkeypatch):
+    import documents.seeding
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(documents.seeding, "document_version_create", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        seed()
+    assert counts() == {"tenants": 0, "users": 0, "projects": 0, "versions": 0}
