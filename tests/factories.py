@@ -71,6 +71,37 @@ def _execution(tenant, rows):
     )
 
 
+def _source(tenant, rows):
+    from agents.models import AgentExecution
+    from agents.services import execution_record_sources
+
+    [source] = execution_record_sources(
+        tenant=tenant, execution=rows[AgentExecution], results=[{"chunk": rows[Chunk], "score": 0.9}]
+    )
+    return source
+
+
+def _message(tenant, rows):
+    from agents.services import message_add
+
+    return message_add(tenant=tenant, project=rows[Project], role="user", content="hello")
+
+
+def _evaluation(tenant, rows):
+    from agents.services import evaluation_record
+
+    return evaluation_record(tenant=tenant, score=80, document_version=rows[DocumentVersion])
+
+
+def _template(tenant, rows):
+    from documents.models import ProjectTemplate
+
+    return ProjectTemplate.objects.create(
+        tenant=tenant, name=f"Template of {tenant.slug}", files={"about.md": "# {project_name}"},
+        tags=["web"], tech_stack=["django"],
+    )
+
+
 def _export(tenant, rows):
     from exports.models import Export
 
@@ -84,7 +115,11 @@ TENANT_ROW_BUILDERS = {
     "documents.DocumentVersion": _version,
     "documents.Document": _document,
     "documents.Chunk": _chunk,
+    "documents.ProjectTemplate": _template,
     "agents.AgentExecution": _execution,
+    "agents.ExecutionSource": _source,
+    "agents.ConversationMessage": _message,
+    "agents.EvaluationRun": _evaluation,
     "exports.Export": _export,
 }
 

@@ -123,7 +123,12 @@ def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant
 
 
 @pytest.mark.parametrize(
-    "table", ["projects", "document_versions", "documents", "chunks", "agent_executions", "exports"]
+    "table",
+    [
+        "projects", "document_versions", "documents", "chunks", "agent_executions",
+        "execution_sources", "conversation_messages", "evaluation_runs", "exports",
+        "project_templates",
+    ],
 )
 def test_tenant_b_cannot_move_its_rows_into_tenant_a(table, tenant_a, tenant_b):
     make_tenant_rows(tenant_b)
