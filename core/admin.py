@@ -1,0 +1,443 @@
+"""Shared admin building blocks: tenant-scoped ModelAdmins and cheap changelists for big tables.
+
+Tenant isolation in the admin (DESIGN.md section 7) has two layers. The request runs in a
+transaction that `tenancy.middleware.TenantContextMiddleware` scopes to the user's tenants
+(`request.tenant_ids`), so row-level security already hides other tenants' rows. On top of
+that the ModelAdmins below decide, per tenant, from the user's membership role:
+
+- a superuser sees and may do everything;
+- any member (viewer and up) may view the tenant's rows;
+- `edit_roles` (editor and up by default) may add, change and delete them;
+- a staff user with no membership sees empty changelists and no row.
+
+Foreign-key choices and autocomplete results are limited the same way. core imports no
+app: the tenant model is reached through the `tenant` field, and the user's roles through
+the `memberships` relation of the user model.
+
+    @admin.register(Thing)
+    class ThingAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+        list_display = (...)
+        list_filter = (TenantListFilter, ...)
+        list_select_related = ("tenant", ...)
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Collection, Iterable
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404, HttpRequest
+from django.utils.functional import cached_property
+
+# Membership roles (tenancy.models.MembershipRole; kept as strings because core imports no
+# app, and a test checks they match).
+ROLE_OWNER = "owner"
+ROLE_ADMIN = "admin"
+ROLE_EDITOR = "editor"
+ROLE_VIEWER = "viewer"
+ALL_ROLES = frozenset({ROLE_OWNER, ROLE_ADMIN, ROLE_EDITOR, ROLE_VIEWER})
+# Who may write content rows (projects, versions, documents, chunks, executions, exports).
+CONTENT_EDITOR_ROLES = frozenset({ROLE_OWNER, ROLE_ADMIN, ROLE_EDITOR})
+# Who may manage a tenant and its memberships.
+TENANT_MANAGER_ROLES = frozenset({ROLE_OWNER, ROLE_ADMIN})
+
+TIMESTAMP_FIELDS = ("id", "created_at", "updated_at")
+
+
+# --- Who may do what -------------------------------------------------------------------
+
+
+def tenant_roles(request: HttpRequest) -> dict[uuid.UUID, str]:
+    """The user's role in each tenant of the request's scope (cached on the request).
+
+    Only tenants in `request.tenant_ids` count: the middleware leaves out inactive
+    tenants, and so does the admin.
+    """
+    cached = getattr(request, "_admin_tenant_roles", None)
+    if cached is not None:
+        return cached
+    user = request.user
+    scope = list(getattr(request, "tenant_ids", None) or [])
+    roles: dict[uuid.UUID, str] = {}
+    if user.is_authenticated and user.is_active and scope:
+        roles = dict(user.memberships.filter(tenant_id__in=scope).values_list("tenant_id", "role"))
+    request._admin_tenant_roles = roles
+    return roles
+
+
+def tenants_with_role(request: HttpRequest, roles: Collection[str]) -> list[uuid.UUID]:
+    """Ids of the tenants in which the user holds one of `roles`."""
+    return [tenant_id for tenant_id, role in tenant_roles(request).items() if role in roles]
+
+
+def has_tenant_role(request: HttpRequest, tenant_id, roles: Collection[str]) -> bool:
+    """Whether the user may act in `tenant_id` with one of `roles`; superusers always may."""
+    if is_superuser(request):
+        return True
+    return tenant_id is not None and tenant_roles(request).get(tenant_id) in roles
+
+
+def is_superuser(request: HttpRequest) -> bool:
+    user = request.user
+    return user.is_active and user.is_superuser
+
+
+def is_autocomplete(request: HttpRequest) -> bool:
+    """Whether the request is the admin's autocomplete view (asking on behalf of a field)."""
+    match = getattr(request, "resolver_match", None)
+    return match is not None and match.url_name == "autocomplete"
+
+
+def member_users(tenant_ids: Iterable[uuid.UUID]) -> QuerySet:
+    """Users holding a membership in any of the tenants."""
+    user_model = get_user_model()
+    members = user_model.objects.filter(memberships__tenant_id__in=list(tenant_ids))
+    return user_model.objects.filter(pk__in=members.values("pk"))
+
+
+def has_tenant_field(model: type[Model]) -> bool:
+    return any(field.name == "tenant" and field.is_relation for field in model._meta.fields)
+
+
+# --- Counting big tables ---------------------------------------------------------------
+
+
+def planner_row_estimate(queryset: QuerySet) -> int:
+    """The planner's estimate of how many rows `queryset` returns (EXPLAIN, no execution).
+
+    For an unfiltered table this is pg_class.reltuples scaled to the table's current
+    size; with filters (and the row-level security policy) it is the planner's
+    selectivity estimate. Cheap whatever the table size.
+    """
+    probe = queryset.order_by().values("pk")
+    sql, params = probe.query.get_compiler(using=queryset.db).as_sql()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+class EstimatedCountPaginator(Paginator):
+    """A paginator that never runs COUNT(*) over a big table.
+
+    It fetches at most `exact_count_limit + 1` primary keys (no ORDER BY, so the scan
+    stops early): a result at or under the limit is counted exactly, a bigger one is
+    the planner's estimate (`planner_row_estimate`), and `count_is_estimated` says so.
+    Pages past the true end come out empty rather than failing.
+    """
+
+    exact_count_limit = 1000
+
+    count_is_estimated = False
+
+    @cached_property
+    def count(self) -> int:
+        if not isinstance(self.object_list, QuerySet):
+            return super().count
+        limit = self.exact_count_limit
+        seen = len(self.object_list.order_by().values_list("pk", flat=True)[: limit + 1])
+        if seen <= limit:
+            return seen
+        self.count_is_estimated = True
+        return max(seen, planner_row_estimate(self.object_list))
+
+
+class DeferringChangeList(ChangeList):
+    """A changelist that leaves the admin's `list_defer` columns (vectors, long text) unread."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        deferred = getattr(self.model_admin, "list_defer", ())
+        return queryset.defer(*deferred) if deferred else queryset
+
+
+class LargeTableAdminMixin:
+    """Changelist settings for tables with millions of rows (chunks, versions, executions).
+
+    No COUNT(*) over the table (estimated paginator, no full result count, no facet
+    counts), newest first through the primary-key index (UUIDv7 ids are time-ordered),
+    and no date_hierarchy: its year/month links scan the whole table; use a
+    DateFieldListFilter instead, which only adds a WHERE clause.
+    """
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    ordering = ("-id",)
+
+
+def vector_summary(dimensions: int | None, head: Iterable[float] | None) -> str:
+    """`1536 dimensions: [0.0123, -0.0456, ...]`: enough to recognise a vector, not all of it.
+
+    Takes the dimension and the first few numbers (SQL `vector_dims` and `subvector`), so
+    the full vector need not leave the database.
+    """
+    if dimensions is None:
+        return "—"
+    numbers = [f"{float(number):.4f}" for number in (head if head is not None else [])]
+    more = ", …" if dimensions > len(numbers) else ""
+    return f"{dimensions} dimensions: [{', '.join(numbers)}{more}]"
+
+
+# --- Tenant-scoped ModelAdmin ----------------------------------------------------------
+
+
+class TenantListFilter(admin.SimpleListFilter):
+    """Filter by tenant, offering only the tenants the user works in.
+
+    Django's RelatedFieldListFilter would list every tenant's name, and
+    RelatedOnlyFieldListFilter scans the whole table for distinct tenant ids.
+    """
+
+    title = "tenant"
+    parameter_name = "tenant"
+
+    def lookups(self, request, model_admin):
+        tenant_model = model_admin.model._meta.get_field("tenant").related_model
+        tenants = tenant_model.objects.order_by("name")
+        if not is_superuser(request):
+            tenants = tenants.filter(pk__in=tenant_roles(request).keys())
+        return [(str(tenant.pk), str(tenant)) for tenant in tenants]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            return queryset.filter(tenant_id=uuid.UUID(value))
+        except ValueError as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class TenantOwnedAdminForm(forms.ModelForm):
+    """Refuses a related row (project, document, ...) of another tenant than the row's own.
+
+    The composite foreign keys would refuse it too, but as a database error, not a form
+    error. `request` is set by TenantOwnedAdmin.get_form.
+    """
+
+    request: HttpRequest | None = None
+
+    def clean(self):
+        cleaned_data = super().clean()
+        tenant = cleaned_data.get("tenant")
+        tenant_id = tenant.pk if tenant is not None else getattr(self.instance, "tenant_id", None)
+        if tenant_id is None:
+            return cleaned_data
+        for name, value in list(cleaned_data.items()):
+            related_tenant_id = getattr(value, "tenant_id", None)
+            if name != "tenant" and related_tenant_id and related_tenant_id != tenant_id:
+                self.add_error(name, "This belongs to another tenant than the row.")
+        return cleaned_data
+
+
+class TenantOwnedAdmin(admin.ModelAdmin):
+    """Base ModelAdmin for a tenant-owned model: querysets, choices and rights by tenant role.
+
+    Subclasses tune `edit_roles` (who may add/change/delete), `tenant_field` ("pk" for
+    the tenant model itself), `manager_name` (e.g. a manager that includes soft-deleted
+    rows), `change_readonly_fields` (fields fixed once the row exists), `add_fields`
+    (what the add form asks for when a service computes the rest), `list_defer` (columns
+    the changelist does not read) and `uuid_search_fields` (UUID columns that a search
+    term which is a UUID matches exactly, through their indexes). Override
+    `create_object` to add rows through the app's create service, and
+    `restrict_to_tenants` / `has_view_permission` for rows shared by all tenants (a
+    template without a tenant).
+    """
+
+    form = TenantOwnedAdminForm
+    tenant_field = "tenant"
+    view_roles: Collection[str] = ALL_ROLES
+    edit_roles: Collection[str] = CONTENT_EDITOR_ROLES
+    manager_name: str | None = None
+    readonly_fields = TIMESTAMP_FIELDS
+    change_readonly_fields: tuple[str, ...] = ("tenant",)
+    add_fields: tuple[str, ...] | None = None
+    autocomplete_fields = ("tenant",)
+    list_defer: tuple[str, ...] = ()
+    uuid_search_fields: tuple[str, ...] = ("id",)
+    list_per_page = 50
+
+    def tenant_id_of(self, obj) -> uuid.UUID | None:
+        if self.tenant_field == "pk":
+            return obj.pk
+        return getattr(obj, f"{self.tenant_field}_id")
+
+    # Rows ---------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        manager = (
+            getattr(self.model, self.manager_name)
+            if self.manager_name
+            else self.model._default_manager
+        )
+        queryset = manager.get_queryset()
+        ordering = self.get_ordering(request)
+        if ordering:
+            queryset = queryset.order_by(*ordering)
+        return self.restrict_to_tenants(request, queryset, self.view_roles)
+
+    def restrict_to_tenants(
+        self, request: HttpRequest, queryset: QuerySet, roles: Collection[str]
+    ) -> QuerySet:
+        """`queryset` limited to the tenants where the user holds one of `roles`."""
+        if is_superuser(request):
+            return queryset
+        return queryset.filter(**{f"{self.tenant_field}__in": tenants_with_role(request, roles)})
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            # Another tenant's row and a missing row look the same (Django would redirect).
+            raise Http404(f"No {self.opts.verbose_name} with that id.")
+        return obj
+
+    def get_changelist(self, request, **kwargs):
+        return DeferringChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if self.uuid_search_fields and term:
+            try:
+                value = uuid.UUID(term)
+            except ValueError:
+                pass
+            else:
+                return queryset.filter(
+                    Q.create([(name, value) for name in self.uuid_search_fields], connector=Q.OR)
+                ), False
+        return super().get_search_results(request, queryset, search_term)
+
+    # Rights -------------------------------------------------------------------------
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            # Any staff member gets the changelist; get_queryset decides what is in it.
+            return request.user.is_active and request.user.is_staff
+        return has_tenant_role(request, self.tenant_id_of(obj), self.view_roles)
+
+    def has_add_permission(self, request):
+        return is_superuser(request) or bool(tenants_with_role(request, self.edit_roles))
+
+    def has_change_permission(self, request, obj=None):
+        if obj is None:
+            return is_superuser(request) or bool(tenants_with_role(request, self.edit_roles))
+        return has_tenant_role(request, self.tenant_id_of(obj), self.edit_roles)
+
+    def has_delete_permission(self, request, obj=None):
+        return self.has_change_permission(request, obj)
+
+    # Forms --------------------------------------------------------------------------
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            readonly += tuple(f for f in self.change_readonly_fields if f not in readonly)
+        return readonly
+
+    def get_fields(self, request, obj=None):
+        if obj is None and self.add_fields is not None:
+            return self.add_fields
+        return super().get_fields(request, obj)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # modelform_factory made a new class for this call: safe to give it the request.
+        form.request = request
+        return form
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "queryset" not in kwargs:
+            kwargs["queryset"] = self.foreign_key_choices(db_field, request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def foreign_key_choices(self, db_field, request) -> QuerySet:
+        """What a foreign key may point at: rows of the tenants the user may write in.
+
+        The related model's base manager is used so a row whose parent is hidden by a
+        default manager (a soft-deleted project) still validates.
+        """
+        related = db_field.related_model
+        queryset = related._base_manager.all()
+        if is_superuser(request):
+            return queryset
+        writable = tenants_with_role(request, self.edit_roles)
+        if db_field.name == self.tenant_field:
+            return queryset.filter(pk__in=writable)
+        if has_tenant_field(related):
+            return queryset.filter(tenant_id__in=writable)
+        if related is get_user_model():
+            return queryset.filter(
+                Q(pk__in=member_users(writable).values("pk")) | Q(pk=request.user.pk)
+            )
+        return queryset
+
+    def get_changeform_initial_data(self, request):
+        initial = {}
+        writable = tenants_with_role(request, self.edit_roles)
+        if self.tenant_field != "pk" and len(writable) == 1:
+            initial[self.tenant_field] = writable[0]
+        if any(field.name == "created_by" for field in self.model._meta.fields):
+            initial["created_by"] = request.user.pk
+        initial.update(super().get_changeform_initial_data(request))
+        return initial
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = self.create_object(request, obj, form)
+        if created is not obj:
+            # The admin logs and redirects with `obj`: make it the row the service wrote.
+            for field in obj._meta.concrete_fields:
+                if field.attname in created.__dict__:
+                    setattr(obj, field.attname, created.__dict__[field.attname])
+            obj._state.adding = False
+            obj._state.db = created._state.db
+
+    def create_object(self, request: HttpRequest, obj: Model, form) -> Model:
+        """Write a new row from the validated add form; may return another instance."""
+        obj.save()
+        return obj
+
+    # Actions ------------------------------------------------------------------------
+
+    def writable(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        """The part of a selection the user may change (for custom bulk actions)."""
+        return self.restrict_to_tenants(request, queryset, self.edit_roles)
+
+    def apply_to_selection(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        service: Callable[[Model], object],
+        done: str,
+    ) -> None:
+        """Run `service(row)` on each selected row the user may change, reporting refusals.
+
+        A service refuses with ValidationError (a wrong status, say); the other rows
+        still go through.
+        """
+        succeeded, refused = 0, []
+        for row in self.writable(request, queryset):
+            try:
+                service(row)
+            except ValidationError as error:
+                refused.append(f"{row}: {' '.join(error.messages)}")
+            else:
+                succeeded += 1
+        self.message_user(request, f"{done}: {succeeded}.")
+        if refused:
+            self.message_user(request, "Refused: " + " | ".join(refused), level=messages.WARNING)

@@ -1,0 +1,314 @@
+"""Admin for projects, document versions, knowledge documents and chunks (rights: core.admin).
+
+New rows go through documents.services, which compute what a form should not ask for
+(version numbers and hash chains, stored files and their checksums).
+"""
+
+from __future__ import annotations
+
+import os
+
+from django import forms
+from django.contrib import admin
+from django.db.models import F, Func, IntegerField, Value
+from django.db.models.functions import Left
+from pgvector.django import VectorField
+
+from core.admin import (
+    TIMESTAMP_FIELDS,
+    LargeTableAdminMixin,
+    TenantListFilter,
+    TenantOwnedAdmin,
+    TenantOwnedAdminForm,
+    vector_summary,
+)
+from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.services import (
+    document_create,
+    document_process,
+    document_version_create,
+    project_create,
+    project_restore,
+    project_soft_delete,
+)
+
+EMBEDDING_HEAD = 5
+
+
+class ProjectStateFilter(admin.SimpleListFilter):
+    """Live or soft-deleted projects (the admin shows both)."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("live", "Live"), ("deleted", "Deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "live":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
+@admin.register(Project)
+class ProjectAdmin(TenantOwnedAdmin):
+    # Operators must see soft-deleted projects too, to restore or purge them.
+    manager_name = "all_objects"
+    list_display = (
+        "name",
+        "tenant",
+        "status",
+        "current_step",
+        "language",
+        "is_live",
+        "created_by",
+        "updated_at",
+    )
+    list_filter = (ProjectStateFilter, "status", "current_step", TenantListFilter)
+    search_fields = ("name",)
+    autocomplete_fields = ("tenant", "created_by")
+    list_select_related = ("tenant", "created_by")
+    readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at")
+    date_hierarchy = "created_at"
+    ordering = ("-updated_at",)
+    actions = ("soft_delete", "restore")
+
+    @admin.display(boolean=True, description="live", ordering="deleted_at")
+    def is_live(self, obj: Project) -> bool:
+        return obj.deleted_at is None
+
+    def create_object(self, request, obj, form):
+        return project_create(
+            tenant=obj.tenant_id,
+            name=obj.name,
+            by=obj.created_by,
+            status=obj.status,
+            current_step=obj.current_step,
+            language=obj.language,
+            metadata=obj.metadata,
+        )
+
+    @admin.action(permissions=["change"], description="Soft-delete selected projects")
+    def soft_delete(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            queryset.filter(deleted_at__isnull=True),
+            lambda project: project_soft_delete(tenant=project.tenant_id, project=project),
+            "Soft-deleted projects",
+        )
+
+    @admin.action(permissions=["change"], description="Restore selected projects")
+    def restore(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            queryset.filter(deleted_at__isnull=False),
+            lambda project: project_restore(tenant=project.tenant_id, project=project),
+            "Restored projects",
+        )
+
+
+@admin.register(DocumentVersion)
+class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+    list_display = (
+        "project",
+        "document_type",
+        "version",
+        "tenant",
+        "short_sha256",
+        "readability_score",
+        "grammar_score",
+        "created_at",
+    )
+    list_filter = ("document_type", TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("project__name",)
+    uuid_search_fields = ("id", "project_id")
+    autocomplete_fields = ("tenant", "project", "created_by")
+    list_select_related = ("project", "tenant")
+    list_defer = ("content", "metadata")
+    # The version number and the hash chain are computed by document_version_create.
+    add_fields = (
+        "tenant",
+        "project",
+        "document_type",
+        "content",
+        "metadata",
+        "readability_score",
+        "grammar_score",
+        "created_by",
+    )
+    # Immutable once written (a database trigger refuses changes).
+    change_readonly_fields = (
+        "tenant",
+        "project",
+        "document_type",
+        "version",
+        "content",
+        "content_sha256",
+        "prev_sha256",
+    )
+
+    @admin.display(description="sha256")
+    def short_sha256(self, obj: DocumentVersion) -> str:
+        return obj.content_sha256[:12]
+
+    def create_object(self, request, obj, form):
+        # Returns the latest version unchanged when the content is the same.
+        return document_version_create(
+            tenant=obj.tenant_id,
+            project=obj.project,
+            document_type=obj.document_type,
+            content=obj.content,
+            by=obj.created_by,
+            metadata=obj.metadata,
+            readability_score=obj.readability_score,
+            grammar_score=obj.grammar_score,
+        )
+
+
+class DocumentAddForm(TenantOwnedAdminForm):
+    """Upload a file: documents.services.document_create stores it under a generated key."""
+
+    file = forms.FileField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["title"].required = False
+        self.fields["title"].help_text = "Defaults to the file's name."
+
+    def clean(self):
+        cleaned_data = super().clean()
+        upload = cleaned_data.get("file")
+        if upload is not None and not cleaned_data.get("title"):
+            cleaned_data["title"] = os.path.basename(upload.name)
+        return cleaned_data
+
+
+@admin.register(Document)
+class DocumentAdmin(TenantOwnedAdmin):
+    list_display = (
+        "title",
+        "tenant",
+        "project",
+        "status",
+        "content_type",
+        "size_bytes",
+        "created_at",
+    )
+    list_filter = ("status", TenantListFilter)
+    search_fields = ("title",)
+    uuid_search_fields = ("id", "project_id")
+    autocomplete_fields = ("tenant", "project", "created_by")
+    list_select_related = ("tenant", "project")
+    list_defer = ("metadata", "error_message")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    add_fields = ("tenant", "project", "file", "title", "metadata", "created_by")
+    # The stored file's description, and the processing state document_process owns.
+    change_readonly_fields = (
+        "tenant",
+        "storage_key",
+        "content_type",
+        "size_bytes",
+        "sha256",
+        "status",
+        "error_message",
+    )
+    actions = ("process",)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = DocumentAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def create_object(self, request, obj, form):
+        return document_create(
+            tenant=obj.tenant_id,
+            title=obj.title,
+            file=form.cleaned_data["file"],
+            project=obj.project,
+            metadata=obj.metadata,
+            by=obj.created_by,
+        )
+
+    @admin.action(permissions=["change"], description="Chunk and embed selected documents")
+    def process(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            queryset,
+            lambda document: document_process(tenant=document.tenant_id, document=document),
+            "Processed documents (see each one's status)",
+        )
+
+
+class EmbeddingFilter(admin.SimpleListFilter):
+    title = "embedding"
+    parameter_name = "embedded"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Embedded"), ("no", "Not embedded")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(embedding__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(Chunk)
+class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+    list_display = (
+        "document",
+        "ordinal",
+        "tenant",
+        "content_preview",
+        "token_count",
+        "embedding_dimensions",
+        "embedding_model",
+        "created_at",
+    )
+    list_filter = (TenantListFilter, EmbeddingFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("document__title",)
+    uuid_search_fields = ("id", "document_id")
+    autocomplete_fields = ("tenant", "document")
+    list_select_related = ("document", "tenant")
+    list_defer = ("content", "metadata")
+    # The vector is never sent to a browser in full: the form leaves it out and the change
+    # page shows its dimension and first numbers, computed in SQL.
+    exclude = ("embedding",)
+    readonly_fields = (*TIMESTAMP_FIELDS, "embedding_summary")
+
+    def get_queryset(self, request):
+        # Deferred everywhere, so saving a changed chunk does not rewrite its vector.
+        return (
+            super()
+            .get_queryset(request)
+            .defer("embedding", "search_vector")
+            .annotate(
+                content_head=Left("content", 80),
+                embedding_dims=Func(
+                    F("embedding"), function="vector_dims", output_field=IntegerField()
+                ),
+                embedding_head=Func(
+                    F("embedding"),
+                    Value(1),
+                    Value(EMBEDDING_HEAD),
+                    function="subvector",
+                    output_field=VectorField(),
+                ),
+            )
+        )
+
+    @admin.display(description="content")
+    def content_preview(self, obj: Chunk) -> str:
+        return obj.content_head
+
+    @admin.display(description="dimensions")
+    def embedding_dimensions(self, obj: Chunk) -> int | None:
+        return obj.embedding_dims
+
+    @admin.display(description="embedding")
+    def embedding_summary(self, obj: Chunk) -> str:
+        return vector_summary(
+            getattr(obj, "embedding_dims", None), getattr(obj, "embedding_head", None)
+        )

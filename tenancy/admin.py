@@ -1,0 +1,237 @@
+"""Admin for users, tenants and memberships.
+
+Rights (see core.admin): superusers manage everything. A staff member sees the tenants
+they belong to; owners and admins of a tenant may change it and manage its memberships
+(only an owner may grant, change or remove the owner role). Only superusers manage
+users: a staff member sees their own user row, read-only, and may change their own
+password through the admin's "Change password" page.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
+from django.db.models import Q
+from django.http import Http404
+
+from core.admin import (
+    ROLE_OWNER,
+    TENANT_MANAGER_ROLES,
+    TenantListFilter,
+    TenantOwnedAdmin,
+    TenantOwnedAdminForm,
+    is_autocomplete,
+    is_superuser,
+    member_users,
+    tenant_roles,
+    tenants_with_role,
+)
+from tenancy.models import Membership, Tenant, User
+from tenancy.services import membership_set, tenant_create
+
+# Tenant roles replace Django's groups and permissions, which this user model does not have.
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
+
+
+class UserCreationAdminForm(AdminUserCreationForm):
+    """Django's user creation form (password set and validated) for the email login."""
+
+    class Meta:
+        model = User
+        fields = ("email", "name")
+        field_classes = {}
+
+
+class UserChangeAdminForm(UserChangeForm):
+    """Django's user change form (read-only password hash) for the email login."""
+
+    class Meta:
+        model = User
+        fields = "__all__"
+        field_classes = {}
+
+
+class UserMembershipInline(admin.TabularInline):
+    """A user's memberships; the inline's rights come from User.has_perm (superusers)."""
+
+    model = Membership
+    fk_name = "user"
+    extra = 0
+    autocomplete_fields = ("tenant",)
+    readonly_fields = ("created_at",)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    fieldsets = (
+        (None, {"fields": ("id", "email", "password")}),
+        ("Profile", {"fields": ("name", "profile_data")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser")}),
+        ("Important dates", {"fields": ("last_login", "created_at", "updated_at")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "name", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    form = UserChangeAdminForm
+    add_form = UserCreationAdminForm
+    list_display = ("email", "name", "is_active", "is_staff", "is_superuser", "last_login")
+    list_filter = ("is_active", "is_staff", "is_superuser")
+    search_fields = ("email", "name")
+    ordering = ("email",)
+    filter_horizontal = ()
+    readonly_fields = ("id", "last_login", "created_at", "updated_at")
+    date_hierarchy = "created_at"
+    inlines = (UserMembershipInline,)
+
+    def get_inlines(self, request, obj):
+        # Memberships come after the user exists, like the rest of the change form.
+        return self.inlines if obj is not None else ()
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if is_superuser(request):
+            return queryset
+        return queryset.filter(self._visible_to_staff(request))
+
+    @staticmethod
+    def _visible_to_staff(request) -> Q:
+        """A staff member's own row; for autocomplete, also the members of their tenants.
+
+        An owner or admin choosing the user of a new membership also finds an existing
+        user by typing their exact email: inviting needs no directory of all users.
+        """
+        visible = Q(pk=request.user.pk)
+        if not is_autocomplete(request):
+            return visible
+        visible |= Q(pk__in=member_users(tenant_roles(request).keys()).values("pk"))
+        source = (request.GET.get("app_label"), request.GET.get("model_name"))
+        term = request.GET.get("term", "").strip()
+        if (
+            source == ("tenancy", "membership")
+            and request.GET.get("field_name") == "user"
+            and term
+            and tenants_with_role(request, TENANT_MANAGER_ROLES)
+        ):
+            visible |= Q(email__iexact=term)
+        return visible
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("No user with that id.")
+        return obj
+
+    def has_view_permission(self, request, obj=None):
+        if is_superuser(request):
+            return True
+        return request.user.is_staff and (obj is None or obj.pk == request.user.pk)
+
+    def has_add_permission(self, request):
+        return is_superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return is_superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_superuser(request)
+
+
+class TenantMembershipInline(admin.TabularInline):
+    """A tenant's members; superusers only (User.has_perm), others use the Membership admin."""
+
+    model = Membership
+    fk_name = "tenant"
+    extra = 0
+    autocomplete_fields = ("user",)
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Tenant)
+class TenantAdmin(TenantOwnedAdmin):
+    tenant_field = "pk"
+    edit_roles = TENANT_MANAGER_ROLES
+    change_readonly_fields = ()
+    autocomplete_fields = ()
+    list_display = ("name", "slug", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    ordering = ("name",)
+    inlines = (TenantMembershipInline,)
+    add_fields = ("name", "slug", "settings")
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        # Deactivating a tenant locks its members out: an operator's decision.
+        return readonly if is_superuser(request) else (*readonly, "is_active")
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()
+
+    def create_object(self, request, obj, form):
+        return tenant_create(name=obj.name, slug=obj.slug, settings=obj.settings)
+
+    def has_add_permission(self, request):
+        # A new tenant has no members yet, so only a superuser could reach it.
+        return is_superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_superuser(request)
+
+
+class MembershipAdminForm(TenantOwnedAdminForm):
+    def clean(self):
+        cleaned_data = super().clean()
+        tenant = cleaned_data.get("tenant") or getattr(self.instance, "tenant", None)
+        if (
+            cleaned_data.get("role") == ROLE_OWNER
+            and tenant is not None
+            and not is_superuser(self.request)
+            and tenant_roles(self.request).get(tenant.pk) != ROLE_OWNER
+        ):
+            self.add_error("role", "Only an owner of the tenant may grant the owner role.")
+        return cleaned_data
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantOwnedAdmin):
+    form = MembershipAdminForm
+    edit_roles = TENANT_MANAGER_ROLES
+    list_display = ("user", "tenant", "role", "created_at")
+    list_filter = ("role", TenantListFilter)
+    search_fields = ("user__email", "user__name", "tenant__name", "tenant__slug")
+    uuid_search_fields = ("id", "tenant_id", "user_id")
+    autocomplete_fields = ("tenant", "user")
+    change_readonly_fields = ("tenant", "user")
+    list_select_related = ("user", "tenant")
+    ordering = ("tenant__name", "user__email")
+
+    def has_change_permission(self, request, obj=None):
+        if not super().has_change_permission(request, obj):
+            return False
+        # Only an owner may touch an owner's membership.
+        return (
+            obj is None
+            or obj.role != ROLE_OWNER
+            or is_superuser(request)
+            or tenant_roles(request).get(obj.tenant_id) == ROLE_OWNER
+        )
+
+    def create_object(self, request, obj, form):
+        return membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
+
+    def foreign_key_choices(self, db_field, request):
+        if db_field.name == "user":
+            # Any existing user may be added to a tenant; the autocomplete only offers
+            # members and exact-email matches (UserAdmin._visible_to_staff).
+            return User.objects.all()
+        return super().foreign_key_choices(db_field, request)

@@ -1,0 +1,421 @@
+"""The admin as a superuser sees it: every page answers, big tables stay cheap.
+
+Client requests go through the tenant middleware, which scopes its own transaction, so
+they are not wrapped in tenant_context; rows are created inside it.
+"""
+
+import hashlib
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from agents.models import AgentExecution
+from core.admin import (
+    ALL_ROLES,
+    CONTENT_EDITOR_ROLES,
+    TENANT_MANAGER_ROLES,
+    EstimatedCountPaginator,
+    planner_row_estimate,
+    vector_summary,
+)
+from core.ids import uuid7
+from documents.models import Chunk, Document, DocumentVersion, Project
+from exports.models import Export
+from tenancy.context import tenant_context
+from tenancy.models import Membership, MembershipRole, Tenant, User
+
+# Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
+VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
+TAIL_NUMBER = str(VECTOR[-1])  # "0.51535"
+
+ADMIN_MODELS = [User, Tenant, Membership, Project, DocumentVersion, Document, Chunk]
+ADMIN_MODELS += [AgentExecution, Export]
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def make_rows(tenant: Tenant, user: User, label: str) -> dict:
+    """One row of every tenant-owned model in `tenant`."""
+    with tenant_context(tenant):
+        project = Project.objects.create(tenant=tenant, name=f"Project {label}", created_by=user)
+        content = f"About {label}"
+        version = DocumentVersion.objects.create(
+            tenant=tenant,
+            project=project,
+            document_type="about",
+            version=1,
+            content=content,
+            content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+            created_by=user,
+        )
+        document = Document.objects.create(
+            tenant=tenant,
+            project=project,
+            title=f"Handbook {label}",
+            storage_key=f"documents/{tenant.pk}/{uuid7()}",
+            created_by=user,
+        )
+        chunk = Chunk.objects.create(
+            tenant=tenant,
+            document=document,
+            ordinal=0,
+            content=f"Chunk text {label}",
+            token_count=3,
+            embedding=VECTOR,
+            embedding_model="test-embedder",
+        )
+        execution = AgentExecution.objects.create(
+            tenant=tenant,
+            project=project,
+            agent_type="writer",
+            correlation_id=uuid7(),
+            produced_version=version,
+        )
+        export = Export.objects.create(tenant=tenant, project=project, created_by=user)
+        membership = Membership.objects.get(tenant=tenant, user=user)
+    return {
+        User: user,
+        Tenant: tenant,
+        Membership: membership,
+        Project: project,
+        DocumentVersion: version,
+        Document: document,
+        Chunk: chunk,
+        AgentExecution: execution,
+        Export: export,
+    }
+
+
+@pytest.fixture
+def rows(tenant_a, alice) -> dict:
+    return make_rows(tenant_a, alice, "A")
+
+
+@pytest.fixture
+def root_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m.__name__)
+def test_superuser_opens_the_changelist(root_client, rows, model):
+    response = root_client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) >= 1
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m.__name__)
+def test_superuser_opens_the_change_page(root_client, rows, model):
+    response = root_client.get(admin_url(model, "change", rows[model].pk))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m.__name__)
+def test_superuser_opens_the_add_page(root_client, rows, model):
+    assert root_client.get(admin_url(model, "add")).status_code == 200
+
+
+def test_superuser_opens_the_admin_index(root_client, rows):
+    assert root_client.get(reverse("admin:index")).status_code == 200
+
+
+def test_chunk_changelist_renders_no_vector(root_client, rows):
+    response = root_client.get(admin_url(Chunk, "changelist"))
+    assert TAIL_NUMBER not in response.content.decode()
+
+
+def test_chunk_change_page_shows_an_abbreviated_read_only_vector(root_client, rows):
+    response = root_client.get(admin_url(Chunk, "change", rows[Chunk].pk))
+    page = response.content.decode()
+    assert "1536 dimensions: [0.5000, 0.5000," in page
+    assert TAIL_NUMBER not in page
+    assert "embedding" not in response.context["adminform"].form.fields
+
+
+def test_chunk_change_keeps_the_vector(root_client, rows):
+    chunk = rows[Chunk]
+    response = root_client.post(
+        admin_url(Chunk, "change", chunk.pk),
+        {
+            "document": chunk.document_id,
+            "ordinal": 0,
+            "content": "Edited text",
+            "token_count": 2,
+            "embedding_model": "test-embedder",
+            "metadata": "{}",
+        },
+    )
+    assert response.status_code == 302
+    with tenant_context(chunk.tenant_id):
+        chunk.refresh_from_db()
+    assert chunk.content == "Edited text"
+    assert list(chunk.embedding) == pytest.approx(VECTOR)
+
+
+def _counts_on(sql: str, table: str) -> bool:
+    return bool(re.search(r"COUNT\(", sql, re.I)) and f'"{table}"' in sql
+
+
+@pytest.mark.parametrize(
+    "model", [Chunk, DocumentVersion, AgentExecution], ids=lambda m: m.__name__
+)
+def test_big_table_changelist_runs_no_count(root_client, rows, model):
+    with CaptureQueriesContext(connection) as queries:
+        response = root_client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200
+    table = model._meta.db_table
+    assert not [q["sql"] for q in queries.captured_queries if _counts_on(q["sql"], table)]
+
+
+def test_chunk_changelist_estimates_a_large_result(root_client, tenant_a, alice, monkeypatch):
+    document = make_rows(tenant_a, alice, "A")[Document]
+    with tenant_context(tenant_a):
+        for ordinal in range(1, 6):
+            Chunk.objects.create(tenant=tenant_a, document=document, ordinal=ordinal, content="x")
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_count_limit", 2)
+    with CaptureQueriesContext(connection) as queries:
+        response = root_client.get(admin_url(Chunk, "changelist"))
+    assert response.context["cl"].paginator.count_is_estimated
+    assert response.context["cl"].result_count >= 3
+    assert "about" in response.content.decode()
+    assert any(q["sql"].startswith("EXPLAIN") for q in queries.captured_queries)
+    assert not [q["sql"] for q in queries.captured_queries if _counts_on(q["sql"], "chunks")]
+
+
+def test_paginator_counts_small_results_exactly(tenant_a, alice):
+    make_rows(tenant_a, alice, "A")
+    with tenant_context(tenant_a):
+        paginator = EstimatedCountPaginator(Chunk.objects.order_by("id"), 10)
+        assert paginator.count == 1
+    assert not paginator.count_is_estimated
+
+
+def test_planner_estimate_is_a_row_count(tenant_a):
+    with tenant_context(tenant_a):
+        assert planner_row_estimate(Chunk.objects.all()) >= 0
+
+
+def _changelist_queries(client, model) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200
+    return len(queries.captured_queries)
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m.__name__)
+def test_changelist_queries_do_not_grow_with_rows(root_client, tenant_a, alice, model):
+    make_rows(tenant_a, alice, "A1")
+    few = _changelist_queries(root_client, model)
+    for n in range(2, 6):
+        tenant = Tenant.objects.create(name=f"Tenant {n}", slug=f"tenant-{n}")
+        member = User.objects.create_user(email=f"user{n}@example.com", password="x" * 12)
+        with tenant_context(tenant):
+            Membership.objects.create(tenant=tenant, user=member, role="owner")
+        make_rows(tenant, member, f"T{n}")
+    # The middleware reads the superuser's tenants anew: new tenants, same queries.
+    assert _changelist_queries(root_client, model) == few
+
+
+def test_search_by_uuid_finds_a_run(root_client, rows):
+    execution = rows[AgentExecution]
+    response = root_client.get(
+        admin_url(AgentExecution, "changelist"), {"q": str(execution.correlation_id)}
+    )
+    assert [e.pk for e in response.context["cl"].result_list] == [execution.pk]
+
+
+def test_search_by_text_still_works(root_client, rows):
+    response = root_client.get(admin_url(Project, "changelist"), {"q": "Project A"})
+    assert [p.pk for p in response.context["cl"].result_list] == [rows[Project].pk]
+
+
+def test_superuser_adds_a_version_through_the_service(root_client, rows):
+    project = rows[Project]
+    response = root_client.post(
+        admin_url(DocumentVersion, "add"),
+        {
+            "tenant": project.tenant_id,
+            "project": project.pk,
+            "document_type": "about",
+            "content": "About A, revised",
+            "metadata": "{}",
+        },
+    )
+    assert response.status_code == 302
+    with tenant_context(project.tenant_id):
+        latest = DocumentVersion.objects.get(project=project, document_type="about", version=2)
+    assert latest.prev_sha256 == rows[DocumentVersion].content_sha256
+    assert latest.content_sha256 == hashlib.sha256(b"About A, revised").hexdigest()
+
+
+def test_project_admin_shows_soft_deleted_projects(root_client, rows):
+    project = rows[Project]
+    with tenant_context(project.tenant_id):
+        Project.objects.filter(pk=project.pk).update(deleted_at="2026-01-01T00:00:00Z")
+    url = admin_url(Project, "changelist")
+    deleted = root_client.get(url, {"state": "deleted"}).context["cl"].result_list
+    live = root_client.get(url, {"state": "live"}).context["cl"].result_list
+    assert [p.pk for p in deleted] == [project.pk]
+    assert list(live) == []
+    assert root_client.get(admin_url(Project, "change", project.pk)).status_code == 200
+
+
+def test_soft_delete_action_hides_the_project(root_client, rows):
+    project = rows[Project]
+    response = root_client.post(
+        admin_url(Project, "changelist"),
+        {"action": "soft_delete", "_selected_action": [project.pk]},
+    )
+    assert response.status_code == 302
+    with tenant_context(project.tenant_id):
+        assert not Project.objects.filter(pk=project.pk).exists()
+        assert Project.all_objects.get(pk=project.pk).deleted_at is not None
+
+
+def test_superuser_adds_a_user_with_a_password(root_client, db):
+    response = root_client.post(
+        admin_url(User, "add"),
+        {
+            "email": "New.Person@Example.com",
+            "name": "New Person",
+            "usable_password": "true",
+            "password1": "a-long-enough-passphrase",
+            "password2": "a-long-enough-passphrase",
+        },
+    )
+    assert response.status_code == 302
+    user = User.objects.get(email="new.person@example.com")
+    assert user.check_password("a-long-enough-passphrase")
+
+
+def test_user_emails_are_unique_ignoring_case(root_client, alice):
+    response = root_client.post(
+        admin_url(User, "add"),
+        {
+            "email": "ALICE@example.com",
+            "usable_password": "true",
+            "password1": "a-long-enough-passphrase",
+            "password2": "a-long-enough-passphrase",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors
+
+
+def test_groups_are_not_in_the_admin(root_client, db):
+    assert b"Groups" not in root_client.get(reverse("admin:index")).content
+
+
+def test_core_roles_match_membership_roles():
+    assert set(MembershipRole.values) == ALL_ROLES
+    assert TENANT_MANAGER_ROLES < CONTENT_EDITOR_ROLES < ALL_ROLES
+
+
+def test_vector_summary_shows_dimension_and_head():
+    assert vector_summary(1536, [0.1, -0.2]) == "1536 dimensions: [0.1000, -0.2000, …]"
+    assert vector_summary(None, None) == "—"
+
+
+@pytest.fixture
+def file_storages(settings, tmp_path):
+    """Uploads and export files in a temporary directory."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
+        "exports": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "exports"},
+        },
+    }
+    return tmp_path
+
+
+def test_superuser_uploads_a_document(root_client, rows, file_storages):
+    project = rows[Project]
+    upload = SimpleUploadedFile("notes.txt", b"Retrieval needs chunks.", "text/plain")
+    response = root_client.post(
+        admin_url(Document, "add"),
+        {"tenant": project.tenant_id, "project": project.pk, "file": upload, "metadata": "{}"},
+    )
+    assert response.status_code == 302
+    with tenant_context(project.tenant_id):
+        document = Document.objects.get(title="notes.txt")
+    assert document.sha256 == hashlib.sha256(b"Retrieval needs chunks.").hexdigest()
+    assert document.storage_key.startswith(f"documents/{project.tenant_id}/")
+
+
+def test_process_action_chunks_a_document(root_client, rows, file_storages):
+    project = rows[Project]
+    upload = SimpleUploadedFile("notes.txt", b"Retrieval needs chunks.", "text/plain")
+    root_client.post(
+        admin_url(Document, "add"),
+        {"tenant": project.tenant_id, "project": project.pk, "file": upload, "metadata": "{}"},
+    )
+    with tenant_context(project.tenant_id):
+        document = Document.objects.get(title="notes.txt")
+    root_client.post(
+        admin_url(Document, "changelist"),
+        {"action": "process", "_selected_action": [document.pk]},
+    )
+    with tenant_context(project.tenant_id):
+        document.refresh_from_db()
+        assert document.status == Document.Status.READY
+        assert document.chunks.exists()
+
+
+def test_superuser_adds_an_export_that_is_built(root_client, rows, file_storages):
+    project = rows[Project]
+    response = root_client.post(
+        admin_url(Export, "add"),
+        {"tenant": project.tenant_id, "project": project.pk, "format": "markdown"},
+    )
+    assert response.status_code == 302
+    with tenant_context(project.tenant_id):
+        export = Export.objects.filter(project=project, format="markdown").get()
+    assert export.status == Export.Status.COMPLETED
+
+
+def test_superuser_adds_and_cancels_an_execution(root_client, rows):
+    project = rows[Project]
+    response = root_client.post(
+        admin_url(AgentExecution, "add"),
+        {
+            "tenant": project.tenant_id,
+            "project": project.pk,
+            "agent_type": "planner",
+            "input_data": '{"goal": "plan"}',
+        },
+    )
+    assert response.status_code == 302
+    with tenant_context(project.tenant_id):
+        execution = AgentExecution.objects.get(agent_type="planner")
+    assert execution.status == AgentExecution.Status.PENDING
+    root_client.post(
+        admin_url(AgentExecution, "changelist"),
+        {"action": "cancel", "_selected_action": [execution.pk]},
+    )
+    with tenant_context(project.tenant_id):
+        execution.refresh_from_db()
+    assert execution.status == AgentExecution.Status.CANCELLED
+
+
+def test_execution_status_is_read_only_on_change(root_client, rows):
+    response = root_client.get(admin_url(AgentExecution, "change", rows[AgentExecution].pk))
+    assert "status" not in response.context["adminform"].form.fields
+
+
+def test_superuser_adds_a_tenant(root_client, db):
+    response = root_client.post(
+        admin_url(Tenant, "add"), {"name": "Tenant C", "slug": "tenant-c", "settings": "{}"}
+    )
+    assert response.status_code == 302
+    assert Tenant.objects.filter(slug="tenant-c").exists()

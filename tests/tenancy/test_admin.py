@@ -1,0 +1,399 @@
+"""Tenant isolation in the admin (DESIGN.md section 7): alice, bob, charlie and the roles.
+
+alice owns tenant A, bob owns tenant B, charlie is staff with no membership. Requests go
+through the tenant middleware (not wrapped in tenant_context); rows are created inside it.
+"""
+
+import hashlib
+
+import pytest
+from django.urls import reverse
+
+from agents.models import AgentExecution
+from core.ids import uuid7
+from documents.models import Chunk, Document, DocumentVersion, Project
+from exports.models import Export
+from tenancy.context import tenant_context
+from tenancy.models import Membership, Tenant, User
+from tests.conftest import make_member
+
+REFUSED = (403, 404)
+TENANT_OWNED = [Membership, Project, DocumentVersion, Document, Chunk, AgentExecution, Export]
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def make_rows(tenant: Tenant, label: str) -> dict:
+    """One row of every content model in `tenant`."""
+    with tenant_context(tenant):
+        project = Project.objects.create(tenant=tenant, name=f"Project {label}")
+        content = f"About {label}"
+        version = DocumentVersion.objects.create(
+            tenant=tenant,
+            project=project,
+            document_type="about",
+            version=1,
+            content=content,
+            content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+        )
+        document = Document.objects.create(
+            tenant=tenant, title=f"Doc {label}", storage_key=f"documents/{tenant.pk}/{uuid7()}"
+        )
+        chunk = Chunk.objects.create(tenant=tenant, document=document, ordinal=0, content="x")
+        execution = AgentExecution.objects.create(
+            tenant=tenant, project=project, agent_type="writer", correlation_id=uuid7()
+        )
+        export = Export.objects.create(tenant=tenant, project=project)
+    return {
+        Project: project,
+        DocumentVersion: version,
+        Document: document,
+        Chunk: chunk,
+        AgentExecution: execution,
+        Export: export,
+    }
+
+
+@pytest.fixture
+def rows_a(tenant_a, alice) -> dict:
+    rows = make_rows(tenant_a, "A")
+    with tenant_context(tenant_a):
+        rows[Membership] = Membership.objects.get(user=alice)
+    return rows
+
+
+@pytest.fixture
+def rows_b(tenant_b, bob) -> dict:
+    rows = make_rows(tenant_b, "B")
+    with tenant_context(tenant_b):
+        rows[Membership] = Membership.objects.get(user=bob)
+    return rows
+
+
+def member(tenant, email: str, role: str) -> User:
+    return make_member(tenant, email, role=role, is_staff=True)
+
+
+def logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def listed(client, model, **params) -> list:
+    response = client.get(admin_url(model, "changelist"), params)
+    assert response.status_code == 200
+    return [row.pk for row in response.context["cl"].result_list]
+
+
+def project_form(name: str) -> dict:
+    return {"name": name, "status": "draft", "current_step": 1, "language": "en", "metadata": "{}"}
+
+
+def project_name(project: Project) -> str:
+    with tenant_context(project.tenant_id):
+        return Project.all_objects.get(pk=project.pk).name
+
+
+# --- alice, bob and charlie -------------------------------------------------------------
+
+
+def test_alice_sees_her_tenants_project_and_not_bobs(client, alice, rows_a, rows_b):
+    assert listed(logged_in(client, alice), Project) == [rows_a[Project].pk]
+
+
+@pytest.mark.parametrize("model", TENANT_OWNED, ids=lambda m: m.__name__)
+def test_alice_lists_only_tenant_a_rows(client, alice, rows_a, rows_b, model):
+    assert listed(logged_in(client, alice), model) == [rows_a[model].pk]
+
+
+def test_alice_cannot_open_bobs_project(client, alice, rows_a, rows_b):
+    response = logged_in(client, alice).get(admin_url(Project, "change", rows_b[Project].pk))
+    assert response.status_code in REFUSED
+
+
+def test_alice_cannot_change_bobs_project(client, alice, rows_a, rows_b):
+    project = rows_b[Project]
+    response = logged_in(client, alice).post(
+        admin_url(Project, "change", project.pk), project_form("Taken over")
+    )
+    assert response.status_code in REFUSED
+    assert project_name(project) == "Project B"
+
+
+@pytest.mark.parametrize("model", [Tenant, *TENANT_OWNED], ids=lambda m: m.__name__)
+def test_charlie_sees_empty_changelists(client, charlie, rows_a, rows_b, model):
+    assert listed(logged_in(client, charlie), model) == []
+
+
+@pytest.mark.parametrize("model", TENANT_OWNED, ids=lambda m: m.__name__)
+def test_charlie_cannot_open_tenant_a_rows(client, charlie, rows_a, model):
+    response = logged_in(client, charlie).get(admin_url(model, "change", rows_a[model].pk))
+    assert response.status_code in REFUSED
+
+
+def test_charlie_cannot_open_tenant_a(client, charlie, tenant_a):
+    response = logged_in(client, charlie).get(admin_url(Tenant, "change", tenant_a.pk))
+    assert response.status_code in REFUSED
+
+
+def test_charlie_cannot_add_rows(client, charlie, rows_a):
+    assert logged_in(client, charlie).get(admin_url(Project, "add")).status_code == 403
+
+
+def test_superuser_sees_every_tenant(client, superuser, rows_a, rows_b):
+    listed_ids = listed(logged_in(client, superuser), Project)
+    assert set(listed_ids) == {rows_a[Project].pk, rows_b[Project].pk}
+
+
+# --- Roles ------------------------------------------------------------------------------
+
+
+def test_viewer_can_view_a_project(client, tenant_a, rows_a):
+    viewer = member(tenant_a, "vera@example.com", "viewer")
+    response = logged_in(client, viewer).get(admin_url(Project, "change", rows_a[Project].pk))
+    assert response.status_code == 200
+    assert not response.context["has_change_permission"]
+
+
+def test_viewer_cannot_change_a_project(client, tenant_a, rows_a):
+    viewer = member(tenant_a, "vera@example.com", "viewer")
+    project = rows_a[Project]
+    response = logged_in(client, viewer).post(
+        admin_url(Project, "change", project.pk), project_form("Renamed")
+    )
+    assert response.status_code == 403
+    assert project_name(project) == "Project A"
+
+
+def test_viewer_cannot_add_a_project(client, tenant_a, rows_a):
+    viewer = member(tenant_a, "vera@example.com", "viewer")
+    assert logged_in(client, viewer).get(admin_url(Project, "add")).status_code == 403
+
+
+def test_editor_can_change_a_project(client, tenant_a, rows_a):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    project = rows_a[Project]
+    response = logged_in(client, editor).post(
+        admin_url(Project, "change", project.pk), project_form("Renamed")
+    )
+    assert response.status_code == 302
+    assert project_name(project) == "Renamed"
+
+
+def test_editor_cannot_change_memberships(client, tenant_a, alice, rows_a):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    membership = rows_a[Membership]
+    client = logged_in(client, editor)
+    response = client.post(admin_url(Membership, "change", membership.pk), {"role": "viewer"})
+    assert response.status_code == 403
+    assert client.get(admin_url(Membership, "add")).status_code == 403
+    with tenant_context(tenant_a):
+        assert Membership.objects.get(pk=membership.pk).role == "owner"
+
+
+def test_editor_cannot_change_the_tenant(client, tenant_a, rows_a):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    response = logged_in(client, editor).post(
+        admin_url(Tenant, "change", tenant_a.pk),
+        {"name": "Renamed", "slug": "tenant-a", "settings": "{}"},
+    )
+    assert response.status_code == 403
+
+
+def test_admin_can_add_a_membership(client, tenant_a, rows_a):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    newcomer = User.objects.create_user(email="newcomer@example.com", password="x" * 12)
+    response = logged_in(client, admin_user).post(
+        admin_url(Membership, "add"),
+        {"tenant": tenant_a.pk, "user": newcomer.pk, "role": "editor"},
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        assert Membership.objects.get(tenant=tenant_a, user=newcomer).role == "editor"
+
+
+def test_admin_can_change_a_membership_role(client, tenant_a, rows_a):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    with tenant_context(tenant_a):
+        membership = Membership.objects.get(user=editor)
+    response = logged_in(client, admin_user).post(
+        admin_url(Membership, "change", membership.pk), {"role": "viewer"}
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        assert Membership.objects.get(pk=membership.pk).role == "viewer"
+
+
+def test_admin_cannot_grant_the_owner_role(client, tenant_a, rows_a):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    newcomer = User.objects.create_user(email="newcomer@example.com", password="x" * 12)
+    response = logged_in(client, admin_user).post(
+        admin_url(Membership, "add"),
+        {"tenant": tenant_a.pk, "user": newcomer.pk, "role": "owner"},
+    )
+    assert response.status_code == 200
+    assert "role" in response.context["adminform"].form.errors
+
+
+def test_admin_cannot_change_an_owners_membership(client, tenant_a, rows_a):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    response = logged_in(client, admin_user).post(
+        admin_url(Membership, "change", rows_a[Membership].pk), {"role": "viewer"}
+    )
+    assert response.status_code == 403
+
+
+def test_owner_can_grant_the_owner_role(client, tenant_a, alice, rows_a):
+    newcomer = User.objects.create_user(email="newcomer@example.com", password="x" * 12)
+    response = logged_in(client, alice).post(
+        admin_url(Membership, "add"),
+        {"tenant": tenant_a.pk, "user": newcomer.pk, "role": "owner"},
+    )
+    assert response.status_code == 302
+
+
+def test_owner_can_change_their_tenant(client, tenant_a, alice):
+    response = logged_in(client, alice).post(
+        admin_url(Tenant, "change", tenant_a.pk),
+        {"name": "Tenant A, renamed", "slug": "tenant-a", "settings": "{}"},
+    )
+    assert response.status_code == 302
+    tenant_a.refresh_from_db()
+    assert tenant_a.name == "Tenant A, renamed"
+
+
+def test_staff_cannot_add_or_delete_tenants(client, tenant_a, alice):
+    client = logged_in(client, alice)
+    assert client.get(admin_url(Tenant, "add")).status_code == 403
+    assert client.get(admin_url(Tenant, "delete", tenant_a.pk)).status_code == 403
+
+
+def test_editor_cannot_write_where_they_only_view(client, tenant_a, tenant_b, rows_a):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    with tenant_context(tenant_b):
+        Membership.objects.create(tenant=tenant_b, user=editor, role="viewer")
+    response = logged_in(client, editor).post(
+        admin_url(Project, "add"), {"tenant": tenant_b.pk, **project_form("Sneaky")}
+    )
+    assert response.status_code == 200
+    assert "tenant" in response.context["adminform"].form.errors
+    with tenant_context(tenant_b):
+        assert not Project.objects.filter(name="Sneaky").exists()
+
+
+def test_bulk_delete_refuses_rows_the_user_only_views(client, tenant_a, tenant_b, rows_b):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    with tenant_context(tenant_b):
+        Membership.objects.create(tenant=tenant_b, user=editor, role="viewer")
+    project = rows_b[Project]
+    response = logged_in(client, editor).post(
+        admin_url(Project, "changelist"),
+        {"action": "delete_selected", "_selected_action": [project.pk], "post": "yes"},
+    )
+    assert response.status_code == 403
+    with tenant_context(tenant_b):
+        assert Project.all_objects.filter(pk=project.pk).exists()
+
+
+def test_version_content_is_read_only_on_change(client, tenant_a, rows_a):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    version = rows_a[DocumentVersion]
+    response = logged_in(client, editor).post(
+        admin_url(DocumentVersion, "change", version.pk),
+        {"content": "Rewritten history", "version": 7, "metadata": '{"reviewed": true}'},
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        version.refresh_from_db()
+    assert (version.content, version.version) == ("About A", 1)
+    assert version.metadata == {"reviewed": True}
+
+
+def test_a_row_cannot_point_at_another_tenants_parent(client, superuser, rows_a, rows_b):
+    response = logged_in(client, superuser).post(
+        admin_url(Document, "add"),
+        {"tenant": rows_a[Project].tenant_id, "project": rows_b[Project].pk, "metadata": "{}"},
+    )
+    assert response.status_code == 200
+    assert "project" in response.context["adminform"].form.errors
+
+
+# --- Choices and autocomplete -----------------------------------------------------------
+
+
+def autocomplete(client, app_label: str, model_name: str, field_name: str, term: str = ""):
+    response = client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": app_label, "model_name": model_name, "field_name": field_name, "term": term},
+    )
+    assert response.status_code == 200
+    return [result["id"] for result in response.json()["results"]]
+
+
+def test_tenant_choices_are_the_users_tenants(client, alice, tenant_a, tenant_b):
+    response = logged_in(client, alice).get(admin_url(Project, "add"))
+    choices = response.context["adminform"].form.fields["tenant"].queryset
+    assert list(choices) == [tenant_a]
+
+
+def test_project_autocomplete_offers_only_own_tenants(client, alice, charlie, rows_a, rows_b):
+    assert autocomplete(logged_in(client, alice), "exports", "export", "project") == [
+        str(rows_a[Project].pk)
+    ]
+    assert autocomplete(logged_in(client, charlie), "exports", "export", "project") == []
+
+
+def test_tenant_autocomplete_offers_only_own_tenants(client, alice, tenant_a, tenant_b):
+    ids = autocomplete(logged_in(client, alice), "documents", "project", "tenant")
+    assert ids == [str(tenant_a.pk)]
+
+
+def test_tenant_filter_lists_only_own_tenants(client, alice, rows_a, rows_b):
+    response = logged_in(client, alice).get(admin_url(Project, "changelist"))
+    page = response.content.decode()
+    assert "Tenant A" in page
+    assert "Tenant B" not in page
+
+
+def test_membership_user_autocomplete_finds_an_exact_email(client, tenant_a, bob):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    client = logged_in(client, admin_user)
+    assert autocomplete(client, "tenancy", "membership", "user", "bob@example.com") == [str(bob.pk)]
+    assert autocomplete(client, "tenancy", "membership", "user", "bob") == []
+
+
+def test_editor_cannot_look_users_up_by_email(client, tenant_a, bob):
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    ids = autocomplete(
+        logged_in(client, editor), "tenancy", "membership", "user", "bob@example.com"
+    )
+    assert ids == []
+
+
+# --- Users ------------------------------------------------------------------------------
+
+
+def test_staff_see_only_themselves_in_users(client, alice, bob):
+    assert listed(logged_in(client, alice), User) == [alice.pk]
+
+
+def test_staff_cannot_open_another_user(client, alice, bob):
+    response = logged_in(client, alice).get(admin_url(User, "change", bob.pk))
+    assert response.status_code in REFUSED
+
+
+def test_staff_view_themselves_read_only(client, alice):
+    response = logged_in(client, alice).get(admin_url(User, "change", alice.pk))
+    assert response.status_code == 200
+    assert not response.context["has_change_permission"]
+
+
+def test_staff_cannot_add_users(client, alice):
+    assert logged_in(client, alice).get(admin_url(User, "add")).status_code == 403
+
+
+def test_superuser_manages_users(client, superuser, alice, bob):
+    assert set(listed(logged_in(client, superuser), User)) == {superuser.pk, alice.pk, bob.pk}
