@@ -5,7 +5,9 @@ for a `seeding` module in every installed app. Each module defines
 
     def seed(run: SeedRun) -> None
 
-and seeds its own tables through its own services. Apps run in INSTALLED_APPS order,
+and seeds its own tables through its own services. A module that writes files also
+defines `cleanup(run)`, called after a failed run's transaction rolled back, to remove
+the files the vanished rows pointed at. Apps run in INSTALLED_APPS order,
 so a later app finds the rows of the earlier ones (agents find documents' projects).
 """
 
@@ -15,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.util import find_spec
+from types import ModuleType
 from typing import Any, TextIO
 
 from django.apps import apps
@@ -68,16 +71,22 @@ class SeedRun:
         self.counts[what] = self.counts.get(what, 0) + n
 
 
-def seeders() -> list[tuple[str, Any]]:
-    """(app label, seed function) of every installed app with a seeding module."""
-    found = []
+def seeding_modules() -> list[ModuleType]:
+    """The `seeding` module of every installed app that has one, in app order."""
+    modules = []
     for config in apps.get_app_configs():
         module_name = f"{config.name}.seeding"
         if find_spec(module_name) is not None:
-            found.append((config.label, import_module(module_name).seed))
-    return found
+            modules.append(import_module(module_name))
+    return modules
 
 
 def run_seeders(run: SeedRun) -> None:
-    for _label, seed in seeders():
-        seed(run)
+    for module in seeding_modules():
+        module.seed(run)
+
+
+def cleanup_seeders(run: SeedRun) -> None:
+    for module in seeding_modules():
+        if hasattr(module, "cleanup"):
+            module.cleanup(run)

@@ -5,19 +5,53 @@ from __future__ import annotations
 
 import random
 
+from django.core.files.storage import storages
+
+from core.files import delete_tree
 from core.seed_runner import SeedRun
-from documents.models import DocumentType, ProjectStatus
-from documents.services import document_version_create, project_create
+from documents.models import Document, DocumentType, ProjectStatus
+from documents.services import document_ingest, document_version_create, project_create
 
 LANGUAGES = ["en", "de", "pt-BR", "fr", "es"]
 TOPICS = [
-    "billing", "onboarding", "search", "notifications", "analytics", "permissions",
-    "exports", "retrieval", "embeddings", "audit", "scheduling", "payments",
+    "billing",
+    "onboarding",
+    "search",
+    "notifications",
+    "analytics",
+    "permissions",
+    "exports",
+    "retrieval",
+    "embeddings",
+    "audit",
+    "scheduling",
+    "payments",
 ]
 WORDS = [
-    "agent", "tenant", "document", "version", "chunk", "index", "latency", "cache",
-    "policy", "queue", "retry", "schema", "vector", "summary", "review", "deploy",
-    "metric", "budget", "owner", "storage", "migration", "trigger", "export", "prompt",
+    "agent",
+    "tenant",
+    "document",
+    "version",
+    "chunk",
+    "index",
+    "latency",
+    "cache",
+    "policy",
+    "queue",
+    "retry",
+    "schema",
+    "vector",
+    "summary",
+    "review",
+    "deploy",
+    "metric",
+    "budget",
+    "owner",
+    "storage",
+    "migration",
+    "trigger",
+    "export",
+    "prompt",
 ]
 SECTION_TITLES = {
     DocumentType.ABOUT: ["Problem", "Audience", "Goals"],
@@ -29,8 +63,10 @@ SECTION_TITLES = {
 
 def sentence(rng: random.Random, topic: str) -> str:
     words = rng.sample(WORDS, 6)
-    return f"The {topic} {words[0]} keeps every {words[1]} {words[2]} near the {words[3]} " \
-           f"so the {words[4]} {words[5]} stays predictable."
+    return (
+        f"The {topic} {words[0]} keeps every {words[1]} {words[2]} near the {words[3]} "
+        f"so the {words[4]} {words[5]} stays predictable."
+    )
 
 
 def initial_document(rng: random.Random, topic: str, document_type: str) -> list[str]:
@@ -49,7 +85,61 @@ def revise(rng: random.Random, topic: str, lines: list[str]) -> list[str]:
     return revised
 
 
+# Knowledge documents are cut into chunks of CHUNK_SIZE tokens overlapping by
+# CHUNK_OVERLAP, so `--chunks N` gives exactly N chunks per document.
+CHUNK_SIZE, CHUNK_OVERLAP = 40, 8
+
+
+def knowledge_text(rng: random.Random, topic: str, chunks: int) -> str:
+    tokens_needed = CHUNK_SIZE + (chunks - 1) * (CHUNK_SIZE - CHUNK_OVERLAP)
+    tokens: list[str] = []
+    while len(tokens) < tokens_needed:
+        tokens += sentence(rng, topic).split()
+    return " ".join(tokens[:tokens_needed])
+
+
+def seed_knowledge(run: SeedRun, projects_by_tenant: dict) -> None:
+    per_tenant, chunks = run.volumes["documents"], run.volumes["chunks"]
+    if not chunks:
+        return
+    tenants, owner, rng = run.shared["tenants"], run.shared["owner"], run.rng
+    with run.progress("knowledge documents", len(tenants) * per_tenant) as bar:
+        for tenant in tenants:
+            projects = projects_by_tenant.get(tenant.pk) or [None]
+            for n in range(per_tenant):
+                topic = TOPICS[n % len(TOPICS)]
+                document = document_ingest(
+                    tenant=tenant,
+                    title=f"{topic.title()} handbook",
+                    by=owner,
+                    text=knowledge_text(rng, topic, chunks),
+                    project=projects[n % len(projects)],
+                    metadata={"topic": topic, "seeded": True},
+                    chunk_size=CHUNK_SIZE,
+                    chunk_overlap=CHUNK_OVERLAP,
+                )
+                if document.status != Document.Status.READY:
+                    raise RuntimeError(f"seeding {document.title} failed: {document.error_message}")
+                run.count("knowledge documents")
+                run.count("chunks", chunks)
+                bar.advance()
+
+
 def seed(run: SeedRun) -> None:
+    seed_projects(run)
+    projects_by_tenant: dict = {}
+    for project in run.shared["projects"]:
+        projects_by_tenant.setdefault(project.tenant_id, []).append(project)
+    seed_knowledge(run, projects_by_tenant)
+
+
+def cleanup(run: SeedRun) -> None:
+    """After a failed seed: remove the uploads the rolled-back rows pointed at."""
+    for tenant in run.shared.get("tenants", []):
+        delete_tree(storages["default"], f"documents/{tenant.pk}")
+
+
+def seed_projects(run: SeedRun) -> None:
     tenants, owner, rng = run.shared["tenants"], run.shared["owner"], run.rng
     per_tenant, versions = run.volumes["projects"], run.volumes["versions"]
     statuses = list(ProjectStatus.values)
@@ -75,8 +165,11 @@ def seed(run: SeedRun) -> None:
                         if n:
                             lines = revise(rng, topic, lines)
                         document_version_create(
-                            tenant=tenant, project=project, document_type=document_type,
-                            content="\n".join(lines), by=owner,
+                            tenant=tenant,
+                            project=project,
+                            document_type=document_type,
+                            content="\n".join(lines),
+                            by=owner,
                             metadata={"words": sum(len(line.split()) for line in lines)},
                             readability_score=round(rng.uniform(40, 95), 1),
                             grammar_score=round(rng.uniform(60, 100), 1),

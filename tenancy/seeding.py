@@ -22,8 +22,11 @@ def seed(run: SeedRun) -> None:
     owner = User.objects.filter(email__iexact=run.owner_email).first()
     if owner is None:
         owner = user_create(
-            email=run.owner_email, password=run.owner_password, name="Demo Owner",
-            is_staff=True, is_superuser=True,
+            email=run.owner_email,
+            password=run.owner_password,
+            name="Demo Owner",
+            is_staff=True,
+            is_superuser=True,
         )
         run.count("users")
         run.stdout.write(
@@ -33,7 +36,9 @@ def seed(run: SeedRun) -> None:
         run.stdout.write(f"Demo owner: {owner.email} (exists, password unchanged)")
 
     slugs = _tenant_slugs(run.volumes["tenants"])
-    existing = set(Tenant.objects.filter(slug__in=[s for s, _ in slugs]).values_list("slug", flat=True))
+    existing = set(
+        Tenant.objects.filter(slug__in=[s for s, _ in slugs]).values_list("slug", flat=True)
+    )
     created = []
     with run.progress("tenants", len(slugs)) as bar:
         for slug, name in slugs:

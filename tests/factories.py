@@ -36,14 +36,20 @@ def _project(tenant, rows):
 def _version(tenant, rows):
     content = f"About {tenant.slug}"
     return DocumentVersion.objects.create(
-        tenant=tenant, project=rows[Project], document_type="about", version=1,
-        content=content, content_sha256=sha256_hex(content),
+        tenant=tenant,
+        project=rows[Project],
+        document_type="about",
+        version=1,
+        content=content,
+        content_sha256=sha256_hex(content),
     )
 
 
 def _document(tenant, rows):
     return Document.objects.create(
-        tenant=tenant, project=rows[Project], title="Handbook",
+        tenant=tenant,
+        project=rows[Project],
+        title="Handbook",
         storage_key=f"documents/{tenant.pk}/{uuid.uuid4()}",
     )
 
@@ -52,8 +58,12 @@ def _chunk(tenant, rows):
     content = f"knowledge of {tenant.slug}"
     embedder = get_embedder()
     return Chunk.objects.create(
-        tenant=tenant, document=rows[Document], ordinal=0, content=content,
-        embedding=embedder.embed([content])[0], embedding_model=embedder.model,
+        tenant=tenant,
+        document=rows[Document],
+        ordinal=0,
+        content=content,
+        embedding=embedder.embed([content])[0],
+        embedding_model=embedder.model,
     )
 
 
@@ -66,7 +76,10 @@ def _execution(tenant, rows):
     from agents.models import AgentExecution
 
     return AgentExecution.objects.create(
-        tenant=tenant, project=rows[Project], agent_type="writer", correlation_id=uuid.uuid4(),
+        tenant=tenant,
+        project=rows[Project],
+        agent_type="writer",
+        correlation_id=uuid.uuid4(),
         produced_version=rows[DocumentVersion],
     )
 
@@ -76,7 +89,9 @@ def _source(tenant, rows):
     from agents.services import execution_record_sources
 
     [source] = execution_record_sources(
-        tenant=tenant, execution=rows[AgentExecution], results=[{"chunk": rows[Chunk], "score": 0.9}]
+        tenant=tenant,
+        execution=rows[AgentExecution],
+        results=[{"chunk": rows[Chunk], "score": 0.9}],
     )
     return source
 
@@ -97,8 +112,11 @@ def _template(tenant, rows):
     from documents.models import ProjectTemplate
 
     return ProjectTemplate.objects.create(
-        tenant=tenant, name=f"Template of {tenant.slug}", files={"about.md": "# {project_name}"},
-        tags=["web"], tech_stack=["django"],
+        tenant=tenant,
+        name=f"Template of {tenant.slug}",
+        files={"about.md": "# {project_name}"},
+        tags=["web"],
+        tech_stack=["django"],
     )
 
 

@@ -12,6 +12,22 @@ from tenancy.context import system_context
 from tenancy.models import Tenant, User
 
 
+@pytest.fixture(autouse=True)
+def file_storages(tmp_path, settings):
+    """Uploads and export files of the seed go to a temporary folder."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
+        "exports": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "exports"},
+        },
+    }
+
+
 def counts() -> dict[str, int]:
     with system_context("test: count seeded rows"):
         return {
@@ -49,6 +65,30 @@ def test_seed_covers_every_project_status_and_step():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_seed_covers_knowledge_agent_runs_and_exports():
+    from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
+    from documents.models import Chunk, Document
+    from exports.models import Export
+
+    seed("--documents", "2", "--chunks", "5")
+    with system_context("test: inspect seed"):
+        assert set(Document.objects.values_list("status", flat=True)) == {"ready"}
+        assert Chunk.objects.count() == 10
+        assert not Chunk.objects.filter(embedding__isnull=True).exists()
+        assert set(AgentExecution.objects.values_list("status", flat=True)) == {
+            "pending", "running", "succeeded", "failed", "cancelled"
+        }
+        assert AgentExecution.objects.filter(attempt=2).exists()
+        assert AgentExecution.objects.filter(produced_version__isnull=False).exists()
+        assert ExecutionSource.objects.exists()
+        assert ConversationMessage.objects.exists()
+        assert EvaluationRun.objects.exists()
+        assert set(Export.objects.values_list("status", "format")) == {
+            ("completed", "zip"), ("completed", "markdown"), ("completed", "json")
+        }
+
+
+@pytest.mark.django_db(transaction=True)
 def test_seed_is_idempotent():
     seed()
     first = counts()
@@ -59,7 +99,7 @@ def test_seed_is_idempotent():
 
 @pytest.mark.django_db(transaction=True)
 def test_volume_options_scale_the_data():
-    seed("--tenants", "3", "--projects", "2", "--versions", "2")
+    seed("--tenants", "3", "--projects", "2", "--versions", "2", "--executions", "0")
     assert counts()["tenants"] == 3
     assert counts()["projects"] == 6
     assert counts()["versions"] == 6 * 4 * 2
@@ -122,12 +162,30 @@ def test_a_non_number_exits_non_zero_without_a_traceback():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_seed_leaves_no_rows(monkeypatch):
-    import documents.seeding
+    from django.core.files.storage import storages
 
-    def explode(*args, **kwargs):
+    import exports.seeding
+
+    # Fail at the very end, after documents and exports wrote their files.
+    original = exports.seeding.export_create
+
+    def export_then_explode(**kwargs):
+        original(**kwargs)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(documents.seeding, "document_version_create", explode)
+    monkeypatch.setattr(exports.seeding, "export_create", export_then_explode)
     with pytest.raises(RuntimeError, match="disk full"):
         seed()
     assert counts() == {"tenants": 0, "users": 0, "projects": 0, "versions": 0}
+    assert files_under(storages["default"], "documents") == []
+    assert files_under(storages["exports"], "exports") == []
+
+
+def files_under(storage, path: str) -> list[str]:
+    if not storage.exists(path):
+        return []
+    directories, files = storage.listdir(path)
+    found = [f"{path}/{name}" for name in files]
+    for name in directories:
+        found += files_under(storage, f"{path}/{name}")
+    return found

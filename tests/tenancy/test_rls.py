@@ -125,8 +125,15 @@ def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant
 @pytest.mark.parametrize(
     "table",
     [
-        "projects", "document_versions", "documents", "chunks", "agent_executions",
-        "execution_sources", "conversation_messages", "evaluation_runs", "exports",
+        "projects",
+        "document_versions",
+        "documents",
+        "chunks",
+        "agent_executions",
+        "execution_sources",
+        "conversation_messages",
+        "evaluation_runs",
+        "exports",
         "project_templates",
     ],
 )
@@ -147,8 +154,9 @@ def test_a_child_cannot_point_at_another_tenants_parent(tenant_a, tenant_b):
             with transaction.atomic():
                 cursor.execute(
                     "INSERT INTO document_versions (tenant_id, project_id, document_type, "
-                    "version, content, content_sha256, prev_sha256, metadata) VALUES (%s, %s, 'plan', 1, "
-                    "'x', encode(sha256('x'::bytea), 'hex'), NULL, '{}')",
+                    "version, content, content_sha256, prev_sha256, metadata) "
+                    "VALUES (%s, %s, 'plan', 1, 'x', "
+                    "encode(sha256('x'::bytea), 'hex'), NULL, '{}')",
                     [tenant_b.pk, rows_a[Project].pk],
                 )
 
@@ -304,8 +312,14 @@ def test_chunk_knn_uses_the_hnsw_index_under_rls(tenant_a, tenant_b):
         with tenant_context(tenant):
             Chunk.objects.bulk_create(
                 [
-                    Chunk(tenant=tenant, document=document, ordinal=n + 1, content=text,
-                          embedding=vectors[offset + n], embedding_model=embedder.model)
+                    Chunk(
+                        tenant=tenant,
+                        document=document,
+                        ordinal=n + 1,
+                        content=text,
+                        embedding=vectors[offset + n],
+                        embedding_model=embedder.model,
+                    )
                     for n, text in enumerate(share)
                 ]
             )

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from core.seed_runner import VOLUMES, SeedRun, run_seeders, validate_volumes
+from core.seed_runner import VOLUMES, SeedRun, cleanup_seeders, run_seeders, validate_volumes
 
 DEFAULT_OWNER_EMAIL = "owner@demo.example.com"
 DEFAULT_OWNER_PASSWORD = "demo-owner-password"
+
+
+@contextmanager
+def quieter_app_logs(*, enabled: bool) -> Iterator[None]:
+    """Keep the services' per-row INFO logs out of the seed's output (unless -v 2)."""
+    loggers = [logging.getLogger(config.name) for config in apps.get_app_configs()]
+    saved = [logger.level for logger in loggers]
+    if enabled:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 class Command(BaseCommand):
@@ -23,11 +42,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         for name, (default, maximum, text) in VOLUMES.items():
             parser.add_argument(
-                f"--{name}", type=int, default=default,
+                f"--{name}",
+                type=int,
+                default=default,
                 help=f"{text} (default {default}, at most {maximum:,})",
             )
         parser.add_argument(
-            "--random-seed", type=int, default=42,
+            "--random-seed",
+            type=int,
+            default=42,
             help="seed of the random generator: the same seed gives the same data",
         )
         parser.add_argument("--owner-email", default=DEFAULT_OWNER_EMAIL)
@@ -43,16 +66,21 @@ class Command(BaseCommand):
             raise CommandError(" ".join(error.messages)) from None
         run = SeedRun(
             volumes=volumes,
-            rng=random.Random(options["random_seed"]),
+            rng=random.Random(options["random_seed"]),  # noqa: S311 - demo data, not secrets
             stdout=self.stdout,
             owner_email=options["owner_email"],
             owner_password=options["owner_password"],
         )
+        quiet = options["verbosity"] < 2
         try:
-            # One transaction: a failure leaves no partial rows.
-            with system_context("seed"):
+            # One transaction: a failure leaves no partial rows ...
+            with system_context("seed"), quieter_app_logs(enabled=quiet):
                 run_seeders(run)
-        except ValidationError as error:
-            raise CommandError(f"Seeding failed, nothing was written: {error}") from None
+        except BaseException as error:
+            # ... and no files behind the rows that were rolled back.
+            cleanup_seeders(run)
+            if isinstance(error, ValidationError):
+                raise CommandError(f"Seeding failed, nothing was written: {error}") from None
+            raise
         summary = ", ".join(f"{n} {what}" for what, n in run.counts.items()) or "nothing new"
         self.stdout.write(self.style.SUCCESS(f"Seed complete: {summary}."))
