@@ -82,7 +82,9 @@ def test_concurrent_writers_get_1_to_n_with_an_intact_chain(tenant_a):
         try:
             barrier.wait()
             services.document_version_create(
-                tenant=tenant_a, project=project, document_type="specification",
+                tenant=tenant_a,
+                project=project,
+                document_type="specification",
                 content=f"draft {n}",
             )
         except Exception as error:  # noqa: BLE001 - reported below
