@@ -14,7 +14,7 @@ PORT ?= 8000
 # Development defaults; a real deployment sets its own environment (see .env.example).
 export DJANGO_DEBUG ?= true
 
-.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format db-stop clean
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench db-stop clean
 
 install: $(INSTALLED)
 
@@ -45,8 +45,9 @@ seed: install
 shell: install
 	$(MANAGE) shell
 
+# psql from the embedded server's own binaries, so no system PostgreSQL client is needed.
 dbshell: install
-	$(MANAGE) dbshell
+	PATH="$$($(BIN)/python -W ignore -c 'from pgserver._commands import POSTGRES_BIN_PATH; print(POSTGRES_BIN_PATH)'):$$PATH" $(MANAGE) dbshell
 
 health: install
 	$(MANAGE) health
@@ -59,6 +60,11 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Version-creation throughput and search latency on the development database (README).
+bench: install
+	$(BIN)/python benchmarks/versions.py
+	$(BIN)/python benchmarks/search.py
 
 # Stop the embedded PostgreSQL server if a process left it running.
 db-stop:

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
+from core.db import owner_connection
 from core.seed_runner import VOLUMES, SeedRun, cleanup_seeders, run_seeders, validate_volumes
 
 DEFAULT_OWNER_EMAIL = "owner@demo.example.com"
@@ -82,5 +84,8 @@ class Command(BaseCommand):
             if isinstance(error, ValidationError):
                 raise CommandError(f"Seeding failed, nothing was written: {error}") from None
             raise
+        # Fresh statistics, so the planner picks the right plans for the new volumes.
+        with owner_connection(), connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
         summary = ", ".join(f"{n} {what}" for what, n in run.counts.items()) or "nothing new"
         self.stdout.write(self.style.SUCCESS(f"Seed complete: {summary}."))
