@@ -157,6 +157,10 @@ EMBEDDER = {
     "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
 }
 
+# Knowledge ingestion: chunk size and overlap, in tokens (runs of non-space characters).
+CHUNK_SIZE_TOKENS = env.int("CHUNK_SIZE_TOKENS", default=200)
+CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
