@@ -105,6 +105,19 @@ def _bootstrap(socket_dir: str) -> None:
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE)))
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """Let `kill` (SIGTERM) run atexit handlers, so this process deregisters and, if it
+    was the last one, stops the server: the default action would exit without them."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def ensure_running(base_dir: Path) -> EmbeddedServer:
     """Start or join the embedded server and return where to connect."""
     import warnings
@@ -129,6 +142,7 @@ def ensure_running(base_dir: Path) -> EmbeddedServer:
         if current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == "always":
             _bootstrap(socket_dir)
             marker.write_text(BOOTSTRAP_VERSION + "\n")
+    _exit_cleanly_on_sigterm()
     return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata)
 
 
