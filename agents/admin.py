@@ -1,22 +1,64 @@
-"""Admin for agent executions (rights: core.admin).
+"""Admin for agent executions, their sources, conversations and evaluations (rights: core.admin).
 
 The lifecycle (status, timestamps, attempts) belongs to agents.services and its
 triggers: the admin creates executions through execution_create and moves them only
-through the cancel and retry actions.
+through the cancel and retry actions. An execution's page shows its run as a step tree
+(agents.selectors.run_tree) and the chunks it retrieved. Sources are a record written by
+execution_record_sources, read-only here; messages are added through message_add (which
+allocates their position) and evaluations through evaluation_record.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
+from datetime import timedelta
 
-from agents.models import AgentExecution
-from agents.services import execution_cancel, execution_create, execution_retry
+from django.contrib import admin
+from django.db.models.functions import Left
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
+from agents.selectors import ExecutionNode, run_tree
+from agents.services import (
+    evaluation_record,
+    execution_cancel,
+    execution_create,
+    execution_retry,
+    message_add,
+)
 from core.admin import (
+    TIMESTAMP_FIELDS,
     LargeTableAdminMixin,
+    RecentValuesListFilter,
+    RecordAdminMixin,
     TenantListFilter,
     TenantOwnedAdmin,
     TenantOwnedAdminForm,
+    UUIDValueListFilter,
+    change_link,
 )
+from documents.models import Chunk, DocumentVersion
+
+PREVIEW_LENGTH = 80
+# Columns of a related execution that a changelist showing it never reads.
+EXECUTION_HEAVY_COLUMNS = ("input_data", "output_data", "error_message")
+
+
+def duration_text(duration: timedelta | None) -> str:
+    """`1.234 s` under a minute, `0:02:05` above; `—` until the execution has finished."""
+    if duration is None:
+        return "—"
+    seconds = duration.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    return str(timedelta(seconds=round(seconds)))
+
+
+def deferred_execution_columns(relation: str) -> tuple[str, ...]:
+    return tuple(f"{relation}__{column}" for column in EXECUTION_HEAVY_COLUMNS)
 
 
 class AgentExecutionAdminForm(TenantOwnedAdminForm):
@@ -26,6 +68,23 @@ class AgentExecutionAdminForm(TenantOwnedAdminForm):
         if parent is not None and project is not None and parent.project_id != project.pk:
             self.add_error("parent", "A step belongs to its parent's project.")
         return cleaned_data
+
+
+class AgentTypeFilter(RecentValuesListFilter):
+    title = "agent type"
+    parameter_name = "agent_type"
+
+
+class CorrelationIdFilter(UUIDValueListFilter):
+    """A run's steps: `?correlation_id=<uuid>`, linked from each execution's page."""
+
+    title = "run (correlation id)"
+    parameter_name = "correlation_id"
+
+
+def run_changelist_url(execution: AgentExecution) -> str:
+    changelist = reverse("admin:agents_agentexecution_changelist")
+    return f"{changelist}?{urlencode({'correlation_id': str(execution.correlation_id)})}"
 
 
 @admin.register(AgentExecution)
@@ -42,15 +101,23 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "cost_usd",
         "started_at",
         "completed_at",
+        "run_duration",
         "tenant",
     )
-    list_filter = ("status", TenantListFilter, ("started_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        AgentTypeFilter,
+        CorrelationIdFilter,
+        TenantListFilter,
+        ("started_at", admin.DateFieldListFilter),
+    )
     search_fields = ("agent_type", "model", "=idempotency_key")
     # A run, a project or a parent step is found by pasting its UUID.
     uuid_search_fields = ("id", "correlation_id", "project_id", "parent_id")
     autocomplete_fields = ("tenant", "project", "parent", "produced_version")
     list_select_related = ("project", "tenant")
-    list_defer = ("input_data", "output_data", "error_message")
+    list_defer = EXECUTION_HEAVY_COLUMNS
+    readonly_fields = (*TIMESTAMP_FIELDS, "run_duration")
     # A step joins its parent's run; otherwise execution_create starts a new run.
     add_fields = (
         "tenant",
@@ -74,11 +141,103 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "started_at",
         "completed_at",
     )
+    # Styles: templates/admin/agents/agentexecution/change_form.html.
+    change_sections = (
+        ("Run", ("all_steps_link", "step_tree")),
+        ("Retrieved sources", ("sources_table",)),
+    )
     actions = ("cancel", "retry")
 
     @admin.display(description="tokens")
     def total_tokens(self, obj: AgentExecution) -> int:
         return obj.prompt_tokens + obj.completion_tokens
+
+    @admin.display(description="duration")
+    def run_duration(self, obj: AgentExecution) -> str:
+        return duration_text(obj.duration)
+
+    # The change page ------------------------------------------------------------------
+
+    def _run(self, obj: AgentExecution) -> list[ExecutionNode]:
+        # The tree and the sources table both need it: read the run once per page.
+        if not hasattr(obj, "_admin_run"):
+            obj._admin_run = run_tree(tenant=obj.tenant_id, correlation_id=obj.correlation_id)
+        return obj._admin_run
+
+    @admin.display(description="all steps of this run")
+    def all_steps_link(self, obj: AgentExecution) -> SafeString:
+        return format_html(
+            '<a href="{}">{}</a>', run_changelist_url(obj), f"All steps of run {obj.correlation_id}"
+        )
+
+    @admin.display(description="step tree")
+    def step_tree(self, obj: AgentExecution) -> SafeString:
+        return self._tree_html(self._run(obj), obj)
+
+    def _tree_html(self, nodes: list[ExecutionNode], current: AgentExecution) -> SafeString:
+        return format_html(
+            '<ul class="run-tree">{}</ul>',
+            format_html_join(
+                "",
+                '<li><span class="{}">{}</span>{}</li>',
+                (
+                    (
+                        "run-step run-current" if node.execution.pk == current.pk else "run-step",
+                        self._step_html(node.execution, current),
+                        self._tree_html(node.children, current) if node.children else "",
+                    )
+                    for node in nodes
+                ),
+            ),
+        )
+
+    @staticmethod
+    def _step_html(execution: AgentExecution, current: AgentExecution) -> SafeString:
+        return format_html(
+            '{} <span class="run-step-status run-status-{}">{}</span> attempt {} · {}{}',
+            change_link(AgentExecution, execution.pk, execution.agent_type),
+            execution.status,
+            execution.get_status_display(),
+            execution.attempt,
+            duration_text(execution.duration),
+            " (this execution)" if execution.pk == current.pk else "",
+        )
+
+    @admin.display(description="sources")
+    def sources_table(self, obj: AgentExecution) -> SafeString:
+        nodes = (node for root in self._run(obj) for node in root.walk())
+        node = next((node for node in nodes if node.execution.pk == obj.pk), None)
+        sources = node.sources if node else []
+        if not sources:
+            return format_html("<p>{}</p>", "This execution retrieved no sources.")
+        headings = ("rank", "score", "chunk", "chunk sha256", "document", "ordinal", "content")
+        return format_html(
+            '<table class="execution-sources"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+            format_html_join("", "<th>{}</th>", ((heading,) for heading in headings)),
+            format_html_join(
+                "",
+                '<tr><td>{}</td><td>{}</td><td>{}</td><td><code title="{}">{}…</code></td>'
+                '<td>{}</td><td>{}</td><td class="source-content">{}</td></tr>',
+                (
+                    (
+                        # The rank links to the source's own (read-only) record.
+                        change_link(ExecutionSource, source.pk, str(source.rank)),
+                        f"{source.score:.4f}",
+                        change_link(Chunk, source.chunk_id, "chunk")
+                        if source.chunk_id
+                        else "deleted",
+                        source.chunk_sha256,
+                        source.chunk_sha256[:16],
+                        source.document_title or "—",
+                        "—" if source.ordinal is None else source.ordinal,
+                        Truncator(source.content).chars(PREVIEW_LENGTH),
+                    )
+                    for source in sources
+                ),
+            ),
+        )
+
+    # Writes -------------------------------------------------------------------------
 
     def create_object(self, request, obj, form):
         return execution_create(
@@ -107,4 +266,133 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
             queryset,
             lambda execution: execution_retry(tenant=execution.tenant_id, execution=execution),
             "New attempts",
+        )
+
+
+@admin.register(ExecutionSource)
+class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    list_display = (
+        "execution",
+        "rank",
+        "score",
+        "chunk_link",
+        "document_title",
+        "ordinal",
+        "short_sha256",
+        "content_preview",
+        "tenant",
+        "created_at",
+    )
+    list_filter = (TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    # Which executions read this exact text? Paste its hash (or a UUID below).
+    search_fields = ("=chunk_sha256",)
+    uuid_search_fields = ("id", "execution_id", "chunk_id", "document_id")
+    raw_id_fields = ("execution", "chunk")
+    list_select_related = ("execution", "tenant")
+    list_defer = ("content", *deferred_execution_columns("execution"))
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(content_head=Left("content", PREVIEW_LENGTH))
+
+    @admin.display(description="chunk")
+    def chunk_link(self, obj: ExecutionSource) -> str:
+        return change_link(Chunk, obj.chunk_id, "chunk") if obj.chunk_id else "deleted"
+
+    @admin.display(description="sha256")
+    def short_sha256(self, obj: ExecutionSource) -> str:
+        return obj.chunk_sha256[:12]
+
+    @admin.display(description="content")
+    def content_preview(self, obj: ExecutionSource) -> str:
+        return obj.content_head
+
+
+@admin.register(ConversationMessage)
+class ConversationMessageAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+    list_display = (
+        "project",
+        "position",
+        "role",
+        "execution",
+        "content_preview",
+        "created_at",
+        "tenant",
+    )
+    list_filter = ("role", TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("project__name",)
+    uuid_search_fields = ("id", "project_id", "execution_id")
+    autocomplete_fields = ("tenant", "project", "execution")
+    list_select_related = ("project", "execution", "tenant")
+    list_defer = (
+        "content",
+        "metadata",
+        "project__metadata",
+        *deferred_execution_columns("execution"),
+    )
+    # A conversation in order, through conversation_messages_position_uniq (tenant first).
+    ordering = ("tenant_id", "project_id", "position")
+    # message_add allocates the position under the conversation's lock.
+    add_fields = ("tenant", "project", "execution", "role", "content", "metadata")
+    change_readonly_fields = ("tenant", "project", "execution", "position", "role", "content")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(content_head=Left("content", PREVIEW_LENGTH))
+
+    @admin.display(description="content")
+    def content_preview(self, obj: ConversationMessage) -> str:
+        return obj.content_head
+
+    def create_object(self, request, obj, form):
+        return message_add(
+            tenant=obj.tenant_id,
+            project=obj.project,
+            role=obj.role,
+            content=obj.content,
+            execution=obj.execution,
+            metadata=obj.metadata,
+        )
+
+
+class EvaluatorFilter(RecentValuesListFilter):
+    title = "evaluator"
+    parameter_name = "evaluator"
+
+
+@admin.register(EvaluationRun)
+class EvaluationRunAdmin(TenantOwnedAdmin):
+    list_display = ("target", "project", "score", "evaluator", "created_at", "tenant")
+    list_filter = (EvaluatorFilter, TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("evaluator", "project__name")
+    uuid_search_fields = ("id", "project_id", "document_version_id", "execution_id")
+    autocomplete_fields = ("tenant", "project", "document_version", "execution")
+    list_select_related = ("project", "tenant", "document_version", "execution")
+    list_defer = (
+        "metrics",
+        "project__metadata",
+        "document_version__content",
+        "document_version__metadata",
+        *deferred_execution_columns("execution"),
+    )
+    ordering = ("-id",)
+    # evaluation_record takes the project from the evaluated version or execution.
+    add_fields = ("tenant", "document_version", "execution", "score", "evaluator", "metrics")
+    change_readonly_fields = ("tenant", "project", "document_version", "execution")
+
+    @admin.display(description="evaluates")
+    def target(self, obj: EvaluationRun) -> str:
+        if obj.document_version_id:
+            version = obj.document_version
+            return change_link(
+                DocumentVersion, version.pk, f"{version.document_type} v{version.version}"
+            )
+        return change_link(AgentExecution, obj.execution_id, str(obj.execution))
+
+    def create_object(self, request, obj, form):
+        return evaluation_record(
+            tenant=obj.tenant_id,
+            score=obj.score,
+            document_version=obj.document_version,
+            execution=obj.execution,
+            metrics=obj.metrics,
+            evaluator=obj.evaluator,
         )

@@ -19,6 +19,10 @@ the `memberships` relation of the user model.
         list_display = (...)
         list_filter = (TenantListFilter, ...)
         list_select_related = ("tenant", ...)
+
+Rows that services add: `create_object` calls the service, and a ValidationError it
+raises comes back as errors on the add form (TenantOwnedAdmin.changeform_view), not as a
+server error. Record tables that only services write use RecordAdminMixin.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Collection, Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import flatten_fieldsets, quote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -37,7 +42,10 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest
+from django.urls import reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 # Membership roles (tenancy.models.MembershipRole; kept as strings because core imports no
 # app, and a test checks they match).
@@ -109,6 +117,17 @@ def has_tenant_field(model: type[Model]) -> bool:
     return any(field.name == "tenant" and field.is_relation for field in model._meta.fields)
 
 
+def admin_change_url(model: type[Model], pk) -> str:
+    """The admin change page of one row (of a registered model)."""
+    opts = model._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(pk)])
+
+
+def change_link(model: type[Model], pk, label: str) -> SafeString:
+    """A link to a row's admin change page; its own rights decide what the page shows."""
+    return format_html('<a href="{}">{}</a>', admin_change_url(model, pk), label)
+
+
 # --- Counting big tables ---------------------------------------------------------------
 
 
@@ -178,6 +197,33 @@ class LargeTableAdminMixin:
     ordering = ("-id",)
 
 
+class RecordAdminMixin:
+    """For tables that are a record (provenance) written only by services: read-only.
+
+    Nobody adds or changes such rows in the admin, nor deletes them on their own pages.
+    They still go with the row they belong to: deleting an execution cascades to its
+    sources, and the admin's delete confirmation asks this admin about each of them, so
+    outside this model's own pages a row may be deleted by whoever may edit its tenant.
+    Mix in before TenantOwnedAdmin.
+    """
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is None or self._on_own_pages(request):
+            return False
+        return has_tenant_role(request, self.tenant_id_of(obj), self.edit_roles)
+
+    def _on_own_pages(self, request: HttpRequest) -> bool:
+        match = getattr(request, "resolver_match", None)
+        own = f"{self.opts.app_label}_{self.opts.model_name}_"
+        return match is None or (match.url_name or "").startswith(own)
+
+
 def vector_summary(dimensions: int | None, head: Iterable[float] | None) -> str:
     """`1536 dimensions: [0.0123, -0.0456, ...]`: enough to recognise a vector, not all of it.
 
@@ -221,6 +267,81 @@ class TenantListFilter(admin.SimpleListFilter):
             raise IncorrectLookupParameters(error) from error
 
 
+class RecentValuesListFilter(admin.SimpleListFilter):
+    """Filter on a text column, offering the values of the newest rows only.
+
+    Django's AllValuesFieldListFilter runs SELECT DISTINCT over the whole table on every
+    changelist. This one reads the column of the newest `sample_size` rows the user may
+    see (backwards through the primary-key index: UUIDv7 ids are time-ordered) and offers
+    their distinct values, plus the selected one; any other value still filters when given
+    in the URL. Subclasses set `title`, `parameter_name` and, if it differs from the
+    parameter, `field_name`.
+    """
+
+    field_name: str | None = None
+    sample_size = 500
+
+    @property
+    def column(self) -> str:
+        return self.field_name or self.parameter_name
+
+    def lookups(self, request, model_admin):
+        recent = (
+            model_admin.get_queryset(request)
+            .order_by("-pk")
+            .values_list(self.column, flat=True)[: self.sample_size]
+        )
+        values = {str(value) for value in recent if value not in (None, "")}
+        if self.value():
+            values.add(self.value())
+        return [(value, value) for value in sorted(values)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{self.column: value}) if value else queryset
+
+
+class UUIDValueListFilter(admin.SimpleListFilter):
+    """`?<parameter_name>=<uuid>` on one UUID column, set by links (a run's "all steps").
+
+    It offers no list of values (that would be a DISTINCT over a big table): it shows in
+    the sidebar only while set, saying what the list is limited to and offering "All" to
+    clear it. Subclasses set `title`, `parameter_name` and, if it differs, `field_name`.
+    """
+
+    field_name: str | None = None
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            return queryset.filter(**{self.field_name or self.parameter_name: uuid.UUID(value)})
+        except ValueError as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class CreateRefused(Exception):
+    """The service behind an add form refused the row (carries its ValidationError)."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__(error)
+        self.error = error
+
+
+def add_refusal_errors(form: forms.BaseForm, error: ValidationError) -> None:
+    """Put a service's ValidationError on the form: on the fields it names, else on top."""
+    if hasattr(error, "error_dict"):
+        for name, errors in error.error_dict.items():
+            form.add_error(name if name in form.fields else None, ValidationError(errors))
+    else:
+        form.add_error(None, error)
+
+
 class TenantOwnedAdminForm(forms.ModelForm):
     """Refuses a related row (project, document, ...) of another tenant than the row's own.
 
@@ -240,6 +361,10 @@ class TenantOwnedAdminForm(forms.ModelForm):
             related_tenant_id = getattr(value, "tenant_id", None)
             if name != "tenant" and related_tenant_id and related_tenant_id != tenant_id:
                 self.add_error(name, "This belongs to another tenant than the row.")
+        refusal = getattr(self.request, "_admin_create_refusal", None)
+        if refusal is not None:
+            # The second pass of TenantOwnedAdmin.changeform_view: the service said no.
+            add_refusal_errors(self, refusal)
         return cleaned_data
 
 
@@ -254,7 +379,8 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     term which is a UUID matches exactly, through their indexes). Override
     `create_object` to add rows through the app's create service, and
     `restrict_to_tenants` / `has_view_permission` for rows shared by all tenants (a
-    template without a tenant).
+    template without a tenant). `change_sections` are headed groups of read-only
+    displays (admin methods: a diff, a step tree) shown below the row on its change page.
     """
 
     form = TenantOwnedAdminForm
@@ -268,6 +394,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     autocomplete_fields = ("tenant",)
     list_defer: tuple[str, ...] = ()
     uuid_search_fields: tuple[str, ...] = ("id",)
+    change_sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
     list_per_page = 50
 
     def tenant_id_of(self, obj) -> uuid.UUID | None:
@@ -344,8 +471,23 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         readonly = tuple(super().get_readonly_fields(request, obj))
         if obj is not None:
-            readonly += tuple(f for f in self.change_readonly_fields if f not in readonly)
+            fixed = (*self.change_readonly_fields, *self._change_section_fields())
+            readonly += tuple(f for f in dict.fromkeys(fixed) if f not in readonly)
         return readonly
+
+    def _change_section_fields(self) -> tuple[str, ...]:
+        return tuple(name for _, names in self.change_sections for name in names)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not self.change_sections:
+            return fieldsets
+        sectioned = set(self._change_section_fields())
+        main = [name for name in flatten_fieldsets(fieldsets) if name not in sectioned]
+        return [
+            (None, {"fields": main}),
+            *((title, {"fields": names}) for title, names in self.change_sections),
+        ]
 
     def get_fields(self, request, obj=None):
         if obj is None and self.add_fields is not None:
@@ -394,11 +536,23 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         initial.update(super().get_changeform_initial_data(request))
         return initial
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except CreateRefused as refused:
+            # changeform_view's atomic block rolled the attempt back. Validate the same
+            # POST again, with the service's reasons added to the form, and show it.
+            request._admin_create_refusal = refused.error
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
             return
-        created = self.create_object(request, obj, form)
+        try:
+            created = self.create_object(request, obj, form)
+        except ValidationError as error:
+            raise CreateRefused(error) from error
         if created is not obj:
             # The admin logs and redirects with `obj`: make it the row the service wrote.
             for field in obj._meta.concrete_fields:

@@ -1,17 +1,21 @@
-"""Admin for projects, document versions, knowledge documents and chunks (rights: core.admin).
+"""Admin for projects, document versions, knowledge documents, chunks and project templates.
 
-New rows go through documents.services, which compute what a form should not ask for
-(version numbers and hash chains, stored files and their checksums).
+Rights: core.admin. New rows go through documents.services, which compute what a form
+should not ask for (version numbers and hash chains, stored files and their checksums,
+validated template placeholders).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from django import forms
 from django.contrib import admin
 from django.db.models import F, Func, IntegerField, Value
 from django.db.models.functions import Left
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from pgvector.django import VectorField
 
 from core.admin import (
@@ -20,9 +24,13 @@ from core.admin import (
     TenantListFilter,
     TenantOwnedAdmin,
     TenantOwnedAdminForm,
+    change_link,
+    is_superuser,
+    tenant_roles,
     vector_summary,
 )
-from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
+from documents.selectors import VersionDiff, previous_version, version_diff
 from documents.services import (
     document_create,
     document_process,
@@ -30,6 +38,7 @@ from documents.services import (
     project_create,
     project_restore,
     project_soft_delete,
+    project_template_create,
 )
 
 EMBEDDING_HEAD = 5
@@ -109,6 +118,36 @@ class ProjectAdmin(TenantOwnedAdmin):
         )
 
 
+FIRST_VERSION = "first version"
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def metadata_changes_html(diff: VersionDiff) -> SafeString:
+    """The metadata keys a version added, removed or changed, as a small table."""
+    changes = diff.metadata
+    rows = [
+        *(("diff-add", "added", key, _json(new)) for key, new in changes["added"].items()),
+        *(("diff-del", "removed", key, _json(old)) for key, old in changes["removed"].items()),
+        *(
+            ("diff-change", "changed", key, f"{_json(change['old'])} → {_json(change['new'])}")
+            for key, change in changes["changed"].items()
+        ),
+    ]
+    if not rows:
+        return format_html("<p>{}</p>", "Metadata unchanged.")
+    return format_html(
+        '<table class="metadata-diff"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
+        "<tbody>{}</tbody></table>",
+        "metadata",
+        "key",
+        "value",
+        format_html_join("", '<tr class="{}"><td>{}</td><td>{}</td><td>{}</td></tr>', rows),
+    )
+
+
 @admin.register(DocumentVersion)
 class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     list_display = (
@@ -149,9 +188,38 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "prev_sha256",
     )
 
+    # The diff's colours: templates/admin/documents/documentversion/change_form.html.
+    change_sections = (
+        ("Changes from the previous version", ("previous_version_link", "diff_with_previous")),
+    )
+
     @admin.display(description="sha256")
     def short_sha256(self, obj: DocumentVersion) -> str:
         return obj.content_sha256[:12]
+
+    def _previous(self, obj: DocumentVersion) -> DocumentVersion | None:
+        # Both displays need it: read it once per page (the form's instance is `obj`).
+        if not hasattr(obj, "_admin_previous"):
+            obj._admin_previous = previous_version(tenant=obj.tenant_id, version=obj)
+        return obj._admin_previous
+
+    @admin.display(description="previous version")
+    def previous_version_link(self, obj: DocumentVersion) -> str:
+        previous = self._previous(obj)
+        if previous is None:
+            return FIRST_VERSION
+        return change_link(
+            DocumentVersion, previous.pk, f"{previous.document_type} v{previous.version}"
+        )
+
+    @admin.display(description="diff")
+    def diff_with_previous(self, obj: DocumentVersion) -> str:
+        previous = self._previous(obj)
+        if previous is None:
+            return FIRST_VERSION
+        diff = version_diff(tenant=obj.tenant_id, old=previous, new=obj)
+        content = diff.as_html() if diff.text else format_html("<p>{}</p>", "Content unchanged.")
+        return format_html("{}{}", content, metadata_changes_html(diff))
 
     def create_object(self, request, obj, form):
         # Returns the latest version unchanged when the content is the same.
@@ -311,4 +379,139 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     def embedding_summary(self, obj: Chunk) -> str:
         return vector_summary(
             getattr(obj, "embedding_dims", None), getattr(obj, "embedding_head", None)
+        )
+
+
+SHARED = "shared"
+SHARED_TEMPLATES_HELP = (
+    "Shared templates (no tenant) are read-only here: they are managed by "
+    "documents.services.project_template_create(tenant=None, ...) in a system job."
+)
+
+
+class TemplateScopeFilter(admin.SimpleListFilter):
+    """Templates shared by all tenants, or a tenant's own."""
+
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request, model_admin):
+        return [(SHARED, "Shared by all tenants"), ("own", "A tenant's own")]
+
+    def queryset(self, request, queryset):
+        if self.value() in (SHARED, "own"):
+            return queryset.filter(tenant__isnull=self.value() == SHARED)
+        return queryset
+
+
+class ProjectTemplateAdminForm(TenantOwnedAdminForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "tenant" in self.fields:
+            # The add form: project_template_create(tenant=None) is for system jobs.
+            self.fields["tenant"].required = True
+            self.fields["tenant"].help_text = SHARED_TEMPLATES_HELP
+
+    def clean(self):
+        cleaned_data = super().clean()
+        # The (tenant, name) constraint is not checked by the form once the tenant is
+        # read-only on the change page.
+        name = cleaned_data.get("name")
+        tenant_id = self.instance.tenant_id
+        if self.instance.pk and name and tenant_id:
+            taken = ProjectTemplate.objects.filter(tenant_id=tenant_id, name=name)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error("name", "The tenant already has a template of that name.")
+        return cleaned_data
+
+
+@admin.register(ProjectTemplate)
+class ProjectTemplateAdmin(TenantOwnedAdmin):
+    """Shared templates (no tenant) are visible to every tenant's members, read-only.
+
+    Row-level security lets any transaction read them but only a system job write them;
+    superuser requests run as the runtime role too, so they are read-only for everyone.
+    """
+
+    form = ProjectTemplateAdminForm
+    list_display = (
+        "name",
+        "tenant_or_shared",
+        "complexity",
+        "setup_minutes",
+        "tag_list",
+        "tech_stack_list",
+        "updated_at",
+    )
+    list_filter = ("complexity", TemplateScopeFilter, TenantListFilter)
+    search_fields = ("name", "description")
+    uuid_search_fields = ("id", "tenant_id")
+    list_select_related = ("tenant",)
+    list_defer = ("files",)
+    ordering = ("name", "id")
+    add_fields = (
+        "tenant",
+        "name",
+        "description",
+        "files",
+        "required_variables",
+        "optional_variables",
+        "tech_stack",
+        "tags",
+        "complexity",
+        "setup_minutes",
+    )
+    # project_template_create validates the files' placeholders against the declared
+    # variables; there is no update service, so they are fixed once the template exists.
+    change_readonly_fields = ("tenant", "files", "required_variables", "optional_variables")
+
+    @admin.display(description="tenant", ordering="tenant__name")
+    def tenant_or_shared(self, obj: ProjectTemplate) -> str:
+        return str(obj.tenant) if obj.tenant_id else SHARED
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: ProjectTemplate) -> str:
+        return ", ".join(obj.tags)
+
+    @admin.display(description="tech stack")
+    def tech_stack_list(self, obj: ProjectTemplate) -> str:
+        return ", ".join(obj.tech_stack)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if is_superuser(request) or not tenant_roles(request):
+            return queryset
+        # Members of any tenant also see the shared templates (staff without a tenant
+        # do not, although row-level security would show them).
+        return queryset | self.model._default_manager.filter(tenant__isnull=True)
+
+    def has_view_permission(self, request, obj=None):
+        if obj is not None and obj.tenant_id is None:
+            return is_superuser(request) or bool(tenant_roles(request))
+        return super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.tenant_id is None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.tenant_id is None:
+            (name, options), *rest = fieldsets
+            fieldsets = [(name, {**options, "description": SHARED_TEMPLATES_HELP}), *rest]
+        return fieldsets
+
+    def create_object(self, request, obj, form):
+        return project_template_create(
+            tenant=obj.tenant_id,
+            name=obj.name,
+            description=obj.description,
+            files=obj.files,
+            required_variables=obj.required_variables,
+            optional_variables=obj.optional_variables,
+            tech_stack=obj.tech_stack,
+            tags=obj.tags,
+            complexity=obj.complexity,
+            setup_minutes=obj.setup_minutes,
         )
