@@ -33,7 +33,9 @@ def run(writers: int, versions: int, shared: bool) -> float:
             barrier.wait()
             for i in range(versions):
                 document_version_create(
-                    tenant=tenant, project=project, document_type="plan",
+                    tenant=tenant,
+                    project=project,
+                    document_type="plan",
                     content=f"writer {n} revision {i}\n" * 20,
                 )
         except BaseException as error:  # noqa: BLE001 - reported after the run

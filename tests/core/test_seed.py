@@ -76,7 +76,11 @@ def test_seed_covers_knowledge_agent_runs_and_exports():
         assert Chunk.objects.count() == 10
         assert not Chunk.objects.filter(embedding__isnull=True).exists()
         assert set(AgentExecution.objects.values_list("status", flat=True)) == {
-            "pending", "running", "succeeded", "failed", "cancelled"
+            "pending",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
         }
         assert AgentExecution.objects.filter(attempt=2).exists()
         assert AgentExecution.objects.filter(produced_version__isnull=False).exists()
@@ -84,7 +88,9 @@ def test_seed_covers_knowledge_agent_runs_and_exports():
         assert ConversationMessage.objects.exists()
         assert EvaluationRun.objects.exists()
         assert set(Export.objects.values_list("status", "format")) == {
-            ("completed", "zip"), ("completed", "markdown"), ("completed", "json")
+            ("completed", "zip"),
+            ("completed", "markdown"),
+            ("completed", "json"),
         }
 
 
