@@ -79,7 +79,8 @@ class Tenant(TimestampedModel):
     """A customer organisation; every tenant-owned row points at one."""
 
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100)
+    # Indexed by tenants_slug_uniq; no second, unnamed index from db_index.
+    slug = models.SlugField(max_length=100, db_index=False)
     settings = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
 

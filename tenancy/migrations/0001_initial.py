@@ -40,7 +40,7 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
                 ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=100)),
+                ('slug', models.SlugField(db_index=False, max_length=100)),
                 ('settings', models.JSONField(blank=True, default=dict)),
                 ('is_active', models.BooleanField(default=True)),
             ],

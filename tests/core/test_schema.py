@@ -622,6 +622,23 @@ def test_declared_constraint_exists_with_its_name(db, table, constraint):
         assert found == [(table, "c")]
 
 
+def test_every_index_on_our_tables_has_an_explicit_name(db):
+    """No index Django named by itself (a db_index=True field, say): each is a primary key
+    or declared by name in Meta.indexes or Meta.constraints."""
+    tables = {model._meta.db_table for model in our_models()}
+    declared = {
+        item.name
+        for model in our_models()
+        for item in [*model._meta.indexes, *model._meta.constraints]
+    }
+    unnamed = sorted(
+        name
+        for name, (table, _, _) in catalog_indexes().items()
+        if table in tables and name not in declared and name != f"{table}_pkey"
+    )
+    assert unnamed == []
+
+
 def test_hnsw_index_uses_cosine_distance_with_the_designed_parameters(db):
     _, definition, _ = catalog_indexes()["chunks_embedding_hnsw_idx"]
     assert "USING hnsw (embedding vector_cosine_ops)" in definition
