@@ -9,9 +9,8 @@ from django.db import models
 from django.db.models import F, Q
 
 from core.expressions import Sha256Hex
+from core.hashing import SHA256_HEX_PATTERN
 from core.models import TenantOwnedModel
-
-SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class ExecutionStatus(models.TextChoices):
@@ -219,7 +218,7 @@ class ExecutionSource(TenantOwnedModel):
             ),
             models.CheckConstraint(condition=Q(rank__gte=1), name="execution_sources_rank_gte_1"),
             models.CheckConstraint(
-                condition=Q(chunk_sha256__regex=SHA256_HEX),
+                condition=Q(chunk_sha256__regex=SHA256_HEX_PATTERN),
                 name="execution_sources_chunk_sha256_hex",
             ),
             # The stored hash is the snapshot's hash, whoever wrote the row.

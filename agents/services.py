@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
-from django.db.models import DateTimeField, F, Func, Max
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
 from django.db.models.functions import Greatest
 
 from agents.models import (
@@ -28,9 +28,11 @@ from agents.models import (
     EvaluationRun,
     ExecutionSource,
 )
+from core.db import advisory_xact_lock
+from core.expressions import ClockTimestamp
+from core.hashing import sha256_hex
 from core.ids import uuid7
 from documents.models import Chunk, DocumentVersion, Project
-from documents.services import sha256_hex
 from tenancy.context import require_tenant, tenant_context
 
 logger = logging.getLogger(__name__)
@@ -38,17 +40,6 @@ logger = logging.getLogger(__name__)
 Status = AgentExecution.Status
 RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 SCORE_MAX = 100
-
-
-class ClockTimestamp(Func):
-    """PostgreSQL's clock_timestamp(): the time of the statement, not of the transaction.
-
-    now() is frozen at the transaction's start, so a start and a finish written in one
-    transaction would give a zero duration; the wall clock measures the work between them.
-    """
-
-    template = "clock_timestamp()"
-    output_field = DateTimeField()
 
 
 def _clean(
@@ -443,19 +434,6 @@ def execution_record_sources(
 # Conversations
 
 
-def _lock_conversation(project: Project) -> None:
-    """Serialise writers of one project's conversation until the transaction ends.
-
-    A transaction-level advisory lock (safe behind PgBouncer's transaction pooling), so
-    positions come out 1..N in commit order with no duplicates.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            [f"conversation_messages:{project.pk}"],
-        )
-
-
 def message_add(
     *,
     tenant,
@@ -470,7 +448,8 @@ def message_add(
     if execution is not None and execution.project_id != project.pk:
         raise ValidationError({"execution": "The execution belongs to another project."})
     with tenant_context(tenant_id):
-        _lock_conversation(project)
+        # Writers of one conversation queue here: positions come out 1..N in commit order.
+        advisory_xact_lock(f"conversation_messages:{project.pk}")
         last = ConversationMessage.objects.filter(tenant_id=tenant_id, project=project).aggregate(
             last=Max("position")
         )["last"]

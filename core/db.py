@@ -64,6 +64,19 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         _reconnect(connection, current)
 
 
+def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Hold an advisory lock on `key` until the current transaction ends.
+
+    Serialises writers of one sequence (versions of a document, messages of a
+    conversation): the next one reads the latest row only after this one committed.
+    Transaction-scoped, so it is safe behind PgBouncer's transaction pooling.
+    """
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("advisory_xact_lock needs a transaction")
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
 RUNTIME_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 
 

@@ -8,3 +8,14 @@ class Sha256Hex(models.Func):
 
     template = "encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')"
     output_field = models.CharField()
+
+
+class ClockTimestamp(models.Func):
+    """PostgreSQL's clock_timestamp(): the time of the statement, not of the transaction.
+
+    now() is frozen at the transaction's start, so a start and a finish written in one
+    transaction would give a zero duration; the wall clock measures the work between them.
+    """
+
+    template = "clock_timestamp()"
+    output_field = models.DateTimeField()

@@ -11,12 +11,12 @@ from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
 from core.expressions import Sha256Hex
+from core.hashing import SHA256_HEX_PATTERN
 from core.models import TenantOwnedModel, TimestampedModel
 
 EMBEDDING_DIMENSION = 1536
 # Text search configuration of chunks.search_vector; queries must use the same one.
 SEARCH_CONFIG = "english"
-SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -164,7 +164,7 @@ class DocumentVersion(TenantOwnedModel):
                 condition=Q(version__gte=1), name="document_versions_version_gte_1"
             ),
             models.CheckConstraint(
-                condition=Q(content_sha256__regex=SHA256_HEX),
+                condition=Q(content_sha256__regex=SHA256_HEX_PATTERN),
                 name="document_versions_content_sha256_hex",
             ),
             # The stored hash is the content's hash, whoever wrote the row.
@@ -173,7 +173,7 @@ class DocumentVersion(TenantOwnedModel):
                 name="document_versions_content_sha256_matches",
             ),
             models.CheckConstraint(
-                condition=Q(prev_sha256__isnull=True) | Q(prev_sha256__regex=SHA256_HEX),
+                condition=Q(prev_sha256__isnull=True) | Q(prev_sha256__regex=SHA256_HEX_PATTERN),
                 name="document_versions_prev_sha256_hex",
             ),
             # The first version has no predecessor; every later one names it.
@@ -267,7 +267,8 @@ class Document(TenantOwnedModel):
             ),
             models.CheckConstraint(condition=Q(size_bytes__gte=0), name="documents_size_gte_0"),
             models.CheckConstraint(
-                condition=Q(sha256="") | Q(sha256__regex=SHA256_HEX), name="documents_sha256_hex"
+                condition=Q(sha256="") | Q(sha256__regex=SHA256_HEX_PATTERN),
+                name="documents_sha256_hex",
             ),
             # A failed document says why.
             models.CheckConstraint(

@@ -8,7 +8,6 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from django.utils.safestring import SafeString
 from pgvector.django import CosineDistance
 
 from core.embedding import Embedder, get_embedder
+from core.hashing import sha256_hex
 from documents.embeddings import check_embedder_dimension
 from documents.models import (
     SEARCH_CONFIG,
@@ -205,10 +205,6 @@ class SearchResult:
     chunk_sha256: str
 
 
-def _content_sha256(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
 def _validate_search(query: str, k: int, mode: str) -> None:
     errors = {}
     if mode not in SEARCH_MODES:
@@ -355,7 +351,7 @@ def chunk_search(
             content=content,
             score=float(score),
             rank=rank,
-            chunk_sha256=_content_sha256(content),
+            chunk_sha256=sha256_hex(content),
         )
         for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mimetypes
 import os
@@ -16,12 +15,14 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
+from core.db import advisory_xact_lock
 from core.embedding import Embedder, get_embedder
+from core.hashing import sha256_hex
 from core.ids import uuid7
 from documents import templating
 from documents.chunking import resolve_chunking, split_text
@@ -37,10 +38,6 @@ from documents.models import (
 from tenancy.context import require_tenant, system_context, tenant_context
 
 logger = logging.getLogger(__name__)
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def project_create(
@@ -88,20 +85,6 @@ def project_restore(*, tenant, project: Project) -> Project:
     return project
 
 
-def _lock_version_sequence(project: Project, document_type: str) -> None:
-    """Serialise writers of one (project, document type) until the transaction ends.
-
-    A transaction-level advisory lock (safe behind PgBouncer's transaction pooling):
-    the next writer reads the latest version only after this one committed, so
-    versions come out 1..N with no duplicates or gaps and an unbroken hash chain.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            [f"document_versions:{project.pk}:{document_type}"],
-        )
-
-
 def document_version_create(
     *,
     tenant,
@@ -128,7 +111,8 @@ def document_version_create(
         )
     content_sha256 = sha256_hex(content)
     with tenant_context(tenant):
-        _lock_version_sequence(project, document_type)
+        # Writers of one document queue here: versions come out 1..N, no gaps, one chain.
+        advisory_xact_lock(f"document_versions:{project.pk}:{document_type}")
         latest = (
             DocumentVersion.objects.filter(project=project, document_type=document_type)
             .order_by("-version")
@@ -460,7 +444,7 @@ def document_create(
         title=title,
         content_type=content_type,
         size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_hex(data),
         metadata=metadata or {},
         created_by=by,
     )

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
+from core.hashing import SHA256_HEX_PATTERN
 from core.models import TenantOwnedModel
 
 
@@ -69,7 +70,7 @@ class Export(TenantOwnedModel):
             ),
             models.CheckConstraint(condition=Q(size_bytes__gte=0), name="exports_size_gte_0"),
             models.CheckConstraint(
-                condition=Q(sha256="") | Q(sha256__regex=r"^[0-9a-f]{64}$"),
+                condition=Q(sha256="") | Q(sha256__regex=SHA256_HEX_PATTERN),
                 name="exports_sha256_hex",
             ),
             # A completed export points at its file.

@@ -11,7 +11,6 @@ rollback of an outer transaction could not take a written file back.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core.hashing import sha256_hex
 from core.ids import uuid7
 from documents.models import Project
 from documents.selectors import latest_versions
@@ -134,7 +134,7 @@ def _build(export: Export, project: Project) -> Export:
             expected=(ExportStatus.RUNNING,),
             status=ExportStatus.COMPLETED,
             manifest=manifest,
-            sha256=hashlib.sha256(content).hexdigest(),
+            sha256=sha256_hex(content),
             size_bytes=len(content),
             completed_at=timezone.now(),
         )

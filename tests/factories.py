@@ -12,8 +12,8 @@ from django.apps import apps
 from django.db import models
 
 from core.embedding import get_embedder
+from core.hashing import sha256_hex
 from documents.models import Chunk, Document, DocumentVersion, Project
-from documents.services import sha256_hex
 from tenancy.context import tenant_context
 from tenancy.models import Membership, User
 

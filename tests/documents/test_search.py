@@ -9,6 +9,7 @@ from django.db import connection
 
 from core.db import owner_connection
 from core.embedding import get_embedder
+from core.hashing import sha256_hex
 from documents import selectors, services
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
@@ -64,7 +65,7 @@ def test_result_carries_the_chunk_and_its_content_hash(tenant_a, corpus):
         chunk.ordinal,
         chunk.content,
     )
-    assert result.chunk_sha256 == services.sha256_hex(chunk.content)
+    assert result.chunk_sha256 == sha256_hex(chunk.content)
 
 
 def test_hybrid_fuses_ranks_with_rrf(tenant_a, corpus):

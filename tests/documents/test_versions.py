@@ -4,6 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
+from core.hashing import sha256_hex
 from documents import selectors, services
 from documents.models import DocumentVersion
 from tenancy.context import tenant_context
@@ -19,7 +20,7 @@ def test_first_version_is_1_without_predecessor(tenant_a, project):
         tenant=tenant_a, project=project, document_type="about", content="hello"
     )
     assert (v1.version, v1.prev_sha256) == (1, None)
-    assert v1.content_sha256 == services.sha256_hex("hello")
+    assert v1.content_sha256 == sha256_hex("hello")
 
 
 def test_next_version_chains_the_previous_hash(tenant_a, project):
