@@ -1,11 +1,13 @@
 """Writes of exports: build a project's export file, record downloads, purge expired files.
 
 An export moves pending -> running -> completed (or failed, with error_message), and
-the purge moves it to expired once its file is gone. Each step commits on its own,
-so other processes see a running export and the purge can race a build safely: every
-transition locks the row and checks the status it expects. Call these services
-outside any transaction of your own; the file system is not transactional, so a
-rollback of an outer transaction could not take a written file back.
+the purge moves it to expired once its file is gone. Every transition locks the row
+and checks the status it expects, so the purge can race a build safely. Called
+outside any transaction, each step commits on its own and other processes see a
+running export; inside a caller's transaction (the admin's add form, the seed) the
+steps are savepoints that become visible when the caller commits. The file system is
+not transactional: if the caller's transaction rolls back, the rows go and the file
+stays, until `exports_purge_expired` sweeps folders whose export no longer exists.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from datetime import datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -34,6 +37,8 @@ from tenancy.context import require_tenant, system_context, tenant_context
 logger = logging.getLogger(__name__)
 
 STORAGE_ALIAS = "exports"
+# Every export's file lives in its own folder, FOLDER_ROOT/<tenant_id>/<export_id>/.
+FOLDER_ROOT = "exports"
 # Statuses the purge expires once expires_at has passed: a completed export's file,
 # and the file a build that died mid-way may have left under its recorded key.
 PURGEABLE_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING, ExportStatus.COMPLETED)
@@ -50,7 +55,7 @@ def _storage() -> Storage:
 def _generate_storage_key(export: Export) -> str:
     """Generated from ids only: nothing a user typed ever reaches a storage path."""
     extension = builders.EXTENSIONS[ExportFormat(export.format)]
-    return f"exports/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
+    return f"{FOLDER_ROOT}/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
 
 
 def _delete_file(storage: Storage, key: str) -> None:
@@ -173,6 +178,12 @@ def export_create(
     returns the export: completed (file written, sha256 and size recorded) or failed
     with error_message and no file, for instance when the project has no versions.
     `ttl` defaults to the database's 24 hours.
+
+    Outside any transaction, the row and each status change commit on their own, so
+    other processes see the export pending, then running. Inside a caller's
+    transaction the steps are savepoints, visible to others only when the caller
+    commits; if the caller rolls back, the row goes but the written file stays, and
+    `purge_exports` sweeps it once it is older than ORPHAN_GRACE.
     """
     tenant_id = require_tenant(tenant, project=project)
     if format not in ExportFormat.values:
@@ -252,9 +263,147 @@ class PurgeSummary:
     files_deleted: int = 0
     files_missing: int = 0
     files_kept: int = 0  # still referenced by an export that is not expired
+    orphans_deleted: int = 0  # folders of exports that no longer exist
+    orphan_files_deleted: int = 0
+    orphans_kept: int = 0  # orphaned folders modified within ORPHAN_GRACE
 
 
-PURGE_BATCH_SIZE = 1000  # ids per UPDATE, well under PostgreSQL's parameter limit
+PURGE_BATCH_SIZE = 1000  # ids per query, well under PostgreSQL's parameter limit
+# An export folder without a row is swept only once nothing in it changed for this long:
+# a build inside a transaction not yet committed writes its file before its row shows.
+ORPHAN_GRACE = timedelta(hours=1)
+
+
+def _bypass_sees_every_export() -> bool:
+    """Whether this transaction sees every tenant's exports.
+
+    The `system_bypass` policy admits only the role that ran the migrations. Run as
+    another role (DATABASE_OWNER_URL unset, so the runtime role) the purge would see
+    no export at all, and every export's folder would look orphaned.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)"
+            " OR (app_rls_bypassed() AND EXISTS (SELECT 1 FROM pg_policy p"
+            "  WHERE p.polrelid = 'exports'::regclass AND p.polname = 'system_bypass'"
+            "  AND (p.polroles = '{0}' OR EXISTS (SELECT 1 FROM unnest(p.polroles) AS r (oid)"
+            "  WHERE pg_has_role(r.oid, 'MEMBER')))))"
+        )
+        return cursor.fetchone()[0]
+
+
+def _canonical_uuid(name: str) -> uuid.UUID | None:
+    try:
+        value = uuid.UUID(name)
+    except ValueError:
+        return None
+    return value if str(value) == name else None
+
+
+def _export_folders(storage: Storage) -> list[tuple[str, uuid.UUID, uuid.UUID]]:
+    """Every FOLDER_ROOT/<tenant_id>/<export_id> folder as (path, tenant id, export id).
+
+    Anything not named by canonical UUIDs was not made by export_create and is left alone.
+    """
+    try:
+        tenant_names, _ = storage.listdir(FOLDER_ROOT)
+    except FileNotFoundError:
+        return []
+    folders = []
+    for tenant_name in sorted(tenant_names):
+        tenant_id = _canonical_uuid(tenant_name)
+        if tenant_id is None:
+            continue
+        try:
+            export_names, _ = storage.listdir(f"{FOLDER_ROOT}/{tenant_name}")
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        for export_name in sorted(export_names):
+            export_id = _canonical_uuid(export_name)
+            if export_id is not None:
+                folders.append((f"{FOLDER_ROOT}/{tenant_name}/{export_name}", tenant_id, export_id))
+    return folders
+
+
+def _existing_exports(export_ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """(tenant id, export id) of those of the exports that have a row; needs the bypass."""
+    found = set()
+    for start in range(0, len(export_ids), PURGE_BATCH_SIZE):
+        batch = export_ids[start : start + PURGE_BATCH_SIZE]
+        found.update(Export.objects.filter(pk__in=batch).values_list("tenant_id", "id"))
+    return found
+
+
+def _folder_contents(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+    """(sub-folders, files) under `folder`, recursively, each as a storage path."""
+    directories, files = [], []
+    names, file_names = storage.listdir(folder)
+    files += [f"{folder}/{name}" for name in file_names]
+    for name in names:
+        directories.append(f"{folder}/{name}")
+        deeper_directories, deeper_files = _folder_contents(storage, f"{folder}/{name}")
+        directories += deeper_directories
+        files += deeper_files
+    return directories, files
+
+
+def _last_modified(storage: Storage, folder: str, files: list[str]) -> datetime | None:
+    """When anything in the folder last changed; None if the storage cannot tell."""
+    times = [storage.get_modified_time(name) for name in files]
+    try:
+        # On a file system the folder's own time also covers a build between creating
+        # the folder and writing its file.
+        path = storage.path(folder)
+    except NotImplementedError:
+        pass
+    else:
+        times.append(datetime.fromtimestamp(os.path.getmtime(path), tz=UTC))
+    return max(times, default=None)
+
+
+def _remove_directories(storage: Storage, directories: list[str]) -> None:
+    """Remove now empty directories, deepest first, on a file-system storage."""
+    for directory in sorted(directories, key=lambda name: name.count("/"), reverse=True):
+        try:
+            os.rmdir(storage.path(directory))
+        except (NotImplementedError, OSError):
+            pass  # not a file-system storage, or something new arrived meanwhile
+
+
+def _sweep_orphans(storage: Storage, *, cutoff: datetime, dry_run: bool) -> tuple[int, int, int]:
+    """Delete the folders of exports that no longer exist, untouched since `cutoff`.
+
+    Returns (folders deleted, files deleted, folders kept as too recent). Rows vanish
+    without their files through cascades (project purge, tenant or admin delete) and
+    through a caller's rollback after export_create wrote the file.
+    """
+    folders = _export_folders(storage)
+    existing = _existing_exports([export_id for _, _, export_id in folders])
+    deleted = files_deleted = kept = 0
+    for folder, tenant_id, export_id in folders:
+        if (tenant_id, export_id) in existing:
+            continue
+        try:
+            directories, files = _folder_contents(storage, folder)
+            modified = _last_modified(storage, folder, files)
+        except FileNotFoundError:
+            continue  # removed meanwhile, by another purge
+        if modified is None:
+            continue  # no file and no folder time: nothing this storage could hold
+        if modified > cutoff:
+            kept += 1
+            continue
+        if not dry_run:
+            for name in files:
+                storage.delete(name)
+            _remove_directories(storage, [*directories, folder])
+            logger.info(
+                "orphaned export folder deleted",
+                extra={"tenant_id": str(tenant_id), "export_id": str(export_id)},
+            )
+        deleted += 1
+        files_deleted += len(files)
+    return deleted, files_deleted, kept
 
 
 def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
@@ -265,11 +414,23 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
     export that is not expired points at it; a file already gone is counted as
     missing and its row is still expired. Files are deleted before the rows commit:
     if the commit fails, the next run finds the rows again and the files missing.
+
+    Then it sweeps orphans: folders exports/<tenant_id>/<export_id>/ whose export row
+    no longer exists, unless something in them changed within ORPHAN_GRACE of `now`
+    (a build whose transaction has not committed yet). A dry run deletes nothing.
+    Raises ImproperlyConfigured, changing nothing, where the bypass does not admit the
+    owner role's connection, since every export would then look gone.
     """
     now = now or timezone.now()
     storage = _storage()
     deleted = missing = 0
     with system_context("purge_exports"):
+        if not _bypass_sees_every_export():
+            raise ImproperlyConfigured(
+                "purge_exports must run as the owner role (DATABASE_OWNER_URL), the only "
+                "role the row-level security bypass admits; as any other it would see no "
+                "export and take every export's files for orphans. Nothing was changed."
+            )
         due = Export.objects.filter(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
         locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
         rows = list(locked.order_by("id").values_list("id", "storage_key"))
@@ -295,12 +456,18 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
             if not dry_run:
                 _delete_file(storage, key)
             deleted += 1
+        orphans_deleted, orphan_files_deleted, orphans_kept = _sweep_orphans(
+            storage, cutoff=now - ORPHAN_GRACE, dry_run=dry_run
+        )
     summary = PurgeSummary(
         dry_run=dry_run,
         expired=len(rows),
         files_deleted=deleted,
         files_missing=missing,
         files_kept=len(keys & live_keys),
+        orphans_deleted=orphans_deleted,
+        orphan_files_deleted=orphan_files_deleted,
+        orphans_kept=orphans_kept,
     )
     logger.info("exports purged", extra=dataclasses.asdict(summary))
     return summary

@@ -1,4 +1,5 @@
-"""The deployment files (DESIGN.md section 5): docker-compose.yml, PgBouncer, .env.example.
+"""The deployment files (DESIGN.md section 5): docker-compose.yml, the PostgreSQL init
+script, PgBouncer, .env.example.
 
 No Docker engine runs where the suite runs, so these tests read the files. PyYAML is not a
 dependency: the compose file is split into service blocks by indentation, which holds for
@@ -10,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from config.embedded_db import LEAKPROOF_FUNCTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+INIT_SCRIPT = ROOT / "docker" / "postgres" / "initdb.sql"
 SETTINGS_SOURCES = (ROOT / "config" / "settings.py", ROOT / "config" / "embedded_db.py")
 ENV_READ_PATTERNS = (
     r"\benv\.\w+\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']",
@@ -21,11 +26,43 @@ ENV_READ_PATTERNS = (
 
 def compose_services() -> dict[str, str]:
     """Each service of docker-compose.yml, by name, with the text of its block."""
-    text = (ROOT / "docker-compose.yml").read_text()
+    text = COMPOSE.read_text()
     section = re.search(r"^services:[ \t]*\n(.*?)(?=^[A-Za-z]|\Z)", text, re.M | re.S)
     assert section, "docker-compose.yml has no top-level `services:`"
     parts = re.split(r"^  ([A-Za-z0-9._-]+):[ \t]*\n", section.group(1), flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def compose_lines(pattern: str) -> list[tuple[str, str]]:
+    """(service, line) for every line of a service block matching `pattern`, comments aside."""
+    return [
+        (service, line)
+        for service, block in compose_services().items()
+        for line in block.splitlines()
+        if re.search(pattern, line) and not line.lstrip().startswith("#")
+    ]
+
+
+def uncommented(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def init_script_parts() -> list[str]:
+    """The init script's text without comments, split where it connects to another database."""
+    text = "\n".join(
+        line for line in INIT_SCRIPT.read_text().splitlines() if not line.startswith("--")
+    )
+    return re.split(r"^\\connect \w+$", text, flags=re.M)
+
+
+def statements(text: str) -> list[str]:
+    """The SQL statements of `text` (psql meta-commands aside), whitespace collapsed."""
+    sql = re.sub(r"^\\.*$", "", text, flags=re.M)
+    return [part for part in (" ".join(part.split()) for part in sql.split(";")) if part]
+
+
+def documented_variables() -> set[str]:
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
 
 
 def variables_read_by_settings() -> set[str]:
@@ -79,7 +116,85 @@ def test_env_example_documents_every_variable_the_settings_read():
     names = variables_read_by_settings()
     # Guards the patterns themselves: a rewrite of settings must not hide every variable.
     assert {"SECRET_KEY", "DATABASE_URL", "DATABASE_OWNER_URL", "EMBEDDED_DB_BOOTSTRAP"} <= names
-    documented = set(
-        re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)
+    assert sorted(names - documented_variables()) == []
+
+
+def test_env_example_documents_every_variable_the_compose_file_reads():
+    # ${NAME...} is read from the shell or .env; $${NAME} is the container's own.
+    names = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", uncommented(COMPOSE.read_text())))
+    assert {"POSTGRES_PASSWORD", "OWNER_DB_USER", "OWNER_DB_PASSWORD", "APP_DB_USER"} <= names
+    assert sorted(names - documented_variables()) == []
+
+
+# --- Roles: the owner is no superuser, and only `migrate` holds its credentials -------
+
+
+def test_db_is_bootstrapped_by_the_images_superuser_with_the_init_script_mounted():
+    db = compose_services()["db"]
+    assert re.search(r"^      POSTGRES_USER: postgres$", db, re.M)
+    mount = re.search(
+        r"^      - \./docker/postgres/initdb\.sql:/docker-entrypoint-initdb\.d/\w+\.sql:ro$",
+        db,
+        re.M,
     )
-    assert sorted(names - documented) == []
+    assert mount, "initdb.sql must be mounted read-only into /docker-entrypoint-initdb.d"
+    assert INIT_SCRIPT.is_file()
+
+
+def test_init_script_creates_the_owner_role_without_superuser_powers():
+    text = "\n".join(init_script_parts())
+    assert re.search(r"^\\getenv owner OWNER_DB_USER$", text, re.M)
+    assert re.search(r"^\\getenv owner_password OWNER_DB_PASSWORD$", text, re.M)
+    [create] = [s for s in statements(text) if s.startswith("CREATE ROLE")]
+    words = set(create.split())
+    assert {':"owner"', "LOGIN", "CREATEROLE", "NOSUPERUSER", "NOBYPASSRLS"} <= words
+    assert not words & {"SUPERUSER", "BYPASSRLS", "REPLICATION"}
+    assert create.endswith("PASSWORD :'owner_password'")  # quoted by psql
+    assert 'ALTER DATABASE :"database" OWNER TO :"owner"' in statements(text)
+    assert 'ALTER SCHEMA public OWNER TO :"owner"' in statements(text)
+
+
+def test_init_script_prepares_the_database_and_template1_as_the_embedded_bootstrap_does():
+    assert re.search(r"^\\connect template1$", INIT_SCRIPT.read_text(), re.M)
+    database, template1 = init_script_parts()
+    for part in (database, template1):
+        assert "CREATE EXTENSION IF NOT EXISTS vector" in statements(part)
+        for function in LEAKPROOF_FUNCTIONS:
+            assert f"ALTER FUNCTION {function} LEAKPROOF" in statements(part)
+
+
+def test_only_migrate_gets_the_owner_url_straight_to_postgres():
+    owner_urls = compose_lines(r"^\s+DATABASE_OWNER_URL:")
+    assert [service for service, _ in owner_urls] == ["migrate"]
+    [(_, line)] = owner_urls
+    assert re.search(r"postgres://\$\{OWNER_DB_USER:-agentic_owner\}:\S+@db:5432/", line)
+    # Nor through the anchor shared with web.
+    anchors = COMPOSE.read_text().split("\nservices:")[0]
+    assert "DATABASE_OWNER_URL:" not in uncommented(anchors)
+
+
+def test_web_has_no_owner_credentials():
+    web = uncommented(compose_services()["web"])
+    assert "OWNER" not in web
+    assert "<<: *app-environment" in web
+
+
+def test_migrate_mounts_the_file_volumes_where_web_does():
+    def mounts(service: str) -> set[str]:
+        return set(re.findall(r"^      - (\w+:/\S+)$", compose_services()[service], re.M))
+
+    assert mounts("web") == {"exports:/data/exports", "media:/data/media"}
+    assert mounts("web") <= mounts("migrate")
+
+
+def test_pgbouncer_knows_only_the_runtime_role_and_checks_as_it():
+    pgbouncer = uncommented(compose_services()["pgbouncer"])
+    entrypoint = uncommented((ROOT / "docker" / "pgbouncer" / "entrypoint.sh").read_text())
+    assert "OWNER" not in pgbouncer and "OWNER" not in entrypoint
+    assert re.search(r"^      RUNTIME_USER: \$\{APP_DB_USER:-agentic_app\}$", pgbouncer, re.M)
+    healthcheck = re.search(r"^      test: (.*)$", pgbouncer, re.M).group(1)
+    assert '-U \\"$${RUNTIME_USER}\\"' in healthcheck
+    # The runtime role exists once `migrate` has created it.
+    assert re.search(
+        r"^      migrate:\n\s+condition: service_completed_successfully", pgbouncer, re.M
+    )

@@ -2,12 +2,17 @@
 tests run with transaction=True."""
 
 import io
+import os
+import uuid
 from datetime import timedelta
+from pathlib import PurePosixPath
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -159,13 +164,18 @@ def test_dry_run_changes_nothing(tenant_a, project, export_root):
 
 
 def test_command_applies_and_reports_counts(tenant_a, project, export_root):
-    old = make_export(tenant_a, project)
+    old, gone = make_export(tenant_a, project), make_export(tenant_a, project)
     expire(tenant_a, old)
+    delete_rows(tenant_a, gone)
+    age(export_root, folder_of(gone))
     out = io.StringIO()
 
     call_command("purge_exports", stdout=out)
 
-    assert out.getvalue().startswith("Expired 1 export(s); deleted 1 file(s), 0 already missing")
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("Expired 1 export(s); deleted 1 file(s), 0 already missing")
+    assert second.startswith("Swept 1 orphaned folder(s) (1 file(s)) of exports that no longer")
+    assert second.endswith("0 kept (changed within the last 60 minutes).")
     assert files_under(export_root) == []
 
 
@@ -177,4 +187,162 @@ def test_command_dry_run_reports_without_deleting(tenant_a, project, export_root
     call_command("purge_exports", "--dry-run", stdout=out)
 
     assert out.getvalue().startswith("Would expire 1 export(s); would delete 1 file(s)")
+    assert "\nWould sweep 0 orphaned folder(s) (0 file(s))" in out.getvalue()
     assert files_under(export_root) == [old.storage_key]
+
+
+# --- Orphans: export folders whose row is gone ----------------------------------------
+
+
+class Rollback(Exception):
+    """Raised to roll back a caller's transaction."""
+
+
+def folder_of(export: Export) -> str:
+    return str(PurePosixPath(export.storage_key).parent)
+
+
+def delete_rows(tenant, *exports: Export) -> None:
+    """As the admin's delete does: the row goes, the file is not the database's to remove."""
+    with tenant_context(tenant):
+        Export.objects.filter(pk__in=[e.pk for e in exports]).delete()
+
+
+def age(root, folder: str, by: timedelta = timedelta(hours=2)) -> None:
+    """Make everything in the folder, and the folder, look last changed `by` ago."""
+    then = (timezone.now() - by).timestamp()
+    for path in [*(root / folder).rglob("*"), root / folder]:
+        os.utime(path, (then, then))
+
+
+def test_purge_sweeps_the_folder_of_an_export_that_no_longer_exists(tenant_a, export_root):
+    doomed = documents.project_create(tenant=tenant_a, name="Doomed")
+    documents.document_version_create(
+        tenant=tenant_a, project=doomed, document_type="plan", content="Plan."
+    )
+    gone = make_export(tenant_a, doomed)
+    documents.project_soft_delete(tenant=tenant_a, project=doomed)
+    documents.projects_purge_deleted(older_than=timedelta(0), apply=True)  # cascades
+    age(export_root, folder_of(gone))
+
+    summary = services.exports_purge_expired()
+
+    assert summary == services.PurgeSummary(
+        dry_run=False, orphans_deleted=1, orphan_files_deleted=1
+    )
+    assert not (export_root / folder_of(gone)).exists()
+
+
+def test_orphan_sweep_keeps_the_folders_of_existing_exports_of_every_tenant(
+    tenant_a, tenant_b, project, export_root
+):
+    other_project = documents.project_create(tenant=tenant_b, name="Zeus")
+    documents.document_version_create(
+        tenant=tenant_b, project=other_project, document_type="plan", content="Plan."
+    )
+    mine, theirs = make_export(tenant_a, project), make_export(tenant_b, other_project)
+    for export in (mine, theirs):
+        age(export_root, folder_of(export))
+
+    summary = services.exports_purge_expired()
+
+    assert (summary.orphans_deleted, summary.orphans_kept) == (0, 0)
+    assert files_under(export_root) == sorted([mine.storage_key, theirs.storage_key])
+
+
+def test_a_rolled_back_export_leaves_its_file_for_the_orphan_sweep(tenant_a, project, export_root):
+    with pytest.raises(Rollback), transaction.atomic():
+        export = make_export(tenant_a, project)  # as the admin's add form and the seed do
+        raise Rollback
+    with tenant_context(tenant_a):
+        assert not Export.objects.filter(pk=export.pk).exists()
+    assert files_under(export_root) == [export.storage_key]
+    age(export_root, folder_of(export))
+
+    summary = services.exports_purge_expired()
+
+    assert (summary.orphans_deleted, summary.orphan_files_deleted) == (1, 1)
+    assert files_under(export_root) == []
+
+
+def test_orphan_changed_within_the_grace_period_is_kept(tenant_a, project, export_root):
+    # A build inside a transaction not yet committed: its file exists, its row not yet.
+    with pytest.raises(Rollback), transaction.atomic():
+        export = make_export(tenant_a, project)
+        raise Rollback
+    age(export_root, folder_of(export), by=services.ORPHAN_GRACE - timedelta(minutes=5))
+
+    summary = services.exports_purge_expired()
+
+    assert summary == services.PurgeSummary(dry_run=False, orphans_kept=1)
+    assert files_under(export_root) == [export.storage_key]
+
+
+def test_orphan_sweep_is_idempotent(tenant_a, project, export_root):
+    gone = make_export(tenant_a, project)
+    delete_rows(tenant_a, gone)
+    age(export_root, folder_of(gone))
+
+    first = services.exports_purge_expired()
+    second = services.exports_purge_expired()
+
+    assert (first.orphans_deleted, first.orphan_files_deleted) == (1, 1)
+    assert second == services.PurgeSummary(dry_run=False)
+
+
+def test_orphan_sweep_removes_an_empty_orphaned_folder(tenant_a, export_root):
+    folder = f"exports/{tenant_a.pk}/{uuid.uuid4()}"
+    (export_root / folder).mkdir(parents=True)
+    age(export_root, folder)
+
+    summary = services.exports_purge_expired()
+
+    assert (summary.orphans_deleted, summary.orphan_files_deleted) == (1, 0)
+    assert not (export_root / folder).exists()
+
+
+def test_orphan_sweep_leaves_what_export_create_did_not_make(tenant_a, export_root):
+    strangers = [
+        "exports/not-a-tenant/notes.txt",
+        f"exports/{tenant_a.pk}/notes.txt",
+        f"exports/{tenant_a.pk}/{str(uuid.uuid4()).upper()}/file.zip",
+        "elsewhere/file.zip",
+    ]
+    for name in strangers:
+        (export_root / name).parent.mkdir(parents=True, exist_ok=True)
+        (export_root / name).write_text("not an export")
+    age(export_root, ".")
+
+    summary = services.exports_purge_expired()
+
+    assert (summary.orphans_deleted, summary.orphans_kept) == (0, 0)
+    assert files_under(export_root) == sorted(strangers)
+
+
+def test_dry_run_reports_orphans_without_deleting(tenant_a, project, export_root):
+    gone = make_export(tenant_a, project)
+    delete_rows(tenant_a, gone)
+    age(export_root, folder_of(gone))
+
+    summary = services.exports_purge_expired(dry_run=True)
+
+    assert summary == services.PurgeSummary(dry_run=True, orphans_deleted=1, orphan_files_deleted=1)
+    assert files_under(export_root) == [gone.storage_key]
+
+
+def test_purge_without_the_owner_role_refuses_and_deletes_nothing(tenant_a, project, export_root):
+    live, old = make_export(tenant_a, project), make_export(tenant_a, project)
+    expire(tenant_a, old)
+    age(export_root, folder_of(live))
+    runtime = {key: connection.settings_dict[key] for key in ("USER", "PASSWORD", "HOST", "PORT")}
+
+    # As where DATABASE_OWNER_URL is unset: the bypass would admit nobody, and every
+    # export's folder would look orphaned.
+    with override_settings(DATABASE_OWNER=runtime):
+        with pytest.raises(ImproperlyConfigured, match="DATABASE_OWNER_URL"):
+            services.exports_purge_expired()
+        with pytest.raises(CommandError, match="Nothing was changed"):
+            call_command("purge_exports")
+
+    assert status_of(tenant_a, old) == Export.Status.COMPLETED
+    assert files_under(export_root) == sorted([live.storage_key, old.storage_key])
