@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from core.db import owner_connection
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 TENANT_IDS_SETTING = "app.tenant_ids"
 USER_ID_SETTING = "app.user_id"
 BYPASS_SETTING = "app.rls_bypass"
+# Set to LOCKED by the request middleware: nested contexts may then only narrow.
+SCOPE_SETTING = "app.tenant_scope"
+LOCKED = "locked"
 
 
 def _as_uuid(tenant) -> uuid.UUID:
@@ -56,39 +60,81 @@ def current_tenant_ids(using: str = DEFAULT_DB_ALIAS) -> list[uuid.UUID]:
     return [uuid.UUID(part) for part in value.split(",") if part]
 
 
-@contextmanager
-def tenant_context(*tenants, using: str = DEFAULT_DB_ALIAS, user=None) -> Iterator[list[uuid.UUID]]:
-    """Run the block in a transaction that sees only the given tenants' rows.
+def _read_scope(cursor) -> tuple[str, ...]:
+    """(tenant ids, scope flag, user id, bypass flag) of the current transaction."""
+    names = [TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING, BYPASS_SETTING]
+    cursor.execute("SELECT " + ", ".join(["current_setting(%s, true)"] * len(names)), names)
+    return tuple(value or "" for value in cursor.fetchone())
 
-    Takes Tenant instances or ids. Nested contexts replace the outer tenants for the
-    inner block and restore them afterwards. `user` also scopes `app.user_id`, which
-    lets a user read their own memberships.
+
+@contextmanager
+def tenant_scope(
+    tenant_ids: Iterable,
+    *,
+    user_id=None,
+    locked: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
+) -> Iterator[list[uuid.UUID]]:
+    """Run the block in a transaction scoped to `tenant_ids` (possibly none).
+
+    `locked=True` is what the request middleware uses: inside a locked scope a nested
+    tenant_context may only narrow it, so a service called with a foreign tenant id
+    raises PermissionDenied instead of widening what the request sees (only
+    system_context's bypass lifts that rule). `user_id` also lets the block read that
+    user's own memberships. The outer settings are restored when the block ends.
     """
-    tenant_ids = normalize_tenant_ids(tenants)
-    if not tenant_ids:
-        raise ValueError("tenant_context needs at least one tenant")
+    ids = normalize_tenant_ids(tenant_ids)
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
-            previous = _set_local(cursor, TENANT_IDS_SETTING, ",".join(map(str, tenant_ids)))
-            previous_user = (
-                _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user))) if user else None
-            )
-        yield tenant_ids
+            previous_ids, previous_scope, previous_user, bypass = _read_scope(cursor)
+            if previous_scope == LOCKED and bypass != "on":
+                allowed = set(previous_ids.split(","))
+                outside = sorted(str(pk) for pk in ids if str(pk) not in allowed)
+                if outside:
+                    raise PermissionDenied(
+                        f"tenant_context cannot widen the request's scope to {', '.join(outside)}"
+                    )
+            _set_local(cursor, TENANT_IDS_SETTING, ",".join(map(str, ids)))
+            if locked:
+                _set_local(cursor, SCOPE_SETTING, LOCKED)
+            if user_id is not None:
+                _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user_id)))
+        yield ids
+        if connections[using].needs_rollback:
+            return  # rolling back to the savepoint restores the settings by itself
         with connections[using].cursor() as cursor:
-            _set_local(cursor, TENANT_IDS_SETTING, previous)
-            if previous_user is not None:
-                _set_local(cursor, USER_ID_SETTING, previous_user)
+            _set_local(cursor, TENANT_IDS_SETTING, previous_ids)
+            _set_local(cursor, SCOPE_SETTING, previous_scope)
+            _set_local(cursor, USER_ID_SETTING, previous_user)
 
 
 @contextmanager
 def user_context(user, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """A transaction that may read `user`'s own memberships, and nothing else tenant-owned."""
+    """A transaction that may read `user`'s own memberships, and no other tenant data.
+
+    How the request middleware learns which tenants to scope a request to.
+    """
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
             previous = _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user)))
         yield
-        with connections[using].cursor() as cursor:
-            _set_local(cursor, USER_ID_SETTING, previous)
+        if not connections[using].needs_rollback:
+            with connections[using].cursor() as cursor:
+                _set_local(cursor, USER_ID_SETTING, previous)
+
+
+@contextmanager
+def tenant_context(*tenants, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
+    """Run the block in a transaction that sees only the given tenants' rows.
+
+    Takes Tenant instances or ids, one or several; also a decorator. Nested, it
+    replaces the outer tenants for the block; inside a request it may only narrow
+    them (see tenant_scope).
+    """
+    if not tenants:
+        raise ValueError("tenant_context needs at least one tenant")
+    with tenant_scope(tenants, using=using) as ids:
+        yield ids
 
 
 @contextmanager

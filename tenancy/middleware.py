@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import transaction
 
-from tenancy.context import TENANT_IDS_SETTING, USER_ID_SETTING, _set_local
+from tenancy.context import tenant_scope, user_context
+from tenancy.selectors import tenant_ids_for_user
 
 
 class TenantContextMiddleware:
@@ -31,16 +32,18 @@ class TenantContextMiddleware:
         if user is None or not user.is_authenticated:
             request.tenant_ids = []
             return self.get_response(request)
-        with transaction.atomic():
-            request.tenant_ids = self._scope(user)
-            return self.get_response(request)
+        # The user may read their own memberships; they give the tenants to scope to.
+        with user_context(user):
+            request.tenant_ids = tenant_ids_for_user(user)
+            with tenant_scope(request.tenant_ids, user_id=user.pk, locked=True):
+                response = self.get_response(request)
+                # A view's exception reaches us as an error response (Django converts it
+                # inside every middleware): roll back, a failed request writes nothing.
+                if response.status_code >= 500:
+                    transaction.set_rollback(True)
+        return response
 
-    @staticmethod
-    def _scope(user) -> list:
-        from tenancy.selectors import tenant_ids_for_user
-
-        with connection.cursor() as cursor:
-            _set_local(cursor, USER_ID_SETTING, str(user.pk))
-            tenant_ids = tenant_ids_for_user(user)
-            _set_local(cursor, TENANT_IDS_SETTING, ",".join(str(pk) for pk in tenant_ids))
-        return tenant_ids
+    def process_exception(self, request, exception) -> None:
+        """Any exception of the view (also 403 and 404 ones) undoes the request's writes."""
+        if transaction.get_connection().in_atomic_block:
+            transaction.set_rollback(True)

@@ -20,10 +20,3 @@ def tenant_ids_for_user(user: User) -> list[uuid.UUID]:
         .order_by("tenant_id")
         .values_list("tenant_id", flat=True)
     )
-
-
-def membership_role(*, user: User, tenant) -> str | None:
-    """The user's role in the tenant, or None."""
-    return (
-        Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
-    )

@@ -5,8 +5,8 @@ the tenants set for the current transaction; `system_bypass` is granted only to 
 role running this migration (the owner) and only while `app.rls_bypass` is on: the
 explicit, logged bypass of system jobs (tenancy.context.system_context).
 
-A user also sees their own memberships (app.user_id), so the tenant middleware can
-learn which tenants to set; writes still need the tenant set."""
+`own_memberships` lets a user read (only read) their own memberships (app.user_id), so
+the tenant middleware can learn which tenants to set; every write needs the tenant set."""
 
 from django.db import migrations
 
@@ -15,8 +15,11 @@ ALTER TABLE memberships ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memberships FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_isolation ON memberships;
 CREATE POLICY tenant_isolation ON memberships
-    USING (tenant_id = ANY (app_current_tenant_ids()) OR user_id = app_current_user_id())
+    USING (tenant_id = ANY (app_current_tenant_ids()))
     WITH CHECK (tenant_id = ANY (app_current_tenant_ids()));
+DROP POLICY IF EXISTS own_memberships ON memberships;
+CREATE POLICY own_memberships ON memberships FOR SELECT
+    USING (user_id = app_current_user_id());
 DROP POLICY IF EXISTS system_bypass ON memberships;
 DO $$ BEGIN
     EXECUTE format(
@@ -27,6 +30,7 @@ END $$;
 
 MEMBERSHIPS_RLS_REVERSE = """
 DROP POLICY IF EXISTS system_bypass ON memberships;
+DROP POLICY IF EXISTS own_memberships ON memberships;
 DROP POLICY IF EXISTS tenant_isolation ON memberships;
 ALTER TABLE memberships NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE memberships DISABLE ROW LEVEL SECURITY;

@@ -7,12 +7,13 @@ import threading
 import uuid
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
 from core.db import owner_connection
 from documents.models import Chunk, Project
-from tenancy.context import current_tenant_ids, system_context, tenant_context
+from tenancy.context import current_tenant_ids, system_context, tenant_context, tenant_scope
 from tenancy.models import Tenant
 from tests.factories import TENANT_ROW_BUILDERS, make_tenant_rows, tenant_owned_models
 
@@ -183,13 +184,57 @@ def test_tenant_context_accepts_several_tenants(tenant_a, tenant_b):
         assert Project.objects.count() == 1
 
 
-def test_nested_contexts_restore_the_outer_tenants(tenant_a, tenant_b):
+def test_a_nested_context_may_narrow_and_restores_the_outer_scope(tenant_a, tenant_b):
+    with tenant_context(tenant_a, tenant_b):
+        with tenant_context(tenant_b):
+            assert current_tenant_ids() == [tenant_b.pk]
+        assert current_tenant_ids() == sorted([tenant_a.pk, tenant_b.pk])
+    with transaction.atomic():
+        assert current_tenant_ids() == []
+
+
+def test_a_nested_context_replaces_the_outer_tenants_outside_requests(tenant_a, tenant_b):
     with tenant_context(tenant_a):
         with tenant_context(tenant_b):
             assert current_tenant_ids() == [tenant_b.pk]
         assert current_tenant_ids() == [tenant_a.pk]
-    with transaction.atomic():
-        assert current_tenant_ids() == []
+
+
+def test_inside_a_request_scope_a_context_may_narrow_but_not_widen(tenant_a, tenant_b):
+    make_tenant_rows(tenant_b)
+    with tenant_scope([tenant_a, tenant_b], locked=True):
+        with tenant_context(tenant_a):
+            assert current_tenant_ids() == [tenant_a.pk]
+            with pytest.raises(PermissionDenied, match="cannot widen"):
+                with tenant_context(tenant_b):
+                    pass
+        assert current_tenant_ids() == sorted([tenant_a.pk, tenant_b.pk])
+
+
+def test_a_request_scope_without_tenants_cannot_be_widened(tenant_a):
+    make_tenant_rows(tenant_a)
+    with tenant_scope([], locked=True):
+        with pytest.raises(PermissionDenied):
+            with tenant_context(tenant_a):
+                pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_system_bypass_may_enter_any_tenant(tenant_a, tenant_b):
+    make_tenant_rows(tenant_b)
+    with system_context("test: enter tenants"), tenant_scope([tenant_a], locked=True):
+        with tenant_context(tenant_b):
+            assert current_tenant_ids() == [tenant_b.pk]
+
+
+def test_a_user_may_read_but_not_delete_their_memberships_outside_the_scope(alice, tenant_a):
+    with tenant_scope([], user_id=alice.pk), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM memberships WHERE user_id = %s", [alice.pk])
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("DELETE FROM memberships WHERE user_id = %s", [alice.pk])
+        assert cursor.rowcount == 0
+        cursor.execute("UPDATE memberships SET role = 'viewer' WHERE user_id = %s", [alice.pk])
+        assert cursor.rowcount == 0
 
 
 def test_tenant_context_works_as_a_decorator(tenant_a):
