@@ -13,10 +13,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-# Defaults when settings.CHUNK_SIZE_TOKENS / CHUNK_OVERLAP_TOKENS are not set.
-CHUNK_SIZE_TOKENS = 200
-CHUNK_OVERLAP_TOKENS = 40
-
 TOKEN_RE = re.compile(r"\S+")
 
 
@@ -32,11 +28,11 @@ class TextChunk:
 
 
 def default_chunk_size() -> int:
-    return int(getattr(settings, "CHUNK_SIZE_TOKENS", CHUNK_SIZE_TOKENS))
+    return settings.CHUNK_SIZE_TOKENS
 
 
 def default_chunk_overlap() -> int:
-    return int(getattr(settings, "CHUNK_OVERLAP_TOKENS", CHUNK_OVERLAP_TOKENS))
+    return settings.CHUNK_OVERLAP_TOKENS
 
 
 def resolve_chunking(chunk_size: int | None, chunk_overlap: int | None) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from pgvector.django import CosineDistance
@@ -35,7 +35,12 @@ from tenancy.context import require_tenant, tenant_context
 
 
 def project_list(*, tenant, status: str | None = None) -> QuerySet[Project]:
-    """A tenant's live projects, most recently changed first (projects_tenant_live_idx)."""
+    """A tenant's live projects, most recently changed first.
+
+    With a status, projects_tenant_live_idx (tenant_id, status, updated_at DESC) WHERE
+    deleted_at IS NULL returns them in order; without one, the tenant's live rows are
+    sorted (the index cannot give one order across statuses).
+    """
     projects = Project.objects.for_tenant(require_tenant(tenant)).order_by("-updated_at")
     return projects.filter(status=status) if status else projects
 
@@ -186,9 +191,14 @@ HYBRID_MIN_CANDIDATES = 50
 # pgvector per-transaction settings. The index is shared by all tenants and row-level
 # security filters after the scan; iterative scans keep reading the graph until k rows
 # pass the filters, up to max_scan_tuples, so a small tenant still gets k results.
+# max_scan_tuples grows with k (a tenant holding 1% of the rows needs ~100 tuples
+# read per row returned), from a floor up to a cap; a scan that still comes back
+# short is re-run exactly.
 HNSW_ITERATIVE_SCAN = "relaxed_order"
 HNSW_MIN_EF_SEARCH = 100
-HNSW_MAX_SCAN_TUPLES = 40_000
+HNSW_MIN_SCAN_TUPLES = 40_000
+HNSW_SCAN_TUPLES_PER_ROW = 200
+HNSW_MAX_SCAN_TUPLES = 500_000
 
 
 @dataclass(frozen=True)
@@ -226,34 +236,54 @@ def _scoped_chunks(tenant_id: uuid.UUID, project, documents) -> QuerySet[Chunk]:
     return chunks
 
 
+def hnsw_max_scan_tuples(limit: int) -> int:
+    """Index tuples an iterative scan may read to return `limit` rows."""
+    return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
+
+
 def set_hnsw_iterative_scan(limit: int) -> None:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
-    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples bounds
-    the work when the tenant's rows are rare in the shared index.
+    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
+    with the LIMIT and bounds the work when the tenant's rows are rare in the shared
+    index.
     """
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', %s, true),"
             " set_config('hnsw.ef_search', %s, true),"
             " set_config('hnsw.max_scan_tuples', %s, true)",
-            [HNSW_ITERATIVE_SCAN, str(max(HNSW_MIN_EF_SEARCH, limit)), str(HNSW_MAX_SCAN_TUPLES)],
+            [
+                HNSW_ITERATIVE_SCAN,
+                str(max(HNSW_MIN_EF_SEARCH, limit)),
+                str(hnsw_max_scan_tuples(limit)),
+            ],
         )
 
 
-def semantic_queryset(chunks: QuerySet[Chunk], vector: Sequence[float], model: str) -> QuerySet:
+def semantic_queryset(
+    chunks: QuerySet[Chunk], vector: Sequence[float], model: str, *, exact: bool = False
+) -> QuerySet:
     """Chunks nearest to `vector` by cosine distance, as `ORDER BY embedding <=> q`.
 
     Only vectors of the same embedding model are comparable, so others are skipped.
     The planner picks the plan: chunks_embedding_hnsw_idx with the tenant filter
     applied after the scan for a big tenant, or the tenant's rows from
     chunks_tenant_document_idx sorted exactly when they are few (a tiny tenant would
-    otherwise exhaust max_scan_tuples before finding its k rows).
+    otherwise exhaust max_scan_tuples before finding its k rows). `exact` orders by
+    `(embedding <=> q) + 0` (then id), which the HNSW index cannot serve: the tenant's
+    rows are read without it and sorted, so every matching row can be returned.
     """
+    distance = CosineDistance("embedding", vector)
+    # Ties go by id when sorting exactly; the index gives one order key only.
+    order = ("distance",)
+    if exact:
+        distance = ExpressionWrapper(distance + Value(0.0), output_field=FloatField())
+        order = ("distance", "id")
     return (
         chunks.filter(embedding__isnull=False, embedding_model=model)
-        .annotate(distance=CosineDistance("embedding", vector))
-        .order_by("distance")
+        .annotate(distance=distance)
+        .order_by(*order)
         .values_list("id", "document_id", "ordinal", "content", "distance")
     )
 
@@ -280,6 +310,11 @@ def _semantic(chunks: QuerySet[Chunk], query: str, limit: int, embedder: Embedde
     vector = embedder.embed([query])[0]
     set_hnsw_iterative_scan(limit)
     rows = list(semantic_queryset(chunks, vector, embedder.model)[:limit])
+    if len(rows) < limit:
+        # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
+        # chunks; reading the tenant's rows exactly tells both apart and costs little
+        # in the second case.
+        rows = list(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
     # relaxed_order may return rows slightly out of order: sort the few we got.
     rows.sort(key=lambda row: (row[4], row[0]))
     return [(*row[:4], 1.0 - row[4]) for row in rows]

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import logging
 import mimetypes
 import os
+import posixpath
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Count
+from django.core.files.storage import Storage, default_storage
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import Count, Q
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
@@ -24,6 +29,7 @@ from core.db import advisory_xact_lock
 from core.embedding import Embedder, get_embedder
 from core.hashing import sha256_hex
 from core.ids import uuid7
+from core.models import TransactionNow
 from documents import templating
 from documents.chunking import resolve_chunking, split_text
 from documents.embeddings import check_embedder_dimension
@@ -72,7 +78,7 @@ def project_soft_delete(*, tenant, project: Project) -> Project:
     with tenant_context(tenant):
         if project.deleted_at is None:
             project.deleted_at = timezone.now()
-            project.save(update_fields=["deleted_at", "updated_at"])
+            _save_deleted_at(project)
     return project
 
 
@@ -81,8 +87,15 @@ def project_restore(*, tenant, project: Project) -> Project:
     with tenant_context(tenant):
         if project.deleted_at is not None:
             project.deleted_at = None
-            project.save(update_fields=["deleted_at", "updated_at"])
+            _save_deleted_at(project)
     return project
+
+
+def _save_deleted_at(project: Project) -> None:
+    project.full_clean()
+    project.save(update_fields=["deleted_at"])
+    # The trigger set updated_at; show the caller the stored value.
+    project.refresh_from_db(fields=["updated_at"])
 
 
 def document_version_create(
@@ -392,15 +405,62 @@ EMBED_BATCH_SIZE = 64
 # Chunks per transaction while re-embedding a tenant.
 REEMBED_BATCH_SIZE = 256
 ERROR_MESSAGE_MAX_LENGTH = 2000
+# Defaults of settings.DOCUMENT_MAX_UPLOAD_BYTES and DOCUMENT_PROCESSING_LEASE_SECONDS.
+DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+DEFAULT_PROCESSING_LEASE_SECONDS = 900
+# Uploaded files live under documents/<tenant_id>/<document_id>/ in the default storage.
+DOCUMENTS_FOLDER = "documents"
 
 
 class IngestionError(Exception):
     """A document could not be turned into chunks; the message is stored on the document."""
 
 
+class _Superseded(Exception):
+    """Another worker moved the document on while this one was processing it."""
+
+
 def _document_storage_key(tenant_id: uuid.UUID, document_id: uuid.UUID) -> str:
     # Generated, never from user input: a file name cannot pick or overwrite a path.
-    return f"documents/{tenant_id}/{document_id}/{uuid.uuid4().hex}"
+    return f"{DOCUMENTS_FOLDER}/{tenant_id}/{document_id}/{uuid.uuid4().hex}"
+
+
+def _max_upload_bytes() -> int:
+    return int(getattr(settings, "DOCUMENT_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+
+
+def _too_large(field_name: str, size: int | None, limit: int) -> ValidationError:
+    found = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return ValidationError(
+        {field_name: f"The {field_name} is {found}; documents may hold at most {limit} bytes."}
+    )
+
+
+def _measure_upload(file: File, limit: int) -> tuple[File, int, str]:
+    """The file to store, its size and hex SHA-256, read chunk by chunk up to `limit` bytes.
+
+    A seekable file is read again by the storage, so only one chunk is in memory at a
+    time; a stream that cannot rewind is kept (at most `limit` bytes) and stored from memory.
+    """
+    try:
+        declared = file.size
+    except (AttributeError, OSError, ValueError):  # a stream that cannot tell its size
+        declared = None
+    if declared is not None and declared > limit:
+        raise _too_large("file", declared, limit)
+    rewinds = file.seekable()
+    kept: list[bytes] = []
+    # Streaming needs an incremental digest; it matches core.hashing.sha256_hex of the bytes.
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in file.chunks():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("file", None, limit)
+        digest.update(chunk)
+        if not rewinds:
+            kept.append(chunk)
+    return (file if rewinds else ContentFile(b"".join(kept))), size, digest.hexdigest()
 
 
 def document_create(
@@ -417,16 +477,23 @@ def document_create(
     """Store a knowledge document's bytes (from `text` or an uploaded `file`) as uploaded.
 
     The bytes go to the `default` storage under a generated key; the row records
-    their size, SHA-256 and content type. document_process() makes the chunks.
+    their size, SHA-256 and content type. More than settings.DOCUMENT_MAX_UPLOAD_BYTES
+    is refused (ValidationError on "file" or "text") before anything is stored.
+    document_process() makes the chunks. Should the caller's transaction roll back,
+    the stored file is left for documents_sweep_orphan_files.
     """
     tenant_id = require_tenant(tenant, project=project)
     if (text is None) == (file is None):
         raise ValidationError({"file": "Give either text or file, not both or neither."})
+    limit = _max_upload_bytes()
     if text is not None:
         data = text.encode("utf-8")
+        if len(data) > limit:
+            raise _too_large("text", len(data), limit)
+        content, size, sha256 = ContentFile(data), len(data), sha256_hex(data)
         content_type = content_type or "text/plain"
     else:
-        data = b"".join(file.chunks())
+        content, size, sha256 = _measure_upload(file, limit)
         file_name = os.path.basename(file.name or "")
         title = title or file_name
         content_type = (
@@ -443,8 +510,8 @@ def document_create(
         project=project,
         title=title,
         content_type=content_type,
-        size_bytes=len(data),
-        sha256=sha256_hex(data),
+        size_bytes=size,
+        sha256=sha256,
         metadata=metadata or {},
         created_by=by,
     )
@@ -452,13 +519,50 @@ def document_create(
     with tenant_context(tenant_id):
         # Inside the context: validating the project foreign key reads the project row.
         document.full_clean()
-        document.storage_key = default_storage.save(document.storage_key, ContentFile(data))
+        document.storage_key = default_storage.save(document.storage_key, content)
         try:
             document.save()
         except BaseException:
             default_storage.delete(document.storage_key)
             raise
     return document
+
+
+def _delete_document_file(storage: Storage, storage_key: str) -> None:
+    """Delete a document's file and, on file-system storage, its now empty folder."""
+    storage.delete(storage_key)
+    _remove_empty_folder(storage, posixpath.dirname(storage_key))
+
+
+def _remove_empty_folder(storage: Storage, folder: str) -> None:
+    try:
+        os.rmdir(storage.path(folder))
+    except (NotImplementedError, OSError):
+        pass  # not a file-system storage, or the folder still holds something
+
+
+def document_delete(*, tenant, document: Document) -> None:
+    """Delete a knowledge document and its chunks; its file goes once the deletion commits.
+
+    A rollback keeps both the row and the file. Should deleting the file fail after the
+    commit, the error is logged and documents_sweep_orphan_files removes it later.
+    Deleting a document that is already gone does nothing.
+    """
+    tenant_id = require_tenant(tenant, document=document)
+    with tenant_context(tenant_id):
+        rows = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+        # The stored key, not the instance's: the instance may be stale.
+        storage_key = rows.values_list("storage_key", flat=True).first()
+        if storage_key is None:
+            return
+        rows.delete()
+        transaction.on_commit(
+            functools.partial(_delete_document_file, default_storage, storage_key), robust=True
+        )
+    logger.info(
+        "document deleted",
+        extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+    )
 
 
 def _read_text(document: Document) -> str:
@@ -492,6 +596,51 @@ def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[li
     return vectors
 
 
+def _processing_lease() -> timedelta:
+    seconds = getattr(
+        settings, "DOCUMENT_PROCESSING_LEASE_SECONDS", DEFAULT_PROCESSING_LEASE_SECONDS
+    )
+    return timedelta(seconds=seconds)
+
+
+def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
+    """Move the document to processing in one conditional UPDATE, or refuse naming 'status'.
+
+    Claimable: uploaded, failed, or processing for longer than the lease (its worker
+    died). The row lock of the UPDATE makes a concurrent claim wait and then find the
+    row freshly processing, so only one worker gets it.
+    """
+    lease = _processing_lease()
+    with tenant_context(tenant_id):
+        documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+        claimed = documents.filter(
+            Q(status__in=[Document.Status.UPLOADED, Document.Status.FAILED])
+            | Q(status=Document.Status.PROCESSING, updated_at__lt=TransactionNow() - lease)
+        ).update(status=Document.Status.PROCESSING, error_message="")
+        if not claimed:
+            status = documents.values_list("status", flat=True).get()
+            if status == Document.Status.PROCESSING:
+                message = (
+                    "The document is being processed; it can be processed again once it "
+                    f"has been processing for {int(lease.total_seconds())} seconds."
+                )
+            else:
+                message = f"Only uploaded or failed documents are processed, not {status}."
+            raise ValidationError({"status": message})
+    document.status, document.error_message = Document.Status.PROCESSING, ""
+
+
+def _lock_claim(tenant_id: uuid.UUID, document: Document) -> None:
+    """Lock the row and check it is still processing (no other worker finished it)."""
+    status = (
+        Document.objects.select_for_update()
+        .values_list("status", flat=True)
+        .get(tenant_id=tenant_id, pk=document.pk)
+    )
+    if status != Document.Status.PROCESSING:
+        raise _Superseded(status)
+
+
 def document_process(
     *,
     tenant,
@@ -506,26 +655,16 @@ def document_process(
     vectors of the wrong size) no chunk is kept and the document is committed as
     failed with the reason in error_message; it is returned, not raised, so check
     `document.status`. Bad arguments (chunking, an embedder of the wrong dimension)
-    are refused with a ValidationError before anything changes.
+    are refused with a ValidationError before anything changes, and so is a document
+    that is ready, or processing for less than settings.DOCUMENT_PROCESSING_LEASE_SECONDS
+    (a worker that died leaves it processing; after the lease it can be claimed again).
+    If another worker claimed it meanwhile and finished first, its result stands.
     """
     tenant_id = require_tenant(tenant, document=document)
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
     embedder = embedder or get_embedder()
     check_embedder_dimension(embedder)
-
-    with tenant_context(tenant_id):
-        status = (
-            Document.objects.select_for_update()
-            .values_list("status", flat=True)
-            .get(tenant_id=tenant_id, pk=document.pk)
-        )
-        if status not in (Document.Status.UPLOADED, Document.Status.FAILED):
-            raise ValidationError(
-                {"status": f"Only uploaded or failed documents are processed, not {status}."}
-            )
-        document.status, document.error_message = Document.Status.PROCESSING, ""
-        document.save(update_fields=["status", "error_message"])
-
+    _claim_for_processing(tenant_id, document)
     try:
         # One transaction (a savepoint inside the caller's): chunks and "ready" commit
         # together or not at all.
@@ -536,6 +675,7 @@ def document_process(
             if not pieces:
                 raise IngestionError("The document has no text to index.")
             vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
+            _lock_claim(tenant_id, document)
             Chunk.objects.bulk_create(
                 Chunk(
                     tenant_id=tenant_id,
@@ -551,16 +691,30 @@ def document_process(
             )
             document.status = Document.Status.READY
             document.save(update_fields=["status"])
+    except _Superseded as superseded:
+        logger.warning(
+            "document processing superseded",
+            extra={
+                "document_id": str(document.pk),
+                "tenant_id": str(tenant_id),
+                "status": str(superseded),
+            },
+        )
+        with tenant_context(tenant_id):
+            document.refresh_from_db(fields=["status", "error_message"])
     except Exception as error:
-        document.status = Document.Status.FAILED
-        document.error_message = _failure_message(error)
+        message = _failure_message(error)
         logger.warning(
             "document processing failed",
             extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
             exc_info=not isinstance(error, IngestionError | ValidationError),
         )
         with tenant_context(tenant_id):
-            document.save(update_fields=["status", "error_message"])
+            # Only our own claim turns failed: a worker that finished first keeps its result.
+            Document.objects.filter(
+                tenant_id=tenant_id, pk=document.pk, status=Document.Status.PROCESSING
+            ).update(status=Document.Status.FAILED, error_message=message)
+            document.refresh_from_db(fields=["status", "error_message"])
     return document
 
 
@@ -611,7 +765,6 @@ class ReembedProgress:
 
     chunks: int = 0
     batches: int = 0
-    last_chunk_id: uuid.UUID | None = field(default=None, repr=False)
 
 
 def chunks_reembed(
@@ -621,11 +774,13 @@ def chunks_reembed(
     batch_size: int = REEMBED_BATCH_SIZE,
     on_batch: Callable[[ReembedProgress], None] | None = None,
 ) -> int:
-    """Re-embed every chunk of a tenant with `embedder` (default: the EMBEDDER setting).
+    """Embed every chunk of a tenant not yet embedded by `embedder`'s model (default: EMBEDDER).
 
-    Atomic per batch: each batch of chunks (in id order) is embedded and written in
-    its own transaction, so a long run holds no lock for long and an interrupted run
-    can simply be started again. Returns the number of chunks re-embedded.
+    Batches of chunks whose embedding is missing or of another model are embedded and
+    written, each in its own transaction, until none is left: a long run holds no lock
+    for long, chunks ingested meanwhile with the old model are picked up too, and an
+    interrupted run started again carries on where it stopped. Chunks already of this
+    model are left alone. Returns the number of chunks re-embedded.
     """
     tenant_id = require_tenant(tenant)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -635,10 +790,14 @@ def chunks_reembed(
     progress = ReembedProgress()
     while True:
         with tenant_context(tenant_id):
-            chunks = Chunk.objects.filter(tenant_id=tenant_id).order_by("id")
-            if progress.last_chunk_id is not None:
-                chunks = chunks.filter(id__gt=progress.last_chunk_id)
-            batch = list(chunks.only("id", "content").select_for_update()[:batch_size])
+            stale = Chunk.objects.filter(
+                Q(embedding__isnull=True) | ~Q(embedding_model=embedder.model),
+                tenant_id=tenant_id,
+            )
+            # FOR UPDATE re-checks the filter after waiting on a lock, so two runs never
+            # embed a chunk twice; id order keeps their locks from deadlocking.
+            locked = stale.order_by("id").only("id", "content").select_for_update()
+            batch = list(locked[:batch_size])
             if not batch:
                 break
             vectors = embedder.embed([chunk.content for chunk in batch])
@@ -647,7 +806,6 @@ def chunks_reembed(
             Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
         progress.chunks += len(batch)
         progress.batches += 1
-        progress.last_chunk_id = batch[-1].pk
         if on_batch:
             on_batch(progress)
     logger.info(
@@ -655,3 +813,150 @@ def chunks_reembed(
         extra={"tenant_id": str(tenant_id), "model": embedder.model, "chunks": progress.chunks},
     )
     return progress.chunks
+
+
+# --- Orphaned upload files ----------------------------------------------------------
+
+# A folder without a document row is kept while any of its files is younger than this:
+# document_create stores the file before its transaction commits the row.
+ORPHAN_FILE_GRACE = timedelta(hours=1)
+# Document ids per query while checking which folders have a row.
+SWEEP_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class OrphanSweepSummary:
+    """What documents_sweep_orphan_files deleted, or would delete on a dry run."""
+
+    dry_run: bool
+    # documents/<tenant_id>/<document_id> folders found in the storage.
+    folders_checked: int
+    # The folders without a document row whose files went (or would go).
+    orphan_folders: tuple[str, ...]
+    files_deleted: int
+    # Folders without a row kept because a file in them is younger than the grace period.
+    recent_folders_kept: int
+
+
+def _uuid_or_none(name: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(name)
+    except ValueError:
+        return None
+
+
+def _listdir(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+    try:
+        return storage.listdir(folder)
+    except FileNotFoundError:
+        return [], []
+
+
+def _document_folders(storage: Storage) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """(tenant id, document id, folder) of every documents/<uuid>/<uuid> folder.
+
+    Names that are not UUIDs were not made by document_create and are never touched.
+    """
+    folders = []
+    for tenant_name in sorted(_listdir(storage, DOCUMENTS_FOLDER)[0]):
+        tenant_id = _uuid_or_none(tenant_name)
+        if tenant_id is None:
+            continue
+        tenant_folder = posixpath.join(DOCUMENTS_FOLDER, tenant_name)
+        for document_name in sorted(_listdir(storage, tenant_folder)[0]):
+            document_id = _uuid_or_none(document_name)
+            if document_id is not None:
+                folders.append(
+                    (tenant_id, document_id, posixpath.join(tenant_folder, document_name))
+                )
+    return folders
+
+
+def _walk(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+    """The files under `folder`, and the folder with its subfolders, deepest first."""
+    subfolders, names = _listdir(storage, folder)
+    files = [posixpath.join(folder, name) for name in names]
+    folders = []
+    for name in subfolders:
+        inner_files, inner_folders = _walk(storage, posixpath.join(folder, name))
+        files += inner_files
+        folders += inner_folders
+    return files, [*folders, folder]
+
+
+def _is_recent(storage: Storage, paths: Sequence[str], cutoff: datetime) -> bool:
+    """Whether any path changed after `cutoff`; a path the storage cannot date counts."""
+    for path in paths:
+        try:
+            if storage.get_modified_time(path) > cutoff:
+                return True
+        except (NotImplementedError, OSError):
+            return True
+    return False
+
+
+def _existing_documents(
+    folders: Sequence[tuple[uuid.UUID, uuid.UUID, str]],
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """The (tenant id, document id) pairs among `folders` that have a document row."""
+    if not folders:
+        return set()
+    document_ids = [document_id for _tenant_id, document_id, _folder in folders]
+    existing: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    with system_context("documents_sweep_orphan_files: which upload folders have a document"):
+        for start in range(0, len(document_ids), SWEEP_BATCH_SIZE):
+            existing.update(
+                Document.objects.filter(
+                    pk__in=document_ids[start : start + SWEEP_BATCH_SIZE]
+                ).values_list("tenant_id", "id")
+            )
+    return existing
+
+
+def documents_sweep_orphan_files(
+    *,
+    dry_run: bool = False,
+    grace: timedelta = ORPHAN_FILE_GRACE,
+    now: datetime | None = None,
+) -> OrphanSweepSummary:
+    """Delete upload files whose document row is gone, in every tenant.
+
+    Walks documents/<tenant_id>/<document_id>/ in the default storage and deletes the
+    files of each folder without a matching document row (rows deleted by the admin,
+    by cascades, or never committed because the caller's transaction rolled back).
+    A folder any of whose files is younger than `grace` is kept, so an upload whose
+    transaction has not committed yet is never swept. A system job: the rows are
+    checked in system_context, so call it outside any transaction. Idempotent.
+    """
+    if grace < timedelta(0):
+        raise ValidationError({"grace": "grace must not be negative."})
+    storage = default_storage
+    cutoff = (now or timezone.now()) - grace
+    folders = _document_folders(storage)
+    existing = _existing_documents(folders)
+    orphans: list[str] = []
+    files_deleted = recent = 0
+    for tenant_id, document_id, folder in folders:
+        if (tenant_id, document_id) in existing:
+            continue
+        paths, subfolders = _walk(storage, folder)
+        # An empty folder is dated by itself: an upload creates it just before its file.
+        if _is_recent(storage, paths or [folder], cutoff):
+            recent += 1
+            continue
+        orphans.append(folder)
+        files_deleted += len(paths)
+        if not dry_run:
+            for path in paths:
+                storage.delete(path)
+            for subfolder in subfolders:
+                _remove_empty_folder(storage, subfolder)
+    summary = OrphanSweepSummary(
+        dry_run=dry_run,
+        folders_checked=len(folders),
+        orphan_folders=tuple(orphans),
+        files_deleted=files_deleted,
+        recent_folders_kept=recent,
+    )
+    logger.info("orphan document files swept", extra=dataclasses.asdict(summary))
+    return summary

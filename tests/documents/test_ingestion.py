@@ -2,13 +2,19 @@
 
 import hashlib
 import io
+import threading
+import uuid
+from datetime import timedelta
 
+import pgtrigger
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
 
 from core.embedding import Embedder, get_embedder, hashing_embedder
 from documents import services
@@ -211,6 +217,183 @@ def test_a_ready_document_is_not_processed_twice(tenant_a):
     assert "status" in error.value.message_dict
 
 
+# --- Documents left processing by a worker that died ---------------------------------
+
+
+def mark_processing(tenant, document, age=timedelta(0)):
+    """Put the document in processing, as a worker would, `age` ago."""
+    with tenant_context(tenant):
+        rows = Document.objects.filter(pk=document.pk)
+        rows.update(status=Document.Status.PROCESSING)
+        if age:
+            # The trigger would stamp now(); set the past by hand.
+            with pgtrigger.ignore("documents.Document:set_updated_at"):
+                rows.update(updated_at=timezone.now() - age)
+
+
+def status_of(tenant, document):
+    with tenant_context(tenant):
+        return Document.objects.values_list("status", flat=True).get(pk=document.pk)
+
+
+def test_a_document_processing_past_the_lease_can_be_processed_again(tenant_a):
+    document = services.document_create(tenant=tenant_a, title="x", text=TEXT)
+    mark_processing(tenant_a, document, age=timedelta(hours=1))
+    services.document_process(tenant=tenant_a, document=document)
+    assert (document.status, status_of(tenant_a, document)) == (Document.Status.READY,) * 2
+    assert len(chunks_of(tenant_a, document)) == 1
+
+
+@pytest.mark.parametrize(
+    ("age", "lease_seconds"),
+    [(timedelta(0), None), (timedelta(minutes=10), None), (timedelta(hours=1), 2 * 3600)],
+)
+def test_a_document_processing_within_the_lease_is_refused(tenant_a, settings, age, lease_seconds):
+    if lease_seconds is not None:
+        settings.DOCUMENT_PROCESSING_LEASE_SECONDS = lease_seconds
+    document = services.document_create(tenant=tenant_a, title="x", text=TEXT)
+    mark_processing(tenant_a, document, age=age)
+    with pytest.raises(ValidationError) as error:
+        services.document_process(tenant=tenant_a, document=document)
+    assert "being processed" in " ".join(error.value.message_dict["status"])
+    assert status_of(tenant_a, document) == Document.Status.PROCESSING
+    assert chunks_of(tenant_a, document) == []
+
+
+class BlockingEmbedder:
+    """The default embedder, paused until released, as a slow worker."""
+
+    def __init__(self):
+        self.started, self.release = threading.Event(), threading.Event()
+        self.embedder = get_embedder()
+
+    def __call__(self, texts):
+        self.started.set()
+        assert self.release.wait(10)
+        return self.embedder.embed(texts)
+
+    def as_embedder(self):
+        return Embedder(function=self, model=self.embedder.model, dimension=1536)
+
+
+def process_in_thread(tenant, document, embedder):
+    outcome = {}
+
+    def work():
+        try:
+            outcome["document"] = services.document_process(
+                tenant=tenant, document=document, embedder=embedder
+            )
+        except Exception as error:  # reported to the test
+            outcome["error"] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reclaimed_document_is_refused_to_a_second_worker(tenant_a):
+    document = services.document_create(tenant=tenant_a, title="x", text=TEXT)
+    mark_processing(tenant_a, document, age=timedelta(hours=1))
+    slow = BlockingEmbedder()
+    thread, outcome = process_in_thread(tenant_a, document, slow.as_embedder())
+    try:
+        assert slow.started.wait(10)
+        with pytest.raises(ValidationError) as error:
+            services.document_process(tenant=tenant_a, document=document)
+        assert "status" in error.value.message_dict
+    finally:
+        slow.release.set()
+        thread.join(10)
+    assert outcome["document"].status == Document.Status.READY
+    assert len(chunks_of(tenant_a, document)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_superseded_while_processing_keeps_the_other_result(tenant_a):
+    document = services.document_create(tenant=tenant_a, title="x", text=TEXT)
+    slow = BlockingEmbedder()
+    thread, outcome = process_in_thread(tenant_a, document, slow.as_embedder())
+    try:
+        assert slow.started.wait(10)
+        # Meanwhile another worker, past the lease, processed it and failed.
+        with tenant_context(tenant_a):
+            Document.objects.filter(pk=document.pk).update(
+                status=Document.Status.FAILED, error_message="the other worker"
+            )
+    finally:
+        slow.release.set()
+        thread.join(10)
+    assert (outcome["document"].status, outcome["document"].error_message) == (
+        Document.Status.FAILED,
+        "the other worker",
+    )
+    assert chunks_of(tenant_a, document) == []
+
+
+# --- Upload size ---------------------------------------------------------------------
+
+
+class OneWayStream(io.RawIOBase):
+    """A stream that can neither seek nor tell its size, like a socket."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self._data.readinto(buffer)
+
+
+@pytest.mark.parametrize(
+    "make_file",
+    [
+        lambda data: SimpleUploadedFile("big.txt", data, "text/plain"),
+        lambda data: File(OneWayStream(data), name="big.txt"),
+    ],
+    ids=["upload", "stream"],
+)
+def test_a_file_over_the_upload_limit_is_refused(tenant_a, media, settings, make_file):
+    settings.DOCUMENT_MAX_UPLOAD_BYTES = 10
+    with pytest.raises(ValidationError) as error:
+        services.document_create(tenant=tenant_a, file=make_file(b"x" * 11))
+    assert "at most 10 bytes" in " ".join(error.value.message_dict["file"])
+    with tenant_context(tenant_a):
+        assert not Document.objects.exists()
+    assert not any(media.iterdir())
+
+
+def test_text_over_the_upload_limit_is_refused(tenant_a, settings):
+    settings.DOCUMENT_MAX_UPLOAD_BYTES = 10
+    with pytest.raises(ValidationError) as error:
+        services.document_create(tenant=tenant_a, title="x", text="é" * 6)
+    assert "text" in error.value.message_dict
+
+
+@pytest.mark.parametrize(
+    "make_file",
+    [
+        lambda data: SimpleUploadedFile("exact.txt", data, "text/plain"),
+        lambda data: File(OneWayStream(data), name="exact.txt"),
+    ],
+    ids=["upload", "stream"],
+)
+def test_a_file_at_the_limit_is_stored_hashed_in_chunks(tenant_a, settings, make_file):
+    settings.DOCUMENT_MAX_UPLOAD_BYTES = 10
+    data = b"0123456789"
+    upload = make_file(data)
+    upload.DEFAULT_CHUNK_SIZE = 3  # several chunks
+    document = services.document_create(tenant=tenant_a, file=upload)
+    assert (document.size_bytes, document.sha256) == (10, hashlib.sha256(data).hexdigest())
+    with default_storage.open(document.storage_key, "rb") as stored:
+        assert stored.read() == data
+
+
 def test_text_and_file_together_are_refused(tenant_a):
     with pytest.raises(ValidationError) as error:
         services.document_create(
@@ -259,6 +442,67 @@ def test_reembed_changes_the_model_of_that_tenant_only(tenant_a, tenant_b, two_t
     assert models_of(tenant_b) == {get_embedder().model}
     assert list(after[0].embedding) != list(before[0].embedding)
     assert f"Re-embedded {len(after)} chunk(s)" in out.getvalue()
+
+
+def reversed_v2():
+    return embedder(reversed_embedder, model="reversed-v2")
+
+
+def test_reembed_also_covers_chunks_added_during_the_run(tenant_a, two_tenants_chunks):
+    a, _b = two_tenants_chunks
+    old_model = get_embedder().model
+    added = []
+
+    def add_chunk_with_the_old_model(progress):
+        if progress.batches == 1:
+            # Made by another process: its UUIDv7 sorts before this run's chunks.
+            with tenant_context(tenant_a):
+                added.append(
+                    Chunk.objects.create(
+                        id=uuid.UUID("00000000-0000-7000-8000-000000000001"),
+                        tenant=tenant_a,
+                        document=a,
+                        ordinal=99,
+                        content="late arrival",
+                        embedding=get_embedder().embed(["late arrival"])[0],
+                        embedding_model=old_model,
+                    )
+                )
+
+    count = services.chunks_reembed(
+        tenant=tenant_a, embedder=reversed_v2(), batch_size=2, on_batch=add_chunk_with_the_old_model
+    )
+    assert count == len(chunks_of(tenant_a, a)) == 5
+    assert models_of(tenant_a) == {"reversed-v2"}
+
+
+def test_an_interrupted_reembed_carries_on_when_started_again(tenant_a, two_tenants_chunks):
+    calls = []
+
+    def breaks_on_the_second_batch(texts):
+        calls.append(texts)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return reversed_embedder(texts)
+
+    with pytest.raises(RuntimeError):
+        services.chunks_reembed(
+            tenant=tenant_a,
+            embedder=embedder(breaks_on_the_second_batch, model="reversed-v2"),
+            batch_size=2,
+        )
+    assert models_of(tenant_a) == {get_embedder().model, "reversed-v2"}
+    assert services.chunks_reembed(tenant=tenant_a, embedder=reversed_v2(), batch_size=2) == 2
+    assert models_of(tenant_a) == {"reversed-v2"}
+    assert services.chunks_reembed(tenant=tenant_a, embedder=reversed_v2()) == 0
+
+
+def test_reembed_fills_chunks_without_an_embedding(tenant_a, two_tenants_chunks):
+    a, _b = two_tenants_chunks
+    with tenant_context(tenant_a):
+        Chunk.objects.filter(document=a, ordinal=0).update(embedding=None, embedding_model="")
+    assert services.chunks_reembed(tenant=tenant_a) == 1
+    assert all(chunk.embedding is not None for chunk in chunks_of(tenant_a, a))
 
 
 def test_reembed_accepts_a_tenant_id_and_the_default_embedder(tenant_a, two_tenants_chunks):

@@ -206,6 +206,81 @@ def test_without_iterative_scan_the_index_alone_misses_results(tenant_b, one_per
     assert len(rows) < 5
 
 
+def test_max_scan_tuples_grows_with_k_up_to_a_cap(monkeypatch):
+    monkeypatch.setattr(selectors, "HNSW_MIN_SCAN_TUPLES", 1_000)
+    monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 100)
+    monkeypatch.setattr(selectors, "HNSW_MAX_SCAN_TUPLES", 50_000)
+    assert [selectors.hnsw_max_scan_tuples(k) for k in (1, 10, 20, 400, 1000)] == [
+        1_000,
+        1_000,
+        2_000,
+        40_000,
+        50_000,
+    ]
+
+
+def test_the_default_scan_reads_enough_tuples_for_the_largest_k_at_one_percent():
+    # A tenant holding 1% of the chunks: ~100 tuples read per row it gets.
+    assert selectors.hnsw_max_scan_tuples(selectors.SEARCH_MAX_K) >= 100 * selectors.SEARCH_MAX_K
+
+
+def index_scan(tenant, k: int) -> list:
+    """What the HNSW index alone returns for the tenant, as chunk_search configures it."""
+    force_index_order()
+    selectors.set_hnsw_iterative_scan(k)
+    vector = get_embedder().embed([QUERY])[0]
+    chunks = Chunk.objects.filter(tenant_id=tenant.pk)
+    return list(selectors.semantic_queryset(chunks, vector, get_embedder().model)[:k])
+
+
+def exact_top(tenant, k: int) -> list:
+    """The tenant's k nearest chunk ids, from every distance, ties by id."""
+    vector = get_embedder().embed([QUERY])[0]
+    chunks = Chunk.objects.filter(tenant_id=tenant.pk)
+    rows = selectors.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
+    return [row[0] for row in sorted(rows, key=lambda row: (row[4], row[0]))[:k]]
+
+
+@pytest.fixture
+def small_scan_limits(monkeypatch):
+    """The scan limits scaled down to the 1000 chunks of the one_percent fixture."""
+    monkeypatch.setattr(selectors, "HNSW_MIN_EF_SEARCH", 10)
+    monkeypatch.setattr(selectors, "HNSW_MIN_SCAN_TUPLES", 100)
+
+
+def test_a_large_k_at_one_percent_scans_more_of_the_index(
+    tenant_b, one_percent, small_scan_limits, monkeypatch
+):
+    # The fixed floor alone finds few of B's rows; scaling with k lets the same index
+    # scan return all k.
+    with tenant_context(tenant_b):
+        monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 0)
+        assert len(index_scan(tenant_b, 8)) < 8
+        monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 200)
+        assert len(index_scan(tenant_b, 8)) == 8
+
+
+def test_a_short_index_scan_is_run_again_exactly(
+    tenant_b, one_percent, small_scan_limits, monkeypatch
+):
+    monkeypatch.setattr(selectors, "HNSW_MAX_SCAN_TUPLES", 100)
+    with tenant_context(tenant_b):
+        assert len(index_scan(tenant_b, 8)) < 8
+        results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=8, mode="semantic")
+        expected = exact_top(tenant_b, 8)
+    assert [r.chunk_id for r in results] == expected
+
+
+def test_the_exact_query_cannot_use_the_hnsw_index(tenant_b, one_percent):
+    vector = get_embedder().embed([QUERY])[0]
+    chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
+    with tenant_context(tenant_b):
+        force_index_order()
+        exact = selectors.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
+        plan = exact[:5].explain()
+    assert "chunks_embedding_hnsw_idx" not in plan
+
+
 def analyze_chunks() -> None:
     # As autovacuum would: statistics, and the GIN pending list merged into the index.
     with owner_connection(), connection.cursor() as cursor:

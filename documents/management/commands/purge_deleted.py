@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from documents.services import projects_purge_deleted
+from documents.services import documents_sweep_orphan_files, projects_purge_deleted
 
 DEFAULT_DAYS = 30
 
@@ -12,7 +12,8 @@ DEFAULT_DAYS = 30
 class Command(BaseCommand):
     help = (
         "Delete projects soft-deleted more than N days ago, with their versions, agent "
-        "executions and exports, in every tenant. A dry run unless --apply is given."
+        "executions and exports, in every tenant, and the uploaded files no knowledge "
+        "document points to any more. A dry run unless --apply is given."
     )
 
     def add_arguments(self, parser) -> None:
@@ -40,6 +41,15 @@ class Command(BaseCommand):
             self.stdout.write(f"  tenant {slug}: {count} project(s)")
         for label, count in sorted(summary.rows_by_model.items()):
             self.stdout.write(f"  {label}: {count} row(s)")
+        sweep = documents_sweep_orphan_files(dry_run=not apply)
+        self.stdout.write(
+            f"{verb} {sweep.files_deleted} orphaned upload file(s) in "
+            f"{len(sweep.orphan_folders)} folder(s) without a document "
+            f"({sweep.recent_folders_kept} recent folder(s) kept)."
+        )
+        if options["verbosity"] > 1:
+            for folder in sweep.orphan_folders:
+                self.stdout.write(f"  {folder}")
         if not apply:
             self.stdout.write("Dry run: nothing was deleted. Run again with --apply to delete.")
         else:

@@ -13,9 +13,10 @@ from tenancy.models import Tenant
 
 class Command(BaseCommand):
     help = (
-        "Re-embed every chunk of one tenant with the EMBEDDER setting or the embedder given "
-        "by --embedder/--model/--dimension. Each batch commits on its own, so an "
-        "interrupted run can be started again."
+        "Re-embed the chunks of one tenant not yet embedded by the model of the EMBEDDER "
+        "setting or of the embedder given by --embedder/--model/--dimension. Each batch "
+        "commits on its own, and chunks added during the run are re-embedded too; an "
+        "interrupted run started again carries on where it stopped."
     )
 
     def add_arguments(self, parser) -> None:
