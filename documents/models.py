@@ -206,10 +206,16 @@ class DocumentVersion(TenantOwnedModel):
                 when=pgtrigger.Before,
                 operation=pgtrigger.Update,
                 condition=pgtrigger.AnyChange(
-                    "content", "content_sha256", "version", "document_type", "project", "tenant"
+                    "content",
+                    "content_sha256",
+                    "prev_sha256",
+                    "version",
+                    "document_type",
+                    "project",
+                    "tenant",
                 ),
                 func=(
-                    "RAISE EXCEPTION 'document version % is immutable: content, version, "
+                    "RAISE EXCEPTION 'document version % is immutable: content, hashes, version, "
                     "type, project and tenant cannot change', OLD.id "
                     "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
                 ),

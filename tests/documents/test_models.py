@@ -73,6 +73,7 @@ def new_value(field: str, version: DocumentVersion, tenant_b) -> object:
     return {
         "content": "rewritten",
         "content_sha256": sha("rewritten"),
+        "prev_sha256": sha("a forged predecessor"),
         "version": 2,
         "document_type": "plan",
         "tenant_id": tenant_b.pk,
@@ -82,6 +83,7 @@ def new_value(field: str, version: DocumentVersion, tenant_b) -> object:
 IMMUTABLE_FIELDS = [
     "content",
     "content_sha256",
+    "prev_sha256",
     "version",
     "document_type",
     "project_id",
