@@ -25,28 +25,36 @@ from django.core.exceptions import ValidationError
 
 from core.progress import ProgressBar
 
-# Volume options: name -> (default, maximum, help). The maxima stop typos like
-# --chunks 10000000000 from filling the disk; raise them here if a load test needs it.
-VOLUMES: dict[str, tuple[int, int, str]] = {
-    "tenants": (1, 1_000, "tenants to seed (the first one is the demo tenant)"),
-    "projects": (8, 10_000, "projects per tenant (at least 8 cover every status and step)"),
-    "versions": (3, 100, "versions of each document type per project"),
-    "documents": (3, 10_000, "knowledge documents per tenant"),
-    "chunks": (8, 100_000, "chunks per knowledge document"),
-    "executions": (2, 1_000, "agent runs per project"),
+
+@dataclass(frozen=True)
+class Volume:
+    default: int
+    minimum: int
+    maximum: int
+    help: str
+
+
+# The maxima stop typos like --chunks 10000000000 from filling the disk; raise them here
+# if a load test needs it. Every project gets at least one version of each document type,
+# so agent runs and exports always have something to work on.
+VOLUMES: dict[str, Volume] = {
+    "tenants": Volume(1, 1, 1_000, "tenants to seed (the first one is the demo tenant)"),
+    "projects": Volume(8, 0, 10_000, "projects per tenant (8 cover every status and step)"),
+    "versions": Volume(3, 1, 100, "versions of each document type per project"),
+    "documents": Volume(3, 0, 10_000, "knowledge documents per tenant"),
+    "chunks": Volume(8, 0, 100_000, "chunks per knowledge document"),
+    "executions": Volume(2, 0, 1_000, "agent runs per project"),
 }
 
 
 def validate_volumes(volumes: dict[str, int]) -> None:
     errors = {}
     for name, value in volumes.items():
-        _, maximum, _ = VOLUMES[name]
-        if value < 0:
-            errors[name] = f"--{name} must be 0 or more, got {value}."
-        elif value > maximum:
-            errors[name] = f"--{name} must be at most {maximum:,}, got {value:,}."
-    if volumes.get("tenants", 1) < 1:
-        errors["tenants"] = "--tenants must be at least 1 (the demo tenant)."
+        volume = VOLUMES[name]
+        if value < volume.minimum:
+            errors[name] = f"--{name} must be at least {volume.minimum}, got {value}."
+        elif value > volume.maximum:
+            errors[name] = f"--{name} must be at most {volume.maximum:,}, got {value:,}."
     if errors:
         raise ValidationError(errors)
 

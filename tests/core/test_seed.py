@@ -131,9 +131,10 @@ def test_the_same_random_seed_gives_the_same_data():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--projects", "-1"], "--projects must be 0 or more"),
+        (["--projects", "-1"], "--projects must be at least 0"),
         (["--chunks", "999999999"], "--chunks must be at most"),
         (["--tenants", "0"], "--tenants must be at least 1"),
+        (["--versions", "0"], "--versions must be at least 1"),
     ],
 )
 def test_bad_volumes_are_refused(db, args, message):

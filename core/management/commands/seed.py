@@ -42,12 +42,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        for name, (default, maximum, text) in VOLUMES.items():
+        for name, volume in VOLUMES.items():
             parser.add_argument(
                 f"--{name}",
                 type=int,
-                default=default,
-                help=f"{text} (default {default}, at most {maximum:,})",
+                default=volume.default,
+                help=f"{volume.help} (default {volume.default}, "
+                f"{volume.minimum} to {volume.maximum:,})",
             )
         parser.add_argument(
             "--random-seed",
