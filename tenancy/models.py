@@ -27,9 +27,16 @@ class UserManager(BaseUserManager):
         fields.update(is_staff=True, is_superuser=True)
         return self._create(email, password, **fields)
 
+    def with_email(self, email: str) -> models.QuerySet:
+        """Users whose email equals `email` case-insensitively, through users_email_ci_uniq.
+
+        (`email__iexact` compiles to UPPER(), which that lower(email) index cannot serve.)
+        """
+        return self.alias(email_lower=Lower("email")).filter(email_lower=email.strip().lower())
+
     def get_by_natural_key(self, email: str) -> "User":
         # Email is the login and unique case-insensitively.
-        return self.get(email__iexact=email)
+        return self.with_email(email).get()
 
 
 class User(AbstractBaseUser, TimestampedModel):

@@ -19,7 +19,7 @@ def _tenant_slugs(count: int) -> list[tuple[str, str]]:
 
 
 def seed(run: SeedRun) -> None:
-    owner = User.objects.filter(email__iexact=run.owner_email).first()
+    owner = User.objects.with_email(run.owner_email).first()
     if owner is None:
         owner = user_create(
             email=run.owner_email,

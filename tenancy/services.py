@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
@@ -24,15 +24,25 @@ def tenant_create(*, name: str, slug: str, owner: User | None = None, settings=N
 
 
 def membership_set(*, tenant: Tenant, user: User, role: str) -> Membership:
-    """Give `user` the `role` in `tenant`, creating or updating the membership."""
+    """Give `user` the `role` in `tenant`, creating or updating the membership.
+
+    Race-safe: concurrent calls for one (tenant, user) queue on the row lock, and a
+    concurrent first insert is caught by memberships_tenant_user_uniq and retried as an
+    update.
+    """
     with tenant_context(tenant):
-        membership = Membership.objects.filter(tenant=tenant, user=user).first()
-        if membership is None:
-            membership = Membership(tenant=tenant, user=user, role=role)
-            membership.full_clean()
-            membership.save()
-        elif membership.role != role:
-            membership.role = role
-            membership.full_clean()
-            membership.save(update_fields=["role", "updated_at"])
-    return membership
+        membership = Membership(tenant=tenant, user=user, role=role)
+        membership.full_clean(validate_unique=False, validate_constraints=False)
+        existing = Membership.objects.select_for_update().filter(tenant=tenant, user=user)
+        current = existing.first()
+        if current is None:
+            try:
+                with transaction.atomic():
+                    membership.save()
+                return membership
+            except IntegrityError:
+                current = existing.get()  # created meanwhile by a concurrent call
+        if current.role != role:
+            current.role = role
+            current.save(update_fields=["role"])
+    return current
