@@ -52,8 +52,6 @@ class AgentExecution(TenantOwnedModel):
 
     Status = ExecutionStatus
 
-    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
-
     project = models.ForeignKey(
         "documents.Project", on_delete=models.CASCADE, related_name="executions", db_index=False
     )

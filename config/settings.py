@@ -111,7 +111,10 @@ DATABASES = {
 }
 # Credentials of the owner role: used by migrate, flush, test-database creation and
 # the explicit system bypass (core.db.owner_connection), never by requests.
-DATABASE_OWNER = {key: _owner.get(key, "") for key in ("USER", "PASSWORD", "HOST", "PORT")}
+DATABASE_OWNER = {
+    **{key: _owner.get(key, "") for key in ("USER", "PASSWORD", "HOST", "PORT")},
+    "OPTIONS": _owner.get("OPTIONS", {}),
+}
 # Kept apart because the default connection's USER is switched while the owner works.
 DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
 
@@ -160,6 +163,10 @@ EMBEDDER = {
 # Knowledge ingestion: chunk size and overlap, in tokens (runs of non-space characters).
 CHUNK_SIZE_TOKENS = env.int("CHUNK_SIZE_TOKENS", default=200)
 CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)
+# Largest upload accepted as a knowledge document, in bytes.
+DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# A document left in `processing` this long (a worker died) may be processed again.
+DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
 
 LOGGING = {
     "version": 1,

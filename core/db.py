@@ -50,8 +50,15 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     request handling. Re-entrant; a no-op where both roles are the same.
     """
     connection = connections[using]
-    owner = _credentials(settings.DATABASE_OWNER)
-    current = _credentials(connection.settings_dict)
+    current = {
+        **_credentials(connection.settings_dict),
+        "OPTIONS": connection.settings_dict["OPTIONS"],
+    }
+    # The owner URL's own options (sslmode, ...) apply; the pool settings stay.
+    owner = {
+        **_credentials(settings.DATABASE_OWNER),
+        "OPTIONS": {**current["OPTIONS"], **settings.DATABASE_OWNER.get("OPTIONS", {})},
+    }
     if current == owner:
         yield
         return

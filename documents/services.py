@@ -405,9 +405,6 @@ EMBED_BATCH_SIZE = 64
 # Chunks per transaction while re-embedding a tenant.
 REEMBED_BATCH_SIZE = 256
 ERROR_MESSAGE_MAX_LENGTH = 2000
-# Defaults of settings.DOCUMENT_MAX_UPLOAD_BYTES and DOCUMENT_PROCESSING_LEASE_SECONDS.
-DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-DEFAULT_PROCESSING_LEASE_SECONDS = 900
 # Uploaded files live under documents/<tenant_id>/<document_id>/ in the default storage.
 DOCUMENTS_FOLDER = "documents"
 
@@ -426,7 +423,7 @@ def _document_storage_key(tenant_id: uuid.UUID, document_id: uuid.UUID) -> str:
 
 
 def _max_upload_bytes() -> int:
-    return int(getattr(settings, "DOCUMENT_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+    return settings.DOCUMENT_MAX_UPLOAD_BYTES
 
 
 def _too_large(field_name: str, size: int | None, limit: int) -> ValidationError:
@@ -597,10 +594,7 @@ def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[li
 
 
 def _processing_lease() -> timedelta:
-    seconds = getattr(
-        settings, "DOCUMENT_PROCESSING_LEASE_SECONDS", DEFAULT_PROCESSING_LEASE_SECONDS
-    )
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
 
 
 def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
