@@ -2,10 +2,13 @@
 
 The lifecycle (status, timestamps, attempts) belongs to agents.services and its
 triggers: the admin creates executions through execution_create and moves them only
-through the cancel and retry actions. An execution's page shows its run as a step tree
-(agents.selectors.run_tree) and the chunks it retrieved. Sources are a record written by
-execution_record_sources, read-only here; messages are added through message_add (which
-allocates their position) and evaluations through evaluation_record.
+through the cancel and retry actions. A pending execution's input_data and model may be
+corrected; once it has left pending it is a record, read-only. An execution's page shows
+its run as a step tree (agents.selectors.run_tree) and the chunks it retrieved. Sources
+are a record written by execution_record_sources, read-only here; messages are added
+through message_add (which allocates their position) and evaluations through
+evaluation_record. Versions and executions of soft-deleted projects are not offered as
+choices (nor are such projects: documents.admin.ProjectAdmin.limit_choices).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Left
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -43,6 +47,8 @@ from core.admin import (
 from documents.models import Chunk, DocumentVersion
 
 PREVIEW_LENGTH = 80
+# What may still change while an execution is pending; afterwards it is a record.
+EDITABLE_WHILE_PENDING = ("input_data", "model")
 # Columns of a related execution that a changelist showing it never reads.
 EXECUTION_HEAVY_COLUMNS = ("input_data", "output_data", "error_message")
 
@@ -128,20 +134,8 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "parent",
         "idempotency_key",
     )
-    change_readonly_fields = (
-        "tenant",
-        "project",
-        "correlation_id",
-        "parent",
-        "attempt",
-        "retry_count",
-        "status",
-        "idempotency_key",
-        "produced_version",
-        "started_at",
-        "completed_at",
-    )
-    # Styles: templates/admin/agents/agentexecution/change_form.html.
+    # On the change page every column is read-only but, while pending, EDITABLE_WHILE_PENDING
+    # (get_readonly_fields). Styles: templates/admin/agents/agentexecution/change_form.html.
     change_sections = (
         ("Run", ("all_steps_link", "step_tree")),
         ("Retrieved sources", ("sources_table",)),
@@ -155,6 +149,28 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     @admin.display(description="duration")
     def run_duration(self, obj: AgentExecution) -> str:
         return duration_text(obj.duration)
+
+    # Rights -------------------------------------------------------------------------
+
+    def limit_choices(self, queryset):
+        return queryset.filter(project__deleted_at__isnull=True)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.status != AgentExecution.Status.PENDING:
+            return False  # a started or finished execution is a record
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting is not editing: the tenant's editors may, whatever the status.
+        return TenantOwnedAdmin.has_change_permission(self, request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is None:
+            return readonly
+        editable = EDITABLE_WHILE_PENDING if obj.status == AgentExecution.Status.PENDING else ()
+        fixed = [f.name for f in self.model._meta.concrete_fields if f.name not in editable]
+        return (*fixed, *(name for name in readonly if name not in fixed))
 
     # The change page ------------------------------------------------------------------
 
@@ -238,6 +254,17 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         )
 
     # Writes -------------------------------------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only while still pending: a worker may have started it since the page was read.
+        updated = AgentExecution.objects.filter(
+            pk=obj.pk, status=AgentExecution.Status.PENDING
+        ).update(**{name: getattr(obj, name) for name in EDITABLE_WHILE_PENDING})
+        if not updated:
+            raise PermissionDenied("The execution is no longer pending; it cannot be changed.")
 
     def create_object(self, request, obj, form):
         return execution_create(

@@ -60,6 +60,8 @@ CONTENT_EDITOR_ROLES = frozenset({ROLE_OWNER, ROLE_ADMIN, ROLE_EDITOR})
 TENANT_MANAGER_ROLES = frozenset({ROLE_OWNER, ROLE_ADMIN})
 
 TIMESTAMP_FIELDS = ("id", "created_at", "updated_at")
+# Who added a row: always the user who adds it in the admin, never a form's choice.
+CREATOR_FIELD = "created_by"
 
 
 # --- Who may do what -------------------------------------------------------------------
@@ -98,6 +100,18 @@ def has_tenant_role(request: HttpRequest, tenant_id, roles: Collection[str]) -> 
 def is_superuser(request: HttpRequest) -> bool:
     user = request.user
     return user.is_active and user.is_superuser
+
+
+def on_own_pages(request: HttpRequest, opts) -> bool:
+    """Whether the request is one of the model's own admin pages (not another's delete page).
+
+    A delete elsewhere (a project's) asks each admin about the rows it cascades to; this
+    tells such a cascade from a delete of the row itself. Without a resolved URL, assume
+    the row's own pages: the stricter answer.
+    """
+    match = getattr(request, "resolver_match", None)
+    own = f"{opts.app_label}_{opts.model_name}_"
+    return match is None or (match.url_name or "").startswith(own)
 
 
 def is_autocomplete(request: HttpRequest) -> bool:
@@ -214,14 +228,9 @@ class RecordAdminMixin:
         return False
 
     def has_delete_permission(self, request, obj=None):
-        if obj is None or self._on_own_pages(request):
+        if obj is None or on_own_pages(request, self.opts):
             return False
         return has_tenant_role(request, self.tenant_id_of(obj), self.edit_roles)
-
-    def _on_own_pages(self, request: HttpRequest) -> bool:
-        match = getattr(request, "resolver_match", None)
-        own = f"{self.opts.app_label}_{self.opts.model_name}_"
-        return match is None or (match.url_name or "").startswith(own)
 
 
 def vector_summary(dimensions: int | None, head: Iterable[float] | None) -> str:
@@ -347,9 +356,29 @@ class TenantOwnedAdminForm(forms.ModelForm):
 
     The composite foreign keys would refuse it too, but as a database error, not a form
     error. `request` is set by TenantOwnedAdmin.get_form.
+
+    Foreign-key choices are the rows a row may newly point at (TenantOwnedAdmin.
+    foreign_key_choices: no soft-deleted project). A row being changed may keep the one it
+    already points at, so editing a document of a since-deleted project still saves.
     """
 
     request: HttpRequest | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance._state.adding:
+            return
+        for model_field in self.instance._meta.concrete_fields:
+            field = self.fields.get(model_field.name)
+            current = getattr(self.instance, model_field.attname)
+            if (
+                model_field.is_relation
+                and isinstance(field, forms.ModelChoiceField)
+                and current is not None
+            ):
+                related = field.queryset.model
+                kept = related._base_manager.filter(**{field.to_field_name or "pk": current})
+                field.queryset = field.queryset | kept
 
     def clean(self):
         cleaned_data = super().clean()
@@ -381,6 +410,9 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     `restrict_to_tenants` / `has_view_permission` for rows shared by all tenants (a
     template without a tenant). `change_sections` are headed groups of read-only
     displays (admin methods: a diff, a step tree) shown below the row on its change page.
+    `limit_choices` narrows what other rows' foreign keys may point at (form choices and
+    autocomplete), e.g. live projects only. A `created_by` column is read-only and set
+    to the user who adds the row.
     """
 
     form = TenantOwnedAdminForm
@@ -411,10 +443,17 @@ class TenantOwnedAdmin(admin.ModelAdmin):
             else self.model._default_manager
         )
         queryset = manager.get_queryset()
+        if is_autocomplete(request):
+            # Asked for the choices of another row's foreign key.
+            queryset = self.limit_choices(queryset)
         ordering = self.get_ordering(request)
         if ordering:
             queryset = queryset.order_by(*ordering)
         return self.restrict_to_tenants(request, queryset, self.view_roles)
+
+    def limit_choices(self, queryset: QuerySet) -> QuerySet:
+        """The rows of `queryset` that another row's foreign key may newly point at."""
+        return queryset
 
     def restrict_to_tenants(
         self, request: HttpRequest, queryset: QuerySet, roles: Collection[str]
@@ -468,8 +507,13 @@ class TenantOwnedAdmin(admin.ModelAdmin):
 
     # Forms --------------------------------------------------------------------------
 
+    def has_creator(self) -> bool:
+        return any(field.name == CREATOR_FIELD for field in self.model._meta.fields)
+
     def get_readonly_fields(self, request, obj=None):
         readonly = tuple(super().get_readonly_fields(request, obj))
+        if self.has_creator() and CREATOR_FIELD not in readonly:
+            readonly += (CREATOR_FIELD,)
         if obj is not None:
             fixed = (*self.change_readonly_fields, *self._change_section_fields())
             readonly += tuple(f for f in dict.fromkeys(fixed) if f not in readonly)
@@ -490,8 +534,10 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         ]
 
     def get_fields(self, request, obj=None):
-        if obj is None and self.add_fields is not None:
-            return self.add_fields
+        if obj is None:
+            fields = self.add_fields if self.add_fields is not None else super().get_fields(request)
+            # save_model sets it: nothing to ask for or show yet.
+            return [name for name in fields if name != CREATOR_FIELD]
         return super().get_fields(request, obj)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -508,11 +554,15 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     def foreign_key_choices(self, db_field, request) -> QuerySet:
         """What a foreign key may point at: rows of the tenants the user may write in.
 
-        The related model's base manager is used so a row whose parent is hidden by a
-        default manager (a soft-deleted project) still validates.
+        The related model's default manager hides what nothing may newly point at (a
+        soft-deleted project), and its admin's `limit_choices` narrows further (a version
+        of a deleted project); TenantOwnedAdminForm lets a changed row keep its current one.
         """
         related = db_field.related_model
-        queryset = related._base_manager.all()
+        queryset = related._default_manager.all()
+        related_admin = self.admin_site._registry.get(related)
+        if isinstance(related_admin, TenantOwnedAdmin):
+            queryset = related_admin.limit_choices(queryset)
         if is_superuser(request):
             return queryset
         writable = tenants_with_role(request, self.edit_roles)
@@ -531,8 +581,6 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         writable = tenants_with_role(request, self.edit_roles)
         if self.tenant_field != "pk" and len(writable) == 1:
             initial[self.tenant_field] = writable[0]
-        if any(field.name == "created_by" for field in self.model._meta.fields):
-            initial["created_by"] = request.user.pk
         initial.update(super().get_changeform_initial_data(request))
         return initial
 
@@ -549,6 +597,9 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
+        if self.has_creator():
+            # Whoever adds the row, whatever the POST says (the field is read-only).
+            setattr(obj, CREATOR_FIELD, request.user)
         try:
             created = self.create_object(request, obj, form)
         except ValidationError as error:

@@ -2,7 +2,10 @@
 
 Rights: core.admin. New rows go through documents.services, which compute what a form
 should not ask for (version numbers and hash chains, stored files and their checksums,
-validated template placeholders).
+validated template placeholders), attributed to the user who adds them. Versions are
+never changed (but for their metadata and scores) nor deleted on their own; projects are
+soft-deleted, and only a superuser deletes one for good, with its versions. Chunks come
+from ingestion only. Nothing new may point at a soft-deleted project.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import json
 import os
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import F, Func, IntegerField, Value
 from django.db.models.functions import Left
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from pgvector.django import VectorField
@@ -24,13 +28,15 @@ from core.admin import (
     TenantListFilter,
     TenantOwnedAdmin,
     TenantOwnedAdminForm,
+    admin_change_url,
     change_link,
     is_superuser,
+    on_own_pages,
     tenant_roles,
     vector_summary,
 )
 from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
-from documents.selectors import VersionDiff, previous_version, version_diff
+from documents.selectors import VersionDiff, latest_versions, previous_version, version_diff
 from documents.services import (
     document_create,
     document_process,
@@ -77,7 +83,7 @@ class ProjectAdmin(TenantOwnedAdmin):
     )
     list_filter = (ProjectStateFilter, "status", "current_step", TenantListFilter)
     search_fields = ("name",)
-    autocomplete_fields = ("tenant", "created_by")
+    autocomplete_fields = ("tenant",)
     list_select_related = ("tenant", "created_by")
     readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at")
     date_hierarchy = "created_at"
@@ -88,11 +94,19 @@ class ProjectAdmin(TenantOwnedAdmin):
     def is_live(self, obj: Project) -> bool:
         return obj.deleted_at is None
 
+    def limit_choices(self, queryset):
+        # The changelist shows deleted projects (to restore them); nothing new joins one.
+        return queryset.filter(deleted_at__isnull=True)
+
+    def has_delete_permission(self, request, obj=None):
+        # Others soft-delete (the action); deleting for good takes the versions with it.
+        return is_superuser(request)
+
     def create_object(self, request, obj, form):
         return project_create(
             tenant=obj.tenant_id,
             name=obj.name,
-            by=obj.created_by,
+            by=request.user,
             status=obj.status,
             current_step=obj.current_step,
             language=obj.language,
@@ -163,7 +177,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     list_filter = ("document_type", TenantListFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("project__name",)
     uuid_search_fields = ("id", "project_id")
-    autocomplete_fields = ("tenant", "project", "created_by")
+    autocomplete_fields = ("tenant", "project")
     list_select_related = ("project", "tenant")
     list_defer = ("content", "metadata")
     # The version number and the hash chain are computed by document_version_create.
@@ -175,7 +189,6 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "metadata",
         "readability_score",
         "grammar_score",
-        "created_by",
     )
     # Immutable once written (a database trigger refuses changes).
     change_readonly_fields = (
@@ -221,18 +234,40 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         content = diff.as_html() if diff.text else format_html("<p>{}</p>", "Content unchanged.")
         return format_html("{}{}", content, metadata_changes_html(diff))
 
+    def limit_choices(self, queryset):
+        return queryset.filter(project__deleted_at__isnull=True)
+
+    def has_delete_permission(self, request, obj=None):
+        # A version never disappears on its own: only with its project, which only a
+        # superuser deletes (ProjectAdmin), whose confirmation page asks about each one.
+        return not on_own_pages(request, self.opts) and is_superuser(request)
+
     def create_object(self, request, obj, form):
-        # Returns the latest version unchanged when the content is the same.
-        return document_version_create(
+        latest = latest_versions(tenant=obj.tenant_id, project=obj.project).get(obj.document_type)
+        version = document_version_create(
             tenant=obj.tenant_id,
             project=obj.project,
             document_type=obj.document_type,
             content=obj.content,
-            by=obj.created_by,
+            by=request.user,
             metadata=obj.metadata,
             readability_score=obj.readability_score,
             grammar_score=obj.grammar_score,
         )
+        # The same content as the latest version gives that version back: nothing added.
+        request._admin_version_kept = latest is not None and version.pk == latest.pk
+        return version
+
+    def log_addition(self, request, obj, message):
+        if getattr(request, "_admin_version_kept", False):
+            return None
+        return super().log_addition(request, obj, message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(request, "_admin_version_kept", False):
+            self.message_user(request, f"unchanged: version {obj.version} kept", messages.INFO)
+            return HttpResponseRedirect(admin_change_url(DocumentVersion, obj.pk))
+        return super().response_add(request, obj, post_url_continue)
 
 
 class DocumentAddForm(TenantOwnedAdminForm):
@@ -267,12 +302,12 @@ class DocumentAdmin(TenantOwnedAdmin):
     list_filter = ("status", TenantListFilter)
     search_fields = ("title",)
     uuid_search_fields = ("id", "project_id")
-    autocomplete_fields = ("tenant", "project", "created_by")
+    autocomplete_fields = ("tenant", "project")
     list_select_related = ("tenant", "project")
     list_defer = ("metadata", "error_message")
     date_hierarchy = "created_at"
     ordering = ("-id",)
-    add_fields = ("tenant", "project", "file", "title", "metadata", "created_by")
+    add_fields = ("tenant", "project", "file", "title", "metadata")
     # The stored file's description, and the processing state document_process owns.
     change_readonly_fields = (
         "tenant",
@@ -297,7 +332,7 @@ class DocumentAdmin(TenantOwnedAdmin):
             file=form.cleaned_data["file"],
             project=obj.project,
             metadata=obj.metadata,
-            by=obj.created_by,
+            by=request.user,
         )
 
     @admin.action(permissions=["change"], description="Chunk and embed selected documents")
@@ -345,6 +380,19 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     # page shows its dimension and first numbers, computed in SQL.
     exclude = ("embedding",)
     readonly_fields = (*TIMESTAMP_FIELDS, "embedding_summary")
+    # What ingestion wrote describes the document's text and its vector: only notes change.
+    change_readonly_fields = (
+        "tenant",
+        "document",
+        "ordinal",
+        "content",
+        "token_count",
+        "embedding_model",
+    )
+
+    def has_add_permission(self, request):
+        # Chunks come from ingestion (documents.services.document_process).
+        return False
 
     def get_queryset(self, request):
         # Deferred everywhere, so saving a changed chunk does not rewrite its vector.

@@ -4,11 +4,14 @@ Rights (see core.admin): superusers manage everything. A staff member sees the t
 they belong to; owners and admins of a tenant may change it and manage its memberships
 (only an owner may grant, change or remove the owner role). Only superusers manage
 users: a staff member sees their own user row, read-only, and may change their own
-password through the admin's "Change password" page.
+password through the admin's "Change password" page. Memberships are added and their
+roles changed through tenancy.services.membership_set, also from the inlines of a user's
+and a tenant's page.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -54,10 +57,49 @@ class UserChangeAdminForm(UserChangeForm):
         field_classes = {}
 
 
+class MembershipInlineForm(forms.ModelForm):
+    """An inline membership row: its tenant and user are fixed once it exists.
+
+    membership_set keys on (tenant, user), so pointing a row at another user would add a
+    membership rather than move this one: remove the row and add a new one instead.
+    """
+
+    def clean(self):
+        cleaned_data = super().clean()
+        if not self.instance._state.adding:
+            for name in ("tenant", "user"):
+                if name in self.changed_data:
+                    self.add_error(name, "Remove this membership and add a new one instead.")
+        return cleaned_data
+
+
+def save_membership_formset(formset) -> None:
+    """Save a membership inline: adds and role changes go through membership_set.
+
+    Removals delete the row (tenancy.services has no removal service).
+    """
+    memberships = formset.save(commit=False)  # also fills new/changed/deleted_objects
+    for membership in formset.deleted_objects:
+        membership.delete()
+    for membership in memberships:
+        membership_set(tenant=membership.tenant, user=membership.user, role=membership.role)
+
+
+class MembershipInlineSaving:
+    """For a ModelAdmin with a membership inline: saves it through save_membership_formset."""
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Membership:
+            save_membership_formset(formset)
+        else:
+            super().save_formset(request, form, formset, change)
+
+
 class UserMembershipInline(admin.TabularInline):
     """A user's memberships; the inline's rights come from User.has_perm (superusers)."""
 
     model = Membership
+    form = MembershipInlineForm
     fk_name = "user"
     extra = 0
     autocomplete_fields = ("tenant",)
@@ -65,7 +107,7 @@ class UserMembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(MembershipInlineSaving, DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("id", "email", "password")}),
         ("Profile", {"fields": ("name", "profile_data")}),
@@ -149,6 +191,7 @@ class TenantMembershipInline(admin.TabularInline):
     """A tenant's members; superusers only (User.has_perm), others use the Membership admin."""
 
     model = Membership
+    form = MembershipInlineForm
     fk_name = "tenant"
     extra = 0
     autocomplete_fields = ("user",)
@@ -156,7 +199,7 @@ class TenantMembershipInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(TenantOwnedAdmin):
+class TenantAdmin(MembershipInlineSaving, TenantOwnedAdmin):
     tenant_field = "pk"
     edit_roles = TENANT_MANAGER_ROLES
     change_readonly_fields = ()
@@ -228,6 +271,13 @@ class MembershipAdmin(TenantOwnedAdmin):
 
     def create_object(self, request, obj, form):
         return membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            # The role is all that changes here (tenant and user are read-only).
+            membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
+        else:
+            super().save_model(request, obj, form, change)
 
     def foreign_key_choices(self, db_field, request):
         if db_field.name == "user":

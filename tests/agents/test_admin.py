@@ -1,18 +1,25 @@
 """The agents admin: an execution's step tree and sources, run filters, read-only sources,
-messages and evaluations added through the services.
+messages and evaluations added through the services, executions read-only once started,
+and live projects only as choices.
 
 Requests go through the tenant middleware (not wrapped in tenant_context); rows are made
 through the services, documents in a temporary storage.
 """
 
 import pytest
+from django.contrib import admin
 from django.urls import reverse
 
 from agents import services
 from agents.admin import AgentTypeFilter, duration_text
 from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
 from documents.models import Chunk
-from documents.services import document_ingest, document_version_create, project_create
+from documents.services import (
+    document_ingest,
+    document_version_create,
+    project_create,
+    project_soft_delete,
+)
 from tenancy.context import tenant_context
 from tests.conftest import make_member
 
@@ -377,3 +384,135 @@ def test_a_viewer_cannot_add_messages(client, tenant_a, project):
     viewer = make_member(tenant_a, "vera@example.com", role="viewer", is_staff=True)
     response = logged_in(client, viewer).get(admin_url(ConversationMessage, "add"))
     assert response.status_code == 403
+
+
+# --- A started or finished execution is a record ------------------------------------------
+
+EXECUTION_EDIT = {
+    "agent_type": "saboteur",
+    "model": "gpt-x",
+    "input_data": '{"goal": "changed"}',
+    "output_data": '{"answer": "forged"}',
+    "error_type": "Forged",
+    "error_message": "forged",
+    "prompt_tokens": 1,
+    "completion_tokens": 1,
+    "cost_usd": "99",
+    "idempotency_key": "forged",
+}
+
+
+def stored(execution: AgentExecution) -> AgentExecution:
+    with tenant_context(execution.tenant_id):
+        return AgentExecution.objects.get(pk=execution.pk)
+
+
+@pytest.mark.parametrize("name", ["retry", "writer", "root"])  # succeeded, failed, running
+def test_an_execution_that_left_pending_is_read_only(client, alice, run, name):
+    execution = stored(run[name])
+    client = logged_in(client, alice)
+    url = admin_url(AgentExecution, "change", execution.pk)
+    page = client.get(url)
+    assert page.status_code == 200
+    assert not page.context["has_change_permission"]
+    assert not page.context["adminform"].form.fields
+    assert client.post(url, EXECUTION_EDIT).status_code == 403
+    after = stored(execution)
+    fields = [f.attname for f in AgentExecution._meta.concrete_fields]
+    assert [getattr(after, f) for f in fields] == [getattr(execution, f) for f in fields]
+
+
+def test_every_field_of_a_finished_execution_is_read_only(rf, alice, run):
+    model_admin = admin.site._registry[AgentExecution]
+    readonly = model_admin.get_readonly_fields(rf.get("/"), stored(run["retry"]))
+    assert {f.name for f in AgentExecution._meta.concrete_fields} <= set(readonly)
+
+
+def test_a_pending_execution_changes_only_its_input_and_model(client, alice, other_run):
+    client = logged_in(client, alice)
+    url = admin_url(AgentExecution, "change", other_run.pk)
+    assert set(client.get(url).context["adminform"].form.fields) == {"input_data", "model"}
+    response = client.post(url, EXECUTION_EDIT)
+    assert response.status_code == 302
+    after = stored(other_run)
+    assert (after.input_data, after.model) == ({"goal": "changed"}, "gpt-x")
+    assert (after.agent_type, after.output_data, after.error_type) == ("planner", {}, "")
+    assert (after.prompt_tokens, after.cost_usd, after.idempotency_key) == (0, 0, None)
+    assert after.status == AgentExecution.Status.PENDING
+
+
+def test_a_finished_execution_may_still_be_deleted_by_an_editor(client, alice, run):
+    response = logged_in(client, alice).get(admin_url(AgentExecution, "delete", run["retry"].pk))
+    assert response.status_code == 200
+
+
+# --- Nothing new points at a soft-deleted project -------------------------------------------
+
+
+@pytest.fixture
+def deleted_run(tenant_a, alice) -> dict:
+    """A project with a version and an execution, then soft-deleted."""
+    project = project_create(tenant=tenant_a, name="Cancelled", by=alice)
+    version = document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="Never flown"
+    )
+    execution = services.execution_create(tenant=tenant_a, project=project, agent_type="writer")
+    project_soft_delete(tenant=tenant_a, project=project)
+    return {"project": project, "version": version, "execution": execution}
+
+
+def choices(client, model, field: str, tenant) -> set:
+    response = client.get(admin_url(model, "add"))
+    queryset = response.context["adminform"].form.fields[field].queryset
+    with tenant_context(tenant):
+        return set(queryset.values_list("pk", flat=True))
+
+
+def autocomplete(client, model, field: str) -> set:
+    response = client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "agents", "model_name": model._meta.model_name, "field_name": field},
+    )
+    assert response.status_code == 200
+    return {result["id"] for result in response.json()["results"]}
+
+
+@pytest.mark.parametrize("model", [AgentExecution, ConversationMessage])
+def test_project_choices_leave_out_deleted_projects(
+    client, alice, tenant_a, project, deleted_run, model
+):
+    client = logged_in(client, alice)
+    assert choices(client, model, "project", tenant_a) == {project.pk}
+    assert autocomplete(client, model, "project") == {str(project.pk)}
+
+
+def test_evaluation_targets_leave_out_deleted_projects(client, alice, tenant_a, run, deleted_run):
+    client = logged_in(client, alice)
+    assert choices(client, EvaluationRun, "document_version", tenant_a) == {run["version"].pk}
+    executions = choices(client, EvaluationRun, "execution", tenant_a)
+    assert deleted_run["execution"].pk not in executions
+    assert run["retry"].pk in executions
+    assert autocomplete(client, EvaluationRun, "document_version") == {str(run["version"].pk)}
+    assert str(deleted_run["execution"].pk) not in autocomplete(client, EvaluationRun, "execution")
+
+
+def test_an_execution_cannot_be_added_to_a_deleted_project(client, superuser, deleted_run):
+    project = deleted_run["project"]
+    response = logged_in(client, superuser).post(
+        admin_url(AgentExecution, "add"),
+        {"tenant": project.tenant_id, "project": project.pk, "agent_type": "x", "input_data": "{}"},
+    )
+    assert response.status_code == 200
+    assert "project" in response.context["adminform"].form.errors
+    with tenant_context(project.tenant_id):
+        assert not AgentExecution.objects.filter(agent_type="x").exists()
+
+
+def test_an_evaluation_of_a_deleted_projects_version_is_refused(client, alice, deleted_run):
+    version = deleted_run["version"]
+    response = logged_in(client, alice).post(
+        admin_url(EvaluationRun, "add"),
+        {"tenant": version.tenant_id, "document_version": version.pk, "score": 1, "metrics": "{}"},
+    )
+    assert response.status_code == 200
+    assert "document_version" in response.context["adminform"].form.errors

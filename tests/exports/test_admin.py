@@ -1,4 +1,4 @@
-"""The exports admin: status, expiry, size and a counted download of the file.
+"""The exports admin: status, expiry, size, a counted download of the file, and adding one.
 
 Requests go through the tenant middleware, whose transaction the download count commits
 with; rows are made through the services, files in a temporary storage.
@@ -12,7 +12,7 @@ from django.core.files.storage import storages
 from django.urls import reverse
 from django.utils import timezone
 
-from documents.services import document_version_create, project_create
+from documents.services import document_version_create, project_create, project_soft_delete
 from exports.models import Export
 from exports.services import export_create
 from tenancy.context import tenant_context
@@ -124,13 +124,25 @@ def test_an_expired_export_is_refused(client, alice, completed):
         Export.objects.filter(pk=completed.pk).update(
             expires_at=timezone.now() - timedelta(minutes=1)
         )
-    response = logged_in(client, alice).get(admin_url("download", completed.pk))
+    # The admin does not judge expiry itself: the link stays until the purge expires
+    # the row, and export_download (the one rule, on the database's clock) refuses it.
+    page = logged_in(client, alice).get(admin_url("changelist")).content.decode()
+    assert admin_url("download", completed.pk) in page
+    response = client.get(admin_url("download", completed.pk))
     assert response.status_code == 302
     assert response.url == admin_url("change", completed.pk)
     assert any("expired" in message for message in error_messages(response))
     assert download_count(completed) == 0
-    page = client.get(admin_url("changelist")).content.decode()
-    assert admin_url("download", completed.pk) not in page
+
+
+@pytest.mark.parametrize("status", ["failed", "expired"])
+def test_only_a_completed_export_has_a_download_link(client, alice, completed, status):
+    with tenant_context(completed.tenant_id):
+        Export.objects.filter(pk=completed.pk).update(status=status)
+    client = logged_in(client, alice)
+    for view, args in (("changelist", ()), ("change", (completed.pk,))):
+        page = client.get(admin_url(view, *args)).content.decode()
+        assert admin_url("download", completed.pk) not in page
 
 
 def test_a_pending_export_is_refused(client, alice, pending):
@@ -166,3 +178,44 @@ def test_anonymous_users_are_sent_to_the_login(client, completed):
     response = client.get(admin_url("download", completed.pk))
     assert response.status_code == 302
     assert reverse("admin:login") in response.url
+
+
+# --- Adding an export ---------------------------------------------------------------------
+
+
+def test_an_export_is_attributed_to_whoever_adds_it(
+    client, tenant_a, alice, project, export_storage
+):
+    editor = make_member(tenant_a, "eddie@example.com", role="editor", is_staff=True)
+    client = logged_in(client, editor)
+    assert "created_by" not in client.get(admin_url("add")).context["adminform"].form.fields
+    response = client.post(
+        admin_url("add"),
+        {
+            "tenant": tenant_a.pk,
+            "project": project.pk,
+            "format": "markdown",
+            "created_by": alice.pk,
+        },
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        export = Export.objects.get(project=project)
+    assert export.created_by_id == editor.pk
+    page = client.get(admin_url("change", export.pk))
+    assert "created_by" not in page.context["adminform"].form.fields
+
+
+def test_a_deleted_project_is_not_offered_for_export(client, tenant_a, alice, project):
+    project_soft_delete(tenant=tenant_a, project=project)
+    client = logged_in(client, alice)
+    choices = client.get(admin_url("add")).context["adminform"].form.fields["project"].queryset
+    with tenant_context(tenant_a):
+        assert not choices.exists()
+    response = client.post(
+        admin_url("add"), {"tenant": tenant_a.pk, "project": project.pk, "format": "markdown"}
+    )
+    assert response.status_code == 200
+    assert "project" in response.context["adminform"].form.errors
+    with tenant_context(tenant_a):
+        assert not Export.objects.exists()

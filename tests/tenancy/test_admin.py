@@ -13,8 +13,10 @@ from agents.models import AgentExecution
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
+from tenancy import admin as tenancy_admin
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
+from tenancy.services import membership_set
 from tests.conftest import make_member
 
 REFUSED = (403, 404)
@@ -284,18 +286,34 @@ def test_editor_cannot_write_where_they_only_view(client, tenant_a, tenant_b, ro
         assert not Project.objects.filter(name="Sneaky").exists()
 
 
-def test_bulk_delete_refuses_rows_the_user_only_views(client, tenant_a, tenant_b, rows_b):
+def test_soft_delete_skips_rows_the_user_only_views(client, tenant_a, tenant_b, rows_a, rows_b):
     editor = member(tenant_a, "eddie@example.com", "editor")
     with tenant_context(tenant_b):
         Membership.objects.create(tenant=tenant_b, user=editor, role="viewer")
-    project = rows_b[Project]
+    selected = [rows_a[Project].pk, rows_b[Project].pk]
     response = logged_in(client, editor).post(
+        admin_url(Project, "changelist"), {"action": "soft_delete", "_selected_action": selected}
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a, tenant_b):
+        deleted = Project.all_objects.filter(pk__in=selected, deleted_at__isnull=False)
+        assert list(deleted.values_list("pk", flat=True)) == [rows_a[Project].pk]
+
+
+def test_only_superusers_hard_delete_projects(client, tenant_a, alice, superuser, rows_a):
+    project = rows_a[Project]
+    client = logged_in(client, alice)
+    assert client.get(admin_url(Project, "delete", project.pk)).status_code == 403
+    client.post(
         admin_url(Project, "changelist"),
         {"action": "delete_selected", "_selected_action": [project.pk], "post": "yes"},
     )
-    assert response.status_code == 403
-    with tenant_context(tenant_b):
+    with tenant_context(tenant_a):
         assert Project.all_objects.filter(pk=project.pk).exists()
+    client = logged_in(client, superuser)
+    assert client.post(admin_url(Project, "delete", project.pk), {"post": "yes"}).status_code == 302
+    with tenant_context(tenant_a):
+        assert not Project.all_objects.filter(pk=project.pk).exists()
 
 
 def test_version_content_is_read_only_on_change(client, tenant_a, rows_a):
@@ -397,3 +415,145 @@ def test_staff_cannot_add_users(client, alice):
 
 def test_superuser_manages_users(client, superuser, alice, bob):
     assert set(listed(logged_in(client, superuser), User)) == {superuser.pk, alice.pk, bob.pk}
+
+
+# --- Memberships are written through membership_set ---------------------------------------
+
+
+@pytest.fixture
+def service_calls(monkeypatch) -> list[tuple]:
+    """Records each call of membership_set by the admin, which still runs the real one."""
+    calls = []
+
+    def recording(*, tenant, user, role):
+        calls.append((tenant.pk, user.pk, role))
+        return membership_set(tenant=tenant, user=user, role=role)
+
+    monkeypatch.setattr(tenancy_admin, "membership_set", recording)
+    return calls
+
+
+def membership_of(tenant, user) -> Membership | None:
+    with tenant_context(tenant):
+        return Membership.objects.filter(tenant=tenant, user=user).first()
+
+
+def inline_post(client, url: str, fields: dict, rows: list[dict]) -> object:
+    """POST a change form with its one membership inline holding `rows` (existing first)."""
+    formset = client.get(url).context["inline_admin_formsets"][0].formset
+    prefix = formset.prefix
+    data = {
+        **fields,
+        f"{prefix}-TOTAL_FORMS": len(rows),
+        f"{prefix}-INITIAL_FORMS": len(formset.initial_forms),
+        f"{prefix}-MIN_NUM_FORMS": 0,
+        f"{prefix}-MAX_NUM_FORMS": 1000,
+    }
+    for index, row in enumerate(rows):
+        data.update({f"{prefix}-{index}-{name}": value for name, value in row.items()})
+    return client.post(url, data)
+
+
+TENANT_A_FIELDS = {"name": "Tenant A", "slug": "tenant-a", "settings": "{}", "is_active": "on"}
+
+
+def test_tenant_inline_adds_a_member_through_the_service(
+    client, superuser, tenant_a, alice, bob, service_calls
+):
+    owner = membership_of(tenant_a, alice)
+    response = inline_post(
+        logged_in(client, superuser),
+        admin_url(Tenant, "change", tenant_a.pk),
+        TENANT_A_FIELDS,
+        [
+            {"id": owner.pk, "user": alice.pk, "role": "owner"},
+            {"user": bob.pk, "role": "editor"},
+        ],
+    )
+    assert response.status_code == 302
+    assert service_calls == [(tenant_a.pk, bob.pk, "editor")]
+    assert membership_of(tenant_a, bob).role == "editor"
+
+
+def test_tenant_inline_changes_a_role_through_the_service(
+    client, superuser, tenant_a, alice, service_calls
+):
+    owner = membership_of(tenant_a, alice)
+    response = inline_post(
+        logged_in(client, superuser),
+        admin_url(Tenant, "change", tenant_a.pk),
+        TENANT_A_FIELDS,
+        [{"id": owner.pk, "user": alice.pk, "role": "admin"}],
+    )
+    assert response.status_code == 302
+    assert service_calls == [(tenant_a.pk, alice.pk, "admin")]
+    assert membership_of(tenant_a, alice).pk == owner.pk
+    assert membership_of(tenant_a, alice).role == "admin"
+
+
+def test_tenant_inline_cannot_move_a_membership_to_another_user(
+    client, superuser, tenant_a, alice, bob, service_calls
+):
+    owner = membership_of(tenant_a, alice)
+    response = inline_post(
+        logged_in(client, superuser),
+        admin_url(Tenant, "change", tenant_a.pk),
+        TENANT_A_FIELDS,
+        [{"id": owner.pk, "user": bob.pk, "role": "owner"}],
+    )
+    assert response.status_code == 200
+    (formset,) = [inline.formset for inline in response.context["inline_admin_formsets"]]
+    assert formset.errors[0]["user"] == ["Remove this membership and add a new one instead."]
+    assert service_calls == []
+    assert membership_of(tenant_a, alice).role == "owner"
+    assert membership_of(tenant_a, bob) is None
+
+
+def test_tenant_inline_removes_a_member(client, superuser, tenant_a, alice, bob):
+    with tenant_context(tenant_a):
+        editor = Membership.objects.create(tenant=tenant_a, user=bob, role="editor")
+    owner = membership_of(tenant_a, alice)
+    response = inline_post(
+        logged_in(client, superuser),
+        admin_url(Tenant, "change", tenant_a.pk),
+        TENANT_A_FIELDS,
+        [
+            {"id": owner.pk, "user": alice.pk, "role": "owner"},
+            {"id": editor.pk, "user": bob.pk, "role": "editor", "DELETE": "on"},
+        ],
+    )
+    assert response.status_code == 302
+    assert membership_of(tenant_a, bob) is None
+    assert membership_of(tenant_a, alice).role == "owner"
+
+
+def test_user_inline_adds_a_membership_through_the_service(
+    client, superuser, tenant_a, tenant_b, alice, service_calls
+):
+    owner = membership_of(tenant_a, alice)
+    response = inline_post(
+        logged_in(client, superuser),
+        admin_url(User, "change", alice.pk),
+        {"email": alice.email, "name": alice.name, "profile_data": "{}", "is_active": "on"},
+        [
+            {"id": owner.pk, "tenant": tenant_a.pk, "role": "owner"},
+            {"tenant": tenant_b.pk, "role": "viewer"},
+        ],
+    )
+    assert response.status_code == 302
+    assert service_calls == [(tenant_b.pk, alice.pk, "viewer")]
+    assert membership_of(tenant_b, alice).role == "viewer"
+
+
+def test_membership_admin_changes_a_role_through_the_service(
+    client, tenant_a, rows_a, service_calls
+):
+    admin_user = member(tenant_a, "ada@example.com", "admin")
+    editor = member(tenant_a, "eddie@example.com", "editor")
+    membership = membership_of(tenant_a, editor)
+    response = logged_in(client, admin_user).post(
+        admin_url(Membership, "change", membership.pk), {"role": "viewer"}
+    )
+    assert response.status_code == 302
+    assert service_calls == [(tenant_a.pk, editor.pk, "viewer")]
+    assert membership_of(tenant_a, editor).role == "viewer"
