@@ -163,7 +163,7 @@ class UserAdmin(MembershipInlineSaving, DjangoUserAdmin):
             and term
             and tenants_with_role(request, TENANT_MANAGER_ROLES)
         ):
-            visible |= Q(email__iexact=term)
+            visible |= Q(pk__in=User.objects.with_email(term).values("pk"))
         return visible
 
     def get_object(self, request, object_id, from_field=None):
