@@ -21,24 +21,8 @@ from documents.services import (
     project_soft_delete,
 )
 from tenancy.context import tenant_context
+from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
 from tests.conftest import make_member
-
-REFUSED = (403, 404)
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
-
-
-def listed(client, model, **params) -> list:
-    response = client.get(admin_url(model, "changelist"), params)
-    assert response.status_code == 200
-    return [row.pk for row in response.context["cl"].result_list]
 
 
 @pytest.fixture

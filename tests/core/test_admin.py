@@ -33,6 +33,7 @@ from documents.services import project_template_create
 from exports.models import Export
 from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
+from tests.admin_helpers import admin_url
 
 # Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
 VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
@@ -59,10 +60,6 @@ ADMIN_MODELS = project_models()
 NOT_ADDABLE = {ExecutionSource, Chunk}
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [Chunk, DocumentVersion, AgentExecution, ExecutionSource, ConversationMessage]
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 def make_rows(tenant: Tenant, user: User, label: str) -> dict:

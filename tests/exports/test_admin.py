@@ -16,16 +16,8 @@ from documents.services import document_version_create, project_create, project_
 from exports.models import Export
 from exports.services import export_create
 from tenancy.context import tenant_context
+from tests.admin_helpers import admin_url, logged_in
 from tests.conftest import make_member
-
-
-def admin_url(view: str, *args) -> str:
-    return reverse(f"admin:exports_export_{view}", args=args)
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -80,20 +72,20 @@ def error_messages(response) -> list[str]:
 
 
 def test_changelist_shows_size_expiry_and_a_download_link(client, alice, completed, pending):
-    page = logged_in(client, alice).get(admin_url("changelist")).content.decode()
-    download = admin_url("download", completed.pk)
+    page = logged_in(client, alice).get(admin_url(Export, "changelist")).content.decode()
+    download = admin_url(Export, "download", completed.pk)
     assert f'<a href="{download}">Download</a>' in page
-    assert admin_url("download", pending.pk) not in page
+    assert admin_url(Export, "download", pending.pk) not in page
     assert f"{completed.size_bytes}\xa0bytes" in page
 
 
 def test_change_page_has_the_download_link(client, alice, completed):
-    page = logged_in(client, alice).get(admin_url("change", completed.pk)).content.decode()
-    assert f'<a href="{admin_url("download", completed.pk)}">Download</a>' in page
+    page = logged_in(client, alice).get(admin_url(Export, "change", completed.pk)).content.decode()
+    assert f'<a href="{admin_url(Export, "download", completed.pk)}">Download</a>' in page
 
 
 def test_alice_downloads_a_completed_export(client, alice, completed, export_storage):
-    response = logged_in(client, alice).get(admin_url("download", completed.pk))
+    response = logged_in(client, alice).get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 200
     disposition = response["Content-Disposition"]
     assert disposition.startswith("attachment;")
@@ -108,13 +100,13 @@ def test_alice_downloads_a_completed_export(client, alice, completed, export_sto
 def test_each_download_is_counted(client, alice, completed):
     client = logged_in(client, alice)
     for _ in range(2):
-        body(client.get(admin_url("download", completed.pk)))
+        body(client.get(admin_url(Export, "download", completed.pk)))
     assert download_count(completed) == 2
 
 
 def test_a_viewer_may_download(client, tenant_a, completed):
     viewer = make_member(tenant_a, "vera@example.com", role="viewer", is_staff=True)
-    response = logged_in(client, viewer).get(admin_url("download", completed.pk))
+    response = logged_in(client, viewer).get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 200
     assert body(response)
 
@@ -126,11 +118,11 @@ def test_an_expired_export_is_refused(client, alice, completed):
         )
     # The admin does not judge expiry itself: the link stays until the purge expires
     # the row, and export_download (the one rule, on the database's clock) refuses it.
-    page = logged_in(client, alice).get(admin_url("changelist")).content.decode()
-    assert admin_url("download", completed.pk) in page
-    response = client.get(admin_url("download", completed.pk))
+    page = logged_in(client, alice).get(admin_url(Export, "changelist")).content.decode()
+    assert admin_url(Export, "download", completed.pk) in page
+    response = client.get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 302
-    assert response.url == admin_url("change", completed.pk)
+    assert response.url == admin_url(Export, "change", completed.pk)
     assert any("expired" in message for message in error_messages(response))
     assert download_count(completed) == 0
 
@@ -141,41 +133,46 @@ def test_only_a_completed_export_has_a_download_link(client, alice, completed, s
         Export.objects.filter(pk=completed.pk).update(status=status)
     client = logged_in(client, alice)
     for view, args in (("changelist", ()), ("change", (completed.pk,))):
-        page = client.get(admin_url(view, *args)).content.decode()
-        assert admin_url("download", completed.pk) not in page
+        page = client.get(admin_url(Export, view, *args)).content.decode()
+        assert admin_url(Export, "download", completed.pk) not in page
 
 
 def test_a_pending_export_is_refused(client, alice, pending):
-    response = logged_in(client, alice).get(admin_url("download", pending.pk))
+    response = logged_in(client, alice).get(admin_url(Export, "download", pending.pk))
     assert response.status_code == 302
-    assert response.url == admin_url("change", pending.pk)
+    assert response.url == admin_url(Export, "change", pending.pk)
     assert any("pending" in message for message in error_messages(response))
     assert download_count(pending) == 0
 
 
 def test_bob_gets_404_for_alices_export(client, bob, completed):
-    response = logged_in(client, bob).get(admin_url("download", completed.pk))
+    response = logged_in(client, bob).get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 404
     assert download_count(completed) == 0
 
 
 def test_charlie_gets_404(client, charlie, completed):
-    assert logged_in(client, charlie).get(admin_url("download", completed.pk)).status_code == 404
+    assert (
+        logged_in(client, charlie).get(admin_url(Export, "download", completed.pk)).status_code
+        == 404
+    )
 
 
 def test_an_unknown_id_is_404(client, alice, completed):
-    assert logged_in(client, alice).get(admin_url("download", "not-an-id")).status_code == 404
+    assert (
+        logged_in(client, alice).get(admin_url(Export, "download", "not-an-id")).status_code == 404
+    )
 
 
 def test_a_missing_file_is_404_and_not_counted(client, alice, completed, export_storage):
     export_storage.delete(completed.storage_key)
-    response = logged_in(client, alice).get(admin_url("download", completed.pk))
+    response = logged_in(client, alice).get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 404
     assert download_count(completed) == 0
 
 
 def test_anonymous_users_are_sent_to_the_login(client, completed):
-    response = client.get(admin_url("download", completed.pk))
+    response = client.get(admin_url(Export, "download", completed.pk))
     assert response.status_code == 302
     assert reverse("admin:login") in response.url
 
@@ -188,9 +185,9 @@ def test_an_export_is_attributed_to_whoever_adds_it(
 ):
     editor = make_member(tenant_a, "eddie@example.com", role="editor", is_staff=True)
     client = logged_in(client, editor)
-    assert "created_by" not in client.get(admin_url("add")).context["adminform"].form.fields
+    assert "created_by" not in client.get(admin_url(Export, "add")).context["adminform"].form.fields
     response = client.post(
-        admin_url("add"),
+        admin_url(Export, "add"),
         {
             "tenant": tenant_a.pk,
             "project": project.pk,
@@ -202,18 +199,21 @@ def test_an_export_is_attributed_to_whoever_adds_it(
     with tenant_context(tenant_a):
         export = Export.objects.get(project=project)
     assert export.created_by_id == editor.pk
-    page = client.get(admin_url("change", export.pk))
+    page = client.get(admin_url(Export, "change", export.pk))
     assert "created_by" not in page.context["adminform"].form.fields
 
 
 def test_a_deleted_project_is_not_offered_for_export(client, tenant_a, alice, project):
     project_soft_delete(tenant=tenant_a, project=project)
     client = logged_in(client, alice)
-    choices = client.get(admin_url("add")).context["adminform"].form.fields["project"].queryset
+    choices = (
+        client.get(admin_url(Export, "add")).context["adminform"].form.fields["project"].queryset
+    )
     with tenant_context(tenant_a):
         assert not choices.exists()
     response = client.post(
-        admin_url("add"), {"tenant": tenant_a.pk, "project": project.pk, "format": "markdown"}
+        admin_url(Export, "add"),
+        {"tenant": tenant_a.pk, "project": project.pk, "format": "markdown"},
     )
     assert response.status_code == 200
     assert "project" in response.context["adminform"].form.errors

@@ -17,14 +17,10 @@ from tenancy import admin as tenancy_admin
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
 from tenancy.services import membership_set
+from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
 from tests.conftest import make_member
 
-REFUSED = (403, 404)
 TENANT_OWNED = [Membership, Project, DocumentVersion, Document, Chunk, AgentExecution, Export]
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 def make_rows(tenant: Tenant, label: str) -> dict:
@@ -76,17 +72,6 @@ def rows_b(tenant_b, bob) -> dict:
 
 def member(tenant, email: str, role: str) -> User:
     return make_member(tenant, email, role=role, is_staff=True)
-
-
-def logged_in(client, user):
-    client.force_login(user)
-    return client
-
-
-def listed(client, model, **params) -> list:
-    response = client.get(admin_url(model, "changelist"), params)
-    assert response.status_code == 200
-    return [row.pk for row in response.context["cl"].result_list]
 
 
 def project_form(name: str) -> dict:
