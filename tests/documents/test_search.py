@@ -346,3 +346,44 @@ def test_search_vector_is_a_generated_column_under_a_gin_index(db):
         [index] = cursor.fetchone()
     assert "to_tsvector('english'::regconfig" in expression
     assert "USING gin (search_vector)" in index
+
+
+def test_a_large_candidate_set_is_searched_through_the_hnsw_index(tenant_a, monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    bulk_chunks(tenant_a, 30, seed=3)
+    monkeypatch.setattr(selectors, "_index_threshold", lambda limit: 10)
+    with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
+        results = selectors.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode="semantic")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('enable_sort')")
+            # Sorting is off for the one kNN query only, not for the caller's transaction.
+            assert cursor.fetchone()[0] == "on"
+    assert len(results) == 5
+    sqls = [q["sql"] for q in queries]
+    knn = next(i for i, sql in enumerate(sqls) if "<=>" in sql and "LIMIT" in sql)
+    # Sorting is off for exactly that query, so its plan is the ordered HNSW index scan
+    # (tests/tenancy/test_rls.py shows that plan under row-level security).
+    assert "set_config('enable_sort', 'off', true)" in sqls[knn - 1]
+    assert "set_config('enable_sort'" in sqls[knn + 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_index_threshold_grows_with_k_and_the_table(tenant_a, monkeypatch):
+    bulk_chunks(tenant_a, 200, seed=4)
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE chunks")
+    with tenant_context(tenant_a):
+        assert selectors._index_threshold(10) is None  # a small table: the planner decides
+        monkeypatch.setattr(selectors, "INDEX_HINT_MIN_TABLE_ROWS", 100)
+        small, large = selectors._index_threshold(10), selectors._index_threshold(1000)
+    # sqrt(6 * limit * 200 chunks)
+    assert (small, large) == (109, 1095)
+
+
+def test_a_small_candidate_set_is_sorted_exactly(tenant_a, corpus):
+    from django.test.utils import CaptureQueriesContext
+
+    with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
+        selectors.chunk_search(tenant=tenant_a, query="vector search", k=3, mode="semantic")
+    assert not any("enable_sort" in q["sql"] for q in queries)
