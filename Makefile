@@ -11,9 +11,6 @@ INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-# Development defaults; a real deployment sets its own environment (see .env.example).
-export DJANGO_DEBUG ?= true
-
 .PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench db-stop clean
 
 install: $(INSTALLED)

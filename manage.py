@@ -5,6 +5,11 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # manage.py is the developer's entry point: development settings unless the
+    # environment says otherwise (docker-compose and deployments set DJANGO_DEBUG=false).
+    # The servers' entry points, config/wsgi.py and asgi.py, keep the production default,
+    # so a deployment without SECRET_KEY still refuses to start.
+    os.environ.setdefault("DJANGO_DEBUG", "true")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
