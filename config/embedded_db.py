@@ -72,6 +72,14 @@ class EmbeddedServer:
     pgdata: Path
 
 
+@contextmanager
+def _quiet_platformdirs() -> Iterator[None]:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _bin_path() -> Path:
     try:
         with _quiet_platformdirs():
@@ -83,14 +91,6 @@ def _bin_path() -> Path:
             f"pip install -e '.[dev]') to get the {PACKAGE} wheel."
         ) from error
     return POSTGRES_BIN_PATH
-
-
-@contextmanager
-def _quiet_platformdirs() -> Iterator[None]:
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _system_user() -> str | None:
@@ -238,7 +238,8 @@ def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
         "'Your own PostgreSQL')."
     )
     try:
-        with _connect(socket_dir, dbname) as conn:
+        with _connect(socket_dir, dbname) as conn, conn.transaction(force_rollback=True):
+            # Rolled back: the check leaves no extension behind in that database.
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             wrong = vector_work.run(conn.cursor())
     except psycopg.OperationalError as error:

@@ -102,31 +102,33 @@ else:
     _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
     _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
 
+# How Django handles each connection, for both roles: Django's native psycopg pool
+# (persistent connections must stay off with it).
+_CONNECTION_HANDLING = {
+    "pool": {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+    },
+}
 DATABASES = {
     "default": {
         **_runtime,
         "ENGINE": "core.dbbackend",
-        # Django's native psycopg pool; persistent connections must stay off with it.
         "CONN_MAX_AGE": 0,
-        # The URL's own options reach every connection; the pool settings join them.
-        "OPTIONS": {
-            **_runtime.get("OPTIONS", {}),
-            "pool": {
-                "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
-                "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-                "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
-            },
-        },
+        # The URL's own options (sslmode, options, ...) reach every runtime connection.
+        "OPTIONS": {**_runtime.get("OPTIONS", {}), **_CONNECTION_HANDLING},
         # Behind PgBouncer in transaction mode, server-side cursors cannot work.
         "DISABLE_SERVER_SIDE_CURSORS": env.bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False),
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default="test_agentic")},
     }
 }
 # Credentials of the owner role: used by migrate, flush, test-database creation and
-# the explicit system bypass (core.db.owner_connection), never by requests.
+# the explicit system bypass (core.db.owner_connection), never by requests. Its
+# options are its own URL's, never the runtime URL's.
 DATABASE_OWNER = {
     **{key: _owner.get(key, "") for key in ("USER", "PASSWORD", "HOST", "PORT")},
-    "OPTIONS": _owner.get("OPTIONS", {}),
+    "OPTIONS": {**_owner.get("OPTIONS", {}), **_CONNECTION_HANDLING},
 }
 # Kept apart because the default connection's USER is switched while the owner works.
 DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")

@@ -54,10 +54,10 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         **_credentials(connection.settings_dict),
         "OPTIONS": connection.settings_dict["OPTIONS"],
     }
-    # The owner URL's own options (sslmode, ...) apply; the pool settings stay.
+    # The owner URL's own options (sslmode, ...), not the runtime URL's.
     owner = {
         **_credentials(settings.DATABASE_OWNER),
-        "OPTIONS": {**current["OPTIONS"], **settings.DATABASE_OWNER.get("OPTIONS", {})},
+        "OPTIONS": settings.DATABASE_OWNER.get("OPTIONS", {}),
     }
     if current == owner:
         yield

