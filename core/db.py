@@ -198,3 +198,46 @@ def ensure_runtime_role(cursor, role: str, *, password: str = "") -> str:
         raise refused(f"PostgreSQL refused: {error}") from error
     logger.info("runtime role set up", extra={"role": role, "role_created": create})
     return "created" if create else "updated"
+
+
+def role_settings(cursor, role: str) -> dict[str, str]:
+    """The role's own session defaults (ALTER ROLE ... SET), in every database."""
+    cursor.execute(
+        "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        "WHERE r.rolname = %s AND s.setdatabase = 0",
+        [role],
+    )
+    return dict(entry.split("=", 1) for (entry,) in cursor.fetchall())
+
+
+def ensure_role_settings(cursor, role: str, wanted: dict[str, str]) -> list[str]:
+    """Bring the role's session defaults to `wanted`; the names changed.
+
+    Kept on the role (pg_db_role_setting), not in the application's connection options,
+    so the limits hold for every session of the role: behind PgBouncer, from psql, from
+    a process that forgot them. Raises RoleSetupRefused, with the statements an
+    administrator must run, where the connected role may not change them.
+    """
+    current = role_settings(cursor, role)
+    changed = [name for name, value in wanted.items() if current.get(name) != str(value)]
+    statements = [
+        sql.SQL("ALTER ROLE {} SET {} = {}").format(
+            sql.Identifier(role), sql.Identifier(name), sql.Literal(str(wanted[name]))
+        )
+        for name in changed
+    ]
+    try:
+        for statement in statements:
+            cursor.execute(statement)
+    except ProgrammingError as error:
+        if not isinstance(error.__cause__, errors.InsufficientPrivilege):
+            raise
+        shown = ";\n    ".join(statement.as_string(cursor.connection) for statement in statements)
+        raise RoleSetupRefused(
+            "The owner role may not change the runtime role's settings (it needs "
+            f"CREATEROLE with ADMIN OPTION on the role, or SUPERUSER): {error}",
+            shown,
+        ) from error
+    if changed:
+        logger.info("runtime role settings set", extra={"role": role, "settings": changed})
+    return changed

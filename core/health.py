@@ -27,7 +27,7 @@ from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core import vector_work
+from core import leakproof, vector_work
 from core.checks import pgvector_problem, postgres_problem
 from core.db import runtime_role_name
 
@@ -208,6 +208,25 @@ class RowLevelSecurityEnforced(HealthCheck):
 
 
 @dataclasses.dataclass
+class LeakproofMarks(HealthCheck):
+    """The search operators behind the GIN indexes are marked LEAKPROOF (core.leakproof).
+
+    Without the marks nothing breaks loudly: full-text, tag and metadata searches just
+    stop using their indexes under row-level security. A restore that forgot them is
+    the usual cause.
+    """
+
+    def run(self) -> None:
+        with probe_cursor() as cursor:
+            absent = leakproof.missing(cursor)
+        if absent:
+            raise ServiceUnavailable(
+                f"LEAKPROOF marks missing on {_names(absent)}: searches under row-level "
+                "security cannot use their GIN indexes (README, 'Your own PostgreSQL')"
+            )
+
+
+@dataclasses.dataclass
 class RuntimeRoleRestricted(HealthCheck):
     """The role the app connects as cannot get around row-level security.
 
@@ -286,6 +305,7 @@ class HealthView(HealthCheckView):
         MigrationsApplied,
         HnswIndexesValid,
         RowLevelSecurityEnforced,
+        LeakproofMarks,
         RuntimeRoleRestricted,
         (StorageWritable, {"alias": "exports"}),
     )

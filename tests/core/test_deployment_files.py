@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from config.embedded_db import LEAKPROOF_FUNCTIONS
+from core.leakproof import LEAKPROOF_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

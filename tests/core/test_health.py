@@ -94,6 +94,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "MigrationsApplied()",
         "HnswIndexesValid()",
         "RowLevelSecurityEnforced()",
+        "LeakproofMarks()",
         "RuntimeRoleRestricted()",
         STORAGE_CHECK,
     }

@@ -2,7 +2,7 @@
 
 Run as the owner (DATABASE_OWNER_URL): creates the role named by DATABASE_URL, with
 its password, as LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE (or brings an
-existing role to that), then grants it what the application needs on the owner's
+existing role to that) with its session timeouts (DATABASE_RUNTIME_ROLE_SETTINGS), then grants it what the application needs on the owner's
 tables. Idempotent. Where the owner may not manage roles, it prints the SQL an
 administrator must run and exits non-zero.
 """
@@ -13,6 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from core.db import (
     RoleSetupRefused,
+    ensure_role_settings,
     ensure_runtime_role,
     grant_runtime_privileges,
     owner_connection,
@@ -42,6 +43,9 @@ class Command(BaseCommand):
             with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
                 try:
                     outcome = ensure_runtime_role(cursor, role, password=password)
+                    changed = ensure_role_settings(
+                        cursor, role, settings.DATABASE_RUNTIME_ROLE_SETTINGS
+                    )
                 except RoleSetupRefused as refusal:
                     raise CommandError(
                         f"{refusal}\nThen run `python manage.py create_runtime_role` again "
@@ -49,3 +53,5 @@ class Command(BaseCommand):
                     ) from refusal
                 grant_runtime_privileges(cursor, role)
         self.stdout.write(f"Runtime role {role!r} {outcome}; privileges granted by {owner!r}.")
+        if changed:
+            self.stdout.write(f"Settings set on {role!r}: {', '.join(changed)}.")
