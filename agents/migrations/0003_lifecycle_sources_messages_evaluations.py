@@ -29,6 +29,9 @@ class Migration(migrations.Migration):
                 ('role', models.CharField(choices=[('user', 'User'), ('agent', 'Agent'), ('system', 'System'), ('tool', 'Tool')], max_length=16)),
                 ('content', models.TextField()),
                 ('metadata', models.JSONField(blank=True, default=dict)),
+                ('execution', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to='agents.agentexecution')),
+                ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='documents.project')),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
                 'db_table': 'conversation_messages',
@@ -45,6 +48,10 @@ class Migration(migrations.Migration):
                 ('evaluator', models.CharField(blank=True, max_length=200)),
                 ('metrics', models.JSONField(blank=True, default=dict)),
                 ('score', models.FloatField()),
+                ('document_version', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='documents.documentversion')),
+                ('execution', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='agents.agentexecution')),
+                ('project', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='documents.project')),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
                 'db_table': 'evaluation_runs',
@@ -65,28 +72,15 @@ class Migration(migrations.Migration):
                 ('document_title', models.CharField(blank=True, max_length=300)),
                 ('ordinal', models.IntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0)])),
                 ('content', models.TextField()),
+                ('chunk', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='execution_sources', to='documents.chunk')),
+                ('execution', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='sources', to='agents.agentexecution')),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
             ],
             options={
                 'db_table': 'execution_sources',
                 'get_latest_by': 'created_at',
                 'abstract': False,
             },
-        ),
-        migrations.RemoveIndex(
-            model_name='agentexecution',
-            name='agent_exec_parent_idx',
-        ),
-        migrations.RemoveIndex(
-            model_name='agentexecution',
-            name='agent_exec_produced_idx',
-        ),
-        migrations.AddIndex(
-            model_name='agentexecution',
-            index=models.Index(fields=['parent', 'tenant'], name='agent_exec_parent_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='agentexecution',
-            index=models.Index(fields=['produced_version', 'tenant'], name='agent_exec_produced_idx'),
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='agentexecution',
@@ -95,56 +89,6 @@ class Migration(migrations.Migration):
         pgtrigger.migrations.AddTrigger(
             model_name='agentexecution',
             trigger=pgtrigger.compiler.Trigger(name='status_initial', sql=pgtrigger.compiler.UpsertTriggerSql(condition="WHEN (NEW.status NOT IN ('pending', 'running'))", func="RAISE EXCEPTION 'agent execution %: a new execution starts as pending or running, not %', NEW.id, NEW.status USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='0f583f6a9eec658e3ea69649e18a11c841bbefed', operation='INSERT', pgid='pgtrigger_status_initial_c6e6d', table='agent_executions', when='BEFORE')),
-        ),
-        migrations.AddField(
-            model_name='conversationmessage',
-            name='execution',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to='agents.agentexecution'),
-        ),
-        migrations.AddField(
-            model_name='conversationmessage',
-            name='project',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='documents.project'),
-        ),
-        migrations.AddField(
-            model_name='conversationmessage',
-            name='tenant',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant'),
-        ),
-        migrations.AddField(
-            model_name='evaluationrun',
-            name='document_version',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='documents.documentversion'),
-        ),
-        migrations.AddField(
-            model_name='evaluationrun',
-            name='execution',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='agents.agentexecution'),
-        ),
-        migrations.AddField(
-            model_name='evaluationrun',
-            name='project',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='documents.project'),
-        ),
-        migrations.AddField(
-            model_name='evaluationrun',
-            name='tenant',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant'),
-        ),
-        migrations.AddField(
-            model_name='executionsource',
-            name='chunk',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='execution_sources', to='documents.chunk'),
-        ),
-        migrations.AddField(
-            model_name='executionsource',
-            name='execution',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='sources', to='agents.agentexecution'),
-        ),
-        migrations.AddField(
-            model_name='executionsource',
-            name='tenant',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant'),
         ),
         migrations.AddIndex(
             model_name='conversationmessage',

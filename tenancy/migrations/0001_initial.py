@@ -20,20 +20,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Membership',
-            fields=[
-                ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
-                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('admin', 'Admin'), ('editor', 'Editor'), ('viewer', 'Viewer')], default='viewer', max_length=16)),
-            ],
-            options={
-                'db_table': 'memberships',
-                'get_latest_by': 'created_at',
-                'abstract': False,
-            },
-        ),
-        migrations.CreateModel(
             name='Tenant',
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
@@ -77,19 +63,25 @@ class Migration(migrations.Migration):
             model_name='user',
             trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='81fc71f5e2b990246b50956548c4345b214e2639', operation='UPDATE', pgid='pgtrigger_set_updated_at_1e76b', table='users', when='BEFORE')),
         ),
-        migrations.AddField(
-            model_name='membership',
-            name='user',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL),
+        migrations.CreateModel(
+            name='Membership',
+            fields=[
+                ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('updated_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
+                ('role', models.CharField(choices=[('owner', 'Owner'), ('admin', 'Admin'), ('editor', 'Editor'), ('viewer', 'Viewer')], default='viewer', max_length=16)),
+                ('user', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant')),
+            ],
+            options={
+                'db_table': 'memberships',
+                'get_latest_by': 'created_at',
+                'abstract': False,
+            },
         ),
         migrations.AddConstraint(
             model_name='tenant',
             constraint=models.UniqueConstraint(fields=('slug',), name='tenants_slug_uniq'),
-        ),
-        migrations.AddField(
-            model_name='membership',
-            name='tenant',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenancy.tenant'),
         ),
         pgtrigger.migrations.AddTrigger(
             model_name='tenant',
