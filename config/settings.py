@@ -168,6 +168,10 @@ DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=50 * 10
 # A document left in `processing` this long (a worker died) may be processed again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
 
+# How long a migration's statement waits for a lock before it fails (core.safe_migration),
+# rather than queueing every query on the table behind it. A PostgreSQL duration.
+MIGRATION_LOCK_TIMEOUT = env.str("MIGRATION_LOCK_TIMEOUT", default="5s")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

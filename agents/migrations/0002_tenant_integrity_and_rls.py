@@ -13,6 +13,7 @@ checked at once, and no scan of existing rows holds both tables locked.
 agents.0005_validate_tenant_foreign_keys validates them afterwards in a transaction of its
 own, under a lock that blocks neither reads nor writes."""
 
+import core.safe_migration
 from django.db import migrations
 
 EXECUTIONS_PROJECT_TENANT_FK = """
@@ -65,7 +66,7 @@ ALTER TABLE agent_executions DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('agents', '0001_initial'),

@@ -16,6 +16,7 @@ checked at once, and no scan of existing rows holds both tables locked.
 agents.0005_validate_tenant_foreign_keys validates them afterwards in a transaction of its
 own, under a lock that blocks neither reads nor writes."""
 
+import core.safe_migration
 from django.db import migrations
 
 SOURCES_EXECUTION_TENANT_FK = """
@@ -148,7 +149,7 @@ ALTER TABLE evaluation_runs DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('agents', '0003_lifecycle_sources_messages_evaluations'),

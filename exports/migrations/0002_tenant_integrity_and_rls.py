@@ -12,6 +12,7 @@ checked at once, and no scan of existing rows holds both tables locked.
 exports.0003_validate_tenant_foreign_keys validates them afterwards in a transaction of its
 own, under a lock that blocks neither reads nor writes."""
 
+import core.safe_migration
 from django.db import migrations
 
 EXPORTS_PROJECT_TENANT_FK = """
@@ -46,7 +47,7 @@ ALTER TABLE exports DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('exports', '0001_initial'),
