@@ -23,6 +23,7 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.db import connection
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -39,9 +40,9 @@ logger = logging.getLogger(__name__)
 STORAGE_ALIAS = "exports"
 # Every export's file lives in its own folder, FOLDER_ROOT/<tenant_id>/<export_id>/.
 FOLDER_ROOT = "exports"
-# Statuses the purge expires once expires_at has passed: a completed export's file,
-# and the file a build that died mid-way may have left under its recorded key.
-PURGEABLE_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING, ExportStatus.COMPLETED)
+# Besides completed exports, the purge expires builds that died pending or running: the
+# file they may have left under their recorded key goes too.
+UNFINISHED_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING)
 
 
 class ExportBuildError(Exception):
@@ -406,6 +407,24 @@ def _sweep_orphans(storage: Storage, *, cutoff: datetime, dry_run: bool) -> tupl
     return deleted, files_deleted, kept
 
 
+def _due(now: datetime) -> Q:
+    """The exports the purge expires at `now`: completed or unfinished, past expires_at.
+
+    One arm per partial index (exports_completed_expiry_idx, exports_unfinished_expiry_idx):
+    each arm's status test implies its index's predicate, so the planner can read just the
+    due rows of both (a BitmapOr) however many exports expired before. A single
+    `status IN (...)` test implies neither predicate and could use neither index.
+    """
+    return Q(status=ExportStatus.COMPLETED, expires_at__lte=now) | Q(
+        status__in=UNFINISHED_STATUSES, expires_at__lte=now
+    )
+
+
+def expired_exports_due(now: datetime) -> QuerySet[Export]:
+    """The rows exports_purge_expired locks and expires, in the order it locks them."""
+    return Export.objects.filter(_due(now)).order_by("id")
+
+
 def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
     """Mark every export past its expiry expired and delete its file, across all tenants.
 
@@ -431,15 +450,15 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
                 "role the row-level security bypass admits; as any other it would see no "
                 "export and take every export's files for orphans. Nothing was changed."
             )
-        due = Export.objects.filter(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
+        due = expired_exports_due(now)
         locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
-        rows = list(locked.order_by("id").values_list("id", "storage_key"))
+        rows = list(locked.values_list("id", "storage_key"))
         # Keys a live export (neither expired nor due) also points at: only a copied row
         # can share a key, but a live export's file must never go. One semi-join.
         live_keys = set(
             Export.objects.exclude(status=ExportStatus.EXPIRED)
-            .exclude(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
-            .filter(storage_key__in=due.exclude(storage_key="").values("storage_key"))
+            .exclude(_due(now))
+            .filter(storage_key__in=due.exclude(storage_key="").order_by().values("storage_key"))
             .values_list("storage_key", flat=True)
         )
         if not dry_run:
