@@ -331,19 +331,17 @@ def test_dry_run_reports_orphans_without_deleting(tenant_a, project, export_root
     assert files_under(export_root) == [gone.storage_key]
 
 
-def test_purge_without_the_owner_role_refuses_and_deletes_nothing(tenant_a, project, export_root):
+def test_purge_without_the_owner_role_refuses_and_deletes_nothing(
+    tenant_a, project, export_root, owner_is_runtime_role
+):
     live, old = make_export(tenant_a, project), make_export(tenant_a, project)
     expire(tenant_a, old)
     age(export_root, folder_of(live))
-    runtime = {key: connection.settings_dict[key] for key in ("USER", "PASSWORD", "HOST", "PORT")}
 
-    # As where DATABASE_OWNER_URL is unset: the bypass would admit nobody, and every
-    # export's folder would look orphaned.
-    with override_settings(DATABASE_OWNER=runtime):
-        with pytest.raises(ImproperlyConfigured, match="DATABASE_OWNER_URL"):
-            services.exports_purge_expired()
-        with pytest.raises(CommandError, match="Nothing was changed"):
-            call_command("purge_exports")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_OWNER_URL"):
+        services.exports_purge_expired()
+    with pytest.raises(CommandError, match="Nothing was changed"):
+        call_command("purge_exports")
 
     assert status_of(tenant_a, old) == Export.Status.COMPLETED
     assert files_under(export_root) == sorted([live.storage_key, old.storage_key])
