@@ -30,6 +30,7 @@ from core.files import OrphanSweep, delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7
 from core.models import TransactionNow
+from core.validators import unstorable, validate_storable_arguments
 from documents import templating
 from documents.chunking import resolve_chunking, split_text
 from documents.embeddings import check_embedder_dimension
@@ -122,6 +123,8 @@ def document_version_create(
                 f"{', '.join(DocumentVersion.DocumentType.values)}."
             }
         )
+    _check_version_size(content)
+    validate_storable_arguments(content=content)  # before hashing, which needs UTF-8
     content_sha256 = sha256_hex(content)
     with tenant_context(tenant):
         # Writers of one document queue here: versions come out 1..N, no gaps, one chain.
@@ -149,6 +152,20 @@ def document_version_create(
         version.full_clean(validate_constraints=False)
         version.save()
     return version
+
+
+def _check_version_size(content: str) -> None:
+    if not isinstance(content, str):
+        raise ValidationError({"content": "The content must be text."})
+    limit = settings.DOCUMENT_VERSION_MAX_BYTES
+    # UTF-8 takes at most 4 bytes a character: most contents need no encoding to pass.
+    if len(content) * 4 <= limit:
+        return
+    size = len(content.encode("utf-8"))
+    if size > limit:
+        raise ValidationError(
+            {"content": f"The content is {size} bytes; a version may hold at most {limit} bytes."}
+        )
 
 
 # --- Purge of soft-deleted projects ------------------------------------------------
@@ -333,6 +350,7 @@ def _template_variables(template: ProjectTemplate, variables: dict) -> dict[str,
     """The template's variables filled from `variables`, refusing missing and unknown ones."""
     if not isinstance(variables, dict):
         raise ValidationError({"variables": "variables must be a dict of names to values."})
+    validate_storable_arguments(variables=variables)
     given = {name: value for name, value in variables.items() if value not in (None, "")}
     declared = set(template.required_variables) | set(template.optional_variables)
     errors = []
@@ -487,6 +505,7 @@ def document_create(
         raise ValidationError({"file": "Give either text or file, not both or neither."})
     limit = _max_upload_bytes()
     if text is not None:
+        validate_storable_arguments(text=text)  # an indexed text becomes chunks: text columns
         data = text.encode("utf-8")
         if len(data) > limit:
             raise _too_large("text", len(data), limit)
@@ -556,12 +575,15 @@ def _read_text(document: Document) -> str:
     with default_storage.open(document.storage_key, "rb") as stored:
         data = stored.read()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise IngestionError(
             f"The file is not UTF-8 text ({document.content_type}): byte "
             f"0x{data[error.start]:02x} at position {error.start} cannot be decoded."
         ) from error
+    if reason := unstorable(text):
+        raise IngestionError(f"The file's text {reason}")
+    return text
 
 
 def _failure_message(error: Exception) -> str:
@@ -718,12 +740,19 @@ def document_ingest(
 ) -> Document:
     """document_create then document_process: uploaded -> processing -> ready (or failed).
 
-    Arguments that can never work (chunking, an embedder of the wrong dimension) are
-    refused before anything is stored.
+    Arguments that can never work (chunking, an embedder of the wrong dimension, a
+    `text` with nothing to index or with characters PostgreSQL cannot store) are
+    refused with a ValidationError before anything is stored.
     """
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
     embedder = embedder or get_embedder()
     check_embedder_dimension(embedder)
+    if text is not None:
+        # A text is known before it is stored: what processing would fail on is refused
+        # now, leaving no failed document and no file behind.
+        validate_storable_arguments(text=text)
+        if not split_text(text, chunk_size=chunk_size, chunk_overlap=chunk_overlap):
+            raise ValidationError({"text": "The text has nothing to index."})
     document = document_create(
         tenant=tenant,
         title=title,
