@@ -114,7 +114,9 @@ def _walk(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
     return files, [*folders, folder]
 
 
-def _changed_after(storage: Storage, files: Sequence[str], folders: Sequence[str], cutoff) -> bool:
+def _changed_after(
+    storage: Storage, files: Sequence[str], folders: Sequence[str], cutoff: datetime
+) -> bool:
     """Whether anything in the folder changed after `cutoff`.
 
     Files are dated by the storage; a file it cannot date counts as recent. On a file
