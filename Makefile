@@ -53,6 +53,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MANAGE) makemigrations --check --dry-run
+	$(MANAGE) migrations_sql var/migrations-sql
+	$(BIN)/squawk --config .squawk.toml 'var/migrations-sql/*/*.sql'
 
 format: install
 	$(BIN)/ruff format .

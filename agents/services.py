@@ -105,10 +105,11 @@ def _insert_once(execution: AgentExecution) -> AgentExecution:
     surrounding transaction stays usable) and reads the winner's row. Must run inside
     the tenant's context.
     """
+    # Validated first: the key itself goes into the lookup, so it must be storable text.
+    _clean(execution)
     key = execution.idempotency_key
     if key is not None and (existing := _by_idempotency_key(execution.tenant_id, key)):
         return _same_request(existing, execution)
-    _clean(execution)
     try:
         with transaction.atomic():
             execution.save(force_insert=True)

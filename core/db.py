@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
 from psycopg import errors, sql
 
@@ -82,6 +83,38 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
         raise RuntimeError("advisory_xact_lock needs a transaction")
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+# The policy every tenant table grants to the owner role alone, admitting every row
+# while app.rls_bypass is on (tenancy.context.system_context).
+SYSTEM_BYPASS_POLICY = "system_bypass"
+
+
+def require_sees_every_row(table: str, *, job: str, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Raise ImproperlyConfigured unless this transaction sees every row of `table`.
+
+    True where row-level security does not apply to the role (superuser, BYPASSRLS), or
+    where the bypass is on and the table's system_bypass policy admits the role: the
+    owner's, since the migrations granted it to the role that ran them. Where
+    DATABASE_OWNER_URL is unset the "owner" is the runtime role, which the policy does
+    not admit: a system job would see no row at all, and one that deletes what has no
+    row (the storage sweeps) would delete everything.
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT NOT row_security_active(%s::regclass) OR (app_rls_bypassed() AND EXISTS ("
+            "  SELECT 1 FROM pg_policy p WHERE p.polrelid = %s::regclass AND p.polname = %s"
+            "  AND (p.polroles = '{0}' OR EXISTS (SELECT 1 FROM unnest(p.polroles) AS r (oid)"
+            "  WHERE pg_has_role(r.oid, 'MEMBER'))))), current_user",
+            [table, table, SYSTEM_BYPASS_POLICY],
+        )
+        sees_every_row, role = cursor.fetchone()
+    if not sees_every_row:
+        raise ImproperlyConfigured(
+            f"{job} must run as the owner role (DATABASE_OWNER_URL), the only role the "
+            f"row-level security bypass admits; as {role} it sees no row of {table}, so "
+            "every live file would look orphaned. Nothing was changed."
+        )
 
 
 RUNTIME_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"

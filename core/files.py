@@ -1,6 +1,31 @@
-"""File storage helpers shared by the apps."""
+"""File storage helpers shared by the apps: deleting, and sweeping files whose row is gone.
+
+Files the apps store (uploads, exports) live in folders named by ids only,
+ROOT/<tenant_id>/<row_id>/..., and the file system is not transactional: a row can go
+without its file (cascades, admin deletes, a caller's rollback after the file was
+written). `sweep_orphan_folders` is the one sweep that removes those files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.files.storage import Storage
+from django.db.models import QuerySet
+
+from core.db import require_sees_every_row
+
+logger = logging.getLogger(__name__)
+
+# Row ids per query while checking which folders have a row, well under PostgreSQL's
+# parameter limit.
+SWEEP_BATCH_SIZE = 1000
 
 
 def delete_tree(storage: Storage, path: str) -> None:
@@ -12,3 +37,173 @@ def delete_tree(storage: Storage, path: str) -> None:
         storage.delete(f"{path}/{name}")
     for name in directories:
         delete_tree(storage, f"{path}/{name}")
+
+
+def remove_empty_folder(storage: Storage, folder: str) -> None:
+    """Remove `folder` if it is empty, on a file-system storage (others have no folders)."""
+    try:
+        os.rmdir(storage.path(folder))
+    except (NotImplementedError, OSError):
+        pass  # not a file-system storage, or the folder still holds something
+
+
+def delete_file(storage: Storage, key: str) -> None:
+    """Delete a stored file and, once empty, the per-row folder that held it."""
+    storage.delete(key)
+    remove_empty_folder(storage, posixpath.dirname(key))
+
+
+@dataclass(frozen=True)
+class OrphanSweep:
+    """What sweep_orphan_folders deleted, or would delete on a dry run."""
+
+    dry_run: bool
+    # ROOT/<tenant_id>/<row_id> folders found in the storage.
+    folders_checked: int
+    # The folders without a row whose files went (or would go).
+    orphan_folders: tuple[str, ...]
+    files_deleted: int
+    # Folders without a row kept because something in them changed after the cutoff.
+    recent_folders_kept: int
+
+
+def _canonical_uuid(name: str) -> uuid.UUID | None:
+    """The id a folder name stands for, if it is one the project wrote (canonical form)."""
+    try:
+        value = uuid.UUID(name)
+    except ValueError:
+        return None
+    return value if str(value) == name else None
+
+
+def _listdir(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+    try:
+        return storage.listdir(folder)
+    except FileNotFoundError:
+        return [], []  # never made, or removed meanwhile
+
+
+def _id_folders(storage: Storage, root: str) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """(tenant id, row id, folder) of every ROOT/<uuid>/<uuid> folder.
+
+    Only names that are canonical UUIDs were made by the project; anything else is
+    never touched.
+    """
+    folders = []
+    for tenant_name in sorted(_listdir(storage, root)[0]):
+        tenant_id = _canonical_uuid(tenant_name)
+        if tenant_id is None:
+            continue
+        tenant_folder = posixpath.join(root, tenant_name)
+        for row_name in sorted(_listdir(storage, tenant_folder)[0]):
+            row_id = _canonical_uuid(row_name)
+            if row_id is not None:
+                folders.append((tenant_id, row_id, posixpath.join(tenant_folder, row_name)))
+    return folders
+
+
+def _walk(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+    """The files under `folder`, and the folder with its subfolders, deepest first."""
+    subfolders, names = _listdir(storage, folder)
+    files = [posixpath.join(folder, name) for name in names]
+    folders = []
+    for name in subfolders:
+        inner_files, inner_folders = _walk(storage, posixpath.join(folder, name))
+        files += inner_files
+        folders += inner_folders
+    return files, [*folders, folder]
+
+
+def _changed_after(
+    storage: Storage, files: Sequence[str], folders: Sequence[str], cutoff: datetime
+) -> bool:
+    """Whether anything in the folder changed after `cutoff`.
+
+    Files are dated by the storage; a file it cannot date counts as recent. On a file
+    system the folders' own times count too: a writer creates the folder just before
+    its file, so an empty folder may be one about to be filled.
+    """
+    for name in files:
+        try:
+            if storage.get_modified_time(name) > cutoff:
+                return True
+        except (NotImplementedError, OSError):
+            return True
+    for name in folders:
+        try:
+            storage.path(name)
+        except NotImplementedError:
+            return False  # a storage without folders: its files were dated above
+        try:
+            if storage.get_modified_time(name) > cutoff:
+                return True
+        except OSError:
+            return True  # removed meanwhile: the next sweep will see
+    return False
+
+
+def _rows_with_folders(
+    rows: QuerySet, folders: Sequence[tuple[uuid.UUID, uuid.UUID, str]]
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """The (tenant id, row id) pairs among `folders` that have a row."""
+    ids = [row_id for _tenant_id, row_id, _folder in folders]
+    existing: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for start in range(0, len(ids), SWEEP_BATCH_SIZE):
+        batch = ids[start : start + SWEEP_BATCH_SIZE]
+        existing.update(rows.filter(pk__in=batch).values_list("tenant_id", "pk"))
+    return existing
+
+
+def sweep_orphan_folders(
+    *,
+    storage: Storage,
+    root: str,
+    rows: QuerySet,
+    cutoff: datetime,
+    dry_run: bool,
+    job: str,
+) -> OrphanSweep:
+    """Delete the ROOT/<tenant_id>/<row_id>/ folders of `storage` whose row is gone.
+
+    `rows` are the rows that own folders (their tenant_id and pk name the folder); a
+    folder with no such row is deleted, files first, then the emptied folders, unless
+    anything in it changed after `cutoff`: a writer whose transaction has not
+    committed yet has its file before its row shows. A dry run deletes nothing.
+
+    Run it where the bypass of row-level security is on (system_context), inside the
+    caller's transaction. A transaction that cannot see every row would take every
+    live folder for an orphan, so that refuses with ImproperlyConfigured (see
+    core.db.require_sees_every_row) before anything is deleted; `job` names the
+    caller in that message.
+    """
+    require_sees_every_row(rows.model._meta.db_table, job=job)
+    folders = _id_folders(storage, root)
+    existing = _rows_with_folders(rows, folders)
+    orphans: list[str] = []
+    files_deleted = recent = 0
+    for tenant_id, row_id, folder in folders:
+        if (tenant_id, row_id) in existing:
+            continue
+        files, subfolders = _walk(storage, folder)
+        if _changed_after(storage, files, subfolders, cutoff):
+            recent += 1
+            continue
+        orphans.append(folder)
+        files_deleted += len(files)
+        if dry_run:
+            continue
+        for name in files:
+            storage.delete(name)
+        for subfolder in subfolders:
+            remove_empty_folder(storage, subfolder)
+        logger.info(
+            "orphaned folder deleted",
+            extra={"folder": folder, "tenant_id": str(tenant_id), "row_id": str(row_id)},
+        )
+    return OrphanSweep(
+        dry_run=dry_run,
+        folders_checked=len(folders),
+        orphan_folders=tuple(orphans),
+        files_deleted=files_deleted,
+        recent_folders_kept=recent,
+    )

@@ -1,9 +1,11 @@
 """Abstract models every table builds on (DESIGN.md section 4)."""
 
 import pgtrigger
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from core.ids import uuid7
+from core.validators import validate_storable
 
 
 class UUIDv7(models.Func):
@@ -45,6 +47,28 @@ class BaseModel(models.Model):
     class Meta:
         abstract = True
         get_latest_by = "created_at"
+
+    def clean_fields(self, exclude=None):
+        """Each field's own validation, and refusal of text PostgreSQL cannot store.
+
+        NUL characters and unpaired surrogates in any field (text, JSON, arrays) raise a
+        ValidationError naming the field from every full_clean(), instead of the driver's
+        DataError mid-write (core.validators).
+        """
+        errors: dict[str, list] = {}
+        try:
+            super().clean_fields(exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        for field in self._meta.concrete_fields:
+            if exclude and field.name in exclude:
+                continue
+            try:
+                validate_storable(getattr(self, field.attname))
+            except ValidationError as error:
+                errors.setdefault(field.name, []).extend(error.error_list)
+        if errors:
+            raise ValidationError(errors)
 
 
 class TimestampedModel(BaseModel):

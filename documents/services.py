@@ -8,7 +8,6 @@ import hashlib
 import logging
 import mimetypes
 import os
-import posixpath
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -19,17 +18,19 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, default_storage
+from django.core.files.storage import default_storage
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Count, Q
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
-from core.db import advisory_xact_lock
+from core.db import advisory_xact_lock, require_sees_every_row
 from core.embedding import Embedder, get_embedder
+from core.files import OrphanSweep, delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7
 from core.models import TransactionNow
+from core.validators import unstorable, validate_storable_arguments
 from documents import templating
 from documents.chunking import resolve_chunking, split_text
 from documents.embeddings import check_embedder_dimension
@@ -122,6 +123,8 @@ def document_version_create(
                 f"{', '.join(DocumentVersion.DocumentType.values)}."
             }
         )
+    _check_version_size(content)
+    validate_storable_arguments(content=content)  # before hashing, which needs UTF-8
     content_sha256 = sha256_hex(content)
     with tenant_context(tenant):
         # Writers of one document queue here: versions come out 1..N, no gaps, one chain.
@@ -149,6 +152,20 @@ def document_version_create(
         version.full_clean(validate_constraints=False)
         version.save()
     return version
+
+
+def _check_version_size(content: str) -> None:
+    if not isinstance(content, str):
+        raise ValidationError({"content": "The content must be text."})
+    limit = settings.DOCUMENT_VERSION_MAX_BYTES
+    # UTF-8 takes at most 4 bytes a character: most contents need no encoding to pass.
+    if len(content) * 4 <= limit:
+        return
+    size = len(content.encode("utf-8"))
+    if size > limit:
+        raise ValidationError(
+            {"content": f"The content is {size} bytes; a version may hold at most {limit} bytes."}
+        )
 
 
 # --- Purge of soft-deleted projects ------------------------------------------------
@@ -191,12 +208,15 @@ def projects_purge_deleted(
     it must not be called inside a transaction. Deleting cascades through the ORM and
     the database to versions, agent executions and exports; knowledge documents stay
     with the tenant (their project becomes NULL). Without `apply` nothing is deleted
-    and the summary says what would be. Idempotent: purged rows are gone.
+    and the summary says what would be. Idempotent: purged rows are gone. Raises
+    ImproperlyConfigured where the bypass cannot see every project (no DATABASE_OWNER_URL).
     """
     if older_than < timedelta(0):
         raise ValidationError({"older_than": "older_than must not be negative."})
     cutoff = (now or timezone.now()) - older_than
     with system_context(f"purge_deleted: projects deleted before {cutoff.isoformat()}"):
+        # Seeing no project, it would report nothing to purge; say why instead.
+        require_sees_every_row(Project._meta.db_table, job="projects_purge_deleted")
         doomed = Project.all_objects.filter(deleted_at__lt=cutoff)
         if apply:
             # Lock first: a project restored meanwhile no longer matches and is kept.
@@ -330,6 +350,7 @@ def _template_variables(template: ProjectTemplate, variables: dict) -> dict[str,
     """The template's variables filled from `variables`, refusing missing and unknown ones."""
     if not isinstance(variables, dict):
         raise ValidationError({"variables": "variables must be a dict of names to values."})
+    validate_storable_arguments(variables=variables)
     given = {name: value for name, value in variables.items() if value not in (None, "")}
     declared = set(template.required_variables) | set(template.optional_variables)
     errors = []
@@ -484,6 +505,7 @@ def document_create(
         raise ValidationError({"file": "Give either text or file, not both or neither."})
     limit = _max_upload_bytes()
     if text is not None:
+        validate_storable_arguments(text=text)  # an indexed text becomes chunks: text columns
         data = text.encode("utf-8")
         if len(data) > limit:
             raise _too_large("text", len(data), limit)
@@ -525,19 +547,6 @@ def document_create(
     return document
 
 
-def _delete_document_file(storage: Storage, storage_key: str) -> None:
-    """Delete a document's file and, on file-system storage, its now empty folder."""
-    storage.delete(storage_key)
-    _remove_empty_folder(storage, posixpath.dirname(storage_key))
-
-
-def _remove_empty_folder(storage: Storage, folder: str) -> None:
-    try:
-        os.rmdir(storage.path(folder))
-    except (NotImplementedError, OSError):
-        pass  # not a file-system storage, or the folder still holds something
-
-
 def document_delete(*, tenant, document: Document) -> None:
     """Delete a knowledge document and its chunks; its file goes once the deletion commits.
 
@@ -554,7 +563,7 @@ def document_delete(*, tenant, document: Document) -> None:
             return
         rows.delete()
         transaction.on_commit(
-            functools.partial(_delete_document_file, default_storage, storage_key), robust=True
+            functools.partial(delete_file, default_storage, storage_key), robust=True
         )
     logger.info(
         "document deleted",
@@ -566,12 +575,15 @@ def _read_text(document: Document) -> str:
     with default_storage.open(document.storage_key, "rb") as stored:
         data = stored.read()
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise IngestionError(
             f"The file is not UTF-8 text ({document.content_type}): byte "
             f"0x{data[error.start]:02x} at position {error.start} cannot be decoded."
         ) from error
+    if reason := unstorable(text):
+        raise IngestionError(f"The file's text {reason}")
+    return text
 
 
 def _failure_message(error: Exception) -> str:
@@ -728,12 +740,19 @@ def document_ingest(
 ) -> Document:
     """document_create then document_process: uploaded -> processing -> ready (or failed).
 
-    Arguments that can never work (chunking, an embedder of the wrong dimension) are
-    refused before anything is stored.
+    Arguments that can never work (chunking, an embedder of the wrong dimension, a
+    `text` with nothing to index or with characters PostgreSQL cannot store) are
+    refused with a ValidationError before anything is stored.
     """
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
     embedder = embedder or get_embedder()
     check_embedder_dimension(embedder)
+    if text is not None:
+        # A text is known before it is stored: what processing would fail on is refused
+        # now, leaving no failed document and no file behind.
+        validate_storable_arguments(text=text)
+        if not split_text(text, chunk_size=chunk_size, chunk_overlap=chunk_overlap):
+            raise ValidationError({"text": "The text has nothing to index."})
     document = document_create(
         tenant=tenant,
         title=title,
@@ -811,100 +830,9 @@ def chunks_reembed(
 
 # --- Orphaned upload files ----------------------------------------------------------
 
-# A folder without a document row is kept while any of its files is younger than this:
+# A folder without a document row is kept while anything in it is younger than this:
 # document_create stores the file before its transaction commits the row.
 ORPHAN_FILE_GRACE = timedelta(hours=1)
-# Document ids per query while checking which folders have a row.
-SWEEP_BATCH_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class OrphanSweepSummary:
-    """What documents_sweep_orphan_files deleted, or would delete on a dry run."""
-
-    dry_run: bool
-    # documents/<tenant_id>/<document_id> folders found in the storage.
-    folders_checked: int
-    # The folders without a document row whose files went (or would go).
-    orphan_folders: tuple[str, ...]
-    files_deleted: int
-    # Folders without a row kept because a file in them is younger than the grace period.
-    recent_folders_kept: int
-
-
-def _uuid_or_none(name: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(name)
-    except ValueError:
-        return None
-
-
-def _listdir(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
-    try:
-        return storage.listdir(folder)
-    except FileNotFoundError:
-        return [], []
-
-
-def _document_folders(storage: Storage) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
-    """(tenant id, document id, folder) of every documents/<uuid>/<uuid> folder.
-
-    Names that are not UUIDs were not made by document_create and are never touched.
-    """
-    folders = []
-    for tenant_name in sorted(_listdir(storage, DOCUMENTS_FOLDER)[0]):
-        tenant_id = _uuid_or_none(tenant_name)
-        if tenant_id is None:
-            continue
-        tenant_folder = posixpath.join(DOCUMENTS_FOLDER, tenant_name)
-        for document_name in sorted(_listdir(storage, tenant_folder)[0]):
-            document_id = _uuid_or_none(document_name)
-            if document_id is not None:
-                folders.append(
-                    (tenant_id, document_id, posixpath.join(tenant_folder, document_name))
-                )
-    return folders
-
-
-def _walk(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
-    """The files under `folder`, and the folder with its subfolders, deepest first."""
-    subfolders, names = _listdir(storage, folder)
-    files = [posixpath.join(folder, name) for name in names]
-    folders = []
-    for name in subfolders:
-        inner_files, inner_folders = _walk(storage, posixpath.join(folder, name))
-        files += inner_files
-        folders += inner_folders
-    return files, [*folders, folder]
-
-
-def _is_recent(storage: Storage, paths: Sequence[str], cutoff: datetime) -> bool:
-    """Whether any path changed after `cutoff`; a path the storage cannot date counts."""
-    for path in paths:
-        try:
-            if storage.get_modified_time(path) > cutoff:
-                return True
-        except (NotImplementedError, OSError):
-            return True
-    return False
-
-
-def _existing_documents(
-    folders: Sequence[tuple[uuid.UUID, uuid.UUID, str]],
-) -> set[tuple[uuid.UUID, uuid.UUID]]:
-    """The (tenant id, document id) pairs among `folders` that have a document row."""
-    if not folders:
-        return set()
-    document_ids = [document_id for _tenant_id, document_id, _folder in folders]
-    existing: set[tuple[uuid.UUID, uuid.UUID]] = set()
-    with system_context("documents_sweep_orphan_files: which upload folders have a document"):
-        for start in range(0, len(document_ids), SWEEP_BATCH_SIZE):
-            existing.update(
-                Document.objects.filter(
-                    pk__in=document_ids[start : start + SWEEP_BATCH_SIZE]
-                ).values_list("tenant_id", "id")
-            )
-    return existing
 
 
 def documents_sweep_orphan_files(
@@ -912,45 +840,27 @@ def documents_sweep_orphan_files(
     dry_run: bool = False,
     grace: timedelta = ORPHAN_FILE_GRACE,
     now: datetime | None = None,
-) -> OrphanSweepSummary:
+) -> OrphanSweep:
     """Delete upload files whose document row is gone, in every tenant.
 
     Walks documents/<tenant_id>/<document_id>/ in the default storage and deletes the
     files of each folder without a matching document row (rows deleted by the admin,
     by cascades, or never committed because the caller's transaction rolled back).
-    A folder any of whose files is younger than `grace` is kept, so an upload whose
-    transaction has not committed yet is never swept. A system job: the rows are
-    checked in system_context, so call it outside any transaction. Idempotent.
+    A folder anything in which is younger than `grace` is kept, so an upload whose
+    transaction has not committed yet is never swept. A system job, in system_context:
+    call it outside any transaction. Idempotent. Raises ImproperlyConfigured, deleting
+    nothing, where the bypass cannot see every document (no DATABASE_OWNER_URL).
     """
     if grace < timedelta(0):
         raise ValidationError({"grace": "grace must not be negative."})
-    storage = default_storage
-    cutoff = (now or timezone.now()) - grace
-    folders = _document_folders(storage)
-    existing = _existing_documents(folders)
-    orphans: list[str] = []
-    files_deleted = recent = 0
-    for tenant_id, document_id, folder in folders:
-        if (tenant_id, document_id) in existing:
-            continue
-        paths, subfolders = _walk(storage, folder)
-        # An empty folder is dated by itself: an upload creates it just before its file.
-        if _is_recent(storage, paths or [folder], cutoff):
-            recent += 1
-            continue
-        orphans.append(folder)
-        files_deleted += len(paths)
-        if not dry_run:
-            for path in paths:
-                storage.delete(path)
-            for subfolder in subfolders:
-                _remove_empty_folder(storage, subfolder)
-    summary = OrphanSweepSummary(
-        dry_run=dry_run,
-        folders_checked=len(folders),
-        orphan_folders=tuple(orphans),
-        files_deleted=files_deleted,
-        recent_folders_kept=recent,
-    )
+    with system_context("documents_sweep_orphan_files: upload folders without a document"):
+        summary = sweep_orphan_folders(
+            storage=default_storage,
+            root=DOCUMENTS_FOLDER,
+            rows=Document.objects.all(),
+            cutoff=(now or timezone.now()) - grace,
+            dry_run=dry_run,
+            job="documents_sweep_orphan_files",
+        )
     logger.info("orphan document files swept", extra=dataclasses.asdict(summary))
     return summary

@@ -89,6 +89,12 @@ class Export(TenantOwnedModel):
                 name="exports_completed_expiry_idx",
                 condition=Q(status="completed"),
             ),
+            # Purge: builds that died pending or running, past their expiry (few rows).
+            models.Index(
+                fields=["expires_at"],
+                name="exports_unfinished_expiry_idx",
+                condition=Q(status__in=["pending", "running"]),
+            ),
             # Tenant-first access and the (tenant_id, project_id) foreign key.
             models.Index(fields=["tenant", "project"], name="exports_tenant_project_idx"),
             models.Index(fields=["created_by"], name="exports_creator_idx"),

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.db import connection
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core.db import require_sees_every_row
+from core.files import delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7
 from documents.models import Project
@@ -39,9 +40,9 @@ logger = logging.getLogger(__name__)
 STORAGE_ALIAS = "exports"
 # Every export's file lives in its own folder, FOLDER_ROOT/<tenant_id>/<export_id>/.
 FOLDER_ROOT = "exports"
-# Statuses the purge expires once expires_at has passed: a completed export's file,
-# and the file a build that died mid-way may have left under its recorded key.
-PURGEABLE_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING, ExportStatus.COMPLETED)
+# Besides completed exports, the purge expires builds that died pending or running: the
+# file they may have left under their recorded key goes too.
+UNFINISHED_STATUSES = (ExportStatus.PENDING, ExportStatus.RUNNING)
 
 
 class ExportBuildError(Exception):
@@ -56,15 +57,6 @@ def _generate_storage_key(export: Export) -> str:
     """Generated from ids only: nothing a user typed ever reaches a storage path."""
     extension = builders.EXTENSIONS[ExportFormat(export.format)]
     return f"{FOLDER_ROOT}/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
-
-
-def _delete_file(storage: Storage, key: str) -> None:
-    """Delete a file and, on file-system storage, its now empty per-export directory."""
-    storage.delete(key)
-    try:
-        os.rmdir(os.path.dirname(storage.path(key)))
-    except (NotImplementedError, OSError):
-        pass  # not a file-system storage, or the directory still holds something
 
 
 def _transition(export: Export, *, expected: tuple[str, ...], **changes) -> Export:
@@ -132,7 +124,7 @@ def _build(export: Export, project: Project) -> Export:
         written = True  # from here on a (partial) file may exist under the key
         saved_key = storage.save(export.storage_key, ContentFile(content))
         if saved_key != export.storage_key:
-            _delete_file(storage, saved_key)
+            delete_file(storage, saved_key)
             raise ExportBuildError("The storage renamed the export file; it was discarded.")
         export = _transition(
             export,
@@ -150,7 +142,7 @@ def _build(export: Export, project: Project) -> Export:
             logger.exception("export failed", extra={"export_id": str(export.pk)})
         if written:
             try:
-                _delete_file(storage, export.storage_key)
+                delete_file(storage, export.storage_key)
             except Exception:
                 logger.exception(
                     "could not delete the file of a failed export",
@@ -274,136 +266,22 @@ PURGE_BATCH_SIZE = 1000  # ids per query, well under PostgreSQL's parameter limi
 ORPHAN_GRACE = timedelta(hours=1)
 
 
-def _bypass_sees_every_export() -> bool:
-    """Whether this transaction sees every tenant's exports.
+def _due(now: datetime) -> Q:
+    """The exports the purge expires at `now`: completed or unfinished, past expires_at.
 
-    The `system_bypass` policy admits only the role that ran the migrations. Run as
-    another role (DATABASE_OWNER_URL unset, so the runtime role) the purge would see
-    no export at all, and every export's folder would look orphaned.
+    One arm per partial index (exports_completed_expiry_idx, exports_unfinished_expiry_idx):
+    each arm's status test implies its index's predicate, so the planner can read just the
+    due rows of both (a BitmapOr) however many exports expired before. A single
+    `status IN (...)` test implies neither predicate and could use neither index.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)"
-            " OR (app_rls_bypassed() AND EXISTS (SELECT 1 FROM pg_policy p"
-            "  WHERE p.polrelid = 'exports'::regclass AND p.polname = 'system_bypass'"
-            "  AND (p.polroles = '{0}' OR EXISTS (SELECT 1 FROM unnest(p.polroles) AS r (oid)"
-            "  WHERE pg_has_role(r.oid, 'MEMBER')))))"
-        )
-        return cursor.fetchone()[0]
+    return Q(status=ExportStatus.COMPLETED, expires_at__lte=now) | Q(
+        status__in=UNFINISHED_STATUSES, expires_at__lte=now
+    )
 
 
-def _canonical_uuid(name: str) -> uuid.UUID | None:
-    try:
-        value = uuid.UUID(name)
-    except ValueError:
-        return None
-    return value if str(value) == name else None
-
-
-def _export_folders(storage: Storage) -> list[tuple[str, uuid.UUID, uuid.UUID]]:
-    """Every FOLDER_ROOT/<tenant_id>/<export_id> folder as (path, tenant id, export id).
-
-    Anything not named by canonical UUIDs was not made by export_create and is left alone.
-    """
-    try:
-        tenant_names, _ = storage.listdir(FOLDER_ROOT)
-    except FileNotFoundError:
-        return []
-    folders = []
-    for tenant_name in sorted(tenant_names):
-        tenant_id = _canonical_uuid(tenant_name)
-        if tenant_id is None:
-            continue
-        try:
-            export_names, _ = storage.listdir(f"{FOLDER_ROOT}/{tenant_name}")
-        except FileNotFoundError:
-            continue  # removed meanwhile
-        for export_name in sorted(export_names):
-            export_id = _canonical_uuid(export_name)
-            if export_id is not None:
-                folders.append((f"{FOLDER_ROOT}/{tenant_name}/{export_name}", tenant_id, export_id))
-    return folders
-
-
-def _existing_exports(export_ids: list[uuid.UUID]) -> set[tuple[uuid.UUID, uuid.UUID]]:
-    """(tenant id, export id) of those of the exports that have a row; needs the bypass."""
-    found = set()
-    for start in range(0, len(export_ids), PURGE_BATCH_SIZE):
-        batch = export_ids[start : start + PURGE_BATCH_SIZE]
-        found.update(Export.objects.filter(pk__in=batch).values_list("tenant_id", "id"))
-    return found
-
-
-def _folder_contents(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
-    """(sub-folders, files) under `folder`, recursively, each as a storage path."""
-    directories, files = [], []
-    names, file_names = storage.listdir(folder)
-    files += [f"{folder}/{name}" for name in file_names]
-    for name in names:
-        directories.append(f"{folder}/{name}")
-        deeper_directories, deeper_files = _folder_contents(storage, f"{folder}/{name}")
-        directories += deeper_directories
-        files += deeper_files
-    return directories, files
-
-
-def _last_modified(storage: Storage, folder: str, files: list[str]) -> datetime | None:
-    """When anything in the folder last changed; None if the storage cannot tell."""
-    times = [storage.get_modified_time(name) for name in files]
-    try:
-        # On a file system the folder's own time also covers a build between creating
-        # the folder and writing its file.
-        path = storage.path(folder)
-    except NotImplementedError:
-        pass
-    else:
-        times.append(datetime.fromtimestamp(os.path.getmtime(path), tz=UTC))
-    return max(times, default=None)
-
-
-def _remove_directories(storage: Storage, directories: list[str]) -> None:
-    """Remove now empty directories, deepest first, on a file-system storage."""
-    for directory in sorted(directories, key=lambda name: name.count("/"), reverse=True):
-        try:
-            os.rmdir(storage.path(directory))
-        except (NotImplementedError, OSError):
-            pass  # not a file-system storage, or something new arrived meanwhile
-
-
-def _sweep_orphans(storage: Storage, *, cutoff: datetime, dry_run: bool) -> tuple[int, int, int]:
-    """Delete the folders of exports that no longer exist, untouched since `cutoff`.
-
-    Returns (folders deleted, files deleted, folders kept as too recent). Rows vanish
-    without their files through cascades (project purge, tenant or admin delete) and
-    through a caller's rollback after export_create wrote the file.
-    """
-    folders = _export_folders(storage)
-    existing = _existing_exports([export_id for _, _, export_id in folders])
-    deleted = files_deleted = kept = 0
-    for folder, tenant_id, export_id in folders:
-        if (tenant_id, export_id) in existing:
-            continue
-        try:
-            directories, files = _folder_contents(storage, folder)
-            modified = _last_modified(storage, folder, files)
-        except FileNotFoundError:
-            continue  # removed meanwhile, by another purge
-        if modified is None:
-            continue  # no file and no folder time: nothing this storage could hold
-        if modified > cutoff:
-            kept += 1
-            continue
-        if not dry_run:
-            for name in files:
-                storage.delete(name)
-            _remove_directories(storage, [*directories, folder])
-            logger.info(
-                "orphaned export folder deleted",
-                extra={"tenant_id": str(tenant_id), "export_id": str(export_id)},
-            )
-        deleted += 1
-        files_deleted += len(files)
-    return deleted, files_deleted, kept
+def expired_exports_due(now: datetime) -> QuerySet[Export]:
+    """The rows exports_purge_expired locks and expires, in the order it locks them."""
+    return Export.objects.filter(_due(now)).order_by("id")
 
 
 def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
@@ -425,21 +303,16 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
     storage = _storage()
     deleted = missing = 0
     with system_context("purge_exports"):
-        if not _bypass_sees_every_export():
-            raise ImproperlyConfigured(
-                "purge_exports must run as the owner role (DATABASE_OWNER_URL), the only "
-                "role the row-level security bypass admits; as any other it would see no "
-                "export and take every export's files for orphans. Nothing was changed."
-            )
-        due = Export.objects.filter(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
+        require_sees_every_row(Export._meta.db_table, job="purge_exports")
+        due = expired_exports_due(now)
         locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
-        rows = list(locked.order_by("id").values_list("id", "storage_key"))
+        rows = list(locked.values_list("id", "storage_key"))
         # Keys a live export (neither expired nor due) also points at: only a copied row
         # can share a key, but a live export's file must never go. One semi-join.
         live_keys = set(
             Export.objects.exclude(status=ExportStatus.EXPIRED)
-            .exclude(status__in=PURGEABLE_STATUSES, expires_at__lte=now)
-            .filter(storage_key__in=due.exclude(storage_key="").values("storage_key"))
+            .exclude(_due(now))
+            .filter(storage_key__in=due.exclude(storage_key="").order_by().values("storage_key"))
             .values_list("storage_key", flat=True)
         )
         if not dry_run:
@@ -454,10 +327,17 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
                 missing += 1
                 continue
             if not dry_run:
-                _delete_file(storage, key)
+                delete_file(storage, key)
             deleted += 1
-        orphans_deleted, orphan_files_deleted, orphans_kept = _sweep_orphans(
-            storage, cutoff=now - ORPHAN_GRACE, dry_run=dry_run
+        # Rows vanish without their files through cascades (project purge, tenant or
+        # admin delete) and through a caller's rollback after export_create wrote the file.
+        orphans = sweep_orphan_folders(
+            storage=storage,
+            root=FOLDER_ROOT,
+            rows=Export.objects.all(),
+            cutoff=now - ORPHAN_GRACE,
+            dry_run=dry_run,
+            job="purge_exports",
         )
     summary = PurgeSummary(
         dry_run=dry_run,
@@ -465,9 +345,9 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
         files_deleted=deleted,
         files_missing=missing,
         files_kept=len(keys & live_keys),
-        orphans_deleted=orphans_deleted,
-        orphan_files_deleted=orphan_files_deleted,
-        orphans_kept=orphans_kept,
+        orphans_deleted=len(orphans.orphan_folders),
+        orphan_files_deleted=orphans.files_deleted,
+        orphans_kept=orphans.recent_folders_kept,
     )
     logger.info("exports purged", extra=dataclasses.asdict(summary))
     return summary

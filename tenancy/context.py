@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from core.db import owner_connection
@@ -35,9 +35,15 @@ SCOPE_SETTING = "app.tenant_scope"
 LOCKED = "locked"
 
 
-def _as_uuid(tenant) -> uuid.UUID:
-    value = getattr(tenant, "pk", tenant)
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+def _as_uuid(obj, field: str = "tenant") -> uuid.UUID:
+    """The id of a row or an id given as such; anything else is refused naming `field`."""
+    value = getattr(obj, "pk", obj)
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ValidationError({field: f"{value!r} is not a valid {field} id."}) from None
 
 
 def normalize_tenant_ids(tenants: Iterable) -> list[uuid.UUID]:
@@ -98,7 +104,7 @@ def tenant_scope(
             if locked:
                 _set_local(cursor, SCOPE_SETTING, LOCKED)
             if user_id is not None:
-                _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user_id)))
+                _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user_id, "user")))
         yield ids
         if connections[using].needs_rollback:
             return  # rolling back to the savepoint restores the settings by itself
@@ -116,7 +122,7 @@ def user_context(user, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
-            previous = _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user)))
+            previous = _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user, "user")))
         yield
         if not connections[using].needs_rollback:
             with connections[using].cursor() as cursor:
@@ -160,8 +166,6 @@ def require_tenant(tenant, **objects) -> uuid.UUID:
     Services call this first, so that a row of another tenant is refused with a
     ValidationError naming the field, before the database's own checks.
     """
-    from django.core.exceptions import ValidationError
-
     if tenant is None:
         raise ValidationError({"tenant": "A tenant is required."})
     tenant_id = _as_uuid(tenant)

@@ -5,6 +5,7 @@ are created inside `tenant_context(tenant)`.
 """
 
 import pytest
+from django.db import connection
 from model_bakery import baker
 
 from tenancy.context import tenant_context
@@ -59,3 +60,15 @@ def superuser(db) -> User:
 def in_tenant_a(tenant_a):
     with tenant_context(tenant_a):
         yield tenant_a
+
+
+@pytest.fixture
+def owner_is_runtime_role(settings):
+    """As where DATABASE_OWNER_URL is unset: the "owner" credentials are the runtime role's.
+
+    The system_bypass policies admit only the real owner, so system jobs then see no
+    tenant row at all.
+    """
+    settings.DATABASE_OWNER = {
+        key: connection.settings_dict[key] for key in ("USER", "PASSWORD", "HOST", "PORT")
+    }

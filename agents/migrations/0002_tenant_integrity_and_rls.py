@@ -6,14 +6,19 @@ role running this migration (the owner) and only while `app.rls_bypass` is on: t
 explicit, logged bypass of system jobs (tenancy.context.system_context).
 
 Composite foreign keys pin an execution's project, parent step and produced version
-to its own tenant."""
+to its own tenant.
 
+The tables existed before this migration, so the keys are added NOT VALID: new rows are
+checked at once, and no scan of existing rows holds both tables locked.
+agents.0005_validate_tenant_foreign_keys validates them afterwards in a transaction of its
+own, under a lock that blocks neither reads nor writes."""
+
+import core.safe_migration
 from django.db import migrations
 
 EXECUTIONS_PROJECT_TENANT_FK = """
-ALTER TABLE agent_executions DROP CONSTRAINT IF EXISTS agent_executions_project_tenant_fk;
 ALTER TABLE agent_executions ADD CONSTRAINT agent_executions_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EXECUTIONS_PROJECT_TENANT_FK_REVERSE = """
@@ -21,9 +26,8 @@ ALTER TABLE agent_executions DROP CONSTRAINT IF EXISTS agent_executions_project_
 """
 
 EXECUTIONS_PARENT_TENANT_FK = """
-ALTER TABLE agent_executions DROP CONSTRAINT IF EXISTS agent_executions_parent_tenant_fk;
 ALTER TABLE agent_executions ADD CONSTRAINT agent_executions_parent_tenant_fk
-    FOREIGN KEY (tenant_id, parent_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, parent_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EXECUTIONS_PARENT_TENANT_FK_REVERSE = """
@@ -31,9 +35,8 @@ ALTER TABLE agent_executions DROP CONSTRAINT IF EXISTS agent_executions_parent_t
 """
 
 EXECUTIONS_VERSION_TENANT_FK = """
-ALTER TABLE agent_executions DROP CONSTRAINT IF EXISTS agent_executions_version_tenant_fk;
 ALTER TABLE agent_executions ADD CONSTRAINT agent_executions_version_tenant_fk
-    FOREIGN KEY (tenant_id, produced_version_id) REFERENCES document_versions (tenant_id, id) ON DELETE SET NULL (produced_version_id);
+    FOREIGN KEY (tenant_id, produced_version_id) REFERENCES document_versions (tenant_id, id) ON DELETE SET NULL (produced_version_id) NOT VALID;
 """
 
 EXECUTIONS_VERSION_TENANT_FK_REVERSE = """
@@ -63,7 +66,7 @@ ALTER TABLE agent_executions DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('agents', '0001_initial'),

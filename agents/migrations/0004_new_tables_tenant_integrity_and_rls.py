@@ -9,14 +9,19 @@ explicit, logged bypass of system jobs (tenancy.context.system_context).
 Composite foreign keys pin a source's execution and chunk, a message's project and
 execution, and an evaluation's project, version and execution to the row's own tenant.
 A deleted chunk or execution leaves the source or message behind with a NULL
-reference (ON DELETE SET NULL of that column only, never tenant_id)."""
+reference (ON DELETE SET NULL of that column only, never tenant_id).
 
+The tables existed before this migration, so the keys are added NOT VALID: new rows are
+checked at once, and no scan of existing rows holds both tables locked.
+agents.0005_validate_tenant_foreign_keys validates them afterwards in a transaction of its
+own, under a lock that blocks neither reads nor writes."""
+
+import core.safe_migration
 from django.db import migrations
 
 SOURCES_EXECUTION_TENANT_FK = """
-ALTER TABLE execution_sources DROP CONSTRAINT IF EXISTS execution_sources_execution_tenant_fk;
 ALTER TABLE execution_sources ADD CONSTRAINT execution_sources_execution_tenant_fk
-    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 SOURCES_EXECUTION_TENANT_FK_REVERSE = """
@@ -24,9 +29,8 @@ ALTER TABLE execution_sources DROP CONSTRAINT IF EXISTS execution_sources_execut
 """
 
 SOURCES_CHUNK_TENANT_FK = """
-ALTER TABLE execution_sources DROP CONSTRAINT IF EXISTS execution_sources_chunk_tenant_fk;
 ALTER TABLE execution_sources ADD CONSTRAINT execution_sources_chunk_tenant_fk
-    FOREIGN KEY (tenant_id, chunk_id) REFERENCES chunks (tenant_id, id) ON DELETE SET NULL (chunk_id);
+    FOREIGN KEY (tenant_id, chunk_id) REFERENCES chunks (tenant_id, id) ON DELETE SET NULL (chunk_id) NOT VALID;
 """
 
 SOURCES_CHUNK_TENANT_FK_REVERSE = """
@@ -34,9 +38,8 @@ ALTER TABLE execution_sources DROP CONSTRAINT IF EXISTS execution_sources_chunk_
 """
 
 MESSAGES_PROJECT_TENANT_FK = """
-ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_messages_project_tenant_fk;
 ALTER TABLE conversation_messages ADD CONSTRAINT conversation_messages_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 MESSAGES_PROJECT_TENANT_FK_REVERSE = """
@@ -44,9 +47,8 @@ ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_message
 """
 
 MESSAGES_EXECUTION_TENANT_FK = """
-ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_messages_execution_tenant_fk;
 ALTER TABLE conversation_messages ADD CONSTRAINT conversation_messages_execution_tenant_fk
-    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE SET NULL (execution_id);
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE SET NULL (execution_id) NOT VALID;
 """
 
 MESSAGES_EXECUTION_TENANT_FK_REVERSE = """
@@ -54,9 +56,8 @@ ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_message
 """
 
 EVALUATIONS_PROJECT_TENANT_FK = """
-ALTER TABLE evaluation_runs DROP CONSTRAINT IF EXISTS evaluation_runs_project_tenant_fk;
 ALTER TABLE evaluation_runs ADD CONSTRAINT evaluation_runs_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EVALUATIONS_PROJECT_TENANT_FK_REVERSE = """
@@ -64,9 +65,8 @@ ALTER TABLE evaluation_runs DROP CONSTRAINT IF EXISTS evaluation_runs_project_te
 """
 
 EVALUATIONS_VERSION_TENANT_FK = """
-ALTER TABLE evaluation_runs DROP CONSTRAINT IF EXISTS evaluation_runs_version_tenant_fk;
 ALTER TABLE evaluation_runs ADD CONSTRAINT evaluation_runs_version_tenant_fk
-    FOREIGN KEY (tenant_id, document_version_id) REFERENCES document_versions (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, document_version_id) REFERENCES document_versions (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EVALUATIONS_VERSION_TENANT_FK_REVERSE = """
@@ -74,9 +74,8 @@ ALTER TABLE evaluation_runs DROP CONSTRAINT IF EXISTS evaluation_runs_version_te
 """
 
 EVALUATIONS_EXECUTION_TENANT_FK = """
-ALTER TABLE evaluation_runs DROP CONSTRAINT IF EXISTS evaluation_runs_execution_tenant_fk;
 ALTER TABLE evaluation_runs ADD CONSTRAINT evaluation_runs_execution_tenant_fk
-    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES agent_executions (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EVALUATIONS_EXECUTION_TENANT_FK_REVERSE = """
@@ -150,7 +149,7 @@ ALTER TABLE evaluation_runs DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('agents', '0003_lifecycle_sources_messages_evaluations'),

@@ -7,6 +7,7 @@ transaction pooling). Unset or empty means no tenant: the array is NULL, every
 SQL and STABLE, so `tenant_id = ANY(app_current_tenant_ids())` is an index condition.
 """
 
+import core.safe_migration
 from django.db import migrations
 
 FUNCTIONS = """
@@ -31,7 +32,7 @@ DROP FUNCTION IF EXISTS app_current_tenant_ids();
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = []
 
     operations = [migrations.RunSQL(sql=FUNCTIONS, reverse_sql=DROP_FUNCTIONS)]

@@ -6,14 +6,19 @@ role running this migration (the owner) and only while `app.rls_bypass` is on: t
 explicit, logged bypass of system jobs (tenancy.context.system_context).
 
 Composite foreign keys pin a child row to its parent's tenant: (tenant_id, parent_id)
-references the parent's (tenant_id, id), for every role, the owner included."""
+references the parent's (tenant_id, id), for every role, the owner included.
 
+The tables existed before this migration, so the keys are added NOT VALID: new rows are
+checked at once, and no scan of existing rows holds both tables locked.
+documents.0006_validate_tenant_foreign_keys validates them afterwards in a transaction of its
+own, under a lock that blocks neither reads nor writes."""
+
+import core.safe_migration
 from django.db import migrations
 
 VERSIONS_PROJECT_TENANT_FK = """
-ALTER TABLE document_versions DROP CONSTRAINT IF EXISTS document_versions_project_tenant_fk;
 ALTER TABLE document_versions ADD CONSTRAINT document_versions_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 VERSIONS_PROJECT_TENANT_FK_REVERSE = """
@@ -21,9 +26,8 @@ ALTER TABLE document_versions DROP CONSTRAINT IF EXISTS document_versions_projec
 """
 
 DOCUMENTS_PROJECT_TENANT_FK = """
-ALTER TABLE documents DROP CONSTRAINT IF EXISTS documents_project_tenant_fk;
 ALTER TABLE documents ADD CONSTRAINT documents_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE SET NULL (project_id);
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE SET NULL (project_id) NOT VALID;
 """
 
 DOCUMENTS_PROJECT_TENANT_FK_REVERSE = """
@@ -31,9 +35,8 @@ ALTER TABLE documents DROP CONSTRAINT IF EXISTS documents_project_tenant_fk;
 """
 
 CHUNKS_DOCUMENT_TENANT_FK = """
-ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_document_tenant_fk;
 ALTER TABLE chunks ADD CONSTRAINT chunks_document_tenant_fk
-    FOREIGN KEY (tenant_id, document_id) REFERENCES documents (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, document_id) REFERENCES documents (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 CHUNKS_DOCUMENT_TENANT_FK_REVERSE = """
@@ -129,7 +132,7 @@ ALTER TABLE chunks DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('documents', '0001_initial'),

@@ -5,14 +5,19 @@ the tenants set for the current transaction; `system_bypass` is granted only to 
 role running this migration (the owner) and only while `app.rls_bypass` is on: the
 explicit, logged bypass of system jobs (tenancy.context.system_context).
 
-A composite foreign key pins an export to its project's tenant."""
+A composite foreign key pins an export to its project's tenant.
 
+The tables existed before this migration, so the keys are added NOT VALID: new rows are
+checked at once, and no scan of existing rows holds both tables locked.
+exports.0003_validate_tenant_foreign_keys validates them afterwards in a transaction of its
+own, under a lock that blocks neither reads nor writes."""
+
+import core.safe_migration
 from django.db import migrations
 
 EXPORTS_PROJECT_TENANT_FK = """
-ALTER TABLE exports DROP CONSTRAINT IF EXISTS exports_project_tenant_fk;
 ALTER TABLE exports ADD CONSTRAINT exports_project_tenant_fk
-    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE;
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE NOT VALID;
 """
 
 EXPORTS_PROJECT_TENANT_FK_REVERSE = """
@@ -42,7 +47,7 @@ ALTER TABLE exports DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('exports', '0001_initial'),

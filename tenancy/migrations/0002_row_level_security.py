@@ -8,6 +8,7 @@ explicit, logged bypass of system jobs (tenancy.context.system_context).
 `own_memberships` lets a user read (only read) their own memberships (app.user_id), so
 the tenant middleware can learn which tenants to set; every write needs the tenant set."""
 
+import core.safe_migration
 from django.db import migrations
 
 MEMBERSHIPS_RLS = """
@@ -37,7 +38,7 @@ ALTER TABLE memberships DISABLE ROW LEVEL SECURITY;
 """
 
 
-class Migration(migrations.Migration):
+class Migration(core.safe_migration.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('tenancy', '0001_initial'),

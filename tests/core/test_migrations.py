@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 import pytest
 from django.apps import apps
 from django.core.management import call_command
@@ -11,6 +12,7 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunSQL
 
+import core.safe_migration
 from core.db import runtime_role_name
 
 OUR_APPS = ("core", "tenancy", "documents", "agents", "exports")
@@ -141,3 +143,47 @@ def test_migrating_an_app_to_zero_and_back_restores_the_schema(app_label):
     finally:
         call_command("migrate", verbosity=0)
     assert schema_fingerprint() == before
+
+
+# --- Lock timeout (core.safe_migration, DESIGN.md section 8) ------------------------------
+
+
+def test_every_migration_of_ours_waits_for_locks_at_most_the_lock_timeout():
+    plain = [
+        f"{m.app_label}.{m.name}"
+        for m in our_migrations()
+        if not isinstance(m, core.safe_migration.Migration)
+    ]
+    assert not plain, f"subclass core.safe_migration.Migration: {plain}"
+
+
+def lock_timeout_in_chain(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, psycopg.errors.LockNotAvailable):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_migration_blocked_by_a_lock_gives_up_after_the_lock_timeout(settings):
+    settings.MIGRATION_LOCK_TIMEOUT = "100ms"
+    params = connection.settings_dict
+    # Another session reading exports holds ACCESS SHARE until it ends; taking row-level
+    # security off the table (exports.0002 backwards) needs ACCESS EXCLUSIVE.
+    with psycopg.connect(
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        dbname=params["NAME"],
+    ) as reader:
+        reader.execute("SELECT count(*) FROM exports")
+        try:
+            # Whatever migrate reports it as, the cause is PostgreSQL's lock timeout.
+            with pytest.raises(Exception) as error:
+                call_command("migrate", "exports", "0001", verbosity=0)
+            assert lock_timeout_in_chain(error.value)
+        finally:
+            reader.rollback()
+            call_command("migrate", verbosity=0)

@@ -178,10 +178,27 @@ def test_vectors_of_the_wrong_size_fail_the_document(tenant_a):
     assert chunks_of(tenant_a, document) == []
 
 
-def test_a_document_without_text_fails(tenant_a):
-    document = services.document_ingest(tenant=tenant_a, title="blank", text="  \n ")
+def test_a_file_without_text_fails(tenant_a):
+    upload = SimpleUploadedFile("blank.txt", b"  \n ", "text/plain")
+    document = services.document_ingest(tenant=tenant_a, file=upload)
     assert document.status == Document.Status.FAILED
     assert "no text" in document.error_message
+
+
+def test_a_text_with_nothing_to_index_is_refused_before_anything_is_stored(tenant_a, media):
+    with pytest.raises(ValidationError) as error:
+        services.document_ingest(tenant=tenant_a, title="blank", text="  \n ")
+    assert "text" in error.value.message_dict
+    with tenant_context(tenant_a):
+        assert not Document.objects.exists()
+    assert not any(media.rglob("*"))
+
+
+def test_a_file_whose_text_holds_a_nul_fails_saying_so(tenant_a):
+    upload = SimpleUploadedFile("nul.txt", b"one two\x00three", "text/plain")
+    document = services.document_ingest(tenant=tenant_a, file=upload)
+    assert document.status == Document.Status.FAILED
+    assert "NUL" in document.error_message
 
 
 @pytest.mark.django_db(transaction=True)

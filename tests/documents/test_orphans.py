@@ -10,13 +10,13 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files.storage import default_storage
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from documents import services
-from documents.models import Chunk, Document
+from documents.models import Chunk, Document, Project
 from tenancy.context import tenant_context
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,3 +175,25 @@ def test_purge_deleted_reports_and_sweeps_orphans(tenant_a, media):
     assert "Deleted 1 orphaned upload file(s) in 1 folder(s)" in out.getvalue()
     assert folder_of(gone) in out.getvalue()
     assert not default_storage.exists(gone)
+
+
+def test_without_the_owner_role_the_sweep_refuses_and_deletes_nothing(
+    tenant_a, media, owner_is_runtime_role
+):
+    kept = live(tenant_a, media)
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_OWNER_URL"):
+        services.documents_sweep_orphan_files()
+    assert default_storage.exists(kept.storage_key)
+
+
+def test_purge_deleted_without_the_owner_role_exits_with_the_reason_and_changes_nothing(
+    tenant_a, media, owner_is_runtime_role
+):
+    kept = live(tenant_a, media)
+    doomed = services.project_create(tenant=tenant_a, name="Doomed")
+    services.project_soft_delete(tenant=tenant_a, project=doomed)
+    with pytest.raises(CommandError, match="DATABASE_OWNER_URL.*Nothing was changed"):
+        call_command("purge_deleted", "--apply", "--days", "0")
+    assert default_storage.exists(kept.storage_key)
+    with tenant_context(tenant_a):
+        assert Project.all_objects.filter(pk=doomed.pk).exists()

@@ -59,13 +59,3 @@ def test_a_completed_export_with_its_file_is_accepted(project):
         completed_at=now(),
     )
     assert Export.objects.filter(pk=export.pk, status="completed").exists()
-
-
-def test_the_purge_query_can_use_the_partial_expiry_index(project):
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(
-            "EXPLAIN SELECT id FROM exports WHERE status = 'completed' AND expires_at < now()"
-        )
-        plan = "\n".join(line for (line,) in cursor.fetchall())
-    assert "exports_completed_expiry_idx" in plan

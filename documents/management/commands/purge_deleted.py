@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.services import documents_sweep_orphan_files, projects_purge_deleted
@@ -31,7 +32,11 @@ class Command(BaseCommand):
     def handle(self, *args, days: int, apply: bool, **options) -> None:
         if days < 0:
             raise CommandError(f"--days must be 0 or more, not {days}.")
-        summary = projects_purge_deleted(older_than=timedelta(days=days), apply=apply)
+        try:
+            summary = projects_purge_deleted(older_than=timedelta(days=days), apply=apply)
+            sweep = documents_sweep_orphan_files(dry_run=not apply)
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error
         verb = "Deleted" if apply else "Would delete"
         self.stdout.write(
             f"{verb} {summary.total_projects} project(s) soft-deleted before "
@@ -41,7 +46,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  tenant {slug}: {count} project(s)")
         for label, count in sorted(summary.rows_by_model.items()):
             self.stdout.write(f"  {label}: {count} row(s)")
-        sweep = documents_sweep_orphan_files(dry_run=not apply)
         self.stdout.write(
             f"{verb} {sweep.files_deleted} orphaned upload file(s) in "
             f"{len(sweep.orphan_folders)} folder(s) without a document "

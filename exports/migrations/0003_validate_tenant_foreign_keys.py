@@ -1,0 +1,21 @@
+"""Validate the composite tenant keys added NOT VALID by exports.0002_tenant_integrity_and_rls.
+
+VALIDATE CONSTRAINT scans the existing rows under a SHARE UPDATE EXCLUSIVE lock (ROW
+SHARE on the referenced table), which blocks neither reads nor writes; in the
+transaction that added the key it would scan under that transaction's stronger locks
+(DESIGN.md section 8), hence a migration of its own. Validating a valid key does
+nothing. Going back leaves the keys valid: PostgreSQL cannot make a constraint NOT
+VALID again, and the earlier migration means a valid key anyway."""
+
+import core.safe_migration
+from django.contrib.postgres.operations import ValidateConstraint
+
+
+class Migration(core.safe_migration.Migration):
+    dependencies = [
+        ('exports', '0002_tenant_integrity_and_rls'),
+    ]
+
+    operations = [
+        ValidateConstraint(model_name='export', name='exports_project_tenant_fk'),
+    ]
