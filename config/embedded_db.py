@@ -45,6 +45,7 @@ POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
 BOOTSTRAP_VERSION = "3"
 
+
 class EmbeddedServerUnusable(SystemExit):
     """The embedded server cannot serve this project; the message says what to do.
 

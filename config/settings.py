@@ -108,9 +108,11 @@ if env.str("DATABASE_URL", default=""):
     _owner = _url_settings(env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL")))
     # A role that sees every row (BYPASSRLS, read-only): row-level security would
     # silently empty a dump made by any other. Restores run as the owner.
-    _backup = _url_settings(env.db("DATABASE_BACKUP_URL", default="")) if env.str(
-        "DATABASE_BACKUP_URL", default=""
-    ) else {}
+    _backup = (
+        _url_settings(env.db("DATABASE_BACKUP_URL", default=""))
+        if env.str("DATABASE_BACKUP_URL", default="")
+        else {}
+    )
     _restore = _owner
 else:
     from config import embedded_db

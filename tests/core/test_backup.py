@@ -114,9 +114,7 @@ def test_the_last_line_of_a_backup_is_the_dump_beside_its_manifest(
     assert manifest["dump"] == dump.name
 
 
-def test_a_backup_role_subject_to_row_level_security_is_refused_before_dumping(
-    tmp_path, settings
-):
+def test_a_backup_role_subject_to_row_level_security_is_refused_before_dumping(tmp_path, settings):
     # The owner is subject to FORCE ROW LEVEL SECURITY: its dump would hold no tenant rows.
     settings.DATABASE_BACKUP = {
         key: settings.DATABASE_OWNER[key] for key in ("USER", "PASSWORD", "HOST", "PORT")

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from django.apps import apps
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunSQL
@@ -180,10 +181,13 @@ def test_a_migration_blocked_by_a_lock_gives_up_after_the_lock_timeout(settings)
     ) as reader:
         reader.execute("SELECT count(*) FROM exports")
         try:
-            # Whatever migrate reports it as, the cause is PostgreSQL's lock timeout.
-            with pytest.raises(Exception) as error:
+            with pytest.raises(CommandError) as error:
                 call_command("migrate", "exports", "0001", verbosity=0)
             assert lock_timeout_in_chain(error.value)
+            assert str(error.value).startswith(
+                "The migration being applied gave up after waiting 100ms "
+                "(MIGRATION_LOCK_TIMEOUT) for a lock that another session holds"
+            )
         finally:
             reader.rollback()
             call_command("migrate", verbosity=0)
