@@ -195,6 +195,11 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 
+# --- Security ----------------------------------------------------------------------
+# Password of the owner that `manage.py seed` creates; --owner-password wins. Unset: the
+# demo password in DEBUG, a generated one (printed once) otherwise.
+SEED_OWNER_PASSWORD = env.str("SEED_OWNER_PASSWORD", default="")
+
 # users.email is unique case-insensitively through a UniqueConstraint on lower(email)
 # (tenancy.User); Django's check only recognises unique=True on the column itself.
 SILENCED_SYSTEM_CHECKS = ["auth.E003"]
