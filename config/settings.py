@@ -3,6 +3,7 @@
 Every variable is documented in `.env.example`.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "pgtrigger",
     "health_check",
+    "axes",
     "core",
     "tenancy",
     "documents",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "tenancy.middleware.TenantContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a refused login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -120,6 +124,11 @@ DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenancy.User"
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out login before any password is checked (django-axes).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # Argon2id first: new and changed passwords use it, and a PBKDF2 hash (Django's former
 # default, still verified) is re-hashed with Argon2 at the user's next successful login.
@@ -188,6 +197,8 @@ LOGGING = {
     "loggers": {
         "pgserver": {"level": "WARNING"},
         "health_check": {"level": "ERROR"},
+        # Failed logins and lockouts are WARNINGs; its INFO start-up banner is noise.
+        "axes": {"level": "WARNING"},
     },
 }
 
@@ -200,6 +211,52 @@ if not DEBUG:
 # demo password in DEBUG, a generated one (printed once) otherwise.
 SEED_OWNER_PASSWORD = env.str("SEED_OWNER_PASSWORD", default="")
 
+# Login lockout (django-axes). After AXES_FAILURE_LIMIT failed logins for one username
+# (from any address) or from one client address (for any username), logins are refused
+# with HTTP 429 until AXES_COOLOFF_MINUTES have passed without another attempt. The
+# admin's Axes section lists the locks; deleting an access attempt, or `manage.py
+# axes_reset`, lifts them. A successful login does not reset the count: that would let
+# anyone with one valid account clear the failures of the address they guess from.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.float("AXES_COOLOFF_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_CALLABLE = "tenancy.auth.login_username"
+AXES_CLIENT_IP_CALLABLE = "core.http.client_ip"
+AXES_COOLOFF_MESSAGE = (
+    f"Too many failed logins: logins for this account or from this address are refused "
+    f"for {_cooloff_minutes:g} minutes after the last attempt. An administrator can lift "
+    "the lock sooner."
+)
+# Every failure also gets a row of its own (AccessFailureLog), not only a counter.
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# Behind a reverse proxy, the request.META key of the header that carries the client's
+# address (e.g. HTTP_X_FORWARDED_FOR) and how many proxies append to it (core.http).
+# Unset: REMOTE_ADDR only, and such headers are ignored, since clients can send them too.
+TRUSTED_PROXY_IP_HEADER = env.str("TRUSTED_PROXY_IP_HEADER", default="")
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+
+# A wrong value here would weaken the protection silently (a lock that never ends, a
+# header that never matches), so the project refuses to start instead.
+_security_problems = [
+    message
+    for message, wrong in (
+        ("AXES_FAILURE_LIMIT must be at least 1.", AXES_FAILURE_LIMIT < 1),
+        ("AXES_COOLOFF_MINUTES must be more than 0.", _cooloff_minutes <= 0),
+        (
+            "TRUSTED_PROXY_IP_HEADER must be a request.META key such as HTTP_X_FORWARDED_FOR.",
+            TRUSTED_PROXY_IP_HEADER and not TRUSTED_PROXY_IP_HEADER.startswith("HTTP_"),
+        ),
+        ("TRUSTED_PROXY_COUNT must be at least 1.", TRUSTED_PROXY_COUNT < 1),
+    )
+    if wrong
+]
+if _security_problems:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(" ".join(_security_problems))
+
 # users.email is unique case-insensitively through a UniqueConstraint on lower(email)
-# (tenancy.User); Django's check only recognises unique=True on the column itself.
-SILENCED_SYSTEM_CHECKS = ["auth.E003"]
+# (tenancy.User); Django's check only recognises unique=True on the column itself. It
+# reports W004 instead of E003 when there are other backends than ModelBackend (axes).
+SILENCED_SYSTEM_CHECKS = ["auth.E003", "auth.W004"]
