@@ -205,6 +205,17 @@ LOGGING = {
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    # HTTPS only (`check --deploy` has nothing to report with these defaults): plain HTTP
+    # is redirected, and browsers are told to use HTTPS for a year, on subdomains too,
+    # and may put the site on their preload lists. Lower SECURE_HSTS_SECONDS while
+    # trying HTTPS out: a browser that saw the header refuses plain HTTP until it expires.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+# Load balancers and compose's health check call /health/ over plain HTTP, from inside the
+# network; a redirect to HTTPS would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 
 # --- Security ----------------------------------------------------------------------
 # Password of the owner that `manage.py seed` creates; --owner-password wins. Unset: the
@@ -235,6 +246,12 @@ AXES_ENABLE_ACCESS_FAILURE_LOG = True
 # Unset: REMOTE_ADDR only, and such headers are ignored, since clients can send them too.
 TRUSTED_PROXY_IP_HEADER = env.str("TRUSTED_PROXY_IP_HEADER", default="")
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+# Behind a TLS-terminating proxy: "request.META key,value" of the header by which the proxy
+# says the client used HTTPS, e.g. HTTP_X_FORWARDED_PROTO,https. Only behind a proxy that
+# sets or strips that header on every request: a client could send it too.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+_proxy_ssl_key, _, _proxy_ssl_value = (part.strip() for part in _proxy_ssl_header.partition(","))
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_key, _proxy_ssl_value) if _proxy_ssl_header else None
 
 # A wrong value here would weaken the protection silently (a lock that never ends, a
 # header that never matches), so the project refuses to start instead.
@@ -248,6 +265,11 @@ _security_problems = [
             TRUSTED_PROXY_IP_HEADER and not TRUSTED_PROXY_IP_HEADER.startswith("HTTP_"),
         ),
         ("TRUSTED_PROXY_COUNT must be at least 1.", TRUSTED_PROXY_COUNT < 1),
+        (
+            "SECURE_PROXY_SSL_HEADER must be a request.META key and a value, such as "
+            "HTTP_X_FORWARDED_PROTO,https.",
+            _proxy_ssl_header and not (_proxy_ssl_key.startswith("HTTP_") and _proxy_ssl_value),
+        ),
     )
     if wrong
 ]
