@@ -11,6 +11,7 @@ import datetime as dt
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog
 from django.core.management import call_command
+from django.db import connection
 from django.db.models import F
 from django.test import Client
 
@@ -140,3 +141,26 @@ def test_failed_logins_of_a_signed_in_user_persist_through_the_tenant_transactio
     [attempt] = AccessAttempt.objects.filter(username="alice@example.com")
     assert attempt.failures_since_start == LIMIT
     assert AccessFailureLog.objects.filter(username="alice@example.com").count() == LIMIT
+
+
+def test_axes_tables_hold_no_tenant_rows_and_the_runtime_role_may_write_them():
+    # Tests connect as the runtime role; its grants come from migrate's post_migrate handler.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname::text, c.relrowsecurity, EXISTS ("
+            "  SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'"
+            "), bool_and(has_table_privilege(c.oid, p)) "
+            "FROM pg_class c, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+            "AND c.relname LIKE 'axes\\_%' GROUP BY c.oid, c.relname ORDER BY 1"
+        )
+        rows = cursor.fetchall()
+    assert [table for table, *_ in rows] == [
+        "axes_accessattempt",
+        "axes_accessattemptexpiration",
+        "axes_accessfailurelog",
+        "axes_accesslog",
+    ]
+    assert {(rls, tenant_id, writable) for _, rls, tenant_id, writable in rows} == {
+        (False, False, True)
+    }
