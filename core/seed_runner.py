@@ -68,6 +68,9 @@ class SeedRun:
     stdout: TextIO
     owner_email: str
     owner_password: str
+    # What the output shows for the password when the owner is created: the password
+    # itself where seed chose it (demo or generated), never one an operator supplied.
+    owner_password_shown: str
     # Rows earlier seeders made, for later ones (e.g. "tenants": [...]).
     shared: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)

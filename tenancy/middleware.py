@@ -39,6 +39,7 @@ class TenantContextMiddleware:
                 response = self.get_response(request)
                 # A view's exception reaches us as an error response (Django converts it
                 # inside every middleware): roll back, a failed request writes nothing.
+                # Refusals below 500 commit: a refused login's axes records must persist.
                 if response.status_code >= 500:
                     transaction.set_rollback(True)
         return response

@@ -30,7 +30,7 @@ def seed(run: SeedRun) -> None:
         )
         run.count("users")
         run.stdout.write(
-            f"Demo owner: {owner.email} / password: {run.owner_password} (log in at /admin/)"
+            f"Demo owner: {owner.email} / password: {run.owner_password_shown} (log in at /admin/)"
         )
     else:
         run.stdout.write(f"Demo owner: {owner.email} (exists, password unchanged)")

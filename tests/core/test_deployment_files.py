@@ -3,15 +3,20 @@ script, PgBouncer, .env.example.
 
 No Docker engine runs where the suite runs, so these tests read the files. PyYAML is not a
 dependency: the compose file is split into service blocks by indentation, which holds for
-the file as written (two-space indentation, services as `  name:` lines).
+the file as written (two-space indentation, services as `  name:` lines). Debian's
+docker-compose also runs `docker-compose config` (which needs no engine), interpolating
+the file as compose will (.ci/run installs it; locally its tests skip without it).
 """
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from core.leakproof import LEAKPROOF_FUNCTIONS
+from tests.system_programs import require
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -98,7 +103,7 @@ def test_web_is_served_by_gunicorn():
 
 def test_web_uses_the_runtime_role_through_pgbouncer_without_server_side_cursors():
     web = compose_services()["web"]
-    assert re.search(r"^      DATABASE_URL: postgres://\S+@pgbouncer:6432/", web, re.M)
+    assert re.search(r"^      DATABASE_URL: postgres://.+@pgbouncer:6432/", web, re.M)
     assert re.search(r"^      DATABASE_DISABLE_SERVER_SIDE_CURSORS: \"true\"", web, re.M)
 
 
@@ -167,7 +172,7 @@ def test_only_migrate_gets_the_owner_url_straight_to_postgres():
     owner_urls = compose_lines(r"^\s+DATABASE_OWNER_URL:")
     assert [service for service, _ in owner_urls] == ["migrate"]
     [(_, line)] = owner_urls
-    assert re.search(r"postgres://\$\{OWNER_DB_USER:-agentic_owner\}:\S+@db:5432/", line)
+    assert re.search(r"postgres://\$\{OWNER_DB_USER:-agentic_owner\}:.+@db:5432/", line)
     # Nor through the anchor shared with web.
     anchors = COMPOSE.read_text().split("\nservices:")[0]
     assert "DATABASE_OWNER_URL:" not in uncommented(anchors)
@@ -225,3 +230,76 @@ def test_compose_and_embedded_pgvector_both_meet_the_system_checks_minimum():
     assert parse_version(pgvector) >= MIN_PGVECTOR
     assert parse_version(embedded) >= MIN_PGVECTOR
     assert int(postgres) >= MIN_POSTGRES[0]
+
+
+# --- Secrets: none has a default, and compose stops without them ------------------------
+
+COMPOSE_SECRETS = ("SECRET_KEY", "POSTGRES_PASSWORD", "OWNER_DB_PASSWORD", "APP_DB_PASSWORD")
+# Names that say a variable holds a secret, so that one added later is held to the same rule.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
+# ${NAME}, ${NAME:-default}, ${NAME:?message} ...: (name, operator, argument).
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+REQUIRED = r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*[^}\s][^}]*\}"
+
+
+def test_compose_requires_every_secret_and_says_where_to_set_it():
+    found = [
+        (name, operator, argument)
+        for name, operator, argument in INTERPOLATION.findall(uncommented(COMPOSE.read_text()))
+        if SECRET_NAME.search(name)
+    ]
+    assert {name for name, _, _ in found} == set(COMPOSE_SECRETS)
+    for name, operator, message in found:
+        assert operator == ":?", f"${{{name}}} must be ${{{name}:?message}}, with no default"
+        assert ".env.example" in message
+
+
+def test_compose_writes_no_secret_into_the_file():
+    text = uncommented(COMPOSE.read_text())
+    secret_values = [
+        value
+        for name, value in re.findall(r"^\s+([A-Z][A-Z0-9_]*): (.*)$", text, re.M)
+        if SECRET_NAME.search(name)
+    ]
+    url_passwords = re.findall(r"postgres://\$\{[^}]+\}:(\$\{[^}]+\})@", text)
+    # SECRET_KEY; db's POSTGRES_PASSWORD and OWNER_DB_PASSWORD; pgbouncer's RUNTIME_PASSWORD.
+    assert len(secret_values) == 4
+    assert len(url_passwords) == 3  # the owner's URL, the runtime role's two
+    for value in secret_values + url_passwords:
+        assert re.fullmatch(REQUIRED, value), value
+
+
+def test_env_example_sets_no_secret_and_says_how_to_generate_them():
+    text = (ROOT / ".env.example").read_text()
+    for name in COMPOSE_SECRETS:
+        assert re.search(rf"^# {name}=$", text, re.M), f"{name} must have no value in .env.example"
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(50))"' in text
+    assert "openssl rand -hex 32" in text
+
+
+def docker_compose_config(tmp_path, **variables) -> subprocess.CompletedProcess:
+    """`docker-compose config` on our file with only `variables` set (no .env, no Docker)."""
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    docker_compose = require("docker-compose", "docker-compose")
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+    return subprocess.run(
+        [docker_compose, "--env-file", str(env_file), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, **variables},
+    )
+
+
+def test_docker_compose_accepts_the_file_with_every_secret_set(tmp_path):
+    result = docker_compose_config(tmp_path, **dict.fromkeys(COMPOSE_SECRETS, "s3cret"))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", COMPOSE_SECRETS)
+def test_docker_compose_stops_naming_a_missing_secret(tmp_path, missing):
+    variables = {name: "s3cret" for name in COMPOSE_SECRETS if name != missing}
+    result = docker_compose_config(tmp_path, **variables)
+    assert result.returncode != 0
+    assert f"set {missing} in .env, see .env.example" in result.stderr

@@ -1,5 +1,8 @@
 """`manage.py seed`: idempotent, deterministic, atomic, and strict about its arguments."""
 
+import os
+import re
+import secrets
 import subprocess
 import sys
 from io import StringIO
@@ -7,6 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.management.commands.seed import DEFAULT_OWNER_PASSWORD
 from documents.models import DocumentVersion, Project
 from tenancy.context import system_context
 from tenancy.models import Tenant, User
@@ -38,6 +42,12 @@ def counts() -> dict[str, int]:
         }
 
 
+def logs_in(client, email: str, password: str) -> bool:
+    """Whether the admin's login form accepts the password (through axes' backend too)."""
+    response = client.post("/admin/login/", {"username": email, "password": password})
+    return response.status_code == 302
+
+
 def seed(*args: str) -> str:
     out = StringIO()
     call_command("seed", *args, stdout=out)
@@ -45,11 +55,70 @@ def seed(*args: str) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_seed_prints_the_demo_owner_who_can_log_in(client):
+def test_in_debug_seed_prints_the_demo_owner_who_can_log_in(client, settings):
+    settings.DEBUG = True
     output = seed()
     assert "owner@demo.example.com / password: demo-owner-password" in output
-    assert client.login(email="owner@demo.example.com", password="demo-owner-password")
+    assert logs_in(client, "owner@demo.example.com", "demo-owner-password")
     assert client.get("/admin/").status_code == 200
+
+
+# --- Outside DEBUG (pytest-django runs the tests with DEBUG off): no built-in password -----
+
+GENERATED = re.compile(r"owner@demo\.example\.com / password: (\S+) \(generated, shown only")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_debug_seed_generates_a_strong_owner_password_that_logs_in(client):
+    password = GENERATED.search(seed()).group(1)
+    assert password != DEFAULT_OWNER_PASSWORD
+    assert len(password) >= 32
+    assert logs_in(client, "owner@demo.example.com", password)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_debug_the_generated_password_is_printed_only_once():
+    password = GENERATED.search(seed()).group(1)
+    again = seed()
+    assert password not in again
+    assert "owner@demo.example.com (exists, password unchanged)" in again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_debug_the_owner_password_comes_from_the_environment_unprinted(client, settings):
+    settings.SEED_OWNER_PASSWORD = "an-operator-chosen-passphrase"
+    output = seed()
+    assert "an-operator-chosen-passphrase" not in output
+    assert "password: as given" in output
+    assert logs_in(client, "owner@demo.example.com", "an-operator-chosen-passphrase")
+
+
+@pytest.mark.parametrize(
+    "password, message",
+    [
+        (DEFAULT_OWNER_PASSWORD, "published in the README: outside DEBUG seed refuses it"),
+        ("12345678", "The owner password is too weak: This password is too common."),
+    ],
+)
+def test_outside_debug_a_built_in_or_weak_owner_password_is_refused(db, password, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("seed", "--owner-password", password)
+    assert User.objects.count() == 0
+
+
+def test_outside_debug_the_demo_password_exits_non_zero_without_a_traceback():
+    env = {k: v for k, v in os.environ.items() if k != "SEED_OWNER_PASSWORD"}
+    env.update(DJANGO_DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed", "--owner-password", DEFAULT_OWNER_PASSWORD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert "outside DEBUG seed refuses it" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.apps import apps
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
@@ -16,7 +20,38 @@ from core.db import owner_connection
 from core.seed_runner import VOLUMES, SeedRun, cleanup_seeders, run_seeders, validate_volumes
 
 DEFAULT_OWNER_EMAIL = "owner@demo.example.com"
+# Published in the README, so only ever used in development (DEBUG).
 DEFAULT_OWNER_PASSWORD = "demo-owner-password"
+GENERATED_PASSWORD_BYTES = 24
+GIVEN_PASSWORD_SHOWN = "as given (--owner-password or SEED_OWNER_PASSWORD)"
+
+
+def owner_password(given: str, *, email: str) -> tuple[str, str]:
+    """The demo owner's password, and what the output shows in its place.
+
+    `given` comes from --owner-password or SEED_OWNER_PASSWORD. In DEBUG the published demo
+    password is the default. Outside DEBUG no built-in password is accepted: a given one
+    must pass the password validators, and without one a strong one is generated and shown
+    once. A given password is never echoed (the output may end up in a deployment's logs).
+    """
+    if settings.DEBUG:
+        if given:
+            return given, GIVEN_PASSWORD_SHOWN
+        return DEFAULT_OWNER_PASSWORD, f"{DEFAULT_OWNER_PASSWORD} (development only)"
+    if not given:
+        password = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+        return password, f"{password} (generated, shown only this once: store it now)"
+    if given == DEFAULT_OWNER_PASSWORD:
+        raise CommandError(
+            "The demo owner password is published in the README: outside DEBUG seed refuses "
+            "it. Pass another one with --owner-password or SEED_OWNER_PASSWORD, or neither "
+            "to get a generated one."
+        )
+    try:
+        validate_password(given, user=get_user_model()(email=email))
+    except ValidationError as error:
+        raise CommandError(f"The owner password is too weak: {' '.join(error.messages)}") from None
+    return given, GIVEN_PASSWORD_SHOWN
 
 
 @contextmanager
@@ -57,7 +92,12 @@ class Command(BaseCommand):
             help="seed of the random generator: the same seed gives the same data",
         )
         parser.add_argument("--owner-email", default=DEFAULT_OWNER_EMAIL)
-        parser.add_argument("--owner-password", default=DEFAULT_OWNER_PASSWORD)
+        parser.add_argument(
+            "--owner-password",
+            default="",
+            help="password of the demo owner, if seed creates it (default: SEED_OWNER_PASSWORD; "
+            "without either, the demo password in DEBUG, a generated one printed once otherwise)",
+        )
 
     def handle(self, *args, **options) -> None:
         from tenancy.context import system_context
@@ -67,12 +107,17 @@ class Command(BaseCommand):
             validate_volumes(volumes)
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
+        password, password_shown = owner_password(
+            options["owner_password"] or settings.SEED_OWNER_PASSWORD,
+            email=options["owner_email"],
+        )
         run = SeedRun(
             volumes=volumes,
             rng=random.Random(options["random_seed"]),  # noqa: S311 - demo data, not secrets
             stdout=self.stdout,
             owner_email=options["owner_email"],
-            owner_password=options["owner_password"],
+            owner_password=password,
+            owner_password_shown=password_shown,
         )
         quiet = options["verbosity"] < 2
         try:
