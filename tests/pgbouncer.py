@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core.db import _reconnect
 from tests.postgres_servers import server_user
 from tests.system_programs import require
 
-SHIPPED_INI = Path(settings.BASE_DIR) / "docker" / "pgbouncer" / "pgbouncer.ini"
+SHIPPED_INI = Path(__file__).resolve().parents[1] / "docker" / "pgbouncer" / "pgbouncer.ini"
 # Any number: the socket's name, .s.PGSQL.<port>, in a folder of its own.
 PORT = 6432
 # Logs in to the admin console (the virtual `pgbouncer` database) for SHOW commands.
