@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import psycopg
@@ -310,11 +311,21 @@ class HealthView(HealthCheckView):
         (StorageWritable, {"alias": "exports"}),
     )
 
+    def get_executor(self) -> ThreadPoolExecutor:
+        # A thread per check: with the default pool (CPUs + 4 threads) the checks past
+        # it would wait for a first round of connect timeouts, and an unreachable
+        # database would then be reported after two of them, past the checks' budget.
+        return ThreadPoolExecutor(max_workers=len(self.checks), thread_name_prefix="health")
+
 
 def run_checks() -> list[HealthCheckResult]:
     """Run HealthView's checks outside a request, concurrently as the view does."""
+    view = HealthView()
 
     async def gather() -> list[HealthCheckResult]:
-        return await asyncio.gather(*(check.get_result() for check in HealthView().get_checks()))
+        with view.get_executor() as executor:
+            return await asyncio.gather(
+                *(check.get_result(executor) for check in view.get_checks())
+            )
 
     return asyncio.run(gather())

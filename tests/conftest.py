@@ -1,15 +1,17 @@
-"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, and tenants.
+"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, tenants, PgBouncer.
 
 Tests connect as the runtime role, so row-level security applies: rows of a tenant
 are created inside `tenant_context(tenant)`.
 """
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from model_bakery import baker
 
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
+from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -72,3 +74,31 @@ def owner_is_runtime_role(settings):
     settings.DATABASE_OWNER = {
         key: connection.settings_dict[key] for key in ("USER", "PASSWORD", "HOST", "PORT")
     }
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(django_db_setup) -> PgBouncer:
+    """A real PgBouncer in transaction mode in front of the test server (tests/pgbouncer.py).
+
+    Skips naming the package where pgbouncer is not installed (fails under .ci/run).
+    Started after the test database exists and stopped before it is dropped, which its
+    server connections would otherwise prevent.
+    """
+    direct = settings.DATABASES["default"]
+    with running_pgbouncer(
+        host=direct["HOST"],
+        port=direct["PORT"],
+        users={settings.DATABASE_RUNTIME_ROLE: direct["PASSWORD"]},
+    ) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def through_pgbouncer(pgbouncer, transactional_db) -> PgBouncer:
+    """Django's default connection, as the runtime role, goes through PgBouncer.
+
+    transaction=True semantics: each transaction may run on another server connection,
+    so a test's rows must be committed to be seen by the next one.
+    """
+    with routed_through(connection, pgbouncer):
+        yield pgbouncer

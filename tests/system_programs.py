@@ -11,11 +11,15 @@ import shutil
 import pytest
 
 REQUIRED = os.environ.get("REQUIRE_SYSTEM_PROGRAMS") == "1"
+# Debian installs daemons such as pgbouncer in the sbin folders, which are not on a
+# normal user's PATH: an installed program must not look missing there.
+SBIN_FOLDERS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 
 def require(program: str, package: str) -> str:
     """The program's path; skip (locally) or fail (CI) when it is not installed."""
-    path = shutil.which(program)
+    search_path = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN_FOLDERS])
+    path = shutil.which(program, path=search_path)
     if path:
         return path
     message = f"{program} is not installed: apt-get install {package}"

@@ -13,21 +13,11 @@ from core.db import owner_connection, owner_role_name, runtime_role_name
 from core.health import HealthView
 from core.management.commands.health import Command as HealthCommand
 
+pytestmark = pytest.mark.usefixtures("exports_in_tmp")
+
 CHECKS = [repr(check) for check in HealthView().get_checks()]
 STORAGE_CHECK = "StorageWritable(alias='exports')"
 DATABASE_CHECKS = [name for name in CHECKS if name != STORAGE_CHECK]
-
-
-@pytest.fixture(autouse=True)
-def exports_in_tmp(settings, tmp_path):
-    """Health checks write a probe file: keep it out of var/exports."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
 
 
 @pytest.fixture

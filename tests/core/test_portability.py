@@ -14,13 +14,10 @@ import platform
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.db import connection
 from health_check.exceptions import ServiceUnavailable
@@ -28,8 +25,7 @@ from health_check.exceptions import ServiceUnavailable
 from config import embedded_db
 from core import vector_work
 from core.health import VectorOperations
-from tests import servers
-from tests.servers import bin_path, server_user
+from tests.postgres_servers import bin_path, data_folder, running_server, server_user
 from tests.system_programs import require
 
 pytestmark = pytest.mark.skipif(
@@ -44,9 +40,8 @@ KNN_ROWS = 100
 @pytest.fixture
 def data_dir():
     """A fresh data folder made by the embedded initdb."""
-    data = servers.new_data_dir()
-    yield data
-    servers.remove_data_dir(data)
+    with data_folder() as data:
+        yield data
 
 
 def single_user(qemu: str, cpu: str, data: Path, statements: list[str]) -> tuple[int, str]:
@@ -98,14 +93,6 @@ def test_embedded_pgvector_does_1536_dim_work_on_a_cpu_without_avx512(data_dir):
     assert "Index Scan using items_hnsw" in output
 
 
-def accepts_connections(socket_dir: Path) -> bool:
-    try:
-        psycopg.connect(host=str(socket_dir), user="postgres", dbname="postgres").close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 @pytest.fixture
 def crashing_server(data_dir):
     """A real server whose binaries run on a CPU below the wheel's floor: the postmaster
@@ -119,27 +106,8 @@ def crashing_server(data_dir):
         user=server_user(),
         check=True,
     )
-    server = subprocess.Popen(
-        [qemu, "-cpu", UNSUPPORTED_CPU, bin_path() / "postgres", "-D", data_dir]
-        + ["-k", data_dir, "-c", "listen_addresses="],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=server_user(),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not accepts_connections(data_dir):
-            assert server.poll() is None, "the emulated server exited"
-            assert time.monotonic() < deadline, "the emulated server did not start"
-            time.sleep(0.2)
-        yield str(data_dir)
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with running_server(data_dir, prefix=[qemu, "-cpu", UNSUPPORTED_CPU]) as socket_dir:
+        yield socket_dir
 
 
 def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashing_server):

