@@ -3,8 +3,8 @@
 Run as the owner (DATABASE_OWNER_URL): creates the role named by DATABASE_URL, with
 its password, as LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE (or brings an
 existing role to that) with its session timeouts (DATABASE_RUNTIME_ROLE_SETTINGS), then
-grants it what the application needs on the owner's tables. Idempotent. Where the owner may not manage roles, it prints the SQL an
-administrator must run and exits non-zero.
+grants it what the application needs on the owner's tables. Idempotent. Where the owner
+may not manage roles, it prints the SQL an administrator must run and exits non-zero.
 """
 
 from django.conf import settings
