@@ -1,0 +1,43 @@
+"""The README's services example runs as the README says, so it cannot rot."""
+
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def python_example(section: str) -> str:
+    """The first ```python block of the README's `## <section>`."""
+    body = README.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", body, re.DOTALL).group(1)
+
+
+@pytest.fixture
+def file_storages(tmp_path, settings):
+    """Uploads and export files go to a temporary folder."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
+        "exports": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "exports"},
+        },
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_using_the_services_runs_twice_after_the_seed(file_storages):
+    call_command("seed", stdout=StringIO())
+    example = python_example("Using the services")
+    for _ in range(2):
+        # Fresh globals, as a new `make shell` session: the example imports what it uses.
+        namespace = {}
+        exec(example, namespace)  # noqa: S102 - the README's own code
+        assert namespace["export"].status == "completed"
