@@ -37,6 +37,7 @@ from core.db import (
     ensure_runtime_role,
     owner_connection,
     owner_role_name,
+    role_settings,
     runtime_role_name,
 )
 
@@ -253,7 +254,8 @@ def test_existing_runtime_role_keeps_its_attributes_and_gets_its_grants():
         cursor.execute(sql.SQL("REVOKE ALL ON projects FROM {}").format(sql.Identifier(role)))
     assert privileges(role)["projects data"] is False
 
-    assert run_command().endswith(f"; privileges granted by '{owner_role_name()}'.\n")
+    first_line = run_command().splitlines()[0]
+    assert first_line.endswith(f"; privileges granted by '{owner_role_name()}'.")
     assert attributes(role) == RESTRICTED
     assert privileges(role) == GRANTED
 
@@ -310,14 +312,24 @@ def test_without_createrole_an_existing_restricted_role_is_left_alone(owner_with
 def test_creates_the_role_with_its_password(owner_with_createrole, fresh_role):
     # Quotes and a statement in the password must stay data (sql.Literal).
     password = "pa'ss\"; DROP ROLE agentic_owner; --"
-    out = run_command(password=password)
-    assert out == (
-        f"Runtime role '{fresh_role}' created; privileges granted by '{owner_with_createrole}'.\n"
+    first_line = run_command(password=password).splitlines()[0]
+    assert first_line == (
+        f"Runtime role '{fresh_role}' created; privileges granted by '{owner_with_createrole}'."
     )
     assert attributes(fresh_role) == RESTRICTED
     assert privileges(fresh_role) == GRANTED
     assert attributes(CONFIGURED_OWNER["USER"]) is not None
     assert password_is(fresh_role, password)
+
+
+def test_a_new_role_gets_the_configured_session_limits(owner_with_createrole, fresh_role):
+    out = run_command()
+    assert out.splitlines()[1] == (
+        f"Settings set on '{fresh_role}': "
+        "statement_timeout, lock_timeout, idle_in_transaction_session_timeout."
+    )
+    with connection.cursor() as cursor:
+        assert role_settings(cursor, fresh_role) == settings.DATABASE_RUNTIME_ROLE_SETTINGS
 
 
 def test_an_existing_role_gets_the_password_of_database_url(owner_with_createrole, fresh_role):
