@@ -107,3 +107,24 @@ def _postmaster_status(data: Path) -> str:
         return ""
     # Line 8 of postmaster.pid: "starting", "ready", "stopping" (PostgreSQL 10+).
     return lines[7].strip() if len(lines) > 7 else ""
+
+
+@contextmanager
+def default_connection_on(socket_dir: str) -> Iterator[None]:
+    """Django's default connection (its pool and the health probes, which open fresh
+    connections from its settings) on a throwaway server, as its superuser, for a while."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    real = {key: settings_dict[key] for key in ("HOST", "PORT", "NAME", "USER", "PASSWORD")}
+
+    def reconnect(**values: str) -> None:
+        connection.close()
+        connection.close_pool()
+        settings_dict.update(values)
+
+    reconnect(HOST=socket_dir, PORT=str(PORT), NAME="postgres", USER="postgres", PASSWORD="")
+    try:
+        yield
+    finally:
+        reconnect(**real)

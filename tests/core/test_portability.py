@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,13 @@ from health_check.exceptions import ServiceUnavailable
 from config import embedded_db
 from core import vector_work
 from core.health import VectorOperations
-from tests.postgres_servers import bin_path, data_folder, running_server, server_user
+from tests.postgres_servers import (
+    bin_path,
+    data_folder,
+    default_connection_on,
+    running_server,
+    server_user,
+)
 from tests.system_programs import require
 
 pytestmark = pytest.mark.skipif(
@@ -124,20 +129,8 @@ def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashin
     assert isinstance(stopped.value, SystemExit)
 
 
-@contextmanager
-def default_connection_on(socket_dir: str):
-    """Health probes open fresh connections from the default connection's settings."""
-    settings_dict = connection.settings_dict
-    real = {key: settings_dict[key] for key in ("HOST", "NAME", "USER", "PASSWORD")}
-    settings_dict.update(HOST=socket_dir, NAME="postgres", USER="postgres", PASSWORD="")
-    try:
-        yield
-    finally:
-        settings_dict.update(real)
-
-
 def test_the_vector_operations_check_says_the_backend_died_where_pgvector_cannot_run(
-    db, crashing_server
+    crashing_server,
 ):
     with default_connection_on(crashing_server), pytest.raises(ServiceUnavailable) as failed:
         VectorOperations().run()
@@ -148,7 +141,7 @@ def test_the_vector_operations_check_says_the_backend_died_where_pgvector_cannot
 
 
 def test_health_answers_500_naming_the_vector_check_where_pgvector_cannot_run(
-    client, db, crashing_server
+    client, crashing_server
 ):
     with default_connection_on(crashing_server):
         response = client.get("/health/", {"format": "json"})

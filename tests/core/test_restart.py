@@ -8,36 +8,17 @@ and restarts that server under it: a fast shutdown, then a new server on the sam
 
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connections
 
-from tests.postgres_servers import PORT, data_folder, running_server
+from tests.postgres_servers import data_folder, default_connection_on, running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # Counted by when they started: the one request that meets the restart may fail.
 REQUESTS_AFTER_RESTART = 20
-
-
-@contextmanager
-def default_connection_on(socket_dir: str):
-    """The default connection, with its real pool settings, on a throwaway server."""
-    settings_dict = connection.settings_dict
-    keys = ("HOST", "PORT", "NAME", "USER", "PASSWORD")
-    real = {key: settings_dict[key] for key in keys}
-    connection.close()
-    connection.close_pool()
-    settings_dict.update(HOST=socket_dir, PORT=str(PORT), NAME="postgres", USER="postgres")
-    settings_dict["PASSWORD"] = ""
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.close_pool()
-        settings_dict.update(real)
 
 
 def request() -> str | None:
