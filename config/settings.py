@@ -237,6 +237,10 @@ DOCUMENT_VERSION_MAX_BYTES = env.int("DOCUMENT_VERSION_MAX_BYTES", default=5 * 1
 # A document left in `processing` this long (a worker died) may be processed again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
 
+# Longest traceback kept in an execution_errors record, in characters; a longer one keeps
+# its end (agents.services.bounded_traceback).
+EXECUTION_ERROR_TRACEBACK_MAX_CHARS = env.int("EXECUTION_ERROR_TRACEBACK_MAX_CHARS", default=20_000)
+
 # How long a migration's statement waits for a lock before it fails (core.safe_migration),
 # rather than queueing every query on the table behind it. A PostgreSQL duration.
 MIGRATION_LOCK_TIMEOUT = env.str("MIGRATION_LOCK_TIMEOUT", default="5s")
