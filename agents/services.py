@@ -575,8 +575,8 @@ def evaluation_record(
 # Decisions
 
 
-def _check_options(options: object, selected: str) -> dict[str, str]:
-    """Errors of a decision's options and selection, by field."""
+def decision_options_errors(options: object, selected: str) -> dict[str, str]:
+    """Errors of a decision's options and selection, by field (empty when they are fine)."""
     if not isinstance(options, list) or not options:
         return {"options": 'The options are a non-empty list of {"name", "notes"} objects.'}
     names = []
@@ -615,7 +615,7 @@ def decision_record(
     required. `decided_at` defaults to now (the database's clock).
     """
     tenant_id = require_tenant(tenant, project=project, execution=execution)
-    errors = _check_options(options, selected)
+    errors = decision_options_errors(options, selected)
     if execution is not None and execution.project_id != project.pk:
         errors["execution"] = "The execution belongs to another project."
     if decided_by is None and execution is None:
