@@ -520,7 +520,7 @@ class ChangeProposalAdmin(TenantOwnedAdmin):
     @admin.display(description="applied as")
     def applied_link(self, obj: ChangeProposal) -> SafeString | str:
         if obj.applied_version_id is None:
-            return obj.failure_reason or "Not applied."
+            return "Not applied."
         return change_link(
             DocumentVersion, obj.applied_version_id, version_label(obj.applied_version)
         )

@@ -1,7 +1,8 @@
 """Seeds agent runs in every status: steps, retries, retrieved sources, a produced
 version, the conversation around it and evaluations; failures recorded with their
 tracebacks, recovered by a retry or not; decisions with the options considered; and
-change proposals in every status, each a real diff of a document's latest version."""
+change proposals in every status, each a real diff of a document's latest version, by
+an editor agent whose run also records a decision."""
 
 from __future__ import annotations
 
@@ -230,8 +231,21 @@ DECISIONS = [
 ]
 
 
-def _decisions(run: SeedRun, tenant, project, owner, root) -> None:
-    """Two decisions: one the owner made, one the project's planner agent made."""
+def _editor(run: SeedRun, tenant, project):
+    """A running editor agent, whose run records decisions and proposes a change."""
+    editor = execution_create(
+        tenant=tenant,
+        project=project,
+        agent_type="editor",
+        model=MODEL,
+        input_data={"goal": f"review the documents of {project.name}"},
+    )
+    run.count("agent executions")
+    return execution_start(tenant=tenant, execution=editor)
+
+
+def _decisions(run: SeedRun, tenant, project, owner, editor) -> None:
+    """Two decisions: one the owner made, one the editor agent made."""
     topic = project.metadata.get("topic", "the product")
     for n, (category, question, options, reasoning) in enumerate(run.rng.sample(DECISIONS, 2)):
         decision_record(
@@ -242,7 +256,7 @@ def _decisions(run: SeedRun, tenant, project, owner, root) -> None:
             options=[{"name": name, "notes": notes} for name, notes in options],
             selected=options[0][0],
             reasoning=reasoning,
-            execution=root if n else None,
+            execution=editor if n else None,
             decided_by=None if n else owner,
         )
         run.count("decisions")
@@ -258,8 +272,8 @@ PROPOSAL_OUTCOMES = [
 ]
 
 
-def _proposal(run: SeedRun, tenant, project, owner, root, outcome: str, index: int) -> None:
-    """The planner proposes a revision of one of the project's documents (a real diff of
+def _proposal(run: SeedRun, tenant, project, owner, editor, outcome: str, index: int) -> None:
+    """The editor proposes a revision of one of the project's documents (a real diff of
     its latest version); the owner reviews it and, if approved, applies it. A failed one
     met a concurrent edit: the owner wrote a version after the agent read its base."""
     document_type = DocumentType.values[index % len(DocumentType.values)]
@@ -270,7 +284,7 @@ def _proposal(run: SeedRun, tenant, project, owner, root, outcome: str, index: i
         tenant=tenant,
         base_version=base,
         content="\n".join(lines),
-        execution=root,
+        execution=editor,
         impact={
             "summary": f"Tightens the {document_type} for {topic}.",
             "risk": run.rng.choice(["low", "medium", "high"]),
@@ -320,7 +334,6 @@ def seed(run: SeedRun) -> None:
     with run.progress("agent runs", total) as bar:
         for project in projects:
             tenant = project.tenant_id
-            roots = []
             for _ in range(per_project):
                 outcome = OUTCOMES[n % len(OUTCOMES)]
                 n += 1
@@ -332,7 +345,6 @@ def seed(run: SeedRun) -> None:
                     input_data={"goal": f"advance {project.name}"},
                 )
                 run.count("agent executions")
-                roots.append(root)
                 if outcome == ExecutionStatus.PENDING:
                     bar.advance()
                     continue
@@ -347,9 +359,11 @@ def seed(run: SeedRun) -> None:
                     _failed_run(run, tenant, root, recovers=failed_runs % 2 == 0)
                     failed_runs += 1
                 bar.advance()
-            if roots:
-                # The first run's planner decides and proposes; the owner reviews.
-                _decisions(run, tenant, project, owner, roots[0])
+            if per_project:
+                # An editor agent decides and proposes; the owner reviews.
+                editor = _editor(run, tenant, project)
+                _decisions(run, tenant, project, owner, editor)
                 outcome = PROPOSAL_OUTCOMES[proposals % len(PROPOSAL_OUTCOMES)]
-                _proposal(run, tenant, project, owner, roots[0], outcome, proposals)
+                _proposal(run, tenant, project, owner, editor, outcome, proposals)
+                execution_finish(tenant=tenant, execution=editor, **_usage(run))
                 proposals += 1
