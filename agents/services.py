@@ -331,7 +331,7 @@ def execution_fail(
     with tenant_context(tenant_id):
         missing = {"error_type": "A failed execution names its error."} if not error_type else {}
         _clean(candidate, errors=missing)
-        # Everything is checked before the first write: error_type and message twice.
+        # All checked before the first write (error_type and message as the execution's).
         _clean(error, exclude=("execution", "error_type", "message"))
         _transition(
             tenant_id=tenant_id,
@@ -376,8 +376,6 @@ def execution_retry(
     """
     tenant_id = require_tenant(tenant, execution=execution)
     with tenant_context(tenant_id):
-        if recovery_strategy is not None:
-            _record_recovery_strategy(tenant_id, execution, recovery_strategy)
         # Terminal states are final (trigger), so a status read once stays true.
         previous = AgentExecution.objects.filter(tenant_id=tenant_id, pk=execution.pk).first()
         if previous is None or previous.status not in RETRYABLE_STATUSES:
@@ -385,6 +383,8 @@ def execution_retry(
             raise ValidationError(
                 {"status": f"Only a failed or cancelled execution can be retried, not {current}."}
             )
+        if recovery_strategy is not None:
+            _record_recovery_strategy(tenant_id, previous, recovery_strategy)
         retry = AgentExecution(
             tenant_id=tenant_id,
             project_id=previous.project_id,
