@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore db-stop clean
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore db-stop clean migrate-status migrate-history migrate-down migrate-check db-metrics
 
 install: $(INSTALLED)
 
@@ -32,6 +32,31 @@ test: install
 
 migrate: install
 	$(MANAGE) migrate --no-input
+
+# Applied and pending migrations per app.
+migrate-status: install
+	$(MANAGE) migrate_status
+
+# Applied migrations in the order they were applied, with the time (django_migrations).
+migrate-history: install
+	$(MANAGE) migrate_history
+
+# Back to an earlier migration of one app (TO: a name or prefix, or zero): the plan first.
+migrate-down: install
+	@if [ -z "$(APP)" ] || [ -z "$(TO)" ]; then echo "usage: make migrate-down APP=<app label> TO=<migration name or prefix, or zero>, e.g. APP=agents TO=0005" >&2; exit 2; fi
+	$(MANAGE) migrate_down "$(APP)" "$(TO)"
+
+# Non-zero when a migration is not applied or a model change has no migration.
+migrate-check: install
+	@status=0; \
+	$(MANAGE) migrate --check --plan || status=1; \
+	$(MANAGE) makemigrations --check --dry-run || status=1; \
+	if [ $$status -ne 0 ]; then echo "migrate-check: migrations are not applied (make migrate) or models changed without a migration (make makemigrations NAME=...): see above" >&2; fi; \
+	exit $$status
+
+# Sizes, cache hit ratio, connections, dead tuples, top statements (pg_stat_statements).
+db-metrics: install
+	$(MANAGE) db_metrics
 
 makemigrations: install
 	$(MANAGE) makemigrations $(if $(NAME),-n $(NAME),)

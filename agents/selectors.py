@@ -1,4 +1,5 @@
-"""Reads of agent executions: runs as step trees, provenance, conversations, evaluations.
+"""Reads of agent executions: runs as step trees, provenance, conversations, evaluations,
+change proposals, decisions and failures by node.
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set, since row-level
@@ -11,11 +12,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
+from agents.models import (
+    AgentExecution,
+    ChangeProposal,
+    ConversationMessage,
+    Decision,
+    EvaluationRun,
+    ExecutionError,
+    ExecutionSource,
+)
 from documents.models import DocumentVersion, Project
+from documents.selectors import VersionDiff, content_diff
 from tenancy.context import require_tenant, tenant_context
 
 
@@ -195,3 +206,104 @@ def evaluation_list(
         if execution is not None:
             evaluations = evaluations.filter(execution=execution)
         return list(evaluations.order_by("-created_at", "-id"))
+
+
+# Change proposals
+
+
+def change_proposal_list(
+    *,
+    tenant,
+    project: Project | None = None,
+    status: str | None = None,
+    sections: list[str] | None = None,
+) -> list[ChangeProposal]:
+    """A tenant's proposals, newest first: of one project, in one status, or touching
+    any of `sections` (affected_sections && ARRAY[...], through its GIN index)."""
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id):
+        proposals = ChangeProposal.objects.filter(tenant_id=tenant_id)
+        if project is not None:
+            proposals = proposals.filter(project=project)
+        if status:
+            proposals = proposals.filter(status=status)
+        if sections:
+            proposals = proposals.filter(affected_sections__overlap=list(sections))
+        return list(proposals.select_related("base_version").order_by("-created_at", "-id"))
+
+
+def change_proposal_diff(*, tenant, proposal: ChangeProposal) -> VersionDiff:
+    """What applying the proposal would change in its base version (a unified diff)."""
+    tenant_id = require_tenant(tenant, proposal=proposal)
+    with tenant_context(tenant_id):
+        base = DocumentVersion.objects.get(tenant_id=tenant_id, pk=proposal.base_version_id)
+    return content_diff(tenant=tenant_id, base=base, content=proposal.content, label="proposal")
+
+
+# Decisions
+
+
+def decisions_by_category(
+    *, tenant, project: Project, category: str | None = None
+) -> dict[str, list[Decision]]:
+    """A project's decisions grouped by category (alphabetically), each category's in
+    the order they were made; with `category`, that category's only.
+
+    Served by decisions_proj_cat_idx (project_id, category, decided_at).
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id):
+        decisions = Decision.objects.filter(tenant_id=tenant_id, project=project)
+        if category is not None:
+            decisions = decisions.filter(category=category)
+        grouped: dict[str, list[Decision]] = {}
+        for decision in decisions.select_related("decided_by", "execution").order_by(
+            "category", "decided_at", "id"
+        ):
+            grouped.setdefault(decision.category, []).append(decision)
+    return grouped
+
+
+# Errors
+
+
+@dataclass(frozen=True)
+class NodeFailures:
+    """How often one step (node) failed, and how many of those failures a later
+    attempt of the same step recovered."""
+
+    node: str
+    failures: int
+    recovered: int
+
+    @property
+    def unrecovered(self) -> int:
+        return self.failures - self.recovered
+
+    @property
+    def share_recovered(self) -> float:
+        """recovered / failures, 0..1 (0 when nothing failed)."""
+        return self.recovered / self.failures if self.failures else 0.0
+
+
+def failures_by_node(
+    *, tenant, project: Project | None = None, since: datetime | None = None
+) -> list[NodeFailures]:
+    """Failures per node, most first: "which steps fail, and do retries save them?"
+
+    One grouped query on execution_errors (exec_errors_node_idx serves the tenant's
+    rows by node and time).
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id):
+        errors = ExecutionError.objects.filter(tenant_id=tenant_id)
+        if project is not None:
+            errors = errors.filter(execution__project=project)
+        if since is not None:
+            errors = errors.filter(created_at__gte=since)
+        rows = (
+            errors.values("node")
+            .annotate(failures=Count("id"), recovered=Count("id", filter=Q(recovered=True)))
+            .order_by("-failures", "node")
+        )
+        return [NodeFailures(**row) for row in rows]

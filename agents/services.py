@@ -1,4 +1,5 @@
-"""Writes of agent executions, their sources, conversation messages and evaluations.
+"""Writes of agent executions, their sources and errors, conversation messages,
+evaluations, decisions and (from agents.proposals) change proposals.
 
 An execution moves pending -> running -> succeeded | failed | cancelled (or pending ->
 cancelled). Each transition is one conditional UPDATE (`WHERE status IN (<allowed
@@ -13,21 +14,30 @@ import copy
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from agents.models import (
     ALLOWED_TRANSITIONS,
     AgentExecution,
     ConversationMessage,
+    Decision,
     EvaluationRun,
+    ExecutionError,
     ExecutionSource,
 )
+from agents.proposals import change_proposal_apply as change_proposal_apply
+from agents.proposals import change_proposal_approve as change_proposal_approve
+from agents.proposals import change_proposal_propose as change_proposal_propose
+from agents.proposals import change_proposal_reject as change_proposal_reject
 from core.db import advisory_xact_lock
 from core.expressions import ClockTimestamp
 from core.hashing import sha256_hex
@@ -269,20 +279,61 @@ def execution_finish(
         )
 
 
+TRUNCATED_MARKER = "[... {} characters cut ...]\n"
+
+
+def bounded_traceback(text: str) -> str:
+    """`text` within EXECUTION_ERROR_TRACEBACK_MAX_CHARS characters: a longer one keeps
+    its end (where the exception is), after a line saying how much was cut."""
+    limit = settings.EXECUTION_ERROR_TRACEBACK_MAX_CHARS
+    if len(text) <= limit:
+        return text
+    # Room left by the longest marker it could need, so marker and tail fit the limit.
+    room = limit - len(TRUNCATED_MARKER.format(len(text)))
+    if room <= 0:
+        return text[len(text) - limit :]
+    return TRUNCATED_MARKER.format(len(text) - room) + text[-room:]
+
+
 def execution_fail(
-    *, tenant, execution: AgentExecution, error_type: str, error_message: str = ""
+    *,
+    tenant,
+    execution: AgentExecution,
+    error_type: str,
+    error_message: str = "",
+    node: str | None = None,
+    traceback: str = "",
+    recovery_strategy: str = "",
 ) -> AgentExecution:
-    """running -> failed, saying what failed."""
+    """running -> failed, saying what failed, and one execution_errors record of it.
+
+    `node` is the step that failed (default: the execution's agent type); `traceback`
+    is kept to EXECUTION_ERROR_TRACEBACK_MAX_CHARS (its end); `recovery_strategy` says
+    what a retry will do (execution_retry can also set it). The record's `recovered`
+    turns true, by the database, once a later attempt of the same step succeeds.
+    """
     tenant_id = require_tenant(tenant, execution=execution)
     candidate = copy.copy(execution)
     candidate.error_type = error_type
     candidate.error_message = error_message
+    if not isinstance(traceback, str):
+        raise ValidationError({"traceback": "The traceback is text."})
+    error = ExecutionError(
+        tenant_id=tenant_id,
+        execution=execution,
+        node=execution.agent_type if node is None else node,
+        error_type=error_type,
+        message=error_message,
+        traceback=bounded_traceback(traceback),
+        attempt=execution.attempt,
+        recovery_strategy=recovery_strategy,
+    )
     with tenant_context(tenant_id):
-        _clean(
-            candidate,
-            errors={} if error_type else {"error_type": "A failed execution names its error."},
-        )
-        return _transition(
+        missing = {"error_type": "A failed execution names its error."} if not error_type else {}
+        _clean(candidate, errors=missing)
+        # All checked before the first write (error_type and message as the execution's).
+        _clean(error, exclude=("execution", "error_type", "message"))
+        _transition(
             tenant_id=tenant_id,
             execution=execution,
             to=Status.FAILED,
@@ -292,6 +343,12 @@ def execution_fail(
                 "completed_at": _completed_now(),
             },
         )
+        error.save(force_insert=True)
+    logger.info(
+        "execution error recorded",
+        extra={"execution_id": str(execution.pk), "node": error.node, "attempt": error.attempt},
+    )
+    return execution
 
 
 def execution_cancel(*, tenant, execution: AgentExecution) -> AgentExecution:
@@ -306,13 +363,16 @@ def execution_cancel(*, tenant, execution: AgentExecution) -> AgentExecution:
         )
 
 
-def execution_retry(*, tenant, execution: AgentExecution) -> AgentExecution:
+def execution_retry(
+    *, tenant, execution: AgentExecution, recovery_strategy: str | None = None
+) -> AgentExecution:
     """A new pending attempt of a failed or cancelled execution, in the same run.
 
     Same project, agent type, input, model, parent and correlation_id; attempt and
     retry_count one more than the previous attempt's. Idempotent: the new row holds the
     idempotency key "retry:<previous id>", so retrying one attempt twice (or from two
-    workers at once) returns the same new attempt.
+    workers at once) returns the same new attempt. `recovery_strategy` (what this retry
+    does differently) is written on the previous attempt's error record.
     """
     tenant_id = require_tenant(tenant, execution=execution)
     with tenant_context(tenant_id):
@@ -323,6 +383,8 @@ def execution_retry(*, tenant, execution: AgentExecution) -> AgentExecution:
             raise ValidationError(
                 {"status": f"Only a failed or cancelled execution can be retried, not {current}."}
             )
+        if recovery_strategy is not None:
+            _record_recovery_strategy(tenant_id, previous, recovery_strategy)
         retry = AgentExecution(
             tenant_id=tenant_id,
             project_id=previous.project_id,
@@ -336,6 +398,15 @@ def execution_retry(*, tenant, execution: AgentExecution) -> AgentExecution:
             idempotency_key=f"retry:{previous.pk}",
         )
         return _insert_once(retry)
+
+
+def _record_recovery_strategy(
+    tenant_id: uuid.UUID, execution: AgentExecution, strategy: str
+) -> None:
+    for error in ExecutionError.objects.filter(tenant_id=tenant_id, execution=execution):
+        error.recovery_strategy = strategy
+        _clean(error, exclude=("execution",))
+        error.save(update_fields=["recovery_strategy"])
 
 
 # Provenance
@@ -499,3 +570,76 @@ def evaluation_record(
         _clean(evaluation, minimums={"score": 0}, maximums={"score": SCORE_MAX})
         evaluation.save(force_insert=True)
     return evaluation
+
+
+# Decisions
+
+
+def decision_options_errors(options: object, selected: str) -> dict[str, str]:
+    """Errors of a decision's options and selection, by field (empty when they are fine)."""
+    if not isinstance(options, list) or not options:
+        return {"options": 'The options are a non-empty list of {"name", "notes"} objects.'}
+    names = []
+    for index, option in enumerate(options):
+        name = option.get("name") if isinstance(option, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            return {"options": f"Option {index + 1} has no name (a non-empty string)."}
+        notes = option.get("notes", "")
+        if not isinstance(notes, str):
+            return {"options": f"The notes of option {name!r} are text."}
+        names.append(name)
+    if len(set(names)) != len(names):
+        return {"options": "Two options have the same name."}
+    if selected not in names:
+        return {"selected": f"The selected option is one of the options: {', '.join(names)}."}
+    return {}
+
+
+def decision_record(
+    *,
+    tenant,
+    project: Project,
+    category: str,
+    question: str,
+    options: list[dict],
+    selected: str,
+    reasoning: str = "",
+    execution: AgentExecution | None = None,
+    decided_by=None,
+    decided_at: datetime | None = None,
+) -> Decision:
+    """Record a decision of a project: the question, the options considered (each a dict
+    with a `name` and its `notes`), the name of the selected one and the reasoning.
+
+    Decided by a user (`decided_by`) or by an agent (its `execution`), or both: one is
+    required. `decided_at` defaults to now (the database's clock).
+    """
+    tenant_id = require_tenant(tenant, project=project, execution=execution)
+    errors = decision_options_errors(options, selected)
+    if execution is not None and execution.project_id != project.pk:
+        errors["execution"] = "The execution belongs to another project."
+    if decided_by is None and execution is None:
+        errors["decided_by"] = "A decision is made by a user (decided_by) or an agent (execution)."
+    if decided_at is not None and timezone.is_naive(decided_at):
+        errors["decided_at"] = "An aware datetime (with a time zone)."
+    decision = Decision(
+        tenant_id=tenant_id,
+        project=project,
+        execution=execution,
+        category=category,
+        question=question,
+        options=options,
+        selected=selected,
+        reasoning=reasoning,
+        decided_by=decided_by,
+    )
+    if decided_at is not None:
+        decision.decided_at = decided_at
+    with tenant_context(tenant_id):
+        _clean(decision, errors=errors, exclude=() if decided_at else ("decided_at",))
+        decision.save(force_insert=True)
+    logger.info(
+        "decision recorded",
+        extra={"decision_id": str(decision.pk), "category": category, "selected": selected},
+    )
+    return decision

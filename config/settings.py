@@ -118,6 +118,12 @@ if env.str("DATABASE_URL", default=""):
         else {}
     )
     _restore = _owner
+    # db_metrics: a role that reads every role's statistics (pg_monitor), else the owner.
+    _metrics = (
+        _url_settings(env.db("DATABASE_METRICS_URL"))
+        if env.str("DATABASE_METRICS_URL", default="")
+        else _owner
+    )
 else:
     from config import embedded_db
 
@@ -127,7 +133,7 @@ else:
     _socket = {"HOST": _server.socket_dir, "PORT": "", "PASSWORD": ""}
     _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
     _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
-    _backup = _restore = {"USER": embedded_db.SUPERUSER, **_socket}
+    _backup = _restore = _metrics = {"USER": embedded_db.SUPERUSER, **_socket}
 
 # How Django handles each connection, for both roles: Django's native psycopg pool
 # (persistent connections must stay off with it).
@@ -165,6 +171,8 @@ DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
 # `manage.py backup` and `restore` (core.backup): who dumps, who restores.
 DATABASE_BACKUP = _backup
 DATABASE_RESTORE = _restore
+# `manage.py db_metrics` (core.metrics): who reads the statistics.
+DATABASE_METRICS = _metrics
 BACKUP_ROOT = env.path("BACKUP_ROOT", default=BASE_DIR / "var" / "backups")
 # Where pg_dump and pg_restore are: the embedded server's own by default, else PATH.
 POSTGRES_BIN_DIR = env.str("POSTGRES_BIN_DIR", default="") or (
@@ -236,6 +244,10 @@ DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=50 * 10
 DOCUMENT_VERSION_MAX_BYTES = env.int("DOCUMENT_VERSION_MAX_BYTES", default=5 * 1024 * 1024)
 # A document left in `processing` this long (a worker died) may be processed again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
+
+# Longest traceback kept in an execution_errors record, in characters; a longer one keeps
+# its end (agents.services.bounded_traceback).
+EXECUTION_ERROR_TRACEBACK_MAX_CHARS = env.int("EXECUTION_ERROR_TRACEBACK_MAX_CHARS", default=20_000)
 
 # How long a migration's statement waits for a lock before it fails (core.safe_migration),
 # rather than queueing every query on the table behind it. A PostgreSQL duration.

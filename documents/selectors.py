@@ -143,19 +143,34 @@ def version_diff(*, tenant, old: DocumentVersion, new: DocumentVersion) -> Versi
             }
         )
     old_label, new_label = _version_label(old), _version_label(new)
-    lines = difflib.unified_diff(
-        old.content.splitlines(),
-        new.content.splitlines(),
-        fromfile=old_label,
-        tofile=new_label,
-        lineterm="",
-    )
     return VersionDiff(
         old_label=old_label,
         new_label=new_label,
-        text="\n".join(lines),
+        text=_unified_diff(old.content, new.content, old_label, new_label),
         metadata=_metadata_changes(old.metadata or {}, new.metadata or {}),
     )
+
+
+def content_diff(
+    *, tenant, base: DocumentVersion, content: str, label: str = "proposed"
+) -> VersionDiff:
+    """A unified diff from a version to content not (yet) stored as a version, e.g. a
+    change proposal's; `label` names the new side. No metadata changes."""
+    require_tenant(tenant, base=base)
+    old_label = _version_label(base)
+    return VersionDiff(
+        old_label=old_label,
+        new_label=label,
+        text=_unified_diff(base.content, content, old_label, label),
+        metadata=_metadata_changes({}, {}),
+    )
+
+
+def _unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
+    lines = difflib.unified_diff(
+        old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm=""
+    )
+    return "\n".join(lines)
 
 
 def templates_find(

@@ -99,6 +99,24 @@ def _save_deleted_at(project: Project) -> None:
     project.refresh_from_db(fields=["updated_at"])
 
 
+class VersionConflict(ValidationError):
+    """The document has a newer version than the one the write was based on (`latest`)."""
+
+    def __init__(self, message, *, latest: DocumentVersion | None = None):
+        super().__init__(message)
+        self.latest = latest
+
+
+def validate_version_content(content: str) -> None:
+    """Raise ValidationError naming `content` unless a version could hold it.
+
+    Text, at most DOCUMENT_VERSION_MAX_BYTES of UTF-8, and storable by PostgreSQL: what
+    document_version_create checks first, for callers that keep content to write later.
+    """
+    _check_version_size(content)
+    validate_storable_arguments(content=content)
+
+
 def document_version_create(
     *,
     tenant,
@@ -109,13 +127,19 @@ def document_version_create(
     metadata: dict | None = None,
     readability_score: float | None = None,
     grammar_score: float | None = None,
+    expected_latest: DocumentVersion | None = None,
 ) -> DocumentVersion:
     """Append the next version of a project's document, or return the latest if unchanged.
 
     The new version's prev_sha256 is the previous version's content_sha256, so the
     versions of a document form a hash chain that shows tampering.
+
+    `expected_latest` is the version the new content was written from (Wagtail's
+    expected-revision check): if another version was written since, VersionConflict
+    (a ValidationError naming `expected_latest`) is raised and nothing is written. The
+    comparison is made under the document's lock, so it holds against concurrent writers.
     """
-    require_tenant(tenant, project=project)
+    require_tenant(tenant, project=project, expected_latest=expected_latest)
     if document_type not in DocumentVersion.DocumentType.values:
         raise ValidationError(
             {
@@ -123,8 +147,7 @@ def document_version_create(
                 f"{', '.join(DocumentVersion.DocumentType.values)}."
             }
         )
-    _check_version_size(content)
-    validate_storable_arguments(content=content)  # before hashing, which needs UTF-8
+    validate_version_content(content)  # before hashing, which needs UTF-8
     content_sha256 = sha256_hex(content)
     with tenant_context(tenant):
         # Writers of one document queue here: versions come out 1..N, no gaps, one chain.
@@ -134,6 +157,8 @@ def document_version_create(
             .order_by("-version")
             .first()
         )
+        if expected_latest is not None:
+            _check_expected_latest(expected_latest, latest, project, document_type)
         if latest is not None and latest.content_sha256 == content_sha256:
             return latest
         version = DocumentVersion(
@@ -152,6 +177,27 @@ def document_version_create(
         version.full_clean(validate_constraints=False)
         version.save()
     return version
+
+
+def _check_expected_latest(
+    expected: DocumentVersion,
+    latest: DocumentVersion | None,
+    project: Project,
+    document_type: str,
+) -> None:
+    if (expected.project_id, expected.document_type) != (project.pk, document_type):
+        raise ValidationError(
+            {"expected_latest": "The expected version is of another project or document type."}
+        )
+    if latest is None or latest.pk != expected.pk:
+        newest = f"v{latest.version}" if latest is not None else "no version"
+        raise VersionConflict(
+            {
+                "expected_latest": f"{document_type} v{expected.version} is no longer the "
+                f"latest version: {newest} was written since."
+            },
+            latest=latest,
+        )
 
 
 def _check_version_size(content: str) -> None:

@@ -108,6 +108,46 @@ def _evaluation(tenant, rows):
     return evaluation_record(tenant=tenant, score=80, document_version=rows[DocumentVersion])
 
 
+def _proposal(tenant, rows):
+    from agents.models import AgentExecution
+    from agents.services import change_proposal_propose
+
+    return change_proposal_propose(
+        tenant=tenant,
+        base_version=rows[DocumentVersion],
+        content=f"About {tenant.slug}, revised",
+        execution=rows[AgentExecution],
+        impact={"risk": "low"},
+    )
+
+
+def _decision(tenant, rows):
+    from agents.models import AgentExecution
+    from agents.services import decision_record
+
+    return decision_record(
+        tenant=tenant,
+        project=rows[Project],
+        category="storage",
+        question="Where do embeddings live?",
+        options=[{"name": "PostgreSQL", "notes": "pgvector"}],
+        selected="PostgreSQL",
+        execution=rows[AgentExecution],
+    )
+
+
+def _execution_error(tenant, rows):
+    from agents.models import AgentExecution, ExecutionError
+
+    return ExecutionError.objects.create(
+        tenant=tenant,
+        execution=rows[AgentExecution],
+        node="writer",
+        error_type="TimeoutError",
+        attempt=1,
+    )
+
+
 def _template(tenant, rows):
     from documents.models import ProjectTemplate
 
@@ -138,6 +178,9 @@ TENANT_ROW_BUILDERS = {
     "agents.ExecutionSource": _source,
     "agents.ConversationMessage": _message,
     "agents.EvaluationRun": _evaluation,
+    "agents.ChangeProposal": _proposal,
+    "agents.Decision": _decision,
+    "agents.ExecutionError": _execution_error,
     "exports.Export": _export,
 }
 

@@ -17,8 +17,22 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
-from agents.services import evaluation_record, execution_record_sources, message_add
+from agents.models import (
+    AgentExecution,
+    ChangeProposal,
+    ConversationMessage,
+    Decision,
+    EvaluationRun,
+    ExecutionError,
+    ExecutionSource,
+)
+from agents.services import (
+    change_proposal_propose,
+    decision_record,
+    evaluation_record,
+    execution_record_sources,
+    message_add,
+)
 from core.admin import (
     ALL_ROLES,
     CONTENT_EDITOR_ROLES,
@@ -57,9 +71,16 @@ def project_models() -> list:
 
 ADMIN_MODELS = project_models()
 # Rows that only services write (sources, chunks from ingestion): nobody adds them here.
-NOT_ADDABLE = {ExecutionSource, Chunk}
+NOT_ADDABLE = {ExecutionSource, Chunk, ExecutionError}
 # Changelists that must never COUNT(*) the whole table.
-BIG_TABLES = [Chunk, DocumentVersion, AgentExecution, ExecutionSource, ConversationMessage]
+BIG_TABLES = [
+    Chunk,
+    DocumentVersion,
+    AgentExecution,
+    ExecutionSource,
+    ConversationMessage,
+    ExecutionError,
+]
 
 
 def make_rows(tenant: Tenant, user: User, label: str) -> dict:
@@ -113,6 +134,28 @@ def make_rows(tenant: Tenant, user: User, label: str) -> dict:
     evaluation = evaluation_record(
         tenant=tenant, score=80, document_version=version, evaluator="readability"
     )
+    proposal = change_proposal_propose(
+        tenant=tenant, base_version=version, content=f"About {label}, revised", execution=execution
+    )
+    decision = decision_record(
+        tenant=tenant,
+        project=project,
+        category="storage",
+        question=f"Where does {label} keep embeddings?",
+        options=[{"name": "PostgreSQL", "notes": "pgvector"}, {"name": "Elsewhere", "notes": ""}],
+        selected="PostgreSQL",
+        decided_by=user,
+    )
+    with tenant_context(tenant):
+        error = ExecutionError.objects.create(
+            tenant=tenant,
+            execution=execution,
+            node="writer",
+            error_type="TimeoutError",
+            message=f"slow {label}",
+            traceback="Traceback (most recent call last):\nTimeoutError\n",
+            attempt=1,
+        )
     return {
         User: user,
         Tenant: tenant,
@@ -126,6 +169,9 @@ def make_rows(tenant: Tenant, user: User, label: str) -> dict:
         ExecutionSource: source,
         ConversationMessage: message,
         EvaluationRun: evaluation,
+        ChangeProposal: proposal,
+        Decision: decision,
+        ExecutionError: error,
         Export: export,
     }
 

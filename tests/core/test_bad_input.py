@@ -49,12 +49,13 @@ class World:
     project: Project
     template: ProjectTemplate
     running: object  # an AgentExecution that is running
+    proposal: object  # a pending ChangeProposal on the about version
 
 
 @pytest.fixture
 def world(tenant_a) -> World:
     project = docs.project_create(tenant=tenant_a, name="Apollo")
-    docs.document_version_create(
+    about = docs.document_version_create(
         tenant=tenant_a, project=project, document_type="about", content="About Apollo."
     )
     template = docs.project_template_create(
@@ -65,7 +66,12 @@ def world(tenant_a) -> World:
     )
     running = agents.execution_create(tenant=tenant_a, project=project, agent_type="writer")
     agents.execution_start(tenant=tenant_a, execution=running)
-    return World(tenant=tenant_a, project=project, template=template, running=running)
+    proposal = agents.change_proposal_propose(
+        tenant=tenant_a, base_version=about, content="About Apollo, revised."
+    )
+    return World(
+        tenant=tenant_a, project=project, template=template, running=running, proposal=proposal
+    )
 
 
 def written(tenant, root) -> tuple[dict[str, int], list[str]]:
@@ -81,6 +87,12 @@ def written(tenant, root) -> tuple[dict[str, int], list[str]]:
 
 def bad(value: str) -> str:
     return f"before{value}after"
+
+
+def about(w: World):
+    from documents.selectors import latest_versions
+
+    return latest_versions(tenant=w.tenant, project=w.project)["about"]
 
 
 # (case id, field named in the error, the call)
@@ -242,6 +254,81 @@ CASES = [
             tenant=w.tenant, score=50, execution=w.running, evaluator=bad(NUL)
         ),
     ),
+    *[
+        (
+            f"execution_fail.{field}",
+            field,
+            lambda w, field=field, value=value: agents.execution_fail(
+                **{"tenant": w.tenant, "execution": w.running, "error_type": "Timeout"}
+                | {field: value}
+            ),
+        )
+        for field, value in [
+            ("node", bad(NUL)),
+            ("traceback", bad(NUL)),
+            ("recovery_strategy", bad(NUL)),
+        ]
+    ],
+    *[
+        (
+            f"change_proposal_propose.{field}",
+            field,
+            lambda w, field=field, value=value: agents.change_proposal_propose(
+                **{"tenant": w.tenant, "base_version": about(w), "content": "New about."}
+                | {field: value}
+            ),
+        )
+        for field, value in [
+            ("content", bad(NUL)),
+            ("impact", {"risk": bad(NUL)}),
+            ("affected_sections", ["Goals", bad(NUL)]),
+        ]
+    ],
+    (
+        "change_proposal_propose.content-surrogate",
+        "content",
+        lambda w: agents.change_proposal_propose(
+            tenant=w.tenant, base_version=about(w), content=bad(SURROGATE)
+        ),
+    ),
+    (
+        "change_proposal_approve.note",
+        "review_note",
+        lambda w: agents.change_proposal_approve(
+            tenant=w.tenant, proposal=w.proposal, note=bad(NUL)
+        ),
+    ),
+    (
+        "change_proposal_reject.note",
+        "review_note",
+        lambda w: agents.change_proposal_reject(
+            tenant=w.tenant, proposal=w.proposal, note=bad(SURROGATE)
+        ),
+    ),
+    *[
+        (
+            f"decision_record.{field}",
+            field,
+            lambda w, field=field, value=value: agents.decision_record(
+                **{
+                    "tenant": w.tenant,
+                    "project": w.project,
+                    "category": "storage",
+                    "question": "Where?",
+                    "options": [{"name": "here", "notes": ""}],
+                    "selected": "here",
+                    "execution": w.running,
+                }
+                | {field: value}
+            ),
+        )
+        for field, value in [
+            ("category", bad(NUL)),
+            ("question", bad(NUL)),
+            ("reasoning", bad(NUL)),
+            ("options", [{"name": "here", "notes": bad(NUL)}]),
+        ]
+    ],
     (
         "tenant_create.name",
         "name",

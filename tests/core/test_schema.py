@@ -189,8 +189,47 @@ class Rows:
                 "metrics": "{}",
                 "score": 50.0,
             },
+            "change_proposals": lambda: self.proposal(tenant_id, n),
+            "decisions": lambda: {
+                "tenant_id": tenant_id,
+                "project_id": self.insert("projects", tenant_id),
+                "category": "storage",
+                "question": "Where?",
+                "options": '[{"name": "here", "notes": ""}]',
+                "selected": "here",
+                "reasoning": "",
+            },
+            "execution_errors": lambda: {
+                "tenant_id": tenant_id,
+                "execution_id": self.insert("agent_executions", tenant_id),
+                "node": "writer",
+                "error_type": "TimeoutError",
+                "message": "",
+                "traceback": "",
+                "attempt": 1,
+                "recovered": False,
+                "recovery_strategy": "",
+            },
         }
         return base[table]()
+
+    def proposal(self, tenant_id: uuid.UUID, n: int) -> dict:
+        """A pending proposal on a fresh project's first version (same project and type)."""
+        project_id = self.insert("projects", tenant_id)
+        base_id = self.insert("document_versions", tenant_id, project_id=project_id)
+        return {
+            "tenant_id": tenant_id,
+            "project_id": project_id,
+            "document_type": "about",
+            "base_version_id": base_id,
+            "content": f"proposal {n}",
+            "content_sha256": sha(f"proposal {n}"),
+            "impact": "{}",
+            "affected_sections": "{}",
+            "status": "pending",
+            "review_note": "",
+            "failure_reason": "",
+        }
 
     def insert(self, table: str, tenant_id: uuid.UUID | None = None, **overrides) -> uuid.UUID:
         return insert(table, self.values(table, tenant_id) | overrides)
@@ -311,6 +350,47 @@ BAD_ROWS = [
     ),
     BadRow("evaluation_runs_score_range", "evaluation_runs", {"score": -1}),
     BadRow("evaluation_runs_score_range", "evaluation_runs", {"score": 100.5}),
+    BadRow(
+        "change_proposals_status_valid",
+        "change_proposals",
+        {"status": "merged"},
+        reported_as=TRIGGER,  # pgtrigger proposal_status_initial: new proposals are pending
+    ),
+    BadRow("change_proposals_type_valid", "change_proposals", {"document_type": "memo"}),
+    BadRow(
+        "change_proposals_content_sha256_hex",
+        "change_proposals",
+        {"content": "x", "content_sha256": sha("x").upper()},
+    ),
+    BadRow(
+        "change_proposals_content_sha256_matches",
+        "change_proposals",
+        {"content": "x", "content_sha256": sha("y")},
+    ),
+    BadRow(
+        "change_proposals_reviewed_at_when_reviewed",
+        "change_proposals",
+        {"reviewed_at": STARTED},
+    ),
+    BadRow(
+        "change_proposals_reviewed_at_when_reviewed",
+        "change_proposals",
+        {"status": "approved"},
+        reported_as=TRIGGER,
+    ),
+    BadRow(
+        "change_proposals_applied_has_version",
+        "change_proposals",
+        {"applied_version_id": lambda rows: rows.insert("document_versions")},
+    ),
+    BadRow(
+        "change_proposals_failed_has_reason",
+        "change_proposals",
+        {"failure_reason": "the base went stale"},
+    ),
+    BadRow("decisions_selected_is_an_option", "decisions", {"selected": "there"}),
+    BadRow("decisions_selected_is_an_option", "decisions", {"options": '{"name": "here"}'}),
+    BadRow("execution_errors_attempt_gte_1", "execution_errors", {"attempt": 0}),
     BadRow("project_templates_complexity_valid", "project_templates", {"complexity": "hard"}),
     BadRow("project_templates_setup_minutes_gte_0", "project_templates", {"setup_minutes": -1}),
     BadRow("exports_status_valid", "exports", {"status": "done"}),
@@ -456,6 +536,9 @@ TOUCH = {
     "execution_sources": ("chunk_id", None),  # the one change its immutability allows
     "conversation_messages": ("content", "edited"),
     "evaluation_runs": ("evaluator", "touched"),
+    "change_proposals": ("review_note", "touched"),  # editable while pending
+    "decisions": ("reasoning", "touched"),
+    "execution_errors": ("recovery_strategy", "touched"),  # editable, unlike the error
 }
 
 
@@ -714,8 +797,13 @@ def test_child_rows_must_belong_to_their_parents_tenant(rows, tenant_b):
     }
     # Other columns a row needs for the parent column to be the one refused.
     needs = {"evaluation_runs_execution_tenant_fk": {"document_version_id": None}}
+    # A new proposal is pending, and only an applied one names its applied version; the
+    # update that applies it is checked by its trigger first (test_proposal_lifecycle).
+    not_on_insert = {"change_proposals_applied_tenant_fk"}
     with tenant_context(rows.tenant_id, tenant_b):
         for table, name, column, parent_table in composite_fks:
+            if name in not_on_insert:
+                continue
             foreign_parent = rows.insert(parent_table, tenant_id=tenant_b.pk)
             with pytest.raises(IntegrityError) as excinfo, transaction.atomic():
                 rows.insert(table, **{column: foreign_parent}, **needs.get(name, {}))

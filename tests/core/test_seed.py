@@ -164,6 +164,37 @@ def test_seed_covers_knowledge_agent_runs_and_exports():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_seed_covers_proposals_decisions_and_errors():
+    from agents.models import ChangeProposal, Decision, ExecutionError
+    from agents.selectors import change_proposal_diff
+
+    seed()
+    with system_context("test: inspect seed"):
+        proposals = list(ChangeProposal.objects.all())
+        assert {p.status for p in proposals} == {
+            "pending",
+            "approved",
+            "applied",
+            "rejected",
+            "failed",
+        }
+        assert all(p.affected_sections and p.impact for p in proposals)
+        diffs = [change_proposal_diff(tenant=p.tenant_id, proposal=p) for p in proposals]
+        failed = ChangeProposal.objects.get(status="failed")
+        assert "no longer the latest version" in failed.failure_reason
+        assert ChangeProposal.objects.filter(applied_version__isnull=False).exists()
+        decisions = list(Decision.objects.all())
+        assert {bool(d.decided_by_id) for d in decisions} == {True, False}  # user and agent
+        assert all(len(d.options) >= 2 and d.selected for d in decisions)
+        errors = list(ExecutionError.objects.all())
+        assert {e.recovered for e in errors} == {True, False}
+        assert all(e.traceback.startswith("Traceback") for e in errors)
+        # A retry said what it did, and did not always save the step.
+        assert {e.recovered for e in errors if e.recovery_strategy} == {True, False}
+    assert all(diff.has_changes and "+" in diff.text for diff in diffs)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_seed_is_idempotent():
     seed()
     first = counts()
@@ -182,13 +213,42 @@ def test_volume_options_scale_the_data():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_same_random_seed_gives_the_same_data():
-    def snapshot() -> list:
+    from agents.models import ChangeProposal, Decision, ExecutionError
+
+    def snapshot() -> dict[str, list]:
         with system_context("test: snapshot seed"):
-            return list(
-                DocumentVersion.objects.order_by(
-                    "project__name", "document_type", "version"
-                ).values_list("project__name", "document_type", "version", "content_sha256")
-            )
+            return {
+                "versions": list(
+                    DocumentVersion.objects.order_by(
+                        "project__name", "document_type", "version"
+                    ).values_list("project__name", "document_type", "version", "content_sha256")
+                ),
+                "proposals": list(
+                    ChangeProposal.objects.order_by("project__name", "document_type").values_list(
+                        "project__name",
+                        "document_type",
+                        "status",
+                        "content_sha256",
+                        "affected_sections",
+                        "impact",
+                    )
+                ),
+                "decisions": list(
+                    Decision.objects.order_by("project__name", "category").values_list(
+                        "project__name", "category", "question", "options", "selected"
+                    )
+                ),
+                "errors": sorted(
+                    ExecutionError.objects.values_list(
+                        "execution__project__name",
+                        "node",
+                        "error_type",
+                        "attempt",
+                        "recovered",
+                        "traceback",
+                    )
+                ),
+            }
 
     seed("--random-seed", "7", "--projects", "2")
     first = snapshot()

@@ -1,4 +1,5 @@
-"""version_diff and previous_version: what changed between two versions of a document."""
+"""version_diff, content_diff and previous_version: what changed between two versions of a
+document, or between a version and content not stored as one."""
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -35,6 +36,16 @@ def test_diff_is_a_unified_diff_labelled_with_the_versions(tenant_a, project):
         " End",
     ]
     assert diff.has_changes
+
+
+def test_content_diff_compares_a_version_with_unstored_content(tenant_a, project):
+    v1 = version(tenant_a, project, "Goal\nShip it\nEnd")
+    diff = selectors.content_diff(
+        tenant=tenant_a, base=v1, content="Goal\nShip it now\nEnd", label="proposal"
+    )
+    assert diff.text.splitlines()[:2] == ["--- about v1", "+++ proposal"]
+    assert "+Ship it now" in diff.text.splitlines()
+    assert diff.metadata == {"added": {}, "removed": {}, "changed": {}}
 
 
 def test_diff_lists_metadata_added_removed_and_changed(tenant_a, project):

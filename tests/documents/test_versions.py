@@ -61,6 +61,55 @@ def test_another_tenants_project_is_refused(tenant_a, tenant_b, project):
     assert "project" in error.value.message_dict
 
 
+def test_a_write_based_on_the_latest_version_is_appended(tenant_a, project):
+    v1 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="one"
+    )
+    v2 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="two", expected_latest=v1
+    )
+    assert v2.version == 2
+
+
+def test_a_write_based_on_an_older_version_is_refused_and_not_written(tenant_a, project):
+    v1 = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="one"
+    )
+    services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="two"
+    )
+    with pytest.raises(services.VersionConflict) as error:
+        services.document_version_create(
+            tenant=tenant_a,
+            project=project,
+            document_type="about",
+            content="three",
+            expected_latest=v1,
+        )
+    assert error.value.message_dict["expected_latest"] == [
+        "about v1 is no longer the latest version: v2 was written since."
+    ]
+    assert error.value.latest.version == 2
+    with tenant_context(tenant_a):
+        assert DocumentVersion.objects.count() == 2
+
+
+def test_an_expected_version_of_another_document_is_refused(tenant_a, project):
+    about = services.document_version_create(
+        tenant=tenant_a, project=project, document_type="about", content="one"
+    )
+    with pytest.raises(ValidationError) as error:
+        services.document_version_create(
+            tenant=tenant_a,
+            project=project,
+            document_type="plan",
+            content="p",
+            expected_latest=about,
+        )
+    assert not isinstance(error.value, services.VersionConflict)
+    assert "expected_latest" in error.value.message_dict
+
+
 def test_latest_versions_gives_one_per_type(tenant_a, project):
     for content in ("a1", "a2"):
         services.document_version_create(

@@ -1,0 +1,236 @@
+"""The operator's Makefile targets and the commands behind them: migrate-status,
+migrate-history, migrate-down, migrate-check and db-metrics.
+
+The commands run with call_command on the test database. Each `make` target also runs
+once in a subprocess from the repository root, pointed at the test database through
+DATABASE_URL (the targets use the development database otherwise), and exits as the
+README says.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from io import StringIO
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from core.backup import _role
+from core.metrics import write_report
+
+
+def run(command: str, *args, **options) -> str:
+    out = StringIO()
+    call_command(command, *args, stdout=out, **options)
+    return out.getvalue()
+
+
+def make(target: str, *variables: str, settings_module: str = "config.settings"):
+    """`make <target>` from the repository root, on the test database."""
+    params = connection.settings_dict
+    socket = quote(params["HOST"], safe="")
+    url = "postgres://{user}@/{name}?host={socket}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "DATABASE_URL": url.format(user=params["USER"], name=params["NAME"], socket=socket),
+        "DATABASE_OWNER_URL": url.format(
+            user=settings.DATABASE_OWNER["USER"], name=params["NAME"], socket=socket
+        ),
+    }
+    return subprocess.run(
+        ["make", "--no-print-directory", target, *variables],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+@pytest.fixture
+def embedded_server():
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("the make targets are pointed at the test database by its socket")
+
+
+# --- migrate-status ------------------------------------------------------------------
+
+
+def test_migrate_status_lists_each_app_with_applied_and_pending(db):
+    output = run("migrate_status")
+    assert "agents          6 applied, 0 pending" in output
+    assert "(last applied: 0006_change_proposals_decisions_execution_errors)" in output
+    assert output.rstrip().endswith("Every migration is applied.")
+
+
+def test_make_migrate_status_exits_0(db, embedded_server):
+    result = make("migrate-status")
+    assert result.returncode == 0, result.stderr
+    assert "Every migration is applied." in result.stdout
+
+
+# --- migrate-history -------------------------------------------------------------------
+
+
+def test_migrate_history_lists_applied_migrations_in_order_with_their_time(db):
+    lines = run("migrate_history", app="agents").splitlines()
+    assert [line.split()[-1] for line in lines[:-1]] == [
+        "0001_initial",
+        "0002_tenant_integrity_and_rls",
+        "0003_lifecycle_sources_messages_evaluations",
+        "0004_new_tables_tenant_integrity_and_rls",
+        "0005_validate_tenant_foreign_keys",
+        "0006_change_proposals_decisions_execution_errors",
+    ]
+    assert all(line[26:30] == " UTC" for line in lines[:-1])  # 2026-12-01 10:07:12.123456 UTC
+    assert lines[-1] == "6 applied migration(s)."
+
+
+def test_make_migrate_history_exits_0(db, embedded_server):
+    result = make("migrate-history")
+    assert result.returncode == 0, result.stderr
+    assert "core  0001_tenant_context_functions" in result.stdout.replace("     ", " ")
+
+
+# --- migrate-down ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variables", [[], ["APP=agents"], ["TO=0005"]])
+def test_make_migrate_down_refuses_without_app_and_to(variables):
+    result = make("migrate-down", *variables)
+    assert result.returncode == 2
+    assert "usage: make migrate-down APP=<app label> TO=<migration name" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "0001"], "App 'nope' has no migrations."),
+        (["agents", "0099"], "agents has no migration named '0099'."),
+        (["agents", "000"], "More than one agents migration starts with '000'."),
+    ],
+)
+def test_migrate_down_refuses_an_unknown_target(db, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("migrate_down", *args)
+
+
+def test_migrate_down_to_where_the_app_is_does_nothing(db):
+    assert run("migrate_down", "agents", "0006").strip() == (
+        "Nothing to unapply: agents is at 0006."
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_down_shows_the_plan_then_unapplies_and_refuses_to_go_forward():
+    try:
+        output = run("migrate_down", "agents", "0005")
+        plan, _, applying = output.partition("Operations to perform:")
+        assert "Planned operations:" in plan
+        assert "agents.0006_change_proposals_decisions_execution_errors" in plan
+        assert "Undo Create model ChangeProposal" in plan
+        assert "Unapplying agents.0006_change_proposals_decisions_execution_errors..." in applying
+        assert applying.rstrip().endswith("agents is now at 0005.")
+        assert "agents          5 applied, 1 pending" in run("migrate_status")
+        with pytest.raises(CommandError, match="ahead of what is applied"):
+            run("migrate_down", "agents", "0006")
+        # What the pending migration looks like to the operator's check.
+        result = make("migrate-check")
+        assert result.returncode != 0
+        assert "agents.0006_change_proposals_decisions_execution_errors" in result.stdout
+        assert "migrate-check: migrations are not applied" in result.stderr
+    finally:
+        call_command("migrate", verbosity=0)
+
+
+# --- migrate-check -----------------------------------------------------------------------
+
+
+def test_make_migrate_check_exits_0_on_a_clean_tree(db, embedded_server):
+    result = make("migrate-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No planned migration operations." in result.stdout
+    assert "No changes detected" in result.stdout
+
+
+def test_make_migrate_check_exits_non_zero_on_model_drift(db, embedded_server):
+    result = make("migrate-check", settings_module="tests.drift_settings")
+    assert result.returncode != 0
+    assert "Create model Drift" in result.stdout
+    assert "models changed without a migration" in result.stderr
+
+
+# --- db-metrics ----------------------------------------------------------------------------
+
+SECTIONS = [
+    "== Tables, largest first (database total ",
+    "== Indexes, largest first ==",
+    "== Cache hit ratio (shared buffers, since the statistics were reset) ==",
+    "== Connections to this database by state (server max_connections ",
+    "== Dead tuples and vacuum, most dead first ==",
+    "== Top statements by total execution time (pg_stat_statements) ==",
+]
+
+
+def metrics_connection(config: dict) -> psycopg.Connection:
+    return _role(config, "no role").connect(connection.settings_dict["NAME"])
+
+
+def test_db_metrics_shows_every_section_with_the_top_statements(db, embedded_server):
+    output = run("db_metrics", limit=5)
+    assert [section in output for section in SECTIONS] == [True] * len(SECTIONS)
+    top = output.split(SECTIONS[-1])[1].splitlines()
+    assert top[1].split() == ["calls", "total", "ms", "mean", "ms", "rows", "role", "statement"]
+    assert len(top) > 3  # statements listed
+    assert "change_proposals" in output  # among the tables
+
+
+def test_db_metrics_refuses_a_limit_below_1(db):
+    with pytest.raises(CommandError, match="--limit must be at least 1"):
+        run("db_metrics", limit=0)
+
+
+def test_without_pg_stat_statements_db_metrics_says_how_to_enable_it_and_shows_the_rest(
+    db, embedded_server
+):
+    out = StringIO()
+    with metrics_connection(settings.DATABASE_METRICS) as conn:
+        # Dropped inside this connection's transaction, rolled back when it closes.
+        conn.execute("DROP EXTENSION pg_stat_statements")
+        write_report(conn, out, limit=3)
+        conn.rollback()
+    output = out.getvalue()
+    assert "pg_stat_statements is not installed in this database" in output
+    assert "shared_preload_libraries" in output
+    assert "CREATE EXTENSION pg_stat_statements" in output
+    assert [section in output for section in SECTIONS[:-1]] == [True] * (len(SECTIONS) - 1)
+
+
+def test_as_the_owner_db_metrics_says_what_it_cannot_see(db, embedded_server):
+    out = StringIO()
+    owner = {**settings.DATABASE_OWNER, "OPTIONS": {}}  # without Django's pool settings
+    with metrics_connection(owner) as conn:
+        write_report(conn, out, limit=3)
+        # What PostgreSQL itself shows that role of the runtime role's statements.
+        [(hidden,)] = conn.execute(
+            "SELECT DISTINCT query FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+            "WHERE r.rolname = %s",
+            [connection.settings_dict["USER"]],
+        ).fetchall()
+    output = out.getvalue()
+    assert f"as role {settings.DATABASE_OWNER['USER']}." in output
+    assert "is neither a superuser nor a member of pg_read_all_stats" in output
+    assert hidden == "<insufficient privilege>"
+
+
+def test_make_db_metrics_exits_0(db, embedded_server):
+    result = make("db-metrics")
+    assert result.returncode == 0, result.stderr
+    assert [section in result.stdout for section in SECTIONS] == [True] * len(SECTIONS)
