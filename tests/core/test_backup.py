@@ -44,8 +44,10 @@ def backup_role_configured():
 
 
 def drop_database(name: str) -> None:
-    with owner_connection(), connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # As the restore role (the superuser on the embedded server): FORCE must be allowed to
+    # end a runtime-role session still closing on that database.
+    with backup.restore_role().connect("postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
