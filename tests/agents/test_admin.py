@@ -23,18 +23,13 @@ from documents.services import (
 from tenancy.context import tenant_context
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
 from tests.conftest import make_member
+from tests.storages import point_storages
 
 
 @pytest.fixture
 def media(settings, tmp_path):
     """Uploaded documents in a temporary directory."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "media"},
-        },
-    }
+    point_storages(settings, default=tmp_path / "media")
     return tmp_path
 
 

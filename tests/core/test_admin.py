@@ -48,6 +48,7 @@ from exports.models import Export
 from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
 from tests.admin_helpers import admin_url
+from tests.storages import point_storages
 
 # Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
 VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
@@ -416,17 +417,7 @@ def test_vector_summary_shows_dimension_and_head():
 @pytest.fixture
 def file_storages(settings, tmp_path):
     """Uploads and export files in a temporary directory."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "media"},
-        },
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
+    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
     return tmp_path
 
 

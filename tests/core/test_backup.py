@@ -18,6 +18,7 @@ from django.db import connection
 
 from core import backup, health
 from core.db import owner_connection
+from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,16 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def file_storages(tmp_path, settings):
     """The seed's uploads and exports, and the health check's probe file, stay in tmp."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        **{
-            alias: {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": tmp_path / alias},
-            }
-            for alias in ("default", "exports")
-        },
-    }
+    point_storages(settings, default=tmp_path / "default", exports=tmp_path / "exports")
 
 
 @pytest.fixture

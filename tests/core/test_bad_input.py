@@ -20,6 +20,7 @@ from documents.models import Project, ProjectTemplate
 from tenancy import services as tenancy
 from tenancy.context import tenant_context
 from tenancy.models import Tenant
+from tests.storages import point_storages
 
 OUR_APPS = ("tenancy", "documents", "agents", "exports")
 NUL = "\x00"
@@ -29,17 +30,7 @@ SURROGATE = "\ud800"
 @pytest.fixture(autouse=True)
 def storages_in(settings, tmp_path):
     """Uploads and exports in a temporary folder, so a file written is seen."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "media"},
-        },
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
+    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
     return tmp_path
 
 

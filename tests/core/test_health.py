@@ -14,6 +14,7 @@ from django.db import connection
 from core.db import owner_connection, owner_role_name, runtime_role_name
 from core.health import HealthView
 from core.management.commands.health import Command as HealthCommand
+from tests.storages import point_storages
 
 pytestmark = pytest.mark.usefixtures("exports_in_tmp")
 
@@ -28,13 +29,7 @@ def unwritable_exports(settings, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     location = blocker / "exports"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
+    point_storages(settings, exports=location)
     return str(location)
 
 

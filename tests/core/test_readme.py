@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from tests.storages import point_storages
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -19,17 +21,7 @@ def python_examples(section: str) -> list[str]:
 @pytest.fixture
 def file_storages(tmp_path, settings):
     """Uploads and export files go to a temporary folder."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "media"},
-        },
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
+    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
 
 
 @pytest.mark.django_db(transaction=True)

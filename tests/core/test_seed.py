@@ -14,22 +14,13 @@ from core.management.commands.seed import DEFAULT_OWNER_PASSWORD
 from documents.models import DocumentVersion, Project
 from tenancy.context import system_context
 from tenancy.models import Tenant, User
+from tests.storages import point_storages
 
 
 @pytest.fixture(autouse=True)
 def file_storages(tmp_path, settings):
     """Uploads and export files of the seed go to a temporary folder."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "media"},
-        },
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
+    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
 
 
 def counts() -> dict[str, int]:

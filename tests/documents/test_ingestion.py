@@ -21,19 +21,14 @@ from documents import services
 from documents.chunking import resolve_chunking, split_text
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
+from tests.storages import point_storages
 
 TEXT = "one two three four five six seven eight nine ten"
 
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path},
-        },
-    }
+    point_storages(settings, default=tmp_path)
     return tmp_path
 
 

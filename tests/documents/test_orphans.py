@@ -18,6 +18,7 @@ from django.db import transaction
 from documents import services
 from documents.models import Chunk, Document, Project
 from tenancy.context import tenant_context
+from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,13 +27,7 @@ TWO_HOURS = 2 * 3600
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path},
-        },
-    }
+    point_storages(settings, default=tmp_path)
     return tmp_path
 
 

@@ -16,19 +16,14 @@ from documents.models import Project
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, listed
 from tests.conftest import PASSWORD
+from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path},
-        },
-    }
+    point_storages(settings, default=tmp_path)
 
 
 @pytest.fixture

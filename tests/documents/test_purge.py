@@ -17,19 +17,14 @@ from documents import services
 from documents.models import Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy.context import tenant_context
+from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path},
-        },
-    }
+    point_storages(settings, default=tmp_path)
 
 
 def project_deleted(tenant, name, days_ago=None):

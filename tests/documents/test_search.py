@@ -13,6 +13,7 @@ from core.hashing import sha256_hex
 from documents import selectors, services
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
+from tests.storages import point_storages
 
 CORPUS = [
     "The billing service charges invoices to customers every month.",
@@ -26,13 +27,7 @@ VOCABULARY = [f"term{i}" for i in range(400)]
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path},
-        },
-    }
+    point_storages(settings, default=tmp_path)
 
 
 def ingest(tenant, text, project=None):

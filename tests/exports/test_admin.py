@@ -18,18 +18,13 @@ from exports.services import export_create
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, logged_in
 from tests.conftest import make_member
+from tests.storages import point_storages
 
 
 @pytest.fixture
 def export_storage(settings, tmp_path):
     """Export files in a temporary directory."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "exports": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "exports"},
-        },
-    }
+    point_storages(settings, exports=tmp_path / "exports")
     return storages["exports"]
 
 
