@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 
 from common import describe, setup_django
+
+QUERY_WORDS = 4
 
 
 def main() -> None:
@@ -30,9 +33,16 @@ def main() -> None:
     tenant = Tenant.objects.get(slug=args.tenant)
     with tenant_context(tenant):
         chunks = Chunk.objects.filter(tenant=tenant).count()
-        sample = list(Chunk.objects.filter(tenant=tenant).values_list("content", flat=True)[:200])
+        contents = Chunk.objects.filter(tenant=tenant).values_list("content", flat=True)[:200]
+        sample = [words for words in (content.split() for content in contents) if words]
+    if not sample:
+        sys.exit(f"tenant {args.tenant} has no chunks with text: run `make seed` first")
     rng = random.Random(1)  # noqa: S311 - benchmark inputs, not secrets
-    queries = [" ".join(rng.sample(rng.choice(sample).split(), 4)) for _ in range(args.queries)]
+    # Up to QUERY_WORDS words of one chunk: a chunk may be shorter than that.
+    queries = [
+        " ".join(rng.sample(words, min(QUERY_WORDS, len(words))))
+        for words in (rng.choice(sample) for _ in range(args.queries))
+    ]
     print(f"tenant {args.tenant}: {chunks} chunks, k={args.k}, {len(queries)} queries per mode")
     for mode in ("semantic", "fulltext", "hybrid"):
         chunk_search(tenant=tenant, query=queries[0], k=args.k, mode=mode)  # warm up
