@@ -40,6 +40,8 @@ def _subtitle(report: Report) -> str:
 
 def recall_latency(report: Report, target: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     sweep = report.recall["ef_sweep"]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     latencies = [point["median_ms"] for point in sweep]
@@ -53,10 +55,12 @@ def recall_latency(report: Report, target: Path) -> Path:
             f"ef {point['ef_search']}",
             (point["median_ms"], point["recall"]),
             textcoords="offset points",
-            xytext=(4, -14 if number % 2 == 0 else 8),
+            xytext=(6, -14) if number % 2 == 0 else (-40, 6),
             fontsize=8,
         )
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
     axes.set_xlabel("median latency per query (ms, log scale)")
     axes.set_ylabel("recall@10 (mean over queries)")
     axes.set_ylim(min(0.0, *recalls) - 0.02, 1.05)
@@ -65,7 +69,7 @@ def recall_latency(report: Report, target: Path) -> Path:
     axes.set_title(f"HNSW recall@10 vs latency over ef_search\n{_subtitle(report)}", fontsize=10)
     figure.tight_layout()
     path = target / "hnsw_recall_latency.png"
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -74,13 +78,16 @@ def tenant_share(report: Report, target: Path) -> Path:
     plt = _pyplot()
     shares = sorted(report.recall["by_share"], key=lambda share: share["share"])
     labels = [f"{share['share']:.0%}" for share in shares]
-    series = (("chunk_search", BLUE), ("raw_knn", ORANGE), ("exact", GREY))
+    series = (
+        ("chunk_search", "chunk_search", BLUE),
+        ("raw_knn", "raw HNSW kNN", ORANGE),
+        ("exact", "exact scan", GREY),
+    )
     positions = range(len(shares))
     width = 0.27
     figure, (recall_axes, latency_axes) = plt.subplots(1, 2, figsize=(10, 4.5))
-    for offset, (name, color) in enumerate(series):
+    for offset, (name, label, color) in enumerate(series):
         xs = [x + (offset - 1) * width for x in positions]
-        label = name.replace("_", " ")
         recall_axes.bar(
             xs, [share[name]["recall"] for share in shares], width, color=color, label=label
         )
@@ -102,7 +109,7 @@ def tenant_share(report: Report, target: Path) -> Path:
     figure.suptitle(f"Tenant-filtered kNN (k=10) by tenant share\n{_subtitle(report)}", fontsize=10)
     figure.tight_layout()
     path = target / "tenant_share.png"
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -117,25 +124,23 @@ def ratios(report: Report, target: Path) -> Path:
     from matplotlib.ticker import FuncFormatter
 
     paths = list(reversed(report.paths))
-    figure, axes = plt.subplots(figsize=(10, 0.38 * len(paths) + 1.6))
+    figure, axes = plt.subplots(figsize=(11, 0.38 * len(paths) + 1.6))
     colors = [{True: GREEN, False: RED, None: GREY}[path.meets_goal] for path in paths]
     axes.barh(range(len(paths)), [path.ratio for path in paths], color=colors)
     for y, path in enumerate(paths):
         if path.goal is not None:
             axes.plot([path.goal, path.goal], [y - 0.4, y + 0.4], color="black", linewidth=2)
+        # Right of the bar or of the goal tick, whichever is further right.
         axes.annotate(
             f"{path.ratio:.2f}x" + (f"  goal {path.goal_text}" if path.goal else ""),
-            (path.ratio, y),
+            (max(path.ratio, path.goal or 0), y),
             textcoords="offset points",
             xytext=(4, -3),
             fontsize=7,
         )
     axes.set_yticks(
         range(len(paths)),
-        [
-            path.title + (" [rate: higher is better]" if path.better == HIGHER else "")
-            for path in paths
-        ],
+        [path.title + (" [higher is better]" if path.better == HIGHER else "") for path in paths],
         fontsize=7,
     )
     axes.set_xscale("log")
@@ -150,7 +155,7 @@ def ratios(report: Report, target: Path) -> Path:
     axes.grid(True, axis="x", which="both", alpha=0.3)
     figure.tight_layout()
     path = target / "ratios.png"
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 

@@ -238,7 +238,7 @@ def measure_ingestion(dataset: Dataset, ref: Reference, scale: Scale, *, seed: i
     return PathResult(
         key="ingestion",
         group="writes",
-        title=f"ingestion, {rows:,} chunks x 1536 (embedder apart)",
+        title=f"ingestion, {rows:,} chunks x 1536, embedder apart",
         reference_title="binary COPY, same rows",
         unit="rows/s",
         project=per_second(rows, project_times),
