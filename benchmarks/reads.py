@@ -11,7 +11,7 @@ from benchmarks.data import METADATA_PROBE, Dataset
 from benchmarks.reference import Reference, own_statements
 from benchmarks.report import PathResult
 from benchmarks.scales import Scale
-from benchmarks.timing import interleave, milliseconds, statements_per_call
+from benchmarks.timing import interleave, milliseconds, profile
 
 ORM_GOAL = 2.0
 CONTEXT_GOAL = 1.5
@@ -33,7 +33,7 @@ def _compare(
         project=milliseconds(project_times),
         reference=milliseconds(reference_times),
         goal=goal,
-        notes={"statements_per_call": statements_per_call(project)},
+        notes={"profile": profile(project)},
     )
 
 

@@ -31,7 +31,7 @@ from benchmarks.data import Dataset, TenantData
 from benchmarks.reference import Reference, Statement, own_statements
 from benchmarks.report import PathResult
 from benchmarks.scales import Scale
-from benchmarks.timing import interleave, milliseconds
+from benchmarks.timing import interleave, milliseconds, profile
 
 K = 10
 QUERY_WORDS = 4
@@ -191,6 +191,9 @@ def _share(
             "recall_at_10": recall,
             "hnsw_settings": settings,
             "reference_exact_fallbacks": len(fallbacks),
+            "profile": profile(
+                lambda: chunk_search(tenant=tenant, query=texts[0], k=K, mode="semantic")
+            ),
             "reference_uses_hnsw_index": searcher.uses_index(
                 scope, vectors[texts[0]], settings=settings, tenant_id=tenant.pk
             ),
@@ -270,7 +273,7 @@ def _replayed(
         unit="ms",
         project=milliseconds(project_times),
         reference=milliseconds(reference_times),
-        notes={"statements_per_call": len(next(iter(replays.values())))},
+        notes={"profile": profile(lambda: search(texts[0]))},
     )
 
 

@@ -106,23 +106,29 @@ def interleave(
 
 
 class StatementTimer:
-    """Counts the statements Django sends on its default connection and their time.
+    """Times the statements Django sends on its default connection.
 
     An execute wrapper, so it sees every cursor execution (not BEGIN and COMMIT, which
     psycopg sends itself) with the round trip included: the "DB time" of a request.
     """
 
     def __init__(self) -> None:
-        self.statements = 0
-        self.seconds = 0.0
+        self.timings: list[tuple[float, str]] = []
+
+    @property
+    def statements(self) -> int:
+        return len(self.timings)
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for seconds, _sql in self.timings)
 
     def __call__(self, execute, sql, params, many, context):
         started = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            self.seconds += time.perf_counter() - started
-            self.statements += 1
+            self.timings.append((time.perf_counter() - started, sql))
 
     @contextmanager
     def recording(self) -> Iterator[StatementTimer]:
@@ -130,13 +136,46 @@ class StatementTimer:
             yield self
 
 
-def statements_per_call(call: Callable[[], object], calls: int = 3) -> float:
-    """Statements Django sends for one call of `call`, averaged over a few calls."""
-    timer = StatementTimer()
-    with timer.recording():
-        for _ in range(calls):
+def where_time_goes(timers: list[StatementTimer], slowest: int = 3, width: int = 160) -> dict:
+    """Statements per call, DB time per call, and the statements that took the most of it.
+
+    Over several calls (one timer each), as medians: a single call on a busy machine may
+    show any statement as the slowest. A statement is its SQL text, cut to `width`.
+    """
+    per_sql: dict[str, list[float]] = {}
+    runs: dict[str, int] = {}
+    for timer in timers:
+        in_call: dict[str, float] = {}
+        for seconds, sql in timer.timings:
+            in_call[sql] = in_call.get(sql, 0.0) + seconds
+            runs[sql] = runs.get(sql, 0) + 1
+        for sql, seconds in in_call.items():
+            per_sql.setdefault(sql, []).append(seconds)
+    ranked = sorted(per_sql.items(), key=lambda item: -statistics.median(item[1]))
+    return {
+        "statements": statistics.median(timer.statements for timer in timers),
+        "db_ms": round(statistics.median(timer.seconds for timer in timers) * 1000, 3),
+        # A statement sent several times per call (tenant_context's set_config) adds up.
+        "slowest": [
+            {
+                "ms": round(statistics.median(times) * 1000, 3),
+                "per_call": runs[sql] / len(timers),
+                "sql": sql[:width],
+            }
+            for sql, times in ranked[:slowest]
+        ],
+    }
+
+
+def profile(call: Callable[[], object], calls: int = 5) -> dict:
+    """where_time_goes of a few extra calls of `call`, after the measurement."""
+    timers = []
+    for _ in range(calls):
+        timer = StatementTimer()
+        with timer.recording():
             call()
-    return timer.statements / calls
+        timers.append(timer)
+    return where_time_goes(timers)
 
 
 def milliseconds(seconds: list[float]) -> Stats:
