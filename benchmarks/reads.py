@@ -72,7 +72,7 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
         statements = own_statements(call)
         return lambda: ref.rows(tenants, statements)
 
-    results = [
+    return [
         _compare(
             "tenant_context",
             "tenant_context entry alone",
@@ -102,7 +102,7 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
         ),
         _compare(
             "metadata_contains",
-            "JSONB @> on metadata, first 20",
+            f"JSONB @> on metadata, first {PAGE}",
             "its query, raw",
             metadata_contains,
             replay(metadata_contains),
@@ -119,4 +119,3 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
             ORM_GOAL,
         ),
     ]
-    return results

@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--scale", choices=sorted(SCALES), default=DEFAULT_SCALE)
+    parser.add_argument(
+        "--scale", choices=sorted(SCALES), default=DEFAULT_SCALE, help="data volume (small)"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
     parser.add_argument("--plot", metavar="DIR", type=Path, help="write PNG plots into DIR")
     parser.add_argument("--database", default=None, help="benchmark database (agentic_bench)")
