@@ -39,9 +39,6 @@ class Stats:
         p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
         return cls(median=p50, p25=p25, p75=p75, n=len(values))
 
-    def scaled(self, factor: float) -> Stats:
-        return Stats(self.median * factor, self.p25 * factor, self.p75 * factor, self.n)
-
     def as_json(self) -> dict:
         return {"median": self.median, "p25": self.p25, "p75": self.p75, "n": self.n}
 
