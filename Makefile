@@ -85,10 +85,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Version-creation throughput and search latency on the development database (README).
+# Every hot path against its raw reference, in a database of its own (README, "Benchmarks"):
+#   make bench ARGS="--scale large --json var/bench/large.json --plot var/bench/plots"
 bench: install
-	$(BIN)/python benchmarks/versions.py
-	$(BIN)/python benchmarks/search.py
+	$(BIN)/python -m benchmarks $(ARGS)
 
 # A verified dump under var/backups/ (BACKUP_ROOT); the last line printed is its path.
 backup: install

@@ -1,0 +1,173 @@
+"""`make bench` (`python -m benchmarks`): every path of issue 10 against its reference.
+
+    python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
+                         [--database NAME] [--keep-database] [--seed N]
+
+Builds its own database (benchmarks.database), generates the scale's data
+(benchmarks.data), measures each path interleaved with its reference, prints the table
+and optionally writes the JSON and the plots. Progress goes to stderr.
+
+It runs with production settings (DJANGO_DEBUG=false: no query log, as served), a
+throw-away SECRET_KEY where none is set, and uploaded files in a temporary folder. Its
+own sessions get a statement_timeout of STATEMENT_TIMEOUT (PGOPTIONS, which outranks the
+runtime role's 30 s): at the large scale one ingestion INSERT into the HNSW index, or a
+search of a million rows, may take longer, and a timeout would end the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.scales import DEFAULT_SCALE, SCALES
+
+STATEMENT_TIMEOUT = "15min"
+# The table's order: issue 10's.
+PATH_ORDER = (
+    "project_by_pk",
+    "project_list",
+    "metadata_contains",
+    "latest_versions",
+    "tenant_context",
+    "chunk_search_semantic_50",
+    "chunk_search_semantic_10",
+    "chunk_search_semantic_1",
+    "chunk_search_fulltext",
+    "chunk_search_hybrid",
+    "ingestion",
+    "version_writers",
+    "admin_plain",
+    "admin_status",
+    "admin_search",
+    "admin_search_rare",
+    "hnsw_build",
+    "migrate",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--scale", choices=sorted(SCALES), default=DEFAULT_SCALE, help="data volume (small)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
+    parser.add_argument("--plot", metavar="DIR", type=Path, help="write PNG plots into DIR")
+    parser.add_argument("--database", default=None, help="benchmark database (agentic_bench)")
+    parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    return parser.parse_args(argv)
+
+
+def _configure_django(workdir: Path) -> None:
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ["MEDIA_ROOT"] = str(workdir / "media")
+    os.environ["EXPORTS_ROOT"] = str(workdir / "exports")
+    os.environ["PGOPTIONS"] = f"-c statement_timeout={STATEMENT_TIMEOUT}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def server_info(conn) -> dict:
+    names = (
+        "shared_buffers",
+        "work_mem",
+        "maintenance_work_mem",
+        "max_wal_size",
+        "effective_cache_size",
+        "max_parallel_maintenance_workers",
+        "statement_timeout",
+    )
+    info = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
+    info["version"] = conn.execute("SHOW server_version").fetchone()[0]
+    info["pgvector"] = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    ).fetchone()[0]
+    return info
+
+
+def measure(args: argparse.Namespace, name: str, progress):
+    from benchmarks import admin_lists, data, database, reads, schema, search, writes
+    from benchmarks.reference import Reference
+    from benchmarks.report import Report
+    from core.embedding import get_embedder
+
+    scale = SCALES[args.scale]
+    started = time.perf_counter()
+    progress(f"scale {scale.name}: migrate into {name}, {scale.migrate_runs} run(s) each side")
+    paths = [schema.measure_migrate(name, scale.migrate_runs, progress)]
+    with (
+        database.django_database(name),
+        database.connect(database.owner_kwargs(name)) as owner,
+        database.connect(database.runtime_kwargs(name)) as runtime,
+    ):
+        # Loading without the index and building it afterwards is both faster and one of
+        # the measurements.
+        schema.drop_hnsw_index(owner)
+        dataset = data.generate(
+            owner, scale, seed=args.seed, embedder=get_embedder(), progress=progress
+        )
+        progress("HNSW builds")
+        paths.append(schema.measure_hnsw_build(scale.hnsw_runs, progress))
+        owner.execute("VACUUM ANALYZE")
+        ref = Reference(runtime)
+        report = Report(scale=scale.name, seed=args.seed, server=server_info(runtime))
+        progress("read paths")
+        paths += reads.measure(dataset, ref, scale)
+        progress("search")
+        search_paths, report.recall = search.measure(dataset, ref, scale, seed=args.seed)
+        paths += search_paths
+        progress("admin changelists")
+        paths += admin_lists.measure(dataset, ref, scale)
+        progress("version writers")
+        paths.append(writes.measure_writers(dataset, scale))
+        progress("ingestion")
+        paths.append(writes.measure_ingestion(dataset, ref, scale, seed=args.seed))
+    report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="agentic-bench-") as workdir:
+        _configure_django(Path(workdir))
+        from benchmarks import database
+        from benchmarks.report import format_table
+
+        name = database.check_name(args.database or database.DEFAULT_NAME)
+        clock = time.perf_counter()
+
+        def progress(message: str) -> None:
+            print(f"[bench {time.perf_counter() - clock:7.1f} s] {message}", file=sys.stderr)
+
+        try:
+            report = measure(args, name, progress)
+        finally:
+            if not args.keep_database:
+                database.drop_database(name)
+    table = format_table(report)
+    document = json.dumps(report.as_json(), indent=2)
+    if args.json == "-":
+        print(table, file=sys.stderr)
+        print(document)
+    else:
+        print(table)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(document + "\n")
+    if args.plot:
+        from benchmarks import plots
+
+        for path in plots.write_all(report, args.plot):
+            progress(f"wrote {path}")

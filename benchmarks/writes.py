@@ -1,0 +1,257 @@
+"""Write paths: document-version throughput by writer count, and knowledge ingestion.
+
+Version writers: 8 threads, each appending versions to its own project through
+document_version_create, against 1 thread doing the same; the ratio is how far 8 writers
+scale (the advisory lock only serialises writers of one document). Every run checks
+that each project's versions came out 1..N.
+
+Ingestion: document_ingest of one text that splits into N chunks, embedded by the
+EMBEDDER (timed apart and left out of the project's rows/s), against the same N chunk
+rows written in binary by the runtime role under the same tenant. PostgreSQL refuses
+COPY FROM into a table with row-level security for a role it applies to, so the
+reference COPYs into a temporary table and inserts from it in the same transaction:
+the policies check every row, as they do for the project, and the HNSW index is in
+place for both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+
+from benchmarks.data import Dataset, copy_rows
+from benchmarks.reference import Reference
+from benchmarks.report import HIGHER, PathResult
+from benchmarks.scales import Scale
+from benchmarks.timing import Outcome, Stats, interleave, per_second, profile
+
+WRITERS = 8
+WRITERS_GOAL = 3.0
+INGEST_GOAL = 0.6
+STAGE_TABLE = "bench_chunk_stage"
+CHUNK_COLUMNS = [
+    "tenant_id",
+    "document_id",
+    "ordinal",
+    "content",
+    "token_count",
+    "embedding",
+    "embedding_model",
+    "metadata",
+]
+
+
+def _write_versions(tenant, writers: int, versions: int, run: int) -> float:
+    """Seconds for `writers` threads to append `versions` versions each to their own project."""
+    from django.db import connection
+
+    from documents.models import DocumentVersion
+    from documents.services import document_version_create, project_create
+    from tenancy.context import tenant_context
+
+    projects = [
+        project_create(tenant=tenant, name=f"bench writers {writers} run {run} #{n}")
+        for n in range(writers)
+    ]
+    barrier = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def write(project) -> None:
+        try:
+            barrier.wait()
+            for number in range(versions):
+                document_version_create(
+                    tenant=tenant,
+                    project=project,
+                    document_type="plan",
+                    content=f"{project.name} revision {number}\n" * 20,
+                )
+        except BaseException as error:  # noqa: BLE001 - raised in the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(project,)) for project in projects]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    with tenant_context(tenant):
+        for project in projects:
+            numbers = list(
+                DocumentVersion.objects.filter(project=project)
+                .order_by("version")
+                .values_list("version", flat=True)
+            )
+            if numbers != list(range(1, versions + 1)):
+                raise AssertionError(f"{project.name}: versions {numbers}, not 1..{versions}")
+    return elapsed
+
+
+def measure_writers(dataset: Dataset, scale: Scale) -> PathResult:
+    from documents.services import document_version_create, project_create
+
+    tenant = dataset.hot.tenant
+    runs = {"project": 0, "reference": 0}
+
+    def writers(count: int, side: str):
+        def call() -> int:
+            runs[side] += 1
+            _write_versions(tenant, count, scale.writer_versions, runs[side])
+            return count * scale.writer_versions
+
+        return call
+
+    project_times, reference_times = interleave(
+        f"{WRITERS} writers vs 1",
+        writers(WRITERS, "project"),
+        writers(1, "reference"),
+        rounds=scale.writer_runs,
+        same_rows=False,
+    )
+    probe = project_create(tenant=tenant, name="bench statements per version")
+    # New content each call: an unchanged one returns the latest version instead.
+    numbers = itertools.count()
+    version = profile(
+        lambda: document_version_create(
+            tenant=tenant, project=probe, document_type="plan", content=f"v{next(numbers)}"
+        )
+    )
+    return PathResult(
+        key="version_writers",
+        group="writes",
+        title=f"version writers, {WRITERS} on {WRITERS} projects",
+        reference_title="1 writer",
+        unit="versions/s",
+        project=per_second(WRITERS * scale.writer_versions, project_times),
+        reference=per_second(scale.writer_versions, reference_times),
+        better=HIGHER,
+        goal=WRITERS_GOAL,
+        notes={"profile_per_version": version},
+    )
+
+
+def _ingest_text(dataset: Dataset, chunks: int, seed: int) -> str:
+    """A text that document_ingest splits into exactly `chunks` chunks."""
+    from documents.chunking import resolve_chunking
+
+    size, overlap = resolve_chunking(None, None)
+    rng = random.Random(seed)  # noqa: S311 - benchmark inputs, not secrets
+    return dataset.vocabulary.text(rng, overlap + chunks * (size - overlap), topic=0)
+
+
+def measure_ingestion(dataset: Dataset, ref: Reference, scale: Scale, *, seed: int) -> PathResult:
+    from core.embedding import Embedder, get_embedder
+    from documents.chunking import resolve_chunking, split_text
+    from documents.models import Chunk
+    from documents.services import document_ingest
+    from tenancy.context import tenant_context
+
+    tenant = dataset.hot.tenant
+    embedder = get_embedder()
+    text = _ingest_text(dataset, scale.ingest_chunks, seed)
+    size, overlap = resolve_chunking(None, None)
+    pieces = split_text(text, chunk_size=size, chunk_overlap=overlap)
+    if len(pieces) != scale.ingest_chunks:
+        raise AssertionError(f"the text splits into {len(pieces)} chunks")
+    vectors = embedder.embed([piece.content for piece in pieces])
+    embedding: list[float] = []
+
+    def timed_embed(texts):
+        started = time.perf_counter()
+        try:
+            return embedder.function(texts)
+        finally:
+            embedding.append(time.perf_counter() - started)
+
+    timed = Embedder(function=timed_embed, model=embedder.model, dimension=embedder.dimension)
+    embedder_seconds: list[float] = []
+    with_embedder: list[float] = []
+
+    def project() -> Outcome:
+        embedding.clear()
+        started = time.perf_counter()
+        document = document_ingest(
+            tenant=tenant, title="bench ingestion", text=text, embedder=timed
+        )
+        elapsed = time.perf_counter() - started
+        with tenant_context(tenant):
+            rows = Chunk.objects.filter(document=document).count()
+        embedder_seconds.append(sum(embedding))
+        with_embedder.append(elapsed)
+        return Outcome(rows=rows, excluded=sum(embedding) + time.perf_counter() - started - elapsed)
+
+    with ref.conn.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE {STAGE_TABLE} (LIKE chunks INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
+        )
+
+    def reference() -> int:
+        with ref.conn.transaction(), ref.conn.cursor() as cursor:
+            ref.set_scope(cursor, [tenant.pk])
+            cursor.execute(
+                "INSERT INTO documents (tenant_id, title, storage_key, content_type, size_bytes,"
+                " sha256, status, error_message, metadata) VALUES (%s, 'bench ingestion',"
+                " 'bench/' || uuidv7(), 'text/plain', %s, '', 'processing', '', '{}')"
+                " RETURNING id",
+                [tenant.pk, len(text.encode())],
+            )
+            document_id = cursor.fetchone()[0]
+            copy_rows(
+                cursor,
+                STAGE_TABLE,
+                CHUNK_COLUMNS,
+                (
+                    (
+                        tenant.pk,
+                        document_id,
+                        piece.ordinal,
+                        piece.content,
+                        piece.token_count,
+                        vector,
+                        embedder.model,
+                        {"start": piece.start, "end": piece.end},
+                    )
+                    for piece, vector in zip(pieces, vectors, strict=True)
+                ),
+                types_of="chunks",
+            )
+            columns = ", ".join(CHUNK_COLUMNS)
+            cursor.execute(f"INSERT INTO chunks ({columns}) SELECT {columns} FROM {STAGE_TABLE}")
+            rows = cursor.rowcount
+            cursor.execute("UPDATE documents SET status = 'ready' WHERE id = %s", [document_id])
+        return rows
+
+    project_times, reference_times = interleave(
+        f"ingestion of {scale.ingest_chunks} chunks",
+        project,
+        reference,
+        rounds=scale.ingest_runs,
+    )
+    rows = scale.ingest_chunks
+    return PathResult(
+        key="ingestion",
+        group="writes",
+        title=f"ingestion, {rows:,} chunks x 1536, embedder apart",
+        reference_title="binary COPY, same rows",
+        unit="rows/s",
+        project=per_second(rows, project_times),
+        reference=per_second(rows, reference_times),
+        better=HIGHER,
+        goal=INGEST_GOAL,
+        notes={
+            # The warm-up run left out, as in the figures.
+            "embedder_seconds": Stats.of(embedder_seconds[1:]).as_json(),
+            "rows_per_second_with_embedder": Stats.of(
+                [rows / seconds for seconds in with_embedder[1:]]
+            ).as_json(),
+        },
+    )

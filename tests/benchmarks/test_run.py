@@ -1,0 +1,97 @@
+"""`make bench` at its smallest scale, end to end, so that it cannot rot.
+
+A benchmark, not a test of speed: nothing here asserts a time, only that every path
+was measured on both sides and compared.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from benchmarks import database
+from benchmarks.run import PATH_ORDER
+
+PLOTS = ("hnsw_recall_latency.png", "tenant_share.png", "ratios.png")
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One `python -m benchmarks --scale tiny` run, in a database of this test run's own."""
+    out = tmp_path_factory.mktemp("bench")
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--scale",
+        "tiny",
+        "--json",
+        str(out / "report.json"),
+        "--database",
+        f"{settings.DATABASES['default']['TEST']['NAME']}_bench",
+    ]
+    if HAS_MATPLOTLIB:
+        command += ["--plot", str(out / "plots")]
+    completed = subprocess.run(
+        command, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return json.loads((out / "report.json").read_text()), completed.stdout, out
+
+
+def test_every_path_is_measured_on_both_sides_with_a_ratio(tiny_run):
+    report, _table, _out = tiny_run
+    assert [path["key"] for path in report["paths"]] == list(PATH_ORDER)
+    for path in report["paths"]:
+        for side in ("project", "reference"):
+            assert path[side]["median"] > 0, (path["key"], side)
+            assert path[side]["p25"] <= path[side]["median"] <= path[side]["p75"]
+        assert path["ratio"] == pytest.approx(
+            path["project"]["median"] / path["reference"]["median"]
+        )
+
+
+def test_the_table_shows_every_path(tiny_run):
+    report, table, _out = tiny_run
+    for path in report["paths"]:
+        assert path["title"] in table
+
+
+def test_recall_is_measured_over_the_ef_search_sweep_and_the_tenant_shares(tiny_run):
+    report, _table, _out = tiny_run
+    sweep = {point["ef_search"]: point for point in report["recall"]["ef_sweep"]}
+    assert {40, 100, 200} <= sweep.keys()
+    shares = sorted(share["share"] for share in report["recall"]["by_share"])
+    assert shares == [0.01, 0.10, 0.50]
+    recalls = [point["recall"] for point in sweep.values()] + [
+        share[side]["recall"]
+        for share in report["recall"]["by_share"]
+        for side in ("chunk_search", "raw_knn")
+    ]
+    assert all(0 <= recall <= 1 for recall in recalls)
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="--plot needs matplotlib (pip install matplotlib)")
+def test_the_plots_are_written(tiny_run):
+    _report, _table, out = tiny_run
+    for name in PLOTS:
+        assert (out / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
+
+
+@pytest.mark.parametrize("name", ["agentic_dev", "test_agentic_dev", "bench'; DROP DATABASE x"])
+def test_it_refuses_a_database_it_must_not_drop(name, monkeypatch):
+    # The names the benchmark process sees; in this one pytest-django has switched NAME
+    # to the test database.
+    default = settings.DATABASES["default"]
+    monkeypatch.setitem(default, "NAME", "agentic_dev")
+    monkeypatch.setitem(default, "TEST", {**default["TEST"], "NAME": "test_agentic_dev"})
+    with pytest.raises(SystemExit):
+        database.check_name(name)
+
+
+def test_it_accepts_a_database_of_its_own():
+    assert database.check_name("agentic_bench") == "agentic_bench"
