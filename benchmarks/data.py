@@ -51,8 +51,9 @@ COMMON_TERM = "writer"
 RARE_TERM = "zeppelin"
 RARE_ROWS = 5
 CHUNKS_PER_DOCUMENT = 50
-VOCABULARY_SIZE = 3_000
-TOPIC_COUNT = 64
+VOCABULARY_SIZE = 20_000
+# A topic per this many chunks, so its cluster keeps its size whatever the scale.
+CHUNKS_PER_TOPIC = 150
 TOPIC_WORDS = 40
 TOPIC_SHARE = 0.5
 DELETED_PROJECT_SHARE = 0.05
@@ -69,14 +70,14 @@ class Vocabulary:
 
     SYLLABLES = ("ka", "lo", "mi", "ren", "tu", "sa", "vor", "el", "qui", "dan", "po", "zi")
 
-    def __init__(self, rng: random.Random, size: int = VOCABULARY_SIZE) -> None:
+    def __init__(self, rng: random.Random, topics: int, size: int = VOCABULARY_SIZE) -> None:
         words: set[str] = set()
         while len(words) < size:
-            words.add("".join(rng.choices(self.SYLLABLES, k=rng.randint(2, 4))))
+            words.add("".join(rng.choices(self.SYLLABLES, k=rng.randint(2, 5))))
         self.words = sorted(words)
         rng.shuffle(self.words)
         self.cumulative = list(accumulate(1.0 / rank for rank in range(1, size + 1)))
-        self.topics = [rng.sample(self.words, TOPIC_WORDS) for _ in range(TOPIC_COUNT)]
+        self.topics = [rng.sample(self.words, TOPIC_WORDS) for _ in range(topics)]
 
     def text(self, rng: random.Random, length: int, topic: int) -> str:
         """`length` words, about TOPIC_SHARE of them from the topic's own words."""
@@ -228,7 +229,7 @@ def _version_rows(
             for document_type in DOCUMENT_TYPES:
                 previous = None
                 for version in range(1, per_type + 1):
-                    body = vocabulary.text(rng, 60, rng.randrange(TOPIC_COUNT))
+                    body = vocabulary.text(rng, 60, rng.randrange(len(vocabulary.topics)))
                     content = f"# {document_type} v{version}\n\n{body}\n"
                     digest = sha256_hex(content)
                     yield (
@@ -276,7 +277,7 @@ def _document_and_chunk_rows(
                     data,
                     document_id,
                     min(CHUNKS_PER_DOCUMENT, count - start),
-                    rng.randrange(TOPIC_COUNT),
+                    rng.randrange(len(vocabulary.topics)),
                 )
             )
 
@@ -353,7 +354,7 @@ def generate(
     from tenancy.models import Tenant, User
 
     rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
-    vocabulary = Vocabulary(rng)
+    vocabulary = Vocabulary(rng, topics=max(8, scale.chunks // CHUNKS_PER_TOPIC))
     now = datetime.now(UTC)
     tenants = [
         TenantData(tenant=Tenant.objects.create(name=slug, slug=slug), slug=slug, share=share)

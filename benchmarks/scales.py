@@ -47,7 +47,7 @@ SCALES = {
         migrate_runs=1,
         hnsw_runs=1,
     ),
-    # `make bench`: a few minutes on 2 cores.
+    # `make bench`: about 90 s on 2 cores.
     "small": Scale(
         name="small",
         chunks=10_000,
@@ -65,8 +65,8 @@ SCALES = {
         migrate_runs=2,
         hnsw_runs=2,
     ),
-    # Issue 10's figures: 100k chunks, 1M agent executions; most of an hour on 2 cores,
-    # nearly half of it the HNSW builds at the server's default maintenance_work_mem.
+    # Issue 10's figures: 100k chunks, 1M agent executions; 11 to 15 minutes on 2 cores,
+    # a third of it the HNSW builds (one at the server's default maintenance_work_mem).
     "large": Scale(
         name="large",
         chunks=100_000,
