@@ -5,8 +5,11 @@ connection with a connect timeout and a statement timeout, bypassing the pool, s
 unreachable database answers in seconds rather than after the pool's timeout.
 Messages name what is wrong and never carry hostnames, socket paths, users,
 passwords or driver messages (which can contain all of them): those go to the log.
-The checks' reprs label every answer (JSON keys, HTML rows), so their fields must
-never hold anything secret.
+
+Each check has two names (`NamedCheck`): a stable snake_case `key` for machines (the
+JSON answer, OpenMetrics labels, `manage.py health`) and a `title` in words for people
+(its repr, which django-health-check shows in the HTML page, text answer, feeds and
+logs). Neither may hold anything secret.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import ClassVar
 
 import psycopg
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.loader import MigrationLoader
+from django.http import JsonResponse
 from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
@@ -71,18 +76,42 @@ def probe_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Cursor]:
         raise ServiceUnavailable(f"database query failed ({type(error).__name__})") from error
 
 
-@dataclasses.dataclass
-class DatabaseReachable(HealthCheck):
+class NamedCheck(HealthCheck):
+    """A check with a stable key for machines and a title for people.
+
+    django-health-check labels every answer with the check's repr, which for a dataclass
+    is a Python expression such as `StorageWritable(alias='exports')`: neither words a
+    person reads nor a key a monitor can rely on across refactorings.
+    """
+
+    # Stable: monitors and load balancers match on it; never derive it from the class name.
+    key: ClassVar[str]
+    title: ClassVar[str]
+
+    def __repr__(self) -> str:
+        return self.title
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"check": self.key}
+
+
+class DatabaseReachable(NamedCheck):
     """The database accepts a connection and answers a query."""
+
+    key = "database_reachable"
+    title = "Database reachable"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
             cursor.execute("SELECT 1")
 
 
-@dataclasses.dataclass
-class PostgresVersion(HealthCheck):
+class PostgresVersion(NamedCheck):
     """The server is PostgreSQL 18 or newer."""
+
+    key = "postgres_version"
+    title = "PostgreSQL 18 or newer"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -92,9 +121,11 @@ class PostgresVersion(HealthCheck):
             raise ServiceUnavailable(problem)
 
 
-@dataclasses.dataclass
-class VectorExtension(HealthCheck):
+class VectorExtension(NamedCheck):
     """The vector extension is installed in the database, version 0.8 or newer."""
+
+    key = "vector_extension"
+    title = "Extension vector 0.8 or newer installed"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -106,13 +137,15 @@ class VectorExtension(HealthCheck):
             raise ServiceUnavailable(problem)
 
 
-@dataclasses.dataclass
-class VectorOperations(HealthCheck):
+class VectorOperations(NamedCheck):
     """pgvector computes real 1536-dim distances correctly (not only that it is installed).
 
     A pgvector built for another CPU passes VectorExtension and then kills the
     backend, and with it every connection, on the first distance.
     """
+
+    key = "vector_operations"
+    title = "Vector operations work"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -128,9 +161,11 @@ class VectorOperations(HealthCheck):
             raise ServiceUnavailable(f"vector operations give wrong results: {_names(wrong)}")
 
 
-@dataclasses.dataclass
-class MigrationsApplied(HealthCheck):
+class MigrationsApplied(NamedCheck):
     """Every migration on disk is recorded as applied."""
+
+    key = "migrations_applied"
+    title = "Every migration applied"
 
     def run(self) -> None:
         # No connection: the loader only reads the migration files.
@@ -153,9 +188,11 @@ class MigrationsApplied(HealthCheck):
             raise ServiceUnavailable(f"{len(unapplied)} unapplied migrations: {names}")
 
 
-@dataclasses.dataclass
-class HnswIndexesValid(HealthCheck):
+class HnswIndexesValid(NamedCheck):
     """HNSW indexes exist and none is left invalid (a failed CREATE INDEX CONCURRENTLY)."""
+
+    key = "hnsw_indexes_valid"
+    title = "HNSW indexes valid"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -172,13 +209,15 @@ class HnswIndexesValid(HealthCheck):
             raise ServiceUnavailable(f"invalid HNSW indexes: {_names(invalid)}")
 
 
-@dataclasses.dataclass
-class RowLevelSecurityEnforced(HealthCheck):
+class RowLevelSecurityEnforced(NamedCheck):
     """Every table with a tenant_id column has row-level security enabled, forced and a policy.
 
     DESIGN.md section 7: PostgreSQL enforces tenant isolation. Partitions count as
     tables: they can be queried directly.
     """
+
+    key = "row_level_security_enforced"
+    title = "Row-level security forced on tenant tables"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -208,14 +247,16 @@ class RowLevelSecurityEnforced(HealthCheck):
             )
 
 
-@dataclasses.dataclass
-class LeakproofMarks(HealthCheck):
+class LeakproofMarks(NamedCheck):
     """The search operators behind the GIN indexes are marked LEAKPROOF (core.leakproof).
 
     Without the marks nothing breaks loudly: full-text, tag and metadata searches just
     stop using their indexes under row-level security. A restore that forgot them is
     the usual cause.
     """
+
+    key = "leakproof_marks"
+    title = "LEAKPROOF marks present"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -227,14 +268,16 @@ class LeakproofMarks(HealthCheck):
             )
 
 
-@dataclasses.dataclass
-class RuntimeRoleRestricted(HealthCheck):
+class RuntimeRoleRestricted(NamedCheck):
     """The role the app connects as cannot get around row-level security.
 
     It must not be a superuser, have BYPASSRLS, or own a table (an owner may switch
     row-level security off), neither itself nor through a role it is a member of.
     The role is never named in the answer.
     """
+
+    key = "runtime_role_restricted"
+    title = "Runtime role restricted"
 
     def run(self) -> None:
         with probe_cursor() as cursor:
@@ -269,11 +312,20 @@ class RuntimeRoleRestricted(HealthCheck):
             raise ServiceUnavailable(f"the runtime role {'; '.join(problems)}")
 
 
-@dataclasses.dataclass
-class StorageWritable(HealthCheck):
+# repr=False: the dataclass's generated repr would replace NamedCheck's title.
+@dataclasses.dataclass(repr=False)
+class StorageWritable(NamedCheck):
     """The storage alias can write, read back and delete a file."""
 
     alias: str = "exports"
+
+    @property
+    def key(self) -> str:
+        return f"storage_{self.alias}_writable"
+
+    @property
+    def title(self) -> str:
+        return f"Storage '{self.alias}' writable"
 
     def run(self) -> None:
         storage = storages[self.alias]
@@ -310,6 +362,13 @@ class HealthView(HealthCheckView):
         RuntimeRoleRestricted,
         (StorageWritable, {"alias": "exports"}),
     )
+
+    def render_to_response_json(self, status: int) -> JsonResponse:
+        # django-health-check keys the answer by repr, which is the title for people.
+        return JsonResponse(
+            {result.check.key: str(result.error or "OK") for result in self.results},
+            status=status,
+        )
 
     def get_executor(self) -> ThreadPoolExecutor:
         # A thread per check: with the default pool (CPUs + 4 threads) the checks past

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.utils.html import escape
 
 from core.db import owner_connection, owner_role_name, runtime_role_name
 from core.health import HealthView
@@ -18,8 +19,9 @@ from tests.storages import point_storages
 
 pytestmark = pytest.mark.usefixtures("exports_in_tmp")
 
-CHECKS = [repr(check) for check in HealthView().get_checks()]
-STORAGE_CHECK = "StorageWritable(alias='exports')"
+CHECKS = [check.key for check in HealthView().get_checks()]
+TITLES = [check.title for check in HealthView().get_checks()]
+STORAGE_CHECK = "storage_exports_writable"
 DATABASE_CHECKS = [name for name in CHECKS if name != STORAGE_CHECK]
 
 
@@ -78,18 +80,18 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
     response, body = get_json(client)
     assert response.status_code == 200
     assert body == {name: "OK" for name in CHECKS}
-    assert set(CHECKS) >= {
-        "DatabaseReachable()",
-        "PostgresVersion()",
-        "VectorExtension()",
-        "VectorOperations()",
-        "MigrationsApplied()",
-        "HnswIndexesValid()",
-        "RowLevelSecurityEnforced()",
-        "LeakproofMarks()",
-        "RuntimeRoleRestricted()",
+    assert CHECKS == [
+        "database_reachable",
+        "postgres_version",
+        "vector_extension",
+        "vector_operations",
+        "migrations_applied",
+        "hnsw_indexes_valid",
+        "row_level_security_enforced",
+        "leakproof_marks",
+        "runtime_role_restricted",
         STORAGE_CHECK,
-    }
+    ]
 
 
 def test_accept_header_selects_json(client, db):
@@ -104,10 +106,20 @@ def test_healthy_html_for_people(client, db):
     html = response.content.decode()
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
-    for name in CHECKS:
-        assert name.split("(")[0] in html
+    # Each row is named in words, not by a Python repr or a JSON key.
+    assert re.findall(r'<td data-label="Service">(.*?)</td>', html) == [
+        escape(title) for title in TITLES
+    ]
+    assert TITLES[0] == "Database reachable"
+    assert TITLES[-1] == "Storage 'exports' writable"
     assert 'class="error"' not in html
     assert_no_secrets(html)
+
+
+def test_metrics_are_labelled_by_the_same_keys(client, db):
+    response = client.get("/health/", {"format": "openmetrics"})
+    labelled = re.findall(r'^django_health_check_status\{check="(\w+)"\} 1$', response.text, re.M)
+    assert labelled == CHECKS
 
 
 def test_health_is_never_cached(client, db):
@@ -150,12 +162,12 @@ def table_without_rls(transactional_db):
 def test_tenant_table_without_forced_rls_fails_naming_it(client, table_without_rls):
     response, body = get_json(client)
     assert response.status_code == 500
-    assert body["RowLevelSecurityEnforced()"] == (
+    assert body["row_level_security_enforced"] == (
         "Unavailable: row-level security incomplete on 2 tenant tables: "
         "health_probe_no_rls (not enabled, not forced, no policy), "
         "health_probe_not_forced (not forced)"
     )
-    assert body["DatabaseReachable()"] == "OK"
+    assert body["database_reachable"] == "OK"
     assert_no_secrets(response.content.decode())
 
 
@@ -191,7 +203,7 @@ def test_runtime_role_owning_tables_fails_without_naming_it(client, db, settings
     settings.DATABASE_RUNTIME_ROLE = owner_role_name()
     response, body = get_json(client)
     assert response.status_code == 500
-    assert body["RuntimeRoleRestricted()"].startswith(
+    assert body["runtime_role_restricted"].startswith(
         "Unavailable: the runtime role owns (or is a member of the owner of) tables: "
     )
     assert_no_secrets(response.content.decode())
@@ -204,7 +216,7 @@ def test_superuser_runtime_role_fails_without_naming_it(client, db, settings):
     settings.DATABASE_RUNTIME_ROLE = superuser
     response, body = get_json(client)
     assert response.status_code == 500
-    assert body["RuntimeRoleRestricted()"].startswith(
+    assert body["runtime_role_restricted"].startswith(
         "Unavailable: the runtime role is a superuser; has BYPASSRLS"
     )
     assert_no_secrets(response.content.decode(), superuser)
@@ -219,7 +231,7 @@ def test_health_command_fails_naming_the_check(db, unwritable_exports):
     with pytest.raises(CommandError) as raised:
         _call_health()
     assert raised.value.returncode == 1
-    assert str(raised.value) == "unhealthy: StorageWritable"
+    assert str(raised.value) == "unhealthy: storage_exports_writable"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -235,7 +247,7 @@ def test_health_command_exit_status_1_when_unhealthy(capsys, unwritable_exports)
     assert raised.value.code == 1
     out, err = capsys.readouterr()
     assert f"{STORAGE_CHECK}: Unavailable: storage 'exports' is not writable" in out
-    assert "unhealthy: StorageWritable" in err
+    assert "unhealthy: storage_exports_writable" in err
 
 
 def _call_health() -> str:

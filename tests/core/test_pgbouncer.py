@@ -71,7 +71,7 @@ def test_health_answers_unhealthy_in_bounded_time_after_the_database_went_down(
 ):
     elapsed, status, body = health_through(client, pgbouncer_whose_database_went_down)
     assert status == 500
-    assert body["DatabaseReachable()"].startswith(PROBE_FAILURES)
+    assert body["database_reachable"].startswith(PROBE_FAILURES)
     assert elapsed < ANSWER_DEADLINE_SECONDS
 
 
@@ -80,5 +80,5 @@ def test_health_answers_unhealthy_in_bounded_time_when_the_database_was_never_up
 ):
     elapsed, status, body = health_through(client, pgbouncer_that_never_reached_its_database)
     assert status == 500
-    assert body["DatabaseReachable()"].startswith(PROBE_FAILURES)
+    assert body["database_reachable"].startswith(PROBE_FAILURES)
     assert elapsed < ANSWER_DEADLINE_SECONDS

@@ -1,6 +1,7 @@
 """`health`: run /health/'s checks from the command line (`make health`).
 
-One line per check, OK or what is wrong; exit status 0 when all pass, 1 otherwise.
+One line per check, its key (the JSON answer's) and OK or what is wrong; exit status 0
+when all pass, 1 otherwise.
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         results = run_checks()
         for result in results:
-            self.stdout.write(f"{result.check!r}: {result.error or 'OK'}")
-        failed = [type(result.check).__name__ for result in results if result.error]
+            self.stdout.write(f"{result.check.key}: {result.error or 'OK'}")
+        failed = [result.check.key for result in results if result.error]
         if failed:
             raise CommandError(f"unhealthy: {', '.join(failed)}", returncode=1)
