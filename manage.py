@@ -10,6 +10,14 @@ def main() -> None:
     # The servers' entry points, config/wsgi.py and asgi.py, keep the production default,
     # so a deployment without SECRET_KEY still refuses to start.
     os.environ.setdefault("DJANGO_DEBUG", "true")
+    if sys.argv[1:2] == ["runserver"]:
+        # The embedded database server starts with a process's first connection and
+        # stops with the last process using it. runserver's reloader parent never
+        # connects, so its child, restarted on every code change, would stop and start
+        # PostgreSQL each time: the parent holds the server for the whole session.
+        from core.db import ensure_database_server
+
+        ensure_database_server()
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

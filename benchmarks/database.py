@@ -26,6 +26,8 @@ from django.db import connection
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from core.db import ensure_database_server
+
 DEFAULT_NAME = "agentic_bench"
 # The database every PostgreSQL has, to create and drop the others from.
 MAINTENANCE_DATABASE = "postgres"
@@ -73,6 +75,7 @@ def owner_kwargs(dbname: str) -> dict:
 
 def connect(kwargs: dict, *, vectors: bool = True) -> psycopg.Connection:
     """An autocommit psycopg connection; with `vectors`, pgvector's types registered."""
+    ensure_database_server()  # bypassing Django's backend, which would start it
     conn = psycopg.connect(**kwargs, autocommit=True)
     if vectors:
         register_vector(conn)

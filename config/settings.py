@@ -124,13 +124,15 @@ if env.str("DATABASE_URL", default=""):
         if env.str("DATABASE_METRICS_URL", default="")
         else _owner
     )
+    DATABASE_SERVER_STARTER = None
 else:
     from config import embedded_db
 
-    _server = embedded_db.ensure_running(
-        BASE_DIR, runtime_role_settings=DATABASE_RUNTIME_ROLE_SETTINGS
-    )
-    _socket = {"HOST": _server.socket_dir, "PORT": "", "PASSWORD": ""}
+    # Where the server listens, without starting it: the database backend starts it
+    # when a process first connects (core.db.ensure_database_server), so commands that
+    # never touch the database (check, help, collectstatic) never start it.
+    DATABASE_SERVER_STARTER = "config.embedded_db.start"
+    _socket = {"HOST": embedded_db.socket_dir(BASE_DIR), "PORT": "", "PASSWORD": ""}
     _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
     _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
     _backup = _restore = _metrics = {"USER": embedded_db.SUPERUSER, **_socket}

@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from core import leakproof
+from core.db import ensure_database_server
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Role:
 def _role(config: dict, missing: str) -> Role:
     if not config.get("USER"):
         raise BackupError(missing)
+    # These connections bypass the database backend, which would otherwise start it.
+    ensure_database_server()
     params = {
         "host": config.get("HOST") or None,
         "port": config.get("PORT") or None,
