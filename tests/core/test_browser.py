@@ -1,0 +1,195 @@
+"""The admin driven in a real headless Chromium, as its operators use it.
+
+A live server on the test database, the demo seeded through `manage.py seed`, then two
+people log in through the login form: the demo owner (a superuser) and a staff member
+with the viewer role in the demo tenant. Each opens the admin index, every changelist
+registered with the admin (admin.site._registry, so a new model is covered without
+touching this test) and the change page of its first row, and the health page. Any
+unexpected status, browser console error, page error or failed request (static files
+included) fails the test; the pages visited, their status and load time are printed
+(`pytest -s`) and written to `browser-pages.txt` in the test's tmp folder.
+
+Playwright drives Debian's chromium (`executable_path`): it cannot download a browser of
+its own here. Without chromium the test skips naming the package, and fails under
+.ci/run (tests/system_programs.py).
+"""
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from io import StringIO
+
+import pytest
+from django.contrib import admin
+from django.core.management import call_command
+from playwright.sync_api import Page, sync_playwright
+
+from documents.services import project_template_create
+from tenancy.context import tenant_context
+from tenancy.models import Tenant
+from tests.conftest import PASSWORD, make_member
+from tests.storages import point_storages
+from tests.system_programs import require
+
+OWNER_EMAIL = "owner@demo.example.com"
+VIEWER_EMAIL = "viewer@demo.example.com"
+# Apps whose admins decide by tenant role: a viewer reads there and changes nothing.
+TENANT_APPS = {"tenancy", "documents", "agents", "exports"}
+# The viewer's answer elsewhere (the login lockout's records): Django's own permission
+# check, which a staff member without model permissions does not pass.
+REFUSED = 403
+
+
+@dataclass
+class Visit:
+    user: str
+    url: str
+    status: int
+    milliseconds: float
+
+
+@dataclass
+class Browser:
+    """One logged-in browser page that records every problem it sees."""
+
+    page: Page
+    base_url: str
+    user: str
+    visits: list[Visit] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    # Answers the test expects (the viewer's refusals): not problems when seen.
+    expected_statuses: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("requestfailed", self._on_request_failed)
+        self.page.on("response", self._on_response)
+
+    def _expected(self, url: str, status: int) -> bool:
+        return self.expected_statuses.get(url.removeprefix(self.base_url)) == status
+
+    def _on_console(self, message) -> None:
+        if message.type != "error":
+            return
+        # Chromium also logs a refused page as a console error; an expected refusal is none.
+        url = message.location.get("url", "")
+        if self._expected(url, REFUSED) and str(REFUSED) in message.text:
+            return
+        self.problems.append(f"console error on {self.page.url}: {message.text} ({url})")
+
+    def _on_request_failed(self, request) -> None:
+        self.problems.append(f"request failed: {request.url} ({request.failure})")
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400 and not self._expected(response.url, response.status):
+            self.problems.append(f"{response.status} for {response.url} (on {self.page.url})")
+
+    def open(self, path: str) -> int:
+        started = time.perf_counter()
+        response = self.page.goto(self.base_url + path, wait_until="load")
+        milliseconds = (time.perf_counter() - started) * 1000
+        self.visits.append(Visit(self.user, path, response.status, milliseconds))
+        return response.status
+
+    def submit_login(self, email: str, password: str) -> None:
+        self.open("/admin/login/?next=/admin/")
+        self.page.fill("#id_username", email)
+        self.page.fill("#id_password", password)
+        with self.page.expect_navigation():
+            self.page.click("input[type=submit]")
+
+    def log_in(self, email: str, password: str) -> None:
+        self.submit_login(email, password)
+        assert self.page.url == self.base_url + "/admin/", f"{email} could not log in"
+
+    def first_change_link(self, model) -> str | None:
+        """The path of the first row's change page in the changelist shown, if any."""
+        prefix = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        for href in self.page.eval_on_selector_all(
+            "#result_list tbody tr:first-child a", "links => links.map(a => a.getAttribute('href'))"
+        ):
+            if href.startswith(prefix) and href.endswith("/change/"):
+                return href
+        return None
+
+    def has_save_button(self) -> bool:
+        return self.page.locator("input[name=_save]").count() > 0
+
+
+def registered_models() -> list:
+    return sorted(admin.site._registry, key=lambda model: model._meta.label)
+
+
+def changelist(model) -> str:
+    return f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+
+
+@pytest.fixture
+def seeded_demo(transactional_db, settings, tmp_path) -> dict[str, str]:
+    """The demo seeded, with a viewer in its tenant: each one's email and password."""
+    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+    owner_password = secrets.token_urlsafe(18)
+    call_command("seed", "--owner-password", owner_password, stdout=StringIO())
+    demo = Tenant.objects.get(slug="demo")
+    make_member(demo, VIEWER_EMAIL, role="viewer", is_staff=True)
+    # The seed writes no project template; each changelist needs a row to open.
+    with tenant_context(demo):
+        project_template_create(
+            tenant=demo, name="Browser test", files={"about.md": "About {project_name}"}
+        )
+    return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
+
+
+@pytest.fixture
+def chromium() -> str:
+    return require("chromium", "chromium")
+
+
+def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
+    seeded_demo, live_server, chromium, tmp_path
+):
+    models = registered_models()
+    browsers: list[Browser] = []
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            for email, password in seeded_demo.items():
+                context = launched.new_context(viewport={"width": 1400, "height": 900})
+                browser = Browser(context.new_page(), live_server.url, email)
+                browsers.append(browser)
+                viewer = email == VIEWER_EMAIL
+                if not viewer:
+                    # One wrong password first, so the lockout's records have rows to
+                    # open; far below AXES_FAILURE_LIMIT, the logins below still pass.
+                    browser.submit_login(email, "not-the-password")
+                    assert "Please enter the correct" in browser.page.content()
+                browser.log_in(email, password)
+                assert browser.open("/admin/") == 200
+                for model in models:
+                    refused = viewer and model._meta.app_label not in TENANT_APPS
+                    if refused:
+                        browser.expected_statuses[changelist(model)] = REFUSED
+                        assert browser.open(changelist(model)) == REFUSED, changelist(model)
+                        continue
+                    assert browser.open(changelist(model)) == 200, changelist(model)
+                    link = browser.first_change_link(model)
+                    assert link, f"{email} sees no row to open in {changelist(model)}"
+                    assert browser.open(link) == 200, link
+                    if viewer:
+                        assert not browser.has_save_button(), f"a viewer may change {link}"
+                assert browser.open("/health/") == 200
+                context.close()
+        finally:
+            launched.close()
+
+    visits = [visit for browser in browsers for visit in browser.visits]
+    report = "\n".join(
+        f"{visit.user:<26} {visit.status}  {visit.milliseconds:7.1f} ms  {visit.url}"
+        for visit in visits
+    )
+    report_file = tmp_path / "browser-pages.txt"
+    report_file.write_text(report + "\n")
+    print(f"\n{len(visits)} pages, written to {report_file}:\n{report}")
+    problems = [problem for browser in browsers for problem in browser.problems]
+    assert problems == []
