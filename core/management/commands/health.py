@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         results = run_checks()
         for result in results:
-            self.stdout.write(f"{result.check!r}: {result.error or 'OK'}")
+            self.stdout.write(f"{result.check!r}: {result.error or result.check.pretty_status()}")
         failed = [type(result.check).__name__ for result in results if result.error]
         if failed:
             raise CommandError(f"unhealthy: {', '.join(failed)}", returncode=1)
