@@ -173,6 +173,25 @@ def test_admin_pages_read_on_the_standby_until_a_form_is_posted(pair):
     assert any('"projects"' in query["sql"] for query in on_primary.captured_queries)
 
 
+def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, settings, tmp_path):
+    from documents import selectors, services
+    from tests.storages import point_storages
+
+    point_storages(settings, default=tmp_path / "media")
+    tenant, other = make_tenant_with_projects(), make_tenant_with_projects()
+    for owner, text in ((tenant, "replicated harbour cranes"), (other, "harbour cranes of B")):
+        services.document_ingest(tenant=owner, title="knowledge", text=text)
+    replayed(pair)
+    standby = connections["replica_1"]
+    with replicas.unit_of_work(read_only=True), CaptureQueriesContext(standby) as on_standby:
+        results = selectors.chunk_search(tenant=tenant, query="harbour cranes", k=5)
+    assert [result.content for result in results] == ["replicated harbour cranes"]
+    sent = [query["sql"] for query in on_standby.captured_queries]
+    # The HNSW settings went to the transaction the search ran in, on the standby.
+    assert any("hnsw.ef_search" in sql for sql in sent)
+    assert any('FROM "chunks"' in sql for sql in sent)
+
+
 def wait_for_state(alias: str, wanted, seconds: float = 15) -> replicas.ReplicaState:
     deadline = time.monotonic() + seconds
     while True:
