@@ -1,7 +1,7 @@
 """`make bench` (`python -m benchmarks`): every path of issue 10 against its reference.
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
-                         [--database NAME] [--keep-database] [--seed N]
+                         [--database NAME] [--keep-database] [--seed N] [--replica]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -48,6 +48,7 @@ PATH_ORDER = (
     "admin_search_rare",
     "hnsw_build",
     "migrate",
+    "project_list_replica",
 )
 
 
@@ -63,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", default=None, help="benchmark database (agentic_bench)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="also the replica read path, on a throwaway primary and standby (benchmarks.replica)",
+    )
     return parser.parse_args(argv)
 
 
@@ -133,6 +139,10 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths.append(writes.measure_writers(dataset, scale))
         progress("ingestion")
         paths.append(writes.measure_ingestion(dataset, ref, scale, seed=args.seed))
+    if args.replica:
+        from benchmarks import replica
+
+        paths.append(replica.measure(scale, progress))
     report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
     report.seconds = time.perf_counter() - started
     return report

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every database read of the request, the session's included, is routed by it.
+    "core.replicas.ReplicaRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -161,6 +163,44 @@ DATABASES = {
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default="test_agentic")},
     }
 }
+
+# --- Read replicas (README "Read replicas", core.replicas) -------------------------
+# Streaming standbys of the primary, each reached as the runtime role with its own URL's
+# options, become the aliases replica_1..n. core.replicas.ReplicaRouter sends reads that
+# follow no write to one that is at most DATABASE_REPLICA_MAX_LAG seconds behind.
+_replica_urls = env.list("DATABASE_REPLICA_URLS", default=[])
+DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=30.0)
+# A replica that does not answer within this many seconds is skipped: the lag probe's
+# connect_timeout, and how long a read waits for a connection from the replica's pool.
+DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=3)
+for _number, _url in enumerate(_replica_urls, start=1):
+    _replica = _url_settings(env.db_url_config(_url))
+    DATABASES[f"replica_{_number}"] = {
+        **DATABASES["default"],
+        **_replica,
+        "ENGINE": DATABASES["default"]["ENGINE"],
+        "OPTIONS": {
+            "connect_timeout": DATABASE_REPLICA_CONNECT_TIMEOUT,
+            **_replica.get("OPTIONS", {}),
+            "pool": {
+                **_CONNECTION_HANDLING["pool"],
+                "timeout": min(
+                    _CONNECTION_HANDLING["pool"]["timeout"], DATABASE_REPLICA_CONNECT_TIMEOUT
+                ),
+            },
+        },
+        # The test databases are made on the primary; a replica follows it.
+        "TEST": {"MIRROR": "default"},
+    }
+if DATABASE_REPLICA_MAX_LAG <= 0 or DATABASE_REPLICA_CONNECT_TIMEOUT < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "DATABASE_REPLICA_MAX_LAG must be more than 0 seconds and "
+        "DATABASE_REPLICA_CONNECT_TIMEOUT at least 1 second."
+    )
+DATABASE_REPLICA_ALIASES = [f"replica_{n}" for n in range(1, len(_replica_urls) + 1)]
+DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"] if DATABASE_REPLICA_ALIASES else []
 # Credentials of the owner role: used by migrate, flush, test-database creation and
 # the explicit system bypass (core.db.owner_connection), never by requests. Its
 # options are its own URL's, never the runtime URL's.

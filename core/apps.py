@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -22,5 +23,8 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core import checks  # noqa: F401  (registers the system checks)
+        from core.replicas import watch_primary_writes
 
         post_migrate.connect(_grant_runtime_privileges, sender=self)
+        # Where replicas are set, a write on the primary pins the reads that follow it.
+        connection_created.connect(watch_primary_writes, dispatch_uid="core.replicas")

@@ -33,7 +33,7 @@ from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core import leakproof, vector_work
+from core import leakproof, replicas, vector_work
 from core.checks import pgvector_problem, postgres_problem
 from core.db import runtime_role_name
 
@@ -346,6 +346,37 @@ class StorageWritable(NamedCheck):
             raise ServiceUnavailable(f"storage '{self.alias}' returned other content")
 
 
+@dataclasses.dataclass(repr=False)
+class ReplicasLag(NamedCheck):
+    """Each read replica's lag (core.replicas, the router's own measurement).
+
+    Unhealthy only when replicas are set and none can take reads, every one unreachable
+    or more than DATABASE_REPLICA_MAX_LAG behind: then reads have nowhere to go but the
+    primary, which was sized without them. One down of several shows in the answer and
+    passes. Names the aliases (replica_1, ...), never their hosts.
+    """
+
+    key = "replicas_lag"
+    title = "Read replicas within their lag bound"
+    summary: str = dataclasses.field(default="", init=False, repr=False)
+
+    def run(self) -> None:
+        aliases = replicas.replica_aliases()
+        if not aliases:
+            return
+        # Concurrently: each may take its connect timeout, together within the budget.
+        with ThreadPoolExecutor(max_workers=len(aliases)) as executor:
+            states = list(
+                executor.map(lambda alias: replicas.replica_state(alias, fresh=True), aliases)
+            )
+        self.summary = "; ".join(state.describe() for state in states)
+        if not any(state.usable for state in states):
+            raise ServiceUnavailable(f"no replica can take reads: {self.summary}")
+
+    def pretty_status(self) -> str:
+        return f"OK: {self.summary}" if self.summary else "OK"
+
+
 class HealthView(HealthCheckView):
     """/health/: HTML for people, `?format=json` or `Accept: application/json` for machines."""
 
@@ -361,12 +392,17 @@ class HealthView(HealthCheckView):
         LeakproofMarks,
         RuntimeRoleRestricted,
         (StorageWritable, {"alias": "exports"}),
+        ReplicasLag,
     )
 
     def render_to_response_json(self, status: int) -> JsonResponse:
-        # django-health-check keys the answer by repr, which is the title for people.
+        # django-health-check keys the answer by repr, which is the title for people;
+        # a passing check may say more than OK (ReplicasLag: each replica's lag).
         return JsonResponse(
-            {result.check.key: str(result.error or "OK") for result in self.results},
+            {
+                result.check.key: str(result.error or result.check.pretty_status())
+                for result in self.results
+            },
             status=status,
         )
 

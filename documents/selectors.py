@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connections, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -253,6 +253,12 @@ def _scoped_chunks(tenant_id: uuid.UUID, project, documents) -> QuerySet[Chunk]:
     return chunks
 
 
+def _chunk_reads():
+    """The connection chunk reads are routed to (a replica, core.replicas): the search
+    settings must be set in the transaction the search query runs in."""
+    return connections[router.db_for_read(Chunk)]
+
+
 def hnsw_max_scan_tuples(limit: int) -> int:
     """Index tuples an iterative scan may read to return `limit` rows."""
     return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
@@ -265,7 +271,7 @@ def set_hnsw_iterative_scan(limit: int) -> None:
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
     index.
     """
-    with connection.cursor() as cursor:
+    with _chunk_reads().cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.iterative_scan', %s, true),"
             " set_config('hnsw.ef_search', %s, true),"
@@ -343,7 +349,7 @@ def _index_threshold(limit: int) -> int | None:
     may read whatever row-level security hides; None for a small (or never analysed)
     table, where the planner decides alone.
     """
-    with connection.cursor() as cursor:
+    with _chunk_reads().cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass")
         total = cursor.fetchone()[0]
     if total < INDEX_HINT_MIN_TABLE_ROWS:
@@ -357,7 +363,7 @@ def _index_order_when_cheaper(candidates: QuerySet[Chunk], limit: int) -> Iterat
     if threshold is None or candidates[: threshold + 1].count() <= threshold:
         yield
         return
-    with connection.cursor() as cursor:
+    with _chunk_reads().cursor() as cursor:
         cursor.execute(
             "SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)"
         )
@@ -366,7 +372,7 @@ def _index_order_when_cheaper(candidates: QuerySet[Chunk], limit: int) -> Iterat
         yield
     finally:
         # SET LOCAL would outlive this query for the rest of a caller's transaction.
-        with connection.cursor() as cursor:
+        with _chunk_reads().cursor() as cursor:
             cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
 
 

@@ -1,7 +1,8 @@
 """Tenant context: which tenants the current transaction may see (DESIGN.md section 7).
 
 PostgreSQL's row-level security policies read the transaction-scoped setting
-`app.tenant_ids`; this module is the one place Python sets it.
+`app.tenant_ids`; this module is the one place Python sets it (core.replicas sets the
+same values on a replica's transaction, for the reads it routes there).
 
     with tenant_context(tenant):          # or several: tenant_context(a, b)
         Project.objects.create(...)
@@ -24,6 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from core.db import owner_connection
+from core.replicas import replica_scope
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +102,15 @@ def tenant_scope(
                     raise PermissionDenied(
                         f"tenant_context cannot widen the request's scope to {', '.join(outside)}"
                     )
-            _set_local(cursor, TENANT_IDS_SETTING, ",".join(map(str, ids)))
+            scope = {TENANT_IDS_SETTING: ",".join(map(str, ids))}
             if locked:
-                _set_local(cursor, SCOPE_SETTING, LOCKED)
+                scope[SCOPE_SETTING] = LOCKED
             if user_id is not None:
-                _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user_id, "user")))
-        yield ids
+                scope[USER_ID_SETTING] = str(_as_uuid(user_id, "user"))
+            for name, value in scope.items():
+                _set_local(cursor, name, value)
+        with replica_scope(scope, using=using):
+            yield ids
         if connections[using].needs_rollback:
             return  # rolling back to the savepoint restores the settings by itself
         with connections[using].cursor() as cursor:
@@ -122,8 +127,10 @@ def user_context(user, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
-            previous = _set_local(cursor, USER_ID_SETTING, str(_as_uuid(user, "user")))
-        yield
+            user_id = str(_as_uuid(user, "user"))
+            previous = _set_local(cursor, USER_ID_SETTING, user_id)
+        with replica_scope({USER_ID_SETTING: user_id}, using=using):
+            yield
         if not connections[using].needs_rollback:
             with connections[using].cursor() as cursor:
                 _set_local(cursor, USER_ID_SETTING, previous)

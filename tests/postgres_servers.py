@@ -85,8 +85,8 @@ def running_server(data: Path, prefix: Sequence[str] = ()) -> Iterator[str]:
     try:
         deadline = time.monotonic() + START_SECONDS
         # The socket appears before the server accepts logins; postmaster.pid's status
-        # line says "ready" once it does.
-        while "ready" not in _postmaster_status(data):
+        # line says "ready" once it does ("standby" for a hot standby).
+        while _postmaster_status(data) not in ("ready", "standby"):
             assert server.poll() is None, "the throwaway server exited"
             assert time.monotonic() < deadline, "the throwaway server did not start"
             time.sleep(0.1)

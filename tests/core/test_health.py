@@ -22,7 +22,9 @@ pytestmark = pytest.mark.usefixtures("exports_in_tmp")
 CHECKS = [check.key for check in HealthView().get_checks()]
 TITLES = [check.title for check in HealthView().get_checks()]
 STORAGE_CHECK = "storage_exports_writable"
-DATABASE_CHECKS = [name for name in CHECKS if name != STORAGE_CHECK]
+# Probes the replicas only (tests/core/test_replicas.py); none are set here.
+REPLICAS_CHECK = "replicas_lag"
+DATABASE_CHECKS = [name for name in CHECKS if name not in (STORAGE_CHECK, REPLICAS_CHECK)]
 
 
 @pytest.fixture
@@ -180,7 +182,7 @@ def test_unreachable_database_answers_fast_without_details(client, unreachable_d
     assert {name: body[name] for name in DATABASE_CHECKS} == {
         name: "Unavailable: database unreachable" for name in DATABASE_CHECKS
     }
-    assert body[STORAGE_CHECK] == "OK"
+    assert body[STORAGE_CHECK] == body[REPLICAS_CHECK] == "OK"
     assert_no_secrets(response.content.decode(), *unreachable_database)
 
 

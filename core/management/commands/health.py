@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         results = run_checks()
         for result in results:
-            self.stdout.write(f"{result.check.key}: {result.error or 'OK'}")
+            self.stdout.write(f"{result.check.key}: {result.error or result.check.pretty_status()}")
         failed = [result.check.key for result in results if result.error]
         if failed:
             raise CommandError(f"unhealthy: {', '.join(failed)}", returncode=1)
