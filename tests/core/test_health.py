@@ -93,6 +93,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "leakproof_marks",
         "runtime_role_restricted",
         STORAGE_CHECK,
+        REPLICAS_CHECK,
     ]
 
 
@@ -113,7 +114,7 @@ def test_healthy_html_for_people(client, db):
         escape(title) for title in TITLES
     ]
     assert TITLES[0] == "Database reachable"
-    assert TITLES[-1] == "Storage 'exports' writable"
+    assert TITLES[-2:] == ["Storage 'exports' writable", "Read replicas within their lag bound"]
     assert 'class="error"' not in html
     assert_no_secrets(html)
 
