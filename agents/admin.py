@@ -126,13 +126,16 @@ def status_badge(execution: AgentExecution) -> SafeString:
 
 
 def run_correlation_link(execution: AgentExecution) -> SafeString:
-    """The run's correlation id, short, linking to all its steps (the full id on hover)."""
+    """The run's correlation id, short, linking to all its steps (the full id on hover).
+
+    Its last characters: a UUIDv7 starts with its timestamp, the same for a whole batch.
+    """
     correlation_id = str(execution.correlation_id)
     return format_html(
-        '<a href="{}" title="{}"><code>{}</code></a>',
+        '<a href="{}" title="{}"><code>…{}</code></a>',
         run_changelist_url(execution),
         correlation_id,
-        correlation_id[:8],
+        correlation_id[-8:],
     )
 
 
@@ -144,7 +147,8 @@ def started_text(execution: AgentExecution) -> str:
 @admin.register(AgentExecution)
 class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     form = AgentExecutionAdminForm
-    # At a glance: what ran, how it ended, when, for how long, and in which run.
+    # At a glance: what ran, how it ended, when, for how long, and in which run (the model
+    # and the timestamps in full are on the execution's page).
     list_display = (
         "agent_type",
         "status_label",
@@ -153,7 +157,6 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         "correlation",
         "attempt",
         "project",
-        "model",
         "total_tokens",
         "cost_usd",
         "tenant",
@@ -363,14 +366,13 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
     list_display = (
         "rank",
         "execution",
-        "score",
+        "short_score",
         "chunk_link",
         "document_title",
         "ordinal",
         "short_sha256",
         "content_preview",
         "tenant",
-        "created_at",
     )
     list_filter = (TenantListFilter, ("created_at", admin.DateFieldListFilter))
     # Which executions read this exact text? Paste its hash (or a UUID below).
@@ -382,6 +384,10 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(content_head=preview_head("content"))
+
+    @admin.display(description="score", ordering="score")
+    def short_score(self, obj: ExecutionSource) -> str:
+        return f"{obj.score:.4f}"
 
     @admin.display(description="chunk")
     def chunk_link(self, obj: ExecutionSource) -> str:
@@ -504,15 +510,14 @@ EDITABLE_WHILE_REVIEWING = ("review_note",)
 
 @admin.register(ChangeProposal)
 class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
+    # The execution and the review's time are on the proposal's page.
     list_display = (
         "document_type",
         "project",
         "base",
         "status",
         "sections",
-        "execution",
         "reviewed_by",
-        "reviewed_at",
         "created_at",
         "tenant",
     )
@@ -776,13 +781,13 @@ class ErrorTypeFilter(RecentValuesListFilter):
 
 @admin.register(ExecutionError)
 class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    # The recovery strategy is on the error's page; the list shows whether it recovered.
     list_display = (
         "node",
         "error_type",
         "execution",
         "attempt",
         "recovered",
-        "recovery_strategy",
         "message_preview",
         "created_at",
         "tenant",

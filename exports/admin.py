@@ -49,11 +49,10 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
         "status",
         "expires_at",
         "size",
-        "download_count",
+        "downloads",
         "download_link",
-        "completed_at",
-        "tenant",
         "created_at",
+        "tenant",
     )
     list_filter = ("status", "format", TenantListFilter)
     search_fields = ("project__name", "storage_key")
@@ -113,6 +112,10 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj: Export) -> str:
         return filesizeformat(obj.size_bytes)
+
+    @admin.display(description="downloads", ordering="download_count")
+    def downloads(self, obj: Export) -> int:
+        return obj.download_count
 
     @admin.display(description="download")
     def download_link(self, obj: Export) -> str:
