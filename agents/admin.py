@@ -24,12 +24,10 @@ from datetime import timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models.functions import Left
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from agents.models import (
     AgentExecution,
@@ -56,6 +54,7 @@ from agents.services import (
 )
 from core.admin import (
     TIMESTAMP_FIELDS,
+    HistoryRecordMixin,
     LargeTableAdminMixin,
     RecentValuesListFilter,
     RecordAdminMixin,
@@ -64,10 +63,13 @@ from core.admin import (
     TenantOwnedAdminForm,
     UUIDValueListFilter,
     change_link,
+    preview_head,
+    preview_text,
 )
+from core.admin_sections import RelatedRows
+from documents.admin import add_project_sections, version_label
 from documents.models import Chunk, DocumentVersion
 
-PREVIEW_LENGTH = 80
 # What may still change while an execution is pending; afterwards it is a record.
 EDITABLE_WHILE_PENDING = ("input_data", "model")
 # Columns of a related execution that a changelist showing it never reads.
@@ -114,21 +116,49 @@ def run_changelist_url(execution: AgentExecution) -> str:
     return f"{changelist}?{urlencode({'correlation_id': str(execution.correlation_id)})}"
 
 
+def status_badge(execution: AgentExecution) -> SafeString:
+    """The status, coloured by core/static/core/admin.css."""
+    return format_html(
+        '<span class="status-badge status-{}">{}</span>',
+        execution.status,
+        execution.get_status_display(),
+    )
+
+
+def run_correlation_link(execution: AgentExecution) -> SafeString:
+    """The run's correlation id, short, linking to all its steps (the full id on hover).
+
+    Its last characters: a UUIDv7 starts with its timestamp, the same for a whole batch.
+    """
+    correlation_id = str(execution.correlation_id)
+    return format_html(
+        '<a href="{}" title="{}"><code>…{}</code></a>',
+        run_changelist_url(execution),
+        correlation_id,
+        correlation_id[-8:],
+    )
+
+
+def started_text(execution: AgentExecution) -> str:
+    """Down to the second, on one line (the admin's date format takes two)."""
+    return execution.started_at.strftime("%Y-%m-%d %H:%M:%S") if execution.started_at else "—"
+
+
 @admin.register(AgentExecution)
-class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     form = AgentExecutionAdminForm
+    # At a glance: what ran, how it ended, when, for how long, and in which run (the model
+    # and the timestamps in full are on the execution's page).
     list_display = (
         "agent_type",
-        "project",
-        "status",
+        "status_label",
+        "started",
+        "run_duration",
+        "correlation",
         "attempt",
-        "retry_count",
-        "model",
+        "project",
         "total_tokens",
         "cost_usd",
-        "started_at",
-        "completed_at",
-        "run_duration",
         "tenant",
     )
     list_filter = (
@@ -163,6 +193,18 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     )
     actions = ("cancel", "retry")
 
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj: AgentExecution) -> SafeString:
+        return status_badge(obj)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: AgentExecution) -> str:
+        return started_text(obj)
+
+    @admin.display(description="run", ordering="correlation_id")
+    def correlation(self, obj: AgentExecution) -> SafeString:
+        return run_correlation_link(obj)
+
     @admin.display(description="tokens")
     def total_tokens(self, obj: AgentExecution) -> int:
         return obj.prompt_tokens + obj.completion_tokens
@@ -181,9 +223,11 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
             return False  # a started or finished execution is a record
         return super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):
-        # Deleting is not editing: the tenant's editors may, whatever the status.
-        return TenantOwnedAdmin.has_change_permission(self, request, obj)
+    def deletable_alone(self, obj: AgentExecution) -> bool:
+        # Once started an execution is history: its sources, errors, messages, the
+        # version it wrote and its evaluations point at it. A pending one is a queued job
+        # that may be withdrawn (with its steps, if they may go too).
+        return obj.status == AgentExecution.Status.PENDING
 
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)
@@ -267,7 +311,7 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
                         source.chunk_sha256[:16],
                         source.document_title or "—",
                         "—" if source.ordinal is None else source.ordinal,
-                        Truncator(source.content).chars(PREVIEW_LENGTH),
+                        preview_text(source.content),
                     )
                     for source in sources
                 ),
@@ -320,16 +364,15 @@ class AgentExecutionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
 @admin.register(ExecutionSource)
 class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     list_display = (
-        "execution",
         "rank",
-        "score",
+        "execution",
+        "short_score",
         "chunk_link",
         "document_title",
         "ordinal",
         "short_sha256",
         "content_preview",
         "tenant",
-        "created_at",
     )
     list_filter = (TenantListFilter, ("created_at", admin.DateFieldListFilter))
     # Which executions read this exact text? Paste its hash (or a UUID below).
@@ -340,7 +383,11 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
     list_defer = ("content", *deferred_execution_columns("execution"))
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(content_head=Left("content", PREVIEW_LENGTH))
+        return super().get_queryset(request).annotate(content_head=preview_head("content"))
+
+    @admin.display(description="score", ordering="score")
+    def short_score(self, obj: ExecutionSource) -> str:
+        return f"{obj.score:.4f}"
 
     @admin.display(description="chunk")
     def chunk_link(self, obj: ExecutionSource) -> str:
@@ -352,20 +399,24 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
 
     @admin.display(description="content")
     def content_preview(self, obj: ExecutionSource) -> str:
-        return obj.content_head
+        return preview_text(obj.content_head)
 
 
 @admin.register(ConversationMessage)
-class ConversationMessageAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+class ConversationMessageAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    """A conversation is what the agents read back: a message goes only with its project."""
+
     list_display = (
         "project",
         "position",
         "role",
-        "execution",
         "content_preview",
+        "execution",
         "created_at",
         "tenant",
     )
+    # The message opens from its position; project and execution open theirs.
+    list_display_links = ("position",)
     list_filter = ("role", TenantListFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("project__name",)
     uuid_search_fields = ("id", "project_id", "execution_id")
@@ -384,11 +435,11 @@ class ConversationMessageAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     change_readonly_fields = ("tenant", "project", "execution", "position", "role", "content")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(content_head=Left("content", PREVIEW_LENGTH))
+        return super().get_queryset(request).annotate(content_head=preview_head("content"))
 
     @admin.display(description="content")
     def content_preview(self, obj: ConversationMessage) -> str:
-        return obj.content_head
+        return preview_text(obj.content_head)
 
     def create_object(self, request, obj, form):
         return message_add(
@@ -401,6 +452,14 @@ class ConversationMessageAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         )
 
 
+def evaluation_target(evaluation: EvaluationRun) -> SafeString:
+    """A link to the evaluated version or execution."""
+    if evaluation.document_version_id:
+        version = evaluation.document_version
+        return change_link(DocumentVersion, version.pk, version_label(version))
+    return change_link(AgentExecution, evaluation.execution_id, str(evaluation.execution))
+
+
 class EvaluatorFilter(RecentValuesListFilter):
     title = "evaluator"
     parameter_name = "evaluator"
@@ -408,7 +467,7 @@ class EvaluatorFilter(RecentValuesListFilter):
 
 @admin.register(EvaluationRun)
 class EvaluationRunAdmin(TenantOwnedAdmin):
-    list_display = ("target", "project", "score", "evaluator", "created_at", "tenant")
+    list_display = ("score", "target", "evaluator", "project", "created_at", "tenant")
     list_filter = (EvaluatorFilter, TenantListFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("evaluator", "project__name")
     uuid_search_fields = ("id", "project_id", "document_version_id", "execution_id")
@@ -428,12 +487,9 @@ class EvaluationRunAdmin(TenantOwnedAdmin):
 
     @admin.display(description="evaluates")
     def target(self, obj: EvaluationRun) -> str:
-        if obj.document_version_id:
-            version = obj.document_version
-            return change_link(
-                DocumentVersion, version.pk, f"{version.document_type} v{version.version}"
-            )
-        return change_link(AgentExecution, obj.execution_id, str(obj.execution))
+        return evaluation_target(obj)
+
+    # An evaluation is a measurement nothing points at: a wrong one may be deleted.
 
     def create_object(self, request, obj, form):
         return evaluation_record(
@@ -452,21 +508,16 @@ class EvaluationRunAdmin(TenantOwnedAdmin):
 EDITABLE_WHILE_REVIEWING = ("review_note",)
 
 
-def version_label(version: DocumentVersion) -> str:
-    return f"{version.document_type} v{version.version}"
-
-
 @admin.register(ChangeProposal)
-class ChangeProposalAdmin(TenantOwnedAdmin):
+class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
+    # The execution and the review's time are on the proposal's page.
     list_display = (
         "document_type",
         "project",
         "base",
         "status",
         "sections",
-        "execution",
         "reviewed_by",
-        "reviewed_at",
         "created_at",
         "tenant",
     )
@@ -501,12 +552,12 @@ class ChangeProposalAdmin(TenantOwnedAdmin):
     actions = ("approve", "reject", "apply")
 
     @admin.display(description="base version")
-    def base(self, obj: ChangeProposal) -> str:
-        return version_label(obj.base_version)
+    def base(self, obj: ChangeProposal) -> SafeString:
+        return change_link(DocumentVersion, obj.base_version_id, version_label(obj.base_version))
 
     @admin.display(description="affected sections")
     def sections(self, obj: ChangeProposal) -> str:
-        return Truncator(", ".join(obj.affected_sections)).chars(PREVIEW_LENGTH) or "—"
+        return preview_text(", ".join(obj.affected_sections)) or "—"
 
     @admin.display(description="base version")
     def base_link(self, obj: ChangeProposal) -> SafeString:
@@ -532,8 +583,10 @@ class ChangeProposalAdmin(TenantOwnedAdmin):
             return False  # reviewed: a record
         return super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):
-        return TenantOwnedAdmin.has_change_permission(self, request, obj)
+    def deletable_alone(self, obj: ChangeProposal) -> bool:
+        # A reviewed proposal records who decided what (and the version it wrote); a
+        # pending one may be withdrawn.
+        return obj.status == ChangeProposal.Status.PENDING
 
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)
@@ -624,7 +677,9 @@ class DecisionAdminForm(TenantOwnedAdminForm):
 
 
 @admin.register(Decision)
-class DecisionAdmin(TenantOwnedAdmin):
+class DecisionAdmin(HistoryRecordMixin, TenantOwnedAdmin):
+    """A decision is an audit of who chose what and why: it goes only with its project."""
+
     form = DecisionAdminForm
     list_display = (
         "category",
@@ -663,7 +718,7 @@ class DecisionAdmin(TenantOwnedAdmin):
 
     @admin.display(description="question")
     def question_preview(self, obj: Decision) -> str:
-        return Truncator(obj.question).chars(PREVIEW_LENGTH)
+        return preview_text(obj.question)
 
     @admin.display(description="decided by")
     def decided_by_whom(self, obj: Decision) -> str:
@@ -697,9 +752,6 @@ class DecisionAdmin(TenantOwnedAdmin):
             return False  # a decision is a record
         return super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):
-        return TenantOwnedAdmin.has_change_permission(self, request, obj)
-
     def create_object(self, request, obj, form):
         return decision_record(
             tenant=obj.tenant_id,
@@ -729,13 +781,13 @@ class ErrorTypeFilter(RecentValuesListFilter):
 
 @admin.register(ExecutionError)
 class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    # The recovery strategy is on the error's page; the list shows whether it recovered.
     list_display = (
         "node",
         "error_type",
         "execution",
         "attempt",
         "recovered",
-        "recovery_strategy",
         "message_preview",
         "created_at",
         "tenant",
@@ -757,11 +809,11 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
     change_sections = (("Traceback", ("traceback_text",)), ("Run", ("run_link",)))
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(message_head=Left("message", PREVIEW_LENGTH))
+        return super().get_queryset(request).annotate(message_head=preview_head("message"))
 
     @admin.display(description="message")
     def message_preview(self, obj: ExecutionError) -> str:
-        return obj.message_head
+        return preview_text(obj.message_head)
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: ExecutionError) -> SafeString:
@@ -776,3 +828,78 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
             run_changelist_url(obj.execution),
             f"All steps and attempts of run {obj.execution.correlation_id}",
         )
+
+
+# --- A project's page --------------------------------------------------------------------
+
+add_project_sections(
+    RelatedRows(
+        title="Agent runs",
+        model=AgentExecution,
+        field="project",
+        columns=(
+            ("agent", lambda execution: execution.agent_type),
+            ("status", status_badge),
+            ("started", started_text),
+            ("duration", lambda execution: duration_text(execution.duration)),
+            ("run", run_correlation_link),
+            ("model", lambda execution: execution.model or "—"),
+        ),
+        # A run is its root step; "see all" lists the roots too.
+        filters={"parent__isnull": True},
+        prepare=lambda executions: executions.defer(*EXECUTION_HEAVY_COLUMNS),
+    ),
+    RelatedRows(
+        title="Conversation",
+        model=ConversationMessage,
+        field="project",
+        columns=(
+            ("position", lambda message: message.position),
+            ("role", lambda message: message.get_role_display()),
+            ("content", lambda message: preview_text(message.content_head)),
+            ("written", lambda message: message.created_at),
+        ),
+        order_by=("-position",),
+        prepare=lambda messages: messages.defer("content", "metadata"),
+    ),
+    RelatedRows(
+        title="Evaluations",
+        model=EvaluationRun,
+        field="project",
+        columns=(
+            ("score", lambda evaluation: f"{evaluation.score:g}"),
+            ("evaluates", evaluation_target),
+            ("evaluator", lambda evaluation: evaluation.evaluator or "—"),
+            ("recorded", lambda evaluation: evaluation.created_at),
+        ),
+        prepare=lambda evaluations: evaluations.select_related(
+            "document_version", "execution"
+        ).defer("metrics", "document_version__content", "document_version__metadata"),
+    ),
+    RelatedRows(
+        title="Change proposals",
+        model=ChangeProposal,
+        field="project",
+        columns=(
+            ("proposal", lambda proposal: proposal.get_document_type_display()),
+            ("status", lambda proposal: proposal.get_status_display()),
+            ("base version", lambda proposal: version_label(proposal.base_version)),
+            ("proposed", lambda proposal: proposal.created_at),
+        ),
+        prepare=lambda proposals: proposals.select_related("base_version").defer(
+            "content", "impact", "base_version__content", "base_version__metadata"
+        ),
+    ),
+    RelatedRows(
+        title="Decisions",
+        model=Decision,
+        field="project",
+        columns=(
+            ("category", lambda decision: decision.category),
+            ("question", lambda decision: preview_text(decision.question)),
+            ("selected", lambda decision: decision.selected),
+            ("decided", lambda decision: decision.decided_at),
+        ),
+        prepare=lambda decisions: decisions.defer("options", "reasoning"),
+    ),
+)

@@ -22,7 +22,9 @@ the `memberships` relation of the user model.
 
 Rows that services add: `create_object` calls the service, and a ValidationError it
 raises comes back as errors on the add form (TenantOwnedAdmin.changeform_view), not as a
-server error. Record tables that only services write use RecordAdminMixin.
+server error. Record tables that only services write use RecordAdminMixin, rows that
+history depends on HistoryRecordMixin. Foreign keys in a changelist are links to the
+related row (with_foreign_key_links).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets, quote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
+from django.db.models.functions import Left
 from django.http import Http404, HttpRequest
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -211,14 +214,35 @@ class LargeTableAdminMixin:
     ordering = ("-id",)
 
 
-class RecordAdminMixin:
+class HistoryRecordMixin:
+    """For rows that history depends on: not deleted on their own, only with their owner.
+
+    Other rows point at them or read them back (a version's hash chain, the sources and
+    errors of an execution, an audit of what was exported or decided), so their own pages
+    and the changelist offer no delete; `deletable_alone` names the states in which a row
+    still may go by itself (a queued execution that never ran). They still go with the
+    row they belong to: deleting a project cascades to them, and the admin's delete
+    confirmation asks this admin about each, so outside this model's own pages a row may
+    be deleted by whoever may edit its tenant. Row-level security applies either way.
+    Mix in before TenantOwnedAdmin.
+    """
+
+    def deletable_alone(self, obj) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is None:
+            return False  # no bulk delete on the changelist
+        if on_own_pages(request, self.opts) and not self.deletable_alone(obj):
+            return False
+        return has_tenant_role(request, self.tenant_id_of(obj), self.edit_roles)
+
+
+class RecordAdminMixin(HistoryRecordMixin):
     """For tables that are a record (provenance) written only by services: read-only.
 
-    Nobody adds or changes such rows in the admin, nor deletes them on their own pages.
-    They still go with the row they belong to: deleting an execution cascades to its
-    sources, and the admin's delete confirmation asks this admin about each of them, so
-    outside this model's own pages a row may be deleted by whoever may edit its tenant.
-    Mix in before TenantOwnedAdmin.
+    Nobody adds or changes such rows in the admin, nor deletes them on their own pages
+    (HistoryRecordMixin). Mix in before TenantOwnedAdmin.
     """
 
     def has_add_permission(self, request):
@@ -227,10 +251,66 @@ class RecordAdminMixin:
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        if obj is None or on_own_pages(request, self.opts):
-            return False
-        return has_tenant_role(request, self.tenant_id_of(obj), self.edit_roles)
+
+# --- What a changelist shows -----------------------------------------------------------
+
+# Previews of long text in lists: one line that fits a column of a 1400-pixel screen.
+PREVIEW_LENGTH = 80
+
+
+def preview_head(field: str) -> Left:
+    """Annotation reading only the start of a text column: enough for `preview_text`."""
+    return Left(field, PREVIEW_LENGTH + 1)
+
+
+def preview_text(text: str | None) -> str:
+    """`text` (or its head) on one line, cut to PREVIEW_LENGTH characters with an ellipsis."""
+    if not text:
+        return ""
+    line = " ".join(text[:PREVIEW_LENGTH].split())
+    return f"{line}…" if len(text) > PREVIEW_LENGTH else line
+
+
+def foreign_key_column(model_admin: admin.ModelAdmin, request: HttpRequest, field) -> Callable:
+    """A changelist column showing foreign key `field` as a link to the related row's page.
+
+    The link is there when the user may view that row (a member sees only their own user
+    page, say); otherwise the row's name as text. The related row comes from the
+    changelist's select_related, as it did for the plain column.
+    """
+    related_admin = model_admin.admin_site._registry.get(field.related_model)
+
+    @admin.display(description=field.verbose_name, ordering=field.name)
+    def column(obj):
+        if getattr(obj, field.attname) is None:
+            return None  # the changelist's empty value
+        related = getattr(obj, field.name)
+        if related_admin is None or not related_admin.has_view_permission(request, related):
+            return str(related)
+        return change_link(field.related_model, related.pk, str(related))
+
+    column.__name__ = field.name  # the column's CSS class, as for the plain field
+    return column
+
+
+def with_foreign_key_links(model_admin: admin.ModelAdmin, request: HttpRequest, list_display):
+    """`list_display` with its foreign-key columns as links (foreign_key_column).
+
+    The column that links to the row itself (`list_display_links`, by default the first)
+    stays as it is: a link inside a link would be neither.
+    """
+    row_links = model_admin.list_display_links or list(list_display)[:1]
+    columns = []
+    for name in list_display:
+        field = None
+        if isinstance(name, str) and name not in row_links:
+            try:
+                field = model_admin.model._meta.get_field(name)
+            except FieldDoesNotExist:
+                pass
+        is_link = field is not None and field.many_to_one
+        columns.append(foreign_key_column(model_admin, request, field) if is_link else name)
+    return columns
 
 
 def vector_summary(dimensions: int | None, head: Iterable[float] | None) -> str:
@@ -472,6 +552,9 @@ class TenantOwnedAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return DeferringChangeList
+
+    def get_list_display(self, request):
+        return with_foreign_key_links(self, request, super().get_list_display(request))
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

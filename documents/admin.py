@@ -16,8 +16,8 @@ import os
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import F, Func, IntegerField, Value
-from django.db.models.functions import Left
 from django.http import HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from pgvector.django import VectorField
@@ -32,9 +32,12 @@ from core.admin import (
     change_link,
     is_superuser,
     on_own_pages,
+    preview_head,
+    preview_text,
     tenant_roles,
     vector_summary,
 )
+from core.admin_sections import RelatedRows, related_sections
 from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
 from documents.selectors import VersionDiff, latest_versions, previous_version, version_diff
 from documents.services import (
@@ -67,6 +70,66 @@ class ProjectStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+def version_label(version: DocumentVersion) -> str:
+    return f"{version.document_type} v{version.version}"
+
+
+# A project's page lists what points at it (core.admin_sections). Documents' own rows
+# come first; agents and exports add theirs through add_project_sections, and the
+# exports app its action through add_project_action: documents imports neither.
+PROJECT_SECTIONS: list[RelatedRows] = [
+    RelatedRows(
+        title="Latest documents",
+        model=DocumentVersion,
+        field="project",
+        columns=(
+            ("document", version_label),
+            ("content", lambda version: preview_text(version.content_head)),
+            ("sha256", lambda version: version.content_sha256[:12]),
+            ("readability", lambda version: version.readability_score),
+            ("grammar", lambda version: version.grammar_score),
+            ("written", lambda version: version.created_at),
+        ),
+        # The latest version of each document type (versions_latest_idx order).
+        order_by=("document_type", "-version"),
+        prepare=lambda versions: versions.distinct("document_type"),
+        add_label="New version",
+    ),
+    RelatedRows(
+        title="Version history",
+        model=DocumentVersion,
+        field="project",
+        columns=(
+            ("version", version_label),
+            ("content", lambda version: preview_text(version.content_head)),
+            ("sha256", lambda version: version.content_sha256[:12]),
+            ("written", lambda version: version.created_at),
+        ),
+    ),
+    RelatedRows(
+        title="Knowledge documents",
+        model=Document,
+        field="project",
+        columns=(
+            ("title", lambda document: document.title),
+            ("status", lambda document: document.get_status_display()),
+            ("size", lambda document: filesizeformat(document.size_bytes)),
+            ("uploaded", lambda document: document.created_at),
+        ),
+    ),
+]
+
+
+def add_project_sections(*sections: RelatedRows) -> None:
+    """Add sections to every project's page (for the apps whose rows point at projects)."""
+    PROJECT_SECTIONS.extend(sections)
+
+
+def add_project_action(action) -> None:
+    """Offer a bulk action on the project changelist (an `admin.action` function)."""
+    ProjectAdmin.actions.append(action)
+
+
 @admin.register(Project)
 class ProjectAdmin(TenantOwnedAdmin):
     # Operators must see soft-deleted projects too, to restore or purge them.
@@ -88,7 +151,8 @@ class ProjectAdmin(TenantOwnedAdmin):
     readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at")
     date_hierarchy = "created_at"
     ordering = ("-updated_at",)
-    actions = ("soft_delete", "restore")
+    # A list: other apps add theirs (add_project_action).
+    actions = ["soft_delete", "restore"]
 
     @admin.display(boolean=True, description="live", ordering="deleted_at")
     def is_live(self, obj: Project) -> bool:
@@ -97,6 +161,13 @@ class ProjectAdmin(TenantOwnedAdmin):
     def limit_choices(self, queryset):
         # The changelist shows deleted projects (to restore them); nothing new joins one.
         return queryset.filter(deleted_at__isnull=True)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["related_sections"] = related_sections(
+                request, self.admin_site, obj, PROJECT_SECTIONS
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_delete_permission(self, request, obj=None):
         # Others soft-delete (the action); deleting for good takes the versions with it.
@@ -168,12 +239,14 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "project",
         "document_type",
         "version",
-        "tenant",
+        "content_preview",
         "short_sha256",
-        "readability_score",
-        "grammar_score",
+        "scores",
         "created_at",
+        "tenant",
     )
+    # The version opens from its type and number; the project column opens the project.
+    list_display_links = ("document_type", "version")
     list_filter = ("document_type", TenantListFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("project__name",)
     uuid_search_fields = ("id", "project_id")
@@ -206,9 +279,25 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         ("Changes from the previous version", ("previous_version_link", "diff_with_previous")),
     )
 
+    def get_queryset(self, request):
+        # The list reads the content's head only (list_defer leaves the rest unread).
+        return super().get_queryset(request).annotate(content_head=preview_head("content"))
+
+    @admin.display(description="content")
+    def content_preview(self, obj: DocumentVersion) -> str:
+        return preview_text(obj.content_head)
+
     @admin.display(description="sha256")
     def short_sha256(self, obj: DocumentVersion) -> str:
         return obj.content_sha256[:12]
+
+    # Readability, then grammar: one column instead of two wide headers.
+    @admin.display(description="scores", ordering="readability_score")
+    def scores(self, obj: DocumentVersion) -> str:
+        return " / ".join(
+            "—" if score is None else f"{score:g}"
+            for score in (obj.readability_score, obj.grammar_score)
+        )
 
     def _previous(self, obj: DocumentVersion) -> DocumentVersion | None:
         # Both displays need it: read it once per page (the form's instance is `obj`).
@@ -221,9 +310,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         previous = self._previous(obj)
         if previous is None:
             return FIRST_VERSION
-        return change_link(
-            DocumentVersion, previous.pk, f"{previous.document_type} v{previous.version}"
-        )
+        return change_link(DocumentVersion, previous.pk, version_label(previous))
 
     @admin.display(description="diff")
     def diff_with_previous(self, obj: DocumentVersion) -> str:
@@ -363,13 +450,15 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     list_display = (
         "document",
         "ordinal",
-        "tenant",
         "content_preview",
-        "token_count",
+        "tokens",
         "embedding_dimensions",
         "embedding_model",
         "created_at",
+        "tenant",
     )
+    # The chunk opens from its number; the document column opens the document.
+    list_display_links = ("ordinal",)
     list_filter = (TenantListFilter, EmbeddingFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("document__title",)
     uuid_search_fields = ("id", "document_id")
@@ -401,7 +490,7 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
             .get_queryset(request)
             .defer("embedding", "search_vector")
             .annotate(
-                content_head=Left("content", 80),
+                content_head=preview_head("content"),
                 embedding_dims=Func(
                     F("embedding"), function="vector_dims", output_field=IntegerField()
                 ),
@@ -417,9 +506,13 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
 
     @admin.display(description="content")
     def content_preview(self, obj: Chunk) -> str:
-        return obj.content_head
+        return preview_text(obj.content_head)
 
-    @admin.display(description="dimensions")
+    @admin.display(description="tokens", ordering="token_count")
+    def tokens(self, obj: Chunk) -> int:
+        return obj.token_count
+
+    @admin.display(description="dims")
     def embedding_dimensions(self, obj: Chunk) -> int | None:
         return obj.embedding_dims
 
@@ -515,7 +608,11 @@ class ProjectTemplateAdmin(TenantOwnedAdmin):
 
     @admin.display(description="tenant", ordering="tenant__name")
     def tenant_or_shared(self, obj: ProjectTemplate) -> str:
-        return str(obj.tenant) if obj.tenant_id else SHARED
+        return (
+            change_link(type(obj.tenant), obj.tenant_id, str(obj.tenant))
+            if obj.tenant_id
+            else SHARED
+        )
 
     @admin.display(description="tags")
     def tag_list(self, obj: ProjectTemplate) -> str:

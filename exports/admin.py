@@ -5,6 +5,10 @@ row then describes that file, and only its expiry may be changed. A completed ex
 links to /admin/exports/export/<id>/download/, served by exports.services.export_download,
 which counts the download and alone decides whether it has expired (on the database's
 clock): the admin does not repeat that rule, so an expired link says so when followed.
+
+A project's page lists its latest exports and offers a new one; the project changelist
+gets an "export" action. Both are added from here (documents.admin.add_project_sections,
+add_project_action), as documents does not import exports.
 """
 
 from __future__ import annotations
@@ -15,37 +19,47 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from core.admin import (
     TIMESTAMP_FIELDS,
+    HistoryRecordMixin,
     TenantListFilter,
     TenantOwnedAdmin,
     admin_change_url,
 )
+from core.admin_sections import RelatedRows
+from documents.admin import add_project_action, add_project_sections
+from documents.models import DocumentVersion, Project
 from exports.models import Export
 from exports.services import export_create, export_download
 
+# The manifest's own keys, shown as rows above its documents (exports.builders.build_manifest).
+MANIFEST_DOCUMENTS = "documents"
+
 
 @admin.register(Export)
-class ExportAdmin(TenantOwnedAdmin):
+class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
     list_display = (
         "project",
         "format",
         "status",
         "expires_at",
         "size",
-        "download_count",
+        "downloads",
         "download_link",
-        "completed_at",
-        "tenant",
         "created_at",
+        "tenant",
     )
     list_filter = ("status", "format", TenantListFilter)
     search_fields = ("project__name", "storage_key")
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
+    # The export opens from its format; the project column opens the project.
+    list_display_links = ("format",)
     list_select_related = ("project", "tenant")
     list_defer = ("manifest", "error_message")
     date_hierarchy = "created_at"
@@ -55,13 +69,53 @@ class ExportAdmin(TenantOwnedAdmin):
     change_readonly_fields = tuple(
         field.name
         for field in Export._meta.concrete_fields
-        if field.name not in (*TIMESTAMP_FIELDS, "expires_at")
+        if field.name not in (*TIMESTAMP_FIELDS, "expires_at", "manifest")
     )
-    change_sections = (("File", ("size", "download_link")),)
+    # The manifest is shown as a table, not as its JSON.
+    exclude = ("manifest",)
+    change_sections = (
+        ("File", ("size", "download_link")),
+        ("Manifest", ("manifest_table",)),
+    )
+
+    def deletable_alone(self, obj: Export) -> bool:
+        # A completed or expired export records what was handed out (its manifest,
+        # checksum and downloads), and its file goes through the purge; an export that
+        # failed, or never got going, holds nothing and may be deleted.
+        return obj.status in (Export.Status.FAILED, Export.Status.PENDING)
+
+    @admin.display(description="manifest")
+    def manifest_table(self, obj: Export) -> SafeString:
+        manifest = obj.manifest or {}
+        documents = manifest.get(MANIFEST_DOCUMENTS) or []
+        return render_to_string(
+            "admin/exports/export/manifest.html",
+            {
+                "fields": [
+                    (key, value)
+                    for key, value in sorted(manifest.items())
+                    if key != MANIFEST_DOCUMENTS
+                ],
+                "documents": [
+                    {**document, "url": self._version_url(document)}
+                    for document in documents
+                    if isinstance(document, dict)
+                ],
+            },
+        )
+
+    @staticmethod
+    def _version_url(document: dict) -> str | None:
+        version_id = document.get("version_id")
+        return admin_change_url(DocumentVersion, version_id) if version_id else None
 
     @admin.display(description="size", ordering="size_bytes")
     def size(self, obj: Export) -> str:
         return filesizeformat(obj.size_bytes)
+
+    @admin.display(description="downloads", ordering="download_count")
+    def downloads(self, obj: Export) -> int:
+        return obj.download_count
 
     @admin.display(description="download")
     def download_link(self, obj: Export) -> str:
@@ -111,3 +165,47 @@ class ExportAdmin(TenantOwnedAdmin):
         return export_create(
             tenant=obj.tenant_id, project=obj.project, format=obj.format, by=request.user
         )
+
+
+# --- A project's page and the project changelist ------------------------------------------
+
+
+@admin.action(permissions=["change"], description="Export selected projects (zip)")
+def export_projects(modeladmin, request: HttpRequest, queryset) -> None:
+    """Build a zip export of each selected project the user may change (export_create).
+
+    A build that fails (a project without versions) is reported with its reason; its
+    failed export is kept, as export_create records it.
+    """
+
+    def export(project: Project) -> Export:
+        built = export_create(tenant=project.tenant_id, project=project, by=request.user)
+        if built.status != Export.Status.COMPLETED:
+            raise ValidationError(built.error_message or f"The export is {built.status}.")
+        return built
+
+    modeladmin.apply_to_selection(request, queryset, export, "Exported projects")
+
+
+def export_size(export: Export) -> str:
+    return filesizeformat(export.size_bytes) if export.status == Export.Status.COMPLETED else "—"
+
+
+add_project_action(export_projects)
+add_project_sections(
+    RelatedRows(
+        title="Exports",
+        model=Export,
+        field="project",
+        columns=(
+            ("format", lambda export: export.get_format_display()),
+            ("status", lambda export: export.get_status_display()),
+            ("size", export_size),
+            ("downloads", lambda export: export.download_count),
+            ("expires", lambda export: export.expires_at),
+            ("created", lambda export: export.created_at),
+        ),
+        prepare=lambda exports: exports.defer("manifest", "error_message"),
+        add_label="New export",
+    ),
+)

@@ -250,6 +250,8 @@ class MembershipAdmin(TenantOwnedAdmin):
     form = MembershipAdminForm
     edit_roles = TENANT_MANAGER_ROLES
     list_display = ("user", "tenant", "role", "created_at")
+    # The membership opens from its role; user and tenant open theirs.
+    list_display_links = ("role",)
     list_filter = ("role", TenantListFilter)
     search_fields = ("user__email", "user__name", "tenant__name", "tenant__slug")
     uuid_search_fields = ("id", "tenant_id", "user_id")

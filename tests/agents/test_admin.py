@@ -420,9 +420,15 @@ def test_a_pending_execution_changes_only_its_input_and_model(client, alice, oth
     assert after.status == AgentExecution.Status.PENDING
 
 
-def test_a_finished_execution_may_still_be_deleted_by_an_editor(client, alice, run):
-    response = logged_in(client, alice).get(admin_url(AgentExecution, "delete", run["retry"].pk))
-    assert response.status_code == 200
+def test_a_finished_execution_is_history_and_not_deleted_on_its_own(client, alice, run):
+    # Issue 11: a version, sources and evaluations point at it; it goes with its project.
+    client = logged_in(client, alice)
+    page = client.get(admin_url(AgentExecution, "change", run["retry"].pk))
+    assert not page.context["has_delete_permission"]
+    response = client.post(admin_url(AgentExecution, "delete", run["retry"].pk), {"post": "yes"})
+    assert response.status_code == 403
+    with tenant_context(run["retry"].tenant_id):
+        assert AgentExecution.objects.filter(pk=run["retry"].pk).exists()
 
 
 # --- Nothing new points at a soft-deleted project -------------------------------------------
