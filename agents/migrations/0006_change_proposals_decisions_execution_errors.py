@@ -3,9 +3,7 @@ lifecycle and recovery triggers, composite tenant keys and row-level security.
 
 The tables are new, so their composite foreign keys are added valid at once (there is
 no row to scan) in the migration that creates them. Row-level security as on every
-tenant table (agents.0004): enabled and FORCED, `tenant_isolation` on the tenant ids
-of the current transaction, `system_bypass` for the role running this migration (the
-owner) while `app.rls_bypass` is on.
+tenant table (core.operations.EnableTenantRLS).
 
 A proposal's base and applied versions have no ON DELETE action (RESTRICT in Django): a
 version goes only with its project, whose deletion removes its proposals in the same
@@ -17,6 +15,7 @@ EXCLUSIVE lock, which waits at most MIGRATION_LOCK_TIMEOUT (core.safe_migration)
 """
 
 import core.expressions
+import core.operations
 import core.safe_migration
 import core.ids
 import core.models
@@ -29,56 +28,6 @@ import pgtrigger.compiler
 import pgtrigger.migrations
 from django.conf import settings
 from django.db import migrations, models
-
-
-def _tenant_fk(table: str, name: str, column: str, parent: str, on_delete: str = "") -> tuple[str, str]:
-    action = f" ON DELETE {on_delete}" if on_delete else ""
-    return (
-        f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY (tenant_id, {column}) "
-        f"REFERENCES {parent} (tenant_id, id){action};",
-        f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name};",
-    )
-
-
-TENANT_FOREIGN_KEYS = [
-    _tenant_fk("change_proposals", "change_proposals_project_tenant_fk", "project_id", "projects", "CASCADE"),
-    _tenant_fk("change_proposals", "change_proposals_execution_tenant_fk", "execution_id", "agent_executions", "SET NULL (execution_id)"),
-    _tenant_fk("change_proposals", "change_proposals_base_tenant_fk", "base_version_id", "document_versions"),
-    _tenant_fk("change_proposals", "change_proposals_applied_tenant_fk", "applied_version_id", "document_versions"),
-    _tenant_fk("decisions", "decisions_project_tenant_fk", "project_id", "projects", "CASCADE"),
-    _tenant_fk("decisions", "decisions_execution_tenant_fk", "execution_id", "agent_executions", "SET NULL (execution_id)"),
-    _tenant_fk("execution_errors", "execution_errors_execution_tenant_fk", "execution_id", "agent_executions", "CASCADE"),
-]
-
-
-def _row_level_security(table: str) -> tuple[str, str]:
-    return (
-        f"""
-ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS tenant_isolation ON {table};
-CREATE POLICY tenant_isolation ON {table}
-    USING (tenant_id = ANY (app_current_tenant_ids()))
-    WITH CHECK (tenant_id = ANY (app_current_tenant_ids()));
-DROP POLICY IF EXISTS system_bypass ON {table};
-DO $$ BEGIN
-    EXECUTE format(
-        'CREATE POLICY system_bypass ON {table} TO %I USING (app_rls_bypassed()) WITH CHECK (app_rls_bypassed())',
-        current_user);
-END $$;
-""",
-        f"""
-DROP POLICY IF EXISTS system_bypass ON {table};
-DROP POLICY IF EXISTS tenant_isolation ON {table};
-ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;
-""",
-    )
-
-
-ROW_LEVEL_SECURITY = [
-    _row_level_security(table) for table in ("change_proposals", "decisions", "execution_errors")
-]
 
 
 class Migration(core.safe_migration.Migration):
@@ -300,6 +249,14 @@ class Migration(core.safe_migration.Migration):
             model_name='executionerror',
             trigger=pgtrigger.compiler.Trigger(name='error_immutable', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (ROW(OLD.tenant_id, OLD.execution_id, OLD.node, OLD.error_type, OLD.message, OLD.traceback, OLD.attempt) IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.node, NEW.error_type, NEW.message, NEW.traceback, NEW.attempt) OR (OLD.recovered AND NOT NEW.recovered))', func="RAISE EXCEPTION 'execution error % is a record: only recovery_strategy may change, and recovered only to true', OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='ea60752f028de09d4a88be5e904ee35bcb5bbd9f', operation='UPDATE', pgid='pgtrigger_error_immutable_0542d', table='execution_errors', when='BEFORE')),
         ),
-        *(migrations.RunSQL(sql=sql, reverse_sql=reverse) for sql, reverse in TENANT_FOREIGN_KEYS),
-        *(migrations.RunSQL(sql=sql, reverse_sql=reverse) for sql, reverse in ROW_LEVEL_SECURITY),
+        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
+        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
+        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_base_tenant_fk', column='base_version_id', to='document_versions'),
+        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_applied_tenant_fk', column='applied_version_id', to='document_versions'),
+        core.operations.AddTenantForeignKey('decisions', 'decisions_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
+        core.operations.AddTenantForeignKey('decisions', 'decisions_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
+        core.operations.AddTenantForeignKey('execution_errors', 'execution_errors_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='CASCADE'),
+        core.operations.EnableTenantRLS('change_proposals'),
+        core.operations.EnableTenantRLS('decisions'),
+        core.operations.EnableTenantRLS('execution_errors'),
     ]
