@@ -52,11 +52,8 @@ class Migration(core.safe_migration.Migration):
                 'abstract': False,
                 'indexes': [django.contrib.postgres.indexes.GinIndex(fields=['tech_stack'], name='project_templates_tech_gin'), django.contrib.postgres.indexes.GinIndex(fields=['tags'], name='project_templates_tags_gin')],
                 'constraints': [models.UniqueConstraint(fields=('tenant', 'name'), name='project_templates_tenant_name_uniq', nulls_distinct=False), models.CheckConstraint(condition=models.Q(('complexity__in', ['simple', 'moderate', 'complex'])), name='project_templates_complexity_valid'), models.CheckConstraint(condition=models.Q(('setup_minutes__gte', 0)), name='project_templates_setup_minutes_gte_0')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='cbfea8f19a09a9abadb7ce55da26be0efc957c9c', operation='UPDATE', pgid='pgtrigger_set_updated_at_8e171', table='project_templates', when='BEFORE'))],
             },
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='projecttemplate',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='cbfea8f19a09a9abadb7ce55da26be0efc957c9c', operation='UPDATE', pgid='pgtrigger_set_updated_at_8e171', table='project_templates', when='BEFORE')),
         ),
         core.operations.EnableTenantRLS('project_templates'),
         core.operations.AddReadPolicy('project_templates', 'shared_read', using='tenant_id IS NULL'),
