@@ -146,15 +146,19 @@ def migration_names() -> list[list[str]]:
 
 
 def write_golden() -> None:
-    GOLDEN.write_text(
-        json.dumps(
-            {"migrations": migration_names(), "schema": schema_fingerprint()},
-            indent=1,
-            default=str,
-        )
-        + "\n"
-    )
+    """One catalog row per line, so a schema change reads as a diff of the rows it changed."""
+    parts = {"migrations": migration_names(), **schema_fingerprint()}
+    lines = ["{"]
+    for index, (name, rows) in enumerate(parts.items()):
+        lines.append(f" {json.dumps(name)}: [")
+        lines.extend(f"  {json.dumps(row, default=str)}," for row in rows)
+        if rows:
+            lines[-1] = lines[-1].rstrip(",")
+        lines.append(" ]," if index < len(parts) - 1 else " ]")
+    GOLDEN.write_text("\n".join([*lines, "}", ""]))
 
 
 def read_golden() -> dict:
-    return json.loads(GOLDEN.read_text())
+    """{"migrations": [...], "schema": {part: rows}} as the file holds them."""
+    parts = json.loads(GOLDEN.read_text())
+    return {"migrations": parts.pop("migrations"), "schema": parts}
