@@ -38,6 +38,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'conversation_messages',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(fields=['project', 'created_at'], name='conv_messages_proj_created_idx'), models.Index(fields=['execution', 'tenant', 'position'], name='conv_messages_execution_idx')],
+                'constraints': [models.UniqueConstraint(fields=('tenant', 'project', 'position'), name='conversation_messages_position_uniq'), models.CheckConstraint(condition=models.Q(('role__in', ['user', 'agent', 'system', 'tool'])), name='conversation_messages_role_valid'), models.CheckConstraint(condition=models.Q(('position__gte', 1)), name='conversation_messages_position_gte_1')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='653de4f557b3a2db1d69ff0c734a00e6e6d4d0cb', operation='UPDATE', pgid='pgtrigger_set_updated_at_f5b91', table='conversation_messages', when='BEFORE'))],
             },
         ),
         migrations.CreateModel(
@@ -58,6 +61,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'evaluation_runs',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(models.F('project'), models.OrderBy(models.F('created_at'), descending=True), name='eval_runs_proj_created_idx'), models.Index(fields=['tenant', 'project'], name='eval_runs_tenant_proj_idx'), models.Index(fields=['document_version', 'tenant'], name='eval_runs_version_idx'), models.Index(fields=['execution', 'tenant'], name='eval_runs_execution_idx')],
+                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('document_version__isnull', False), ('execution__isnull', True)), models.Q(('document_version__isnull', True), ('execution__isnull', False)), _connector='OR'), name='evaluation_runs_exactly_one_target'), models.CheckConstraint(condition=models.Q(('score__gte', 0), ('score__lte', 100)), name='evaluation_runs_score_range')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='aad4cc554657b35c90bd9749f8d84244c9b38915', operation='UPDATE', pgid='pgtrigger_set_updated_at_4012c', table='evaluation_runs', when='BEFORE'))],
             },
         ),
         migrations.CreateModel(
@@ -81,6 +87,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'execution_sources',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(fields=['tenant', 'execution', 'rank'], name='exec_sources_tenant_exec_idx'), models.Index(fields=['chunk', 'tenant'], name='exec_sources_chunk_idx')],
+                'constraints': [models.UniqueConstraint(fields=('execution', 'chunk'), name='execution_sources_execution_chunk_uniq'), models.CheckConstraint(condition=models.Q(('rank__gte', 1)), name='execution_sources_rank_gte_1'), models.CheckConstraint(condition=models.Q(('chunk_sha256__regex', '^[0-9a-f]{64}$')), name='execution_sources_chunk_sha256_hex'), models.CheckConstraint(condition=models.Q(('chunk_sha256', core.expressions.Sha256Hex('content'))), name='execution_sources_chunk_sha256_matches'), models.CheckConstraint(condition=models.Q(('ordinal__isnull', True), ('ordinal__gte', 0), _connector='OR'), name='execution_sources_ordinal_gte_0')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='2ebcdba52f3bbb925934297ca786c7785c5e2d3b', operation='UPDATE', pgid='pgtrigger_set_updated_at_8a86d', table='execution_sources', when='BEFORE')), pgtrigger.compiler.Trigger(name='sources_immutable', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (NEW.chunk_id IS NOT NULL AND NEW.chunk_id IS DISTINCT FROM OLD.chunk_id OR ROW(OLD.tenant_id, OLD.execution_id, OLD.rank, OLD.score, OLD.chunk_sha256, OLD.document_id, OLD.document_title, OLD.ordinal, OLD.content) IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.rank, NEW.score, NEW.chunk_sha256, NEW.document_id, NEW.document_title, NEW.ordinal, NEW.content))', func="RAISE EXCEPTION 'execution source % is immutable: only chunk_id may be cleared', OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='ed1e7fee8dfc57f148fa6809657403a9458427c7', operation='UPDATE', pgid='pgtrigger_sources_immutable_e873e', table='execution_sources', when='BEFORE'))],
             },
         ),
         pgtrigger.migrations.AddTrigger(
@@ -90,93 +99,5 @@ class Migration(core.safe_migration.Migration):
         pgtrigger.migrations.AddTrigger(
             model_name='agentexecution',
             trigger=pgtrigger.compiler.Trigger(name='status_initial', sql=pgtrigger.compiler.UpsertTriggerSql(condition="WHEN (NEW.status NOT IN ('pending', 'running'))", func="RAISE EXCEPTION 'agent execution %: a new execution starts as pending or running, not %', NEW.id, NEW.status USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='0f583f6a9eec658e3ea69649e18a11c841bbefed', operation='INSERT', pgid='pgtrigger_status_initial_c6e6d', table='agent_executions', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='conversationmessage',
-            index=models.Index(fields=['project', 'created_at'], name='conv_messages_proj_created_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='conversationmessage',
-            index=models.Index(fields=['execution', 'tenant', 'position'], name='conv_messages_execution_idx'),
-        ),
-        migrations.AddConstraint(
-            model_name='conversationmessage',
-            constraint=models.UniqueConstraint(fields=('tenant', 'project', 'position'), name='conversation_messages_position_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='conversationmessage',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['user', 'agent', 'system', 'tool'])), name='conversation_messages_role_valid'),
-        ),
-        migrations.AddConstraint(
-            model_name='conversationmessage',
-            constraint=models.CheckConstraint(condition=models.Q(('position__gte', 1)), name='conversation_messages_position_gte_1'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='conversationmessage',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='653de4f557b3a2db1d69ff0c734a00e6e6d4d0cb', operation='UPDATE', pgid='pgtrigger_set_updated_at_f5b91', table='conversation_messages', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='evaluationrun',
-            index=models.Index(models.F('project'), models.OrderBy(models.F('created_at'), descending=True), name='eval_runs_proj_created_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='evaluationrun',
-            index=models.Index(fields=['tenant', 'project'], name='eval_runs_tenant_proj_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='evaluationrun',
-            index=models.Index(fields=['document_version', 'tenant'], name='eval_runs_version_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='evaluationrun',
-            index=models.Index(fields=['execution', 'tenant'], name='eval_runs_execution_idx'),
-        ),
-        migrations.AddConstraint(
-            model_name='evaluationrun',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('document_version__isnull', False), ('execution__isnull', True)), models.Q(('document_version__isnull', True), ('execution__isnull', False)), _connector='OR'), name='evaluation_runs_exactly_one_target'),
-        ),
-        migrations.AddConstraint(
-            model_name='evaluationrun',
-            constraint=models.CheckConstraint(condition=models.Q(('score__gte', 0), ('score__lte', 100)), name='evaluation_runs_score_range'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='evaluationrun',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='aad4cc554657b35c90bd9749f8d84244c9b38915', operation='UPDATE', pgid='pgtrigger_set_updated_at_4012c', table='evaluation_runs', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='executionsource',
-            index=models.Index(fields=['tenant', 'execution', 'rank'], name='exec_sources_tenant_exec_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='executionsource',
-            index=models.Index(fields=['chunk', 'tenant'], name='exec_sources_chunk_idx'),
-        ),
-        migrations.AddConstraint(
-            model_name='executionsource',
-            constraint=models.UniqueConstraint(fields=('execution', 'chunk'), name='execution_sources_execution_chunk_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='executionsource',
-            constraint=models.CheckConstraint(condition=models.Q(('rank__gte', 1)), name='execution_sources_rank_gte_1'),
-        ),
-        migrations.AddConstraint(
-            model_name='executionsource',
-            constraint=models.CheckConstraint(condition=models.Q(('chunk_sha256__regex', '^[0-9a-f]{64}$')), name='execution_sources_chunk_sha256_hex'),
-        ),
-        migrations.AddConstraint(
-            model_name='executionsource',
-            constraint=models.CheckConstraint(condition=models.Q(('chunk_sha256', core.expressions.Sha256Hex('content'))), name='execution_sources_chunk_sha256_matches'),
-        ),
-        migrations.AddConstraint(
-            model_name='executionsource',
-            constraint=models.CheckConstraint(condition=models.Q(('ordinal__isnull', True), ('ordinal__gte', 0), _connector='OR'), name='execution_sources_ordinal_gte_0'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='executionsource',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='2ebcdba52f3bbb925934297ca786c7785c5e2d3b', operation='UPDATE', pgid='pgtrigger_set_updated_at_8a86d', table='execution_sources', when='BEFORE')),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='executionsource',
-            trigger=pgtrigger.compiler.Trigger(name='sources_immutable', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (NEW.chunk_id IS NOT NULL AND NEW.chunk_id IS DISTINCT FROM OLD.chunk_id OR ROW(OLD.tenant_id, OLD.execution_id, OLD.rank, OLD.score, OLD.chunk_sha256, OLD.document_id, OLD.document_title, OLD.ordinal, OLD.content) IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.rank, NEW.score, NEW.chunk_sha256, NEW.document_id, NEW.document_title, NEW.ordinal, NEW.content))', func="RAISE EXCEPTION 'execution source % is immutable: only chunk_id may be cleared', OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='ed1e7fee8dfc57f148fa6809657403a9458427c7', operation='UPDATE', pgid='pgtrigger_sources_immutable_e873e', table='execution_sources', when='BEFORE')),
         ),
     ]

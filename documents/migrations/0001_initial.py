@@ -54,6 +54,9 @@ class Migration(core.safe_migration.Migration):
                 'get_latest_by': 'created_at',
                 'abstract': False,
                 'base_manager_name': 'all_objects',
+                'indexes': [models.Index(models.F('tenant'), models.F('status'), models.OrderBy(models.F('updated_at'), descending=True), condition=models.Q(('deleted_at__isnull', True)), name='projects_tenant_live_idx'), models.Index(models.F('created_by'), models.F('status'), models.OrderBy(models.F('updated_at'), descending=True), name='projects_creator_status_idx'), django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='projects_metadata_gin')],
+                'constraints': [models.UniqueConstraint(fields=('tenant', 'id'), name='projects_tenant_id_uniq'), models.CheckConstraint(condition=models.Q(('status__in', ['draft', 'in_progress', 'completed', 'archived'])), name='projects_status_valid'), models.CheckConstraint(condition=models.Q(('current_step__gte', 1), ('current_step__lte', 4)), name='projects_current_step_range'), models.CheckConstraint(condition=models.Q(('language__regex', '^[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?$')), name='projects_language_format')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='2ee81436a976dbb509ace539f6758c751c4195b0', operation='UPDATE', pgid='pgtrigger_set_updated_at_e47c6', table='projects', when='BEFORE'))],
             },
             managers=[
                 ('objects', django.db.models.manager.Manager()),
@@ -82,6 +85,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'document_versions',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(fields=['tenant', 'project'], name='docversions_tenant_proj_idx'), models.Index(fields=['created_by'], name='document_versions_creator_idx'), django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='document_versions_metadata_gin')],
+                'constraints': [models.UniqueConstraint(fields=('project', 'document_type', 'version'), name='document_versions_project_type_version_uniq'), models.UniqueConstraint(fields=('tenant', 'id'), name='document_versions_tenant_id_uniq'), models.CheckConstraint(condition=models.Q(('document_type__in', ['about', 'specification', 'architecture', 'plan'])), name='document_versions_type_valid'), models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='document_versions_version_gte_1'), models.CheckConstraint(condition=models.Q(('content_sha256__regex', '^[0-9a-f]{64}$')), name='document_versions_content_sha256_hex'), models.CheckConstraint(condition=models.Q(('content_sha256', core.expressions.Sha256Hex('content'))), name='document_versions_content_sha256_matches'), models.CheckConstraint(condition=models.Q(('prev_sha256__isnull', True), ('prev_sha256__regex', '^[0-9a-f]{64}$'), _connector='OR'), name='document_versions_prev_sha256_hex'), models.CheckConstraint(condition=models.Q(models.Q(('prev_sha256__isnull', True), ('version', 1)), models.Q(('prev_sha256__isnull', False), ('version__gt', 1)), _connector='OR'), name='document_versions_prev_sha256_chain'), models.CheckConstraint(condition=models.Q(('readability_score__isnull', True), models.Q(('readability_score__gte', 0), ('readability_score__lte', 100)), _connector='OR'), name='document_versions_readability_range'), models.CheckConstraint(condition=models.Q(('grammar_score__isnull', True), models.Q(('grammar_score__gte', 0), ('grammar_score__lte', 100)), _connector='OR'), name='document_versions_grammar_range')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='be3638410e626f9ab633267b4a671903fc1be462', operation='UPDATE', pgid='pgtrigger_set_updated_at_85888', table='document_versions', when='BEFORE')), pgtrigger.compiler.Trigger(name='versions_immutable', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (OLD."content" IS DISTINCT FROM (NEW."content") OR OLD."content_sha256" IS DISTINCT FROM (NEW."content_sha256") OR OLD."document_type" IS DISTINCT FROM (NEW."document_type") OR OLD."project_id" IS DISTINCT FROM (NEW."project_id") OR OLD."tenant_id" IS DISTINCT FROM (NEW."tenant_id") OR OLD."version" IS DISTINCT FROM (NEW."version"))', func="RAISE EXCEPTION 'document version % is immutable: content, version, type, project and tenant cannot change', OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='45399654171aa857e13ca68bae2b551bde5e3501', operation='UPDATE', pgid='pgtrigger_versions_immutable_9f7cf', table='document_versions', when='BEFORE'))],
             },
         ),
         migrations.CreateModel(
@@ -106,6 +112,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'documents',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(fields=['tenant', 'status'], name='documents_tenant_status_idx'), models.Index(fields=['project'], name='documents_project_idx'), models.Index(fields=['created_by'], name='documents_creator_idx'), django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='documents_metadata_gin')],
+                'constraints': [models.UniqueConstraint(fields=('storage_key',), name='documents_storage_key_uniq'), models.UniqueConstraint(fields=('tenant', 'id'), name='documents_tenant_id_uniq'), models.CheckConstraint(condition=models.Q(('status__in', ['uploaded', 'processing', 'ready', 'failed'])), name='documents_status_valid'), models.CheckConstraint(condition=models.Q(('size_bytes__gte', 0)), name='documents_size_gte_0'), models.CheckConstraint(condition=models.Q(('sha256', ''), ('sha256__regex', '^[0-9a-f]{64}$'), _connector='OR'), name='documents_sha256_hex'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'failed'), _negated=True), models.Q(('error_message', ''), _negated=True), _connector='OR'), name='documents_failed_has_error')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='95dd48fc49d3d0c4279fa3b0a8e6394dcff498ef', operation='UPDATE', pgid='pgtrigger_set_updated_at_03a01', table='documents', when='BEFORE'))],
             },
         ),
         migrations.CreateModel(
@@ -134,141 +143,5 @@ class Migration(core.safe_migration.Migration):
         pgtrigger.migrations.AddTrigger(
             model_name='chunk',
             trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='fdeb3a3ea2a4b0a4635b9c5c12c056f60dbfebec', operation='UPDATE', pgid='pgtrigger_set_updated_at_bfaeb', table='chunks', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='project',
-            index=models.Index(models.F('tenant'), models.F('status'), models.OrderBy(models.F('updated_at'), descending=True), condition=models.Q(('deleted_at__isnull', True)), name='projects_tenant_live_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='project',
-            index=models.Index(models.F('created_by'), models.F('status'), models.OrderBy(models.F('updated_at'), descending=True), name='projects_creator_status_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='project',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='projects_metadata_gin'),
-        ),
-        migrations.AddConstraint(
-            model_name='project',
-            constraint=models.UniqueConstraint(fields=('tenant', 'id'), name='projects_tenant_id_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['draft', 'in_progress', 'completed', 'archived'])), name='projects_status_valid'),
-        ),
-        migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('current_step__gte', 1), ('current_step__lte', 4)), name='projects_current_step_range'),
-        ),
-        migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('language__regex', '^[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?$')), name='projects_language_format'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='project',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='2ee81436a976dbb509ace539f6758c751c4195b0', operation='UPDATE', pgid='pgtrigger_set_updated_at_e47c6', table='projects', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='documentversion',
-            index=models.Index(fields=['tenant', 'project'], name='docversions_tenant_proj_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='documentversion',
-            index=models.Index(fields=['created_by'], name='document_versions_creator_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='documentversion',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='document_versions_metadata_gin'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.UniqueConstraint(fields=('project', 'document_type', 'version'), name='document_versions_project_type_version_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.UniqueConstraint(fields=('tenant', 'id'), name='document_versions_tenant_id_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('document_type__in', ['about', 'specification', 'architecture', 'plan'])), name='document_versions_type_valid'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='document_versions_version_gte_1'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('content_sha256__regex', '^[0-9a-f]{64}$')), name='document_versions_content_sha256_hex'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('content_sha256', core.expressions.Sha256Hex('content'))), name='document_versions_content_sha256_matches'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('prev_sha256__isnull', True), ('prev_sha256__regex', '^[0-9a-f]{64}$'), _connector='OR'), name='document_versions_prev_sha256_hex'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('prev_sha256__isnull', True), ('version', 1)), models.Q(('prev_sha256__isnull', False), ('version__gt', 1)), _connector='OR'), name='document_versions_prev_sha256_chain'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('readability_score__isnull', True), models.Q(('readability_score__gte', 0), ('readability_score__lte', 100)), _connector='OR'), name='document_versions_readability_range'),
-        ),
-        migrations.AddConstraint(
-            model_name='documentversion',
-            constraint=models.CheckConstraint(condition=models.Q(('grammar_score__isnull', True), models.Q(('grammar_score__gte', 0), ('grammar_score__lte', 100)), _connector='OR'), name='document_versions_grammar_range'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='documentversion',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='be3638410e626f9ab633267b4a671903fc1be462', operation='UPDATE', pgid='pgtrigger_set_updated_at_85888', table='document_versions', when='BEFORE')),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='documentversion',
-            trigger=pgtrigger.compiler.Trigger(name='versions_immutable', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (OLD."content" IS DISTINCT FROM (NEW."content") OR OLD."content_sha256" IS DISTINCT FROM (NEW."content_sha256") OR OLD."document_type" IS DISTINCT FROM (NEW."document_type") OR OLD."project_id" IS DISTINCT FROM (NEW."project_id") OR OLD."tenant_id" IS DISTINCT FROM (NEW."tenant_id") OR OLD."version" IS DISTINCT FROM (NEW."version"))', func="RAISE EXCEPTION 'document version % is immutable: content, version, type, project and tenant cannot change', OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;", hash='45399654171aa857e13ca68bae2b551bde5e3501', operation='UPDATE', pgid='pgtrigger_versions_immutable_9f7cf', table='document_versions', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['tenant', 'status'], name='documents_tenant_status_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['project'], name='documents_project_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['created_by'], name='documents_creator_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='document',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='documents_metadata_gin'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.UniqueConstraint(fields=('storage_key',), name='documents_storage_key_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.UniqueConstraint(fields=('tenant', 'id'), name='documents_tenant_id_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['uploaded', 'processing', 'ready', 'failed'])), name='documents_status_valid'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.CheckConstraint(condition=models.Q(('size_bytes__gte', 0)), name='documents_size_gte_0'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.CheckConstraint(condition=models.Q(('sha256', ''), ('sha256__regex', '^[0-9a-f]{64}$'), _connector='OR'), name='documents_sha256_hex'),
-        ),
-        migrations.AddConstraint(
-            model_name='document',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'failed'), _negated=True), models.Q(('error_message', ''), _negated=True), _connector='OR'), name='documents_failed_has_error'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='document',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='95dd48fc49d3d0c4279fa3b0a8e6394dcff498ef', operation='UPDATE', pgid='pgtrigger_set_updated_at_03a01', table='documents', when='BEFORE')),
         ),
     ]

@@ -50,10 +50,7 @@ class Migration(core.safe_migration.Migration):
                 'abstract': False,
                 'indexes': [models.Index(fields=['project'], name='exports_project_idx'), models.Index(condition=models.Q(('status', 'completed')), fields=['expires_at'], name='exports_completed_expiry_idx'), models.Index(fields=['tenant', 'project'], name='exports_tenant_project_idx'), models.Index(fields=['created_by'], name='exports_creator_idx'), django.contrib.postgres.indexes.GinIndex(fields=['manifest'], name='exports_manifest_gin')],
                 'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'running', 'completed', 'failed', 'expired'])), name='exports_status_valid'), models.CheckConstraint(condition=models.Q(('format__in', ['zip', 'markdown', 'json'])), name='exports_format_valid'), models.CheckConstraint(condition=models.Q(('download_count__gte', 0)), name='exports_download_count_gte_0'), models.CheckConstraint(condition=models.Q(('size_bytes__gte', 0)), name='exports_size_gte_0'), models.CheckConstraint(condition=models.Q(('sha256', ''), ('sha256__regex', '^[0-9a-f]{64}$'), _connector='OR'), name='exports_sha256_hex'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'completed'), _negated=True), models.Q(models.Q(('storage_key', ''), _negated=True), models.Q(('sha256', ''), _negated=True), ('completed_at__isnull', False)), _connector='OR'), name='exports_completed_has_file')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='5f884e3b72d18b8769f996f7d59715e6d1cf09a2', operation='UPDATE', pgid='pgtrigger_set_updated_at_d89e4', table='exports', when='BEFORE'))],
             },
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='export',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='5f884e3b72d18b8769f996f7d59715e6d1cf09a2', operation='UPDATE', pgid='pgtrigger_set_updated_at_d89e4', table='exports', when='BEFORE')),
         ),
     ]

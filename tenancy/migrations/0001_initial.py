@@ -35,6 +35,8 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'tenants',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'constraints': [models.UniqueConstraint(fields=('slug',), name='tenants_slug_uniq')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='b5e23aeca8e8bd052291d63a3ea7aad0ad7d2045', operation='UPDATE', pgid='pgtrigger_set_updated_at_c26da', table='tenants', when='BEFORE'))],
             },
         ),
         migrations.CreateModel(
@@ -58,11 +60,8 @@ class Migration(core.safe_migration.Migration):
                 'abstract': False,
                 'indexes': [django.contrib.postgres.indexes.GinIndex(fields=['profile_data'], name='users_profile_data_gin')],
                 'constraints': [models.UniqueConstraint(django.db.models.functions.text.Lower('email'), name='users_email_ci_uniq')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='81fc71f5e2b990246b50956548c4345b214e2639', operation='UPDATE', pgid='pgtrigger_set_updated_at_1e76b', table='users', when='BEFORE'))],
             },
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='user',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='81fc71f5e2b990246b50956548c4345b214e2639', operation='UPDATE', pgid='pgtrigger_set_updated_at_1e76b', table='users', when='BEFORE')),
         ),
         migrations.CreateModel(
             name='Membership',
@@ -78,30 +77,9 @@ class Migration(core.safe_migration.Migration):
                 'db_table': 'memberships',
                 'get_latest_by': 'created_at',
                 'abstract': False,
+                'indexes': [models.Index(fields=['user'], name='memberships_user_idx')],
+                'constraints': [models.UniqueConstraint(fields=('tenant', 'user'), name='memberships_tenant_user_uniq'), models.CheckConstraint(condition=models.Q(('role__in', ['owner', 'admin', 'editor', 'viewer'])), name='memberships_role_valid')],
+                'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='59908d181627ccfb9ba86e0b86c6fa501788b817', operation='UPDATE', pgid='pgtrigger_set_updated_at_84d3d', table='memberships', when='BEFORE'))],
             },
-        ),
-        migrations.AddConstraint(
-            model_name='tenant',
-            constraint=models.UniqueConstraint(fields=('slug',), name='tenants_slug_uniq'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='tenant',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='b5e23aeca8e8bd052291d63a3ea7aad0ad7d2045', operation='UPDATE', pgid='pgtrigger_set_updated_at_c26da', table='tenants', when='BEFORE')),
-        ),
-        migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['user'], name='memberships_user_idx'),
-        ),
-        migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('tenant', 'user'), name='memberships_tenant_user_uniq'),
-        ),
-        migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['owner', 'admin', 'editor', 'viewer'])), name='memberships_role_valid'),
-        ),
-        pgtrigger.migrations.AddTrigger(
-            model_name='membership',
-            trigger=pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='59908d181627ccfb9ba86e0b86c6fa501788b817', operation='UPDATE', pgid='pgtrigger_set_updated_at_84d3d', table='memberships', when='BEFORE')),
         ),
     ]

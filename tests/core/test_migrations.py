@@ -14,9 +14,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunSQL
 
 import core.safe_migration
-from core.db import runtime_role_name
-
-OUR_APPS = ("core", "tenancy", "documents", "agents", "exports")
+from tests.schema_fingerprint import OUR_APPS, schema_fingerprint
 
 
 def our_migrations() -> list:
@@ -65,50 +63,6 @@ def test_models_and_migrations_agree(db):
 
 # --- migrate <app> zero and back ----------------------------------------------------------
 
-FINGERPRINT_QUERIES = {
-    "tables": """
-        SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
-        WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm')
-    """,
-    "columns": """
-        SELECT table_name, column_name, data_type, is_nullable, column_default,
-               generation_expression
-        FROM information_schema.columns WHERE table_schema = 'public'
-    """,
-    "constraints": """
-        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE connamespace = 'public'::regnamespace
-    """,
-    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
-    "triggers": """
-        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger
-        WHERE NOT tgisinternal
-    """,
-    "policies": """
-        SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check
-        FROM pg_policies WHERE schemaname = 'public'
-    """,
-    "functions": """
-        SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
-        WHERE p.pronamespace = 'public'::regnamespace AND NOT EXISTS (
-            SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
-    """,
-    "runtime_grants": """
-        SELECT table_name, privilege_type FROM information_schema.role_table_grants
-        WHERE grantee = %(runtime)s
-    """,
-}
-
-
-def schema_fingerprint() -> dict[str, list[tuple]]:
-    """Everything a migration creates, by name and definition (no oids)."""
-    fingerprint = {}
-    with connection.cursor() as cursor:
-        for name, sql in FINGERPRINT_QUERIES.items():
-            cursor.execute(sql, {"runtime": runtime_role_name()})
-            fingerprint[name] = sorted(cursor.fetchall(), key=repr)
-    return fingerprint
-
 
 def app_tables(app_label: str) -> list[str]:
     return [model._meta.db_table for model in apps.get_app_config(app_label).get_models()]
@@ -140,7 +94,9 @@ def test_migrating_an_app_to_zero_and_back_restores_the_schema(app_label):
         assert applied(app_label) == 0
         assert existing(app_tables(app_label)) == []
         if app_label == "core":
-            assert "app_current_tenant_ids" not in {n for n, _ in schema_fingerprint()["functions"]}
+            assert "app_current_tenant_ids" not in {
+                row[0] for row in schema_fingerprint()["functions"]
+            }
     finally:
         call_command("migrate", verbosity=0)
     assert schema_fingerprint() == before

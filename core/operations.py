@@ -1,0 +1,199 @@
+"""Migration operations for the DDL every tenant table needs (DESIGN.md section 7).
+
+In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
+intention, reversible, free of app imports (tables are named, not models), and neutral to
+the migration state (the models do not describe row-level security or composite keys, so
+`makemigrations` never sees them). A migration then reads as a list of intentions:
+
+    EnableTenantRLS("chunks"),
+    AddTenantForeignKey("chunks", "chunks_document_tenant_fk", column="document_id",
+                        to="documents", on_delete="CASCADE", not_valid=True),
+
+The policies use the functions of core.0001_tenant_context_functions; a migration using
+these operations depends on it.
+"""
+
+from __future__ import annotations
+
+from django.db import router
+from django.db.migrations.operations.base import Operation
+
+from core.db import SYSTEM_BYPASS_POLICY
+
+TENANT_ISOLATION_POLICY = "tenant_isolation"
+TENANT_IN_CONTEXT = "tenant_id = ANY (app_current_tenant_ids())"
+ON_DELETE_ACTIONS = (None, "CASCADE", "SET NULL")
+
+
+class _SQLOperation(Operation):
+    """An operation that runs statements forwards and others backwards, and changes no state."""
+
+    reversible = True
+    reduces_to_sql = True
+
+    def forwards_sql(self, quote) -> list[str]:
+        raise NotImplementedError
+
+    def backwards_sql(self, quote) -> list[str]:
+        raise NotImplementedError
+
+    def state_forwards(self, app_label, state) -> None:
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:
+        self._run(app_label, schema_editor, self.forwards_sql(schema_editor.quote_name))
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:
+        self._run(app_label, schema_editor, self.backwards_sql(schema_editor.quote_name))
+
+    def _run(self, app_label, schema_editor, statements: list[str]) -> None:
+        # Like RunSQL: a database the router keeps this app out of gets nothing.
+        if not router.allow_migrate(schema_editor.connection.alias, app_label):
+            return
+        for statement in statements:
+            schema_editor.execute(statement, params=None)
+
+
+def _create_bypass_policy(quote, table: str) -> str:
+    # Granted to the role running the migration (the owner), whatever its name on this
+    # server: only that role's system jobs (tenancy.context.system_context) may bypass.
+    # format() runs in the server, so the statement is the same in sqlmigrate's output.
+    return (
+        "DO $$ BEGIN EXECUTE format("
+        f"'CREATE POLICY {SYSTEM_BYPASS_POLICY} ON {quote(table)} TO %I "
+        "USING (app_rls_bypassed()) WITH CHECK (app_rls_bypassed())', current_user); END $$"
+    )
+
+
+class EnableTenantRLS(_SQLOperation):
+    """Row-level security enabled and FORCED on a tenant table, with its two policies.
+
+    - `tenant_isolation` (every command, every role): the rows of the tenants set for
+      the current transaction (app.tenant_ids); none when no tenant is set.
+    - `system_bypass`: the owner role, only while app.rls_bypass is on (the explicit,
+      logged bypass of system jobs).
+
+    FORCE makes the owner subject too. Policies are dropped before they are created, so a
+    re-run after a partial failure converges. Backwards removes both and turns it off.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def forwards_sql(self, quote) -> list[str]:
+        table = quote(self.table)
+        return [
+            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+            f"DROP POLICY IF EXISTS {TENANT_ISOLATION_POLICY} ON {table}",
+            f"CREATE POLICY {TENANT_ISOLATION_POLICY} ON {table} "
+            f"USING ({TENANT_IN_CONTEXT}) WITH CHECK ({TENANT_IN_CONTEXT})",
+            f"DROP POLICY IF EXISTS {SYSTEM_BYPASS_POLICY} ON {table}",
+            _create_bypass_policy(quote, self.table),
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        table = quote(self.table)
+        return [
+            f"DROP POLICY IF EXISTS {SYSTEM_BYPASS_POLICY} ON {table}",
+            f"DROP POLICY IF EXISTS {TENANT_ISOLATION_POLICY} ON {table}",
+            f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+            f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+        ]
+
+    def describe(self) -> str:
+        return f"Enable and force row-level security on {self.table} (tenant isolation)"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"tenant_rls_{self.table}"
+
+
+class AddReadPolicy(_SQLOperation):
+    """A SELECT-only policy beside tenant isolation: rows readable, never writable, by `using`.
+
+    Permissive policies add up, so this widens what can be read (a user's own
+    memberships, the templates shared by all tenants) and nothing else: every write
+    still needs tenant_isolation (or the system bypass).
+    """
+
+    def __init__(self, table: str, name: str, *, using: str) -> None:
+        self.table = table
+        self.name = name
+        self.using = using
+
+    def forwards_sql(self, quote) -> list[str]:
+        table, name = quote(self.table), quote(self.name)
+        return [
+            f"DROP POLICY IF EXISTS {name} ON {table}",
+            f"CREATE POLICY {name} ON {table} FOR SELECT USING ({self.using})",
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        return [f"DROP POLICY IF EXISTS {quote(self.name)} ON {quote(self.table)}"]
+
+    def describe(self) -> str:
+        return f"Create read policy {self.name} on {self.table}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"{self.table}_{self.name}"
+
+
+class AddTenantForeignKey(_SQLOperation):
+    """A composite foreign key (tenant_id, column) -> to (tenant_id, id): a child row's
+    tenant is its parent's, for every role, the owner included.
+
+    `to` must have a unique (tenant_id, id). `on_delete` is None (NO ACTION), "CASCADE" or
+    "SET NULL"; SET NULL clears `column` only, never tenant_id (PostgreSQL 15's column
+    list), so the row keeps its tenant. `not_valid` adds the key to an existing table
+    without scanning it under the ALTER's lock: new rows are checked at once, and a later
+    migration of its own runs ValidateConstraint under a lock that blocks no one.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        name: str,
+        *,
+        column: str,
+        to: str,
+        on_delete: str | None = None,
+        not_valid: bool = False,
+    ) -> None:
+        if on_delete not in ON_DELETE_ACTIONS:
+            raise ValueError(
+                f"on_delete of {name}: {on_delete!r} is not one of {ON_DELETE_ACTIONS}"
+            )
+        self.table = table
+        self.name = name
+        self.column = column
+        self.to = to
+        self.on_delete = on_delete
+        self.not_valid = not_valid
+
+    def forwards_sql(self, quote) -> list[str]:
+        column = quote(self.column)
+        action = {
+            None: "",
+            "CASCADE": " ON DELETE CASCADE",
+            "SET NULL": f" ON DELETE SET NULL ({column})",
+        }[self.on_delete]
+        return [
+            f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
+            f"FOREIGN KEY (tenant_id, {column}) REFERENCES {quote(self.to)} (tenant_id, id)"
+            f"{action}{' NOT VALID' if self.not_valid else ''}"
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        return [f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}"]
+
+    def describe(self) -> str:
+        return (
+            f"Add tenant foreign key {self.name} on {self.table} "
+            f"(tenant_id, {self.column}) -> {self.to}"
+        )
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return self.name
