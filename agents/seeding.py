@@ -27,12 +27,13 @@ from agents.services import (
     execution_start,
     message_add,
 )
-from core.seed_runner import SeedRun
+from core.seed_runner import SeedRun, Volume
 from documents.models import DocumentType
 from documents.seeding import revise
 from documents.selectors import chunk_search, latest_versions
 from documents.services import document_version_create
 
+VOLUMES = {"executions": Volume(2, 0, 1_000, "agent runs per project")}
 MODEL = "demo-model-1"
 # The outcome of successive runs cycles through every status.
 OUTCOMES = [

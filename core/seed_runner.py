@@ -5,15 +5,23 @@ for a `seeding` module in every installed app. Each module defines
 
     def seed(run: SeedRun) -> None
 
-and seeds its own tables through its own services. A module that writes files also
-defines `cleanup(run)`, called after a failed run's transaction rolled back, to remove
-the files the vanished rows pointed at. Apps run in INSTALLED_APPS order,
-so a later app finds the rows of the earlier ones (agents find documents' projects).
+and seeds its own tables through its own services. It may also define
+
+    VOLUMES = {"projects": Volume(8, 0, 10_000, "projects per tenant")}
+
+the volume options it reads from `run.volumes` (each becomes a `seed --projects N`
+option); `scope(run)`, a context manager the whole run happens in (tenancy's is the
+logged row-level security bypass, so core need not know how tenants are isolated);
+and `cleanup(run)`, called after a failed run's transaction rolled back, to remove the
+files the vanished rows pointed at. Apps run in INSTALLED_APPS order, so a later app
+finds the rows of the earlier ones (agents find documents' projects).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.util import find_spec
@@ -21,36 +29,48 @@ from types import ModuleType
 from typing import Any, TextIO
 
 from django.apps import apps
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import transaction
 
 from core.progress import ProgressBar
 
 
 @dataclass(frozen=True)
 class Volume:
+    """A `seed --<name> N` option. The maximum stops typos like --chunks 10000000000 from
+    filling the disk: an app raises its own where a load test needs more."""
+
     default: int
     minimum: int
     maximum: int
     help: str
 
 
-# The maxima stop typos like --chunks 10000000000 from filling the disk; raise them here
-# if a load test needs it. Every project gets at least one version of each document type,
-# so agent runs and exports always have something to work on.
-VOLUMES: dict[str, Volume] = {
-    "tenants": Volume(1, 1, 1_000, "tenants to seed (the first one is the demo tenant)"),
-    "projects": Volume(8, 0, 10_000, "projects per tenant (8 cover every status and step)"),
-    "versions": Volume(3, 1, 100, "versions of each document type per project"),
-    "documents": Volume(3, 0, 10_000, "knowledge documents per tenant"),
-    "chunks": Volume(8, 0, 100_000, "chunks per knowledge document"),
-    "executions": Volume(2, 0, 1_000, "agent runs per project"),
-}
+def collect_volumes(modules: Iterable[ModuleType]) -> dict[str, Volume]:
+    """The volume options the modules declare, in module order; a name declared twice is refused."""
+    volumes: dict[str, Volume] = {}
+    owners: dict[str, str] = {}
+    for module in modules:
+        for name, volume in getattr(module, "VOLUMES", {}).items():
+            if name in volumes:
+                raise ImproperlyConfigured(
+                    f"The seed volume --{name} is declared by both {owners[name]} and "
+                    f"{module.__name__}: each option must have one owner."
+                )
+            volumes[name], owners[name] = volume, module.__name__
+    return volumes
+
+
+def seed_volumes() -> dict[str, Volume]:
+    """Every installed app's volume options: the `seed` command's --tenants, --chunks, ..."""
+    return collect_volumes(seeding_modules())
 
 
 def validate_volumes(volumes: dict[str, int]) -> None:
+    declared = seed_volumes()
     errors = {}
     for name, value in volumes.items():
-        volume = VOLUMES[name]
+        volume = declared[name]
         if value < volume.minimum:
             errors[name] = f"--{name} must be at least {volume.minimum}, got {value}."
         elif value > volume.maximum:
@@ -93,8 +113,15 @@ def seeding_modules() -> list[ModuleType]:
 
 
 def run_seeders(run: SeedRun) -> None:
-    for module in seeding_modules():
-        module.seed(run)
+    """Every app's seeder inside every app's scope, in one transaction: all or nothing."""
+    modules = seeding_modules()
+    with ExitStack() as scopes:
+        for module in modules:
+            if hasattr(module, "scope"):
+                scopes.enter_context(module.scope(run))
+        with transaction.atomic():
+            for module in modules:
+                module.seed(run)
 
 
 def cleanup_seeders(run: SeedRun) -> None:

@@ -8,10 +8,18 @@ import random
 from django.core.files.storage import storages
 
 from core.files import delete_tree
-from core.seed_runner import SeedRun
+from core.seed_runner import SeedRun, Volume
 from documents.models import Document, DocumentType, ProjectStatus
 from documents.services import document_ingest, document_version_create, project_create
 
+# Every project gets at least one version of each document type, so agent runs and
+# exports always have something to work on.
+VOLUMES = {
+    "projects": Volume(8, 0, 10_000, "projects per tenant (8 cover every status and step)"),
+    "versions": Volume(3, 1, 100, "versions of each document type per project"),
+    "documents": Volume(3, 0, 10_000, "knowledge documents per tenant"),
+    "chunks": Volume(8, 0, 100_000, "chunks per knowledge document"),
+}
 LANGUAGES = ["en", "de", "pt-BR", "fr", "es"]
 TOPICS = [
     "billing",

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from core.db import owner_connection
-from core.seed_runner import VOLUMES, SeedRun, cleanup_seeders, run_seeders, validate_volumes
+from core.seed_runner import SeedRun, cleanup_seeders, run_seeders, seed_volumes, validate_volumes
 
 DEFAULT_OWNER_EMAIL = "owner@demo.example.com"
 # Published in the README, so only ever used in development (DEBUG).
@@ -77,7 +77,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        for name, volume in VOLUMES.items():
+        for name, volume in seed_volumes().items():
             parser.add_argument(
                 f"--{name}",
                 type=int,
@@ -100,9 +100,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        from tenancy.context import system_context
-
-        volumes = {name: options[name] for name in VOLUMES}
+        volumes = {name: options[name] for name in seed_volumes()}
         try:
             validate_volumes(volumes)
         except ValidationError as error:
@@ -121,8 +119,9 @@ class Command(BaseCommand):
         )
         quiet = options["verbosity"] < 2
         try:
-            # One transaction: a failure leaves no partial rows ...
-            with system_context("seed"), quieter_app_logs(enabled=quiet):
+            # One transaction, in the apps' scopes (tenancy's logged bypass): a failure
+            # leaves no partial rows ...
+            with quieter_app_logs(enabled=quiet):
                 run_seeders(run)
         except BaseException as error:
             # ... and no files behind the rows that were rolled back.
