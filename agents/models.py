@@ -13,8 +13,9 @@ from django.db.models.functions import JSONArray, JSONObject
 
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TenantOwnedModel, TransactionNow
+from core.models import TransactionNow
 from documents.models import DocumentType
+from tenancy.models import TenantOwnedModel
 
 
 class ExecutionStatus(models.TextChoices):

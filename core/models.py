@@ -1,4 +1,8 @@
-"""Abstract models every table builds on (DESIGN.md section 4)."""
+"""Abstract models every table builds on (DESIGN.md section 4).
+
+The tenant-owned one is tenancy.models.TenantOwnedModel: its foreign key names the
+tenants table, which core, importing no app, does not know.
+"""
 
 import pgtrigger
 from django.core.exceptions import ValidationError
@@ -79,17 +83,3 @@ class TimestampedModel(BaseModel):
     class Meta(BaseModel.Meta):
         abstract = True
         triggers = [updated_at_trigger()]
-
-
-class TenantOwnedModel(TimestampedModel):
-    """A row that belongs to one tenant; row-level security keys on `tenant_id`.
-
-    The tenant column is indexed by each concrete model's tenant-first index.
-    """
-
-    tenant = models.ForeignKey(
-        "tenancy.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False
-    )
-
-    class Meta(TimestampedModel.Meta):
-        abstract = True

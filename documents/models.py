@@ -12,7 +12,8 @@ from pgvector.django import HnswIndex, VectorField
 
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TenantOwnedModel, TimestampedModel
+from core.models import TimestampedModel
+from tenancy.models import TenantOwnedModel
 
 EMBEDDING_DIMENSION = 1536
 # Text search configuration of chunks.search_vector; queries must use the same one.

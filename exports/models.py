@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TenantOwnedModel
+from tenancy.models import TenantOwnedModel
 
 
 class ExportStatus(models.TextChoices):

@@ -5,7 +5,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Lower
 
-from core.models import TenantOwnedModel, TimestampedModel
+from core.models import TimestampedModel
 
 
 class UserManager(BaseUserManager):
@@ -97,6 +97,18 @@ class Tenant(TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TenantOwnedModel(TimestampedModel):
+    """A row that belongs to one tenant; row-level security keys on `tenant_id`.
+
+    The tenant column is indexed by each concrete model's tenant-first index.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+
+    class Meta(TimestampedModel.Meta):
+        abstract = True
 
 
 class MembershipRole(models.TextChoices):
