@@ -96,6 +96,16 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         _reconnect(connection, current)
 
 
+def begins_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether an atomic block entered now begins the transaction, and so also ends it.
+
+    From Django's own bookkeeping, without a query: outside every atomic block and in
+    autocommit. Transaction-scoped settings made in such a block need no restoring.
+    """
+    connection = connections[using]
+    return not connection.in_atomic_block and connection.get_autocommit()
+
+
 def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     """Hold an advisory lock on `key` until the current transaction ends.
 

@@ -1,6 +1,10 @@
 """Database expressions shared by the apps."""
 
+from collections.abc import Sequence
+
 from django.db import models
+from pgvector import Vector
+from pgvector.django import VectorField
 
 
 class Sha256Hex(models.Func):
@@ -19,3 +23,32 @@ class ClockTimestamp(models.Func):
 
     template = "clock_timestamp()"
     output_field = models.DateTimeField()
+
+
+class _Vector(Vector):
+    # Django hashes a query's parameters now and then (de-duplicating ORDER BY terms);
+    # pgvector's Vector defines __eq__ and so has no hash of its own.
+    __hash__ = object.__hash__
+
+
+class QueryVector(models.Expression):
+    """A vector given to a query as one parameter, `%s::vector`.
+
+    A server-binding cursor (core.dbbackend's server_binding_cursor) sends it in
+    pgvector's binary form, Django's default cursors as a text literal. pgvector.django's
+    distance functions always send a text literal, which Python formats and the server
+    parses: for 1536 dimensions some 15,000 characters each way.
+    """
+
+    output_field = VectorField()
+
+    def __init__(self, vector: Sequence[float]) -> None:
+        super().__init__()
+        self.vector = _Vector(list(vector))
+        # Django compares expressions by their constructor arguments, made hashable
+        # element by element: 1536 floats, several times per query compiled. The Vector
+        # object stands for them (equal only to itself), as in pgvector.django.
+        self._constructor_args = ((self.vector,), {})
+
+    def as_sql(self, compiler, connection):
+        return "%s::vector", [self.vector]

@@ -8,10 +8,10 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
@@ -22,7 +22,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from pgvector.django import CosineDistance
 
+from core.db import begins_transaction
 from core.embedding import Embedder, get_embedder
+from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embeddings import check_embedder_dimension
 from documents.models import (
@@ -244,13 +246,14 @@ def _validate_search(query: str, k: int, mode: str) -> None:
         raise ValidationError(errors)
 
 
-def _scoped_chunks(tenant_id: uuid.UUID, project, documents) -> QuerySet[Chunk]:
-    chunks = Chunk.objects.filter(tenant_id=tenant_id)
+def _scope(project, documents) -> Q:
+    """The chunks a search is limited to, by project and/or documents, beyond its tenant."""
+    scope = Q()
     if project is not None:
-        chunks = chunks.filter(document__project_id=project.pk)
+        scope &= Q(document__project_id=project.pk)
     if documents is not None:
-        chunks = chunks.filter(document_id__in=[getattr(d, "pk", d) for d in documents])
-    return chunks
+        scope &= Q(document_id__in=[getattr(d, "pk", d) for d in documents])
+    return scope
 
 
 def _chunk_reads():
@@ -264,24 +267,34 @@ def hnsw_max_scan_tuples(limit: int) -> int:
     return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
 
 
-def set_hnsw_iterative_scan(limit: int) -> None:
+def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> str | None:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
     ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
-    index.
+    index. `index_order` also turns sorting off, which leaves the ordered index scan as
+    the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold), and
+    returns enable_sort as it was, for restoring; all in one statement.
     """
+    settings = {
+        "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
+        "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, limit)),
+        "hnsw.max_scan_tuples": str(hnsw_max_scan_tuples(limit)),
+    }
+    columns = ["current_setting('enable_sort')"] if index_order else []
+    if index_order:
+        settings["enable_sort"] = "off"
+    columns += ["set_config(%s, %s, true)"] * len(settings)
     with _chunk_reads().cursor() as cursor:
         cursor.execute(
-            "SELECT set_config('hnsw.iterative_scan', %s, true),"
-            " set_config('hnsw.ef_search', %s, true),"
-            " set_config('hnsw.max_scan_tuples', %s, true)",
-            [
-                HNSW_ITERATIVE_SCAN,
-                str(max(HNSW_MIN_EF_SEARCH, limit)),
-                str(hnsw_max_scan_tuples(limit)),
-            ],
+            "SELECT " + ", ".join(columns), [part for pair in settings.items() for part in pair]
         )
+        return cursor.fetchone()[0] if index_order else None
+
+
+def _restore_sort(previous: str) -> None:
+    with _chunk_reads().cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
 
 
 def semantic_queryset(
@@ -295,9 +308,11 @@ def semantic_queryset(
     chunks_tenant_document_idx sorted exactly when they are few (a tiny tenant would
     otherwise exhaust max_scan_tuples before finding its k rows). `exact` orders by
     `(embedding <=> q) + 0` (then id), which the HNSW index cannot serve: the tenant's
-    rows are read without it and sorted, so every matching row can be returned.
+    rows are read without it and sorted, so every matching row can be returned. The
+    vector is one parameter (QueryVector): read the rows with _knn_rows to send it in
+    binary.
     """
-    distance = CosineDistance("embedding", vector)
+    distance = CosineDistance("embedding", QueryVector(vector))
     # Ties go by id when sorting exactly; the index gives one order key only.
     order = ("distance",)
     if exact:
@@ -309,6 +324,20 @@ def semantic_queryset(
         .order_by(*order)
         .values_list("id", "document_id", "ordinal", "content", "distance")
     )
+
+
+def _knn_rows(queryset: QuerySet) -> list[tuple]:
+    """The rows of a semantic_queryset, its query vector sent in pgvector's binary form.
+
+    Through the server-binding cursor of core.dbbackend rather than the QuerySet's own
+    client-side binding, which would format 1536 floats into the SQL text. The columns
+    need no conversion from the database (uuid, integer, text, float), so the rows are
+    what iterating the QuerySet gives.
+    """
+    sql, params = queryset.query.sql_with_params()
+    with connections[queryset.db].server_binding_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def fulltext_queryset(chunks: QuerySet[Chunk], query: str) -> QuerySet:
@@ -357,43 +386,51 @@ def _index_threshold(limit: int) -> int | None:
     return math.isqrt(int(INDEX_VISIT_COST * limit * total))
 
 
-@contextmanager
-def _index_order_when_cheaper(candidates: QuerySet[Chunk], limit: int) -> Iterator[None]:
-    threshold = _index_threshold(limit)
-    if threshold is None or candidates[: threshold + 1].count() <= threshold:
-        yield
-        return
-    with _chunk_reads().cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)"
-        )
-        previous = cursor.fetchone()[0]
-    try:
-        yield
-    finally:
-        # SET LOCAL would outlive this query for the rest of a caller's transaction.
-        with _chunk_reads().cursor() as cursor:
-            cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
+def _candidates_estimate(scope: Q, model: str) -> float:
+    """The planner's estimate of the chunks a kNN query compares, without counting them.
+
+    From EXPLAIN: pg_stats, which holds the tenants' frequencies, shows nothing of a
+    table under row-level security. The query leaves the tenant to the row-level
+    security policy, whose tenant list the planner reads from the transaction's setting
+    when it estimates; that alone gives the tenant's share, and a `tenant_id = ...` on
+    top would count the share twice.
+    """
+    candidates = Chunk.objects.filter(scope, embedding__isnull=False, embedding_model=model)
+    [plan] = json.loads(candidates.explain(format="json"))
+    return plan["Plan"]["Plan Rows"]
 
 
-def _semantic(chunks: QuerySet[Chunk], query: str, limit: int, embedder: Embedder) -> list:
+def _semantic(
+    tenant_id: uuid.UUID,
+    scope: Q,
+    query: str,
+    limit: int,
+    embedder: Embedder,
+    *,
+    transaction_continues: bool,
+) -> list:
     check_embedder_dimension(embedder)
     vector = embedder.embed([query])[0]
-    set_hnsw_iterative_scan(limit)
-    candidates = chunks.filter(embedding__isnull=False, embedding_model=embedder.model)
-    with _index_order_when_cheaper(candidates, limit):
-        rows = list(semantic_queryset(chunks, vector, embedder.model)[:limit])
+    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
+    threshold = _index_threshold(limit)
+    index_order = threshold is not None and _candidates_estimate(scope, embedder.model) > threshold
+    sort_before = set_hnsw_iterative_scan(limit, index_order=index_order)
+    rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:limit])
     if len(rows) < limit:
         # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
         # chunks; reading the tenant's rows exactly tells both apart and costs little
-        # in the second case.
-        rows = list(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
+        # in the second case. (It sorts whatever enable_sort says: it has no other plan.)
+        rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
+    if index_order and transaction_continues:
+        # SET LOCAL would outlive this search for the rest of the caller's transaction.
+        _restore_sort(sort_before)
     # relaxed_order may return rows slightly out of order: sort the few we got.
     rows.sort(key=lambda row: (row[4], row[0]))
     return [(*row[:4], 1.0 - row[4]) for row in rows]
 
 
-def _fulltext(chunks: QuerySet[Chunk], query: str, limit: int) -> list:
+def _fulltext(tenant_id: uuid.UUID, scope: Q, query: str, limit: int) -> list:
+    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
     return list(fulltext_queryset(chunks, query)[:limit])
 
 
@@ -436,21 +473,31 @@ def chunk_search(
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
     embedder = embedder or get_embedder()
+    scope = _scope(project, documents)
+    # Settings the search makes for its own queries need no restoring when its
+    # transaction ends with it.
+    transaction_continues = not begins_transaction()
     with tenant_context(tenant_id):
-        chunks = _scoped_chunks(tenant_id, project, documents)
-        if mode == "semantic":
-            rows = _semantic(chunks, query, k, embedder)
-        elif mode == "fulltext":
-            rows = _fulltext(chunks, query, k)
+        if mode == "fulltext":
+            rows = _fulltext(tenant_id, scope, query, k)
+        elif mode == "semantic":
+            rows = _semantic(
+                tenant_id, scope, query, k, embedder, transaction_continues=transaction_continues
+            )
         else:
             candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
-            rows = _fuse(
-                [
-                    _semantic(chunks, query, candidates, embedder),
-                    _fulltext(chunks, query, candidates),
-                ],
-                k,
+            # Full-text first: the semantic query's settings then end with the
+            # transaction and need no restoring.
+            text = _fulltext(tenant_id, scope, query, candidates)
+            semantic = _semantic(
+                tenant_id,
+                scope,
+                query,
+                candidates,
+                embedder,
+                transaction_continues=transaction_continues,
             )
+            rows = _fuse([semantic, text], k)
     return [
         SearchResult(
             chunk_id=chunk_id,

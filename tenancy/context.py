@@ -1,8 +1,7 @@
 """Tenant context: which tenants the current transaction may see (DESIGN.md section 7).
 
 PostgreSQL's row-level security policies read the transaction-scoped setting
-`app.tenant_ids`; this module is the one place Python sets it (core.replicas sets the
-same values on a replica's transaction, for the reads it routes there).
+`app.tenant_ids`; this module is the one place Python sets it.
 
     with tenant_context(tenant):          # or several: tenant_context(a, b)
         Project.objects.create(...)
@@ -12,19 +11,24 @@ same values on a replica's transaction, for the reads it routes there).
 
     with system_context("purge expired exports"):   # explicit, logged bypass
         ...
+
+What it costs: a context that begins the transaction sends one statement (its
+set_config) between BEGIN and COMMIT, and nothing on leaving, since the settings end
+with the transaction. Nested in a transaction it reads the settings of before in that
+same statement and restores them with one more on leaving.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from core.db import owner_connection
+from core.db import begins_transaction, owner_connection
 from core.replicas import replica_scope
 
 logger = logging.getLogger(__name__)
@@ -52,12 +56,25 @@ def normalize_tenant_ids(tenants: Iterable) -> list[uuid.UUID]:
     return sorted({_as_uuid(tenant) for tenant in tenants})
 
 
-def _set_local(cursor, name: str, value: str) -> str:
-    """Set a transaction-scoped setting and return its previous value."""
-    cursor.execute(
-        "SELECT current_setting(%s, true), set_config(%s, %s, true)", [name, name, value]
-    )
-    return cursor.fetchone()[0] or ""
+# Restored on leaving a nested scope; the bypass is only ever turned on by system_context,
+# which always starts its own transaction, so it never needs restoring.
+_SCOPE_SETTINGS = (TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING)
+_READ_WHEN_NESTED = (*_SCOPE_SETTINGS, BYPASS_SETTING)
+
+
+def _apply(cursor, values: dict[str, str], read: tuple[str, ...] = ()) -> dict[str, str]:
+    """In one round trip: read the settings `read` (before), then set `values`, for this
+    transaction only. Returns what was read.
+
+    PostgreSQL evaluates the select list left to right, so the reads see the values of
+    before the set_config calls of the same statement.
+    """
+    reads = ["current_setting(%s, true)"] * len(read)
+    columns = reads + ["set_config(%s, %s, true)"] * len(values)
+    params = [*read, *(part for pair in values.items() for part in pair)]
+    cursor.execute("SELECT " + ", ".join(columns), params)
+    row = cursor.fetchone()
+    return {name: value or "" for name, value in zip(read, row, strict=False)}
 
 
 def current_tenant_ids(using: str = DEFAULT_DB_ALIAS) -> list[uuid.UUID]:
@@ -68,11 +85,43 @@ def current_tenant_ids(using: str = DEFAULT_DB_ALIAS) -> list[uuid.UUID]:
     return [uuid.UUID(part) for part in value.split(",") if part]
 
 
-def _read_scope(cursor) -> tuple[str, ...]:
-    """(tenant ids, scope flag, user id, bypass flag) of the current transaction."""
-    names = [TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING, BYPASS_SETTING]
-    cursor.execute("SELECT " + ", ".join(["current_setting(%s, true)"] * len(names)), names)
-    return tuple(value or "" for value in cursor.fetchone())
+@contextmanager
+def _scoped_settings(values: dict[str, str], using: str) -> Iterator[dict[str, str]]:
+    """A transaction (or savepoint) with `values` set; yields the settings of before.
+
+    Where the block starts the transaction, it ends it too, and the settings end with it
+    (set_config(..., true)): one statement, nothing read (an empty dict is yielded: a
+    new transaction has no scope of its own yet), nothing restored. Nested in a
+    transaction, the settings of before are read in that same statement and set again
+    on leaving the block, unless it rolls back to its savepoint, which restores them.
+    """
+    connection = connections[using]
+    owns_transaction = begins_transaction(using)
+    with transaction.atomic(using=using):
+        with connection.cursor() as cursor:
+            previous = _apply(cursor, values, read=() if owns_transaction else _READ_WHEN_NESTED)
+        with replica_scope(values, using=using):
+            yield previous
+        if owns_transaction or connection.needs_rollback:
+            return
+        with connection.cursor() as cursor:
+            _apply(cursor, {name: previous[name] for name in _SCOPE_SETTINGS})
+
+
+def _refuse_widening(previous: dict[str, str], ids: list[uuid.UUID]) -> None:
+    """PermissionDenied if a locked scope of before does not admit every one of `ids`."""
+    if previous.get(SCOPE_SETTING) != LOCKED or previous.get(BYPASS_SETTING) == "on":
+        return
+    allowed = set(previous[TENANT_IDS_SETTING].split(","))
+    outside = sorted(str(pk) for pk in ids if str(pk) not in allowed)
+    if outside:
+        raise PermissionDenied(
+            f"tenant_context cannot widen the request's scope to {', '.join(outside)}"
+        )
+
+
+def _ids_text(ids: list[uuid.UUID]) -> str:
+    return ",".join(map(str, ids))
 
 
 @contextmanager
@@ -85,55 +134,44 @@ def tenant_scope(
 ) -> Iterator[list[uuid.UUID]]:
     """Run the block in a transaction scoped to `tenant_ids` (possibly none).
 
-    `locked=True` is what the request middleware uses: inside a locked scope a nested
-    tenant_context may only narrow it, so a service called with a foreign tenant id
-    raises PermissionDenied instead of widening what the request sees (only
-    system_context's bypass lifts that rule). `user_id` also lets the block read that
-    user's own memberships. The outer settings are restored when the block ends.
+    `locked=True` is what the request middleware uses (through request_scope): inside a
+    locked scope a nested tenant_context may only narrow it, so a service called with a
+    foreign tenant id raises PermissionDenied instead of widening what the request sees
+    (only system_context's bypass lifts that rule). `user_id` also lets the block read
+    that user's own memberships. The outer settings are restored when the block ends.
     """
     ids = normalize_tenant_ids(tenant_ids)
-    with transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            previous_ids, previous_scope, previous_user, bypass = _read_scope(cursor)
-            if previous_scope == LOCKED and bypass != "on":
-                allowed = set(previous_ids.split(","))
-                outside = sorted(str(pk) for pk in ids if str(pk) not in allowed)
-                if outside:
-                    raise PermissionDenied(
-                        f"tenant_context cannot widen the request's scope to {', '.join(outside)}"
-                    )
-            scope = {TENANT_IDS_SETTING: ",".join(map(str, ids))}
-            if locked:
-                scope[SCOPE_SETTING] = LOCKED
-            if user_id is not None:
-                scope[USER_ID_SETTING] = str(_as_uuid(user_id, "user"))
-            for name, value in scope.items():
-                _set_local(cursor, name, value)
-        with replica_scope(scope, using=using):
-            yield ids
-        if connections[using].needs_rollback:
-            return  # rolling back to the savepoint restores the settings by itself
-        with connections[using].cursor() as cursor:
-            _set_local(cursor, TENANT_IDS_SETTING, previous_ids)
-            _set_local(cursor, SCOPE_SETTING, previous_scope)
-            _set_local(cursor, USER_ID_SETTING, previous_user)
+    values = {TENANT_IDS_SETTING: _ids_text(ids)}
+    if locked:
+        values[SCOPE_SETTING] = LOCKED
+    if user_id is not None:
+        values[USER_ID_SETTING] = str(_as_uuid(user_id, "user"))
+    with _scoped_settings(values, using) as previous:
+        # Checked after the set, which shares the read's round trip: a refusal leaves
+        # the block, whose savepoint rollback undoes the set.
+        _refuse_widening(previous, ids)
+        yield ids
 
 
 @contextmanager
-def user_context(user, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """A transaction that may read `user`'s own memberships, and no other tenant data.
+def request_scope(
+    user, tenants_of: Callable[[object], Iterable], using: str = DEFAULT_DB_ALIAS
+) -> Iterator[list[uuid.UUID]]:
+    """The transaction of one authenticated request: `user`'s tenants, locked.
 
-    How the request middleware learns which tenants to scope a request to.
+    `tenants_of(user)` (tenancy.selectors.tenant_ids_for_user) reads them first, while
+    the transaction may read only the user's own memberships (app.user_id); the tenants
+    are then set and locked (see tenant_scope) in the same transaction, so the request
+    costs three statements before its view runs and none after.
     """
-    with transaction.atomic(using=using):
+    with _scoped_settings({USER_ID_SETTING: str(_as_uuid(user, "user"))}, using) as previous:
+        ids = normalize_tenant_ids(tenants_of(user))
+        _refuse_widening(previous, ids)
         with connections[using].cursor() as cursor:
-            user_id = str(_as_uuid(user, "user"))
-            previous = _set_local(cursor, USER_ID_SETTING, user_id)
-        with replica_scope({USER_ID_SETTING: user_id}, using=using):
-            yield
-        if not connections[using].needs_rollback:
-            with connections[using].cursor() as cursor:
-                _set_local(cursor, USER_ID_SETTING, previous)
+            tenants = {TENANT_IDS_SETTING: _ids_text(ids), SCOPE_SETTING: LOCKED}
+            _apply(cursor, tenants)
+        with replica_scope(tenants, using=using):
+            yield ids
 
 
 @contextmanager
@@ -161,9 +199,9 @@ def system_context(reason: str, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]
     if not reason:
         raise ValueError("system_context needs a reason; it is logged")
     logger.warning("row-level security bypass: %s", reason, extra={"rls_bypass_reason": reason})
-    with owner_connection(using), transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            _set_local(cursor, BYPASS_SETTING, "on")
+    # owner_connection refuses to run inside a transaction: this block always starts its
+    # own, so the bypass ends with it.
+    with owner_connection(using), _scoped_settings({BYPASS_SETTING: "on"}, using):
         yield
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from tenancy.context import tenant_scope, user_context
+from tenancy.context import request_scope
 from tenancy.selectors import tenant_ids_for_user
 
 
@@ -33,15 +33,14 @@ class TenantContextMiddleware:
             request.tenant_ids = []
             return self.get_response(request)
         # The user may read their own memberships; they give the tenants to scope to.
-        with user_context(user):
-            request.tenant_ids = tenant_ids_for_user(user)
-            with tenant_scope(request.tenant_ids, user_id=user.pk, locked=True):
-                response = self.get_response(request)
-                # A view's exception reaches us as an error response (Django converts it
-                # inside every middleware): roll back, a failed request writes nothing.
-                # Refusals below 500 commit: a refused login's axes records must persist.
-                if response.status_code >= 500:
-                    transaction.set_rollback(True)
+        with request_scope(user, tenant_ids_for_user) as tenant_ids:
+            request.tenant_ids = tenant_ids
+            response = self.get_response(request)
+            # A view's exception reaches us as an error response (Django converts it
+            # inside every middleware): roll back, a failed request writes nothing.
+            # Refusals below 500 commit: a refused login's axes records must persist.
+            if response.status_code >= 500:
+                transaction.set_rollback(True)
         return response
 
     def process_exception(self, request, exception) -> None:

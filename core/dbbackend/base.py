@@ -3,9 +3,14 @@ databases are created and dropped by the owner role.
 
 The runtime role in DATABASES["default"] may not create databases or tables; tests
 still run as that role, so row-level security is exercised exactly as in production.
+
+It also lets statements bind pgvector vectors in binary (server_binding_cursor).
 """
 
 from django.db.backends.postgresql import base, client, creation
+from pgvector import Vector
+from psycopg.adapt import AdaptersMap, Dumper
+from psycopg.pq import Format
 
 from core.db import ensure_database_server, owner_connection
 
@@ -20,6 +25,28 @@ class DatabaseCreation(creation.DatabaseCreation):
             return super().destroy_test_db(*args, **kwargs)
 
 
+# How a pgvector Vector parameter travels. No type oid (0, "unknown"): the statement says
+# `::vector`, and the server reads the value with the type's own input function. So no
+# lookup of the type's oid on each new connection, and a database without the extension
+# works until a statement actually sends a vector.
+class VectorTextDumper(Dumper):
+    """A Vector in pgvector's text form: what Django's client-side binding cursors quote."""
+
+    format = Format.TEXT
+
+    def dump(self, obj: Vector) -> bytes:
+        return obj.to_text().encode()
+
+
+class VectorBinaryDumper(Dumper):
+    """A Vector in pgvector's binary form (4 bytes a dimension): server-side binding only."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: Vector) -> bytes:
+        return obj.to_binary()
+
+
 class DatabaseClient(client.DatabaseClient):
     def runshell(self, parameters):
         # dbshell runs psql from the settings alone, without a connection of its own.
@@ -31,9 +58,35 @@ class DatabaseWrapper(base.DatabaseWrapper):
     client_class = DatabaseClient
     creation_class = DatabaseCreation
 
-    def get_connection_params(self) -> dict:
+    def get_connection_params(self):
         # Every way to a connection asks for its parameters first: connect(), the pool
         # (which opens its connections from them), the test database's creation and
         # the health probes. The server starts here, once, rather than at import.
         ensure_database_server()
-        return super().get_connection_params()
+        params = super().get_connection_params()
+        adapters = AdaptersMap(params["context"])
+        adapters.register_dumper(Vector, VectorTextDumper)
+        # Registered last: the one a server-side binding cursor picks for a Vector.
+        adapters.register_dumper(Vector, VectorBinaryDumper)
+        params["context"] = adapters
+        return params
+
+    def server_binding_cursor(self):
+        """A cursor like cursor(), but binding its parameters on the server.
+
+        Django's cursors merge the parameters into the SQL text (psycopg's ClientCursor),
+        so a 1536-dimension vector travels as some 15,000 characters that Python formats
+        and the server parses. This one sends them apart (the extended protocol), a
+        pgvector Vector in binary. Nothing is prepared (prepare_threshold stays None), so
+        it is as safe behind PgBouncer's transaction pooling as cursor(); execute
+        wrappers, the query log and error wrapping apply as to any cursor.
+        """
+        self.ensure_connection()
+        raw = self.connection
+        # The psycopg connection belongs to this thread: switching its cursor class for
+        # the one call reuses Django's whole cursor set-up without copying it.
+        factory, raw.cursor_factory = raw.cursor_factory, base.ServerBindingCursor
+        try:
+            return self.cursor()
+        finally:
+            raw.cursor_factory = factory

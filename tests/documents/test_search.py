@@ -5,7 +5,10 @@ import random
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
+from pgvector import Vector
 
 from core.db import owner_connection
 from core.embedding import get_embedder
@@ -344,10 +347,10 @@ def test_search_vector_is_a_generated_column_under_a_gin_index(db):
 
 
 def test_a_large_candidate_set_is_searched_through_the_hnsw_index(tenant_a, monkeypatch):
-    from django.test.utils import CaptureQueriesContext
-
     bulk_chunks(tenant_a, 30, seed=3)
+    # As on a big table holding many of the tenant's chunks (the estimate is tested below).
     monkeypatch.setattr(selectors, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(selectors, "_candidates_estimate", lambda scope, model: 30)
     with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
         results = selectors.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode="semantic")
         with connection.cursor() as cursor:
@@ -377,8 +380,74 @@ def test_the_index_threshold_grows_with_k_and_the_table(tenant_a, monkeypatch):
 
 
 def test_a_small_candidate_set_is_sorted_exactly(tenant_a, corpus):
-    from django.test.utils import CaptureQueriesContext
-
     with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
         selectors.chunk_search(tenant=tenant_a, query="vector search", k=3, mode="semantic")
     assert not any("enable_sort" in q["sql"] for q in queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_candidates_are_estimated_from_statistics_not_counted(tenant_a, tenant_b):
+    bulk_chunks(tenant_a, 990, seed=1)
+    bulk_chunks(tenant_b, 10, seed=2)
+    analyze_chunks()
+    model = get_embedder().model
+    estimates = {}
+    for tenant in (tenant_a, tenant_b):
+        with tenant_context(tenant), CaptureQueriesContext(connection) as queries:
+            estimates[tenant.slug] = selectors._candidates_estimate(Q(), model)
+        assert [q["sql"].split()[0] for q in queries] == ["EXPLAIN"]
+    # The row-level security policy alone narrows to the tenant: each share counted once.
+    assert estimates == {tenant_a.slug: pytest.approx(990, rel=0.1), tenant_b.slug: 10}
+    # A model without chunks: the planner's floor of one row, below any threshold.
+    with tenant_context(tenant_a):
+        assert selectors._candidates_estimate(Q(), "another-model") <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_search_counts_no_rows_and_restores_nothing_when_its_transaction_ends(
+    tenant_a, monkeypatch, mode
+):
+    bulk_chunks(tenant_a, 30, seed=3)
+    monkeypatch.setattr(selectors, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(selectors, "_candidates_estimate", lambda scope, model: 30)
+    with CaptureQueriesContext(connection) as queries:
+        results = selectors.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode=mode)
+    assert len(results) == 5
+    sqls = [q["sql"] for q in queries]
+    assert not any("count(" in sql.lower() for sql in sqls)
+    # The search began its transaction: its settings end with it, the last query is
+    # followed by COMMIT alone.
+    assert sqls[-1] == "COMMIT"
+    assert "enable_sort" not in sqls[-2] and "set_config" not in sqls[-2]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_sort'), current_setting('hnsw.ef_search')")
+        assert cursor.fetchone() == ("on", "40")
+
+
+def test_the_query_vector_travels_in_binary(tenant_a, corpus):
+    captured = []
+
+    def record(execute, sql, params, many, context):
+        captured.append((sql, params, type(context["cursor"].cursor).__name__))
+        return execute(sql, params, many, context)
+
+    # Every chunk of the tenant: the rows compared below cannot differ by a tie at the k-th.
+    with tenant_context(tenant_a):
+        k = Chunk.objects.count()
+    with connection.execute_wrapper(record):
+        results = selectors.chunk_search(tenant=tenant_a, query="billing", k=k, mode="semantic")
+    [(sql, params, cursor_class)] = [c for c in captured if "<=>" in c[0]]
+    assert cursor_class == "ServerBindingCursor"
+    assert "%s::vector" in sql and len(sql) < 1000
+    [vector] = [p for p in params if isinstance(p, Vector)]
+    assert vector.dimensions() == get_embedder().dimension
+    # The same rows the QuerySet gives through Django's own (client-side binding) cursor.
+    with tenant_context(tenant_a):
+        chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
+        expected = selectors.semantic_queryset(chunks, vector.to_list(), get_embedder().model)
+        expected = list(expected[:k])
+    assert [(r.chunk_id, r.document_id, r.ordinal, r.content) for r in results] == [
+        row[:4] for row in sorted(expected, key=lambda row: (row[4], row[0]))
+    ]
+    assert [r.score for r in results] == pytest.approx([1.0 - row[4] for row in expected])

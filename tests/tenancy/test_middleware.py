@@ -8,10 +8,11 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpResponseServerError, JsonResponse
 from django.test import RequestFactory, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from documents.models import Project
 from documents.services import project_create
-from tenancy.context import current_tenant_ids, system_context, tenant_context
+from tenancy.context import current_tenant_ids, system_context, tenant_context, tenant_scope
 from tenancy.middleware import TenantContextMiddleware
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,3 +124,23 @@ def test_the_scope_ends_with_the_request(alice, tenant_a):
         assert cursor.fetchone()[0] == ""
     with tenant_context(tenant_a):
         assert current_tenant_ids() == [tenant_a.pk]
+
+
+def test_a_request_scopes_its_transaction_in_three_statements_and_restores_none(alice, tenant_a):
+    with CaptureQueriesContext(connection) as queries:
+        assert seen_by(alice)["tenants"] == [str(tenant_a.pk)]
+    sqls = [query["sql"] for query in queries]
+    set_user, memberships, set_tenants = sqls[1:4]
+    assert sqls[0] == "BEGIN" and sqls[-1] == "COMMIT"
+    assert set_user.startswith("SELECT set_config('app.user_id'")
+    assert "memberships" in memberships
+    assert "set_config('app.tenant_ids'" in set_tenants
+    assert "set_config('app.tenant_scope', 'locked'" in set_tenants
+    # The view's own statements follow; no setting is set again or restored after them.
+    assert [sql for sql in sqls if "set_config" in sql] == [set_user, set_tenants]
+    assert not any(sql.startswith(("SAVEPOINT", "RELEASE")) for sql in sqls)
+
+
+def test_a_request_inside_a_locked_scope_cannot_widen_it(superuser, tenant_a, tenant_b):
+    with tenant_scope([tenant_a], locked=True), pytest.raises(PermissionDenied):
+        seen_by(superuser)  # a superuser's request would scope to every tenant
