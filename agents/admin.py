@@ -1,4 +1,4 @@
-"""Admin for agent executions, their sources, conversations and evaluations (rights: core.admin).
+"""Admin for agent executions, sources, conversations and evaluations (rights: tenancy.admin_roles).
 
 The lifecycle (status, timestamps, attempts) belongs to agents.services and its
 triggers: the admin creates executions through execution_create and moves them only
@@ -54,13 +54,8 @@ from agents.services import (
 )
 from core.admin import (
     TIMESTAMP_FIELDS,
-    HistoryRecordMixin,
     LargeTableAdminMixin,
     RecentValuesListFilter,
-    RecordAdminMixin,
-    TenantListFilter,
-    TenantOwnedAdmin,
-    TenantOwnedAdminForm,
     UUIDValueListFilter,
     change_link,
     preview_head,
@@ -69,6 +64,13 @@ from core.admin import (
 from core.admin_sections import RelatedRows
 from documents.admin import add_project_sections, version_label
 from documents.models import Chunk, DocumentVersion
+from tenancy.admin_base import (
+    HistoryRecordMixin,
+    RecordAdminMixin,
+    TenantOwnedAdmin,
+    TenantOwnedAdminForm,
+)
+from tenancy.admin_roles import TenantListFilter
 
 # What may still change while an execution is pending; afterwards it is a record.
 EDITABLE_WHILE_PENDING = ("input_data", "model")

@@ -1,6 +1,6 @@
 """Admin for projects, document versions, knowledge documents, chunks and project templates.
 
-Rights: core.admin. New rows go through documents.services, which compute what a form
+Rights: tenancy.admin_roles. New rows go through documents.services, which compute what a form
 should not ask for (version numbers and hash chains, stored files and their checksums,
 validated template placeholders), attributed to the user who adds them. Versions are
 never changed (but for their metadata and scores) nor deleted on their own; projects are
@@ -25,16 +25,10 @@ from pgvector.django import VectorField
 from core.admin import (
     TIMESTAMP_FIELDS,
     LargeTableAdminMixin,
-    TenantListFilter,
-    TenantOwnedAdmin,
-    TenantOwnedAdminForm,
     admin_change_url,
     change_link,
-    is_superuser,
-    on_own_pages,
     preview_head,
     preview_text,
-    tenant_roles,
     vector_summary,
 )
 from core.admin_sections import RelatedRows, related_sections
@@ -49,6 +43,8 @@ from documents.services import (
     project_soft_delete,
     project_template_create,
 )
+from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
+from tenancy.admin_roles import TenantListFilter, is_superuser, on_own_pages, tenant_roles
 
 EMBEDDING_HEAD = 5
 

@@ -1,4 +1,4 @@
-"""Admin for export jobs (rights: core.admin).
+"""Admin for export jobs (rights: tenancy.admin_roles).
 
 An export is added through exports.services.export_create, which builds its file; the
 row then describes that file, and only its expiry may be changed. A completed export
@@ -24,18 +24,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from core.admin import (
-    TIMESTAMP_FIELDS,
-    HistoryRecordMixin,
-    TenantListFilter,
-    TenantOwnedAdmin,
-    admin_change_url,
-)
+from core.admin import TIMESTAMP_FIELDS, admin_change_url
 from core.admin_sections import RelatedRows
 from documents.admin import add_project_action, add_project_sections
 from documents.models import DocumentVersion, Project
 from exports.models import Export
 from exports.services import export_create, export_download
+from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin
+from tenancy.admin_roles import TenantListFilter
 
 # The manifest's own keys, shown as rows above its documents (exports.builders.build_manifest).
 MANIFEST_DOCUMENTS = "documents"

@@ -1,6 +1,6 @@
 """Admin for users, tenants and memberships.
 
-Rights (see core.admin): superusers manage everything. A staff member sees the tenants
+Rights (see tenancy.admin_roles): superusers manage everything. A staff member sees the tenants
 they belong to; owners and admins of a tenant may change it and manage its memberships
 (only an owner may grant, change or remove the owner role). Only superusers manage
 users: a staff member sees their own user row, read-only, and may change their own
@@ -19,19 +19,17 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.http import Http404
 
-from core.admin import (
-    ROLE_OWNER,
+from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
+from tenancy.admin_roles import (
     TENANT_MANAGER_ROLES,
     TenantListFilter,
-    TenantOwnedAdmin,
-    TenantOwnedAdminForm,
     is_autocomplete,
     is_superuser,
     member_users,
     tenant_roles,
     tenants_with_role,
 )
-from tenancy.models import Membership, Tenant, User
+from tenancy.models import Membership, MembershipRole, Tenant, User
 from tenancy.services import membership_set, tenant_create
 
 # Tenant roles replace Django's groups and permissions, which this user model does not have.
@@ -236,10 +234,10 @@ class MembershipAdminForm(TenantOwnedAdminForm):
         cleaned_data = super().clean()
         tenant = cleaned_data.get("tenant") or getattr(self.instance, "tenant", None)
         if (
-            cleaned_data.get("role") == ROLE_OWNER
+            cleaned_data.get("role") == MembershipRole.OWNER
             and tenant is not None
             and not is_superuser(self.request)
-            and tenant_roles(self.request).get(tenant.pk) != ROLE_OWNER
+            and tenant_roles(self.request).get(tenant.pk) != MembershipRole.OWNER
         ):
             self.add_error("role", "Only an owner of the tenant may grant the owner role.")
         return cleaned_data
@@ -266,9 +264,9 @@ class MembershipAdmin(TenantOwnedAdmin):
         # Only an owner may touch an owner's membership.
         return (
             obj is None
-            or obj.role != ROLE_OWNER
+            or obj.role != MembershipRole.OWNER
             or is_superuser(request)
-            or tenant_roles(request).get(obj.tenant_id) == ROLE_OWNER
+            or tenant_roles(request).get(obj.tenant_id) == MembershipRole.OWNER
         )
 
     def create_object(self, request, obj, form):

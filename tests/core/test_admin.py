@@ -33,20 +33,13 @@ from agents.services import (
     execution_record_sources,
     message_add,
 )
-from core.admin import (
-    ALL_ROLES,
-    CONTENT_EDITOR_ROLES,
-    TENANT_MANAGER_ROLES,
-    EstimatedCountPaginator,
-    planner_row_estimate,
-    vector_summary,
-)
+from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
 from documents.services import project_template_create
 from exports.models import Export
 from tenancy.context import tenant_context
-from tenancy.models import Membership, MembershipRole, Tenant, User
+from tenancy.models import Membership, Tenant, User
 from tests.admin_helpers import admin_url
 from tests.storages import point_storages
 
@@ -402,11 +395,6 @@ def test_user_emails_are_unique_ignoring_case(root_client, alice):
 
 def test_groups_are_not_in_the_admin(root_client, db):
     assert b"Groups" not in root_client.get(reverse("admin:index")).content
-
-
-def test_core_roles_match_membership_roles():
-    assert set(MembershipRole.values) == ALL_ROLES
-    assert TENANT_MANAGER_ROLES < CONTENT_EDITOR_ROLES < ALL_ROLES
 
 
 def test_vector_summary_shows_dimension_and_head():

@@ -14,8 +14,9 @@ from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy import admin as tenancy_admin
+from tenancy.admin_roles import ALL_ROLES, CONTENT_EDITOR_ROLES, TENANT_MANAGER_ROLES
 from tenancy.context import tenant_context
-from tenancy.models import Membership, Tenant, User
+from tenancy.models import Membership, MembershipRole, Tenant, User
 from tenancy.services import membership_set
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
 from tests.conftest import make_member
@@ -542,3 +543,8 @@ def test_membership_admin_changes_a_role_through_the_service(
     assert response.status_code == 302
     assert service_calls == [(tenant_a.pk, editor.pk, "viewer")]
     assert membership_of(tenant_a, editor).role == "viewer"
+
+
+def test_the_admin_roles_cover_every_membership_role_and_nest():
+    assert set(MembershipRole.values) == ALL_ROLES
+    assert TENANT_MANAGER_ROLES < CONTENT_EDITOR_ROLES < ALL_ROLES
