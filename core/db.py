@@ -72,6 +72,11 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         _reconnect(connection, current)
 
 
+# The SQL of advisory_xact_lock, for a statement that takes the lock along with other
+# work (one round trip instead of two); its one parameter is the key.
+ADVISORY_XACT_LOCK_SQL = "pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+
 def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     """Hold an advisory lock on `key` until the current transaction ends.
 
@@ -82,7 +87,7 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     if not connections[using].in_atomic_block:
         raise RuntimeError("advisory_xact_lock needs a transaction")
     with connections[using].cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
 
 
 # The policy every tenant table grants to the owner role alone, admitting every row

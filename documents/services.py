@@ -19,12 +19,12 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.db.models import Count, Q
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
-from core.db import advisory_xact_lock, require_sees_every_row
+from core.db import ADVISORY_XACT_LOCK_SQL, require_sees_every_row
 from core.embedding import Embedder, get_embedder
 from core.files import OrphanSweep, delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
@@ -150,8 +150,7 @@ def document_version_create(
     validate_version_content(content)  # before hashing, which needs UTF-8
     content_sha256 = sha256_hex(content)
     with tenant_context(tenant):
-        # Writers of one document queue here: versions come out 1..N, no gaps, one chain.
-        advisory_xact_lock(f"document_versions:{project.pk}:{document_type}")
+        _lock_document(project, document_type, by)
         latest = (
             DocumentVersion.objects.filter(project=project, document_type=document_type)
             .order_by("-version")
@@ -174,9 +173,38 @@ def document_version_create(
             grammar_score=grammar_score,
             created_by=by,
         )
-        version.full_clean(validate_constraints=False)
+        # No lookups: _lock_document checked the project and the author, the id is a
+        # new UUIDv7, and the constraints are the database's, behind the document's lock.
+        version.full_clean(
+            exclude=["tenant", "project", "created_by"],
+            validate_unique=False,
+            validate_constraints=False,
+        )
         version.save()
     return version
+
+
+def _lock_document(project: Project, document_type: str, by) -> None:
+    """Queue behind the other writers of the document, so versions come out 1..N in one
+    chain; raise ValidationError naming `project` or `created_by` if either is gone.
+
+    One statement does what took five: the advisory lock, and the project and author
+    lookups of full_clean. The project's row is locked FOR KEY SHARE, so it cannot be
+    deleted before the version commits.
+    """
+    author = getattr(by, "pk", by)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {ADVISORY_XACT_LOCK_SQL},"
+            " %s::uuid IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = %s)"
+            " FROM projects WHERE id = %s FOR KEY SHARE OF projects",
+            [f"document_versions:{project.pk}:{document_type}", author, author, project.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise ValidationError({"project": f"Project {project.pk} does not exist."})
+    if not row[1]:
+        raise ValidationError({"created_by": f"User {author} does not exist."})
 
 
 def _check_expected_latest(
