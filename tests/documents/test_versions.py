@@ -42,7 +42,7 @@ def test_unchanged_content_returns_the_latest_version(tenant_a, project):
     again = services.document_version_create(
         tenant=tenant_a, project=project, document_type="plan", content="same"
     )
-    assert again.pk == v1.pk
+    assert (again.pk, again.content, again.version) == (v1.pk, "same", 1)
     with tenant_context(tenant_a):
         assert DocumentVersion.objects.count() == 1
 
