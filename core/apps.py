@@ -21,6 +21,6 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from core import checks  # noqa: F401  (registers the system checks)
+        from core import checks, lookups  # noqa: F401  (register the checks and lookups)
 
         post_migrate.connect(_grant_runtime_privileges, sender=self)
