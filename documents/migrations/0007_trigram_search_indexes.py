@@ -8,7 +8,8 @@ writes (CONCURRENTLY, which cannot run in a transaction: not atomic).
 
 import core.safe_migration
 import django.contrib.postgres.indexes
-from django.contrib.postgres.operations import AddIndexConcurrently, TrigramExtension
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations
 
 
 class Migration(core.safe_migration.Migration):
@@ -19,7 +20,13 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        TrigramExtension(),
+        # RunSQL rather than TrigramExtension, which writes nothing (in sqlmigrate too)
+        # where the extension exists, so the SQL shown would lack it. Reversing drops it
+        # only if nothing else (another app's index) still uses it.
+        migrations.RunSQL(
+            sql="CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            reverse_sql="DROP EXTENSION IF EXISTS pg_trgm RESTRICT",
+        ),
         AddIndexConcurrently(
             model_name='project',
             index=django.contrib.postgres.indexes.GinIndex(fields=['name'], name='projects_name_trgm', opclasses=['gin_trgm_ops']),
