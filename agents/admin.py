@@ -170,7 +170,11 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         TenantListFilter,
         ("started_at", admin.DateFieldListFilter),
     )
-    search_fields = ("agent_type", "model", "=idempotency_key")
+    search_fields = (
+        "agent_type__trigram_icontains",
+        "model__trigram_icontains",
+        "idempotency_key__exact",
+    )
     # A run, a project or a parent step is found by pasting its UUID.
     uuid_search_fields = ("id", "correlation_id", "project_id", "parent_id")
     autocomplete_fields = ("tenant", "project", "parent", "produced_version")
@@ -378,7 +382,7 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
     )
     list_filter = (TenantListFilter, ("created_at", admin.DateFieldListFilter))
     # Which executions read this exact text? Paste its hash (or a UUID below).
-    search_fields = ("=chunk_sha256",)
+    search_fields = ("chunk_sha256__exact",)
     uuid_search_fields = ("id", "execution_id", "chunk_id", "document_id")
     raw_id_fields = ("execution", "chunk")
     list_select_related = ("execution", "tenant")
@@ -420,7 +424,7 @@ class ConversationMessageAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantO
     # The message opens from its position; project and execution open theirs.
     list_display_links = ("position",)
     list_filter = ("role", TenantListFilter, ("created_at", admin.DateFieldListFilter))
-    search_fields = ("project__name",)
+    search_fields = ("project__name__trigram_icontains",)
     uuid_search_fields = ("id", "project_id", "execution_id")
     autocomplete_fields = ("tenant", "project", "execution")
     list_select_related = ("project", "execution", "tenant")
@@ -801,7 +805,7 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
         TenantListFilter,
         ("created_at", admin.DateFieldListFilter),
     )
-    search_fields = ("=node", "=error_type")
+    search_fields = ("node__exact", "error_type__exact")
     uuid_search_fields = ("id", "execution_id")
     raw_id_fields = ("execution",)
     list_select_related = ("execution", "tenant")

@@ -177,6 +177,11 @@ class AgentExecution(TenantOwnedModel):
             models.Index(fields=["produced_version", "tenant"], name="agent_exec_produced_idx"),
             GinIndex(fields=["input_data"], name="agent_exec_input_gin"),
             GinIndex(fields=["output_data"], name="agent_exec_output_gin"),
+            # The admin's search by agent type or model (ILIKE '%term%', core.lookups).
+            GinIndex(
+                fields=["agent_type"], name="agent_exec_agent_type_trgm", opclasses=["gin_trgm_ops"]
+            ),
+            GinIndex(fields=["model"], name="agent_exec_model_trgm", opclasses=["gin_trgm_ops"]),
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,

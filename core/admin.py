@@ -23,7 +23,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import FieldDoesNotExist
-from django.core.paginator import Paginator
+from django.core.paginator import InvalidPage, Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.db.models.functions import Left
@@ -71,28 +71,54 @@ def planner_row_estimate(queryset: QuerySet) -> int:
 
 
 class EstimatedCountPaginator(Paginator):
-    """A paginator that never runs COUNT(*) over a big table.
+    """A paginator for big tables: no COUNT(*), and no row read beyond the page shown.
 
-    It fetches at most `exact_count_limit + 1` primary keys (no ORDER BY, so the scan
-    stops early): a result at or under the limit is counted exactly, a bigger one is
-    the planner's estimate (`planner_row_estimate`), and `count_is_estimated` says so.
-    Pages past the true end come out empty rather than failing.
+    `page(number)` reads the page with one row more (LIMIT per_page + 1): that is the
+    page query the changelist needs anyway, and the extra row says whether more follow.
+    If none do, the count is exact (the rows before the page and on it); if some do, it
+    is the planner's estimate (`planner_row_estimate`), never less than the rows seen,
+    and `count_is_estimated` says so. Asked before any page, `count` reads the first.
+    The page keeps the rows it read: showing it sends no other query. A page past the
+    true end is an EmptyPage, as in Django's Paginator.
     """
 
-    exact_count_limit = 1000
-
     count_is_estimated = False
+    _read: tuple[int, list] | None = None  # (page number, its rows and the one after)
 
     @cached_property
     def count(self) -> int:
         if not isinstance(self.object_list, QuerySet):
             return super().count
-        limit = self.exact_count_limit
-        seen = len(self.object_list.order_by().values_list("pk", flat=True)[: limit + 1])
-        if seen <= limit:
-            return seen
+        return self._read_page(1)
+
+    def page(self, number):
+        if not isinstance(self.object_list, QuerySet):
+            return super().page(number)
+        if "count" not in self.__dict__:
+            # validate_number below needs the count: reading this page settles it.
+            self.__dict__["count"] = self._read_page(self._requested(number))
+        page = super().page(number)
+        if self._read is not None and self._read[0] == page.number:
+            # A QuerySet still (callers may read its SQL), holding the rows already read.
+            page.object_list._result_cache = self._read[1][: self.per_page]
+            page.object_list._prefetch_done = True
+        return page
+
+    def _requested(self, number) -> int:
+        try:
+            return max(1, int(number))
+        except (TypeError, ValueError):
+            return 1  # super().page() refuses it with Django's own error
+
+    def _read_page(self, number: int) -> int:
+        """Read page `number` and one row more; return the count that follows from it."""
+        offset = (number - 1) * self.per_page
+        rows = list(self.object_list[offset : offset + self.per_page + 1])
+        self._read = (number, rows)
+        if len(rows) <= self.per_page:
+            return offset + len(rows)
         self.count_is_estimated = True
-        return max(seen, planner_row_estimate(self.object_list))
+        return max(offset + len(rows), planner_row_estimate(self.object_list))
 
 
 class DeferringChangeList(ChangeList):
@@ -104,19 +130,51 @@ class DeferringChangeList(ChangeList):
         return queryset.defer(*deferred) if deferred else queryset
 
 
+class LargeTableChangeList(DeferringChangeList):
+    """A changelist whose only read of the table is its page (EstimatedCountPaginator).
+
+    Django's ChangeList counts first, and when everything fits on one page reads the
+    whole result again without a LIMIT; here the page read settles both. "Show all" is
+    offered only for a result known to be small: an estimate may be far off.
+    """
+
+    def get_results(self, request):
+        paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
+        try:
+            page = paginator.page(self.page_num)
+        except InvalidPage as error:
+            raise IncorrectLookupParameters(error) from error
+        self.result_count = paginator.count
+        self.full_result_count = None
+        self.show_full_result_count = False
+        self.show_admin_actions = True
+        self.can_show_all = (
+            not paginator.count_is_estimated and paginator.count <= self.list_max_show_all
+        )
+        self.multi_page = paginator.count > self.list_per_page
+        show_all = self.show_all and self.can_show_all and self.multi_page
+        self.result_list = self.queryset._clone() if show_all else page.object_list
+        self.paginator = paginator
+
+
 class LargeTableAdminMixin:
     """Changelist settings for tables with millions of rows (chunks, versions, executions).
 
-    No COUNT(*) over the table (estimated paginator, no full result count, no facet
-    counts), newest first through the primary-key index (UUIDv7 ids are time-ordered),
-    and no date_hierarchy: its year/month links scan the whole table; use a
-    DateFieldListFilter instead, which only adds a WHERE clause.
+    No COUNT(*) over the table and no read beyond the page (LargeTableChangeList, no
+    full result count, no facet counts), newest first through the primary-key index
+    (UUIDv7 ids are time-ordered), and no date_hierarchy: its year/month links scan the
+    whole table; use a DateFieldListFilter instead, which only adds a WHERE clause.
+    Text searches go through trigram indexes (`<column>__trigram_icontains`, core.lookups)
+    or exact matches (`<column>__exact`), never a bare `icontains` that scans the table.
     """
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     ordering = ("-id",)
+
+    def get_changelist(self, request, **kwargs):
+        return LargeTableChangeList
 
 
 # --- What a changelist shows -----------------------------------------------------------
@@ -208,7 +266,7 @@ class RecentValuesListFilter(admin.SimpleListFilter):
     """
 
     field_name: str | None = None
-    sample_size = 500
+    sample_size = 100
 
     @property
     def column(self) -> str:

@@ -22,7 +22,7 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from core import checks  # noqa: F401  (registers the system checks)
+        from core import checks, lookups  # noqa: F401  (register the checks and lookups)
         from core.replicas import watch_primary_writes
 
         post_migrate.connect(_grant_runtime_privileges, sender=self)

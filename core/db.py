@@ -106,6 +106,11 @@ def begins_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
     return not connection.in_atomic_block and connection.get_autocommit()
 
 
+# The SQL of advisory_xact_lock, for a statement that takes the lock along with other
+# work (one round trip instead of two); its one parameter is the key.
+ADVISORY_XACT_LOCK_SQL = "pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+
 def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     """Hold an advisory lock on `key` until the current transaction ends.
 
@@ -116,7 +121,7 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
     if not connections[using].in_atomic_block:
         raise RuntimeError("advisory_xact_lock needs a transaction")
     with connections[using].cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
 
 
 # The policy every tenant table grants to the owner role alone, admitting every row

@@ -1,8 +1,10 @@
 """The LEAKPROOF marks on the operators our GIN indexes serve under row-level security.
 
 Under row-level security PostgreSQL only lets an index serve operators it knows cannot
-leak rows through errors (LEAKPROOF). These back the full-text (@@), array (@>, &&)
-and jsonb (@>) searches that our GIN indexes exist for; none of them raises on data.
+leak rows through errors (LEAKPROOF). These back the full-text (@@), array (@>, &&),
+jsonb (@>) and ILIKE searches that our GIN indexes exist for (ILIKE through pg_trgm's
+trigram indexes, the admin's text search); none of them raises on the row's data (ILIKE
+only on a malformed pattern, which is the query's, not the row's).
 Only a superuser can mark them, and the marks live in each database's catalog:
 pg_dump does not carry them (they change built-in functions), so the embedded
 bootstrap, a restore and DATABASE_URL set-ups (README, "Your own PostgreSQL") apply
@@ -16,6 +18,7 @@ LEAKPROOF_FUNCTIONS = (
     "arraycontains(anyarray, anyarray)",
     "arrayoverlap(anyarray, anyarray)",
     "jsonb_contains(jsonb, jsonb)",
+    "texticlike(text, text)",
 )
 
 

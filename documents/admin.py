@@ -141,7 +141,7 @@ class ProjectAdmin(TenantOwnedAdmin):
         "updated_at",
     )
     list_filter = (ProjectStateFilter, "status", "current_step", TenantListFilter)
-    search_fields = ("name",)
+    search_fields = ("name__trigram_icontains",)
     autocomplete_fields = ("tenant",)
     list_select_related = ("tenant", "created_by")
     readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at")
@@ -244,7 +244,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     # The version opens from its type and number; the project column opens the project.
     list_display_links = ("document_type", "version")
     list_filter = ("document_type", TenantListFilter, ("created_at", admin.DateFieldListFilter))
-    search_fields = ("project__name",)
+    search_fields = ("project__name__trigram_icontains",)
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
     list_select_related = ("project", "tenant")
@@ -383,7 +383,7 @@ class DocumentAdmin(TenantOwnedAdmin):
         "created_at",
     )
     list_filter = ("status", TenantListFilter)
-    search_fields = ("title",)
+    search_fields = ("title__trigram_icontains",)
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
     list_select_related = ("tenant", "project")
@@ -456,7 +456,7 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     # The chunk opens from its number; the document column opens the document.
     list_display_links = ("ordinal",)
     list_filter = (TenantListFilter, EmbeddingFilter, ("created_at", admin.DateFieldListFilter))
-    search_fields = ("document__title",)
+    search_fields = ("document__title__trigram_icontains",)
     uuid_search_fields = ("id", "document_id")
     autocomplete_fields = ("tenant", "document")
     list_select_related = ("document", "tenant")

@@ -64,6 +64,11 @@ def validate_chunking(chunk_size: int, chunk_overlap: int) -> None:
         raise ValidationError(errors)
 
 
+def has_tokens(text: str) -> bool:
+    """Whether split_text would make any chunk of `text`, without splitting it."""
+    return TOKEN_RE.search(text) is not None
+
+
 def split_text(text: str, *, chunk_size: int, chunk_overlap: int) -> list[TextChunk]:
     """Windows of `chunk_size` tokens, each starting `chunk_size - chunk_overlap` later.
 

@@ -104,6 +104,9 @@ class Project(TenantOwnedModel):
             ),
             # metadata @> '{...}' lookups.
             GinIndex(fields=["metadata"], name="projects_metadata_gin"),
+            # The admin's search by project name, on every table that lists a project
+            # (ILIKE '%term%', core.lookups).
+            GinIndex(fields=["name"], name="projects_name_trgm", opclasses=["gin_trgm_ops"]),
         ]
 
     def __str__(self) -> str:
@@ -289,6 +292,8 @@ class Document(TenantOwnedModel):
             models.Index(fields=["project"], name="documents_project_idx"),
             models.Index(fields=["created_by"], name="documents_creator_idx"),
             GinIndex(fields=["metadata"], name="documents_metadata_gin"),
+            # The admin's search by title, of documents and of their chunks (ILIKE '%term%').
+            GinIndex(fields=["title"], name="documents_title_trgm", opclasses=["gin_trgm_ops"]),
         ]
 
     def __str__(self) -> str:

@@ -23,12 +23,14 @@ ALTER SCHEMA public OWNER TO :"owner";
 CREATE EXTENSION IF NOT EXISTS vector;
 
 -- Under row-level security PostgreSQL lets an index serve only operators marked
--- LEAKPROOF: these back the full-text (@@), array (@>, &&) and jsonb (@>) searches
--- that the GIN indexes exist for, and none of them raises on data. Superuser only.
+-- LEAKPROOF: these back the full-text (@@), array (@>, &&), jsonb (@>) and ILIKE
+-- (trigram) searches that the GIN indexes exist for, and none of them raises on data.
+-- Superuser only.
 ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF;
 ALTER FUNCTION arraycontains(anyarray, anyarray) LEAKPROOF;
 ALTER FUNCTION arrayoverlap(anyarray, anyarray) LEAKPROOF;
 ALTER FUNCTION jsonb_contains(jsonb, jsonb) LEAKPROOF;
+ALTER FUNCTION texticlike(text, text) LEAKPROOF;
 
 -- The same in template1, so every database made later (a test database) has them.
 \connect template1
@@ -37,3 +39,4 @@ ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF;
 ALTER FUNCTION arraycontains(anyarray, anyarray) LEAKPROOF;
 ALTER FUNCTION arrayoverlap(anyarray, anyarray) LEAKPROOF;
 ALTER FUNCTION jsonb_contains(jsonb, jsonb) LEAKPROOF;
+ALTER FUNCTION texticlike(text, text) LEAKPROOF;

@@ -15,6 +15,16 @@ from django.conf import settings
 import django.core.validators
 from django.db import migrations, models
 
+# pgvector builds an HNSW graph in memory only while it fits in maintenance_work_mem
+# (100k x 1536 vectors take about 1.2 GB); beyond that it goes on from disk, several
+# times slower. Raised for this migration's transaction only, and never lowered where
+# the server already allows more.
+HNSW_BUILD_MEMORY = "2GB"
+RAISE_MAINTENANCE_WORK_MEM = f"""
+SELECT set_config('maintenance_work_mem', '{HNSW_BUILD_MEMORY}', true)
+WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('{HNSW_BUILD_MEMORY}');
+"""
+
 
 class Migration(core.safe_migration.Migration):
 
@@ -117,6 +127,8 @@ class Migration(core.safe_migration.Migration):
                 'triggers': [pgtrigger.compiler.Trigger(name='set_updated_at', sql=pgtrigger.compiler.UpsertTriggerSql(func='NEW.updated_at = now(); RETURN NEW;', hash='95dd48fc49d3d0c4279fa3b0a8e6394dcff498ef', operation='UPDATE', pgid='pgtrigger_set_updated_at_03a01', table='documents', when='BEFORE'))],
             },
         ),
+        # Ends with the transaction: nothing to undo.
+        migrations.RunSQL(sql=RAISE_MAINTENANCE_WORK_MEM, reverse_sql=migrations.RunSQL.noop),
         migrations.CreateModel(
             name='Chunk',
             fields=[

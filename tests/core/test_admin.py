@@ -13,6 +13,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.paginator import EmptyPage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -34,6 +35,7 @@ from agents.services import (
     message_add,
 )
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
+from core.db import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
 from documents.services import project_template_create
@@ -263,14 +265,67 @@ def test_chunk_changelist_estimates_a_large_result(root_client, tenant_a, alice,
     with tenant_context(tenant_a):
         for ordinal in range(1, 6):
             Chunk.objects.create(tenant=tenant_a, document=document, ordinal=ordinal, content="x")
-    monkeypatch.setattr(EstimatedCountPaginator, "exact_count_limit", 2)
+    monkeypatch.setattr(admin.site.get_model_admin(Chunk), "list_per_page", 2)
     with CaptureQueriesContext(connection) as queries:
         response = root_client.get(admin_url(Chunk, "changelist"))
     assert response.context["cl"].paginator.count_is_estimated
     assert response.context["cl"].result_count >= 3
+    assert len(response.context["cl"].result_list) == 2
     assert "about" in response.content.decode()
     assert any(q["sql"].startswith("EXPLAIN") for q in queries.captured_queries)
     assert not [q["sql"] for q in queries.captured_queries if _counts_on(q["sql"], "chunks")]
+
+
+def _row_reads(queries, table: str) -> list[str]:
+    """The statements that read rows of `table` (not EXPLAINs, not joins into it)."""
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and f' FROM "{table}"' in q["sql"]
+    ]
+
+
+@pytest.mark.parametrize("model", BIG_TABLES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("many", [False, True], ids=["one page", "more pages"])
+def test_big_table_changelist_reads_nothing_beyond_its_page(
+    root_client, rows, model, many, monkeypatch
+):
+    model_admin = admin.site.get_model_admin(model)
+    per_page = 1 if many else model_admin.list_per_page
+    monkeypatch.setattr(model_admin, "list_per_page", per_page)
+    if many:
+        make_rows(rows[Tenant], rows[User], "B")
+    with CaptureQueriesContext(connection) as queries:
+        response = root_client.get(admin_url(model, "changelist"))
+    assert response.status_code == 200
+    table = model._meta.db_table
+    reads = _row_reads(queries, table)
+    # The page, one row longer, read once; filters' choices may read a bounded sample.
+    pages = [sql for sql in reads if sql.endswith(f"LIMIT {per_page + 1}")]
+    assert len(pages) == 1, reads
+    assert all(re.search(r"LIMIT \d+$", sql) for sql in reads), reads
+    assert not [sql for sql in reads if f'SELECT "{table}"."id" AS "pk" FROM' in sql], reads
+    assert len(response.context["cl"].result_list) == 1
+    assert response.context["cl"].paginator.count_is_estimated is many
+
+
+def test_paginator_serves_the_page_it_read_without_another_query(tenant_a, alice):
+    make_rows(tenant_a, alice, "A")
+    make_rows(tenant_a, alice, "B")
+    with tenant_context(tenant_a):
+        paginator = EstimatedCountPaginator(Chunk.objects.order_by("id"), 1)
+        with CaptureQueriesContext(connection) as queries:
+            shown = list(paginator.page(2).object_list)
+        assert shown == list(Chunk.objects.order_by("id")[1:2])
+    assert paginator.count == 2
+    assert not paginator.count_is_estimated
+    assert len(queries.captured_queries) == 1
+
+
+def test_paginator_refuses_a_page_past_the_end(tenant_a, alice):
+    make_rows(tenant_a, alice, "A")
+    with tenant_context(tenant_a), pytest.raises(EmptyPage):
+        EstimatedCountPaginator(Chunk.objects.order_by("id"), 10).page(3)
 
 
 def test_paginator_counts_small_results_exactly(tenant_a, alice):
@@ -313,6 +368,71 @@ def test_search_by_uuid_finds_a_run(root_client, rows):
         admin_url(AgentExecution, "changelist"), {"q": str(execution.correlation_id)}
     )
     assert [e.pk for e in response.context["cl"].result_list] == [execution.pk]
+
+
+def _filler(model, rows: dict, number: int):
+    """A row of `model` for the trigram test, in the tenant of `rows`, named by `number`."""
+    tenant, project = rows[Tenant], rows[Project]
+    if model is AgentExecution:
+        return AgentExecution(
+            tenant=tenant,
+            project=project,
+            agent_type=f"writer-{number}",
+            model="gpt-4o-mini",
+            correlation_id=uuid7(),
+        )
+    if model is Project:
+        return Project(tenant=tenant, name=f"Project {number}")
+    return Document(tenant=tenant, title=f"Handbook {number}", storage_key=f"bench/{uuid7()}")
+
+
+# Each searched text column and the trigram index that must serve the admin's search on it
+# (chunks, versions and messages search through the same project and document indexes).
+TRIGRAM_SEARCHES = [
+    (AgentExecution, ("agent_exec_agent_type_trgm", "agent_exec_model_trgm")),
+    (Project, ("projects_name_trgm",)),
+    (Document, ("documents_title_trgm",)),
+]
+
+
+@pytest.mark.django_db(transaction=True)  # ANALYZE (as the owner) must see the rows
+@pytest.mark.parametrize(
+    ("model", "indexes"), TRIGRAM_SEARCHES, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_admin_text_search_uses_the_trigram_indexes(rows, rf, superuser, model, indexes):
+    request = rf.get("/")
+    request.user = superuser
+    searched, _ = admin.site.get_model_admin(model).get_search_results(
+        request, model._default_manager.all(), "zeppelin"
+    )
+    # Enough rows in the tenant that its own index is no shortcut, statistics that say so
+    # (VACUUM also empties GIN's pending list, which the planner costs as a scan), and no
+    # sequential scan to fall back on. Under row-level security, as the admin runs: an
+    # index serves ILIKE there only because texticlike is LEAKPROOF.
+    with tenant_context(rows[Tenant]):
+        model.objects.bulk_create(_filler(model, rows, number) for number in range(3000))
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute(f'VACUUM ANALYZE "{model._meta.db_table}"')
+    with tenant_context(rows[Tenant]), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = searched.explain()
+    for index in indexes:
+        assert index in plan, plan
+
+
+def test_admin_text_search_matches_wildcards_literally(root_client, rows):
+    project = rows[Project]
+    with tenant_context(project.tenant_id):
+        Project.objects.filter(pk=project.pk).update(name="Growth 50% plan")
+        other = Project.objects.create(tenant_id=project.tenant_id, name="Growth 500 plan")
+    found = [
+        p.pk
+        for p in root_client.get(admin_url(Project, "changelist"), {"q": "50%"})
+        .context["cl"]
+        .result_list
+    ]
+    assert found == [project.pk]
+    assert other.pk not in found
 
 
 def test_search_by_text_still_works(root_client, rows):

@@ -6,6 +6,7 @@ import threading
 import uuid
 from datetime import timedelta
 
+import numpy
 import pgtrigger
 import pytest
 from django.core.exceptions import ValidationError
@@ -76,6 +77,33 @@ def test_text_becomes_a_ready_document_with_embedded_chunks(tenant_a, alice):
     assert len(chunks[0].embedding) == 1536
     with tenant_context(tenant_a):
         assert Document.objects.get(pk=document.pk).status == Document.Status.READY
+
+
+def test_chunks_keep_the_embedders_vectors_and_their_offsets(tenant_a):
+    """The binary insert stores what the embedder made, to float4 precision."""
+    document = services.document_ingest(
+        tenant=tenant_a, title="Numbers", text=TEXT, chunk_size=4, chunk_overlap=1
+    )
+    chunks = chunks_of(tenant_a, document)
+    pieces = split_text(TEXT, chunk_size=4, chunk_overlap=1)
+    expected = hashing_embedder([piece.content for piece in pieces])
+    assert [c.metadata for c in chunks] == [{"start": p.start, "end": p.end} for p in pieces]
+    assert [c.ordinal for c in chunks] == [0, 1, 2]
+    for chunk, vector in zip(chunks, expected, strict=True):
+        assert list(chunk.embedding) == numpy.float32(vector).tolist()
+        assert uuid.UUID(str(chunk.pk)).version == 7
+
+
+def test_a_vector_the_database_refuses_fails_the_document_without_chunks(tenant_a):
+    def not_a_number(texts):
+        return [[float("nan")] * 1536 for _ in texts]
+
+    document = services.document_ingest(
+        tenant=tenant_a, title="NaN", text=TEXT, embedder=embedder(not_a_number)
+    )
+    assert document.status == Document.Status.FAILED
+    assert "NaN" in document.error_message
+    assert chunks_of(tenant_a, document) == []
 
 
 def test_bytes_are_stored_under_a_generated_key(tenant_a):

@@ -437,10 +437,14 @@ def test_the_query_vector_travels_in_binary(tenant_a, corpus):
         k = Chunk.objects.count()
     with connection.execute_wrapper(record):
         results = selectors.chunk_search(tenant=tenant_a, query="billing", k=k, mode="semantic")
-    [(sql, params, cursor_class)] = [c for c in captured if "<=>" in c[0]]
-    assert cursor_class == "ServerBindingCursor"
-    assert "%s::vector" in sql and len(sql) < 1000
-    [vector] = [p for p in params if isinstance(p, Vector)]
+    # One kNN statement, or two where the index scan stopped short of k and the
+    # tenant's rows were then read exactly (which depends on the table's statistics).
+    knn = [c for c in captured if "<=>" in c[0]]
+    assert 1 <= len(knn) <= 2
+    for sql, _params, cursor_class in knn:
+        assert cursor_class == "ServerBindingCursor"
+        assert "%s::vector" in sql and len(sql) < 1000
+    [vector] = [p for p in knn[0][1] if isinstance(p, Vector)]
     assert vector.dimensions() == get_embedder().dimension
     # The same rows the QuerySet gives through Django's own (client-side binding) cursor.
     with tenant_context(tenant_a):

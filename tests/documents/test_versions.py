@@ -3,11 +3,13 @@ import threading
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core.hashing import sha256_hex
 from documents import selectors, services
-from documents.models import DocumentVersion
+from documents.models import DocumentVersion, Project
 from tenancy.context import tenant_context
+from tenancy.models import User
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def test_unchanged_content_returns_the_latest_version(tenant_a, project):
     again = services.document_version_create(
         tenant=tenant_a, project=project, document_type="plan", content="same"
     )
-    assert again.pk == v1.pk
+    assert (again.pk, again.content, again.version) == (v1.pk, "same", 1)
     with tenant_context(tenant_a):
         assert DocumentVersion.objects.count() == 1
 
@@ -59,6 +61,50 @@ def test_another_tenants_project_is_refused(tenant_a, tenant_b, project):
             tenant=tenant_b, project=project, document_type="about", content="x"
         )
     assert "project" in error.value.message_dict
+
+
+def test_a_deleted_project_is_refused_naming_the_field(tenant_a, project):
+    with tenant_context(tenant_a):
+        Project.all_objects.filter(pk=project.pk).delete()
+    with pytest.raises(ValidationError) as error:
+        services.document_version_create(
+            tenant=tenant_a, project=project, document_type="about", content="x"
+        )
+    assert "project" in error.value.message_dict
+    with tenant_context(tenant_a):
+        assert not DocumentVersion.objects.exists()
+
+
+def test_a_deleted_author_is_refused_naming_the_field(tenant_a, project, charlie):
+    User.objects.filter(pk=charlie.pk).delete()
+    with pytest.raises(ValidationError) as error:
+        services.document_version_create(
+            tenant=tenant_a, project=project, document_type="about", content="x", by=charlie
+        )
+    assert "created_by" in error.value.message_dict
+    with tenant_context(tenant_a):
+        assert not DocumentVersion.objects.exists()
+
+
+def test_a_version_takes_a_lock_a_read_and_an_insert_beyond_the_tenant_context(
+    tenant_a, project, alice
+):
+    """No existence lookups: the lock's statement checks project and author."""
+    services.document_version_create(
+        tenant=tenant_a, project=project, document_type="plan", content="one", by=alice
+    )
+    with CaptureQueriesContext(connection) as queries:
+        services.document_version_create(
+            tenant=tenant_a, project=project, document_type="plan", content="two", by=alice
+        )
+    own = [
+        query["sql"].split()[0]
+        for query in queries.captured_queries
+        if "set_config" not in query["sql"]
+        and "current_setting" not in query["sql"]
+        and query["sql"].split()[0] not in ("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT")
+    ]
+    assert own == ["SELECT", "SELECT", "INSERT"]
 
 
 def test_a_write_based_on_the_latest_version_is_appended(tenant_a, project):
