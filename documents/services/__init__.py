@@ -1,0 +1,63 @@
+"""Writes of the documents app, one module per concern; callers import from here.
+
+- projects: create, soft delete, restore, and the purge of soft-deleted projects;
+- versions: the append-only, hash-chained document versions;
+- templates: project templates and projects made from them;
+- uploads: knowledge documents' stored files;
+- ingestion: documents into embedded chunks, and re-embedding a tenant;
+- sweep: upload folders no document points at.
+"""
+
+from documents.services.ingestion import (
+    EMBED_BATCH_SIZE,
+    ERROR_MESSAGE_MAX_LENGTH,
+    INSERT_CHUNKS_SQL,
+    REEMBED_BATCH_SIZE,
+    IngestionError,
+    ReembedProgress,
+    chunks_reembed,
+    document_ingest,
+    document_process,
+)
+from documents.services.projects import (
+    PurgeSummary,
+    project_create,
+    project_restore,
+    project_soft_delete,
+    projects_purge_deleted,
+)
+from documents.services.sweep import ORPHAN_FILE_GRACE, documents_sweep_orphan_files
+from documents.services.templates import project_create_from_template, project_template_create
+from documents.services.uploads import DOCUMENTS_FOLDER, document_create, document_delete
+from documents.services.versions import (
+    VersionConflict,
+    document_version_create,
+    validate_version_content,
+)
+
+__all__ = [
+    "DOCUMENTS_FOLDER",
+    "EMBED_BATCH_SIZE",
+    "ERROR_MESSAGE_MAX_LENGTH",
+    "INSERT_CHUNKS_SQL",
+    "IngestionError",
+    "ORPHAN_FILE_GRACE",
+    "PurgeSummary",
+    "REEMBED_BATCH_SIZE",
+    "ReembedProgress",
+    "VersionConflict",
+    "chunks_reembed",
+    "document_create",
+    "document_delete",
+    "document_ingest",
+    "document_process",
+    "document_version_create",
+    "documents_sweep_orphan_files",
+    "project_create",
+    "project_create_from_template",
+    "project_restore",
+    "project_soft_delete",
+    "project_template_create",
+    "projects_purge_deleted",
+    "validate_version_content",
+]

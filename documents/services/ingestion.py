@@ -1,0 +1,353 @@
+"""Ingestion of knowledge documents into embedded chunks, and re-embedding a tenant."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.db.models import Q
+from pgvector import Vector
+from pgvector.psycopg.vector import register_vector_info
+from psycopg.types import TypeInfo
+
+from core.embedding import Embedder, get_embedder
+from core.models import TransactionNow
+from core.validators import unstorable, validate_storable_arguments
+from documents.chunking import has_tokens, resolve_chunking, split_text
+from documents.embeddings import check_embedder_dimension
+from documents.models import (
+    Chunk,
+    Document,
+    Project,
+)
+from documents.services.uploads import document_create
+from tenancy.context import require_tenant, tenant_context
+
+logger = logging.getLogger(__name__)
+
+
+# Texts per call to the embedder while ingesting.
+EMBED_BATCH_SIZE = 64
+# Chunks per transaction while re-embedding a tenant.
+REEMBED_BATCH_SIZE = 256
+ERROR_MESSAGE_MAX_LENGTH = 2000
+
+
+class IngestionError(Exception):
+    """A document could not be turned into chunks; the message is stored on the document."""
+
+
+class _Superseded(Exception):
+    """Another worker moved the document on while this one was processing it."""
+
+
+def _read_text(document: Document) -> str:
+    with default_storage.open(document.storage_key, "rb") as stored:
+        data = stored.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise IngestionError(
+            f"The file is not UTF-8 text ({document.content_type}): byte "
+            f"0x{data[error.start]:02x} at position {error.start} cannot be decoded."
+        ) from error
+    if reason := unstorable(text):
+        raise IngestionError(f"The file's text {reason}")
+    return text
+
+
+def _failure_message(error: Exception) -> str:
+    if isinstance(error, IngestionError):
+        message = str(error)
+    elif isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        message = "; ".join(
+            f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()
+        )
+    else:
+        message = f"{type(error).__name__}: {error}"
+    return message[:ERROR_MESSAGE_MAX_LENGTH]
+
+
+def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[list[float]]:
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        vectors.extend(embedder.embed(texts[start : start + batch_size]))
+    return vectors
+
+
+# Every chunk of a document in one INSERT whose parameters are arrays in binary, the
+# vectors in pgvector's own format. COPY would be as fast but PostgreSQL refuses COPY
+# FROM into a table whose row-level security applies to the role; this INSERT goes
+# through the policies, triggers and constraints like any other.
+INSERT_CHUNKS_SQL = """
+INSERT INTO chunks (
+    tenant_id, document_id, ordinal, content, token_count, embedding, embedding_model, metadata
+)
+SELECT %(tenant_id)s, %(document_id)s, piece.ordinal, piece.content, piece.token_count,
+       piece.embedding, %(model)s, jsonb_build_object('start', piece.start, 'end', piece.stop)
+FROM unnest(
+    %(ordinals)s::integer[], %(contents)s::text[], %(token_counts)s::integer[],
+    %(embeddings)b::vector[], %(starts)s::integer[], %(stops)s::integer[]
+) AS piece (ordinal, content, token_count, embedding, start, stop)
+"""
+# The vector type of each connection's database (its oid differs between databases).
+_vector_types: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _insert_chunks(
+    tenant_id: uuid.UUID,
+    document: Document,
+    pieces: Sequence,
+    vectors: Sequence[Sequence[float]],
+    model: str,
+) -> None:
+    """Write the chunks of `pieces` in one statement with binary parameters.
+
+    Bulk_create sent each vector as 1536 numbers in text, which Python formats and the
+    server parses again: most of an ingestion's time besides the HNSW index.
+    """
+    raw = connection.connection
+    if raw not in _vector_types:
+        _vector_types[raw] = TypeInfo.fetch(raw, "vector")
+    # A cursor of its own: psycopg binds its parameters on the server, in binary, where
+    # Django's cursors interpolate text. It runs no prepared statement (prepare_threshold
+    # is None), so it is safe behind PgBouncer's transaction pooling.
+    binary = psycopg.Cursor(raw)
+    register_vector_info(binary, _vector_types[raw])
+    wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with wrapped(binary) as cursor:
+        cursor.execute(
+            INSERT_CHUNKS_SQL,
+            {
+                "tenant_id": tenant_id,
+                "document_id": document.pk,
+                "model": model,
+                "ordinals": [piece.ordinal for piece in pieces],
+                "contents": [piece.content for piece in pieces],
+                "token_counts": [piece.token_count for piece in pieces],
+                "embeddings": [Vector(vector) for vector in vectors],
+                "starts": [piece.start for piece in pieces],
+                "stops": [piece.end for piece in pieces],
+            },
+        )
+
+
+def _processing_lease() -> timedelta:
+    return timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
+
+
+def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
+    """Move the document to processing in one conditional UPDATE, or refuse naming 'status'.
+
+    Claimable: uploaded, failed, or processing for longer than the lease (its worker
+    died). The row lock of the UPDATE makes a concurrent claim wait and then find the
+    row freshly processing, so only one worker gets it.
+    """
+    lease = _processing_lease()
+    with tenant_context(tenant_id):
+        documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+        claimed = documents.filter(
+            Q(status__in=[Document.Status.UPLOADED, Document.Status.FAILED])
+            | Q(status=Document.Status.PROCESSING, updated_at__lt=TransactionNow() - lease)
+        ).update(status=Document.Status.PROCESSING, error_message="")
+        if not claimed:
+            status = documents.values_list("status", flat=True).get()
+            if status == Document.Status.PROCESSING:
+                message = (
+                    "The document is being processed; it can be processed again once it "
+                    f"has been processing for {int(lease.total_seconds())} seconds."
+                )
+            else:
+                message = f"Only uploaded or failed documents are processed, not {status}."
+            raise ValidationError({"status": message})
+    document.status, document.error_message = Document.Status.PROCESSING, ""
+
+
+def _lock_claim(tenant_id: uuid.UUID, document: Document) -> None:
+    """Lock the row and check it is still processing (no other worker finished it)."""
+    status = (
+        Document.objects.select_for_update()
+        .values_list("status", flat=True)
+        .get(tenant_id=tenant_id, pk=document.pk)
+    )
+    if status != Document.Status.PROCESSING:
+        raise _Superseded(status)
+
+
+def document_process(
+    *,
+    tenant,
+    document: Document,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    embedder: Embedder | None = None,
+) -> Document:
+    """Split an uploaded (or failed) document into embedded chunks: processing -> ready.
+
+    On any failure (bytes not UTF-8, no text, the embedder raising or returning
+    vectors of the wrong size) no chunk is kept and the document is committed as
+    failed with the reason in error_message; it is returned, not raised, so check
+    `document.status`. Bad arguments (chunking, an embedder of the wrong dimension)
+    are refused with a ValidationError before anything changes, and so is a document
+    that is ready, or processing for less than settings.DOCUMENT_PROCESSING_LEASE_SECONDS
+    (a worker that died leaves it processing; after the lease it can be claimed again).
+    If another worker claimed it meanwhile and finished first, its result stands.
+    """
+    tenant_id = require_tenant(tenant, document=document)
+    chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+    _claim_for_processing(tenant_id, document)
+    try:
+        # One transaction (a savepoint inside the caller's): chunks and "ready" commit
+        # together or not at all.
+        with tenant_context(tenant_id):
+            pieces = split_text(
+                _read_text(document), chunk_size=chunk_size, chunk_overlap=chunk_overlap
+            )
+            if not pieces:
+                raise IngestionError("The document has no text to index.")
+            vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
+            _lock_claim(tenant_id, document)
+            _insert_chunks(tenant_id, document, pieces, vectors, embedder.model)
+            document.status = Document.Status.READY
+            document.save(update_fields=["status"])
+    except _Superseded as superseded:
+        logger.warning(
+            "document processing superseded",
+            extra={
+                "document_id": str(document.pk),
+                "tenant_id": str(tenant_id),
+                "status": str(superseded),
+            },
+        )
+        with tenant_context(tenant_id):
+            document.refresh_from_db(fields=["status", "error_message"])
+    except Exception as error:
+        message = _failure_message(error)
+        logger.warning(
+            "document processing failed",
+            extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+            exc_info=not isinstance(error, IngestionError | ValidationError),
+        )
+        with tenant_context(tenant_id):
+            # Only our own claim turns failed: a worker that finished first keeps its result.
+            Document.objects.filter(
+                tenant_id=tenant_id, pk=document.pk, status=Document.Status.PROCESSING
+            ).update(status=Document.Status.FAILED, error_message=message)
+            document.refresh_from_db(fields=["status", "error_message"])
+    return document
+
+
+def document_ingest(
+    *,
+    tenant,
+    title: str = "",
+    text: str | None = None,
+    file: File | None = None,
+    project: Project | None = None,
+    content_type: str | None = None,
+    metadata: dict | None = None,
+    by=None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    embedder: Embedder | None = None,
+) -> Document:
+    """document_create then document_process: uploaded -> processing -> ready (or failed).
+
+    Arguments that can never work (chunking, an embedder of the wrong dimension, a
+    `text` with nothing to index or with characters PostgreSQL cannot store) are
+    refused with a ValidationError before anything is stored.
+    """
+    chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+    if text is not None:
+        # A text is known before it is stored: what processing would fail on is refused
+        # now, leaving no failed document and no file behind.
+        validate_storable_arguments(text=text)
+        if not has_tokens(text):
+            raise ValidationError({"text": "The text has nothing to index."})
+    document = document_create(
+        tenant=tenant,
+        title=title,
+        text=text,
+        file=file,
+        project=project,
+        content_type=content_type,
+        metadata=metadata,
+        by=by,
+    )
+    return document_process(
+        tenant=tenant,
+        document=document,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        embedder=embedder,
+    )
+
+
+@dataclass
+class ReembedProgress:
+    """Running totals of chunks_reembed, passed to its on_batch callback."""
+
+    chunks: int = 0
+    batches: int = 0
+
+
+def chunks_reembed(
+    *,
+    tenant,
+    embedder: Embedder | None = None,
+    batch_size: int = REEMBED_BATCH_SIZE,
+    on_batch: Callable[[ReembedProgress], None] | None = None,
+) -> int:
+    """Embed every chunk of a tenant not yet embedded by `embedder`'s model (default: EMBEDDER).
+
+    Batches of chunks whose embedding is missing or of another model are embedded and
+    written, each in its own transaction, until none is left: a long run holds no lock
+    for long, chunks ingested meanwhile with the old model are picked up too, and an
+    interrupted run started again carries on where it stopped. Chunks already of this
+    model are left alone. Returns the number of chunks re-embedded.
+    """
+    tenant_id = require_tenant(tenant)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValidationError({"batch_size": "batch_size must be an integer >= 1."})
+    embedder = embedder or get_embedder()
+    check_embedder_dimension(embedder)
+    progress = ReembedProgress()
+    while True:
+        with tenant_context(tenant_id):
+            stale = Chunk.objects.filter(
+                Q(embedding__isnull=True) | ~Q(embedding_model=embedder.model),
+                tenant_id=tenant_id,
+            )
+            # FOR UPDATE re-checks the filter after waiting on a lock, so two runs never
+            # embed a chunk twice; id order keeps their locks from deadlocking.
+            locked = stale.order_by("id").only("id", "content").select_for_update()
+            batch = list(locked[:batch_size])
+            if not batch:
+                break
+            vectors = embedder.embed([chunk.content for chunk in batch])
+            for chunk, vector in zip(batch, vectors, strict=True):
+                chunk.embedding, chunk.embedding_model = vector, embedder.model
+            Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+        progress.chunks += len(batch)
+        progress.batches += 1
+        if on_batch:
+            on_batch(progress)
+    logger.info(
+        "chunks re-embedded",
+        extra={"tenant_id": str(tenant_id), "model": embedder.model, "chunks": progress.chunks},
+    )
+    return progress.chunks

@@ -1,0 +1,153 @@
+"""Projects: create, soft delete and restore, and the purge of soft-deleted ones."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models import Count
+from django.db.models.deletion import Collector
+from django.utils import timezone
+
+from core.db import require_sees_every_row
+from documents.models import (
+    Project,
+)
+from tenancy.context import require_tenant, system_context, tenant_context
+
+logger = logging.getLogger(__name__)
+
+
+def project_create(
+    *,
+    tenant,
+    name: str,
+    by=None,
+    status: str = Project.Status.DRAFT,
+    current_step: int = 1,
+    language: str = "en",
+    metadata: dict | None = None,
+) -> Project:
+    require_tenant(tenant)
+    with tenant_context(tenant):
+        project = Project(
+            tenant_id=getattr(tenant, "pk", tenant),
+            name=name,
+            created_by=by,
+            status=status,
+            current_step=current_step,
+            language=language,
+            metadata=metadata or {},
+        )
+        project.full_clean()
+        project.save()
+    return project
+
+
+def project_soft_delete(*, tenant, project: Project) -> Project:
+    """Hide the project from the default manager; its rows stay until purged."""
+    require_tenant(tenant, project=project)
+    with tenant_context(tenant):
+        if project.deleted_at is None:
+            project.deleted_at = timezone.now()
+            _save_deleted_at(project)
+    return project
+
+
+def project_restore(*, tenant, project: Project) -> Project:
+    require_tenant(tenant, project=project)
+    with tenant_context(tenant):
+        if project.deleted_at is not None:
+            project.deleted_at = None
+            _save_deleted_at(project)
+    return project
+
+
+def _save_deleted_at(project: Project) -> None:
+    project.full_clean()
+    project.save(update_fields=["deleted_at"])
+    # The trigger set updated_at; show the caller the stored value.
+    project.refresh_from_db(fields=["updated_at"])
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    """What projects_purge_deleted removed, or would remove on a dry run."""
+
+    cutoff: datetime
+    applied: bool
+    # Tenant slug -> projects purged.
+    projects_by_tenant: dict[str, int]
+    # Model label ("documents.DocumentVersion") -> rows deleted with the projects.
+    rows_by_model: dict[str, int]
+
+    @property
+    def total_projects(self) -> int:
+        return sum(self.projects_by_tenant.values())
+
+
+def _rows_to_delete(queryset) -> dict[str, int]:
+    """Rows a delete() of the queryset would remove, per model, without deleting them."""
+    collector = Collector(using=DEFAULT_DB_ALIAS, origin=queryset)
+    collector.collect(queryset)
+    counts: Counter[str] = Counter()
+    for fast in collector.fast_deletes:
+        counts[fast.model._meta.label] += fast.count()
+    for model, instances in collector.data.items():
+        counts[model._meta.label] += len(instances)
+    return {label: count for label, count in counts.items() if count}
+
+
+def projects_purge_deleted(
+    *, older_than: timedelta, apply: bool, now: datetime | None = None
+) -> PurgeSummary:
+    """Delete projects soft-deleted before `now - older_than`, in every tenant.
+
+    A system job: runs in system_context (the logged bypass of row-level security), so
+    it must not be called inside a transaction. Deleting cascades through the ORM and
+    the database to versions, agent executions and exports; knowledge documents stay
+    with the tenant (their project becomes NULL). Without `apply` nothing is deleted
+    and the summary says what would be. Idempotent: purged rows are gone. Raises
+    ImproperlyConfigured where the bypass cannot see every project (no DATABASE_OWNER_URL).
+    """
+    if older_than < timedelta(0):
+        raise ValidationError({"older_than": "older_than must not be negative."})
+    cutoff = (now or timezone.now()) - older_than
+    with system_context(f"purge_deleted: projects deleted before {cutoff.isoformat()}"):
+        # Seeing no project, it would report nothing to purge; say why instead.
+        require_sees_every_row(Project._meta.db_table, job="projects_purge_deleted")
+        doomed = Project.all_objects.filter(deleted_at__lt=cutoff)
+        if apply:
+            # Lock first: a project restored meanwhile no longer matches and is kept.
+            ids = list(doomed.select_for_update().values_list("id", flat=True))
+            doomed = Project.all_objects.filter(id__in=ids)
+        projects_by_tenant = {
+            row["tenant__slug"]: row["projects"]
+            for row in doomed.order_by("tenant__slug")
+            .values("tenant__slug")
+            .annotate(projects=Count("id"))
+        }
+        if apply:
+            _total, rows_by_model = doomed.delete()
+            rows_by_model = {label: n for label, n in rows_by_model.items() if n}
+        else:
+            rows_by_model = _rows_to_delete(doomed)
+    logger.info(
+        "purge_deleted %s",
+        "applied" if apply else "dry run",
+        extra={
+            "cutoff": cutoff.isoformat(),
+            "projects_by_tenant": projects_by_tenant,
+            "rows_by_model": rows_by_model,
+        },
+    )
+    return PurgeSummary(
+        cutoff=cutoff,
+        applied=apply,
+        projects_by_tenant=projects_by_tenant,
+        rows_by_model=rows_by_model,
+    )

@@ -1,0 +1,166 @@
+"""Knowledge documents: stored uploads, and their deletion."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import mimetypes
+import os
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from core.files import delete_file
+from core.hashing import sha256_hex
+from core.ids import uuid7
+from core.validators import validate_storable_arguments
+from documents.models import (
+    Document,
+    Project,
+)
+from tenancy.context import require_tenant, tenant_context
+
+logger = logging.getLogger(__name__)
+
+
+# Uploaded files live under documents/<tenant_id>/<document_id>/ in the default storage.
+DOCUMENTS_FOLDER = "documents"
+
+
+def _document_storage_key(tenant_id: uuid.UUID, document_id: uuid.UUID) -> str:
+    # Generated, never from user input: a file name cannot pick or overwrite a path.
+    return f"{DOCUMENTS_FOLDER}/{tenant_id}/{document_id}/{uuid.uuid4().hex}"
+
+
+def _max_upload_bytes() -> int:
+    return settings.DOCUMENT_MAX_UPLOAD_BYTES
+
+
+def _too_large(field_name: str, size: int | None, limit: int) -> ValidationError:
+    found = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return ValidationError(
+        {field_name: f"The {field_name} is {found}; documents may hold at most {limit} bytes."}
+    )
+
+
+def _measure_upload(file: File, limit: int) -> tuple[File, int, str]:
+    """The file to store, its size and hex SHA-256, read chunk by chunk up to `limit` bytes.
+
+    A seekable file is read again by the storage, so only one chunk is in memory at a
+    time; a stream that cannot rewind is kept (at most `limit` bytes) and stored from memory.
+    """
+    try:
+        declared = file.size
+    except (AttributeError, OSError, ValueError):  # a stream that cannot tell its size
+        declared = None
+    if declared is not None and declared > limit:
+        raise _too_large("file", declared, limit)
+    rewinds = file.seekable()
+    kept: list[bytes] = []
+    # Streaming needs an incremental digest; it matches core.hashing.sha256_hex of the bytes.
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in file.chunks():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("file", None, limit)
+        digest.update(chunk)
+        if not rewinds:
+            kept.append(chunk)
+    return (file if rewinds else ContentFile(b"".join(kept))), size, digest.hexdigest()
+
+
+def document_create(
+    *,
+    tenant,
+    title: str = "",
+    text: str | None = None,
+    file: File | None = None,
+    project: Project | None = None,
+    content_type: str | None = None,
+    metadata: dict | None = None,
+    by=None,
+) -> Document:
+    """Store a knowledge document's bytes (from `text` or an uploaded `file`) as uploaded.
+
+    The bytes go to the `default` storage under a generated key; the row records
+    their size, SHA-256 and content type. More than settings.DOCUMENT_MAX_UPLOAD_BYTES
+    is refused (ValidationError on "file" or "text") before anything is stored.
+    document_process() makes the chunks. Should the caller's transaction roll back,
+    the stored file is left for documents_sweep_orphan_files.
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    if (text is None) == (file is None):
+        raise ValidationError({"file": "Give either text or file, not both or neither."})
+    limit = _max_upload_bytes()
+    if text is not None:
+        validate_storable_arguments(text=text)  # an indexed text becomes chunks: text columns
+        data = text.encode("utf-8")
+        if len(data) > limit:
+            raise _too_large("text", len(data), limit)
+        content, size, sha256 = ContentFile(data), len(data), sha256_hex(data)
+        content_type = content_type or "text/plain"
+    else:
+        content, size, sha256 = _measure_upload(file, limit)
+        file_name = os.path.basename(file.name or "")
+        title = title or file_name
+        content_type = (
+            content_type
+            or getattr(file, "content_type", None)
+            or mimetypes.guess_type(file_name)[0]
+            or "application/octet-stream"
+        )
+    if not title:
+        raise ValidationError({"title": "A title is required for a document from text."})
+    document = Document(
+        id=uuid7(),
+        tenant_id=tenant_id,
+        project=project,
+        title=title,
+        content_type=content_type,
+        size_bytes=size,
+        sha256=sha256,
+        metadata=metadata or {},
+        created_by=by,
+    )
+    document.storage_key = _document_storage_key(tenant_id, document.id)
+    with tenant_context(tenant_id):
+        # Inside the context: validating the project foreign key reads the project row.
+        document.full_clean()
+        document.storage_key = default_storage.save(document.storage_key, content)
+        try:
+            document.save()
+        except BaseException:
+            default_storage.delete(document.storage_key)
+            raise
+    return document
+
+
+def document_delete(*, tenant, document: Document) -> None:
+    """Delete a knowledge document and its chunks; its file goes once the deletion commits.
+
+    A rollback keeps both the row and the file. Should deleting the file fail after the
+    commit, the error is logged and documents_sweep_orphan_files removes it later.
+    Deleting a document that is already gone does nothing.
+    """
+    tenant_id = require_tenant(tenant, document=document)
+    with tenant_context(tenant_id):
+        rows = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+        # The stored key, not the instance's: the instance may be stale.
+        storage_key = rows.values_list("storage_key", flat=True).first()
+        if storage_key is None:
+            return
+        rows.delete()
+        transaction.on_commit(
+            functools.partial(delete_file, default_storage, storage_key), robust=True
+        )
+    logger.info(
+        "document deleted",
+        extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+    )
