@@ -62,7 +62,7 @@ from core.admin import (
     preview_text,
 )
 from core.admin_sections import RelatedRows
-from documents.admin import add_project_sections, version_label
+from documents.admin import add_project_sections, diff_html, version_label
 from documents.models import Chunk, DocumentVersion
 from tenancy.admin_base import (
     HistoryRecordMixin,
@@ -572,7 +572,7 @@ class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
     @admin.display(description="diff from the base version")
     def proposal_diff(self, obj: ChangeProposal) -> SafeString:
         diff = change_proposal_diff(tenant=obj.tenant_id, proposal=obj)
-        return diff.as_html()
+        return diff_html(diff)
 
     @admin.display(description="applied as")
     def applied_link(self, obj: ChangeProposal) -> SafeString | str:

@@ -29,8 +29,9 @@ from agents.services import (
 )
 from core.seed_runner import SeedRun, Volume
 from documents.models import DocumentType
+from documents.search import chunk_search
 from documents.seeding import revise
-from documents.selectors import chunk_search, latest_versions
+from documents.selectors import latest_versions
 from documents.services import document_version_create
 
 VOLUMES = {"executions": Volume(2, 0, 1_000, "agent runs per project")}

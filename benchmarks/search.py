@@ -10,7 +10,7 @@ beforehand, and the embedder's time per query is reported apart).
 - chunk_search semantic, for tenants holding 50%, 10% and 1% of the chunks, against a
   raw kNN (`ORDER BY embedding <=> q LIMIT k`, the vector sent in binary, only the
   columns a SearchResult carries) under the same tenant and the same HNSW settings
-  chunk_search uses (documents.selectors: ef_search, iterative scan, max_scan_tuples),
+  chunk_search uses (documents.search: ef_search, iterative scan, max_scan_tuples),
   held to the index (INDEX_PLAN; the notes confirm the plan used it). Where its
   iterative scan gives up before k rows, it answers exactly, as chunk_search does
   (the notes count how often).
@@ -90,7 +90,7 @@ def _recall(found: list[float], exact: list[float]) -> float:
 
 def chunk_search_settings() -> dict[str, str]:
     """The HNSW settings chunk_search uses for a k-row semantic search."""
-    from documents.selectors import HNSW_ITERATIVE_SCAN, HNSW_MIN_EF_SEARCH, hnsw_max_scan_tuples
+    from documents.search import HNSW_ITERATIVE_SCAN, HNSW_MIN_EF_SEARCH, hnsw_max_scan_tuples
 
     return {
         "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, K)),
@@ -141,7 +141,7 @@ def _share(
     data: TenantData, searcher: Searcher, texts: list[str], vectors: dict
 ) -> tuple[PathResult, dict]:
     """chunk_search semantic against the raw kNN for one tenant, with recall and exact times."""
-    from documents.selectors import chunk_search
+    from documents.search import chunk_search
 
     tenant, scope = data.tenant, [data.tenant.pk]
     settings = {**chunk_search_settings(), **INDEX_PLAN}
@@ -244,7 +244,7 @@ def _replayed(
     dataset: Dataset, ref: Reference, texts: list[str], mode: str, rounds: int
 ) -> PathResult:
     """chunk_search in `mode` against its own statements, replayed raw, query by query."""
-    from documents.selectors import chunk_search
+    from documents.search import chunk_search
 
     tenant = dataset.hot.tenant
 

@@ -18,6 +18,7 @@ from django.contrib import admin, messages
 from django.db.models import F, Func, IntegerField, Value
 from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from pgvector.django import VectorField
@@ -206,6 +207,11 @@ def _json(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def diff_html(diff: VersionDiff) -> SafeString:
+    """A version diff's content lines, escaped and coloured (documents/version_diff.html)."""
+    return render_to_string("documents/version_diff.html", {"lines": diff.lines})
+
+
 def metadata_changes_html(diff: VersionDiff) -> SafeString:
     """The metadata keys a version added, removed or changed, as a small table."""
     changes = diff.metadata
@@ -314,7 +320,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         if previous is None:
             return FIRST_VERSION
         diff = version_diff(tenant=obj.tenant_id, old=previous, new=obj)
-        content = diff.as_html() if diff.text else format_html("<p>{}</p>", "Content unchanged.")
+        content = diff_html(diff) if diff.text else format_html("<p>{}</p>", "Content unchanged.")
         return format_html("{}{}", content, metadata_changes_html(diff))
 
     def limit_choices(self, queryset):

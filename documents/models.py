@@ -349,7 +349,7 @@ class Chunk(TenantOwnedModel):
             ),
             # A tenant's chunks of one document; the (tenant_id, document_id) foreign key.
             models.Index(fields=["tenant", "document"], name="chunks_tenant_document_idx"),
-            # search_vector @@ tsquery (documents.selectors.chunk_search, full-text mode).
+            # search_vector @@ tsquery (documents.search.chunk_search, full-text mode).
             GinIndex(fields=["search_vector"], name="chunks_search_vector_gin"),
         ]
 

@@ -1,4 +1,4 @@
-"""Reads of projects, document versions, templates and chunks (search).
+"""Reads of projects, document versions and templates (search over chunks: documents.search).
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set (a request, or the
@@ -8,29 +8,13 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 from __future__ import annotations
 
 import difflib
-import json
-import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db import connections, router
-from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
-from pgvector.django import CosineDistance
+from django.db.models import Q, QuerySet
 
-from core.db import begins_transaction
-from core.embedding import Embedder, get_embedder
-from core.expressions import QueryVector
-from core.hashing import sha256_hex
-from documents.embeddings import check_embedder_dimension
 from documents.models import (
-    SEARCH_CONFIG,
-    Chunk,
-    Document,
     DocumentVersion,
     Project,
     ProjectTemplate,
@@ -100,17 +84,14 @@ class VersionDiff:
     def has_changes(self) -> bool:
         return bool(self.text) or any(self.metadata.values())
 
-    def as_html(self) -> SafeString:
-        """The unified diff as escaped HTML lines classed diff-add/diff-del/diff-hunk."""
-        classes = {"+": "diff-add", "-": "diff-del", "@": "diff-hunk"}
-        return format_html(
-            '<pre class="version-diff">{}</pre>',
-            format_html_join(
-                "\n",
-                '<span class="{}">{}</span>',
-                ((classes.get(line[:1], "diff-context"), line) for line in self.text.splitlines()),
-            ),
-        )
+    @property
+    def lines(self) -> list[tuple[str, str]]:
+        """(kind, line) for each line of the diff: kind is add, del, hunk or context.
+
+        What the template documents/version_diff.html colours each line by.
+        """
+        kinds = {"+": "add", "-": "del", "@": "hunk"}
+        return [(kinds.get(line[:1], "context"), line) for line in self.text.splitlines()]
 
 
 def _version_label(version: DocumentVersion) -> str:
@@ -197,316 +178,3 @@ def templates_find(
         if complexity:
             templates = templates.filter(complexity=complexity)
         return list(templates.order_by("name", "id"))
-
-
-# --- Search --------------------------------------------------------------------------
-
-SEARCH_MODES = ("semantic", "fulltext", "hybrid")
-SEARCH_MAX_K = 1000
-# Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (60 + rank).
-RRF_K = 60
-# Candidates each list contributes to a hybrid search.
-HYBRID_MIN_CANDIDATES = 50
-# pgvector per-transaction settings. The index is shared by all tenants and row-level
-# security filters after the scan; iterative scans keep reading the graph until k rows
-# pass the filters, up to max_scan_tuples, so a small tenant still gets k results.
-# max_scan_tuples grows with k (a tenant holding 1% of the rows needs ~100 tuples
-# read per row returned), from a floor up to a cap; a scan that still comes back
-# short is re-run exactly.
-HNSW_ITERATIVE_SCAN = "relaxed_order"
-HNSW_MIN_EF_SEARCH = 100
-HNSW_MIN_SCAN_TUPLES = 40_000
-HNSW_SCAN_TUPLES_PER_ROW = 200
-HNSW_MAX_SCAN_TUPLES = 500_000
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One chunk found by chunk_search, with its score and 1-based rank."""
-
-    chunk_id: uuid.UUID
-    document_id: uuid.UUID
-    ordinal: int
-    content: str
-    score: float
-    rank: int
-    # Hex SHA-256 of the chunk's content (UTF-8), to pin what an agent actually read.
-    chunk_sha256: str
-
-
-def _validate_search(query: str, k: int, mode: str) -> None:
-    errors = {}
-    if mode not in SEARCH_MODES:
-        errors["mode"] = f"Unknown search mode {mode!r}; expected one of {', '.join(SEARCH_MODES)}."
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= SEARCH_MAX_K:
-        errors["k"] = f"k must be an integer from 1 to {SEARCH_MAX_K}, not {k!r}."
-    if not isinstance(query, str) or not query.strip():
-        errors["query"] = "The query must be non-empty text."
-    if errors:
-        raise ValidationError(errors)
-
-
-def _scope(project, documents) -> Q:
-    """The chunks a search is limited to, by project and/or documents, beyond its tenant."""
-    scope = Q()
-    if project is not None:
-        scope &= Q(document__project_id=project.pk)
-    if documents is not None:
-        scope &= Q(document_id__in=[getattr(d, "pk", d) for d in documents])
-    return scope
-
-
-def _chunk_reads():
-    """The connection chunk reads are routed to (a replica, core.replicas): the search
-    settings must be set in the transaction the search query runs in."""
-    return connections[router.db_for_read(Chunk)]
-
-
-def hnsw_max_scan_tuples(limit: int) -> int:
-    """Index tuples an iterative scan may read to return `limit` rows."""
-    return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
-
-
-def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> str | None:
-    """Iterative HNSW index scans for the current transaction only (SET LOCAL).
-
-    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
-    with the LIMIT and bounds the work when the tenant's rows are rare in the shared
-    index. `index_order` also turns sorting off, which leaves the ordered index scan as
-    the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold), and
-    returns enable_sort as it was, for restoring; all in one statement.
-    """
-    settings = {
-        "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
-        "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, limit)),
-        "hnsw.max_scan_tuples": str(hnsw_max_scan_tuples(limit)),
-    }
-    columns = ["current_setting('enable_sort')"] if index_order else []
-    if index_order:
-        settings["enable_sort"] = "off"
-    columns += ["set_config(%s, %s, true)"] * len(settings)
-    with _chunk_reads().cursor() as cursor:
-        cursor.execute(
-            "SELECT " + ", ".join(columns), [part for pair in settings.items() for part in pair]
-        )
-        return cursor.fetchone()[0] if index_order else None
-
-
-def _restore_sort(previous: str) -> None:
-    with _chunk_reads().cursor() as cursor:
-        cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
-
-
-def semantic_queryset(
-    chunks: QuerySet[Chunk], vector: Sequence[float], model: str, *, exact: bool = False
-) -> QuerySet:
-    """Chunks nearest to `vector` by cosine distance, as `ORDER BY embedding <=> q`.
-
-    Only vectors of the same embedding model are comparable, so others are skipped.
-    The planner picks the plan: chunks_embedding_hnsw_idx with the tenant filter
-    applied after the scan for a big tenant, or the tenant's rows from
-    chunks_tenant_document_idx sorted exactly when they are few (a tiny tenant would
-    otherwise exhaust max_scan_tuples before finding its k rows). `exact` orders by
-    `(embedding <=> q) + 0` (then id), which the HNSW index cannot serve: the tenant's
-    rows are read without it and sorted, so every matching row can be returned. The
-    vector is one parameter (QueryVector): read the rows with _knn_rows to send it in
-    binary.
-    """
-    distance = CosineDistance("embedding", QueryVector(vector))
-    # Ties go by id when sorting exactly; the index gives one order key only.
-    order = ("distance",)
-    if exact:
-        distance = ExpressionWrapper(distance + Value(0.0), output_field=FloatField())
-        order = ("distance", "id")
-    return (
-        chunks.filter(embedding__isnull=False, embedding_model=model)
-        .annotate(distance=distance)
-        .order_by(*order)
-        .values_list("id", "document_id", "ordinal", "content", "distance")
-    )
-
-
-def _knn_rows(queryset: QuerySet) -> list[tuple]:
-    """The rows of a semantic_queryset, its query vector sent in pgvector's binary form.
-
-    Through the server-binding cursor of core.dbbackend rather than the QuerySet's own
-    client-side binding, which would format 1536 floats into the SQL text. The columns
-    need no conversion from the database (uuid, integer, text, float), so the rows are
-    what iterating the QuerySet gives.
-    """
-    sql, params = queryset.query.sql_with_params()
-    with connections[queryset.db].server_binding_cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def fulltext_queryset(chunks: QuerySet[Chunk], query: str) -> QuerySet:
-    """Chunks matching `query` (websearch syntax) ranked by ts_rank_cd, best first.
-
-    Under row-level security PostgreSQL lets only leakproof operators into an index
-    condition, and `@@` (ts_match_vq) is not leakproof by default: unless a superuser
-    marks it LEAKPROOF, chunks_search_vector_gin is not used and the tenant's rows
-    are matched one by one after chunks_tenant_document_idx finds them.
-    """
-    tsquery = SearchQuery(query, config=SEARCH_CONFIG, search_type="websearch")
-    return (
-        chunks.filter(search_vector=tsquery)
-        .annotate(text_rank=SearchRank(F("search_vector"), tsquery, cover_density=True))
-        .order_by("-text_rank", "id")
-        .values_list("id", "document_id", "ordinal", "content", "text_rank")
-    )
-
-
-# Choosing between the two plans of a kNN query. Sorting the candidates exactly reads
-# every one of them (each 1536-d vector is a TOASTed read); the HNSW index visits about
-# limit / selectivity entries, each costing some six sorted rows here (measured: 2,000
-# candidates sorted in 16 ms; 50 of them through the index, with the tenant holding 9%
-# of the chunks, in 27 ms). The planner prices a distance like any cheap operator and
-# keeps sorting far too long (10,000 candidates: 42 ms sorted, 5 ms through the index),
-# so above the crossing point sorting is switched off for that one query, which leaves
-# the ordered index scan as the plan.
-INDEX_VISIT_COST = 6
-# Below this many chunks in the whole table the planner's own choice is good enough.
-INDEX_HINT_MIN_TABLE_ROWS = 10_000
-
-
-def _index_threshold(limit: int) -> int | None:
-    """Candidates above which the index is cheaper: n > sqrt(cost * limit * all chunks).
-
-    From n (rows sorted) > cost * limit * all / n (entries the index visits at
-    selectivity n / all). The table's size is the planner's estimate, which every role
-    may read whatever row-level security hides; None for a small (or never analysed)
-    table, where the planner decides alone.
-    """
-    with _chunk_reads().cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass")
-        total = cursor.fetchone()[0]
-    if total < INDEX_HINT_MIN_TABLE_ROWS:
-        return None
-    return math.isqrt(int(INDEX_VISIT_COST * limit * total))
-
-
-def _candidates_estimate(scope: Q, model: str) -> float:
-    """The planner's estimate of the chunks a kNN query compares, without counting them.
-
-    From EXPLAIN: pg_stats, which holds the tenants' frequencies, shows nothing of a
-    table under row-level security. The query leaves the tenant to the row-level
-    security policy, whose tenant list the planner reads from the transaction's setting
-    when it estimates; that alone gives the tenant's share, and a `tenant_id = ...` on
-    top would count the share twice.
-    """
-    candidates = Chunk.objects.filter(scope, embedding__isnull=False, embedding_model=model)
-    [plan] = json.loads(candidates.explain(format="json"))
-    return plan["Plan"]["Plan Rows"]
-
-
-def _semantic(
-    tenant_id: uuid.UUID,
-    scope: Q,
-    query: str,
-    limit: int,
-    embedder: Embedder,
-    *,
-    transaction_continues: bool,
-) -> list:
-    check_embedder_dimension(embedder)
-    vector = embedder.embed([query])[0]
-    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
-    threshold = _index_threshold(limit)
-    index_order = threshold is not None and _candidates_estimate(scope, embedder.model) > threshold
-    sort_before = set_hnsw_iterative_scan(limit, index_order=index_order)
-    rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:limit])
-    if len(rows) < limit:
-        # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
-        # chunks; reading the tenant's rows exactly tells both apart and costs little
-        # in the second case. (It sorts whatever enable_sort says: it has no other plan.)
-        rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
-    if index_order and transaction_continues:
-        # SET LOCAL would outlive this search for the rest of the caller's transaction.
-        _restore_sort(sort_before)
-    # relaxed_order may return rows slightly out of order: sort the few we got.
-    rows.sort(key=lambda row: (row[4], row[0]))
-    return [(*row[:4], 1.0 - row[4]) for row in rows]
-
-
-def _fulltext(tenant_id: uuid.UUID, scope: Q, query: str, limit: int) -> list:
-    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
-    return list(fulltext_queryset(chunks, query)[:limit])
-
-
-def _fuse(ranked_lists: Sequence[list], k: int) -> list:
-    """Reciprocal rank fusion of ranked (id, document_id, ordinal, content, score) lists."""
-    scores: dict[uuid.UUID, float] = {}
-    rows: dict[uuid.UUID, tuple] = {}
-    for ranked in ranked_lists:
-        for position, row in enumerate(ranked, start=1):
-            scores[row[0]] = scores.get(row[0], 0.0) + 1.0 / (RRF_K + position)
-            rows.setdefault(row[0], row)
-    best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
-    return [(*rows[chunk_id][:4], scores[chunk_id]) for chunk_id in best]
-
-
-def chunk_search(
-    *,
-    tenant,
-    query: str,
-    k: int = 10,
-    mode: str = "hybrid",
-    project: Project | None = None,
-    documents: Sequence[Document | uuid.UUID] | None = None,
-    embedder: Embedder | None = None,
-) -> list[SearchResult]:
-    """The tenant's k chunks most relevant to `query`, best first.
-
-    Modes: "semantic" (cosine kNN on chunks_embedding_hnsw_idx; score = cosine
-    similarity), "fulltext" (search_vector @@ websearch_to_tsquery on
-    chunks_search_vector_gin; score = ts_rank_cd) and "hybrid" (reciprocal rank
-    fusion of both, constant 60; score = the fused score). Optionally limited to one
-    project's documents and/or a list of documents (instances or ids). The query is
-    embedded with `embedder`, by default the EMBEDDER setting, and only chunks
-    embedded by the same model are compared. Runs in tenant_context(tenant).
-    """
-    _validate_search(query, k, mode)
-    tenant_id = require_tenant(tenant, project=project)
-    if documents is not None and any(
-        isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
-    ):
-        raise ValidationError({"documents": "A document belongs to another tenant."})
-    embedder = embedder or get_embedder()
-    scope = _scope(project, documents)
-    # Settings the search makes for its own queries need no restoring when its
-    # transaction ends with it.
-    transaction_continues = not begins_transaction()
-    with tenant_context(tenant_id):
-        if mode == "fulltext":
-            rows = _fulltext(tenant_id, scope, query, k)
-        elif mode == "semantic":
-            rows = _semantic(
-                tenant_id, scope, query, k, embedder, transaction_continues=transaction_continues
-            )
-        else:
-            candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
-            # Full-text first: the semantic query's settings then end with the
-            # transaction and need no restoring.
-            text = _fulltext(tenant_id, scope, query, candidates)
-            semantic = _semantic(
-                tenant_id,
-                scope,
-                query,
-                candidates,
-                embedder,
-                transaction_continues=transaction_continues,
-            )
-            rows = _fuse([semantic, text], k)
-    return [
-        SearchResult(
-            chunk_id=chunk_id,
-            document_id=document_id,
-            ordinal=ordinal,
-            content=content,
-            score=float(score),
-            rank=rank,
-            chunk_sha256=sha256_hex(content),
-        )
-        for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
-    ]

@@ -174,7 +174,7 @@ def test_admin_pages_read_on_the_standby_until_a_form_is_posted(pair):
 
 
 def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, settings, tmp_path):
-    from documents import selectors, services
+    from documents import search, services
     from tests.storages import point_storages
 
     point_storages(settings, default=tmp_path / "media")
@@ -184,7 +184,7 @@ def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, setting
     replayed(pair)
     standby = connections["replica_1"]
     with replicas.unit_of_work(read_only=True), CaptureQueriesContext(standby) as on_standby:
-        results = selectors.chunk_search(tenant=tenant, query="harbour cranes", k=5)
+        results = search.chunk_search(tenant=tenant, query="harbour cranes", k=5)
     assert [result.content for result in results] == ["replicated harbour cranes"]
     sent = [query["sql"] for query in on_standby.captured_queries]
     # The HNSW settings went to the transaction the search ran in, on the standby.

@@ -5,6 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from documents import selectors, services
+from documents.admin import diff_html
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_diff_of_a_version_with_itself_is_empty(tenant_a, project):
 def test_diff_html_escapes_the_content(tenant_a, project):
     v1 = version(tenant_a, project, "safe")
     v2 = version(tenant_a, project, "<script>alert(1)</script>")
-    html = selectors.version_diff(tenant=tenant_a, old=v1, new=v2).as_html()
+    html = diff_html(selectors.version_diff(tenant=tenant_a, old=v1, new=v2))
     assert "<script>" not in html
     assert '<span class="diff-add">+&lt;script&gt;alert(1)&lt;/script&gt;</span>' in html
 
@@ -103,3 +104,17 @@ def test_previous_version_is_the_one_before_of_the_same_type(tenant_a, project):
     v2 = version(tenant_a, project, "two")
     assert selectors.previous_version(tenant=tenant_a, version=v2) == v1
     assert selectors.previous_version(tenant=tenant_a, version=v1) is None
+
+
+def test_diff_lines_say_what_each_line_is_for_the_template(tenant_a, project):
+    v1 = version(tenant_a, project, "kept\nold")
+    v2 = version(tenant_a, project, "kept\nnew")
+    lines = selectors.version_diff(tenant=tenant_a, old=v1, new=v2).lines
+    assert lines == [
+        ("del", "--- about v1"),
+        ("add", "+++ about v2"),
+        ("hunk", "@@ -1,2 +1,2 @@"),
+        ("context", " kept"),
+        ("del", "-old"),
+        ("add", "+new"),
+    ]

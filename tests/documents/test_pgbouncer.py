@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from documents import selectors, services
+from documents import search, selectors, services
 from documents.models import Project
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, listed
@@ -110,7 +110,7 @@ def test_semantic_search_through_pgbouncer_finds_only_the_tenants_chunks(
     ours = [services.document_ingest(tenant=tenant_a, title=text[:30], text=text) for text in texts]
     services.document_ingest(tenant=tenant_b, title="theirs", text=texts[1])
     before_search = served()
-    results = selectors.chunk_search(
+    results = search.chunk_search(
         tenant=tenant_a, query="kubernetes deployment cluster", k=5, mode="semantic"
     )
     assert results[0].document_id == ours[1].pk

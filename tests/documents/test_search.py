@@ -13,7 +13,7 @@ from pgvector import Vector
 from core.db import owner_connection
 from core.embedding import get_embedder
 from core.hashing import sha256_hex
-from documents import selectors, services
+from documents import search, services
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
 from tests.storages import point_storages
@@ -46,7 +46,7 @@ def corpus(tenant_a):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_ranks_the_chunk_sharing_the_query_words_first(tenant_a, corpus, mode):
-    results = selectors.chunk_search(
+    results = search.chunk_search(
         tenant=tenant_a, query="kubernetes deployment cluster", k=3, mode=mode
     )
     assert results[0].document_id == corpus[1].pk
@@ -55,7 +55,7 @@ def test_each_mode_ranks_the_chunk_sharing_the_query_words_first(tenant_a, corpu
 
 
 def test_result_carries_the_chunk_and_its_content_hash(tenant_a, corpus):
-    [result] = selectors.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
+    [result] = search.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
     with tenant_context(tenant_a):
         chunk = Chunk.objects.get(pk=result.chunk_id)
     assert (result.document_id, result.ordinal, result.content) == (
@@ -67,13 +67,13 @@ def test_result_carries_the_chunk_and_its_content_hash(tenant_a, corpus):
 
 
 def test_hybrid_fuses_ranks_with_rrf(tenant_a, corpus):
-    [first] = selectors.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
+    [first] = search.chunk_search(tenant=tenant_a, query="billing invoices", k=1)
     # First in both lists: 1/(60+1) twice.
     assert first.score == pytest.approx(2 / 61)
 
 
 def test_fulltext_uses_english_stemming(tenant_a, corpus):
-    results = selectors.chunk_search(tenant=tenant_a, query="invoice", mode="fulltext")
+    results = search.chunk_search(tenant=tenant_a, query="invoice", mode="fulltext")
     assert [r.document_id for r in results] == [corpus[0].pk]
 
 
@@ -81,7 +81,7 @@ def test_fulltext_uses_english_stemming(tenant_a, corpus):
 def test_a_tenant_never_sees_another_tenants_chunks(tenant_a, tenant_b, mode):
     secret = ingest(tenant_a, "Secret merger plan codename falcon acquisition.")
     mine = ingest(tenant_b, "Team lunch menu for friday.")
-    results = selectors.chunk_search(
+    results = search.chunk_search(
         tenant=tenant_b, query="secret merger plan falcon", k=10, mode=mode
     )
     assert secret.pk not in {r.document_id for r in results}
@@ -92,9 +92,9 @@ def test_search_limited_to_a_project_or_documents(tenant_a):
     project = services.project_create(tenant=tenant_a, name="Apollo")
     inside = ingest(tenant_a, "Rocket engine thrust tests.", project=project)
     outside = ingest(tenant_a, "Rocket engine thrust budget.")
-    by_project = selectors.chunk_search(tenant=tenant_a, query="rocket engine", project=project)
+    by_project = search.chunk_search(tenant=tenant_a, query="rocket engine", project=project)
     assert {r.document_id for r in by_project} == {inside.pk}
-    by_documents = selectors.chunk_search(
+    by_documents = search.chunk_search(
         tenant=tenant_a, query="rocket engine", documents=[outside.pk]
     )
     assert {r.document_id for r in by_documents} == {outside.pk}
@@ -111,14 +111,14 @@ def test_search_limited_to_a_project_or_documents(tenant_a):
 )
 def test_bad_arguments_are_refused_naming_the_field(tenant_a, arguments, field):
     with pytest.raises(ValidationError) as error:
-        selectors.chunk_search(tenant=tenant_a, **{"query": "x", **arguments})
+        search.chunk_search(tenant=tenant_a, **{"query": "x", **arguments})
     assert field in error.value.message_dict
 
 
 def test_another_tenants_project_is_refused(tenant_a, tenant_b):
     project = services.project_create(tenant=tenant_a, name="Apollo")
     with pytest.raises(ValidationError) as error:
-        selectors.chunk_search(tenant=tenant_b, query="x", project=project)
+        search.chunk_search(tenant=tenant_b, query="x", project=project)
     assert "project" in error.value.message_dict
 
 
@@ -173,7 +173,7 @@ def force_index_order() -> None:
 
 
 def test_a_one_percent_tenant_gets_k_results(tenant_b, one_percent):
-    results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
+    results = search.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
     assert len(results) == 5
     assert {r.document_id for r in results} == {one_percent.pk}
 
@@ -181,11 +181,11 @@ def test_a_one_percent_tenant_gets_k_results(tenant_b, one_percent):
 def test_iterative_index_scan_finds_k_results_at_one_percent(tenant_b, one_percent):
     with tenant_context(tenant_b):
         force_index_order()
-        results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
-        selectors.set_hnsw_iterative_scan(5)
+        results = search.chunk_search(tenant=tenant_b, query=QUERY, k=5, mode="semantic")
+        search.set_hnsw_iterative_scan(5)
         vector = get_embedder().embed([QUERY])[0]
         chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
-        plan = selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
+        plan = search.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
     assert "chunks_embedding_hnsw_idx" in plan
     assert len(results) == 5
     assert {r.document_id for r in results} == {one_percent.pk}
@@ -200,15 +200,15 @@ def test_without_iterative_scan_the_index_alone_misses_results(tenant_b, one_per
             cursor.execute("SET LOCAL hnsw.ef_search = 40")
         vector = get_embedder().embed([QUERY])[0]
         chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
-        rows = list(selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5])
+        rows = list(search.semantic_queryset(chunks, vector, get_embedder().model)[:5])
     assert len(rows) < 5
 
 
 def test_max_scan_tuples_grows_with_k_up_to_a_cap(monkeypatch):
-    monkeypatch.setattr(selectors, "HNSW_MIN_SCAN_TUPLES", 1_000)
-    monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 100)
-    monkeypatch.setattr(selectors, "HNSW_MAX_SCAN_TUPLES", 50_000)
-    assert [selectors.hnsw_max_scan_tuples(k) for k in (1, 10, 20, 400, 1000)] == [
+    monkeypatch.setattr(search, "HNSW_MIN_SCAN_TUPLES", 1_000)
+    monkeypatch.setattr(search, "HNSW_SCAN_TUPLES_PER_ROW", 100)
+    monkeypatch.setattr(search, "HNSW_MAX_SCAN_TUPLES", 50_000)
+    assert [search.hnsw_max_scan_tuples(k) for k in (1, 10, 20, 400, 1000)] == [
         1_000,
         1_000,
         2_000,
@@ -219,31 +219,31 @@ def test_max_scan_tuples_grows_with_k_up_to_a_cap(monkeypatch):
 
 def test_the_default_scan_reads_enough_tuples_for_the_largest_k_at_one_percent():
     # A tenant holding 1% of the chunks: ~100 tuples read per row it gets.
-    assert selectors.hnsw_max_scan_tuples(selectors.SEARCH_MAX_K) >= 100 * selectors.SEARCH_MAX_K
+    assert search.hnsw_max_scan_tuples(search.SEARCH_MAX_K) >= 100 * search.SEARCH_MAX_K
 
 
 def index_scan(tenant, k: int) -> list:
     """What the HNSW index alone returns for the tenant, as chunk_search configures it."""
     force_index_order()
-    selectors.set_hnsw_iterative_scan(k)
+    search.set_hnsw_iterative_scan(k)
     vector = get_embedder().embed([QUERY])[0]
     chunks = Chunk.objects.filter(tenant_id=tenant.pk)
-    return list(selectors.semantic_queryset(chunks, vector, get_embedder().model)[:k])
+    return list(search.semantic_queryset(chunks, vector, get_embedder().model)[:k])
 
 
 def exact_top(tenant, k: int) -> list:
     """The tenant's k nearest chunk ids, from every distance, ties by id."""
     vector = get_embedder().embed([QUERY])[0]
     chunks = Chunk.objects.filter(tenant_id=tenant.pk)
-    rows = selectors.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
+    rows = search.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
     return [row[0] for row in sorted(rows, key=lambda row: (row[4], row[0]))[:k]]
 
 
 @pytest.fixture
 def small_scan_limits(monkeypatch):
     """The scan limits scaled down to the 1000 chunks of the one_percent fixture."""
-    monkeypatch.setattr(selectors, "HNSW_MIN_EF_SEARCH", 10)
-    monkeypatch.setattr(selectors, "HNSW_MIN_SCAN_TUPLES", 100)
+    monkeypatch.setattr(search, "HNSW_MIN_EF_SEARCH", 10)
+    monkeypatch.setattr(search, "HNSW_MIN_SCAN_TUPLES", 100)
 
 
 def test_a_large_k_at_one_percent_scans_more_of_the_index(
@@ -252,19 +252,19 @@ def test_a_large_k_at_one_percent_scans_more_of_the_index(
     # The fixed floor alone finds few of B's rows; scaling with k lets the same index
     # scan return all k.
     with tenant_context(tenant_b):
-        monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 0)
+        monkeypatch.setattr(search, "HNSW_SCAN_TUPLES_PER_ROW", 0)
         assert len(index_scan(tenant_b, 8)) < 8
-        monkeypatch.setattr(selectors, "HNSW_SCAN_TUPLES_PER_ROW", 200)
+        monkeypatch.setattr(search, "HNSW_SCAN_TUPLES_PER_ROW", 200)
         assert len(index_scan(tenant_b, 8)) == 8
 
 
 def test_a_short_index_scan_is_run_again_exactly(
     tenant_b, one_percent, small_scan_limits, monkeypatch
 ):
-    monkeypatch.setattr(selectors, "HNSW_MAX_SCAN_TUPLES", 100)
+    monkeypatch.setattr(search, "HNSW_MAX_SCAN_TUPLES", 100)
     with tenant_context(tenant_b):
         assert len(index_scan(tenant_b, 8)) < 8
-        results = selectors.chunk_search(tenant=tenant_b, query=QUERY, k=8, mode="semantic")
+        results = search.chunk_search(tenant=tenant_b, query=QUERY, k=8, mode="semantic")
         expected = exact_top(tenant_b, 8)
     assert [r.chunk_id for r in results] == expected
 
@@ -274,7 +274,7 @@ def test_the_exact_query_cannot_use_the_hnsw_index(tenant_b, one_percent):
     chunks = Chunk.objects.filter(tenant_id=tenant_b.pk)
     with tenant_context(tenant_b):
         force_index_order()
-        exact = selectors.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
+        exact = search.semantic_queryset(chunks, vector, get_embedder().model, exact=True)
         plan = exact[:5].explain()
     assert "chunks_embedding_hnsw_idx" not in plan
 
@@ -294,8 +294,8 @@ def test_semantic_query_plan_uses_the_hnsw_index(tenant_a, tenant_b):
     chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
     with tenant_context(tenant_a):
         force_index_order()
-        selectors.set_hnsw_iterative_scan(5)
-        plan = selectors.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
+        search.set_hnsw_iterative_scan(5)
+        plan = search.semantic_queryset(chunks, vector, get_embedder().model)[:5].explain()
     assert "Index Scan using chunks_embedding_hnsw_idx" in plan
 
 
@@ -325,7 +325,7 @@ def test_fulltext_query_plan_can_use_the_gin_index(tenant_a, tenant_b):
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off")
         chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
-        plan = selectors.fulltext_queryset(chunks, "term1 term2")[:5].explain()
+        plan = search.fulltext_queryset(chunks, "term1 term2")[:5].explain()
     assert "chunks_search_vector_gin" in plan
 
 
@@ -349,10 +349,10 @@ def test_search_vector_is_a_generated_column_under_a_gin_index(db):
 def test_a_large_candidate_set_is_searched_through_the_hnsw_index(tenant_a, monkeypatch):
     bulk_chunks(tenant_a, 30, seed=3)
     # As on a big table holding many of the tenant's chunks (the estimate is tested below).
-    monkeypatch.setattr(selectors, "_index_threshold", lambda limit: 10)
-    monkeypatch.setattr(selectors, "_candidates_estimate", lambda scope, model: 30)
+    monkeypatch.setattr(search, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(search, "_candidates_estimate", lambda scope, model: 30)
     with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
-        results = selectors.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode="semantic")
+        results = search.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode="semantic")
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_setting('enable_sort')")
             # Sorting is off for the one kNN query only, not for the caller's transaction.
@@ -372,16 +372,16 @@ def test_the_index_threshold_grows_with_k_and_the_table(tenant_a, monkeypatch):
     with owner_connection(), connection.cursor() as cursor:
         cursor.execute("ANALYZE chunks")
     with tenant_context(tenant_a):
-        assert selectors._index_threshold(10) is None  # a small table: the planner decides
-        monkeypatch.setattr(selectors, "INDEX_HINT_MIN_TABLE_ROWS", 100)
-        small, large = selectors._index_threshold(10), selectors._index_threshold(1000)
+        assert search._index_threshold(10) is None  # a small table: the planner decides
+        monkeypatch.setattr(search, "INDEX_HINT_MIN_TABLE_ROWS", 100)
+        small, large = search._index_threshold(10), search._index_threshold(1000)
     # sqrt(6 * limit * 200 chunks)
     assert (small, large) == (109, 1095)
 
 
 def test_a_small_candidate_set_is_sorted_exactly(tenant_a, corpus):
     with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
-        selectors.chunk_search(tenant=tenant_a, query="vector search", k=3, mode="semantic")
+        search.chunk_search(tenant=tenant_a, query="vector search", k=3, mode="semantic")
     assert not any("enable_sort" in q["sql"] for q in queries)
 
 
@@ -394,13 +394,13 @@ def test_the_candidates_are_estimated_from_statistics_not_counted(tenant_a, tena
     estimates = {}
     for tenant in (tenant_a, tenant_b):
         with tenant_context(tenant), CaptureQueriesContext(connection) as queries:
-            estimates[tenant.slug] = selectors._candidates_estimate(Q(), model)
+            estimates[tenant.slug] = search._candidates_estimate(Q(), model)
         assert [q["sql"].split()[0] for q in queries] == ["EXPLAIN"]
     # The row-level security policy alone narrows to the tenant: each share counted once.
     assert estimates == {tenant_a.slug: pytest.approx(990, rel=0.1), tenant_b.slug: 10}
     # A model without chunks: the planner's floor of one row, below any threshold.
     with tenant_context(tenant_a):
-        assert selectors._candidates_estimate(Q(), "another-model") <= 1
+        assert search._candidates_estimate(Q(), "another-model") <= 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -409,10 +409,10 @@ def test_a_search_counts_no_rows_and_restores_nothing_when_its_transaction_ends(
     tenant_a, monkeypatch, mode
 ):
     bulk_chunks(tenant_a, 30, seed=3)
-    monkeypatch.setattr(selectors, "_index_threshold", lambda limit: 10)
-    monkeypatch.setattr(selectors, "_candidates_estimate", lambda scope, model: 30)
+    monkeypatch.setattr(search, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(search, "_candidates_estimate", lambda scope, model: 30)
     with CaptureQueriesContext(connection) as queries:
-        results = selectors.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode=mode)
+        results = search.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode=mode)
     assert len(results) == 5
     sqls = [q["sql"] for q in queries]
     assert not any("count(" in sql.lower() for sql in sqls)
@@ -436,7 +436,7 @@ def test_the_query_vector_travels_in_binary(tenant_a, corpus):
     with tenant_context(tenant_a):
         k = Chunk.objects.count()
     with connection.execute_wrapper(record):
-        results = selectors.chunk_search(tenant=tenant_a, query="billing", k=k, mode="semantic")
+        results = search.chunk_search(tenant=tenant_a, query="billing", k=k, mode="semantic")
     # One kNN statement, or two where the index scan stopped short of k and the
     # tenant's rows were then read exactly (which depends on the table's statistics).
     knn = [c for c in captured if "<=>" in c[0]]
@@ -449,7 +449,7 @@ def test_the_query_vector_travels_in_binary(tenant_a, corpus):
     # The same rows the QuerySet gives through Django's own (client-side binding) cursor.
     with tenant_context(tenant_a):
         chunks = Chunk.objects.filter(tenant_id=tenant_a.pk)
-        expected = selectors.semantic_queryset(chunks, vector.to_list(), get_embedder().model)
+        expected = search.semantic_queryset(chunks, vector.to_list(), get_embedder().model)
         expected = list(expected[:k])
     assert [(r.chunk_id, r.document_id, r.ordinal, r.content) for r in results] == [
         row[:4] for row in sorted(expected, key=lambda row: (row[4], row[0]))
