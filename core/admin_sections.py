@@ -8,8 +8,8 @@ their own sections, so documents imports neither agents nor exports.
 
 Rows come through the related model's own admin (`get_queryset`): they are the rows the
 user may see on that changelist, under row-level security too, and a section whose model
-the user may not view is left out. Counts are exact up to EstimatedCountPaginator's limit
-and the planner's estimate beyond, as on the changelists.
+the user may not view is left out. Counts are exact up to EXACT_COUNT_LIMIT and the
+planner's estimate beyond ("about N").
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from core.admin import EstimatedCountPaginator, admin_change_url
+from core.admin import admin_change_url, planner_row_estimate
 
 LATEST = 10
+# One row's related rows are read through an index on their foreign key: counting a
+# thousand of them is cheap, counting a million is not.
+EXACT_COUNT_LIMIT = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,7 @@ class RelatedRows:
         )
         if self.prepare is not None:
             queryset = self.prepare(queryset)
-        paginator = EstimatedCountPaginator(queryset, self.limit)
+        count, count_is_estimated = _count(queryset)
         rows = list(queryset[: self.limit])
         opts = self.model._meta
         changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
@@ -73,8 +76,8 @@ class RelatedRows:
             add_url = f"{add}?{urlencode({k: v for k, v in initial.items() if v is not None})}"
         return {
             "title": self.title,
-            "count": paginator.count,
-            "count_is_estimated": paginator.count_is_estimated,
+            "count": count,
+            "count_is_estimated": count_is_estimated,
             "headings": [heading for heading, _ in self.columns],
             "rows": [
                 {"url": admin_change_url(self.model, row.pk), "cells": self._cells(row)}
@@ -87,6 +90,14 @@ class RelatedRows:
 
     def _cells(self, row: Model) -> list[object]:
         return [value(row) for _, value in self.columns]
+
+
+def _count(queryset: QuerySet) -> tuple[int, bool]:
+    """(how many rows, whether that is the planner's estimate)."""
+    seen = queryset[: EXACT_COUNT_LIMIT + 1].count()
+    if seen <= EXACT_COUNT_LIMIT:
+        return seen, False
+    return max(planner_row_estimate(queryset), seen), True
 
 
 def related_sections(

@@ -33,6 +33,8 @@ def tiny_run(tmp_path_factory):
         str(out / "report.json"),
         "--database",
         f"{settings.DATABASES['default']['TEST']['NAME']}_bench",
+        # The replica read path too, on its own throwaway primary and standby.
+        "--replica",
     ]
     if HAS_MATPLOTLIB:
         command += ["--plot", str(out / "plots")]
