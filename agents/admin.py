@@ -8,7 +8,7 @@ its run as a step tree (agents.selectors.run_tree) and the chunks it retrieved. 
 are a record written by execution_record_sources, read-only here; messages are added
 through message_add (which allocates their position) and evaluations through
 evaluation_record. Versions and executions of soft-deleted projects are not offered as
-choices (nor are such projects: documents.admin.ProjectAdmin.limit_choices).
+choices (nor are such projects: documents.admin.projects.ProjectAdmin.limit_choices).
 
 Change proposals are made through change_proposal_propose and moved only by the
 approve, reject and apply actions; a pending proposal's review note may be written on

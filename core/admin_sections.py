@@ -1,6 +1,6 @@
 """Sections of a change page that list the rows of other models pointing at the row.
 
-A project's page (documents.admin.ProjectAdmin) is the hub of its versions, runs,
+A project's page (documents.admin.projects.ProjectAdmin) is the hub of its versions, runs,
 conversation, evaluations and exports: each section shows the latest few rows, how many
 there are, and links to the related changelist filtered to the row ("see all") and, where
 the user may add one, to a prefilled add form. The apps to the right of documents add

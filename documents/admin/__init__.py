@@ -1,0 +1,23 @@
+"""Admin for projects, document versions, knowledge documents, chunks and project templates.
+
+Rights: tenancy.admin_roles. New rows go through documents.services, which compute what a form
+should not ask for (version numbers and hash chains, stored files and their checksums,
+validated template placeholders), attributed to the user who adds them. One module per
+model family; importing this package registers them all. The apps to the right (agents,
+exports) add their sections and actions to a project's page through the names below.
+"""
+
+from documents.admin import knowledge, project_templates, projects, versions
+from documents.admin.projects import add_project_action, add_project_sections
+from documents.admin.versions import diff_html, version_label
+
+__all__ = [
+    "add_project_action",
+    "add_project_sections",
+    "diff_html",
+    "knowledge",
+    "project_templates",
+    "projects",
+    "version_label",
+    "versions",
+]

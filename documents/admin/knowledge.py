@@ -1,0 +1,193 @@
+"""Admin for knowledge documents (uploads) and their chunks, which come from ingestion only."""
+
+from __future__ import annotations
+
+import os
+
+from django import forms
+from django.contrib import admin
+from django.db.models import F, Func, IntegerField, Value
+from pgvector.django import VectorField
+
+from core.admin import (
+    TIMESTAMP_FIELDS,
+    LargeTableAdminMixin,
+    preview_head,
+    preview_text,
+    vector_summary,
+)
+from documents.models import Chunk, Document
+from documents.services import (
+    document_create,
+    document_process,
+)
+from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
+from tenancy.admin_roles import TenantListFilter
+
+EMBEDDING_HEAD = 5
+
+
+class DocumentAddForm(TenantOwnedAdminForm):
+    """Upload a file: documents.services.document_create stores it under a generated key."""
+
+    file = forms.FileField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["title"].required = False
+        self.fields["title"].help_text = "Defaults to the file's name."
+
+    def clean(self):
+        cleaned_data = super().clean()
+        upload = cleaned_data.get("file")
+        if upload is not None and not cleaned_data.get("title"):
+            cleaned_data["title"] = os.path.basename(upload.name)
+        return cleaned_data
+
+
+@admin.register(Document)
+class DocumentAdmin(TenantOwnedAdmin):
+    list_display = (
+        "title",
+        "tenant",
+        "project",
+        "status",
+        "content_type",
+        "size_bytes",
+        "created_at",
+    )
+    list_filter = ("status", TenantListFilter)
+    search_fields = ("title__trigram_icontains",)
+    uuid_search_fields = ("id", "project_id")
+    autocomplete_fields = ("tenant", "project")
+    list_select_related = ("tenant", "project")
+    list_defer = ("metadata", "error_message")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    add_fields = ("tenant", "project", "file", "title", "metadata")
+    # The stored file's description, and the processing state document_process owns.
+    change_readonly_fields = (
+        "tenant",
+        "storage_key",
+        "content_type",
+        "size_bytes",
+        "sha256",
+        "status",
+        "error_message",
+    )
+    actions = ("process",)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = DocumentAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def create_object(self, request, obj, form):
+        return document_create(
+            tenant=obj.tenant_id,
+            title=obj.title,
+            file=form.cleaned_data["file"],
+            project=obj.project,
+            metadata=obj.metadata,
+            by=request.user,
+        )
+
+    @admin.action(permissions=["change"], description="Chunk and embed selected documents")
+    def process(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            queryset,
+            lambda document: document_process(tenant=document.tenant_id, document=document),
+            "Processed documents (see each one's status)",
+        )
+
+
+class EmbeddingFilter(admin.SimpleListFilter):
+    title = "embedding"
+    parameter_name = "embedded"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Embedded"), ("no", "Not embedded")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(embedding__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(Chunk)
+class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+    list_display = (
+        "document",
+        "ordinal",
+        "content_preview",
+        "tokens",
+        "embedding_dimensions",
+        "embedding_model",
+        "created_at",
+        "tenant",
+    )
+    # The chunk opens from its number; the document column opens the document.
+    list_display_links = ("ordinal",)
+    list_filter = (TenantListFilter, EmbeddingFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("document__title__trigram_icontains",)
+    uuid_search_fields = ("id", "document_id")
+    autocomplete_fields = ("tenant", "document")
+    list_select_related = ("document", "tenant")
+    list_defer = ("content", "metadata")
+    # The vector is never sent to a browser in full: the form leaves it out and the change
+    # page shows its dimension and first numbers, computed in SQL.
+    exclude = ("embedding",)
+    readonly_fields = (*TIMESTAMP_FIELDS, "embedding_summary")
+    # What ingestion wrote describes the document's text and its vector: only notes change.
+    change_readonly_fields = (
+        "tenant",
+        "document",
+        "ordinal",
+        "content",
+        "token_count",
+        "embedding_model",
+    )
+
+    def has_add_permission(self, request):
+        # Chunks come from ingestion (documents.services.document_process).
+        return False
+
+    def get_queryset(self, request):
+        # Deferred everywhere, so saving a changed chunk does not rewrite its vector.
+        return (
+            super()
+            .get_queryset(request)
+            .defer("embedding", "search_vector")
+            .annotate(
+                content_head=preview_head("content"),
+                embedding_dims=Func(
+                    F("embedding"), function="vector_dims", output_field=IntegerField()
+                ),
+                embedding_head=Func(
+                    F("embedding"),
+                    Value(1),
+                    Value(EMBEDDING_HEAD),
+                    function="subvector",
+                    output_field=VectorField(),
+                ),
+            )
+        )
+
+    @admin.display(description="content")
+    def content_preview(self, obj: Chunk) -> str:
+        return preview_text(obj.content_head)
+
+    @admin.display(description="tokens", ordering="token_count")
+    def tokens(self, obj: Chunk) -> int:
+        return obj.token_count
+
+    @admin.display(description="dims")
+    def embedding_dimensions(self, obj: Chunk) -> int | None:
+        return obj.embedding_dims
+
+    @admin.display(description="embedding")
+    def embedding_summary(self, obj: Chunk) -> str:
+        return vector_summary(
+            getattr(obj, "embedding_dims", None), getattr(obj, "embedding_head", None)
+        )
