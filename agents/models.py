@@ -87,7 +87,11 @@ class AgentExecution(TenantOwnedModel):
     Status = ExecutionStatus
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="executions", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_constraint=False,
+        db_index=False,
     )
     agent_type = models.CharField(max_length=100)
     correlation_id = models.UUIDField()
@@ -97,6 +101,7 @@ class AgentExecution(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="steps",
+        db_constraint=False,
         db_index=False,
     )
     attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
@@ -117,6 +122,7 @@ class AgentExecution(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="produced_by",
+        db_constraint=False,
         db_index=False,
     )
     started_at = models.DateTimeField(null=True, blank=True)
@@ -232,7 +238,11 @@ class ExecutionSource(TenantOwnedModel):
     """
 
     execution = models.ForeignKey(
-        AgentExecution, on_delete=models.CASCADE, related_name="sources", db_index=False
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="sources",
+        db_constraint=False,
+        db_index=False,
     )
     chunk = models.ForeignKey(
         "documents.Chunk",
@@ -240,6 +250,7 @@ class ExecutionSource(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="execution_sources",
+        db_constraint=False,
         db_index=False,
     )
     rank = models.IntegerField(validators=[MinValueValidator(1)])
@@ -255,9 +266,10 @@ class ExecutionSource(TenantOwnedModel):
     class Meta(TenantOwnedModel.Meta):
         db_table = "execution_sources"
         constraints = [
-            # Also the index on execution_id: an execution's sources.
+            # Tenant-first, as every unique key (a Citus cluster requires the tenant in it).
             models.UniqueConstraint(
-                fields=["execution", "chunk"], name="execution_sources_execution_chunk_uniq"
+                fields=["tenant", "execution", "chunk"],
+                name="execution_sources_tenant_exec_chunk_uniq",
             ),
             models.CheckConstraint(condition=Q(rank__gte=1), name="execution_sources_rank_gte_1"),
             models.CheckConstraint(
@@ -329,7 +341,11 @@ class ConversationMessage(TenantOwnedModel):
     Role = MessageRole
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="messages", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="messages",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -337,6 +353,7 @@ class ConversationMessage(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="messages",
+        db_constraint=False,
         db_index=False,
     )
     position = models.IntegerField(validators=[MinValueValidator(1)])
@@ -376,7 +393,11 @@ class EvaluationRun(TenantOwnedModel):
     """A score given to one document version or one execution, with its metrics."""
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="evaluations", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="evaluations",
+        db_constraint=False,
+        db_index=False,
     )
     document_version = models.ForeignKey(
         "documents.DocumentVersion",
@@ -384,6 +405,7 @@ class EvaluationRun(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
+        db_constraint=False,
         db_index=False,
     )
     execution = models.ForeignKey(
@@ -392,6 +414,7 @@ class EvaluationRun(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
+        db_constraint=False,
         db_index=False,
     )
     evaluator = models.CharField(max_length=200, blank=True)
@@ -484,7 +507,11 @@ class ChangeProposal(TenantOwnedModel):
     Status = ProposalStatus
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="proposals", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="proposals",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -492,6 +519,7 @@ class ChangeProposal(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="proposals",
+        db_constraint=False,
         db_index=False,
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
@@ -500,6 +528,7 @@ class ChangeProposal(TenantOwnedModel):
         "documents.DocumentVersion",
         on_delete=models.RESTRICT,
         related_name="proposals",
+        db_constraint=False,
         db_index=False,
     )
     content = models.TextField()
@@ -525,6 +554,7 @@ class ChangeProposal(TenantOwnedModel):
         blank=True,
         on_delete=models.RESTRICT,
         related_name="applied_proposals",
+        db_constraint=False,
         db_index=False,
     )
     # Why applying failed (the base version was no longer the latest, ...).
@@ -675,7 +705,11 @@ class Decision(TenantOwnedModel):
     selected and why; decided by a user (decided_by) or an agent (execution)."""
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="decisions", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="decisions",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -683,6 +717,7 @@ class Decision(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="decisions",
+        db_constraint=False,
         db_index=False,
     )
     category = models.CharField(max_length=100)
@@ -759,7 +794,11 @@ class ExecutionError(TenantOwnedModel):
     attempt of the same step succeeded (`recovered`, kept by the database)."""
 
     execution = models.ForeignKey(
-        AgentExecution, on_delete=models.CASCADE, related_name="errors", db_index=False
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="errors",
+        db_constraint=False,
+        db_index=False,
     )
     # The step that failed (by default the execution's agent type).
     node = models.CharField(max_length=200)
