@@ -134,12 +134,6 @@ class AgentExecution(TenantOwnedModel):
             models.UniqueConstraint(
                 fields=["tenant", "id"], name="agent_executions_tenant_id_uniq"
             ),
-            # Retrying with the same key returns the first execution.
-            models.UniqueConstraint(
-                fields=["tenant", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="agent_executions_tenant_idempotency_uniq",
-            ),
             models.CheckConstraint(
                 condition=Q(status__in=ExecutionStatus.values), name="agent_executions_status_valid"
             ),
@@ -205,6 +199,31 @@ class AgentExecution(TenantOwnedModel):
                 ),
                 func=_recover_errors_sql(),
             ),
+            # The key's uniqueness per tenant lives in execution_idempotency_keys: a
+            # partitioned table's unique keys must include its partition key (id).
+            pgtrigger.Trigger(
+                name="idempotency_key_claim",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition("NEW.idempotency_key IS NOT NULL"),
+                func=(
+                    "INSERT INTO execution_idempotency_keys (tenant_id, execution_id, "
+                    "idempotency_key) VALUES (NEW.tenant_id, NEW.id, NEW.idempotency_key); "
+                    "RETURN NULL;"
+                ),
+            ),
+            pgtrigger.Trigger(
+                name="idempotency_key_immutable",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition(
+                    "OLD.idempotency_key IS DISTINCT FROM NEW.idempotency_key"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'agent execution %: the idempotency key cannot change', "
+                    "OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
+                ),
+            ),
             # A new execution has not finished yet.
             pgtrigger.Trigger(
                 name="status_initial",
@@ -228,6 +247,43 @@ class AgentExecution(TenantOwnedModel):
         if self.started_at is None or self.completed_at is None:
             return None
         return self.completed_at - self.started_at
+
+
+class ExecutionIdempotencyKey(TenantOwnedModel):
+    """An execution's idempotency key, unique per tenant; written by agent_executions'
+    idempotency_key_claim trigger, so raw SQL inserts are held to it too.
+
+    agent_executions is partitioned by month of its id, and PostgreSQL allows a unique
+    key on a partitioned table only if it includes the partition key: (tenant_id,
+    idempotency_key, id) would guarantee nothing. This small table keeps the guarantee
+    under the constraint name the key always had.
+    """
+
+    execution = models.ForeignKey(
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    idempotency_key = models.CharField(max_length=200)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "execution_idempotency_keys"
+        constraints = [
+            # Retrying with the same key returns the first execution.
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                name="agent_executions_tenant_idempotency_uniq",
+            ),
+            # One key per execution; the (tenant_id, execution_id) FK's ON DELETE CASCADE.
+            models.UniqueConstraint(
+                fields=["tenant", "execution"], name="execution_idempotency_keys_exec_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.idempotency_key
 
 
 class ExecutionSource(TenantOwnedModel):

@@ -9,7 +9,9 @@ import os
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
@@ -36,3 +38,10 @@ def uuid7() -> uuid.UUID:
 def uuid7_time_ms(value: uuid.UUID) -> int:
     """The Unix time in milliseconds encoded in a UUIDv7."""
     return value.int >> 80
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest uuid whose UUIDv7 time is `moment` (to the millisecond): every id made
+    at or after it sorts at or above it, every id made before sorts below."""
+    ms = (moment - _EPOCH) // timedelta(milliseconds=1)
+    return uuid.UUID(int=(ms & ((1 << 48) - 1)) << 80)

@@ -92,3 +92,36 @@ class ReplaceUniqueConstraint(migrations.operations.base.Operation):
     @property
     def migration_name_fragment(self):
         return f"replace_{self.old.name}"
+
+
+def enable_tenant_rls(table: str) -> migrations.RunSQL:
+    """Row-level security as on every tenant table (DESIGN.md section 7), reversible.
+
+    Enabled and FORCED; `tenant_isolation` on the tenants of the current transaction,
+    `system_bypass` for the role running the migration (the owner) while app.rls_bypass
+    is on. The same statements the earlier migrations spell out, in one place for the
+    tables added since.
+    """
+    return migrations.RunSQL(
+        sql=f"""
+ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_isolation ON {table};
+CREATE POLICY tenant_isolation ON {table}
+    USING (tenant_id = ANY (app_current_tenant_ids()))
+    WITH CHECK (tenant_id = ANY (app_current_tenant_ids()));
+DROP POLICY IF EXISTS system_bypass ON {table};
+DO $$ BEGIN
+    EXECUTE format(
+        'CREATE POLICY system_bypass ON {table} TO %I '
+        'USING (app_rls_bypassed()) WITH CHECK (app_rls_bypassed())',
+        current_user);
+END $$;
+""",
+        reverse_sql=f"""
+DROP POLICY IF EXISTS system_bypass ON {table};
+DROP POLICY IF EXISTS tenant_isolation ON {table};
+ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;
+""",
+    )
