@@ -85,6 +85,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "VectorOperations()",
         "MigrationsApplied()",
         "HnswIndexesValid()",
+        "PartitionsAhead()",
         "RowLevelSecurityEnforced()",
         "LeakproofMarks()",
         "RuntimeRoleRestricted()",
