@@ -75,15 +75,7 @@ def create_month_partition(cursor, table: str, month: datetime, *, parent: str =
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
     if cursor.fetchone()[0]:
         return False
-    lower, upper = month_bounds(month)
-    cursor.execute(
-        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            sql.Identifier(name),
-            sql.Identifier(parent),
-            sql.Literal(str(lower)),
-            sql.Literal(str(upper)),
-        )
-    )
+    cursor.execute(_partition_statement(table, month, parent))
     copy_row_level_security(cursor, parent, name)
     return True
 
@@ -100,32 +92,33 @@ def ensure_months(cursor, table: str, first: datetime, last: datetime) -> list[s
 
 def copy_row_level_security(cursor, source: str, target: str) -> None:
     """Give `target` the ENABLE/FORCE flags and every policy of `source`."""
+    for statement in _security_statements(cursor, source, target):
+        cursor.execute(statement)
+
+
+def _security_statements(cursor, source: str, target: str) -> list[sql.Composed]:
+    """`source`'s row-level security (flags and policies), declared on `target`."""
     cursor.execute(
         "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
         [source],
     )
     enabled, forced = cursor.fetchone()
     target_sql = sql.Identifier(target)
+    statements = []
     if enabled:
-        cursor.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target_sql))
+        statements.append(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target_sql))
     if forced:
-        cursor.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(target_sql))
-    for statement in _policy_statements(cursor, source, target):
-        cursor.execute(statement)
-
-
-def _policy_statements(cursor, source: str, target: str) -> list[sql.Composed]:
+        statements.append(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(target_sql))
     cursor.execute(
         "SELECT policyname, permissive, roles::text[], cmd, qual, with_check FROM pg_policies "
         "WHERE schemaname = 'public' AND tablename = %s ORDER BY policyname",
         [source],
     )
-    statements = []
     for name, permissive, roles, command, using, check in cursor.fetchall():
         parts = [
             sql.SQL("CREATE POLICY {} ON {} AS {} FOR {} TO {}").format(
                 sql.Identifier(name),
-                sql.Identifier(target),
+                target_sql,
                 sql.SQL(permissive),
                 sql.SQL(command),
                 sql.SQL(", ").join(
@@ -140,6 +133,16 @@ def _policy_statements(cursor, source: str, target: str) -> list[sql.Composed]:
             parts.append(sql.SQL(" WITH CHECK ({})").format(sql.SQL(check)))
         statements.append(sql.Composed(parts))
     return statements
+
+
+def _partition_statement(table: str, month: datetime, parent: str) -> sql.Composed:
+    lower, upper = month_bounds(month)
+    return sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(partition_name(table, month)),
+        sql.Identifier(parent),
+        sql.Literal(str(lower)),
+        sql.Literal(str(upper)),
+    )
 
 
 # The conversion: the same catalog-driven rebuild both ways.
@@ -177,26 +180,10 @@ def _definitions(cursor, table: str) -> dict[str, list]:
         [table],
     )
     incoming = cursor.fetchall()
-    cursor.execute(
-        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
-        [table],
-    )
-    enabled, forced = cursor.fetchone()
-    table_sql = sql.Identifier(table)
-    security = [
-        *(
-            [sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table_sql)]
-            if enabled
-            else []
-        ),
-        *([sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(table_sql)] if forced else []),
-        *_policy_statements(cursor, table, table),
-    ]
     return {
         "constraints": constraints,
         "indexes": indexes,
         "triggers": triggers,
-        "security": security,
         "incoming": incoming,
     }
 
@@ -218,55 +205,65 @@ def _months_of_rows(cursor, table: str) -> list[datetime]:
     return sorted(month_start(month) for month in months or [])
 
 
-def rebuild(cursor, table: str, *, partitioned: bool, now: datetime | None = None) -> None:
+def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | None = None) -> None:
     """Rebuild `table` as monthly partitions (or back as one plain table), every row kept.
 
-    One transaction (the migration's), so either every row moved or nothing changed.
-    The rows are copied under the ACCESS EXCLUSIVE lock of the DROP: PostgreSQL cannot
-    turn a plain table into a partitioned one in place.
+    The catalog is read through `cursor`; every statement that changes something goes
+    through `execute` (the schema editor's, so `sqlmigrate` collects it instead of
+    running it). One transaction (the migration's): either every row moved or nothing
+    changed. The rows are copied under the ACCESS EXCLUSIVE lock of the DROP:
+    PostgreSQL cannot turn a plain table into a partitioned one in place.
     """
-    cursor.execute("SELECT set_config('app.rls_bypass', 'on', true)")
+    # The owner is subject to the forced row-level security too: the months of the rows
+    # are read (and the rows copied) with the bypass on, for this transaction only.
+    bypass = sql.SQL("SELECT set_config('app.rls_bypass', 'on', true)")
+    cursor.execute(bypass)
     definitions = _definitions(cursor, table)
     new = f"{table}__rebuilt"
     table_sql, new_sql = sql.Identifier(table), sql.Identifier(new)
-    for referencing, name, _ in definitions["incoming"]:
-        cursor.execute(
+    months = []
+    if partitioned:
+        current = month_start(now or datetime.now(UTC))
+        months = sorted({*_months_of_rows(cursor, table), current, add_months(current, 1)})
+    security = {
+        target: _security_statements(cursor, table, target)
+        for target in [table, *(partition_name(table, month) for month in months)]
+    }
+    statements = [
+        bypass,
+        *(
             sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 sql.Identifier(referencing), sql.Identifier(name)
             )
-        )
-    cursor.execute(
+            for referencing, name, _ in definitions["incoming"]
+        ),
         sql.SQL(
             "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING "
             "STORAGE INCLUDING COMMENTS){}"
-        ).format(new_sql, table_sql, sql.SQL(" PARTITION BY RANGE (id)" if partitioned else ""))
-    )
-    if partitioned:
-        current = month_start(now or datetime.now(UTC))
-        months = _months_of_rows(cursor, table)
-        for month in sorted({*months, current, add_months(current, 1)}):
-            create_month_partition(cursor, table, month, parent=new)
-    # Before the triggers exist again: the rows are copied as they are (a status-initial
-    # trigger would refuse a finished execution, updated_at would move).
-    cursor.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(new_sql, table_sql))
-    cursor.execute(sql.SQL("DROP TABLE {}").format(table_sql))
-    cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(new_sql, table_sql))
-    for name, definition in definitions["constraints"]:
-        cursor.execute(
+        ).format(new_sql, table_sql, sql.SQL(" PARTITION BY RANGE (id)" if partitioned else "")),
+        *(_partition_statement(table, month, new) for month in months),
+        # Before the triggers exist again: the rows are copied as they are (a
+        # status-initial trigger would refuse a finished execution, updated_at would move).
+        sql.SQL("INSERT INTO {} SELECT * FROM {}").format(new_sql, table_sql),
+        sql.SQL("DROP TABLE {}").format(table_sql),
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(new_sql, table_sql),
+        *(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                 table_sql, sql.Identifier(name), sql.SQL(definition)
             )
-        )
-    for statement in definitions["indexes"] + definitions["triggers"] + definitions["security"]:
-        cursor.execute(statement)
-    for name in partitions(cursor, table).values():
-        copy_row_level_security(cursor, table, name)
-    for referencing, name, definition in definitions["incoming"]:
-        cursor.execute(
+            for name, definition in definitions["constraints"]
+        ),
+        *(sql.SQL(statement) for statement in definitions["indexes"] + definitions["triggers"]),
+        *(statement for statements in security.values() for statement in statements),
+        *(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                 sql.Identifier(referencing), sql.Identifier(name), sql.SQL(definition)
             )
-        )
+            for referencing, name, definition in definitions["incoming"]
+        ),
+    ]
+    for statement in statements:
+        execute(statement.as_string(cursor.connection), None)
 
 
 class PartitionByIdMonth(migrations.operations.base.Operation):
@@ -278,7 +275,6 @@ class PartitionByIdMonth(migrations.operations.base.Operation):
     """
 
     reversible = True
-    reduces_to_sql = False
 
     def __init__(self, table: str):
         self.table = table
@@ -291,11 +287,11 @@ class PartitionByIdMonth(migrations.operations.base.Operation):
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         with schema_editor.connection.cursor() as cursor:
-            rebuild(cursor, self.table, partitioned=True)
+            rebuild(cursor, self.table, partitioned=True, execute=schema_editor.execute)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         with schema_editor.connection.cursor() as cursor:
-            rebuild(cursor, self.table, partitioned=False)
+            rebuild(cursor, self.table, partitioned=False, execute=schema_editor.execute)
 
     def describe(self):
         return f"Partition {self.table} by month of its UUIDv7 id"

@@ -125,3 +125,33 @@ ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;
 """,
     )
+
+
+def drop_foreign_key(
+    alter_field: migrations.AlterField, *, table: str, column: str, target: str
+) -> migrations.SeparateDatabaseAndState:
+    """`alter_field` (a ForeignKey turned db_constraint=False) with SQL that names no key.
+
+    Django's own operation finds the key's name by reading the database, so its
+    `sqlmigrate` output, read from a migrated database, drops nothing (and a replay of
+    it, as `make bench` does, keeps the key). This drops every single-column foreign key
+    on `column` found when it runs; backwards it declares the key again.
+    """
+    drop = f"""
+DO $$ DECLARE name text; BEGIN
+    FOR name IN SELECT conname FROM pg_constraint WHERE conrelid = '{table}'::regclass
+        AND contype = 'f' AND conkey = ARRAY[(SELECT attnum FROM pg_attribute
+            WHERE attrelid = '{table}'::regclass AND attname = '{column}')]
+    LOOP
+        EXECUTE format('ALTER TABLE {table} DROP CONSTRAINT %I', name);
+    END LOOP;
+END $$;
+"""
+    add = (
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
+        f"REFERENCES {target} (id) DEFERRABLE INITIALLY DEFERRED;"
+    )
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[migrations.RunSQL(sql=drop, reverse_sql=add)],
+        state_operations=[alter_field],
+    )

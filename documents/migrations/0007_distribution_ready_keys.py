@@ -29,20 +29,29 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name='chunk',
-            name='document',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='documents.document'),
+        core.safe_migration.drop_foreign_key(
+            migrations.AlterField(
+                model_name='chunk',
+                name='document',
+                field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='documents.document'),
+            ),
+            table='chunks', column='document_id', target='documents',
         ),
-        migrations.AlterField(
-            model_name='document',
-            name='project',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='documents', to='documents.project'),
+        core.safe_migration.drop_foreign_key(
+            migrations.AlterField(
+                model_name='document',
+                name='project',
+                field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='documents', to='documents.project'),
+            ),
+            table='documents', column='project_id', target='projects',
         ),
-        migrations.AlterField(
-            model_name='documentversion',
-            name='project',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='documents.project'),
+        core.safe_migration.drop_foreign_key(
+            migrations.AlterField(
+                model_name='documentversion',
+                name='project',
+                field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='documents.project'),
+            ),
+            table='document_versions', column='project_id', target='projects',
         ),
         core.safe_migration.ReplaceUniqueConstraint(
             'chunk',

@@ -18,9 +18,12 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name='export',
-            name='project',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='exports', to='documents.project'),
+        core.safe_migration.drop_foreign_key(
+            migrations.AlterField(
+                model_name='export',
+                name='project',
+                field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='exports', to='documents.project'),
+            ),
+            table='exports', column='project_id', target='projects',
         ),
     ]

@@ -38,6 +38,27 @@ NOW = datetime(2026, 12, 10, tzinfo=UTC)
 MONTHS = [datetime(2026, 9, 15, tzinfo=UTC), datetime(2026, 10, 15, tzinfo=UTC), NOW]
 
 
+@pytest.fixture(autouse=True)
+def only_the_partitions_it_found():
+    """Partitions are DDL, which the flush between tests does not undo: each test
+    leaves the months as it found them (the schema tests compare schemas)."""
+    with connection.cursor() as cursor:
+        before = partitioning.partitions(cursor, TABLE)
+    yield
+    with system_context("test partitions"), connection.cursor() as cursor:
+        for month, name in partitioning.partitions(cursor, TABLE).items():
+            if month not in before:
+                lower, upper = partitioning.month_bounds(month)
+                # Its rows first, with what depends on them, as the foreign keys say.
+                cursor.execute(
+                    f"DELETE FROM {TABLE} WHERE id >= %s AND id < %s", [str(lower), str(upper)]
+                )
+                cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
+                cursor.execute(f"DROP TABLE {name}")
+        for month in before:
+            partitioning.create_month_partition(cursor, TABLE, month)
+
+
 @pytest.fixture
 def project(tenant_a):
     with tenant_context(tenant_a):

@@ -75,9 +75,11 @@ FINGERPRINT_QUERIES = {
                generation_expression
         FROM information_schema.columns WHERE table_schema = 'public'
     """,
+    # Not the clones PostgreSQL makes of a key for each partition it involves: the server
+    # numbers them (..._fk_1, _fk_2) in the order partitions come and go.
     "constraints": """
         SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE connamespace = 'public'::regnamespace
+        WHERE connamespace = 'public'::regnamespace AND conparentid = 0
     """,
     "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
     "triggers": """
