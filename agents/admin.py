@@ -36,6 +36,7 @@ from agents.models import (
     Decision,
     EvaluationRun,
     ExecutionError,
+    ExecutionIdempotencyKey,
     ExecutionSource,
 )
 from agents.selectors import ExecutionNode, change_proposal_diff, run_tree
@@ -365,6 +366,19 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
             lambda execution: execution_retry(tenant=execution.tenant_id, execution=execution),
             "New attempts",
         )
+
+
+@admin.register(ExecutionIdempotencyKey)
+class ExecutionIdempotencyKeyAdmin(RecordAdminMixin, TenantOwnedAdmin):
+    """Written by agent_executions' trigger only: read here, to find a key's execution."""
+
+    list_display = ("idempotency_key", "execution", "tenant", "created_at")
+    list_filter = (TenantListFilter,)
+    search_fields = ("=idempotency_key",)
+    uuid_search_fields = ("id", "execution_id")
+    raw_id_fields = ("execution",)
+    list_select_related = ("execution", "tenant")
+    list_defer = deferred_execution_columns("execution")
 
 
 @admin.register(ExecutionSource)

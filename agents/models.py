@@ -88,7 +88,11 @@ class AgentExecution(TenantOwnedModel):
     Status = ExecutionStatus
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="executions", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_constraint=False,
+        db_index=False,
     )
     agent_type = models.CharField(max_length=100)
     correlation_id = models.UUIDField()
@@ -98,6 +102,7 @@ class AgentExecution(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="steps",
+        db_constraint=False,
         db_index=False,
     )
     attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
@@ -118,6 +123,7 @@ class AgentExecution(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="produced_by",
+        db_constraint=False,
         db_index=False,
     )
     started_at = models.DateTimeField(null=True, blank=True)
@@ -128,12 +134,6 @@ class AgentExecution(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "id"], name="agent_executions_tenant_id_uniq"
-            ),
-            # Retrying with the same key returns the first execution.
-            models.UniqueConstraint(
-                fields=["tenant", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="agent_executions_tenant_idempotency_uniq",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=ExecutionStatus.values), name="agent_executions_status_valid"
@@ -205,6 +205,31 @@ class AgentExecution(TenantOwnedModel):
                 ),
                 func=_recover_errors_sql(),
             ),
+            # The key's uniqueness per tenant lives in execution_idempotency_keys: a
+            # partitioned table's unique keys must include its partition key (id).
+            pgtrigger.Trigger(
+                name="idempotency_key_claim",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition("NEW.idempotency_key IS NOT NULL"),
+                func=(
+                    "INSERT INTO execution_idempotency_keys (tenant_id, execution_id, "
+                    "idempotency_key) VALUES (NEW.tenant_id, NEW.id, NEW.idempotency_key); "
+                    "RETURN NULL;"
+                ),
+            ),
+            pgtrigger.Trigger(
+                name="idempotency_key_immutable",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition(
+                    "OLD.idempotency_key IS DISTINCT FROM NEW.idempotency_key"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'agent execution %: the idempotency key cannot change', "
+                    "OLD.id USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
+                ),
+            ),
             # A new execution has not finished yet.
             pgtrigger.Trigger(
                 name="status_initial",
@@ -230,6 +255,43 @@ class AgentExecution(TenantOwnedModel):
         return self.completed_at - self.started_at
 
 
+class ExecutionIdempotencyKey(TenantOwnedModel):
+    """An execution's idempotency key, unique per tenant; written by agent_executions'
+    idempotency_key_claim trigger, so raw SQL inserts are held to it too.
+
+    agent_executions is partitioned by month of its id, and PostgreSQL allows a unique
+    key on a partitioned table only if it includes the partition key: (tenant_id,
+    idempotency_key, id) would guarantee nothing. This small table keeps the guarantee
+    under the constraint name the key always had.
+    """
+
+    execution = models.ForeignKey(
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    idempotency_key = models.CharField(max_length=200)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "execution_idempotency_keys"
+        constraints = [
+            # Retrying with the same key returns the first execution.
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                name="agent_executions_tenant_idempotency_uniq",
+            ),
+            # One key per execution; the (tenant_id, execution_id) FK's ON DELETE CASCADE.
+            models.UniqueConstraint(
+                fields=["tenant", "execution"], name="execution_idempotency_keys_exec_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.idempotency_key
+
+
 class ExecutionSource(TenantOwnedModel):
     """A chunk an execution retrieved, with its rank, score and a snapshot of its content.
 
@@ -238,7 +300,11 @@ class ExecutionSource(TenantOwnedModel):
     """
 
     execution = models.ForeignKey(
-        AgentExecution, on_delete=models.CASCADE, related_name="sources", db_index=False
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="sources",
+        db_constraint=False,
+        db_index=False,
     )
     chunk = models.ForeignKey(
         "documents.Chunk",
@@ -246,6 +312,7 @@ class ExecutionSource(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="execution_sources",
+        db_constraint=False,
         db_index=False,
     )
     rank = models.IntegerField(validators=[MinValueValidator(1)])
@@ -261,9 +328,10 @@ class ExecutionSource(TenantOwnedModel):
     class Meta(TenantOwnedModel.Meta):
         db_table = "execution_sources"
         constraints = [
-            # Also the index on execution_id: an execution's sources.
+            # Tenant-first, as every unique key (a Citus cluster requires the tenant in it).
             models.UniqueConstraint(
-                fields=["execution", "chunk"], name="execution_sources_execution_chunk_uniq"
+                fields=["tenant", "execution", "chunk"],
+                name="execution_sources_tenant_exec_chunk_uniq",
             ),
             models.CheckConstraint(condition=Q(rank__gte=1), name="execution_sources_rank_gte_1"),
             models.CheckConstraint(
@@ -335,7 +403,11 @@ class ConversationMessage(TenantOwnedModel):
     Role = MessageRole
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="messages", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="messages",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -343,6 +415,7 @@ class ConversationMessage(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="messages",
+        db_constraint=False,
         db_index=False,
     )
     position = models.IntegerField(validators=[MinValueValidator(1)])
@@ -382,7 +455,11 @@ class EvaluationRun(TenantOwnedModel):
     """A score given to one document version or one execution, with its metrics."""
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="evaluations", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="evaluations",
+        db_constraint=False,
+        db_index=False,
     )
     document_version = models.ForeignKey(
         "documents.DocumentVersion",
@@ -390,6 +467,7 @@ class EvaluationRun(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
+        db_constraint=False,
         db_index=False,
     )
     execution = models.ForeignKey(
@@ -398,6 +476,7 @@ class EvaluationRun(TenantOwnedModel):
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
+        db_constraint=False,
         db_index=False,
     )
     evaluator = models.CharField(max_length=200, blank=True)
@@ -490,7 +569,11 @@ class ChangeProposal(TenantOwnedModel):
     Status = ProposalStatus
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="proposals", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="proposals",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -498,6 +581,7 @@ class ChangeProposal(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="proposals",
+        db_constraint=False,
         db_index=False,
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
@@ -506,6 +590,7 @@ class ChangeProposal(TenantOwnedModel):
         "documents.DocumentVersion",
         on_delete=models.RESTRICT,
         related_name="proposals",
+        db_constraint=False,
         db_index=False,
     )
     content = models.TextField()
@@ -531,6 +616,7 @@ class ChangeProposal(TenantOwnedModel):
         blank=True,
         on_delete=models.RESTRICT,
         related_name="applied_proposals",
+        db_constraint=False,
         db_index=False,
     )
     # Why applying failed (the base version was no longer the latest, ...).
@@ -681,7 +767,11 @@ class Decision(TenantOwnedModel):
     selected and why; decided by a user (decided_by) or an agent (execution)."""
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="decisions", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="decisions",
+        db_constraint=False,
+        db_index=False,
     )
     execution = models.ForeignKey(
         AgentExecution,
@@ -689,6 +779,7 @@ class Decision(TenantOwnedModel):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="decisions",
+        db_constraint=False,
         db_index=False,
     )
     category = models.CharField(max_length=100)
@@ -765,7 +856,11 @@ class ExecutionError(TenantOwnedModel):
     attempt of the same step succeeded (`recovered`, kept by the database)."""
 
     execution = models.ForeignKey(
-        AgentExecution, on_delete=models.CASCADE, related_name="errors", db_index=False
+        AgentExecution,
+        on_delete=models.CASCADE,
+        related_name="errors",
+        db_constraint=False,
+        db_index=False,
     )
     # The step that failed (by default the execution's agent type).
     node = models.CharField(max_length=200)

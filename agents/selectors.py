@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
 from agents.models import (
@@ -25,6 +26,7 @@ from agents.models import (
     ExecutionError,
     ExecutionSource,
 )
+from core.ids import uuid7_floor
 from documents.models import DocumentVersion, Project
 from documents.selectors import VersionDiff, content_diff
 from tenancy.context import require_tenant, tenant_context
@@ -96,6 +98,20 @@ def execution_list(
     if correlation_id is not None:
         executions = executions.filter(correlation_id=correlation_id)
     return executions.order_by("-started_at", "-created_at")
+
+
+def execution_history(*, tenant, start: datetime, end: datetime) -> QuerySet[AgentExecution]:
+    """A tenant's executions created in [start, end), newest first.
+
+    "Created" by the id's UUIDv7 time, the partition key of agent_executions: the id
+    range lets PostgreSQL scan only the months it covers (core.partitioning).
+    """
+    tenant_id = require_tenant(tenant)
+    if end <= start:
+        raise ValidationError({"end": "The end must be after the start."})
+    return AgentExecution.objects.filter(
+        tenant_id=tenant_id, id__gte=uuid7_floor(start), id__lt=uuid7_floor(end)
+    ).order_by("-id")
 
 
 def execution_sources(*, tenant, execution: AgentExecution) -> list[ExecutionSource]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -28,22 +28,25 @@ from django.utils import timezone
 from agents.models import (
     ALLOWED_TRANSITIONS,
     AgentExecution,
+    ChangeProposal,
     ConversationMessage,
     Decision,
     EvaluationRun,
     ExecutionError,
+    ExecutionIdempotencyKey,
     ExecutionSource,
 )
 from agents.proposals import change_proposal_apply as change_proposal_apply
 from agents.proposals import change_proposal_approve as change_proposal_approve
 from agents.proposals import change_proposal_propose as change_proposal_propose
 from agents.proposals import change_proposal_reject as change_proposal_reject
+from core import partitioning
 from core.db import advisory_xact_lock
 from core.expressions import ClockTimestamp
 from core.hashing import sha256_hex
-from core.ids import uuid7
+from core.ids import uuid7, uuid7_floor
 from documents.models import Chunk, DocumentVersion, Project
-from tenancy.context import require_tenant, tenant_context
+from tenancy.context import require_tenant, system_context, tenant_context
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,16 @@ def _clean(
 
 
 def _by_idempotency_key(tenant_id: uuid.UUID, key: str) -> AgentExecution | None:
-    return AgentExecution.objects.filter(tenant_id=tenant_id, idempotency_key=key).first()
+    # Through the key's own unique index, then by primary key: agent_executions has no
+    # index on the key (its uniqueness lives in execution_idempotency_keys).
+    execution_id = (
+        ExecutionIdempotencyKey.objects.filter(tenant_id=tenant_id, idempotency_key=key)
+        .values_list("execution_id", flat=True)
+        .first()
+    )
+    if execution_id is None:
+        return None
+    return AgentExecution.objects.filter(tenant_id=tenant_id, pk=execution_id).first()
 
 
 def _same_request(existing: AgentExecution, requested: AgentExecution) -> AgentExecution:
@@ -110,7 +122,8 @@ def _same_request(existing: AgentExecution, requested: AgentExecution) -> AgentE
 def _insert_once(execution: AgentExecution) -> AgentExecution:
     """Insert the execution, or return the tenant's execution holding its idempotency key.
 
-    Race-safe: the partial unique index agent_executions_tenant_idempotency_uniq decides.
+    Race-safe: the unique key agent_executions_tenant_idempotency_uniq decides (on
+    execution_idempotency_keys, written by the insert's trigger).
     The loser's INSERT waits for the winner's commit, fails inside a savepoint (so the
     surrounding transaction stays usable) and reads the winner's row. Must run inside
     the tenant's context.
@@ -643,3 +656,72 @@ def decision_record(
         extra={"decision_id": str(decision.pk), "category": category, "selected": selected},
     )
     return decision
+
+
+# Run history partitions (core.partitioning): agent_executions is split by month.
+
+EXECUTIONS_TABLE = AgentExecution._meta.db_table
+
+
+def execution_partitions_ensure(*, ahead: int, now: datetime | None = None) -> list[str]:
+    """Create agent_executions' partitions from this month to `ahead` months on; the new ones.
+
+    Idempotent. As the owner (system_context): only the owner may create partitions.
+    """
+    if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 120:
+        raise ValidationError({"ahead": "A whole number of months from 0 to 120."})
+    current = partitioning.month_start(now or timezone.now())
+    with system_context("create agent_executions partitions"):
+        with connection.cursor() as cursor:
+            return partitioning.ensure_months(
+                cursor, EXECUTIONS_TABLE, current, partitioning.add_months(current, ahead)
+            )
+
+
+def execution_history_retain(*, months: int, now: datetime | None = None) -> dict[str, int]:
+    """Remove the run history older than the last `months` months (this one included).
+
+    Whole months: their partitions are detached and dropped, and everything that
+    depends on their executions goes by its foreign key's rule (sources, errors,
+    evaluations and idempotency keys deleted; messages, decisions and final proposals
+    keep their row without the execution). Refused, changing nothing, while a change
+    proposal under review (pending, approved) comes from one of those executions or an
+    export is being built (pending, running) for a project that has some. One
+    transaction: all of it or nothing. Returns the rows removed or cleared per table.
+    """
+    if isinstance(months, bool) or not isinstance(months, int) or months < 1:
+        raise ValidationError({"retain_months": "A whole number of months, 1 or more."})
+    cutoff = partitioning.add_months(partitioning.month_start(now or timezone.now()), 1 - months)
+    upper = uuid7_floor(cutoff)
+    with system_context("agent_executions retention"):
+        # The lock first: no execution of those months may appear, nor be pointed at by
+        # a new proposal, between the checks and the drop.
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {EXECUTIONS_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        reviewing = ChangeProposal.objects.filter(
+            execution_id__lt=upper,
+            status__in=[ChangeProposal.Status.PENDING, ChangeProposal.Status.APPROVED],
+        ).count()
+        # The exports table by its contract name (DESIGN.md section 4): the exports app
+        # builds on documents, not on agents, so neither imports the other.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM exports e WHERE e.status IN ('pending', 'running') "
+                "AND EXISTS (SELECT 1 FROM agent_executions x WHERE x.tenant_id = e.tenant_id "
+                "AND x.project_id = e.project_id AND x.id < %s)",
+                [upper],
+            )
+            building = cursor.fetchone()[0]
+        if reviewing or building:
+            raise ValidationError(
+                {
+                    "retain_months": f"History before {cutoff:%Y-%m} is still needed: "
+                    f"{reviewing} change proposals under review come from its executions "
+                    f"and {building} exports are being built for projects with executions "
+                    "in it. Nothing was removed."
+                }
+            )
+        with connection.cursor() as cursor:
+            removed = partitioning.drop_months_before(cursor, EXECUTIONS_TABLE, cutoff)
+    logger.info("execution history retained", extra={"cutoff": cutoff.isoformat(), **removed})
+    return removed

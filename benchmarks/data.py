@@ -27,9 +27,10 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.scales import Scale
+from core import partitioning
 from core.embedding import Embedder
 from core.hashing import sha256_hex
-from core.ids import uuid7
+from core.ids import uuid7, uuid7_at
 
 # (slug, share of every table's rows); the first three are measured, the last is the rest.
 TENANT_SHARES = (("bench-50", 0.50), ("bench-10", 0.10), ("bench-01", 0.01), ("bench-rest", 0.39))
@@ -50,6 +51,8 @@ STATUSES = (
 COMMON_TERM = "writer"
 RARE_TERM = "zeppelin"
 RARE_ROWS = 5
+# How far back the generated run history goes (four monthly partitions or five).
+HISTORY_DAYS = 90
 CHUNKS_PER_DOCUMENT = 50
 VOCABULARY_SIZE = 20_000
 # A topic per this many chunks, so its cluster keeps its size whatever the scale.
@@ -183,7 +186,7 @@ def _split(total: int, minimum: int = 1) -> list[int]:
     return [max(minimum, round(total * share)) for _slug, share in TENANT_SHARES]
 
 
-def _past(rng: random.Random, now: datetime, days: int = 90) -> datetime:
+def _past(rng: random.Random, now: datetime, days: int = HISTORY_DAYS) -> datetime:
     return now - timedelta(seconds=rng.uniform(0, days * 86_400))
 
 
@@ -315,7 +318,10 @@ def _execution_rows(
             if number % 4 == 0:
                 correlation_id = uuid.uuid4()  # a run of four steps
             status = rng.choices(statuses, weights=weights)[0]
-            started = None if status == "pending" else _past(rng, now)
+            # Made over the last 90 days: the id carries that time, so the rows spread
+            # over agent_executions' monthly partitions as real history does.
+            created = _past(rng, now)
+            started = None if status == "pending" else created
             finished = status in ("succeeded", "failed", "cancelled")
             completed = started + timedelta(seconds=rng.uniform(0.5, 120)) if finished else None
             agent_type = rng.choice(AGENT_TYPES)
@@ -323,6 +329,8 @@ def _execution_rows(
                 agent_type, rare_left = f"{RARE_TERM}-auditor", rare_left - 1
             prompt_tokens = rng.randint(100, 4_000)
             yield (
+                uuid7_at(created, rng.getrandbits(74)),
+                created,
                 data.tenant.pk,
                 rng.choice(data.project_ids),
                 agent_type,
@@ -433,10 +441,16 @@ def generate(
         chunks,
     )
     progress(f"{scale.executions} agent executions")
+    with conn.transaction(), conn.cursor() as cursor:
+        partitioning.ensure_months(
+            cursor, "agent_executions", now - timedelta(days=HISTORY_DAYS), now
+        )
     _load(
         conn,
         "agent_executions",
         [
+            "id",
+            "created_at",
             "tenant_id",
             "project_id",
             "agent_type",

@@ -7,11 +7,14 @@ with set_config and runs the very SELECT the project sent (benchmarks.reference)
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from benchmarks.data import METADATA_PROBE, Dataset
 from benchmarks.reference import Reference, own_statements
 from benchmarks.report import PathResult
 from benchmarks.scales import Scale
 from benchmarks.timing import interleave, milliseconds, profile
+from core import partitioning
 
 ORM_GOAL = 2.0
 CONTEXT_GOAL = 1.5
@@ -38,6 +41,7 @@ def _compare(
 
 
 def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
+    from agents.selectors import execution_history
     from documents.models import Project
     from documents.selectors import latest_versions, project_list
     from tenancy.context import tenant_context
@@ -67,6 +71,16 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
 
     def latest() -> int:
         return len(latest_versions(tenant=tenant, project=project_row))
+
+    # The newest full month of run history: the selector's id range lets PostgreSQL
+    # scan that month's partition only.
+    this_month = partitioning.month_start(datetime.now(UTC))
+    last_month = partitioning.add_months(this_month, -1)
+
+    def history_month() -> int:
+        with tenant_context(tenant):
+            page = execution_history(tenant=tenant, start=last_month, end=this_month)[:PAGE]
+            return len(list(page))
 
     def replay(call):
         statements = own_statements(call)
@@ -106,6 +120,15 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
             "its query, raw",
             metadata_contains,
             replay(metadata_contains),
+            scale.rounds,
+            ORM_GOAL,
+        ),
+        _compare(
+            "execution_history_month",
+            f"run history of a month, first {PAGE} (pruned)",
+            "its query, raw",
+            history_month,
+            replay(history_month),
             scale.rounds,
             ORM_GOAL,
         ),

@@ -34,6 +34,7 @@ PATH_ORDER = (
     "project_list",
     "metadata_contains",
     "latest_versions",
+    "execution_history_month",
     "tenant_context",
     "chunk_search_semantic_50",
     "chunk_search_semantic_10",

@@ -29,11 +29,12 @@ from django.core.files.storage import storages
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.loader import MigrationLoader
 from django.http import JsonResponse
+from django.utils import timezone
 from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core import leakproof, replicas, vector_work
+from core import leakproof, partitioning, replicas, vector_work
 from core.checks import pgvector_problem, postgres_problem
 from core.db import runtime_role_name
 
@@ -207,6 +208,39 @@ class HnswIndexesValid(NamedCheck):
         invalid = sorted(name for name, valid in rows if not valid)
         if invalid:
             raise ServiceUnavailable(f"invalid HNSW indexes: {_names(invalid)}")
+
+
+class PartitionsAhead(NamedCheck):
+    """Every monthly-partitioned table has this month's and next month's partition.
+
+    There is no default partition (core.partitioning), so an insert into a month
+    without one fails: this fails a month ahead, while `manage.py partitions --ahead N`
+    (run it monthly) can still add it.
+    """
+
+    key = "partitions_ahead"
+    title = "Partitions of this month and the next in place"
+
+    def run(self) -> None:
+        current = partitioning.month_start(timezone.now())
+        needed = [current, partitioning.add_months(current, 1)]
+        with probe_cursor() as cursor:
+            cursor.execute(
+                "SELECT relname::text FROM pg_class WHERE relkind = 'p' "
+                "AND relnamespace = 'public'::regnamespace ORDER BY 1"
+            )
+            tables = [name for (name,) in cursor.fetchall()]
+            missing = [
+                partitioning.partition_name(table, month)
+                for table in tables
+                for month in needed
+                if month not in partitioning.partitions(cursor, table)
+            ]
+        if missing:
+            raise ServiceUnavailable(
+                f"missing partitions {_names(missing)}: inserts for that month will fail; "
+                "run manage.py partitions --ahead 3"
+            )
 
 
 class RowLevelSecurityEnforced(NamedCheck):
@@ -388,6 +422,7 @@ class HealthView(HealthCheckView):
         VectorOperations,
         MigrationsApplied,
         HnswIndexesValid,
+        PartitionsAhead,
         RowLevelSecurityEnforced,
         LeakproofMarks,
         RuntimeRoleRestricted,

@@ -33,7 +33,11 @@ class Export(TenantOwnedModel):
     Format = ExportFormat
 
     project = models.ForeignKey(
-        "documents.Project", on_delete=models.CASCADE, related_name="exports", db_index=False
+        "documents.Project",
+        on_delete=models.CASCADE,
+        related_name="exports",
+        db_constraint=False,
+        db_index=False,
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.ZIP)

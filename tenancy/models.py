@@ -102,7 +102,11 @@ class Tenant(TimestampedModel):
 class TenantOwnedModel(TimestampedModel):
     """A row that belongs to one tenant; row-level security keys on `tenant_id`.
 
-    The tenant column is indexed by each concrete model's tenant-first index.
+    The tenant column is indexed by each concrete model's tenant-first index. Foreign
+    keys to other tenant tables are `db_constraint=False`: the composite keys
+    `(tenant_id, x_id) -> x (tenant_id, id)` of the migrations enforce them (and pin the
+    tenant), and a single-column key would be the one thing stopping a Citus cluster
+    from co-locating a tenant's rows (tests/core/test_distribution.py).
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)

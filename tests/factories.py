@@ -84,6 +84,20 @@ def _execution(tenant, rows):
     )
 
 
+def _idempotency_key(tenant, rows):
+    from agents.models import AgentExecution, ExecutionIdempotencyKey
+
+    # Written by the execution's insert trigger, never on its own.
+    execution = AgentExecution.objects.create(
+        tenant=tenant,
+        project=rows[Project],
+        agent_type="writer",
+        correlation_id=uuid.uuid4(),
+        idempotency_key=f"job-{uuid.uuid4().hex[:8]}",
+    )
+    return ExecutionIdempotencyKey.objects.get(tenant=tenant, execution=execution)
+
+
 def _source(tenant, rows):
     from agents.models import AgentExecution
     from agents.services import execution_record_sources
@@ -175,6 +189,7 @@ TENANT_ROW_BUILDERS = {
     "documents.Chunk": _chunk,
     "documents.ProjectTemplate": _template,
     "agents.AgentExecution": _execution,
+    "agents.ExecutionIdempotencyKey": _idempotency_key,
     "agents.ExecutionSource": _source,
     "agents.ConversationMessage": _message,
     "agents.EvaluationRun": _evaluation,

@@ -25,6 +25,7 @@ from agents.models import (
     Decision,
     EvaluationRun,
     ExecutionError,
+    ExecutionIdempotencyKey,
     ExecutionSource,
 )
 from agents.services import (
@@ -67,7 +68,7 @@ def project_models() -> list:
 
 ADMIN_MODELS = project_models()
 # Rows that only services write (sources, chunks from ingestion): nobody adds them here.
-NOT_ADDABLE = {ExecutionSource, Chunk, ExecutionError}
+NOT_ADDABLE = {ExecutionSource, Chunk, ExecutionError, ExecutionIdempotencyKey}
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [
     Chunk,
@@ -115,7 +116,9 @@ def make_rows(tenant: Tenant, user: User, label: str) -> dict:
             agent_type="writer",
             correlation_id=uuid7(),
             produced_version=version,
+            idempotency_key=f"job {label}",
         )
+        idempotency_key = ExecutionIdempotencyKey.objects.get(execution=execution)
         export = Export.objects.create(tenant=tenant, project=project, created_by=user)
         membership = Membership.objects.get(tenant=tenant, user=user)
     template = project_template_create(
@@ -168,6 +171,7 @@ def make_rows(tenant: Tenant, user: User, label: str) -> dict:
         ChangeProposal: proposal,
         Decision: decision,
         ExecutionError: error,
+        ExecutionIdempotencyKey: idempotency_key,
         Export: export,
     }
 

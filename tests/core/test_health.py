@@ -89,6 +89,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "vector_operations",
         "migrations_applied",
         "hnsw_indexes_valid",
+        "partitions_ahead",
         "row_level_security_enforced",
         "leakproof_marks",
         "runtime_role_restricted",

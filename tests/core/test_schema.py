@@ -199,6 +199,11 @@ class Rows:
                 "selected": "here",
                 "reasoning": "",
             },
+            "execution_idempotency_keys": lambda: {
+                "tenant_id": tenant_id,
+                "execution_id": self.insert("agent_executions", tenant_id),
+                "idempotency_key": f"key {n}",
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -539,6 +544,7 @@ TOUCH = {
     "change_proposals": ("review_note", "touched"),  # editable while pending
     "decisions": ("reasoning", "touched"),
     "execution_errors": ("recovery_strategy", "touched"),  # editable, unlike the error
+    "execution_idempotency_keys": ("idempotency_key", "touched"),
 }
 
 
@@ -547,7 +553,9 @@ def test_every_table_with_updated_at_has_a_trigger_case(db):
         table
         for (table,) in fetch(
             "SELECT table_name FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND column_name = 'updated_at'"
+            "WHERE table_schema = 'public' AND column_name = 'updated_at' "
+            # A partition has its parent's columns and triggers.
+            "AND table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)"
         )
     }
     assert catalog == {model._meta.db_table for model in TIMESTAMPED_MODELS}
@@ -699,7 +707,9 @@ def test_declared_constraint_exists_with_its_name(db, table, constraint):
     else:
         found = fetch(
             "SELECT rel.relname, con.contype FROM pg_constraint con "
-            "JOIN pg_class rel ON rel.oid = con.conrelid WHERE con.conname = %s",
+            # conislocal: not the copies on the partitions of a partitioned table.
+            "JOIN pg_class rel ON rel.oid = con.conrelid WHERE con.conname = %s "
+            "AND con.conislocal",
             [constraint.name],
         )
         assert found == [(table, "c")]
@@ -782,6 +792,7 @@ def test_child_rows_must_belong_to_their_parents_tenant(rows, tenant_b):
         JOIN pg_class ref ON ref.oid = con.confrelid
         JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = con.conkey[2]
         WHERE con.contype = 'f' AND rel.relname = ANY(%s) AND cardinality(con.conkey) = 2
+            AND con.conparentid = 0  -- not the clones per partition of agent_executions
         ORDER BY 2
         """,
         [our_tables()],

@@ -1,0 +1,187 @@
+"""Readiness to distribute by tenant (DESIGN.md section 9): the catalog's rules and Citus's plan.
+
+A Citus cluster co-locates a tenant's rows on one node when every tenant table is
+distributed by `tenant_id`. It then requires that every primary key and unique
+constraint of a distributed table includes `tenant_id`, and that every foreign key
+between distributed tables does too; the global tables (users, tenants, shared
+templates, Django's own) become reference tables, copied to every node.
+
+Everything here reads the catalog (pg_class, pg_attribute, pg_index, pg_constraint),
+not a list of our models, so a new table is judged the day it is created:
+tests/core/test_distribution.py fails on any problem `distribution_problems` finds, and
+`manage.py citus_plan` prints the statements of `citus_plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+
+# Tables without a NOT NULL tenant_id, and where each goes in a Citus cluster. A table
+# found in the catalog that is neither a tenant table nor listed here fails the test.
+REFERENCE_TABLES = {
+    "tenants": "every tenant table's tenant_id points here",
+    "users": "memberships, authors and reviewers point here",
+    "project_templates": "shared templates (tenant_id NULL) next to a tenant's own",
+    "auth_group": "Django's permissions, referenced by users",
+    "auth_group_permissions": "Django's permissions",
+    "auth_permission": "Django's permissions",
+    "django_content_type": "referenced by permissions and the admin log",
+    "django_admin_log": "the admin's history; references users and content types",
+}
+# Read and written only by the coordinator's own processes, never joined with tenant rows.
+COORDINATOR_TABLES = {
+    "django_migrations": "the migration history, written by migrate on the coordinator",
+    "django_session": "sessions, looked up by their key alone",
+    "axes_accessattempt": "the admin login lockout",
+    "axes_accessattemptexpiration": "the admin login lockout",
+    "axes_accessfailurelog": "the admin login lockout",
+    "axes_accesslog": "the admin login lockout",
+}
+GLOBAL_TABLES = {**REFERENCE_TABLES, **COORDINATOR_TABLES}
+DISTRIBUTION_COLUMN = "tenant_id"
+
+
+@dataclass
+class Table:
+    name: str
+    tenant_column: int | None  # attnum of a NOT NULL tenant_id, None for a global table
+    primary_key: list[str] = field(default_factory=list)
+    unique_keys: dict[str, list[str]] = field(default_factory=dict)  # name -> columns
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+
+
+@dataclass
+class ForeignKey:
+    name: str
+    columns: list[str]
+    target: str
+    target_columns: list[str]
+
+
+_TABLES_SQL = """
+SELECT c.oid, c.relname,
+    (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = %s
+     AND a.attnotnull AND NOT a.attisdropped)
+FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+"""
+# Unique indexes, whether behind a constraint or not: Citus refuses both kinds.
+_UNIQUE_SQL = """
+SELECT i.indrelid, ic.relname, i.indisprimary,
+    array(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k (attnum, n)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indisunique AND i.indrelid = ANY (%s)
+"""
+_FOREIGN_KEYS_SQL = """
+SELECT con.conrelid, con.conname, con.confrelid::regclass::text,
+    array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k (attnum, n)
+          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.n),
+    array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k (attnum, n)
+          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.n)
+FROM pg_constraint con
+WHERE con.contype = 'f' AND con.conrelid = ANY (%s)
+    -- a key referencing a partitioned table has a clone per partition: count it once
+    AND con.conparentid = 0
+"""
+
+
+def read_tables(cursor) -> dict[str, Table]:
+    """Every table of the public schema (partitions fold into their parent)."""
+    cursor.execute(_TABLES_SQL, [DISTRIBUTION_COLUMN])
+    by_oid = {oid: Table(name, attnum) for oid, name, attnum in cursor.fetchall()}
+    oids = list(by_oid)
+    cursor.execute(_UNIQUE_SQL, [oids])
+    for oid, name, primary, columns in cursor.fetchall():
+        if primary:
+            by_oid[oid].primary_key = columns
+        else:
+            by_oid[oid].unique_keys[name] = columns
+    cursor.execute(_FOREIGN_KEYS_SQL, [oids])
+    for oid, name, target, columns, target_columns in cursor.fetchall():
+        by_oid[oid].foreign_keys.append(ForeignKey(name, columns, target, target_columns))
+    return {table.name: table for table in by_oid.values()}
+
+
+def distribution_problems(tables: dict[str, Table]) -> list[str]:
+    """What would stop distributing every tenant table by tenant_id; empty when ready.
+
+    The primary key on `id` alone is the one key allowed without tenant_id: citus_plan
+    widens it to (tenant_id, id) just before distributing. Widening it now would build
+    a second index on every tenant table that is redundant on one server (ids are
+    UUIDv7, unique by themselves); the tables that other tables reference already have
+    the unique (tenant_id, id) their composite foreign keys need.
+    """
+    problems = []
+    tenant = {name for name, table in tables.items() if table.tenant_column is not None}
+    for name in sorted(set(tables) - tenant - set(GLOBAL_TABLES)):
+        problems.append(f"{name}: no NOT NULL tenant_id and not in GLOBAL_TABLES")
+    for name in sorted(set(GLOBAL_TABLES) - set(tables)):
+        problems.append(f"{name}: in GLOBAL_TABLES but not in the database")
+    for name in sorted(tenant & set(GLOBAL_TABLES)):
+        problems.append(f"{name}: has a NOT NULL tenant_id but is listed in GLOBAL_TABLES")
+    for name in sorted(tenant):
+        table = tables[name]
+        if table.primary_key not in (["id"], [DISTRIBUTION_COLUMN, "id"]):
+            problems.append(
+                f"{name}: primary key ({', '.join(table.primary_key)}) is neither (id) "
+                "nor (tenant_id, id)"
+            )
+        for key, columns in sorted(table.unique_keys.items()):
+            if DISTRIBUTION_COLUMN not in columns:
+                problems.append(f"{name}: unique {key} ({', '.join(columns)}) lacks tenant_id")
+        for fk in table.foreign_keys:
+            if fk.target in tenant and not _pairs_tenant(fk):
+                problems.append(
+                    f"{name}: foreign key {fk.name} ({', '.join(fk.columns)}) -> {fk.target} "
+                    "does not pair tenant_id with tenant_id"
+                )
+    for name in sorted(set(tables) - tenant):
+        for fk in tables[name].foreign_keys:
+            if fk.target in tenant:
+                problems.append(f"{name}: global table with foreign key {fk.name} to {fk.target}")
+    return problems
+
+
+def _pairs_tenant(fk: ForeignKey) -> bool:
+    pairs = set(zip(fk.columns, fk.target_columns, strict=True))
+    return (DISTRIBUTION_COLUMN, DISTRIBUTION_COLUMN) in pairs
+
+
+def distribution_order(tables: dict[str, Table]) -> list[str]:
+    """The tenant tables, each after the tenant tables its foreign keys point to."""
+    tenant = {name for name, table in tables.items() if table.tenant_column is not None}
+    graph = {
+        name: {fk.target for fk in tables[name].foreign_keys if fk.target in tenant} - {name}
+        for name in sorted(tenant)
+    }
+    return list(TopologicalSorter(graph).static_order())
+
+
+def citus_plan(tables: dict[str, Table]) -> list[str]:
+    """The statements that distribute this schema on a Citus coordinator, in order."""
+    statements = [f"SELECT create_reference_table('{name}');" for name in _reference_order(tables)]
+    order = distribution_order(tables)
+    for name in order:
+        table = tables[name]
+        if table.primary_key != [DISTRIBUTION_COLUMN, "id"]:
+            statements.append(
+                f"ALTER TABLE {name} DROP CONSTRAINT {name}_pkey, "
+                f"ADD CONSTRAINT {name}_pkey PRIMARY KEY (tenant_id, id);"
+            )
+    first = order[0]
+    for name in order:
+        colocate = "" if name == first else f", colocate_with => '{first}'"
+        statements.append(f"SELECT create_distributed_table('{name}', 'tenant_id'{colocate});")
+    return statements
+
+
+def _reference_order(tables: dict[str, Table]) -> list[str]:
+    graph = {
+        name: {fk.target for fk in tables[name].foreign_keys if fk.target in REFERENCE_TABLES}
+        - {name}
+        for name in sorted(REFERENCE_TABLES)
+        if name in tables
+    }
+    return list(TopologicalSorter(graph).static_order())

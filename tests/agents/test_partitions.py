@@ -1,0 +1,265 @@
+"""agent_executions partitioned by month of its UUIDv7 id, and its retention (core.partitioning).
+
+transaction=True throughout: partitions are DDL made by the owner, and the conversion
+is a migration run against the real tables.
+"""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import IntegrityError, connection
+from django.utils import timezone
+from health_check.exceptions import ServiceUnavailable
+
+from agents.models import AgentExecution, EvaluationRun, ExecutionIdempotencyKey
+from agents.selectors import execution_history
+from agents.services import (
+    change_proposal_propose,
+    execution_history_retain,
+    execution_partitions_ensure,
+)
+from core import partitioning
+from core.health import PartitionsAhead
+from core.ids import uuid7_at, uuid7_floor
+from documents.models import Project
+from documents.services import document_version_create
+from exports.models import Export
+from tenancy.context import system_context, tenant_context
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TABLE = "agent_executions"
+NOW = datetime(2026, 12, 10, tzinfo=UTC)
+# Three months of history, each execution's id made at that time.
+MONTHS = [datetime(2026, 9, 15, tzinfo=UTC), datetime(2026, 10, 15, tzinfo=UTC), NOW]
+
+
+@pytest.fixture(autouse=True)
+def only_the_partitions_it_found():
+    """Partitions are DDL, which the flush between tests does not undo: each test
+    leaves the months as it found them (the schema tests compare schemas)."""
+    with connection.cursor() as cursor:
+        before = partitioning.partitions(cursor, TABLE)
+    yield
+    with system_context("test partitions"), connection.cursor() as cursor:
+        for month, name in partitioning.partitions(cursor, TABLE).items():
+            if month not in before:
+                lower, upper = partitioning.month_bounds(month)
+                # Its rows first, with what depends on them, as the foreign keys say.
+                cursor.execute(
+                    f"DELETE FROM {TABLE} WHERE id >= %s AND id < %s", [str(lower), str(upper)]
+                )
+                cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
+                cursor.execute(f"DROP TABLE {name}")
+        for month in before:
+            partitioning.create_month_partition(cursor, TABLE, month)
+
+
+@pytest.fixture
+def project(tenant_a):
+    with tenant_context(tenant_a):
+        return Project.objects.create(tenant=tenant_a, name="History")
+
+
+@pytest.fixture
+def history_months():
+    with system_context("test partitions"), connection.cursor() as cursor:
+        partitioning.ensure_months(cursor, TABLE, MONTHS[0], NOW)
+
+
+def make_execution(tenant, project, moment, **fields) -> AgentExecution:
+    with tenant_context(tenant):
+        return AgentExecution.objects.create(
+            id=uuid7_at(moment),
+            tenant=tenant,
+            project=project,
+            agent_type="writer",
+            correlation_id=uuid.uuid4(),
+            **fields,
+        )
+
+
+def evaluate(tenant, project, execution) -> EvaluationRun:
+    with tenant_context(tenant):
+        return EvaluationRun.objects.create(
+            tenant=tenant, project=project, execution=execution, score=50
+        )
+
+
+def partition_months() -> list[str]:
+    with connection.cursor() as cursor:
+        return [f"{m:%Y-%m}" for m in sorted(partitioning.partitions(cursor, TABLE))]
+
+
+def test_the_migration_converts_a_table_with_rows_and_keeps_every_row_and_key(tenant_a, project):
+    call_command("migrate", "agents", "0009", verbosity=0)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [TABLE])
+            assert cursor.fetchone() == ("r",)
+        runs = [make_execution(tenant_a, project, moment) for moment in MONTHS]
+        # A run whose step started after the month turned, and a claimed key.
+        step = make_execution(tenant_a, project, MONTHS[1], parent=runs[0])
+        keyed = make_execution(tenant_a, project, MONTHS[0], idempotency_key="job-1")
+        evaluations = [evaluate(tenant_a, project, run) for run in runs]
+    finally:
+        call_command("migrate", "agents", verbosity=0)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [TABLE])
+        assert cursor.fetchone() == ("p",)
+    assert {"2026-09", "2026-10", "2026-12"} <= set(partition_months())
+    with tenant_context(tenant_a):
+        ids = set(AgentExecution.objects.values_list("id", flat=True))
+        assert ids == {run.pk for run in runs} | {step.pk, keyed.pk}
+        assert AgentExecution.objects.get(pk=step.pk).parent_id == runs[0].pk
+        assert set(EvaluationRun.objects.values_list("execution_id", flat=True)) == {
+            e.execution_id for e in evaluations
+        }
+        assert ExecutionIdempotencyKey.objects.get(idempotency_key="job-1").execution_id == keyed.pk
+        # The keys still hold on the partitioned table: cascade, and the idempotency key.
+        AgentExecution.objects.filter(pk=runs[0].pk).delete()
+        assert not AgentExecution.objects.filter(pk=step.pk).exists()
+        assert not EvaluationRun.objects.filter(execution_id=runs[0].pk).exists()
+    with pytest.raises(IntegrityError, match="agent_executions_tenant_idempotency_uniq"):
+        make_execution(tenant_a, project, NOW, idempotency_key="job-1")
+
+
+def test_every_partition_has_forced_row_level_security_and_the_parents_policies(
+    tenant_a, tenant_b, project, history_months
+):
+    run = make_execution(tenant_a, project, MONTHS[0])
+    name = partitioning.partition_name(TABLE, partitioning.month_start(MONTHS[0]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relrowsecurity, relforcerowsecurity, "
+            "(SELECT array_agg(polname ORDER BY polname) FROM pg_policy WHERE polrelid = c.oid) "
+            "FROM pg_class c WHERE relname = %s",
+            [name],
+        )
+        assert cursor.fetchone() == (True, True, ["system_bypass", "tenant_isolation"])
+    # Read directly, the partition shows its rows to their tenant only.
+    for tenant, seen in ((tenant_a, [(run.pk,)]), (tenant_b, [])):
+        with tenant_context(tenant), connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {name}")
+            assert cursor.fetchall() == seen
+
+
+def test_a_history_query_by_tenant_and_time_scans_only_its_months(
+    tenant_a, project, history_months
+):
+    for moment in MONTHS:
+        make_execution(tenant_a, project, moment)
+    october = datetime(2026, 10, 1, tzinfo=UTC)
+    with tenant_context(tenant_a):
+        history = execution_history(
+            tenant=tenant_a, start=october, end=datetime(2026, 11, 1, tzinfo=UTC)
+        )
+        plan = history.explain()
+        assert [e.id for e in history] == [
+            e.id
+            for e in AgentExecution.objects.filter(id__gte=uuid7_floor(october))
+            if e.id < uuid7_floor(datetime(2026, 11, 1, tzinfo=UTC))
+        ]
+    print(plan)
+    scanned = {name for name in partition_names() if name in plan}
+    assert scanned == {"agent_executions_p2026_10"}
+
+
+def partition_names() -> list[str]:
+    with connection.cursor() as cursor:
+        return sorted(partitioning.partitions(cursor, TABLE).values())
+
+
+def test_a_history_query_needs_an_end_after_its_start(tenant_a):
+    with pytest.raises(ValidationError) as excinfo:
+        execution_history(tenant=tenant_a, start=NOW, end=NOW)
+    assert "end" in excinfo.value.message_dict
+
+
+def test_partitions_ahead_are_created_once():
+    created = execution_partitions_ensure(ahead=3, now=NOW)
+    assert {"agent_executions_p2027_02", "agent_executions_p2027_03"} <= set(created)
+    assert execution_partitions_ensure(ahead=3, now=NOW) == []
+    assert {"2026-12", "2027-01", "2027-02", "2027-03"} <= set(partition_months())
+
+
+@pytest.mark.parametrize("ahead", [-1, 121, True])
+def test_partitions_ahead_refuses_a_bad_count(ahead):
+    with pytest.raises(ValidationError) as excinfo:
+        execution_partitions_ensure(ahead=ahead)
+    assert "ahead" in excinfo.value.message_dict
+
+
+def test_retention_removes_whole_old_months_and_what_depends_on_them(
+    tenant_a, project, history_months
+):
+    september, october, december = (make_execution(tenant_a, project, m) for m in MONTHS)
+    late_step = make_execution(tenant_a, project, MONTHS[1], parent=september)
+    evaluate(tenant_a, project, september)
+    kept_evaluation = evaluate(tenant_a, project, december)
+
+    removed = execution_history_retain(months=3, now=NOW)  # keeps October to December
+
+    assert removed[TABLE] == 2  # the September run and its October step
+    assert removed["evaluation_runs"] == 1
+    assert "2026-09" not in partition_months()
+    with tenant_context(tenant_a):
+        assert set(AgentExecution.objects.values_list("id", flat=True)) == {
+            october.pk,
+            december.pk,
+        }
+        assert not AgentExecution.objects.filter(pk=late_step.pk).exists()
+        assert list(EvaluationRun.objects.values_list("id", flat=True)) == [kept_evaluation.pk]
+
+
+def test_retention_refuses_while_a_proposal_under_review_needs_the_month(
+    tenant_a, project, history_months
+):
+    old = make_execution(tenant_a, project, MONTHS[0])
+    with tenant_context(tenant_a):
+        base = document_version_create(
+            tenant=tenant_a, project=project, document_type="about", content="x"
+        )
+        change_proposal_propose(tenant=tenant_a, base_version=base, content="y", execution=old)
+    with pytest.raises(CommandError, match="1 change proposals under review"):
+        call_command("partitions", "--retain-months", "1")
+    assert "2026-09" in partition_months()
+    with tenant_context(tenant_a):
+        assert AgentExecution.objects.filter(pk=old.pk).exists()
+
+
+def test_retention_refuses_while_an_export_is_built_for_a_project_with_old_runs(
+    tenant_a, project, history_months
+):
+    make_execution(tenant_a, project, MONTHS[0])
+    with tenant_context(tenant_a):
+        Export.objects.create(tenant=tenant_a, project=project)
+    with pytest.raises(ValidationError, match="1 exports are being built"):
+        execution_history_retain(months=1, now=NOW)
+    assert "2026-09" in partition_months()
+
+
+@pytest.mark.parametrize("months", [0, -2, True])
+def test_retention_refuses_a_bad_count(months):
+    with pytest.raises(ValidationError) as excinfo:
+        execution_history_retain(months=months)
+    assert "retain_months" in excinfo.value.message_dict
+
+
+def test_health_fails_while_next_months_partition_is_missing():
+    upcoming = partitioning.add_months(partitioning.month_start(timezone.now()), 1)
+    name = partitioning.partition_name(TABLE, upcoming)
+    with system_context("test partitions"), connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
+        cursor.execute(f"DROP TABLE {name}")
+    try:
+        with pytest.raises(ServiceUnavailable, match=f"missing partitions {name}"):
+            PartitionsAhead().run()
+    finally:
+        assert execution_partitions_ensure(ahead=1) == [name]
+    PartitionsAhead().run()
