@@ -26,14 +26,12 @@ from django.db import connection
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from core.db import ensure_database_server
+from core.db import ensure_database_server, libpq_options
 
 DEFAULT_NAME = "agentic_bench"
 # The database every PostgreSQL has, to create and drop the others from.
 MAINTENANCE_DATABASE = "postgres"
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,50}")
-# Django-only keys of OPTIONS; the rest are libpq/psycopg connection options.
-_DJANGO_OPTIONS = ("pool", "server_side_binding", "isolation_level", "assume_role")
 
 
 def check_name(name: str) -> str:
@@ -50,7 +48,7 @@ def check_name(name: str) -> str:
 
 
 def _connect_kwargs(credentials: dict, options: dict, dbname: str) -> dict:
-    kwargs = {key: value for key, value in options.items() if key not in _DJANGO_OPTIONS}
+    kwargs = libpq_options(options)
     kwargs["dbname"] = dbname
     for key, name in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
         if credentials.get(key):

@@ -139,14 +139,30 @@ else:
     _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
     _backup = _restore = _metrics = {"USER": embedded_db.SUPERUSER, **_socket}
 
+# Behind PgBouncer in transaction mode, server-side cursors cannot work.
+_PGBOUNCER_TRANSACTION_MODE = env.bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
+# Parameters bound on the server, and a statement a connection has run
+# DATABASE_PREPARE_THRESHOLD times prepared there: the server then skips parsing and
+# planning it again. A prepared statement lives in one server session, so it is off
+# where PgBouncer's transaction pooling may switch sessions between transactions
+# (PgBouncer 1.21+ with max_prepared_statements can take it: set it true there).
+_PREPARED_STATEMENTS = (
+    {
+        "server_side_binding": True,
+        "prepare_threshold": env.int("DATABASE_PREPARE_THRESHOLD", default=5),
+    }
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=not _PGBOUNCER_TRANSACTION_MODE)
+    else {}
+)
 # How Django handles each connection, for both roles: Django's native psycopg pool
-# (persistent connections must stay off with it).
+# (persistent connections must stay off with it), and the binding above.
 _CONNECTION_HANDLING = {
     "pool": {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
     },
+    **_PREPARED_STATEMENTS,
 }
 DATABASES = {
     "default": {
@@ -158,8 +174,7 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
         # The URL's own options (sslmode, options, ...) reach every runtime connection.
         "OPTIONS": {**_runtime.get("OPTIONS", {}), **_CONNECTION_HANDLING},
-        # Behind PgBouncer in transaction mode, server-side cursors cannot work.
-        "DISABLE_SERVER_SIDE_CURSORS": env.bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False),
+        "DISABLE_SERVER_SIDE_CURSORS": _PGBOUNCER_TRANSACTION_MODE,
         "TEST": {"NAME": env.str("DATABASE_TEST_NAME", default="test_agentic")},
     }
 }
@@ -182,6 +197,7 @@ for _number, _url in enumerate(_replica_urls, start=1):
         "OPTIONS": {
             "connect_timeout": DATABASE_REPLICA_CONNECT_TIMEOUT,
             **_replica.get("OPTIONS", {}),
+            **_PREPARED_STATEMENTS,
             "pool": {
                 **_CONNECTION_HANDLING["pool"],
                 "timeout": min(

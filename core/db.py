@@ -48,6 +48,22 @@ def ensure_database_server() -> None:
             _server_started = True
 
 
+# Keys of a DATABASES entry's OPTIONS that Django's backend consumes (and psycopg's
+# prepare_threshold, a connection attribute): the rest are libpq connection options.
+BACKEND_ONLY_OPTIONS = (
+    "pool",
+    "server_side_binding",
+    "prepare_threshold",
+    "isolation_level",
+    "assume_role",
+)
+
+
+def libpq_options(options: dict) -> dict:
+    """The libpq connection options (sslmode, connect_timeout, ...) of a settings OPTIONS."""
+    return {key: value for key, value in options.items() if key not in BACKEND_ONLY_OPTIONS}
+
+
 def _credentials(settings_dict: dict) -> dict:
     return {key: settings_dict.get(key) or "" for key in CREDENTIAL_KEYS}
 

@@ -160,6 +160,10 @@ def _wait_until_it_answers(bouncer: PgBouncer, process: subprocess.Popen, output
             time.sleep(0.1)
 
 
+# What DATABASE_PREPARED_STATEMENTS adds to a connection's OPTIONS (config.settings).
+PREPARED_STATEMENT_OPTIONS = ("server_side_binding", "prepare_threshold")
+
+
 @contextmanager
 def routed_through(
     connection: BaseDatabaseWrapper, bouncer: PgBouncer, **settings_dict
@@ -167,13 +171,21 @@ def routed_through(
     """Point a Django connection (every thread's, and its pool) at PgBouncer for the block,
     with `settings_dict` (NAME, USER, ...) changed too.
 
-    Server-side cursors are turned off, as the compose web service does: in transaction
-    pooling a cursor would outlive the transaction that owns its server connection.
+    Server-side cursors and prepared statements are turned off, as the compose web
+    service's DATABASE_DISABLE_SERVER_SIDE_CURSORS=true does: in transaction pooling a
+    cursor would outlive the transaction that owns its server connection, and a
+    statement prepared in one server session is missing from the next.
     """
+    options = {
+        key: value
+        for key, value in connection.settings_dict["OPTIONS"].items()
+        if key not in PREPARED_STATEMENT_OPTIONS
+    }
     routed = {
         "HOST": bouncer.socket_dir,
         "PORT": str(bouncer.port),
         "DISABLE_SERVER_SIDE_CURSORS": True,
+        "OPTIONS": options,
         **settings_dict,
     }
     direct = {key: connection.settings_dict[key] for key in routed}

@@ -4,8 +4,11 @@ databases are created and dropped by the owner role.
 The runtime role in DATABASES["default"] may not create databases or tables; tests
 still run as that role, so row-level security is exercised exactly as in production.
 
-It also lets statements bind pgvector vectors in binary (server_binding_cursor).
+It also lets statements bind pgvector vectors in binary (server_binding_cursor), and
+SQL of several statements bind on the client (client_side_binding).
 """
+
+from contextlib import contextmanager
 
 from django.db.backends.postgresql import base, client, creation
 from pgvector import Vector
@@ -74,19 +77,35 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def server_binding_cursor(self):
         """A cursor like cursor(), but binding its parameters on the server.
 
-        Django's cursors merge the parameters into the SQL text (psycopg's ClientCursor),
-        so a 1536-dimension vector travels as some 15,000 characters that Python formats
-        and the server parses. This one sends them apart (the extended protocol), a
-        pgvector Vector in binary. Nothing is prepared (prepare_threshold stays None), so
-        it is as safe behind PgBouncer's transaction pooling as cursor(); execute
-        wrappers, the query log and error wrapping apply as to any cursor.
+        Where DATABASE_PREPARED_STATEMENTS is off (behind PgBouncer), Django's cursors
+        merge the parameters into the SQL text (psycopg's ClientCursor), so a
+        1536-dimension vector travels as some 15,000 characters that Python formats and
+        the server parses. This one sends them apart (the extended protocol), a pgvector
+        Vector in binary; it prepares only what the connection's prepare_threshold says
+        (None behind PgBouncer), so it is as safe there as cursor(). Where prepared
+        statements are on, every cursor is one of these already.
         """
+        with self._cursors_of(base.ServerBindingCursor):
+            return self.cursor()
+
+    def client_side_binding(self):
+        """A block whose cursors merge their parameters into the SQL text.
+
+        For SQL of several statements with parameters, which the extended protocol of a
+        server-binding cursor refuses ("cannot insert multiple commands into a prepared
+        statement"): pgtrigger.ignore(), for one, prepends a set_config to every
+        statement of its block, its own last one included.
+        """
+        return self._cursors_of(base.Cursor)
+
+    @contextmanager
+    def _cursors_of(self, cursor_class):
         self.ensure_connection()
         raw = self.connection
         # The psycopg connection belongs to this thread: switching its cursor class for
-        # the one call reuses Django's whole cursor set-up without copying it.
-        factory, raw.cursor_factory = raw.cursor_factory, base.ServerBindingCursor
+        # the block reuses Django's whole cursor set-up without copying it.
+        factory, raw.cursor_factory = raw.cursor_factory, cursor_class
         try:
-            return self.cursor()
+            yield
         finally:
             raw.cursor_factory = factory

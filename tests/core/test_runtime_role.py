@@ -35,6 +35,7 @@ from psycopg import sql
 from config import embedded_db
 from core.db import (
     ensure_runtime_role,
+    libpq_options,
     owner_connection,
     owner_role_name,
     role_settings,
@@ -110,7 +111,7 @@ def connect(user: str, password: str = "") -> psycopg.Connection:
     """A connection of the test's own to the test database, on the owner URL's server."""
     params = {
         "connect_timeout": 5,
-        **{key: value for key, value in CONFIGURED_OWNER["OPTIONS"].items() if key != "pool"},
+        **libpq_options(CONFIGURED_OWNER["OPTIONS"]),
         "user": user,
         "password": password or None,
         "dbname": connection.settings_dict["NAME"],

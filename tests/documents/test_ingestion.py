@@ -266,8 +266,12 @@ def mark_processing(tenant, document, age=timedelta(0)):
         rows = Document.objects.filter(pk=document.pk)
         rows.update(status=Document.Status.PROCESSING)
         if age:
-            # The trigger would stamp now(); set the past by hand.
-            with pgtrigger.ignore("documents.Document:set_updated_at"):
+            # The trigger would stamp now(); set the past by hand. pgtrigger.ignore sends
+            # its setting and each statement as one SQL text: client-side binding only.
+            with (
+                connection.client_side_binding(),
+                pgtrigger.ignore("documents.Document:set_updated_at"),
+            ):
                 rows.update(updated_at=timezone.now() - age)
 
 
