@@ -171,11 +171,10 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         TenantListFilter,
         ("started_at", admin.DateFieldListFilter),
     )
-    search_fields = (
-        "agent_type__trigram_icontains",
-        "model__trigram_icontains",
-        "idempotency_key__exact",
-    )
+    # Not the idempotency key: since partitioning it has no index on this table, and one
+    # unindexed arm makes the whole OR a scan of every partition. Its own admin
+    # (execution_idempotency_keys, indexed by tenant and key) finds it and links here.
+    search_fields = ("agent_type__trigram_icontains", "model__trigram_icontains")
     # A run, a project or a parent step is found by pasting its UUID.
     uuid_search_fields = ("id", "correlation_id", "project_id", "parent_id")
     autocomplete_fields = ("tenant", "project", "parent", "produced_version")
