@@ -137,7 +137,8 @@ def seeded_demo(transactional_db, settings, tmp_path) -> dict[str, str]:
     """The demo seeded, with a viewer in its tenant: each one's email and password."""
     point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
     owner_password = secrets.token_urlsafe(18)
-    call_command("seed", "--owner-password", owner_password, stdout=StringIO())
+    # One argument with "=": a token that starts with "-" would read as an option.
+    call_command("seed", f"--owner-password={owner_password}", stdout=StringIO())
     demo = Tenant.objects.get(slug="demo")
     make_member(demo, VIEWER_EMAIL, role="viewer", is_staff=True)
     # The seed writes no project template; each changelist needs a row to open.
