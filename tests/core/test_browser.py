@@ -6,7 +6,8 @@ with the viewer role in the demo tenant. Each opens the admin index, every chang
 registered with the admin (admin.site._registry, so a new model is covered without
 touching this test) and the change page of its first row, and the health page. Any
 unexpected status, browser console error, page error or failed request (static files
-included) fails the test; the pages visited, their status and load time are printed
+included; a request Chromium cancelled on leaving a page is fetched again and must be
+served) fails the test; the pages visited, their status and load time are printed
 (`pytest -s`) and written to `browser-pages.txt` in the test's tmp folder.
 
 Playwright drives Debian's chromium (`executable_path`): it cannot download a browser of
@@ -38,8 +39,6 @@ TENANT_APPS = {"tenancy", "documents", "agents", "exports"}
 # The viewer's answer elsewhere (the login lockout's records): Django's own permission
 # check, which a staff member without model permissions does not pass.
 REFUSED = 403
-# The admin's icon (templates/admin/base_site.html).
-FAVICON = "/static/core/favicon.svg"
 
 
 @dataclass
@@ -59,6 +58,8 @@ class Browser:
     user: str
     visits: list[Visit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Requests Chromium itself cancelled: checked once served (check_cancelled).
+    cancelled: set[str] = field(default_factory=set)
     # Answers the test expects (the viewer's refusals): not problems when seen.
     expected_statuses: dict[str, int] = field(default_factory=dict)
 
@@ -81,10 +82,12 @@ class Browser:
         self.problems.append(f"console error on {self.page.url}: {message.text} ({url})")
 
     def _on_request_failed(self, request) -> None:
-        # Chromium fetches a page's icon after the page has loaded and cancels the fetch
-        # when the next page is opened first: no failure of ours (the icon itself is
-        # served, tests/core/test_admin_favicon.py). Any other cancelled request counts.
-        if request.failure == "net::ERR_ABORTED" and request.url.endswith(FAVICON):
+        # Some fetches start after the load event (the page's icon, the calendar and
+        # clock icons the admin's date widgets add) and Chromium cancels them when the
+        # next page is opened first. Such a cancel is no failure of ours, but the file
+        # must still be served: check_cancelled fetches it again. Any other failure counts.
+        if request.failure == "net::ERR_ABORTED":
+            self.cancelled.add(request.url)
             return
         self.problems.append(f"request failed: {request.url} ({request.failure})")
 
@@ -98,6 +101,13 @@ class Browser:
         milliseconds = (time.perf_counter() - started) * 1000
         self.visits.append(Visit(self.user, path, response.status, milliseconds))
         return response.status
+
+    def check_cancelled(self) -> None:
+        """Each request Chromium cancelled, fetched again: it must be served."""
+        for url in sorted(self.cancelled):
+            status = self.page.request.get(url).status
+            if status != 200:
+                self.problems.append(f"{status} for {url} (a cancelled request, fetched again)")
 
     def submit_login(self, email: str, password: str) -> None:
         self.open("/admin/login/?next=/admin/")
@@ -187,6 +197,7 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     if viewer:
                         assert not browser.has_save_button(), f"a viewer may change {link}"
                 assert browser.open("/health/") == 200
+                browser.check_cancelled()
                 context.close()
         finally:
             launched.close()
