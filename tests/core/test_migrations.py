@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import psycopg
@@ -14,6 +15,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunSQL
 
 import core.safe_migration
+from core.db import owner_connection
 from tests.schema_fingerprint import OUR_APPS, schema_fingerprint
 
 
@@ -147,3 +149,42 @@ def test_a_migration_blocked_by_a_lock_gives_up_after_the_lock_timeout(settings)
         finally:
             reader.rollback()
             call_command("migrate", verbosity=0)
+
+
+@pytest.fixture
+def unmigrated_app_database(transactional_db):
+    """The default connection on an empty database, as on a fresh clone before migrate."""
+    name, empty = connection.settings_dict["NAME"], f"{connection.settings_dict['NAME']}_empty"
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{empty}"')
+        cursor.execute(f'CREATE DATABASE "{empty}"')
+    connection.close()
+    connection.settings_dict["NAME"] = empty
+    try:
+        yield empty
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = name
+        with owner_connection(), connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{empty}"')
+
+
+def database_names() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def test_migrations_sql_needs_no_migrated_database_and_leaves_none_behind(
+    unmigrated_app_database, tmp_path
+):
+    """`make lint` on a fresh clone: the partition rebuild reads the catalog to write its
+    SQL, so the command writes it from a scratch database, migrated and then dropped."""
+    databases = database_names()
+    call_command("migrations_sql", tmp_path, stdout=io.StringIO())
+    partition = (tmp_path / "agents" / "0010_partition_agent_executions.sql").read_text()
+    assert "PARTITION BY RANGE (id)" in partition
+    assert len(list(tmp_path.glob("*/*.sql"))) == len(our_migrations())
+    assert connection.settings_dict["NAME"] == unmigrated_app_database
+    assert database_names() == databases
+    assert "agent_executions" not in connection.introspection.table_names()

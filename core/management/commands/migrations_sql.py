@@ -2,14 +2,20 @@
 
 import inspect
 import io
+import os
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.loader import MigrationLoader
+
+from core.db import owner_connection
 
 SQUAWK_CONFIG = ".squawk.toml"
 
@@ -47,10 +53,35 @@ def accepted_rules() -> dict[str, list[str]]:
     }
 
 
+@contextmanager
+def scratch_database() -> Iterator[None]:
+    """The default connection on a database of its own, migrated, dropped afterwards.
+
+    Some operations read the catalog to write their SQL (core.partitioning rebuilds a
+    table from its live definition), so sqlmigrate needs a migrated database. A scratch
+    one, made and dropped by the owner role as the test databases are, lets `make lint`
+    run on a fresh clone and never depends on, or touches, the database the app uses.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    name, test = connection.settings_dict["NAME"], connection.settings_dict["TEST"]
+    # The process id: two lint runs at once each get their own.
+    connection.settings_dict["TEST"] = {**test, "NAME": f"migrations_sql_{os.getpid()}"}
+    try:
+        with owner_connection():
+            connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+            try:
+                yield
+            finally:
+                connection.creation.destroy_test_db(name, verbosity=0)
+    finally:
+        connection.settings_dict["TEST"] = test
+
+
 class Command(BaseCommand):
     help = (
         "Write the SQL of every migration of this project's apps (sqlmigrate) to "
-        "DIR/<app>/<migration>.sql, for squawk to lint. Needs a database connection."
+        "DIR/<app>/<migration>.sql, for squawk to lint. Made in a scratch database that "
+        "the owner role creates, migrates and drops."
     )
 
     def add_arguments(self, parser) -> None:
@@ -61,17 +92,18 @@ class Command(BaseCommand):
         migrations = project_migrations()
         for stale in directory.glob("*/*.sql"):
             stale.unlink()  # a migration renamed or removed leaves no file behind
-        for app_label, name in migrations:
-            out = io.StringIO()
-            # A migration without SQL says so on stderr; its file is then just empty.
-            call_command(
-                "sqlmigrate", app_label, name, stdout=out, stderr=io.StringIO(), no_color=True
-            )
-            rules = accepted.pop(f"{app_label}.{name}", [])
-            header = f"-- squawk-ignore-file {', '.join(rules)}\n" if rules else ""
-            target = directory / app_label / f"{name}.sql"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(header + out.getvalue())
+        with scratch_database():
+            for app_label, name in migrations:
+                out = io.StringIO()
+                # A migration without SQL says so on stderr; its file is then just empty.
+                call_command(
+                    "sqlmigrate", app_label, name, stdout=out, stderr=io.StringIO(), no_color=True
+                )
+                rules = accepted.pop(f"{app_label}.{name}", [])
+                header = f"-- squawk-ignore-file {', '.join(rules)}\n" if rules else ""
+                target = directory / app_label / f"{name}.sql"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(header + out.getvalue())
         if accepted:
             # An entry for a migration that no longer exists would accept nothing; say so.
             raise CommandError(f"{SQUAWK_CONFIG} names unknown migrations: {', '.join(accepted)}")
