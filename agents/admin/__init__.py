@@ -1,0 +1,42 @@
+"""Admin for agent executions and their records, conversations, evaluations and reviews.
+
+Rights: tenancy.admin_roles. New rows go through agents.services, and lifecycles move only
+through its actions. Versions and executions of soft-deleted projects are not offered as
+choices (nor are such projects: documents.admin.projects.ProjectAdmin.limit_choices). One
+module per concern; importing this package registers them all:
+
+- executions: agent executions (a run's step tree, its sources, cancel and retry), and how
+  an execution is shown wherever it is listed;
+- records: what an execution leaves behind, read-only: idempotency keys, sources, errors;
+- conversations: a project's conversation messages and evaluation runs;
+- review: change proposals (approve, reject, apply) and decisions;
+- project_sections: the agents' sections of a project's page.
+"""
+
+from agents.admin import conversations, executions, project_sections, records, review
+from agents.admin.conversations import ConversationMessageAdmin, EvaluationRunAdmin
+from agents.admin.executions import AgentExecutionAdmin, AgentTypeFilter, duration_text
+from agents.admin.records import (
+    ExecutionErrorAdmin,
+    ExecutionIdempotencyKeyAdmin,
+    ExecutionSourceAdmin,
+)
+from agents.admin.review import ChangeProposalAdmin, DecisionAdmin
+
+__all__ = [
+    "AgentExecutionAdmin",
+    "AgentTypeFilter",
+    "ChangeProposalAdmin",
+    "ConversationMessageAdmin",
+    "DecisionAdmin",
+    "EvaluationRunAdmin",
+    "ExecutionErrorAdmin",
+    "ExecutionIdempotencyKeyAdmin",
+    "ExecutionSourceAdmin",
+    "conversations",
+    "duration_text",
+    "executions",
+    "project_sections",
+    "records",
+    "review",
+]
