@@ -13,7 +13,8 @@ module per concern; importing this package registers them all:
 - project_sections: the agents' sections of a project's page.
 """
 
-from agents.admin import conversations, executions, project_sections, records, review
+# project_sections registers no admin: it adds the agents' sections to a project's page.
+from agents.admin import project_sections  # noqa: F401
 from agents.admin.conversations import ConversationMessageAdmin, EvaluationRunAdmin
 from agents.admin.executions import AgentExecutionAdmin, AgentTypeFilter, duration_text
 from agents.admin.records import (
@@ -33,10 +34,5 @@ __all__ = [
     "ExecutionErrorAdmin",
     "ExecutionIdempotencyKeyAdmin",
     "ExecutionSourceAdmin",
-    "conversations",
     "duration_text",
-    "executions",
-    "project_sections",
-    "records",
-    "review",
 ]
