@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from agents.lifecycle import move_status
 from agents.models import PROPOSAL_TRANSITIONS, AgentExecution, ChangeProposal
 from core.expressions import ClockTimestamp
 from core.hashing import sha256_hex
@@ -155,27 +156,15 @@ def change_proposal_propose(
 def _transition(
     *, tenant_id: uuid.UUID, proposal: ChangeProposal, to: str, changes: dict
 ) -> ChangeProposal:
-    """Move the proposal to `to` if its current status allows it, in one UPDATE.
-
-    Inside the tenant's context; the caller's instance is refreshed from the row.
-    """
-    predecessors = sorted(old for old, new in PROPOSAL_TRANSITIONS if new == to)
-    updated = ChangeProposal.objects.filter(
-        tenant_id=tenant_id, pk=proposal.pk, status__in=predecessors
-    ).update(status=to, **changes)
-    if not updated:
-        current = (
-            ChangeProposal.objects.filter(tenant_id=tenant_id, pk=proposal.pk)
-            .values_list("status", flat=True)
-            .first()
-        )
-        raise ValidationError(
-            {
-                "status": f"Cannot move the proposal from {current or 'nowhere'} to {to}; "
-                f"only from {' or '.join(predecessors)}."
-            }
-        )
-    proposal.refresh_from_db()
+    """Move the proposal to `to` with `changes`, in one UPDATE (move_status), and log it."""
+    move_status(
+        proposal,
+        tenant_id=tenant_id,
+        to=to,
+        transitions=PROPOSAL_TRANSITIONS,
+        changes=changes,
+        noun="proposal",
+    )
     logger.info(
         "change proposal status changed", extra={"proposal_id": str(proposal.pk), "status": to}
     )

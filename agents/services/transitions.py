@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.db.models.functions import Greatest
 
+from agents.lifecycle import move_status
 from agents.models import ALLOWED_TRANSITIONS, AgentExecution, ExecutionError
 from agents.services._common import clean
 from core.expressions import ClockTimestamp
@@ -34,29 +35,15 @@ Status = AgentExecution.Status
 def _transition(
     *, tenant_id: uuid.UUID, execution: AgentExecution, to: str, changes: dict[str, Any]
 ) -> AgentExecution:
-    """Move the execution to `to` if its current status allows it, in one UPDATE.
-
-    Runs inside the tenant's context. `changes` are the other columns to write;
-    expressions (the database clock) are evaluated by PostgreSQL. The caller's instance
-    is refreshed from the row.
-    """
-    predecessors = sorted(old for old, new in ALLOWED_TRANSITIONS if new == to)
-    updated = AgentExecution.objects.filter(
-        tenant_id=tenant_id, pk=execution.pk, status__in=predecessors
-    ).update(status=to, **changes)
-    if not updated:
-        current = (
-            AgentExecution.objects.filter(tenant_id=tenant_id, pk=execution.pk)
-            .values_list("status", flat=True)
-            .first()
-        )
-        raise ValidationError(
-            {
-                "status": f"Cannot move the execution from {current or 'nowhere'} to {to}; "
-                f"only from {' or '.join(predecessors)}."
-            }
-        )
-    execution.refresh_from_db()
+    """Move the execution to `to` with `changes`, in one UPDATE (move_status), and log it."""
+    move_status(
+        execution,
+        tenant_id=tenant_id,
+        to=to,
+        transitions=ALLOWED_TRANSITIONS,
+        changes=changes,
+        noun="execution",
+    )
     logger.info("execution status changed", extra={"execution_id": str(execution.pk), "status": to})
     return execution
 
