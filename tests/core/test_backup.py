@@ -6,7 +6,6 @@ These run pg_dump and pg_restore against the real server, so they need committed
 
 import json
 import subprocess
-from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from django.db import connection
 
 from core import backup, health
 from core.db import owner_connection
+from tests.databases import connected_to
 from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,22 +48,6 @@ def restored_name():
     drop_database(name)
     yield name
     drop_database(name)
-
-
-@contextmanager
-def connected_to(database: str):
-    """The default connection on another database of the same server, for a while."""
-    settings_dict = connection.settings_dict
-    real = settings_dict["NAME"]
-    connection.close()
-    connection.close_pool()
-    settings_dict["NAME"] = database
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.close_pool()
-        settings_dict["NAME"] = real
 
 
 def run_backup(folder: Path) -> tuple[Path, str]:

@@ -16,6 +16,7 @@ from django.db.migrations.operations import RunSQL
 
 import core.safe_migration
 from core.db import owner_connection
+from tests.databases import connected_to
 from tests.schema_fingerprint import OUR_APPS, schema_fingerprint
 
 
@@ -154,17 +155,14 @@ def test_a_migration_blocked_by_a_lock_gives_up_after_the_lock_timeout(settings)
 @pytest.fixture
 def unmigrated_app_database(transactional_db):
     """The default connection on an empty database, as on a fresh clone before migrate."""
-    name, empty = connection.settings_dict["NAME"], f"{connection.settings_dict['NAME']}_empty"
+    empty = f"{connection.settings_dict['NAME']}_empty"
     with owner_connection(), connection.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{empty}"')
         cursor.execute(f'CREATE DATABASE "{empty}"')
-    connection.close()
-    connection.settings_dict["NAME"] = empty
     try:
-        yield empty
+        with connected_to(empty):
+            yield empty
     finally:
-        connection.close()
-        connection.settings_dict["NAME"] = name
         with owner_connection(), connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{empty}"')
 
