@@ -53,12 +53,21 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Seconds the standby is behind: 0 when it has replayed all it received (an idle primary
 # writes nothing new, so the last replayed commit grows old on an up-to-date standby),
-# else the age of the last commit it replayed. NULL when neither is known.
+# else the age of the last commit it replayed. NULL when neither is known. Also what it
+# has received, for settling (below).
 LAG_QUERY = (
     "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
     "THEN 0 ELSE greatest(0, extract(epoch FROM clock_timestamp() - "
-    "pg_last_xact_replay_timestamp()))::float8 END"
+    "pg_last_xact_replay_timestamp()))::float8 END, pg_last_wal_receive_lsn()::text"
 )
+# That age overstates a standby caught in the moment between receiving new WAL and
+# replaying it: after minutes without a commit, any new WAL (autovacuum, hint bits, a
+# commit) reads as minutes behind. A fresh measurement (the health check's) therefore
+# asks again, for up to SETTLE_SECONDS, whether the standby has replayed what it had
+# received; if so it is keeping up, and its lag is the time that took.
+SETTLE_SECONDS = 0.5
+SETTLE_STEP_SECONDS = 0.02
+CAUGHT_UP_QUERY = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
 
 
 def replica_aliases() -> list[str]:
@@ -104,9 +113,11 @@ class _LagProbe:
         ttl = LAG_CACHE_SECONDS if self.state.lag is not None else DOWN_RETRY_SECONDS
         return time.monotonic() - self.measured_at < ttl
 
-    def measure(self) -> ReplicaState:
+    def measure(self, *, settle: bool = False) -> ReplicaState:
         try:
-            in_recovery, lag = self._query()
+            in_recovery, lag, received = self._query()
+            if settle and in_recovery and lag and received is not None:
+                lag = self._settled(lag, received)
         except psycopg.Error as error:
             # The driver's message names hosts and roles: the log only.
             logger.warning("replica %s unreachable: %s", self.alias, error)
@@ -132,16 +143,25 @@ class _LagProbe:
             return ReplicaState(self.alias, lag, too_far)
         return ReplicaState(self.alias, lag)
 
-    def _query(self) -> tuple[bool, float | None]:
+    def _settled(self, lag: float, received: str) -> float:
+        """`lag`, or the seconds the standby took to replay the WAL it had `received`."""
+        started = time.monotonic()
+        while time.monotonic() - started < SETTLE_SECONDS:
+            time.sleep(SETTLE_STEP_SECONDS)
+            if self._query(CAUGHT_UP_QUERY, [received])[0]:
+                return time.monotonic() - started
+        return lag
+
+    def _query(self, sql: str = LAG_QUERY, params: list | None = None) -> tuple:
         if self._conn is None or self._conn.closed:
-            params = connections[self.alias].get_connection_params()
-            params["connect_timeout"] = settings.DATABASE_REPLICA_CONNECT_TIMEOUT
-            self._conn = psycopg.connect(**params, autocommit=True)
+            connect_params = connections[self.alias].get_connection_params()
+            connect_params["connect_timeout"] = settings.DATABASE_REPLICA_CONNECT_TIMEOUT
+            self._conn = psycopg.connect(**connect_params, autocommit=True)
         timeout_ms = settings.DATABASE_REPLICA_CONNECT_TIMEOUT * 1000
         with self._conn.transaction(), self._conn.cursor() as cursor:
             # SET LOCAL: behind PgBouncer a session setting would outlive the probe.
             cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-            cursor.execute(LAG_QUERY)
+            cursor.execute(sql, params)
             return cursor.fetchone()
 
     def close(self) -> None:
@@ -171,7 +191,7 @@ def replica_state(alias: str, *, fresh: bool = False) -> ReplicaState:
     if probe.lock.acquire(blocking=fresh, timeout=-1):
         try:
             if fresh or not probe.fresh_enough():
-                return probe.measure()
+                return probe.measure(settle=fresh)
             return probe.state
         finally:
             probe.lock.release()
