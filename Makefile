@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore db-stop clean migrate-status migrate-history migrate-down migrate-check db-metrics
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore basebackup pitr db-stop clean migrate-status migrate-history migrate-down migrate-check db-metrics
 
 install: $(INSTALLED)
 
@@ -98,6 +98,17 @@ backup: install
 restore: install
 	@if [ -z "$(FILE)" ] || [ -z "$(DB)" ]; then echo "usage: make restore FILE=var/backups/<name>.dump DB=<new database name>" >&2; exit 2; fi
 	$(MANAGE) restore "$(FILE)" --database "$(DB)"
+
+# Point-in-time recovery (README "Point-in-time recovery"): a base backup under
+# var/basebackups/ (BASE_BACKUP_ROOT); the last line printed is its folder.
+basebackup: install
+	$(MANAGE) basebackup
+
+# The newest base backup plus the WAL archive (var/wal-archive), replayed to TIME into
+# the new folder DATA, promoted, checked (writable, amcheck) and stopped.
+pitr: install
+	@if [ -z "$(TIME)" ] || [ -z "$(DATA)" ]; then echo "usage: make pitr TIME=<ISO 8601 time with offset, e.g. 2026-12-01T10:15:00Z> DATA=<new data folder, e.g. var/pitr>" >&2; exit 2; fi
+	$(MANAGE) pitr --target-time "$(TIME)" --data-dir "$(DATA)"
 
 # Stop the embedded PostgreSQL server if a process left it running.
 db-stop:

