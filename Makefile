@@ -90,11 +90,13 @@ format: install
 bench: install
 	$(BIN)/python -m benchmarks $(ARGS)
 
-# A verified dump under var/backups/ (BACKUP_ROOT); the last line printed is its path.
+# A verified dump and the local storages' files under var/backups/ (BACKUP_ROOT); the
+# last line printed is its path.
 backup: install
 	$(MANAGE) backup
 
-# Into a new or empty database only; every table's rows and checksum are compared.
+# Into a new or empty database only; every table's rows and checksum are compared, the
+# files go back into the storages and every file a row names is checked.
 restore: install
 	@if [ -z "$(FILE)" ] || [ -z "$(DB)" ]; then echo "usage: make restore FILE=var/backups/<name>.dump DB=<new database name>" >&2; exit 2; fi
 	$(MANAGE) restore "$(FILE)" --database "$(DB)"

@@ -6,10 +6,20 @@ reads. Row-level security is the trap: a role subject to it dumps tenant tables 
 empty and exits 0 (with --enable-row-security), so the backup role must be a superuser
 or have BYPASSRLS, and the command refuses any other before it dumps a row.
 
-Restore goes into a new (or empty) database only: it checks the dump against its
-manifest, restores it, re-grants the runtime role, re-applies the LEAKPROOF marks
-(pg_dump does not carry changes to built-in functions), and compares every table's
-count and checksum with the manifest. Any difference is an error.
+Files: every file a row names (models declaring STORED_FILE, core.files) in a local
+storage (FileSystemStorage: uploads under MEDIA_ROOT, exports under EXPORTS_ROOT) is
+copied into `<dump>.files/<storage alias>/<key>`, its SHA-256 and size in the manifest.
+Files are copied once before the snapshot and then those the snapshot adds, so a file
+deleted with its row while the backup runs is still in it; files no snapshot row names
+are left out. Storages that are not local are named in the manifest, not copied: they
+need their own backup (README 'Backups').
+
+Restore goes into a new (or empty) database only: it checks the dump and every file
+against the manifest, restores the dump, re-grants the runtime role, re-applies the
+LEAKPROOF marks (pg_dump does not carry changes to built-in functions), and compares
+every table's count and checksum with the manifest. It puts the files back into the
+configured storages (never over a file with other bytes) and checks that every file a
+restored row names is there with the row's size and SHA-256. Any difference is an error.
 """
 
 from __future__ import annotations
@@ -27,11 +37,15 @@ from pathlib import Path
 
 import psycopg
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, storages
+from django.utils._os import safe_join
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from core import leakproof
 from core.db import ensure_database_server
+from core.files import stored_files
 
 logger = logging.getLogger(__name__)
 
@@ -170,32 +184,136 @@ def read_manifest(dump: Path) -> dict:
         raise BackupError(f"{manifest_path(dump)} is missing or unreadable: {error}") from error
 
 
+def files_path(dump: Path) -> Path:
+    """The folder beside a dump that holds its storages' files."""
+    return dump.with_suffix(".files")
+
+
+@dataclass(frozen=True)
+class NamedFile:
+    """A file a row names: where, and the size and SHA-256 the row records."""
+
+    storage: str
+    key: str
+    size: int
+    sha256: str
+    row: str
+
+    def __str__(self) -> str:
+        return f"{self.storage}:{self.key} (named by {self.row})"
+
+
+def _is_local(alias: str) -> bool:
+    return isinstance(storages[alias], FileSystemStorage)
+
+
+def named_files(conn: psycopg.Connection) -> list[NamedFile]:
+    """Every file a row names, read through `conn`, which must see every row."""
+    found = []
+    for model, declared in stored_files():
+        rows = (
+            model._base_manager.filter(declared.condition)
+            .exclude(**{declared.key: ""})
+            .order_by()
+            .values_list("pk", declared.key, declared.size, declared.sha256)
+        )
+        query, params = rows.query.sql_with_params()
+        for pk, key, size, sha256 in conn.execute(query, params):
+            row = f"{model._meta.db_table} row {pk}"
+            found.append(NamedFile(declared.storage, key, size, sha256, row))
+    return found
+
+
+def _copy_into(files: Path, named: list[NamedFile], copied: dict[tuple[str, str], dict]) -> None:
+    """Copy each local file of `named` not copied yet into `files`; a missing one is skipped
+    (the check after the snapshot names it)."""
+    for item in named:
+        if (item.storage, item.key) in copied or not _is_local(item.storage):
+            continue
+        # Both paths through safe_join: a key never leaves its folder.
+        source = Path(storages[item.storage].path(item.key))
+        target = Path(safe_join(str(files / item.storage), item.key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:
+            continue
+        copied[(item.storage, item.key)] = {
+            "sha256": _sha256(target),
+            "size_bytes": target.stat().st_size,
+        }
+
+
+def _differs(item: NamedFile, found: dict | None) -> str | None:
+    """Why the file `found` (sha256, size_bytes; None: absent) is not the one the row names."""
+    if found is None:
+        return f"{item} is missing"
+    if found["size_bytes"] != item.size:
+        return f"{item} has {found['size_bytes']} bytes, the row says {item.size}"
+    if item.sha256 and found["sha256"] != item.sha256:
+        return f"{item} has SHA-256 {found['sha256']}, the row says {item.sha256}"
+    return None
+
+
+def _problems(problems: list[str]) -> str:
+    shown = "; ".join(problems[:10])
+    return shown + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+
+
 def backup(*, dbname: str, folder: Path) -> Path:
-    """Dump `dbname` into `folder`; return the dump's path (its manifest lies beside it)."""
+    """Dump `dbname` and copy the local storages' files into `folder`; return the dump's
+    path (its manifest and its `.files` folder lie beside it)."""
     role = backup_role()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dump = folder / f"{dbname}-{stamp}.dump"
-    with role.connect(dbname, autocommit=True) as conn:
-        _refuse_if_rows_hidden(conn)
-        # One snapshot for the fingerprints and the dump: what the manifest says is
-        # exactly what the file holds, however busy the database is.
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        (snapshot,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
-        fingerprints = table_fingerprints(conn)
-        (server_version,) = conn.execute("SHOW server_version").fetchone()
-        conninfo, env = role.client_env(dbname)
-        try:
-            _run(
-                [client_program("pg_dump"), "--format=custom", f"--snapshot={snapshot}"]
-                + ["--file", str(dump), "--dbname", conninfo],
-                env,
+    files = files_path(dump)
+    copied: dict[tuple[str, str], dict] = {}
+    try:
+        with role.connect(dbname, autocommit=True) as conn:
+            _refuse_if_rows_hidden(conn)
+            # Before the snapshot: a file whose row is deleted while the dump runs is
+            # then already copied, and the row in the snapshot still has it.
+            _copy_into(files, named_files(conn), copied)
+            # One snapshot for the fingerprints, the files named and the dump: what the
+            # manifest says is exactly what the backup holds, however busy the database.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            (snapshot,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            fingerprints = table_fingerprints(conn)
+            named = named_files(conn)
+            (server_version,) = conn.execute("SHOW server_version").fetchone()
+            conninfo, env = role.client_env(dbname)
+            try:
+                _run(
+                    [client_program("pg_dump"), "--format=custom", f"--snapshot={snapshot}"]
+                    + ["--file", str(dump), "--dbname", conninfo],
+                    env,
+                )
+            finally:
+                conn.execute("ROLLBACK")
+        _copy_into(files, named, copied)
+        local = [item for item in named if _is_local(item.storage)]
+        problems = [
+            problem
+            for item in local
+            if (problem := _differs(item, copied.get((item.storage, item.key))))
+        ]
+        if problems:
+            raise BackupError(
+                f"The storages do not hold the files the rows name: {_problems(problems)}. "
+                "Nothing was written."
             )
-        except BackupError:
-            dump.unlink(missing_ok=True)
-            raise
-        finally:
-            conn.execute("ROLLBACK")
+        kept = {(item.storage, item.key) for item in local}
+        for alias, key in set(copied) - kept:  # named before the snapshot, not in it
+            Path(safe_join(str(files / alias), key)).unlink()
+            del copied[(alias, key)]
+    except BaseException:
+        dump.unlink(missing_ok=True)
+        shutil.rmtree(files, ignore_errors=True)
+        raise
+    stored = {}
+    for (alias, key), entry in sorted(copied.items()):
+        stored.setdefault(alias, {})[key] = entry
     manifest = {
         "database": dbname,
         "created_at": datetime.now(UTC).isoformat(),
@@ -204,6 +322,11 @@ def backup(*, dbname: str, folder: Path) -> Path:
         "sha256": _sha256(dump),
         "size_bytes": dump.stat().st_size,
         "tables": fingerprints,
+        # storage alias -> key -> sha256 and size_bytes, in the `.files` folder.
+        "files": stored,
+        "storages_not_in_backup": sorted(
+            {declared.storage for _, declared in stored_files() if not _is_local(declared.storage)}
+        ),
     }
     manifest_path(dump).write_text(json.dumps(manifest, indent=2) + "\n")
     return dump
@@ -235,8 +358,102 @@ def _is_superuser(conn: psycopg.Connection) -> bool:
     return superuser
 
 
-def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> list[TableCheck]:
-    """Restore `dump` into the new or empty database `dbname`; the per-table comparison."""
+@dataclass(frozen=True)
+class RestoreReport:
+    """The per-table comparison, and the files put back and checked."""
+
+    tables: list[TableCheck]
+    files_restored: int
+    files_checked: int
+    file_problems: list[str]
+
+
+def _backed_up_files(dump: Path, manifest: dict) -> list[tuple[str, str, Path, dict]]:
+    """(alias, key, file in the backup, manifest entry) for every file the backup holds,
+    each checked against the manifest and against what the storage already has there."""
+    files = files_path(dump)
+    found, problems = [], []
+    for alias, entries in manifest.get("files", {}).items():
+        if alias not in storages.backends or not _is_local(alias):
+            problems.append(
+                f"the backup holds files of storage {alias!r}, which is not a local storage "
+                "here (settings.STORAGES)"
+            )
+            continue
+        storage = storages[alias]
+        for key, entry in entries.items():
+            path = Path(safe_join(str(files / alias), key))
+            if not path.is_file():
+                problems.append(f"{alias}:{key} is missing from {files}")
+                continue
+            held = {"sha256": _sha256(path), "size_bytes": path.stat().st_size}
+            if held != entry:
+                problems.append(
+                    f"{alias}:{key} in {files} has SHA-256 {held['sha256']} and "
+                    f"{held['size_bytes']} bytes, the manifest says {entry['sha256']} and "
+                    f"{entry['size_bytes']} bytes: the file is damaged"
+                )
+                continue
+            there = Path(storage.path(key))
+            if there.is_file() and _sha256(there) != entry["sha256"]:
+                problems.append(
+                    f"{alias}:{key} exists in the storage ({there}) with other bytes; "
+                    "restore never overwrites a file: restore into other folders "
+                    "(MEDIA_ROOT, EXPORTS_ROOT) or move that file away"
+                )
+                continue
+            found.append((alias, key, path, entry))
+    if problems:
+        raise BackupError(
+            f"The backup's files cannot be restored: {_problems(problems)}. Nothing was changed."
+        )
+    return found
+
+
+def _put_back(files: list[tuple[str, str, Path, dict]]) -> int:
+    """Copy the backup's files into their storages, keeping those already there (same
+    bytes, checked before); the number copied."""
+    restored = 0
+    for alias, key, path, _entry in files:
+        storage = storages[alias]
+        if storage.exists(key):
+            continue
+        with path.open("rb") as handle:
+            saved = storage.save(key, File(handle))
+        if saved != key:
+            storage.delete(saved)
+            raise BackupError(f"The storage {alias!r} stored {key} as {saved}; it was removed.")
+        restored += 1
+    return restored
+
+
+def _stored(alias: str, key: str) -> dict | None:
+    """The size (and, in a local storage, SHA-256) of a stored file; None if absent."""
+    storage = storages[alias]
+    if not storage.exists(key):
+        return None
+    if not _is_local(alias):
+        return {"size_bytes": storage.size(key), "sha256": None}
+    path = Path(storage.path(key))
+    return {"size_bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def check_named_files(named: list[NamedFile]) -> list[str]:
+    """What is wrong with the files the rows name: absent, or not their size and SHA-256.
+    A storage that is not local is checked for presence and size only."""
+    problems = []
+    for item in named:
+        found = _stored(item.storage, item.key)
+        if found is not None and found["sha256"] is None:
+            found = {**found, "sha256": item.sha256}
+        if problem := _differs(item, found):
+            problems.append(problem)
+    return problems
+
+
+def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> RestoreReport:
+    """Restore `dump` and its files into the new or empty database `dbname` and the
+    configured storages; the per-table comparison and the files' check."""
     from core.db import grant_runtime_privileges, role_exists
 
     if not dump.is_file():
@@ -244,6 +461,7 @@ def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> list[T
     manifest = read_manifest(dump)
     if _sha256(dump) != manifest["sha256"]:
         raise BackupError(f"{dump} does not match its manifest's SHA-256: the file is damaged.")
+    files = _backed_up_files(dump, manifest)
     role = restore_role()
     with role.connect("postgres", autocommit=True) as conn:
         superuser = _is_superuser(conn)
@@ -287,11 +505,18 @@ def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> list[T
         conn.commit()
         logger.info("restore verification reads %s through the owner's bypass", dbname)
         found = table_fingerprints(conn)
+        named = named_files(conn)
         conn.rollback()
-    return [
-        TableCheck(table, expected, found.get(table))
-        for table, expected in sorted(manifest["tables"].items())
-    ]
+    restored = _put_back(files)
+    return RestoreReport(
+        tables=[
+            TableCheck(table, expected, found.get(table))
+            for table, expected in sorted(manifest["tables"].items())
+        ],
+        files_restored=restored,
+        files_checked=len(named),
+        file_problems=check_named_files(named),
+    )
 
 
 def _entries_without_extensions(dump: Path, env: dict) -> str:

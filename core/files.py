@@ -13,11 +13,11 @@ import os
 import posixpath
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.files.storage import Storage
-from django.db.models import QuerySet
+from django.db.models import Model, Q, QuerySet
 
 from core.db import require_sees_every_row
 
@@ -26,6 +26,34 @@ logger = logging.getLogger(__name__)
 # Row ids per query while checking which folders have a row, well under PostgreSQL's
 # parameter limit.
 SWEEP_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A model's declaration (its STORED_FILE attribute) that its rows name a stored file.
+
+    `storage` is the alias in settings.STORAGES; `key`, `size` and `sha256` name the
+    fields that hold the file's key, size in bytes and hex SHA-256 (blank: not recorded);
+    `condition` picks the rows that have a file (rows with a blank key never do).
+    Backups (core.backup) copy and check every file so declared.
+    """
+
+    storage: str
+    key: str = "storage_key"
+    size: str = "size_bytes"
+    sha256: str = "sha256"
+    condition: Q = field(default_factory=Q)
+
+
+def stored_files() -> list[tuple[type[Model], StoredFile]]:
+    """Every installed model that declares STORED_FILE, with its declaration."""
+    from django.apps import apps
+
+    return [
+        (model, model.STORED_FILE)
+        for model in apps.get_models()
+        if isinstance(getattr(model, "STORED_FILE", None), StoredFile)
+    ]
 
 
 def delete_tree(storage: Storage, path: str) -> None:

@@ -11,6 +11,7 @@ from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
 from core.expressions import Sha256Hex
+from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import TimestampedModel
 from tenancy.models import TenantOwnedModel
@@ -246,6 +247,8 @@ class Document(TenantOwnedModel):
     """An uploaded knowledge document, split into chunks for retrieval."""
 
     Status = DocumentStatus
+    # Every document's bytes, in the default storage (backups copy and check them).
+    STORED_FILE = StoredFile(storage="default")
 
     project = models.ForeignKey(
         Project,

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
+from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from tenancy.models import TenantOwnedModel
 
@@ -29,6 +30,8 @@ class Export(TenantOwnedModel):
     """A file built from a project's latest document versions."""
 
     Status = ExportStatus
+    # A completed export's file (an expired one's is gone, a running one's unfinished).
+    STORED_FILE = StoredFile(storage="exports", condition=Q(status=ExportStatus.COMPLETED))
 
     Format = ExportFormat
 

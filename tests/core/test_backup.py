@@ -4,12 +4,15 @@ These run pg_dump and pg_restore against the real server, so they need committed
 (transaction=True) and a database of their own to restore into, dropped afterwards.
 """
 
+import hashlib
 import json
+import re
 import subprocess
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -17,6 +20,10 @@ from django.db import connection
 
 from core import backup, health
 from core.db import owner_connection
+from core.files import StoredFile
+from documents.models import DocumentType
+from documents.services import document_create, document_version_create, project_create
+from exports.services import export_create
 from tests.databases import connected_to
 from tests.storages import point_storages
 
@@ -142,3 +149,122 @@ def test_make_restore_without_file_and_database_prints_its_usage():
     assert "usage: make restore FILE=var/backups/<name>.dump DB=<new database name>" in (
         result.stderr
     )
+
+
+@pytest.fixture
+def document_and_export(tenant_a):
+    """An uploaded document (default storage) and a completed export (exports storage)."""
+    project = project_create(tenant=tenant_a, name="Backed up")
+    document = document_create(tenant=tenant_a, title="Notes", text="The bytes to keep.")
+    document_version_create(
+        tenant=tenant_a, project=project, document_type=DocumentType.ABOUT, content="# About"
+    )
+    export = export_create(tenant=tenant_a, project=project, format="markdown")
+    assert export.status == "completed"
+    return document, export
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def new_storages(settings, folder: Path) -> tuple[Path, Path]:
+    """Empty storage folders, as on the machine a backup is restored to."""
+    point_storages(settings, default=folder / "default", exports=folder / "exports")
+    return folder / "default", folder / "exports"
+
+
+def test_a_backup_holds_the_uploaded_and_exported_files_and_restore_puts_them_back(
+    tmp_path, settings, backup_role_configured, restored_name, document_and_export
+):
+    document, export = document_and_export
+    dump, output = run_backup(tmp_path / "backups")
+    manifest = json.loads(backup.manifest_path(dump).read_text())
+    assert manifest["files"] == {
+        "default": {
+            document.storage_key: {"sha256": document.sha256, "size_bytes": document.size_bytes}
+        },
+        "exports": {export.storage_key: {"sha256": export.sha256, "size_bytes": export.size_bytes}},
+    }
+    assert f"Files: 2 in {backup.files_path(dump)} (default 1, exports 1)" in output
+
+    default, exports = new_storages(settings, tmp_path / "restored")
+    out = StringIO()
+    call_command("restore", dump, database=restored_name, stdout=out)
+
+    assert sha256_of(default / document.storage_key) == document.sha256
+    assert sha256_of(exports / export.storage_key) == export.sha256
+    assert (
+        "Files: 2 put back into the storages; all 2 files the rows name are there with their "
+        "size and SHA-256." in out.getvalue()
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"), [("missing", "is missing from"), ("corrupted", "the file is damaged")]
+)
+def test_restore_refuses_a_backup_whose_file_is_missing_or_damaged_naming_it(
+    tmp_path, settings, backup_role_configured, restored_name, document_and_export, damage, message
+):
+    _, export = document_and_export
+    dump, _ = run_backup(tmp_path / "backups")
+    held = backup.files_path(dump) / "exports" / export.storage_key
+    if damage == "missing":
+        held.unlink()
+    else:
+        data = bytearray(held.read_bytes())
+        data[0] ^= 0xFF
+        held.write_bytes(bytes(data))
+    default, exports = new_storages(settings, tmp_path / "restored")
+
+    with pytest.raises(CommandError, match=re.escape(f"exports:{export.storage_key}")) as failed:
+        call_command("restore", dump, database=restored_name)
+
+    assert message in str(failed.value)
+    assert "Nothing was changed" in str(failed.value)
+    with backup.restore_role().connect("postgres") as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [restored_name])
+        assert found.fetchone() is None
+    assert not default.exists() and not exports.exists()
+
+
+def test_restore_fails_naming_every_file_a_restored_row_names_that_is_not_there(
+    tmp_path, settings, backup_role_configured, restored_name, document_and_export
+):
+    document, export = document_and_export
+    dump, _ = run_backup(tmp_path / "backups")
+    # As a backup made before backups held files: the rows restore, their files do not.
+    manifest = json.loads(backup.manifest_path(dump).read_text())
+    del manifest["files"]
+    backup.manifest_path(dump).write_text(json.dumps(manifest))
+    new_storages(settings, tmp_path / "restored")
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="2 files a row names are missing or differ"):
+        call_command("restore", dump, database=restored_name, stdout=out)
+
+    problems = [line for line in out.getvalue().splitlines() if line.startswith("file: ")]
+    assert problems == [
+        f"file: default:{document.storage_key} (named by documents row {document.pk}) is missing",
+        f"file: exports:{export.storage_key} (named by exports row {export.pk}) is missing",
+    ]
+
+
+def test_a_backup_refuses_a_stored_file_that_is_not_what_its_row_says(
+    tmp_path, backup_role_configured, document_and_export
+):
+    document, _ = document_and_export
+    (tmp_path / "default" / document.storage_key).write_bytes(b"changed behind the row")
+    with pytest.raises(CommandError, match=re.escape(f"default:{document.storage_key}")) as failed:
+        run_backup(tmp_path / "backups")
+    assert "has 22 bytes, the row says 18" in str(failed.value)
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
+def test_every_model_that_names_a_stored_file_declares_it_for_the_backup():
+    naming = {model for model in apps.get_models() if hasattr(model, "storage_key")}
+    declared = {
+        model for model in naming if isinstance(getattr(model, "STORED_FILE", None), StoredFile)
+    }
+    assert naming == declared
+    assert {model._meta.db_table for model in naming} == {"documents", "exports"}

@@ -31,8 +31,18 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         manifest = backup.read_manifest(dump)
         rows = sum(table["rows"] for table in manifest["tables"].values())
+        files = {alias: len(entries) for alias, entries in manifest["files"].items()}
         self.stdout.write(
             f"{len(manifest['tables'])} tables, {rows} rows, {manifest['size_bytes']} bytes; "
             f"sha256 {manifest['sha256']}; manifest {backup.manifest_path(dump)}"
         )
+        self.stdout.write(
+            f"Files: {sum(files.values())} in {backup.files_path(dump)} "
+            f"({', '.join(f'{alias} {count}' for alias, count in files.items()) or 'none'})"
+        )
+        for alias in manifest["storages_not_in_backup"]:
+            self.stderr.write(
+                f"Storage {alias!r} is not local: its files are not in this backup. Back it "
+                "up with its own means (versioning, snapshots; README 'Backups')."
+            )
         self.stdout.write(str(dump))

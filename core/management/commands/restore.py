@@ -1,7 +1,8 @@
 """`restore FILE --database NAME`: a dump into a new or empty database, verified (core.backup).
 
-Prints every table's row count and checksum against the backup's manifest and exits
-non-zero on any difference.
+Prints every table's row count and checksum against the backup's manifest, puts the
+backup's files back, and exits non-zero on any difference or on a file a row names that
+is missing or not its size and SHA-256.
 """
 
 from pathlib import Path
@@ -23,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, database: str, **options) -> None:
         try:
-            checks = backup.restore(
+            report = backup.restore(
                 dump=file,
                 dbname=database,
                 owner=owner_role_name(),
@@ -31,6 +32,7 @@ class Command(BaseCommand):
             )
         except backup.BackupError as error:
             raise CommandError(str(error)) from error
+        checks = report.tables
         width = max(len(check.table) for check in checks)
         for check in checks:
             found = check.found or {"rows": "-", "checksum": "missing"}
@@ -44,9 +46,17 @@ class Command(BaseCommand):
                 f"{check.table:<{width}}  {found['rows']:>8}  {found['checksum']}  {verdict}"
             )
         bad = [check.table for check in checks if not check.ok]
-        if bad:
+        for problem in report.file_problems:
+            self.stdout.write(f"file: {problem}")
+        if bad or report.file_problems:
             raise CommandError(
-                f"{len(bad)} tables differ from the backup: {', '.join(bad)}. "
-                f"Database {database!r} was left for inspection; drop it before trying again."
+                f"{len(bad)} tables differ from the backup ({', '.join(bad) or 'none'}) and "
+                f"{len(report.file_problems)} files a row names are missing or differ "
+                f"(listed above). Database {database!r} was left for inspection; drop it "
+                "before trying again."
             )
+        self.stdout.write(
+            f"Files: {report.files_restored} put back into the storages; all "
+            f"{report.files_checked} files the rows name are there with their size and SHA-256."
+        )
         self.stdout.write(f"Restored {file} into {database!r}: {len(checks)} tables verified.")
