@@ -501,7 +501,7 @@ def start() -> None:
     server = ensure_running(
         settings.BASE_DIR,
         runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS,
-        wal_archive=settings.WAL_ARCHIVE_ROOT if settings.EMBEDDED_DB_WAL_ARCHIVE else None,
+        wal_archive=Path(settings.WAL_ARCHIVE_ROOT) if settings.EMBEDDED_DB_WAL_ARCHIVE else None,
     )
     expected = settings.DATABASES["default"]["HOST"]
     if server.socket_dir != expected:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -268,3 +269,36 @@ def test_every_model_that_names_a_stored_file_declares_it_for_the_backup():
     }
     assert naming == declared
     assert {model._meta.db_table for model in naming} == {"documents", "exports"}
+
+
+def test_a_storage_that_is_not_local_is_named_not_copied_and_its_objects_are_checked(
+    tmp_path, settings, backup_role_configured, restored_name, tenant_a
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "exports": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    project = project_create(tenant=tenant_a, name="Exported to an object store")
+    document_version_create(
+        tenant=tenant_a, project=project, document_type=DocumentType.ABOUT, content="# About"
+    )
+    export = export_create(tenant=tenant_a, project=project, format="markdown")
+    err = StringIO()
+    out = StringIO()
+    call_command("backup", output_dir=tmp_path / "backups", stdout=out, stderr=err)
+    dump = Path(out.getvalue().splitlines()[-1])
+    manifest = json.loads(backup.manifest_path(dump).read_text())
+    assert manifest["storages_not_in_backup"] == ["exports"]
+    assert "exports" not in manifest["files"]
+    assert "Storage 'exports' is not local: its files are not in this backup." in err.getvalue()
+
+    # The object store keeps the export (its own backup's job): restore checks it is there.
+    call_command("restore", dump, database=restored_name, stdout=StringIO())
+    storages["exports"].delete(export.storage_key)
+    drop_database(restored_name)
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 files a row names are missing or differ"):
+        call_command("restore", dump, database=restored_name, stdout=out)
+    assert f"file: exports:{export.storage_key} (named by exports row {export.pk}) is missing" in (
+        out.getvalue()
+    )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
+import environ
 import psycopg
 import pytest
 from django.conf import settings
@@ -263,3 +264,20 @@ def test_make_pitr_without_time_and_data_prints_its_usage():
     )
     assert result.returncode == 2
     assert "usage: make pitr TIME=<ISO 8601 time with offset" in result.stderr
+
+
+def test_the_setting_gives_the_embedded_server_its_archive_folder(settings, monkeypatch):
+    settings.EMBEDDED_DB_WAL_ARCHIVE = True
+    settings.WAL_ARCHIVE_ROOT = environ.Path("/srv/wal-archive")  # as env.path() gives it
+    asked = {}
+
+    def ensure_running(base_dir, **options):
+        asked.update(options)
+        return embedded_db.EmbeddedServer(settings.DATABASES["default"]["HOST"], Path())
+
+    monkeypatch.setattr(embedded_db, "ensure_running", ensure_running)
+    embedded_db.start()
+    assert asked["wal_archive"] == Path("/srv/wal-archive")
+    settings.EMBEDDED_DB_WAL_ARCHIVE = False
+    embedded_db.start()
+    assert asked["wal_archive"] is None
