@@ -117,13 +117,16 @@ def client_program(name: str) -> str:
     return found
 
 
-def _run(command: list[str], env: dict) -> None:
-    # The program is pg_dump or pg_restore, found by client_program; no shell.
-    result = subprocess.run(command, capture_output=True, text=True, env=env)  # noqa: S603
+def run_program(command: list, env: dict | None = None, *, user: str | None = None) -> None:
+    """Run a PostgreSQL program (found by client_program), as `user` if given; a
+    BackupError with the end of its output if it fails."""
+    result = subprocess.run(  # noqa: S603 (no shell)
+        [str(part) for part in command], capture_output=True, text=True, env=env, user=user
+    )
     if result.returncode != 0:
         raise BackupError(
             f"{Path(command[0]).name} failed (exit {result.returncode}): "
-            f"{result.stderr.strip()[-2000:]}"
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
         )
 
 
@@ -284,7 +287,7 @@ def backup(*, dbname: str, folder: Path) -> Path:
             (server_version,) = conn.execute("SHOW server_version").fetchone()
             conninfo, env = role.client_env(dbname)
             try:
-                _run(
+                run_program(
                     [client_program("pg_dump"), "--format=custom", f"--snapshot={snapshot}"]
                     + ["--file", str(dump), "--dbname", conninfo],
                     env,
@@ -496,7 +499,7 @@ def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> Restor
             listing = Path(scratch) / "restore.list"
             listing.write_text(_entries_without_extensions(dump, env))
             command += ["--use-list", str(listing)]
-        _run([*command, "--dbname", conninfo, str(dump)], env)
+        run_program([*command, "--dbname", conninfo, str(dump)], env)
     with role.connect(dbname) as conn, conn.cursor() as cursor:
         if superuser:
             leakproof.mark(cursor)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from core.backup import BackupError, Role, client_program
+from core.backup import BackupError, Role, client_program, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def base_backup(*, role: Role, folder: Path) -> Path:
             (archive_mode,) = conn.execute("SHOW archive_mode").fetchone()
             (server_version,) = conn.execute("SHOW server_version").fetchone()
             conninfo, env = role.client_env("postgres")
-            _run(
+            run_program(
                 [client_program("pg_basebackup"), "--dbname", conninfo]
                 + ["--pgdata", str(target / BASE_BACKUP_DATA), "--wal-method=stream"]
                 + ["--checkpoint=fast", "--no-password"],
@@ -260,18 +260,6 @@ def _refuse_bad_input(*, base: BaseBackup, archive: Path, target: datetime, data
         raise BackupError(
             f"{data_dir} exists and is not an empty folder: recovery writes only into a new "
             "data folder. Name another one. Nothing was changed."
-        )
-
-
-def _run(command: list, env: dict | None = None, *, user: str | None = None) -> None:
-    # Programs from client_program (PostgreSQL's own); no shell.
-    result = subprocess.run(  # noqa: S603
-        [str(part) for part in command], capture_output=True, text=True, env=env, user=user
-    )
-    if result.returncode != 0:
-        raise BackupError(
-            f"{Path(command[0]).name} failed (exit {result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()[-2000:]}"
         )
 
 
@@ -413,7 +401,7 @@ def recover(
         else newest_base_backup(base_backup_root, before=target)
     )
     _refuse_bad_input(base=base, archive=archive, target=target, data_dir=data_dir)
-    _run([client_program("pg_verifybackup"), "--quiet", base.folder / BASE_BACKUP_DATA])
+    run_program([client_program("pg_verifybackup"), "--quiet", base.folder / BASE_BACKUP_DATA])
     created = not data_dir.exists()
     started = False
     scratch = Path(tempfile.mkdtemp(prefix="pitr-"))  # short: a socket path has a limit
@@ -437,14 +425,14 @@ def recover(
             + ["-c", f"hba_file={hba}"]
         )
         started = True
-        _run(
+        run_program(
             [pg_ctl, "start", "-w", "-t", str(int(timeout)), "-D", data_dir]
             + ["-l", log, "-o", options],
             user=user,
         )
         _wait_for_promotion(str(scratch), superuser, log, timeout)
         timeline, last_replayed, databases, indexes, tables = _verify(str(scratch), superuser)
-        _run([pg_ctl, "stop", "-w", "-m", "fast", "-D", data_dir], user=user)
+        run_program([pg_ctl, "stop", "-w", "-m", "fast", "-D", data_dir], user=user)
         started = False
     except BaseException as error:
         lines = _log_lines(log)
@@ -456,7 +444,8 @@ def recover(
             )
         _empty(data_dir, created=created)
         shutil.rmtree(scratch, ignore_errors=True)
-        if isinstance(error, BackupError):
+        # psycopg.Error: a check that failed on the server (amcheck raises on corruption).
+        if isinstance(error, BackupError | psycopg.Error):
             detail = [line for line in lines if "FATAL" in line or "recovery" in line]
             raise BackupError(
                 f"{error}\nThe new data folder {data_dir} was emptied again. Server log:\n"

@@ -126,6 +126,30 @@ def test_recovery_to_a_time_holds_exactly_the_rows_committed_before_it(folder):
     assert written == 1
 
 
+def test_a_recovery_the_archive_cannot_reach_fails_quoting_the_log_and_leaves_no_folder(folder):
+    archive = private_folder(folder / "archive")
+    with (
+        data_folder() as data,
+        running_server(data, settings=pitr.archive_settings(archive)) as socket_dir,
+    ):
+        base = base_backup_of(socket_dir, folder / "basebackups")
+        with connect(socket_dir) as conn:
+            conn.execute("CREATE TABLE items (id int)")
+            (target,) = conn.execute("SELECT clock_timestamp()").fetchone()
+        # No segment switch: what came after the base backup never reaches the archive.
+    with pytest.raises(CommandError) as failed:
+        call_command(
+            "pitr",
+            target_time=target.isoformat(),
+            data_dir=folder / "recovered",
+            base_backup=base,
+            archive=archive,
+        )
+    assert "recovery ended before configured recovery target was reached" in str(failed.value)
+    assert "was emptied again" in str(failed.value)
+    assert not (folder / "recovered").exists()
+
+
 def fake_base_backup(root: Path, finished_at: datetime) -> Path:
     """A folder shaped like a base backup: the checks that refuse bad input read no more."""
     base = root / "base-fake"
