@@ -1,4 +1,5 @@
-"""`backup` and `restore` (core.backup): a seeded database round-trips exactly.
+"""`backup` and `restore` (core.backup): a seeded database round-trips exactly, with
+the files its rows name (uploads, exports), each checked by size and SHA-256.
 
 These run pg_dump and pg_restore against the real server, so they need committed data
 (transaction=True) and a database of their own to restore into, dropped afterwards.

@@ -1,4 +1,5 @@
-"""`backup`: a custom-format dump of the database, with a checksum manifest (core.backup).
+"""`backup`: a custom-format dump of the database and the local storages' files, with a
+checksum manifest (core.backup).
 
 The last line printed is the dump's path, so scripts can take it with `tail -1`.
 """
@@ -13,7 +14,10 @@ from core import backup
 
 
 class Command(BaseCommand):
-    help = "Dump the database (every tenant's rows) with a manifest of per-table checksums."
+    help = (
+        "Dump the database (every tenant's rows) and copy the files its rows name, with a "
+        "manifest of per-table checksums and per-file SHA-256."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
