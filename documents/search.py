@@ -19,10 +19,10 @@ from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Valu
 from pgvector.django import CosineDistance
 
 from core.db import begins_transaction
-from core.embedding import Embedder, get_embedder
+from core.embedding import Embedder, embed_texts
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
-from documents.embeddings import check_embedder_dimension
+from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
 
@@ -246,8 +246,7 @@ def _semantic(
     *,
     transaction_continues: bool,
 ) -> list:
-    check_embedder_dimension(embedder)
-    vector = embedder.embed([query])[0]
+    [vector] = embed_texts(embedder, [query])
     chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
     threshold = _index_threshold(limit)
     index_order = threshold is not None and _candidates_estimate(scope, embedder.model) > threshold
@@ -309,7 +308,7 @@ def chunk_search(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
-    embedder = embedder or get_embedder()
+    embedder = chunk_embedder(embedder)
     scope = _scope(project, documents)
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from pgvector import Vector
 
 from core.db import owner_connection
-from core.embedding import get_embedder
+from core.embedding import Embedder, get_embedder
 from core.hashing import sha256_hex
 from documents import search, services
 from documents.models import Chunk, Document
@@ -516,3 +516,20 @@ def test_a_big_tenant_after_a_small_one_on_one_connection_uses_the_index(
     assert len(results) == 10
     [plan] = plans
     assert "Index Scan using chunks_embedding_hnsw_idx" in plan, plan
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[], [[float("nan")] * 1536], [[1e39] * 1536], [[0.5] * 1535]],
+    ids=["no vector", "nan", "beyond a float", "short"],
+)
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_query_embedding_that_cannot_be_searched_is_refused(tenant_a, corpus, mode, answer):
+    class Answering(Embedder):
+        def embed(self, texts):
+            return answer
+
+    bad = Answering(function=None, model=get_embedder().model, dimension=1536)
+    with pytest.raises(ValidationError) as error:
+        search.chunk_search(tenant=tenant_a, query="billing", mode=mode, embedder=bad)
+    assert error.value.message_dict["embedding"][0].startswith("embedder ")
