@@ -100,8 +100,8 @@ def _database_failure(error: Exception) -> str:
         )
     code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
     return (
-        f"The database refused to store the chunks{code}. Process the document again; "
-        "if it fails again, the worker's log has the details."
+        f"The database failed the work{code}. Process the document again; if it fails "
+        "again, the log has the details."
     )
 
 
@@ -267,13 +267,16 @@ def document_process(
 ) -> Document:
     """Split an uploaded (or failed) document into embedded chunks: processing -> ready.
 
-    On any failure (bytes not UTF-8, no text, the embedder raising or returning
-    vectors of the wrong size) no chunk is kept and the document is committed as
-    failed with the reason in error_message; it is returned, not raised, so check
-    `document.status`. Bad arguments (chunking, an embedder of the wrong dimension)
-    are refused with a ValidationError before anything changes, and so is a document
-    that is ready, or processing for less than settings.DOCUMENT_PROCESSING_LEASE_SECONDS
-    (a worker that died leaves it processing; after the lease it can be claimed again).
+    On any failure (bytes not UTF-8, no text, the embedder raising or giving an answer
+    embed_texts refuses, the database failing the work or the claim of a retry: a row
+    still locked past lock_timeout) no chunk is kept and the document is committed as
+    failed with the reason in error_message, never the database's own text (that goes
+    to the log); it is returned, not raised, so check `document.status`. Bad arguments
+    (chunking, an embedder of the wrong dimension) are refused with a ValidationError
+    before anything changes, and so is a document that is ready, or processing for less
+    than settings.DOCUMENT_PROCESSING_LEASE_SECONDS (a worker that died leaves it
+    processing; after the lease it can be claimed again). Where even the failure cannot
+    be written (the row still locked), a ValidationError naming 'status' says why.
     If another worker claimed it meanwhile and finished first, its result stands.
     """
     tenant_id = require_tenant(tenant, document=document)
