@@ -116,7 +116,11 @@ def test_the_server_ends_the_work_of_a_killed_worker_and_a_retry_then_succeeds(
     )
     pid = None
     try:
-        pid = int(worker.stdout.readline())
+        line = worker.stdout.readline()
+        if not line.strip():
+            worker.wait(30)
+            pytest.fail(f"the worker did not start: {worker.stderr.read()[-4000:]}")
+        pid = int(line)
         wait_for(lambda: (activity(pid) or (None, None))[1] == "Lock", "the worker's INSERT")
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
