@@ -97,6 +97,12 @@ DATABASE_RUNTIME_ROLE_SETTINGS = {
     "idle_in_transaction_session_timeout": env.str(
         "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default="60s"
     ),
+    # How often a running statement checks that its client is still there: the work of
+    # a process that died (kill -9, a lost host) is cancelled and its locks released
+    # within this, not when the statement ends on its own.
+    "client_connection_check_interval": env.str(
+        "DATABASE_CLIENT_CONNECTION_CHECK_INTERVAL", default="5s"
+    ),
 }
 
 

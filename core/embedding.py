@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
@@ -42,6 +43,11 @@ def hashing_embedder(texts: Sequence[str], dimension: int = HASHING_DIMENSION) -
     return vectors
 
 
+# The largest magnitude a pgvector component (a 4-byte float) holds; beyond it a
+# Python float becomes infinity on the way, which the database refuses.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclass(frozen=True)
 class Embedder:
     """The configured embedder: a callable, the model name stored with each vector, its size."""
@@ -51,25 +57,54 @@ class Embedder:
     dimension: int
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """Embed texts, refusing any vector whose size is not the configured dimension."""
-        vectors = self.function(list(texts))
-        if len(vectors) != len(texts):
-            raise ValidationError(
-                {
-                    "embedding": f"embedder {self.model} returned {len(vectors)} vectors "
-                    f"for {len(texts)} texts"
-                }
+        """The model's answer as it comes, unchecked: the project embeds through
+        embed_texts, which checks it."""
+        return self.function(list(texts))
+
+
+def embed_texts(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    """The vectors of `texts`, checked: the one way the project embeds anything.
+
+    The embedder is outside code (a model, a service, a subclass with its own `embed`),
+    so its answer is checked before anything uses it: one vector per text, each of the
+    embedder's dimension, every component a finite number a pgvector vector can hold.
+    Anything else is a ValidationError naming 'embedding' that says what was wrong, so
+    no chunk is stored without its vector and no database error stands for it.
+    """
+    texts = list(texts)
+    answer = embedder.embed(texts)
+    if not isinstance(answer, Sequence | numpy.ndarray):
+        raise _bad_answer(embedder, f"returned {type(answer).__name__}, not a list of vectors")
+    if len(answer) != len(texts):
+        raise _bad_answer(embedder, f"returned {len(answer)} vectors for {len(texts)} texts")
+    for number, vector in enumerate(answer, start=1):
+        size = len(vector) if isinstance(vector, Sequence | numpy.ndarray) else None
+        if size != embedder.dimension:
+            found = "no list of numbers" if size is None else f"{size} dimensions"
+            raise _bad_answer(
+                embedder, f"returned {found} for vector {number}, expected {embedder.dimension}"
             )
-        for vector in vectors:
-            check_dimension(vector, self.dimension)
-        return vectors
-
-
-def check_dimension(vector: Sequence[float], expected: int) -> None:
-    if len(vector) != expected:
-        raise ValidationError(
-            {"embedding": f"embedding has {len(vector)} dimensions, expected {expected}"}
+    if not texts:
+        return []
+    # In one array: a few microseconds per vector where a loop over 1536 floats in
+    # Python would cost as much as a simple embedder's own work.
+    try:
+        values = numpy.asarray(answer, dtype=numpy.float64)
+    except (TypeError, ValueError):
+        raise _bad_answer(embedder, "returned a vector holding something not a number") from None
+    storable = numpy.isfinite(values) & (numpy.abs(values) <= FLOAT32_MAX)
+    if not storable.all():
+        number, position = (int(index) for index in numpy.argwhere(~storable)[0])
+        raise _bad_answer(
+            embedder,
+            f"returned {float(values[number, position])!r} at position {position} of vector "
+            f"{number + 1}: only finite numbers a 4-byte float holds can be stored",
         )
+    return values.tolist()
+
+
+def _bad_answer(embedder: Embedder, problem: str) -> ValidationError:
+    return ValidationError({"embedding": f"embedder {embedder.model} {problem}."})
 
 
 def get_embedder(config: dict | None = None) -> Embedder:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
-from core.embedding import Embedder
+from core.embedding import Embedder, get_embedder
 from documents.models import EMBEDDING_DIMENSION
 
 
-def check_embedder_dimension(embedder: Embedder) -> None:
-    """Refuse an embedder whose vectors would not fit chunks.embedding, naming 'embedding'."""
+def chunk_embedder(embedder: Embedder | None = None) -> Embedder:
+    """`embedder`, by default the EMBEDDER setting, once checked to fit chunks.embedding.
+
+    Refused naming 'embedding' before any work starts; its answers are checked as they
+    come, by core.embedding.embed_texts.
+    """
+    embedder = embedder or get_embedder()
     if embedder.dimension != EMBEDDING_DIMENSION:
         raise ValidationError(
             {
@@ -17,3 +22,4 @@ def check_embedder_dimension(embedder: Embedder) -> None:
                 f"vectors; chunks.embedding holds {EMBEDDING_DIMENSION}."
             }
         )
+    return embedder

@@ -19,10 +19,10 @@ from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Valu
 from pgvector.django import CosineDistance
 
 from core.db import begins_transaction
-from core.embedding import Embedder, get_embedder
+from core.embedding import Embedder, embed_texts
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
-from documents.embeddings import check_embedder_dimension
+from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
 
@@ -43,6 +43,10 @@ HNSW_MIN_EF_SEARCH = 100
 HNSW_MIN_SCAN_TUPLES = 40_000
 HNSW_SCAN_TUPLES_PER_ROW = 200
 HNSW_MAX_SCAN_TUPLES = 500_000
+# Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
+# planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
+# concern HNSW scans.
+RESTORED_SETTINGS = ("enable_sort", "plan_cache_mode")
 
 
 @dataclass(frozen=True)
@@ -92,34 +96,42 @@ def hnsw_max_scan_tuples(limit: int) -> int:
     return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
 
 
-def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> str | None:
+def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> dict[str, str]:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
     ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
     index. `index_order` also turns sorting off, which leaves the ordered index scan as
-    the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold), and
-    returns enable_sort as it was, for restoring; all in one statement.
+    the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold).
+
+    Plans are made afresh for each statement (plan_cache_mode): the kNN statement is
+    the same text for every tenant, and once the connection has prepared it
+    (DATABASE_PREPARED_STATEMENTS) PostgreSQL may reuse a generic plan made for another
+    tenant under other settings, ignoring both the tenant's share and enable_sort (a
+    small tenant's sort reused for a big tenant). Returns the settings that outlive
+    the search in its transaction as they were, for restoring; all in one statement.
     """
     settings = {
         "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
         "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, limit)),
         "hnsw.max_scan_tuples": str(hnsw_max_scan_tuples(limit)),
+        "plan_cache_mode": "force_custom_plan",
     }
-    columns = ["current_setting('enable_sort')"] if index_order else []
     if index_order:
         settings["enable_sort"] = "off"
-    columns += ["set_config(%s, %s, true)"] * len(settings)
+    restored = [name for name in RESTORED_SETTINGS if name in settings]
+    columns = ["current_setting(%s)"] * len(restored) + ["set_config(%s, %s, true)"] * len(settings)
+    params = [*restored, *(part for pair in settings.items() for part in pair)]
     with _chunk_reads().cursor() as cursor:
-        cursor.execute(
-            "SELECT " + ", ".join(columns), [part for pair in settings.items() for part in pair]
-        )
-        return cursor.fetchone()[0] if index_order else None
+        cursor.execute("SELECT " + ", ".join(columns), params)
+        row = cursor.fetchone()
+    return dict(zip(restored, row, strict=False))
 
 
-def _restore_sort(previous: str) -> None:
+def _restore_settings(previous: dict[str, str]) -> None:
+    columns = ", ".join(["set_config(%s, %s, true)"] * len(previous))
     with _chunk_reads().cursor() as cursor:
-        cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
+        cursor.execute("SELECT " + columns, [part for pair in previous.items() for part in pair])
 
 
 def semantic_queryset(
@@ -234,21 +246,20 @@ def _semantic(
     *,
     transaction_continues: bool,
 ) -> list:
-    check_embedder_dimension(embedder)
-    vector = embedder.embed([query])[0]
+    [vector] = embed_texts(embedder, [query])
     chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
     threshold = _index_threshold(limit)
     index_order = threshold is not None and _candidates_estimate(scope, embedder.model) > threshold
-    sort_before = set_hnsw_iterative_scan(limit, index_order=index_order)
+    settings_before = set_hnsw_iterative_scan(limit, index_order=index_order)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:limit])
     if len(rows) < limit:
         # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
         # chunks; reading the tenant's rows exactly tells both apart and costs little
         # in the second case. (It sorts whatever enable_sort says: it has no other plan.)
         rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
-    if index_order and transaction_continues:
+    if transaction_continues:
         # SET LOCAL would outlive this search for the rest of the caller's transaction.
-        _restore_sort(sort_before)
+        _restore_settings(settings_before)
     # relaxed_order may return rows slightly out of order: sort the few we got.
     rows.sort(key=lambda row: (row[4], row[0]))
     return [(*row[:4], 1.0 - row[4]) for row in rows]
@@ -297,7 +308,7 @@ def chunk_search(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
-    embedder = embedder or get_embedder()
+    embedder = chunk_embedder(embedder)
     scope = _scope(project, documents)
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.

@@ -14,17 +14,17 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Q
 from pgvector import Vector
 from pgvector.psycopg.vector import register_vector_info
 from psycopg.types import TypeInfo
 
-from core.embedding import Embedder, get_embedder
+from core.embedding import Embedder, embed_texts
 from core.models import TransactionNow
 from core.validators import unstorable, validate_storable_arguments
 from documents.chunking import has_tokens, resolve_chunking, split_text
-from documents.embeddings import check_embedder_dimension
+from documents.embeddings import chunk_embedder
 from documents.models import (
     Chunk,
     Document,
@@ -41,6 +41,9 @@ EMBED_BATCH_SIZE = 64
 # Chunks per transaction while re-embedding a tenant.
 REEMBED_BATCH_SIZE = 256
 ERROR_MESSAGE_MAX_LENGTH = 2000
+# SQLSTATEs with a reason of their own: lock_timeout, and statement_timeout (or a cancel).
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
 
 
 class IngestionError(Exception):
@@ -67,21 +70,45 @@ def _read_text(document: Document) -> str:
 
 
 def _failure_message(error: Exception) -> str:
+    """The reason stored on a failed document, which the admin shows: never the database's
+    own error text (it may quote data and internals); the log has the detail."""
     if isinstance(error, IngestionError):
         message = str(error)
     elif isinstance(error, ValidationError) and hasattr(error, "error_dict"):
         message = "; ".join(
             f"{name}: {' '.join(messages)}" for name, messages in error.message_dict.items()
         )
+    elif isinstance(error, DatabaseError | psycopg.Error):
+        message = _database_failure(error)
     else:
         message = f"{type(error).__name__}: {error}"
     return message[:ERROR_MESSAGE_MAX_LENGTH]
 
 
+def _database_failure(error: Exception) -> str:
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate == LOCK_NOT_AVAILABLE:
+        return (
+            "A lock the work needed was held by another transaction for longer than the "
+            "lock timeout (an earlier worker's work still running?). Process it again later."
+        )
+    if sqlstate == QUERY_CANCELED:
+        return (
+            "A database statement took longer than the statement timeout. Process it "
+            "again, or split the document into smaller ones."
+        )
+    code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    return (
+        f"The database failed the work{code}. Process the document again; if it fails "
+        "again, the log has the details."
+    )
+
+
 def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[list[float]]:
     vectors: list[list[float]] = []
     for start in range(0, len(texts), batch_size):
-        vectors.extend(embedder.embed(texts[start : start + batch_size]))
+        vectors.extend(embed_texts(embedder, texts[start : start + batch_size]))
     return vectors
 
 
@@ -146,6 +173,14 @@ def _processing_lease() -> timedelta:
     return timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
 
 
+def _claimable() -> Q:
+    """Documents a worker may claim: uploaded, failed, or processing for longer than the
+    lease (its worker died)."""
+    return Q(status__in=[Document.Status.UPLOADED, Document.Status.FAILED]) | Q(
+        status=Document.Status.PROCESSING, updated_at__lt=TransactionNow() - _processing_lease()
+    )
+
+
 def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
     """Move the document to processing in one conditional UPDATE, or refuse naming 'status'.
 
@@ -156,10 +191,9 @@ def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
     lease = _processing_lease()
     with tenant_context(tenant_id):
         documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
-        claimed = documents.filter(
-            Q(status__in=[Document.Status.UPLOADED, Document.Status.FAILED])
-            | Q(status=Document.Status.PROCESSING, updated_at__lt=TransactionNow() - lease)
-        ).update(status=Document.Status.PROCESSING, error_message="")
+        claimed = documents.filter(_claimable()).update(
+            status=Document.Status.PROCESSING, error_message=""
+        )
         if not claimed:
             status = documents.values_list("status", flat=True).get()
             if status == Document.Status.PROCESSING:
@@ -184,6 +218,45 @@ def _lock_claim(tenant_id: uuid.UUID, document: Document) -> None:
         raise _Superseded(status)
 
 
+def _record_failure(
+    tenant_id: uuid.UUID, document: Document, error: Exception, *, own_claim: bool
+) -> None:
+    """Commit the document as failed with the reason of `error`, logged in full.
+
+    `own_claim`: the failure came after this worker claimed the document, and only that
+    claim turns failed (a worker that finished first keeps its result). Otherwise the
+    claim itself failed, and the document turns failed if it could have been claimed
+    (uploaded, failed, or processing past the lease), not while another worker holds
+    a fresh claim. Failed, not left processing: it is what the admin lists as needing
+    attention, its reason shown, and it can be processed again at once, where a stale
+    "processing" would claim work that is not going on for the rest of the lease.
+    Where the row cannot be written either (still locked), a ValidationError naming
+    'status' gives the reason to the caller instead.
+    """
+    message = _failure_message(error)
+    logger.warning(
+        "document processing failed",
+        extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+        exc_info=not isinstance(error, IngestionError | ValidationError),
+    )
+    try:
+        with tenant_context(tenant_id):
+            documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+            mine = documents.filter(
+                Q(status=Document.Status.PROCESSING) if own_claim else _claimable()
+            )
+            mine.update(status=Document.Status.FAILED, error_message=message)
+            document.refresh_from_db(fields=["status", "error_message"])
+    except DatabaseError as recording:
+        logger.exception(
+            "document failure not recorded",
+            extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+        )
+        raise ValidationError(
+            {"status": f"{message} (The document could not be marked failed either.)"}
+        ) from recording
+
+
 def document_process(
     *,
     tenant,
@@ -194,20 +267,29 @@ def document_process(
 ) -> Document:
     """Split an uploaded (or failed) document into embedded chunks: processing -> ready.
 
-    On any failure (bytes not UTF-8, no text, the embedder raising or returning
-    vectors of the wrong size) no chunk is kept and the document is committed as
-    failed with the reason in error_message; it is returned, not raised, so check
-    `document.status`. Bad arguments (chunking, an embedder of the wrong dimension)
-    are refused with a ValidationError before anything changes, and so is a document
-    that is ready, or processing for less than settings.DOCUMENT_PROCESSING_LEASE_SECONDS
-    (a worker that died leaves it processing; after the lease it can be claimed again).
+    On any failure (bytes not UTF-8, no text, the embedder raising or giving an answer
+    embed_texts refuses, the database failing the work or the claim of a retry: a row
+    still locked past lock_timeout) no chunk is kept and the document is committed as
+    failed with the reason in error_message, never the database's own text (that goes
+    to the log); it is returned, not raised, so check `document.status`. Bad arguments
+    (chunking, an embedder of the wrong dimension) are refused with a ValidationError
+    before anything changes, and so is a document that is ready, or processing for less
+    than settings.DOCUMENT_PROCESSING_LEASE_SECONDS (a worker that died leaves it
+    processing; after the lease it can be claimed again). Where even the failure cannot
+    be written (the row still locked), a ValidationError naming 'status' says why.
     If another worker claimed it meanwhile and finished first, its result stands.
     """
     tenant_id = require_tenant(tenant, document=document)
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
-    embedder = embedder or get_embedder()
-    check_embedder_dimension(embedder)
-    _claim_for_processing(tenant_id, document)
+    embedder = chunk_embedder(embedder)
+    try:
+        _claim_for_processing(tenant_id, document)
+    except DatabaseError as error:
+        # A retry past the lease waits on the row lock of a transaction still running
+        # (a dead worker's, until the server ends it: client_connection_check_interval),
+        # or the database fails it otherwise: recorded on the document like any failure.
+        _record_failure(tenant_id, document, error, own_claim=False)
+        return document
     try:
         # One transaction (a savepoint inside the caller's): chunks and "ready" commit
         # together or not at all.
@@ -234,18 +316,7 @@ def document_process(
         with tenant_context(tenant_id):
             document.refresh_from_db(fields=["status", "error_message"])
     except Exception as error:
-        message = _failure_message(error)
-        logger.warning(
-            "document processing failed",
-            extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
-            exc_info=not isinstance(error, IngestionError | ValidationError),
-        )
-        with tenant_context(tenant_id):
-            # Only our own claim turns failed: a worker that finished first keeps its result.
-            Document.objects.filter(
-                tenant_id=tenant_id, pk=document.pk, status=Document.Status.PROCESSING
-            ).update(status=Document.Status.FAILED, error_message=message)
-            document.refresh_from_db(fields=["status", "error_message"])
+        _record_failure(tenant_id, document, error, own_claim=True)
     return document
 
 
@@ -270,8 +341,7 @@ def document_ingest(
     refused with a ValidationError before anything is stored.
     """
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
-    embedder = embedder or get_embedder()
-    check_embedder_dimension(embedder)
+    embedder = chunk_embedder(embedder)
     if text is not None:
         # A text is known before it is stored: what processing would fail on is refused
         # now, leaving no failed document and no file behind.
@@ -323,8 +393,7 @@ def chunks_reembed(
     tenant_id = require_tenant(tenant)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError({"batch_size": "batch_size must be an integer >= 1."})
-    embedder = embedder or get_embedder()
-    check_embedder_dimension(embedder)
+    embedder = chunk_embedder(embedder)
     progress = ReembedProgress()
     while True:
         with tenant_context(tenant_id):
@@ -338,7 +407,7 @@ def chunks_reembed(
             batch = list(locked[:batch_size])
             if not batch:
                 break
-            vectors = embedder.embed([chunk.content for chunk in batch])
+            vectors = embed_texts(embedder, [chunk.content for chunk in batch])
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding, chunk.embedding_model = vector, embedder.model
             Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])

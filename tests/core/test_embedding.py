@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from core.embedding import Embedder, get_embedder, hashing_embedder
+from core.embedding import Embedder, embed_texts, get_embedder, hashing_embedder
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -91,19 +91,58 @@ def test_embedding_is_deterministic_across_processes():
     assert json.loads(output) == hashing_embedder(["deterministic across runs"])[0]
 
 
-def test_embed_refuses_vectors_of_the_wrong_dimension():
-    embedder = get_embedder({"CALLABLE": three_dimensional, "MODEL": "x", "DIMENSION": 1536})
+def refusal(function, texts=("some text",), dimension=1536) -> str:
+    """The message embed_texts refuses `function`'s answer with, naming 'embedding'."""
+    embedder = Embedder(function=function, model="x", dimension=dimension)
     with pytest.raises(ValidationError) as excinfo:
-        embedder.embed(["some text"])
-    assert "embedding" in excinfo.value.message_dict
-    assert "3 dimensions, expected 1536" in excinfo.value.message_dict["embedding"][0]
+        embed_texts(embedder, list(texts))
+    [message] = excinfo.value.message_dict["embedding"]
+    return message
 
 
-def test_embed_refuses_a_wrong_number_of_vectors():
-    embedder = Embedder(function=lambda texts: [], model="x", dimension=3)
-    with pytest.raises(ValidationError) as excinfo:
-        embedder.embed(["some text"])
-    assert "embedding" in excinfo.value.message_dict
+def test_embed_texts_refuses_vectors_of_the_wrong_dimension():
+    assert "3 dimensions for vector 1, expected 1536" in refusal(three_dimensional)
+
+
+@pytest.mark.parametrize("answer", [[], [[0.5] * 3] * 2])
+def test_embed_texts_refuses_a_wrong_number_of_vectors(answer):
+    assert f"returned {len(answer)} vectors for 1 texts" in refusal(
+        lambda texts: answer, dimension=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf"), (1e39, "1e+39")],
+)
+def test_embed_texts_refuses_numbers_a_vector_cannot_hold(value, shown):
+    def with_value(texts):
+        return [[0.5, value, 0.5] for _ in texts]
+
+    message = refusal(with_value, texts=["a", "b"], dimension=3)
+    assert f"returned {shown} at position 1 of vector 1" in message
+
+
+@pytest.mark.parametrize("answer", [None, iter([[0.5]]), [["a"]], [None]])
+def test_embed_texts_refuses_what_is_not_a_list_of_vectors(answer):
+    assert refusal(lambda texts: answer, dimension=1).startswith("embedder x returned")
+
+
+def test_embed_texts_checks_an_embedder_that_overrides_embed():
+    """The check is the caller's, not a method an embedder can replace."""
+
+    class Forgetful(Embedder):
+        def embed(self, texts):
+            return hashing_embedder(texts)[:-1]
+
+    with pytest.raises(ValidationError, match="returned 1 vectors for 2 texts"):
+        embed_texts(Forgetful(function=hashing_embedder, model="m", dimension=1536), ["a", "b"])
+
+
+def test_embed_texts_gives_lists_of_floats():
+    [vector] = embed_texts(get_embedder(), ["some text"])
+    assert vector == hashing_embedder(["some text"])[0]
+    assert all(type(value) is float for value in vector)
 
 
 def test_a_dotted_path_callable_is_imported():

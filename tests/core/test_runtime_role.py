@@ -326,8 +326,8 @@ def test_creates_the_role_with_its_password(owner_with_createrole, fresh_role):
 def test_a_new_role_gets_the_configured_session_limits(owner_with_createrole, fresh_role):
     out = run_command()
     assert out.splitlines()[1] == (
-        f"Settings set on '{fresh_role}': "
-        "statement_timeout, lock_timeout, idle_in_transaction_session_timeout."
+        f"Settings set on '{fresh_role}': statement_timeout, lock_timeout, "
+        "idle_in_transaction_session_timeout, client_connection_check_interval."
     )
     with connection.cursor() as cursor:
         assert role_settings(cursor, fresh_role) == settings.DATABASE_RUNTIME_ROLE_SETTINGS

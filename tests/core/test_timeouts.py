@@ -54,6 +54,7 @@ def test_the_runtime_role_carries_the_configured_timeouts():
         "statement_timeout",
         "lock_timeout",
         "idle_in_transaction_session_timeout",
+        "client_connection_check_interval",
     }
 
 

@@ -94,16 +94,77 @@ def test_chunks_keep_the_embedders_vectors_and_their_offsets(tenant_a):
         assert uuid.UUID(str(chunk.pk)).version == 7
 
 
-def test_a_vector_the_database_refuses_fails_the_document_without_chunks(tenant_a):
-    def not_a_number(texts):
-        return [[float("nan")] * 1536 for _ in texts]
+# --- The embedder's answer is checked (issue 17, point 6) ---------------------------
 
+
+def with_value(value):
+    def embed(texts):
+        return [[value] * 1536 for _ in texts]
+
+    return embed
+
+
+def infinite_embedder(texts):
+    """1536 infinities per text: for `reembed_chunks --embedder`."""
+    return with_value(float("inf"))(texts)
+
+
+class ForgetfulEmbedder(Embedder):
+    """An embedder of its own making (a client of a model API, say) that drops the last
+    vector of each call."""
+
+    def embed(self, texts):
+        return hashing_embedder(texts)[:-1]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(float("nan"), "nan"), (float("inf"), "inf"), (1e39, "1e+39")]
+)
+def test_a_vector_the_database_cannot_hold_fails_the_document_saying_why(tenant_a, value, shown):
     document = services.document_ingest(
-        tenant=tenant_a, title="NaN", text=TEXT, embedder=embedder(not_a_number)
+        tenant=tenant_a, title="bad numbers", text=TEXT, embedder=embedder(with_value(value))
     )
     assert document.status == Document.Status.FAILED
-    assert "NaN" in document.error_message
+    assert document.error_message.startswith("embedding: embedder test-model returned ")
+    assert f"returned {shown} at position 0 of vector 1" in document.error_message
+    assert "Error" not in document.error_message  # no database error text
     assert chunks_of(tenant_a, document) == []
+
+
+def test_fewer_vectors_than_texts_fail_the_document_with_no_chunk_stored(tenant_a):
+    forgetful = ForgetfulEmbedder(function=hashing_embedder, model="forgetful", dimension=1536)
+    document = services.document_ingest(
+        tenant=tenant_a, title="x", text=TEXT, chunk_size=4, chunk_overlap=1, embedder=forgetful
+    )
+    assert (document.status, status_of(tenant_a, document)) == (Document.Status.FAILED,) * 2
+    assert document.error_message == (
+        "embedding: embedder forgetful returned 2 vectors for 3 texts."
+    )
+    assert chunks_of(tenant_a, document) == []
+
+
+def test_reembedding_with_infinite_values_is_refused_and_writes_nothing(
+    tenant_a, two_tenants_chunks
+):
+    a, _b = two_tenants_chunks
+    before = [list(chunk.embedding) for chunk in chunks_of(tenant_a, a)]
+    with pytest.raises(ValidationError) as error:
+        services.chunks_reembed(tenant=tenant_a, embedder=embedder(infinite_embedder, model="v2"))
+    assert "returned inf at position 0" in error.value.message_dict["embedding"][0]
+    assert [list(chunk.embedding) for chunk in chunks_of(tenant_a, a)] == before
+    assert models_of(tenant_a) == {get_embedder().model}
+
+
+def test_the_reembed_command_says_what_the_embedder_returned(tenant_a, two_tenants_chunks):
+    with pytest.raises(CommandError, match="returned inf at position 0 of vector 1"):
+        call_command(
+            "reembed_chunks",
+            tenant=tenant_a.slug,
+            embedder="tests.documents.test_ingestion.infinite_embedder",
+            model="v2",
+            stdout=io.StringIO(),
+        )
+    assert models_of(tenant_a) == {get_embedder().model}
 
 
 def test_bytes_are_stored_under_a_generated_key(tenant_a):

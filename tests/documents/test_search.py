@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from pgvector import Vector
 
 from core.db import owner_connection
-from core.embedding import get_embedder
+from core.embedding import Embedder, get_embedder
 from core.hashing import sha256_hex
 from documents import search, services
 from documents.models import Chunk, Document
@@ -455,3 +455,81 @@ def test_the_query_vector_travels_in_binary(tenant_a, corpus):
         row[:4] for row in sorted(expected, key=lambda row: (row[4], row[0]))
     ]
     assert [r.score for r in results] == pytest.approx([1.0 - row[4] for row in expected])
+
+
+def plan_the_server_uses(context, sql: str, params) -> str:
+    """EXPLAIN EXECUTE of the prepared statement `sql` on this connection: the plan the
+    plan cache hands out (a generic one if it keeps one), under the current settings."""
+    connection = context["connection"]
+    with connection.client_side_binding(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM pg_prepared_statements "
+            "WHERE NOT from_sql AND statement LIKE %s AND statement NOT LIKE %s",
+            ["%<=>%LIMIT%", "%+ 0%"],
+        )
+        [(name,)] = cursor.fetchall()
+        placeholders = ", ".join(["%s"] * len(params))
+        cursor.execute(f"EXPLAIN EXECUTE {name}({placeholders})", list(params))
+        return "\n".join(line for (line,) in cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_tenant_after_a_small_one_on_one_connection_uses_the_index(
+    tenant_a, tenant_b, monkeypatch
+):
+    """Issue 17, point 4: a plan cached for a small tenant is not reused for a big one.
+
+    The kNN statement is the same text for every tenant, so the connection prepares it
+    (DATABASE_PREPARED_STATEMENTS). The session pins the plan cache's choice of a
+    generic plan, which PostgreSQL otherwise makes by cost whenever a generic plan looks
+    no dearer than the custom ones (it did at 10,000 chunks per tenant): the sort made
+    for the small tenant would then serve the big tenant too, enable_sort off or not.
+    """
+    if not connection.settings_dict["OPTIONS"].get("prepare_threshold"):
+        pytest.skip("DATABASE_PREPARED_STATEMENTS is off: nothing is prepared")
+    bulk_chunks(tenant_a, 900, seed=1)
+    bulk_chunks(tenant_b, 100, seed=2)
+    analyze_chunks()
+    # The table's 1,000 chunks as a big one: tenant A's 900 go through the index, B's
+    # 100 are sorted (sqrt(6 * 10 * 1000) = 244).
+    monkeypatch.setattr(search, "INDEX_HINT_MIN_TABLE_ROWS", 1_000)
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
+        for _ in range(threshold + 2):
+            assert (
+                len(search.chunk_search(tenant=tenant_b, query=QUERY, k=10, mode="semantic")) == 10
+            )
+        plans = []
+
+        def explain_knn(execute, sql, params, many, context):
+            if "<=>" in sql and "+ 0" not in sql:
+                plans.append(plan_the_server_uses(context, sql, params))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(explain_knn):
+            results = search.chunk_search(tenant=tenant_a, query=QUERY, k=10, mode="semantic")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET plan_cache_mode")
+    assert len(results) == 10
+    [plan] = plans
+    assert "Index Scan using chunks_embedding_hnsw_idx" in plan, plan
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[], [[float("nan")] * 1536], [[1e39] * 1536], [[0.5] * 1535]],
+    ids=["no vector", "nan", "beyond a float", "short"],
+)
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_query_embedding_that_cannot_be_searched_is_refused(tenant_a, corpus, mode, answer):
+    class Answering(Embedder):
+        def embed(self, texts):
+            return answer
+
+    bad = Answering(function=None, model=get_embedder().model, dimension=1536)
+    with pytest.raises(ValidationError) as error:
+        search.chunk_search(tenant=tenant_a, query="billing", mode=mode, embedder=bad)
+    assert error.value.message_dict["embedding"][0].startswith("embedder ")
