@@ -72,11 +72,14 @@ def data_folder() -> Iterator[Path]:
 
 
 @contextmanager
-def running_server(data: Path, prefix: Sequence[str] = ()) -> Iterator[str]:
-    """Run `postgres` on `data` (behind `prefix`, e.g. a QEMU command line) and yield its
-    socket folder; the server is stopped (fast shutdown) when the block ends."""
+def running_server(
+    data: Path, prefix: Sequence[str] = (), binaries: Path | None = None
+) -> Iterator[str]:
+    """Run `postgres` (from `binaries`, by default the installed wheel's) on `data`
+    (behind `prefix`, e.g. a QEMU command line) and yield its socket folder; the server
+    is stopped (fast shutdown) when the block ends."""
     server = subprocess.Popen(
-        [*prefix, bin_path() / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
+        [*prefix, (binaries or bin_path()) / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
         + ["-c", "listen_addresses=", "-c", "fsync=off"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
