@@ -601,7 +601,6 @@ def _leave(base_dir: Path, pgdata: Path) -> None:
         pids.remove(os.getpid())
         _write_handles(pgdata, pids)
         if not pids and _is_running(pgdata):
-            logger.info("last user of the embedded PostgreSQL: stopping it")
             try:
                 _stop_server(pgdata)
             except subprocess.CalledProcessError as error:

@@ -219,3 +219,17 @@ def test_two_processes_exiting_at_once_leave_no_server_running(fresh_project, tm
         outputs = [user.communicate(timeout=120) for user in users[:2]]
         assert [user.returncode for user in users[:2]] == [0, 0], outputs
         assert not embedded_db._is_running(pgdata), (attempt, outputs)
+
+
+def test_the_vector_check_of_a_server_it_cannot_reach_does_not_blame_the_cpu(tmp_path):
+    """What main said after a kill -9: "cannot run pgvector on this CPU", for a server
+    that was simply not running."""
+    from config import embedded_db
+
+    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
+        embedded_db.check_vector_work(str(tmp_path))
+    message = str(stopped.value)
+    assert message.startswith(
+        "The embedded PostgreSQL does not accept connections, so its vector check could not run: "
+    )
+    assert "CPU" not in message
