@@ -448,8 +448,13 @@ def _came_back(socket_dir: str, dbname: str) -> bool:
         try:
             with _connect(socket_dir, dbname):
                 return True
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
+        except psycopg.OperationalError as error:
+            # A recovering postmaster keeps its socket and answers on it ("in recovery
+            # mode"); one that is gone removed it, or (killed) left it unanswered.
+            gone = "Connection refused" in str(error) or not any(
+                Path(socket_dir).glob(".s.PGSQL.*")
+            )
+            if gone or time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
 
