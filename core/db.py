@@ -6,8 +6,8 @@ Two roles use the database (DESIGN.md section 7). The runtime role, in
 creation and the explicit system bypass. `owner_connection()` switches the default
 connection to the owner's credentials for the duration of a block;
 `ensure_runtime_role()` and `grant_runtime_privileges()` set the runtime role up.
-`ensure_database_server()` starts the server settings name (the embedded one) the first
-time a process needs it.
+`ensure_database_server()` starts the server settings name (the embedded one) when a
+process needs it, and again after it died.
 """
 
 from __future__ import annotations
@@ -28,24 +28,23 @@ logger = logging.getLogger(__name__)
 CREDENTIAL_KEYS = ("USER", "PASSWORD", "HOST", "PORT")
 
 _server_lock = threading.Lock()
-_server_started = False
 
 
 def ensure_database_server() -> None:
-    """Start the database server that settings.DATABASE_SERVER_STARTER names, once per process.
+    """Start the database server that settings.DATABASE_SERVER_STARTER names, if needed.
 
     Only the embedded server has a starter (a server of your own runs already, and the
     setting is None). Called by the database backend before every connection it opens
     (the pool's included) and before the direct connections of backups and metrics, so
-    the server starts when a process first needs it, not when settings are imported.
+    the server starts when a process first needs it, not when settings are imported,
+    and starts again at the next connection attempt after it died. The starter returns
+    at once while its server runs; the lock keeps a process's threads from starting it
+    twice.
     """
-    global _server_started
-    if _server_started or not settings.DATABASE_SERVER_STARTER:
+    if not settings.DATABASE_SERVER_STARTER:
         return
     with _server_lock:
-        if not _server_started:
-            import_string(settings.DATABASE_SERVER_STARTER)()
-            _server_started = True
+        import_string(settings.DATABASE_SERVER_STARTER)()
 
 
 # Keys of a DATABASES entry's OPTIONS that Django's backend consumes (and psycopg's

@@ -73,14 +73,17 @@ def data_folder() -> Iterator[Path]:
 
 @contextmanager
 def running_server(
-    data: Path, prefix: Sequence[str] = (), settings: Mapping[str, str] | None = None
+    data: Path,
+    prefix: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
+    binaries: Path | None = None,
 ) -> Iterator[str]:
-    """Run `postgres` on `data` (behind `prefix`, e.g. a QEMU command line; with extra
-    server `settings`) and yield its socket folder; the server is stopped (fast
-    shutdown) when the block ends."""
+    """Run `postgres` (from `binaries`, by default the installed wheel's) on `data`
+    (behind `prefix`, e.g. a QEMU command line; with extra server `settings`) and yield
+    its socket folder; the server is stopped (fast shutdown) when the block ends."""
     extra = [part for name, value in (settings or {}).items() for part in ("-c", f"{name}={value}")]
     server = subprocess.Popen(
-        [*prefix, bin_path() / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
+        [*prefix, (binaries or bin_path()) / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
         + ["-c", "listen_addresses=", "-c", "fsync=off", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

