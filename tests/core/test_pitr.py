@@ -10,6 +10,7 @@ takes writes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -297,11 +298,16 @@ def test_the_setting_gives_the_embedded_server_its_archive_folder(settings, monk
 
     def ensure_running(base_dir, **options):
         asked.update(options)
-        return embedded_db.EmbeddedServer(settings.DATABASES["default"]["HOST"], Path())
+        return embedded_db.EmbeddedServer(
+            settings.DATABASES["default"]["HOST"], Path(), postmaster_pid=os.getpid()
+        )
 
     monkeypatch.setattr(embedded_db, "ensure_running", ensure_running)
+    # As in a process that has not joined a server yet: start() then calls ensure_running.
+    monkeypatch.setattr(embedded_db, "_joined", None)
     embedded_db.start()
     assert asked["wal_archive"] == Path("/srv/wal-archive")
     settings.EMBEDDED_DB_WAL_ARCHIVE = False
+    monkeypatch.setattr(embedded_db, "_joined", None)
     embedded_db.start()
     assert asked["wal_archive"] is None
