@@ -349,23 +349,26 @@ SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 # demo password in DEBUG, a generated one (printed once) otherwise.
 SEED_OWNER_PASSWORD = env.str("SEED_OWNER_PASSWORD", default="")
 
-# Login lockout (django-axes). After AXES_FAILURE_LIMIT failed logins for one username
-# (from any address) or from one client address (for any username), logins are refused
-# with HTTP 429 until AXES_COOLOFF_MINUTES have passed without another attempt. The
-# admin's Axes section lists the locks; deleting an access attempt, or `manage.py
-# axes_reset`, lifts them. A successful login does not reset the count: that would let
-# anyone with one valid account clear the failures of the address they guess from.
+# Login lockout (django-axes, tenancy.auth.AccountAndAddressLockout). After
+# AXES_FAILURE_LIMIT failed logins for one account from one client address, that account
+# is refused from that address; after AXES_IP_FAILURE_LIMIT failed logins from one address
+# for any accounts, every login from it is refused. A NAT, a proxy or localhost puts many
+# people behind one address, so the address alone has the much higher limit: one person's
+# typos, or an attacker's guesses at one account, do not lock their colleagues out. The
+# refusal is HTTP 429 with a page saying how to lift it (templates/axes/lockout.html),
+# until AXES_COOLOFF_MINUTES have passed without another attempt. The admin's Axes section
+# lists the locks; deleting an access attempt, or `manage.py axes_reset`, lifts them. A
+# successful login does not reset the count: that would let anyone with one valid account
+# clear the failures of the address they guess from.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_IP_FAILURE_LIMIT = env.int("AXES_IP_FAILURE_LIMIT", default=50)
 _cooloff_minutes = env.float("AXES_COOLOFF_MINUTES", default=15)
 AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "tenancy.auth.AccountAndAddressLockout"
 AXES_USERNAME_CALLABLE = "tenancy.auth.login_username"
 AXES_CLIENT_IP_CALLABLE = "core.http.client_ip"
-AXES_COOLOFF_MESSAGE = (
-    f"Too many failed logins: logins for this account or from this address are refused "
-    f"for {_cooloff_minutes:g} minutes after the last attempt. An administrator can lift "
-    "the lock sooner."
-)
+AXES_LOCKOUT_CALLABLE = "tenancy.auth.lockout_response"
 # Every failure also gets a row of its own (AccessFailureLog), not only a counter.
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 # Behind a reverse proxy, the request.META key of the header that carries the client's
@@ -386,6 +389,10 @@ _security_problems = [
     message
     for message, wrong in (
         ("AXES_FAILURE_LIMIT must be at least 1.", AXES_FAILURE_LIMIT < 1),
+        (
+            "AXES_IP_FAILURE_LIMIT must be at least AXES_FAILURE_LIMIT.",
+            AXES_IP_FAILURE_LIMIT < AXES_FAILURE_LIMIT,
+        ),
         ("AXES_COOLOFF_MINUTES must be more than 0.", _cooloff_minutes <= 0),
         (
             "TRUSTED_PROXY_IP_HEADER must be a request.META key such as HTTP_X_FORWARDED_FOR.",
