@@ -109,20 +109,60 @@ def _url_settings(parsed: dict) -> dict:
     return parsed
 
 
+_URL_FORM = "postgres://USER:PASSWORD@HOST:PORT/NAME (options as ?key=value)"
+
+
+def _database_url(variable: str, url: str) -> dict:
+    """The settings of a PostgreSQL URL, refused in one line when it is not one.
+
+    Without this a malformed URL surfaced much later, as Django's "Please supply the NAME"
+    or an engine of another database. The message never repeats the URL: it holds the
+    password.
+    """
+    import warnings
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    with warnings.catch_warnings():
+        # django-environ warns about an unknown scheme before returning nothing usable.
+        warnings.simplefilter("ignore")
+        parsed = env.db_url_config(url)
+    if parsed.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"{variable} is malformed: expected {_URL_FORM}.")
+    if not parsed.get("NAME"):
+        raise ImproperlyConfigured(f"{variable} names no database: expected {_URL_FORM}.")
+    return _url_settings(parsed)
+
+
+# How long opening a connection may take before it fails with the reason (libpq's
+# connect_timeout; a URL's own ?connect_timeout= wins). libpq's default is to wait as long
+# as the operating system does, minutes for an address that never answers.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=10)
+
+
+def _primary_url(variable: str, url: str) -> dict:
+    parsed = _database_url(variable, url)
+    parsed["OPTIONS"].setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    return parsed
+
+
 if env.str("DATABASE_URL", default=""):
-    _runtime = _url_settings(env.db("DATABASE_URL"))
-    _owner = _url_settings(env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL")))
+    _runtime = _primary_url("DATABASE_URL", env.str("DATABASE_URL"))
+    _owner = _primary_url(
+        "DATABASE_OWNER_URL" if env.str("DATABASE_OWNER_URL", default="") else "DATABASE_URL",
+        env.str("DATABASE_OWNER_URL", default="") or env.str("DATABASE_URL"),
+    )
     # A role that sees every row (BYPASSRLS, read-only): row-level security would
     # silently empty a dump made by any other. Restores run as the owner.
     _backup = (
-        _url_settings(env.db("DATABASE_BACKUP_URL", default=""))
+        _primary_url("DATABASE_BACKUP_URL", env.str("DATABASE_BACKUP_URL"))
         if env.str("DATABASE_BACKUP_URL", default="")
         else {}
     )
     _restore = _owner
     # db_metrics: a role that reads every role's statistics (pg_monitor), else the owner.
     _metrics = (
-        _url_settings(env.db("DATABASE_METRICS_URL"))
+        _primary_url("DATABASE_METRICS_URL", env.str("DATABASE_METRICS_URL"))
         if env.str("DATABASE_METRICS_URL", default="")
         else _owner
     )
@@ -189,7 +229,7 @@ DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=30.0)
 # connect_timeout, and how long a read waits for a connection from the replica's pool.
 DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=3)
 for _number, _url in enumerate(_replica_urls, start=1):
-    _replica = _url_settings(env.db_url_config(_url))
+    _replica = _database_url(f"DATABASE_REPLICA_URLS (entry {_number})", _url)
     DATABASES[f"replica_{_number}"] = {
         **DATABASES["default"],
         **_replica,

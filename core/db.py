@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
+from django.db import DEFAULT_DB_ALIAS, OperationalError, ProgrammingError, connections
 from django.utils.module_loading import import_string
 from psycopg import errors, sql
 
@@ -46,6 +46,26 @@ def ensure_database_server() -> None:
         if not _server_started:
             import_string(settings.DATABASE_SERVER_STARTER)()
             _server_started = True
+
+
+class DatabaseUnreachable(OperationalError):
+    """A connection could not be opened: the message is one line naming the server and
+    the reason, never the password. manage.py prints it alone, without a traceback."""
+
+
+def unreachable(error: Exception, params: dict) -> DatabaseUnreachable:
+    """The one-line explanation of a failed connection attempt with these parameters."""
+    host = params.get("host") or "localhost"
+    where = host if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+    reason = " ".join(str(error).split())
+    password = params.get("password")
+    if password:
+        reason = reason.replace(str(password), "***")
+    return DatabaseUnreachable(
+        f"Cannot connect to PostgreSQL at {where} (database {params.get('dbname')!r}, role "
+        f"{params.get('user')!r}): {reason} Check DATABASE_URL (and DATABASE_OWNER_URL, "
+        "which migrations use)."
+    )
 
 
 # Keys of a DATABASES entry's OPTIONS that Django's backend consumes (and psycopg's
