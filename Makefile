@@ -41,10 +41,11 @@ migrate-status: install
 migrate-history: install
 	$(MANAGE) migrate_history
 
-# Back to an earlier migration of one app (TO: a name or prefix, or zero): the plan first.
+# Back to an earlier migration of one app (TO: a name or prefix, or zero): the plan first,
+# then a question on a terminal; YES=1 confirms without one (scripts, pipes).
 migrate-down: install
-	@if [ -z "$(APP)" ] || [ -z "$(TO)" ]; then echo "usage: make migrate-down APP=<app label> TO=<migration name or prefix, or zero>, e.g. APP=agents TO=0005" >&2; exit 2; fi
-	$(MANAGE) migrate_down "$(APP)" "$(TO)"
+	@if [ -z "$(APP)" ] || [ -z "$(TO)" ]; then echo "usage: make migrate-down APP=<app label> TO=<migration name or prefix, or zero> [YES=1], e.g. APP=agents TO=0005" >&2; exit 2; fi
+	$(MANAGE) migrate_down "$(APP)" "$(TO)" $(if $(filter 1 yes true,$(YES)),--yes,)
 
 # Non-zero when a migration is not applied or a model change has no migration.
 migrate-check: install
