@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from core.hashing import SHA256_HEX_PATTERN
+from core.models import related_label
 from tenancy.models import TenantOwnedModel
 
 
@@ -106,4 +107,4 @@ class Export(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} {self.format} export ({self.status})"
+        return f"{related_label(self, 'project')} {self.format} export ({self.status})"
