@@ -160,6 +160,15 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
         cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
 
 
+def try_advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """advisory_xact_lock without waiting: whether this transaction now holds the lock."""
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("try_advisory_xact_lock needs a transaction")
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        return cursor.fetchone()[0]
+
+
 # The policy every tenant table grants to the owner role alone, admitting every row
 # while app.rls_bypass is on (tenancy.context.system_context).
 SYSTEM_BYPASS_POLICY = "system_bypass"

@@ -336,10 +336,8 @@ def files_under(storage, path: str) -> list[str]:
     return found
 
 
-@pytest.mark.django_db(transaction=True)
-def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp_path):
-    # Issue 17: Ctrl-C printed a 17-frame traceback. A real SIGINT to a real process,
-    # sent once it is seeding (its first progress line), on the test database.
+def seed_process(tmp_path, *args: str) -> subprocess.Popen:
+    """`manage.py seed` as a process of its own on the test database, output unbuffered."""
     params = connection.settings_dict
     socket = quote(params["HOST"], safe="")
     url = "postgres://{user}@/{name}?host={socket}"
@@ -353,8 +351,8 @@ def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp
         "MEDIA_ROOT": str(tmp_path / "media"),
         "EXPORTS_ROOT": str(tmp_path / "exports"),
     }
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "seed", "--projects=200", "--chunks=50"],
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "seed", *args],
         cwd=django_settings.BASE_DIR,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -362,6 +360,13 @@ def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp_path):
+    # Issue 17: Ctrl-C printed a 17-frame traceback. A real SIGINT to a real process,
+    # sent once it is seeding (its first progress line).
+    process = seed_process(tmp_path, "--projects=200", "--chunks=50")
     try:
         for line in process.stdout:
             if line.startswith("projects"):
@@ -378,3 +383,21 @@ def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp
     )
     assert "Seed complete" not in output
     assert counts() == {"tenants": 0, "users": 0, "projects": 0, "versions": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_seeds_at_once_both_succeed_one_after_the_other(tmp_path):
+    # Issue 17: two `make run` at once, and the second seed failed on a unique violation.
+    processes = [seed_process(tmp_path / str(n), "--chunks=50") for n in range(2)]
+    results = []
+    for process in processes:
+        try:
+            output, errors = process.communicate(timeout=300)
+        finally:
+            process.kill()
+        results.append((process.returncode, output, errors))
+
+    assert [(code, errors) for code, _, errors in results if code != 0] == []
+    outputs = [output for _, output, _ in results]
+    assert sum("1 tenant(s) already seeded, left unchanged." in o for o in outputs) == 1
+    assert counts()["tenants"] == 1
