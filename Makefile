@@ -15,11 +15,20 @@ PORT ?= 8000
 
 install: $(INSTALLED)
 
+# One install at a time (two `make run` at once made two pips write one .venv): the
+# later make waits for the lock, says so, then finds the install done. flock is
+# util-linux's; without it (macOS) the install runs unlocked as before.
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required") if sys.version_info < (3, 11) else None'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@exec 9>$(VENV).lock; \
+	if command -v flock >/dev/null && ! flock -n 9; then \
+		echo "Another make is installing into $(VENV): waiting for it to finish..." >&2; flock 9; \
+	fi; \
+	if [ -e $@ ]; then echo "$(VENV) is installed (by the other make)"; exit 0; fi; \
+	set -ex; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -e '.[dev]'; \
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: install migrate seed serve
@@ -41,10 +50,11 @@ migrate-status: install
 migrate-history: install
 	$(MANAGE) migrate_history
 
-# Back to an earlier migration of one app (TO: a name or prefix, or zero): the plan first.
+# Back to an earlier migration of one app (TO: a name or prefix, or zero): the plan first,
+# then a question on a terminal; YES=1 confirms without one (scripts, pipes).
 migrate-down: install
-	@if [ -z "$(APP)" ] || [ -z "$(TO)" ]; then echo "usage: make migrate-down APP=<app label> TO=<migration name or prefix, or zero>, e.g. APP=agents TO=0005" >&2; exit 2; fi
-	$(MANAGE) migrate_down "$(APP)" "$(TO)"
+	@if [ -z "$(APP)" ] || [ -z "$(TO)" ]; then echo "usage: make migrate-down APP=<app label> TO=<migration name or prefix, or zero> [YES=1], e.g. APP=agents TO=0005" >&2; exit 2; fi
+	$(MANAGE) migrate_down "$(APP)" "$(TO)" $(if $(filter 1 yes true,$(YES)),--yes,)
 
 # Non-zero when a migration is not applied or a model change has no migration.
 migrate-check: install
@@ -117,4 +127,4 @@ db-stop:
 	@if test -x $(BIN)/python; then $(BIN)/python -W ignore -c 'from pathlib import Path; from config import embedded_db; print("embedded PostgreSQL stopped" if embedded_db.stop(Path(".")) else "embedded PostgreSQL not running")'; fi
 
 clean: db-stop
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(VENV).lock var

@@ -115,20 +115,60 @@ def _url_settings(parsed: dict) -> dict:
     return parsed
 
 
+_URL_FORM = "postgres://USER:PASSWORD@HOST:PORT/NAME (options as ?key=value)"
+
+
+def _database_url(variable: str, url: str) -> dict:
+    """The settings of a PostgreSQL URL, refused in one line when it is not one.
+
+    Without this a malformed URL surfaced much later, as Django's "Please supply the NAME"
+    or an engine of another database. The message never repeats the URL: it holds the
+    password.
+    """
+    import warnings
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    with warnings.catch_warnings():
+        # django-environ warns about an unknown scheme before returning nothing usable.
+        warnings.simplefilter("ignore")
+        parsed = env.db_url_config(url)
+    if parsed.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"{variable} is malformed: expected {_URL_FORM}.")
+    if not parsed.get("NAME"):
+        raise ImproperlyConfigured(f"{variable} names no database: expected {_URL_FORM}.")
+    return _url_settings(parsed)
+
+
+# How long opening a connection may take before it fails with the reason (libpq's
+# connect_timeout; a URL's own ?connect_timeout= wins). libpq's default is to wait as long
+# as the operating system does, minutes for an address that never answers.
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", default=10)
+
+
+def _primary_url(variable: str, url: str) -> dict:
+    parsed = _database_url(variable, url)
+    parsed["OPTIONS"].setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    return parsed
+
+
 if env.str("DATABASE_URL", default=""):
-    _runtime = _url_settings(env.db("DATABASE_URL"))
-    _owner = _url_settings(env.db("DATABASE_OWNER_URL", default=env.str("DATABASE_URL")))
+    _runtime = _primary_url("DATABASE_URL", env.str("DATABASE_URL"))
+    _owner = _primary_url(
+        "DATABASE_OWNER_URL" if env.str("DATABASE_OWNER_URL", default="") else "DATABASE_URL",
+        env.str("DATABASE_OWNER_URL", default="") or env.str("DATABASE_URL"),
+    )
     # A role that sees every row (BYPASSRLS, read-only): row-level security would
     # silently empty a dump made by any other. Restores run as the owner.
     _backup = (
-        _url_settings(env.db("DATABASE_BACKUP_URL", default=""))
+        _primary_url("DATABASE_BACKUP_URL", env.str("DATABASE_BACKUP_URL"))
         if env.str("DATABASE_BACKUP_URL", default="")
         else {}
     )
     _restore = _owner
     # db_metrics: a role that reads every role's statistics (pg_monitor), else the owner.
     _metrics = (
-        _url_settings(env.db("DATABASE_METRICS_URL"))
+        _primary_url("DATABASE_METRICS_URL", env.str("DATABASE_METRICS_URL"))
         if env.str("DATABASE_METRICS_URL", default="")
         else _owner
     )
@@ -195,7 +235,7 @@ DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=30.0)
 # connect_timeout, and how long a read waits for a connection from the replica's pool.
 DATABASE_REPLICA_CONNECT_TIMEOUT = env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=3)
 for _number, _url in enumerate(_replica_urls, start=1):
-    _replica = _url_settings(env.db_url_config(_url))
+    _replica = _database_url(f"DATABASE_REPLICA_URLS (entry {_number})", _url)
     DATABASES[f"replica_{_number}"] = {
         **DATABASES["default"],
         **_replica,
@@ -361,23 +401,26 @@ SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 # demo password in DEBUG, a generated one (printed once) otherwise.
 SEED_OWNER_PASSWORD = env.str("SEED_OWNER_PASSWORD", default="")
 
-# Login lockout (django-axes). After AXES_FAILURE_LIMIT failed logins for one username
-# (from any address) or from one client address (for any username), logins are refused
-# with HTTP 429 until AXES_COOLOFF_MINUTES have passed without another attempt. The
-# admin's Axes section lists the locks; deleting an access attempt, or `manage.py
-# axes_reset`, lifts them. A successful login does not reset the count: that would let
-# anyone with one valid account clear the failures of the address they guess from.
+# Login lockout (django-axes, tenancy.auth.AccountAndAddressLockout). After
+# AXES_FAILURE_LIMIT failed logins for one account from one client address, that account
+# is refused from that address; after AXES_IP_FAILURE_LIMIT failed logins from one address
+# for any accounts, every login from it is refused. A NAT, a proxy or localhost puts many
+# people behind one address, so the address alone has the much higher limit: one person's
+# typos, or an attacker's guesses at one account, do not lock their colleagues out. The
+# refusal is HTTP 429 with a page saying how to lift it (templates/axes/lockout.html),
+# until AXES_COOLOFF_MINUTES have passed without another attempt. The admin's Axes section
+# lists the locks; deleting an access attempt, or `manage.py axes_reset`, lifts them. A
+# successful login does not reset the count: that would let anyone with one valid account
+# clear the failures of the address they guess from.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_IP_FAILURE_LIMIT = env.int("AXES_IP_FAILURE_LIMIT", default=50)
 _cooloff_minutes = env.float("AXES_COOLOFF_MINUTES", default=15)
 AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "tenancy.auth.AccountAndAddressLockout"
 AXES_USERNAME_CALLABLE = "tenancy.auth.login_username"
 AXES_CLIENT_IP_CALLABLE = "core.http.client_ip"
-AXES_COOLOFF_MESSAGE = (
-    f"Too many failed logins: logins for this account or from this address are refused "
-    f"for {_cooloff_minutes:g} minutes after the last attempt. An administrator can lift "
-    "the lock sooner."
-)
+AXES_LOCKOUT_CALLABLE = "tenancy.auth.lockout_response"
 # Every failure also gets a row of its own (AccessFailureLog), not only a counter.
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 # Behind a reverse proxy, the request.META key of the header that carries the client's
@@ -398,6 +441,10 @@ _security_problems = [
     message
     for message, wrong in (
         ("AXES_FAILURE_LIMIT must be at least 1.", AXES_FAILURE_LIMIT < 1),
+        (
+            "AXES_IP_FAILURE_LIMIT must be at least AXES_FAILURE_LIMIT.",
+            AXES_IP_FAILURE_LIMIT < AXES_FAILURE_LIMIT,
+        ),
         ("AXES_COOLOFF_MINUTES must be more than 0.", _cooloff_minutes <= 0),
         (
             "TRUSTED_PROXY_IP_HEADER must be a request.META key such as HTTP_X_FORWARDED_FOR.",

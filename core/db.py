@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
+from django.db import DEFAULT_DB_ALIAS, OperationalError, ProgrammingError, connections
 from django.utils.module_loading import import_string
 from psycopg import errors, sql
 
@@ -45,6 +45,26 @@ def ensure_database_server() -> None:
         return
     with _server_lock:
         import_string(settings.DATABASE_SERVER_STARTER)()
+
+
+class DatabaseUnreachable(OperationalError):
+    """A connection could not be opened: the message is one line naming the server and
+    the reason, never the password. manage.py prints it alone, without a traceback."""
+
+
+def unreachable(error: Exception, params: dict) -> DatabaseUnreachable:
+    """The one-line explanation of a failed connection attempt with these parameters."""
+    host = params.get("host") or "localhost"
+    where = host if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+    reason = " ".join(str(error).split())
+    password = params.get("password")
+    if password:
+        reason = reason.replace(str(password), "***")
+    return DatabaseUnreachable(
+        f"Cannot connect to PostgreSQL at {where} (database {params.get('dbname')!r}, role "
+        f"{params.get('user')!r}): {reason} Check DATABASE_URL (and DATABASE_OWNER_URL, "
+        "which migrations use)."
+    )
 
 
 # Keys of a DATABASES entry's OPTIONS that Django's backend consumes (and psycopg's
@@ -137,6 +157,15 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
         raise RuntimeError("advisory_xact_lock needs a transaction")
     with connections[using].cursor() as cursor:
         cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
+
+
+def try_advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """advisory_xact_lock without waiting: whether this transaction now holds the lock."""
+    if not connections[using].in_atomic_block:
+        raise RuntimeError("try_advisory_xact_lock needs a transaction")
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        return cursor.fetchone()[0]
 
 
 # The policy every tenant table grants to the owner role alone, admitting every row

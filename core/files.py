@@ -8,6 +8,7 @@ written). `sweep_orphan_folders` is the one sweep that removes those files.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import posixpath
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.core.files.storage import Storage
 from django.db.models import Model, Q, QuerySet
 
@@ -235,3 +238,33 @@ def sweep_orphan_folders(
         files_deleted=files_deleted,
         recent_folders_kept=recent,
     )
+
+
+# errno values of a storage that has no room: the file system is full, or the user's quota.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def save_new_file(storage: Storage, key: str, content: File, *, field: str) -> str:
+    """Store `content` under the new, unique `key`; the name the storage gave it.
+
+    A write that fails part-way (a full disk, a quota) leaves no partial or empty file
+    behind, and a full storage is a ValidationError on `field` saying so, rather than a
+    raw OSError; any other error is raised as it is, after the same clean-up.
+    """
+    try:
+        return storage.save(key, content)
+    except OSError as error:
+        # The key is new and unique (generated ids), so whatever is there is this write's.
+        delete_file(storage, key)
+        if error.errno not in STORAGE_FULL_ERRNOS:
+            raise
+        logger.error(
+            "storage full: nothing stored",
+            extra={"storage_key": key, "errno": errno.errorcode.get(error.errno)},
+        )
+        raise ValidationError(
+            {
+                field: "The file storage is full, so nothing was stored. An administrator "
+                "must free space (or raise the quota) before files can be added."
+            }
+        ) from None

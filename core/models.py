@@ -83,3 +83,16 @@ class TimestampedModel(BaseModel):
     class Meta(BaseModel.Meta):
         abstract = True
         triggers = [updated_at_trigger()]
+
+
+def related_label(instance: models.Model, field_name: str) -> str:
+    """A foreign key's object as text if it is loaded already, else its id: never a query.
+
+    For `__str__`, which the shell, the log and the admin call anywhere, outside any tenant
+    context too: there row-level security hides the related row, and a lazy load would
+    raise DoesNotExist (or cost a query per row of a list).
+    """
+    field = instance._meta.get_field(field_name)
+    if field.is_cached(instance):
+        return str(getattr(instance, field_name))
+    return f"{field_name} {getattr(instance, field.attname)}"

@@ -32,6 +32,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 
+from core.db import advisory_xact_lock, try_advisory_xact_lock
 from core.progress import ProgressBar
 
 
@@ -120,8 +121,23 @@ def run_seeders(run: SeedRun) -> None:
             if hasattr(module, "scope"):
                 scopes.enter_context(module.scope(run))
         with transaction.atomic():
+            _wait_for_other_seeds(run)
             for module in modules:
                 module.seed(run)
+
+
+SEED_LOCK = "seed"
+
+
+def _wait_for_other_seeds(run: SeedRun) -> None:
+    """One seed at a time (two `make run` at once): the later one waits for the first to
+    commit, then finds its tenants seeded, instead of failing on a unique violation."""
+    if try_advisory_xact_lock(SEED_LOCK):
+        return
+    run.stdout.write(
+        "Another seed is running: waiting for it to finish, then adding what it did not."
+    )
+    advisory_xact_lock(SEED_LOCK)
 
 
 def cleanup_seeders(run: SeedRun) -> None:

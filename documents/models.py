@@ -13,7 +13,7 @@ from pgvector.django import HnswIndex, VectorField
 from core.expressions import Sha256Hex
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TimestampedModel
+from core.models import TimestampedModel, related_label
 from tenancy.models import TenantOwnedModel
 
 EMBEDDING_DIMENSION = 1536
@@ -233,7 +233,7 @@ class DocumentVersion(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} / {self.document_type} v{self.version}"
+        return f"{related_label(self, 'project')} / {self.document_type} v{self.version}"
 
 
 class DocumentStatus(models.TextChoices):
@@ -371,7 +371,7 @@ class Chunk(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.document} #{self.ordinal}"
+        return f"{related_label(self, 'document')} #{self.ordinal}"
 
 
 class TemplateComplexity(models.TextChoices):

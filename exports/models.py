@@ -9,6 +9,7 @@ from django.db.models.expressions import RawSQL
 
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
+from core.models import related_label
 from tenancy.models import TenantOwnedModel
 
 
@@ -109,4 +110,4 @@ class Export(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} {self.format} export ({self.status})"
+        return f"{related_label(self, 'project')} {self.format} export ({self.status})"

@@ -189,16 +189,20 @@ def tenant_context(*tenants, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uui
 
 
 @contextmanager
-def system_context(reason: str, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+def system_context(
+    reason: str, using: str = DEFAULT_DB_ALIAS, *, level: int = logging.WARNING
+) -> Iterator[None]:
     """The explicit bypass for system jobs (seed, purges): every tenant's rows.
 
     Connects as the owner role (the only role the `system_bypass` policies admit) and
-    turns the bypass on for one transaction, with a warning in the log naming the
-    reason. Process-wide like core.db.owner_connection: for commands, not requests.
+    turns the bypass on for one transaction, with a line in the log naming the reason: a
+    warning, unless the caller says the bypass is its ordinary work and tells its user
+    itself (the seed: INFO, and a note in its output). Process-wide like
+    core.db.owner_connection: for commands, not requests.
     """
     if not reason:
         raise ValueError("system_context needs a reason; it is logged")
-    logger.warning("row-level security bypass: %s", reason, extra={"rls_bypass_reason": reason})
+    logger.log(level, "row-level security bypass: %s", reason, extra={"rls_bypass_reason": reason})
     # owner_connection refuses to run inside a transaction: this block always starts its
     # own, so the bypass ends with it.
     with owner_connection(using), _scoped_settings({BYPASS_SETTING: "on"}, using):

@@ -5,7 +5,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Lower
 
-from core.models import TimestampedModel
+from core.models import TimestampedModel, related_label
 
 
 class UserManager(BaseUserManager):
@@ -147,4 +147,4 @@ class Membership(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} @ {self.tenant} ({self.role})"
+        return f"{related_label(self, 'user')} @ {related_label(self, 'tenant')} ({self.role})"

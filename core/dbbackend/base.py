@@ -8,14 +8,16 @@ It also lets statements bind pgvector vectors in binary (server_binding_cursor),
 SQL of several statements bind on the client (client_side_binding).
 """
 
+import threading
 from contextlib import contextmanager
 
+import psycopg
 from django.db.backends.postgresql import base, client, creation
 from pgvector import Vector
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
-from core.db import ensure_database_server, owner_connection
+from core.db import ensure_database_server, owner_connection, unreachable
 
 
 class DatabaseCreation(creation.DatabaseCreation):
@@ -73,6 +75,37 @@ class DatabaseWrapper(base.DatabaseWrapper):
         adapters.register_dumper(Vector, VectorBinaryDumper)
         params["context"] = adapters
         return params
+
+    # The servers (host, port, database, role) this process has reached once.
+    _reached: set[tuple] = set()
+    _reached_lock = threading.Lock()
+
+    def get_new_connection(self, conn_params):
+        if self.pool:
+            self._check_reachable(conn_params)
+        return super().get_new_connection(conn_params)
+
+    def check_reachable(self) -> None:
+        """Raise DatabaseUnreachable, within connect_timeout, unless the server answers."""
+        self._check_reachable(self.get_connection_params())
+
+    def _check_reachable(self, conn_params: dict) -> None:
+        """Connect once directly before a pool's first connection to a server.
+
+        A pool retries a failing server in the background and only says "couldn't get a
+        connection after 30.00 sec" (DATABASE_POOL_TIMEOUT): a wrong host, port or
+        password would hang every command that long and hide the reason. This attempt
+        fails within connect_timeout with libpq's reason instead (DatabaseUnreachable).
+        """
+        target = tuple(conn_params.get(key) for key in ("host", "port", "dbname", "user"))
+        if target in self._reached:
+            return
+        try:
+            psycopg.connect(**conn_params).close()
+        except psycopg.OperationalError as error:
+            raise unreachable(error, conn_params) from None
+        with self._reached_lock:
+            self._reached.add(target)
 
     def server_binding_cursor(self):
         """A cursor like cursor(), but binding its parameters on the server.

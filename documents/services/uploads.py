@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from core.files import delete_file
+from core.files import delete_file, save_new_file
 from core.hashing import sha256_hex
 from core.ids import uuid7
 from core.validators import validate_storable_arguments
@@ -91,7 +91,8 @@ def document_create(
 
     The bytes go to the `default` storage under a generated key; the row records
     their size, SHA-256 and content type. More than settings.DOCUMENT_MAX_UPLOAD_BYTES
-    is refused (ValidationError on "file" or "text") before anything is stored.
+    is refused (ValidationError on "file" or "text") before anything is stored, and so
+    is a full storage, after removing what was written.
     document_process() makes the chunks. Should the caller's transaction roll back,
     the stored file is left for documents_sweep_orphan_files.
     """
@@ -133,7 +134,9 @@ def document_create(
     with tenant_context(tenant_id):
         # Inside the context: validating the project foreign key reads the project row.
         document.full_clean()
-        document.storage_key = default_storage.save(document.storage_key, content)
+        document.storage_key = save_new_file(
+            default_storage, document.storage_key, content, field="text" if file is None else "file"
+        )
         try:
             document.save()
         except BaseException:

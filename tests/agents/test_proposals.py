@@ -210,6 +210,16 @@ def test_apply_on_a_stale_base_refuses_and_marks_the_proposal_failed(tenant_a, p
     assert versions(tenant_a, project) == [1, 2]
 
 
+def test_a_failed_apply_is_logged_as_a_warning(tenant_a, project, approved, caplog):
+    # The seed's deliberate one is not (tests/core/test_seed.py); a real one stays a warning.
+    edit(tenant_a, project)
+    with caplog.at_level("WARNING", logger="agents.proposals"), pytest.raises(ValidationError):
+        services.change_proposal_apply(tenant=tenant_a, proposal=approved)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "change proposal failed to apply"
+    ]
+
+
 def test_the_callers_instance_shows_the_failure(tenant_a, project, approved):
     edit(tenant_a, project)
     with pytest.raises(ValidationError):

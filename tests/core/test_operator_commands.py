@@ -58,6 +58,8 @@ def make(target: str, *variables: str, settings_module: str = "config.settings")
         capture_output=True,
         text=True,
         timeout=300,
+        # No terminal, as under a script or CI (migrate-down asks on one).
+        stdin=subprocess.DEVNULL,
         env=env,
     )
 
@@ -141,9 +143,27 @@ def test_migrate_down_to_where_the_app_is_does_nothing(db):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_migrate_down_without_a_terminal_unapplies_nothing_unless_confirmed():
+    # Issue 17: under a script or a pipe it used to unapply without asking anyone.
+    with pytest.raises(CommandError, match=r"Confirm with --yes \(make migrate-down APP=agents"):
+        run("migrate_down", "agents", "0005")
+    assert re.search(r"^agents +\d+ applied, 0 pending", run("migrate_status"), re.MULTILINE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_migrate_down_without_yes_refuses_and_says_how_to_confirm(embedded_server):
+    result = make("migrate-down", "APP=agents", "TO=0005")
+
+    assert result.returncode != 0
+    assert "YES=1" in result.stderr
+    assert "Nothing was unapplied" in result.stderr
+    assert "Unapplying" not in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
 def test_migrate_down_shows_the_plan_then_unapplies_and_refuses_to_go_forward():
     try:
-        output = run("migrate_down", "agents", "0005")
+        output = run("migrate_down", "agents", "0005", yes=True)
         plan, _, applying = output.partition("Operations to perform:")
         assert "Planned operations:" in plan
         assert "agents.0006_change_proposals_decisions_execution_errors" in plan
@@ -154,7 +174,7 @@ def test_migrate_down_shows_the_plan_then_unapplies_and_refuses_to_go_forward():
         status = run("migrate_status")
         assert re.search(rf"^agents +5 applied, {pending} pending", status, re.MULTILINE)
         with pytest.raises(CommandError, match="ahead of what is applied"):
-            run("migrate_down", "agents", "0006")
+            run("migrate_down", "agents", "0006", yes=True)
         # What the pending migration looks like to the operator's check.
         result = make("migrate-check")
         assert result.returncode != 0

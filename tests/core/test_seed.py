@@ -1,14 +1,19 @@
 """`manage.py seed`: idempotent, deterministic, atomic, and strict about its arguments."""
 
+import logging
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 from io import StringIO
+from urllib.parse import quote
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from core.management.commands.seed import DEFAULT_OWNER_PASSWORD
 from documents.models import DocumentVersion, Project
@@ -43,6 +48,19 @@ def seed(*args: str) -> str:
     out = StringIO()
     call_command("seed", *args, stdout=out)
     return out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_the_seed_expects_is_said_in_words_not_logged_as_warnings(caplog):
+    # Issue 17: its row-level security bypass and its deliberately failed proposal were
+    # two WARNING lines that read as failures of the seed.
+    with caplog.at_level("INFO"):
+        output = seed()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert output.startswith(
+        "Note: the seed writes every tenant's rows as the owner role, past row-level security"
+    )
+    assert "change proposals failed on purpose (edited by hand first)" in output
 
 
 @pytest.mark.django_db(transaction=True)
@@ -316,3 +334,70 @@ def files_under(storage, path: str) -> list[str]:
     for name in directories:
         found += files_under(storage, f"{path}/{name}")
     return found
+
+
+def seed_process(tmp_path, *args: str) -> subprocess.Popen:
+    """`manage.py seed` as a process of its own on the test database, output unbuffered."""
+    params = connection.settings_dict
+    socket = quote(params["HOST"], safe="")
+    url = "postgres://{user}@/{name}?host={socket}"
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": url.format(user=params["USER"], name=params["NAME"], socket=socket),
+        "DATABASE_OWNER_URL": url.format(
+            user=django_settings.DATABASE_OWNER["USER"], name=params["NAME"], socket=socket
+        ),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "EXPORTS_ROOT": str(tmp_path / "exports"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "seed", *args],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp_path):
+    # Issue 17: Ctrl-C printed a 17-frame traceback. A real SIGINT to a real process,
+    # sent once it is seeding (its first progress line).
+    process = seed_process(tmp_path, "--projects=200", "--chunks=50")
+    try:
+        for line in process.stdout:
+            if line.startswith("projects"):
+                break
+        process.send_signal(signal.SIGINT)
+        output, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+
+    assert process.returncode == 130
+    assert "Traceback" not in errors
+    assert errors.strip().splitlines()[-1] == (
+        "CommandError: Interrupted: nothing was written (the seed is one transaction)."
+    )
+    assert "Seed complete" not in output
+    assert counts() == {"tenants": 0, "users": 0, "projects": 0, "versions": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_seeds_at_once_both_succeed_one_after_the_other(tmp_path):
+    # Issue 17: two `make run` at once, and the second seed failed on a unique violation.
+    processes = [seed_process(tmp_path / str(n), "--chunks=50") for n in range(2)]
+    results = []
+    for process in processes:
+        try:
+            output, errors = process.communicate(timeout=300)
+        finally:
+            process.kill()
+        results.append((process.returncode, output, errors))
+
+    assert [(code, errors) for code, _, errors in results if code != 0] == []
+    outputs = [output for _, output, _ in results]
+    assert sum("1 tenant(s) already seeded, left unchanged." in o for o in outputs) == 1
+    assert counts()["tenants"] == 1

@@ -21,6 +21,7 @@ from tests.conftest import PASSWORD, make_member
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMIT = 3
+IP_LIMIT = 8
 LOGIN_URL = "/admin/login/?next=/admin/"
 LOCKED_MESSAGE = "Too many failed logins"
 
@@ -28,6 +29,7 @@ LOCKED_MESSAGE = "Too many failed logins"
 @pytest.fixture(autouse=True)
 def lockout_settings(settings):
     settings.AXES_FAILURE_LIMIT = LIMIT
+    settings.AXES_IP_FAILURE_LIMIT = IP_LIMIT
     settings.AXES_COOLOFF_TIME = dt.timedelta(minutes=15)
     settings.TRUSTED_PROXY_IP_HEADER = ""
     settings.TRUSTED_PROXY_COUNT = 1
@@ -91,28 +93,70 @@ def test_axes_reset_unlocks(client, alice):
     assert logged_in(login(client, alice.email, PASSWORD))
 
 
-def test_failures_count_per_account_from_any_address(client, alice):
-    for n in range(LIMIT):
-        fail(client, 1, REMOTE_ADDR=f"198.51.100.{n + 1}")
-    assert login(client, alice.email, PASSWORD, REMOTE_ADDR="203.0.113.50").status_code == 429
+def test_failures_for_one_account_do_not_lock_another_account_from_the_same_address(client, alice):
+    # Issue 17: a NAT, a proxy or localhost puts many people behind one address.
+    assert fail(client, LIMIT + 1, email="bob@example.com") == [200] * (LIMIT - 1) + [429, 429]
+
+    assert logged_in(login(client, alice.email, PASSWORD))
 
 
-def test_failures_count_per_account_however_the_email_is_spelled(client, alice):
-    for spelling in ("ALICE@example.com", "Alice@Example.com", " alice@EXAMPLE.COM "):
-        fail(client, 1, email=spelling, REMOTE_ADDR=f"198.51.100.{len(spelling)}")
-    assert login(client, alice.email, PASSWORD, REMOTE_ADDR="203.0.113.50").status_code == 429
+def test_failures_for_an_account_from_one_address_do_not_lock_it_from_another(client, alice):
+    fail(client, LIMIT + 1, REMOTE_ADDR="198.51.100.7")
 
-
-def test_failures_count_per_address_for_any_account(client, alice):
-    for n in range(LIMIT):
-        fail(client, 1, email=f"guess{n}@example.com", REMOTE_ADDR="198.51.100.7")
     assert login(client, alice.email, PASSWORD, REMOTE_ADDR="198.51.100.7").status_code == 429
     assert logged_in(login(Client(), alice.email, PASSWORD, REMOTE_ADDR="203.0.113.50"))
 
 
+def test_failures_count_per_account_however_the_email_is_spelled(client, alice):
+    for spelling in ("ALICE@example.com", "Alice@Example.com", " alice@EXAMPLE.COM "):
+        fail(client, 1, email=spelling)
+    assert login(client, alice.email, PASSWORD).status_code == 429
+
+
+def test_the_address_limit_locks_every_account_from_that_address(client, alice):
+    # Fewer than LIMIT failures for each account, IP_LIMIT for the address in all.
+    for n in range(IP_LIMIT):
+        fail(client, 1, email=f"guess{n // 2}@example.com", REMOTE_ADDR="198.51.100.7")
+    refused = login(client, alice.email, PASSWORD, REMOTE_ADDR="198.51.100.7")
+
+    assert refused.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert logged_in(login(Client(), alice.email, PASSWORD, REMOTE_ADDR="203.0.113.50"))
+
+
+def test_below_the_address_limit_other_accounts_from_that_address_log_in(client, alice):
+    for n in range(IP_LIMIT - 1):
+        fail(client, 1, email=f"guess{n // 2}@example.com", REMOTE_ADDR="198.51.100.7")
+
+    assert logged_in(login(client, alice.email, PASSWORD, REMOTE_ADDR="198.51.100.7"))
+
+
+def test_the_lockout_page_says_what_happened_and_how_to_lift_it(client, alice):
+    fail(client, LIMIT, REMOTE_ADDR="198.51.100.7")
+
+    page = login(client, alice.email, PASSWORD, REMOTE_ADDR="198.51.100.7")
+
+    assert page.status_code == 429
+    text = page.content.decode()
+    assert LOCKED_MESSAGE in text
+    assert f"{LIMIT} wrong passwords were given for" in text
+    assert f"or {IP_LIMIT} for any" in text
+    assert "15 minutes after the last attempt" in text
+    assert "python manage.py axes_reset_ip_username 198.51.100.7 alice@example.com" in text
+    assert "python manage.py axes_reset_ip 198.51.100.7" in text
+    assert "python manage.py axes_reset_username alice@example.com" in text
+    assert "python manage.py axes_reset " in text
+
+
+def test_the_commands_on_the_lockout_page_lift_the_lock(client, alice):
+    fail(client, LIMIT, REMOTE_ADDR="198.51.100.7")
+    call_command("axes_reset_ip_username", "198.51.100.7", "alice@example.com", verbosity=0)
+    assert logged_in(login(client, alice.email, PASSWORD, REMOTE_ADDR="198.51.100.7"))
+
+
 def test_a_forwarded_for_header_is_ignored_unless_trusted(client, alice):
     for n in range(LIMIT):
-        fail(client, 1, email=f"guess{n}@example.com", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}")
+        fail(client, 1, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}")
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
     assert login(client, alice.email, PASSWORD).status_code == 429
 
@@ -120,8 +164,7 @@ def test_a_forwarded_for_header_is_ignored_unless_trusted(client, alice):
 def test_behind_a_trusted_proxy_clients_are_told_apart_by_the_header(client, alice, settings):
     settings.TRUSTED_PROXY_IP_HEADER = "HTTP_X_FORWARDED_FOR"
     proxy = {"REMOTE_ADDR": "10.0.0.2"}
-    for n in range(LIMIT):
-        fail(client, 1, email=f"guess{n}@example.com", HTTP_X_FORWARDED_FOR="192.0.2.9", **proxy)
+    fail(client, LIMIT, HTTP_X_FORWARDED_FOR="192.0.2.9", **proxy)
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"192.0.2.9"}
 
     other = login(Client(), alice.email, PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.4", **proxy)

@@ -2,9 +2,10 @@
 migrations back to TO (a migration name or prefix, or `zero`), after showing the plan.
 
 It only goes back: a TO ahead of what is applied is refused (that is `make migrate`).
-The plan is `migrate APP TO --plan`; on a terminal it asks before unapplying, since
-going back may drop tables and their rows (`--no-input` does not ask). The migrations
-run as the owner role, like `migrate`.
+The plan is `migrate APP TO --plan`. Going back may drop tables and their rows, so it
+unapplies only when confirmed: `--yes` (`make migrate-down ... YES=1`), or `yes` typed
+on a terminal. Without a terminal and without `--yes` (a script, a pipe, CI) it refuses
+rather than going on unasked. The migrations run as the owner role, like `migrate`.
 """
 
 import sys
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("app_label")
         parser.add_argument("target", metavar="TO", help="migration name or prefix, or zero")
         parser.add_argument(
-            "--no-input", action="store_false", dest="interactive", help="do not ask"
+            "--yes", action="store_true", help="unapply without asking (needed without a terminal)"
         )
 
     def _target(self, executor: MigrationExecutor, app: str, target: str) -> tuple:
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             raise CommandError(f"{app} has no migration named {target!r}.") from None
         return (app, migration.name)
 
-    def handle(self, *args, app_label: str, target: str, interactive: bool, **options) -> None:
+    def handle(self, *args, app_label: str, target: str, yes: bool, **options) -> None:
         executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
         node = self._target(executor, app_label, target)
         plan = executor.migration_plan([node])
@@ -54,7 +55,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Nothing to unapply: {app_label} is at {target}.")
             return
         call_command("migrate", app_label, node[1] or "zero", plan=True, stdout=self.stdout)
-        if interactive and sys.stdin.isatty():
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CommandError(
+                    f"Nothing was unapplied: no terminal to confirm unapplying these "
+                    f"{len(plan)} migration(s) on. Confirm with --yes (make migrate-down "
+                    f"APP={app_label} TO={target} YES=1)."
+                )
             answer = input(f"Unapply these {len(plan)} migration(s)? Type 'yes' to go on: ")
             if answer.strip().lower() != "yes":
                 raise CommandError("Nothing was unapplied.")

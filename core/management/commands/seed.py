@@ -24,6 +24,8 @@ DEFAULT_OWNER_EMAIL = "owner@demo.example.com"
 DEFAULT_OWNER_PASSWORD = "demo-owner-password"
 GENERATED_PASSWORD_BYTES = 24
 GIVEN_PASSWORD_SHOWN = "as given (--owner-password or SEED_OWNER_PASSWORD)"
+# Exit status after Ctrl-C, as shells report a process that SIGINT ended (128 + 2).
+INTERRUPTED = 130
 
 
 def owner_password(given: str, *, email: str) -> tuple[str, str]:
@@ -128,9 +130,23 @@ class Command(BaseCommand):
             cleanup_seeders(run)
             if isinstance(error, ValidationError):
                 raise CommandError(f"Seeding failed, nothing was written: {error}") from None
+            if isinstance(error, KeyboardInterrupt):
+                # Ctrl-C: one line, not the traceback of wherever it landed; 130 is the
+                # shell's status for a process ended by SIGINT.
+                raise CommandError(
+                    "Interrupted: nothing was written (the seed is one transaction).",
+                    returncode=INTERRUPTED,
+                ) from None
             raise
         # Fresh statistics, so the planner picks the right plans for the new volumes.
-        with owner_connection(), connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+        try:
+            with owner_connection(), connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted after the seed was written, while refreshing the planner's "
+                "statistics: autovacuum will refresh them, or run ANALYZE.",
+                returncode=INTERRUPTED,
+            ) from None
         summary = ", ".join(f"{n} {what}" for what, n in run.counts.items()) or "nothing new"
         self.stdout.write(self.style.SUCCESS(f"Seed complete: {summary}."))
