@@ -15,7 +15,7 @@ def main() -> None:
         # stops with the last process using it. runserver's reloader parent never
         # connects, so its child, restarted on every code change, would stop and start
         # PostgreSQL each time: the parent holds the server for the whole session.
-        from core.db import ensure_database_server
+        from core.db.connections import ensure_database_server
 
         ensure_database_server()
     from django.core.management import execute_from_command_line

@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from core.health import HealthView
+from core.ops.health import HealthView
 
 urlpatterns = [
     path("admin/", admin.site.urls),

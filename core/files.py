@@ -19,7 +19,7 @@ from datetime import datetime
 from django.core.files.storage import Storage
 from django.db.models import QuerySet
 
-from core.db import require_sees_every_row
+from core.db.roles import require_sees_every_row
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def sweep_orphan_folders(
     Run it where the bypass of row-level security is on (system_context), inside the
     caller's transaction. A transaction that cannot see every row would take every
     live folder for an orphan, so that refuses with ImproperlyConfigured (see
-    core.db.require_sees_every_row) before anything is deleted; `job` names the
+    core.db.roles.require_sees_every_row) before anything is deleted; `job` names the
     caller in that message.
     """
     require_sees_every_row(rows.model._meta.db_table, job=job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
-from core.embedding import Embedder
+from documents.embedding import Embedder
 from documents.models import EMBEDDING_DIMENSION
 
 

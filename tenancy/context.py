@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from core.db import begins_transaction, owner_connection
-from core.replicas import replica_scope
+from core.db.connections import begins_transaction, owner_connection
+from core.db.replicas import replica_scope
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def system_context(reason: str, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]
 
     Connects as the owner role (the only role the `system_bypass` policies admit) and
     turns the bypass on for one transaction, with a warning in the log naming the
-    reason. Process-wide like core.db.owner_connection: for commands, not requests.
+    reason. Process-wide like core.db.connections.owner_connection: for commands, not requests.
     """
     if not reason:
         raise ValueError("system_context needs a reason; it is logged")

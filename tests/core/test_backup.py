@@ -1,4 +1,4 @@
-"""`backup` and `restore` (core.backup): a seeded database round-trips exactly.
+"""`backup` and `restore` (core.ops.backup): a seeded database round-trips exactly.
 
 These run pg_dump and pg_restore against the real server, so they need committed data
 (transaction=True) and a database of their own to restore into, dropped afterwards.
@@ -15,8 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from core import backup, health
-from core.db import owner_connection
+from core.db.connections import owner_connection
+from core.ops import backup, health
 from tests.databases import connected_to
 from tests.storages import point_storages
 

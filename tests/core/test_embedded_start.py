@@ -33,13 +33,13 @@ SCRIPT = textwrap.dedent(
     from django.conf import settings
     from django.core.management import call_command
 
-    from config import embedded_db
+    from core.ops import embedded
 
     def state(step):
-        pgdata = embedded_db.pgdata_path(settings.BASE_DIR)
+        pgdata = embedded.pgdata_path(settings.BASE_DIR)
         made = (pgdata / "PG_VERSION").exists()
         print(step, "initialised" if made else "absent", end=" ")
-        print("running" if made and embedded_db._is_running(pgdata) else "stopped")
+        print("running" if made and embedded._is_running(pgdata) else "stopped")
 
     django.setup()
     state("setup")
@@ -93,8 +93,8 @@ def test_settings_and_checks_start_nothing_and_the_first_query_starts_the_server
         "connected initialised running",
     ]
     # The process that started it was its only user: the server stopped with it.
-    from config import embedded_db
+    from core.ops import embedded
 
-    pgdata = embedded_db.pgdata_path(fresh_project)
+    pgdata = embedded.pgdata_path(fresh_project)
     assert (pgdata / "PG_VERSION").exists()
-    assert not embedded_db._is_running(pgdata)
+    assert not embedded._is_running(pgdata)

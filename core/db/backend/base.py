@@ -15,7 +15,7 @@ from pgvector import Vector
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
-from core.db import ensure_database_server, owner_connection
+from core.db.connections import ensure_database_server, owner_connection
 
 
 class DatabaseCreation(creation.DatabaseCreation):
