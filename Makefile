@@ -124,7 +124,7 @@ pitr: install
 
 # Stop the embedded PostgreSQL server if a process left it running.
 db-stop:
-	@if test -x $(BIN)/python; then $(BIN)/python -W ignore -c 'from pathlib import Path; from config import embedded_db; print("embedded PostgreSQL stopped" if embedded_db.stop(Path(".")) else "embedded PostgreSQL not running")'; fi
+	@if test -x $(BIN)/python; then $(BIN)/python -W ignore -c 'from pathlib import Path; from core.ops import embedded; print("embedded PostgreSQL stopped" if embedded.stop(Path(".")) else "embedded PostgreSQL not running")'; fi
 
 clean: db-stop
 	rm -rf $(VENV) $(VENV).lock var

@@ -21,7 +21,7 @@ def main() -> None:
         sys.exit(f"Configuration error: {error}")
     # Its message names the server and the reason, never the password: the traceback of
     # a failed connection adds nothing for the person at the terminal.
-    from core.db import DatabaseUnreachable
+    from core.db.connections import DatabaseUnreachable
 
     if sys.argv[1:2] == ["runserver"]:
         # The embedded database server starts with a process's first connection and
@@ -30,7 +30,7 @@ def main() -> None:
         # PostgreSQL each time: the parent holds the server for the whole session.
         from django.db import DEFAULT_DB_ALIAS, connections
 
-        from core.db import ensure_database_server
+        from core.db.connections import ensure_database_server
 
         ensure_database_server()
         try:

@@ -104,7 +104,7 @@ def execution_history(*, tenant, start: datetime, end: datetime) -> QuerySet[Age
     """A tenant's executions created in [start, end), newest first.
 
     "Created" by the id's UUIDv7 time, the partition key of agent_executions: the id
-    range lets PostgreSQL scan only the months it covers (core.partitioning).
+    range lets PostgreSQL scan only the months it covers (core.db.partitions).
     """
     tenant_id = require_tenant(tenant)
     if end <= start:

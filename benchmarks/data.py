@@ -27,10 +27,10 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.scales import Scale
-from core import partitioning
-from core.embedding import Embedder
+from core.db import partitions
 from core.hashing import sha256_hex
 from core.ids import uuid7, uuid7_at
+from documents.embedding import Embedder
 
 # (slug, share of every table's rows); the first three are measured, the last is the rest.
 TENANT_SHARES = (("bench-50", 0.50), ("bench-10", 0.10), ("bench-01", 0.01), ("bench-rest", 0.39))
@@ -442,7 +442,7 @@ def generate(
     )
     progress(f"{scale.executions} agent executions")
     with conn.transaction(), conn.cursor() as cursor:
-        partitioning.ensure_months(
+        partitions.ensure_months(
             cursor, "agent_executions", now - timedelta(days=HISTORY_DAYS), now
         )
     _load(

@@ -26,7 +26,7 @@ from django.db import connection
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from core.db import ensure_database_server, libpq_options
+from core.db.connections import ensure_database_server, libpq_options
 
 DEFAULT_NAME = "agentic_bench"
 # The database every PostgreSQL has, to create and drop the others from.

@@ -14,7 +14,7 @@ from benchmarks.reference import Reference, own_statements
 from benchmarks.report import PathResult
 from benchmarks.scales import Scale
 from benchmarks.timing import interleave, milliseconds, profile
-from core import partitioning
+from core.db import partitions
 
 ORM_GOAL = 2.0
 CONTEXT_GOAL = 1.5
@@ -74,8 +74,8 @@ def measure(dataset: Dataset, ref: Reference, scale: Scale) -> list[PathResult]:
 
     # The newest full month of run history: the selector's id range lets PostgreSQL
     # scan that month's partition only.
-    this_month = partitioning.month_start(datetime.now(UTC))
-    last_month = partitioning.add_months(this_month, -1)
+    this_month = partitions.month_start(datetime.now(UTC))
+    last_month = partitions.add_months(this_month, -1)
 
     def history_month() -> int:
         with tenant_context(tenant):

@@ -26,7 +26,7 @@ def measure(scale: Scale, progress) -> PathResult:
     from django.core.management import call_command
     from django.db import router
 
-    from core import replicas
+    from core.db import replicas
     from documents.models import Project
     from documents.selectors import project_list
     from tenancy.context import tenant_context

@@ -107,7 +107,7 @@ def measure(args: argparse.Namespace, name: str, progress):
     from benchmarks import admin_lists, data, database, reads, schema, search, writes
     from benchmarks.reference import Reference
     from benchmarks.report import Report
-    from core.embedding import get_embedder
+    from documents.embedding import get_embedder
 
     scale = SCALES[args.scale]
     started = time.perf_counter()

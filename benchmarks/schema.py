@@ -28,7 +28,7 @@ from pgvector.django import HnswIndex
 from benchmarks import database
 from benchmarks.report import PathResult
 from benchmarks.timing import Outcome, Stats, interleave
-from core.db import owner_connection
+from core.db.connections import owner_connection
 
 REFERENCE_MAINTENANCE_WORK_MEM = "2GB"
 # Relations, constraints, triggers and policies of the public schema, but the migration

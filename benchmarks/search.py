@@ -286,7 +286,7 @@ def _replayed(
 def measure(
     dataset: Dataset, ref: Reference, scale: Scale, *, seed: int
 ) -> tuple[list[PathResult], dict]:
-    from core.embedding import get_embedder
+    from documents.embedding import get_embedder
 
     embedder = get_embedder()
     rng = random.Random(seed)  # noqa: S311 - benchmark inputs, not secrets

@@ -148,8 +148,8 @@ def _ingest_text(dataset: Dataset, chunks: int, seed: int) -> str:
 
 
 def measure_ingestion(dataset: Dataset, ref: Reference, scale: Scale, *, seed: int) -> PathResult:
-    from core.embedding import Embedder, get_embedder
     from documents.chunking import resolve_chunking, split_text
+    from documents.embedding import Embedder, get_embedder
     from documents.models import Chunk
     from documents.services import document_ingest
     from tenancy.context import tenant_context

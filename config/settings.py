@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "health_check",
     "axes",
     "core",
+    "core.ops",
     "tenancy",
     "documents",
     "agents",
@@ -48,7 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: every database read of the request, the session's included, is routed by it.
-    "core.replicas.ReplicaRoutingMiddleware",
+    "core.db.replicas.ReplicaRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -174,16 +175,16 @@ if env.str("DATABASE_URL", default=""):
     )
     DATABASE_SERVER_STARTER = None
 else:
-    from config import embedded_db
+    from core.ops import embedded
 
     # Where the server listens, without starting it: the database backend starts it
-    # when a process first connects (core.db.ensure_database_server), so commands that
+    # when a process first connects (core.db.connections.ensure_database_server), so commands that
     # never touch the database (check, help, collectstatic) never start it.
-    DATABASE_SERVER_STARTER = "config.embedded_db.start"
-    _socket = {"HOST": embedded_db.socket_dir(BASE_DIR), "PORT": "", "PASSWORD": ""}
-    _runtime = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.RUNTIME_ROLE, **_socket}
-    _owner = {"NAME": embedded_db.DATABASE_NAME, "USER": embedded_db.OWNER_ROLE, **_socket}
-    _backup = _restore = _metrics = {"USER": embedded_db.SUPERUSER, **_socket}
+    DATABASE_SERVER_STARTER = "core.ops.embedded.start"
+    _socket = {"HOST": embedded.socket_dir(BASE_DIR), "PORT": "", "PASSWORD": ""}
+    _runtime = {"NAME": embedded.DATABASE_NAME, "USER": embedded.RUNTIME_ROLE, **_socket}
+    _owner = {"NAME": embedded.DATABASE_NAME, "USER": embedded.OWNER_ROLE, **_socket}
+    _backup = _restore = _metrics = {"USER": embedded.SUPERUSER, **_socket}
 
 # Behind PgBouncer in transaction mode, server-side cursors cannot work.
 _PGBOUNCER_TRANSACTION_MODE = env.bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
@@ -213,7 +214,7 @@ _CONNECTION_HANDLING = {
 DATABASES = {
     "default": {
         **_runtime,
-        "ENGINE": "core.dbbackend",
+        "ENGINE": "core.db.backend",
         "CONN_MAX_AGE": 0,
         # The pool checks a connection before handing it out: after a database restart
         # dead connections are replaced, not handed to requests (section 8).
@@ -225,9 +226,9 @@ DATABASES = {
     }
 }
 
-# --- Read replicas (README "Read replicas", core.replicas) -------------------------
+# --- Read replicas (README "Read replicas", core.db.replicas) -------------------------
 # Streaming standbys of the primary, each reached as the runtime role with its own URL's
-# options, become the aliases replica_1..n. core.replicas.ReplicaRouter sends reads that
+# options, become the aliases replica_1..n. core.db.replicas.ReplicaRouter sends reads that
 # follow no write to one that is at most DATABASE_REPLICA_MAX_LAG seconds behind.
 _replica_urls = env.list("DATABASE_REPLICA_URLS", default=[])
 DATABASE_REPLICA_MAX_LAG = env.float("DATABASE_REPLICA_MAX_LAG", default=30.0)
@@ -262,9 +263,9 @@ if DATABASE_REPLICA_MAX_LAG <= 0 or DATABASE_REPLICA_CONNECT_TIMEOUT < 1:
         "DATABASE_REPLICA_CONNECT_TIMEOUT at least 1 second."
     )
 DATABASE_REPLICA_ALIASES = [f"replica_{n}" for n in range(1, len(_replica_urls) + 1)]
-DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"] if DATABASE_REPLICA_ALIASES else []
+DATABASE_ROUTERS = ["core.db.replicas.ReplicaRouter"] if DATABASE_REPLICA_ALIASES else []
 # Credentials of the owner role: used by migrate, flush, test-database creation and
-# the explicit system bypass (core.db.owner_connection), never by requests. Its
+# the explicit system bypass (core.db.connections.owner_connection), never by requests. Its
 # options are its own URL's, never the runtime URL's.
 DATABASE_OWNER = {
     **{key: _owner.get(key, "") for key in ("USER", "PASSWORD", "HOST", "PORT")},
@@ -272,21 +273,21 @@ DATABASE_OWNER = {
 }
 # Kept apart because the default connection's USER is switched while the owner works.
 DATABASE_RUNTIME_ROLE = _runtime.get("USER", "")
-# `manage.py backup` and `restore` (core.backup): who dumps, who restores.
+# `manage.py backup` and `restore` (core.ops.backup): who dumps, who restores.
 DATABASE_BACKUP = _backup
 DATABASE_RESTORE = _restore
-# `manage.py db_metrics` (core.metrics): who reads the statistics.
+# `manage.py db_metrics` (core.ops.metrics): who reads the statistics.
 DATABASE_METRICS = _metrics
 BACKUP_ROOT = env.path("BACKUP_ROOT", default=BASE_DIR / "var" / "backups")
-# Point-in-time recovery (core.pitr): base backups (`manage.py basebackup`), and the
+# Point-in-time recovery (core.ops.pitr): base backups (`manage.py basebackup`), and the
 # archive of WAL segments the embedded server fills when EMBEDDED_DB_WAL_ARCHIVE is true
-# (config/embedded_db.py) and `manage.py pitr` replays.
+# (core/ops/embedded.py) and `manage.py pitr` replays.
 BASE_BACKUP_ROOT = env.path("BASE_BACKUP_ROOT", default=BASE_DIR / "var" / "basebackups")
 WAL_ARCHIVE_ROOT = env.path("WAL_ARCHIVE_ROOT", default=BASE_DIR / "var" / "wal-archive")
 EMBEDDED_DB_WAL_ARCHIVE = env.bool("EMBEDDED_DB_WAL_ARCHIVE", default=False)
 # Where pg_dump and pg_restore are: the embedded server's own by default, else PATH.
 POSTGRES_BIN_DIR = env.str("POSTGRES_BIN_DIR", default="") or (
-    str(embedded_db.bin_path()) if not env.str("DATABASE_URL", default="") else ""
+    str(embedded.bin_path()) if not env.str("DATABASE_URL", default="") else ""
 )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -342,7 +343,7 @@ STORAGES = {
 
 # --- Embeddings (DESIGN.md section 6) ------------------------------------------
 EMBEDDER = {
-    "CALLABLE": env.str("EMBEDDER_CALLABLE", default="core.embedding.hashing_embedder"),
+    "CALLABLE": env.str("EMBEDDER_CALLABLE", default="documents.embedding.hashing_embedder"),
     "MODEL": env.str("EMBEDDER_MODEL", default="hashing-v1"),
     "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
 }
@@ -361,7 +362,7 @@ DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS",
 # its end (agents.services.bounded_traceback).
 EXECUTION_ERROR_TRACEBACK_MAX_CHARS = env.int("EXECUTION_ERROR_TRACEBACK_MAX_CHARS", default=20_000)
 
-# How long a migration's statement waits for a lock before it fails (core.safe_migration),
+# How long a migration's statement waits for a lock before it fails (core.db.operations),
 # rather than queueing every query on the table behind it. A PostgreSQL duration.
 MIGRATION_LOCK_TIMEOUT = env.str("MIGRATION_LOCK_TIMEOUT", default="5s")
 

@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView, TemplateView
 
-from core.health import HealthView
+from core.ops.health import HealthView
 
 urlpatterns = [
     # What runserver's URL and the admin's "View site" open: links to the rest.

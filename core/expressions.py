@@ -34,7 +34,7 @@ class _Vector(Vector):
 class QueryVector(models.Expression):
     """A vector given to a query as one parameter, `%s::vector`.
 
-    A server-binding cursor (core.dbbackend's server_binding_cursor) sends it in
+    A server-binding cursor (core.db.backend's server_binding_cursor) sends it in
     pgvector's binary form, Django's default cursors as a text literal. pgvector.django's
     distance functions always send a text literal, which Python formats and the server
     parses: for 1536 dimensions some 15,000 characters each way.

@@ -22,7 +22,7 @@ from django.core.files import File
 from django.core.files.storage import Storage
 from django.db.models import Model, Q, QuerySet
 
-from core.db import require_sees_every_row
+from core.db.roles import require_sees_every_row
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class StoredFile:
     `storage` is the alias in settings.STORAGES; `key`, `size` and `sha256` name the
     fields that hold the file's key, size in bytes and hex SHA-256 (blank: not recorded);
     `condition` picks the rows that have a file (rows with a blank key never do).
-    Backups (core.backup) copy and check every file so declared.
+    Backups (core.ops.backup) copy and check every file so declared.
     """
 
     storage: str
@@ -204,7 +204,7 @@ def sweep_orphan_folders(
     Run it where the bypass of row-level security is on (system_context), inside the
     caller's transaction. A transaction that cannot see every row would take every
     live folder for an orphan, so that refuses with ImproperlyConfigured (see
-    core.db.require_sees_every_row) before anything is deleted; `job` names the
+    core.db.roles.require_sees_every_row) before anything is deleted; `job` names the
     caller in that message.
     """
     require_sees_every_row(rows.model._meta.db_table, job=job)

@@ -4,7 +4,7 @@ Django writes `icontains` as `UPPER(col::text) LIKE UPPER('%term%')`, which a tr
 index on the column cannot serve (it would need an index on the UPPER() expression, and
 under row-level security upper() would have to be LEAKPROOF too). `col ILIKE '%term%'`
 is served by `GinIndex(fields=[col], opclasses=["gin_trgm_ops"])`; under row-level
-security only because `texticlike` is marked LEAKPROOF (core.leakproof). The term's own
+security only because `texticlike` is marked LEAKPROOF (core.ops.leakproof). The term's own
 `%`, `_` and `\\` are escaped as for icontains, so it matches literally.
 
 The admin's big-table searches use it: `search_fields = ("agent_type__trigram_icontains",)`.

@@ -32,7 +32,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 
-from core.db import advisory_xact_lock, try_advisory_xact_lock
+from core.db.locks import advisory_xact_lock, try_advisory_xact_lock
 from core.progress import ProgressBar
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 
-from core.embedding import Embedder, get_embedder
+from documents.embedding import Embedder, get_embedder
 from documents.models import EMBEDDING_DIMENSION
 
 
@@ -12,7 +12,7 @@ def chunk_embedder(embedder: Embedder | None = None) -> Embedder:
     """`embedder`, by default the EMBEDDER setting, once checked to fit chunks.embedding.
 
     Refused naming 'embedding' before any work starts; its answers are checked as they
-    come, by core.embedding.embed_texts.
+    come, by documents.embedding.embed_texts.
     """
     embedder = embedder or get_embedder()
     if embedder.dimension != EMBEDDING_DIMENSION:

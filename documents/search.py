@@ -18,10 +18,10 @@ from django.db import connections, router
 from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from pgvector.django import CosineDistance
 
-from core.db import begins_transaction
-from core.embedding import Embedder, embed_texts
+from core.db.connections import begins_transaction
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
+from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
@@ -86,7 +86,7 @@ def _scope(project, documents) -> Q:
 
 
 def _chunk_reads():
-    """The connection chunk reads are routed to (a replica, core.replicas): the search
+    """The connection chunk reads are routed to (a replica, core.db.replicas): the search
     settings must be set in the transaction the search query runs in."""
     return connections[router.db_for_read(Chunk)]
 
@@ -166,7 +166,7 @@ def semantic_queryset(
 def _knn_rows(queryset: QuerySet) -> list[tuple]:
     """The rows of a semantic_queryset, its query vector sent in pgvector's binary form.
 
-    Through the server-binding cursor of core.dbbackend rather than the QuerySet's own
+    Through the server-binding cursor of core.db.backend rather than the QuerySet's own
     client-side binding, which would format 1536 floats into the SQL text. The columns
     need no conversion from the database (uuid, integer, text, float), so the rows are
     what iterating the QuerySet gives.

@@ -25,7 +25,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
-from core.db import require_sees_every_row
+from core.db.roles import require_sees_every_row
 from core.files import delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7

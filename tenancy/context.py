@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from core.db import begins_transaction, owner_connection
-from core.replicas import replica_scope
+from core.db.connections import begins_transaction, owner_connection
+from core.db.replicas import replica_scope
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def system_context(
     turns the bypass on for one transaction, with a line in the log naming the reason: a
     warning, unless the caller says the bypass is its ordinary work and tells its user
     itself (the seed: INFO, and a note in its output). Process-wide like
-    core.db.owner_connection: for commands, not requests.
+    core.db.connections.owner_connection: for commands, not requests.
     """
     if not reason:
         raise ValueError("system_context needs a reason; it is logged")

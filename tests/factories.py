@@ -11,8 +11,8 @@ import uuid
 from django.apps import apps
 from django.db import models
 
-from core.embedding import get_embedder
 from core.hashing import sha256_hex
+from documents.embedding import get_embedder
 from documents.models import Chunk, Document, DocumentVersion, Project
 from tenancy.context import tenant_context
 from tenancy.models import Membership, User

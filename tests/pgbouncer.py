@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from core.db import _reconnect
+from core.db.connections import _reconnect
 from tests.postgres_servers import server_user
 from tests.system_programs import require
 

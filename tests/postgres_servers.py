@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from config import embedded_db
+from core.ops import embedded
 
 PORT = 5432
 # Generous: under QEMU emulation a start takes tens of seconds.
@@ -40,12 +40,12 @@ def server_user() -> str | None:
         ensure_user_exists,
     )
 
-    ensure_user_exists(embedded_db.SYSTEM_USER)
+    ensure_user_exists(embedded.SYSTEM_USER)
     # As the embedded server does before it starts (unneeded when it already ran).
     ensure_prefix_permissions(bin_path())
     ensure_folder_permissions(bin_path(), 0o055)
     ensure_folder_permissions(bin_path().parent / "lib", 0o044)
-    return embedded_db.SYSTEM_USER
+    return embedded.SYSTEM_USER
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
-from core.db import owner_role_name, runtime_role_name
+from core.db.connections import owner_role_name, runtime_role_name
 
 GOLDEN = Path(__file__).parent / "core" / "schema_fingerprint.json"
 OUR_APPS = ("core", "tenancy", "documents", "agents", "exports")

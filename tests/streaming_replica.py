@@ -27,18 +27,18 @@ from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
-from config import embedded_db
-from core import replicas
+from core.db import replicas
+from core.ops import embedded
 from tests.postgres_servers import PORT, bin_path, data_folder, running_server, server_user
 
 REPLAY_SECONDS = 30
 
 
-def superuser_connection(socket_dir: str, dbname: str = embedded_db.DATABASE_NAME):
+def superuser_connection(socket_dir: str, dbname: str = embedded.DATABASE_NAME):
     return psycopg.connect(
         host=socket_dir,
         port=PORT,
-        user=embedded_db.SUPERUSER,
+        user=embedded.SUPERUSER,
         dbname=dbname,
         autocommit=True,
         connect_timeout=10,
@@ -53,7 +53,7 @@ def throwaway_primary() -> Iterator[str]:
     and initdb's `local replication all trust`).
     """
     with data_folder() as data, running_server(data) as socket_dir:
-        embedded_db._bootstrap(socket_dir)
+        embedded._bootstrap(socket_dir)
         yield socket_dir
 
 
@@ -81,7 +81,7 @@ def standby_of(primary_socket: str) -> Iterator[Standby]:
             shutil.chown(data, user, user)
         subprocess.run(
             [bin_path() / "pg_basebackup", "-h", primary_socket, "-p", str(PORT)]
-            + ["-U", embedded_db.SUPERUSER, "-D", data, "-R", "-X", "stream"]
+            + ["-U", embedded.SUPERUSER, "-D", data, "-R", "-X", "stream"]
             + ["--checkpoint=fast", "--no-sync"],
             user=user,
             check=True,
@@ -138,14 +138,14 @@ def django_on(primary_socket: str, standbys: dict[str, str]) -> Iterator[None]:
     default.update(
         HOST=primary_socket,
         PORT=str(PORT),
-        NAME=embedded_db.DATABASE_NAME,
-        USER=embedded_db.RUNTIME_ROLE,
+        NAME=embedded.DATABASE_NAME,
+        USER=embedded.RUNTIME_ROLE,
         PASSWORD="",
         # Only the pool: the URL's own options (sslmode, ...) are for the real server.
         OPTIONS={"pool": real["OPTIONS"]["pool"]},
     )
     owner = {
-        "USER": embedded_db.OWNER_ROLE,
+        "USER": embedded.OWNER_ROLE,
         "PASSWORD": "",
         "HOST": primary_socket,
         "PORT": str(PORT),
@@ -156,9 +156,9 @@ def django_on(primary_socket: str, standbys: dict[str, str]) -> Iterator[None]:
     try:
         with override_settings(
             DATABASE_OWNER=owner,
-            DATABASE_RUNTIME_ROLE=embedded_db.RUNTIME_ROLE,
+            DATABASE_RUNTIME_ROLE=embedded.RUNTIME_ROLE,
             DATABASE_REPLICA_ALIASES=list(standbys),
-            DATABASE_ROUTERS=["core.replicas.ReplicaRouter"],
+            DATABASE_ROUTERS=["core.db.replicas.ReplicaRouter"],
         ):
             yield
     finally:

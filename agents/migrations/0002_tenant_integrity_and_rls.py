@@ -1,17 +1,17 @@
 """Row-level security on agent_executions, and the composite keys that pin an
 execution's project, parent step and produced version to its own tenant (DESIGN.md
-section 7; core.operations).
+section 7; core.db.operations).
 
 The table existed before this migration, so the keys are added NOT VALID: new rows are
 checked at once, and no scan of existing rows holds both tables locked.
 agents.0005_validate_tenant_foreign_keys validates them afterwards in a transaction of its
 own, under a lock that blocks neither reads nor writes."""
 
-import core.operations
-import core.safe_migration
+import core.db.operations
+import core.db.operations
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     dependencies = [
         ('core', '0001_tenant_context_functions'),
         ('agents', '0001_initial'),
@@ -19,8 +19,8 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        core.operations.AddTenantForeignKey('agent_executions', 'agent_executions_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE', not_valid=True),
-        core.operations.AddTenantForeignKey('agent_executions', 'agent_executions_parent_tenant_fk', column='parent_id', to='agent_executions', on_delete='CASCADE', not_valid=True),
-        core.operations.AddTenantForeignKey('agent_executions', 'agent_executions_version_tenant_fk', column='produced_version_id', to='document_versions', on_delete='SET NULL', not_valid=True),
-        core.operations.EnableTenantRLS('agent_executions'),
+        core.db.operations.AddTenantForeignKey('agent_executions', 'agent_executions_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE', not_valid=True),
+        core.db.operations.AddTenantForeignKey('agent_executions', 'agent_executions_parent_tenant_fk', column='parent_id', to='agent_executions', on_delete='CASCADE', not_valid=True),
+        core.db.operations.AddTenantForeignKey('agent_executions', 'agent_executions_version_tenant_fk', column='produced_version_id', to='document_versions', on_delete='SET NULL', not_valid=True),
+        core.db.operations.EnableTenantRLS('agent_executions'),
     ]

@@ -3,7 +3,7 @@ lifecycle and recovery triggers, composite tenant keys and row-level security.
 
 The tables are new, so their composite foreign keys are added valid at once (there is
 no row to scan) in the migration that creates them. Row-level security as on every
-tenant table (core.operations.EnableTenantRLS).
+tenant table (core.db.operations.EnableTenantRLS).
 
 A proposal's base and applied versions have no ON DELETE action (RESTRICT in Django): a
 version goes only with its project, whose deletion removes its proposals in the same
@@ -11,12 +11,12 @@ statement. A deleted execution leaves proposals and decisions behind with a NULL
 execution_id (ON DELETE SET NULL of that column only) and takes its error records along.
 
 The trigger on agent_executions (errors_recovered) is created under a SHARE ROW
-EXCLUSIVE lock, which waits at most MIGRATION_LOCK_TIMEOUT (core.safe_migration).
+EXCLUSIVE lock, which waits at most MIGRATION_LOCK_TIMEOUT (core.db.operations).
 """
 
 import core.expressions
-import core.operations
-import core.safe_migration
+import core.db.operations
+import core.db.operations
 import core.ids
 import core.models
 import django.contrib.postgres.fields
@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
 
     dependencies = [
         ('agents', '0005_validate_tenant_foreign_keys'),
@@ -126,14 +126,14 @@ class Migration(core.safe_migration.Migration):
             model_name='agentexecution',
             trigger=pgtrigger.compiler.Trigger(name='errors_recovered', sql=pgtrigger.compiler.UpsertTriggerSql(condition="WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status = 'succeeded')", func="PERFORM pg_advisory_xact_lock(hashtextextended('execution_errors:' || NEW.correlation_id::text || ':' || NEW.agent_type || ':' || coalesce(NEW.parent_id::text, ''), 0)); UPDATE execution_errors e SET recovered = true FROM agent_executions x WHERE e.execution_id = x.id AND e.tenant_id = NEW.tenant_id AND NOT e.recovered AND x.tenant_id = NEW.tenant_id AND x.correlation_id = NEW.correlation_id AND x.agent_type = NEW.agent_type AND x.parent_id IS NOT DISTINCT FROM NEW.parent_id AND x.attempt < NEW.attempt; RETURN NULL;", hash='5c235943012c1a600d4a8fdd8a3fa133119c4e87', operation='UPDATE', pgid='pgtrigger_errors_recovered_e4450', table='agent_executions', when='AFTER')),
         ),
-        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
-        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
-        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_base_tenant_fk', column='base_version_id', to='document_versions'),
-        core.operations.AddTenantForeignKey('change_proposals', 'change_proposals_applied_tenant_fk', column='applied_version_id', to='document_versions'),
-        core.operations.AddTenantForeignKey('decisions', 'decisions_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
-        core.operations.AddTenantForeignKey('decisions', 'decisions_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
-        core.operations.AddTenantForeignKey('execution_errors', 'execution_errors_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='CASCADE'),
-        core.operations.EnableTenantRLS('change_proposals'),
-        core.operations.EnableTenantRLS('decisions'),
-        core.operations.EnableTenantRLS('execution_errors'),
+        core.db.operations.AddTenantForeignKey('change_proposals', 'change_proposals_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
+        core.db.operations.AddTenantForeignKey('change_proposals', 'change_proposals_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
+        core.db.operations.AddTenantForeignKey('change_proposals', 'change_proposals_base_tenant_fk', column='base_version_id', to='document_versions'),
+        core.db.operations.AddTenantForeignKey('change_proposals', 'change_proposals_applied_tenant_fk', column='applied_version_id', to='document_versions'),
+        core.db.operations.AddTenantForeignKey('decisions', 'decisions_project_tenant_fk', column='project_id', to='projects', on_delete='CASCADE'),
+        core.db.operations.AddTenantForeignKey('decisions', 'decisions_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='SET NULL'),
+        core.db.operations.AddTenantForeignKey('execution_errors', 'execution_errors_execution_tenant_fk', column='execution_id', to='agent_executions', on_delete='CASCADE'),
+        core.db.operations.EnableTenantRLS('change_proposals'),
+        core.db.operations.EnableTenantRLS('decisions'),
+        core.db.operations.EnableTenantRLS('execution_errors'),
     ]

@@ -6,12 +6,12 @@ agent_executions is the biggest table, so they are built without blocking writes
 pg_trgm.
 """
 
-import core.safe_migration
+import core.db.operations
 import django.contrib.postgres.indexes
 from django.contrib.postgres.operations import AddIndexConcurrently
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     atomic = False
 
     dependencies = [

@@ -5,7 +5,7 @@
   the earlier migrations already enforce the same references, with the same ON DELETE
   actions, and also pin the tenant. Dropping a constraint is a catalog change.
 - Unique constraints without tenant_id become tenant-first (an execution's sources); each new index is
-  built CONCURRENTLY and swapped in with a brief lock (core.safe_migration).
+  built CONCURRENTLY and swapped in with a brief lock (core.db.operations).
 
 tests/core/test_distribution.py checks the whole catalog for both rules.
 """
@@ -13,10 +13,10 @@ tests/core/test_distribution.py checks the whole catalog for both rules.
 import django.db.models.deletion
 from django.db import migrations, models
 
-import core.safe_migration
+import core.db.operations
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     # CREATE UNIQUE INDEX CONCURRENTLY cannot run in a transaction.
     atomic = False
 
@@ -27,7 +27,7 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='agentexecution',
                 name='parent',
@@ -35,7 +35,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='agent_executions', column='parent_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='agentexecution',
                 name='produced_version',
@@ -43,7 +43,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='agent_executions', column='produced_version_id', target='document_versions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='agentexecution',
                 name='project',
@@ -51,7 +51,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='agent_executions', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='changeproposal',
                 name='applied_version',
@@ -59,7 +59,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='change_proposals', column='applied_version_id', target='document_versions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='changeproposal',
                 name='base_version',
@@ -67,7 +67,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='change_proposals', column='base_version_id', target='document_versions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='changeproposal',
                 name='execution',
@@ -75,7 +75,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='change_proposals', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='changeproposal',
                 name='project',
@@ -83,7 +83,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='change_proposals', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='conversationmessage',
                 name='execution',
@@ -91,7 +91,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='conversation_messages', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='conversationmessage',
                 name='project',
@@ -99,7 +99,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='conversation_messages', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='decision',
                 name='execution',
@@ -107,7 +107,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='decisions', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='decision',
                 name='project',
@@ -115,7 +115,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='decisions', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='evaluationrun',
                 name='document_version',
@@ -123,7 +123,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='evaluation_runs', column='document_version_id', target='document_versions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='evaluationrun',
                 name='execution',
@@ -131,7 +131,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='evaluation_runs', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='evaluationrun',
                 name='project',
@@ -139,7 +139,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='evaluation_runs', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='executionerror',
                 name='execution',
@@ -147,7 +147,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='execution_errors', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='executionsource',
                 name='chunk',
@@ -155,7 +155,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='execution_sources', column='chunk_id', target='chunks',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='executionsource',
                 name='execution',
@@ -163,7 +163,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='execution_sources', column='execution_id', target='agent_executions',
         ),
-        core.safe_migration.ReplaceUniqueConstraint(
+        core.db.operations.ReplaceUniqueConstraint(
             'executionsource',
             models.UniqueConstraint(fields=('execution', 'chunk'), name='execution_sources_execution_chunk_uniq'),
             models.UniqueConstraint(fields=('tenant', 'execution', 'chunk'), name='execution_sources_tenant_exec_chunk_uniq'),

@@ -18,11 +18,11 @@ import pgtrigger.compiler
 import pgtrigger.migrations
 from django.db import migrations, models
 
-import core.safe_migration
-from core.operations import AddTenantForeignKey, EnableTenantRLS
+import core.db.operations
+from core.db.operations import AddTenantForeignKey, EnableTenantRLS
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
 
     dependencies = [
         ('agents', '0008_distribution_ready_keys'),

@@ -50,7 +50,7 @@ def _transition_check_sql() -> str:
 # The lock that serialises, per step of a run, recording a failure and an attempt's
 # success: without it, a failure recorded while a later attempt succeeds concurrently
 # would be missed by both sides (each reads before the other commits). The same key
-# format as core.db.advisory_xact_lock, so Python code can take it too.
+# format as core.db.locks.advisory_xact_lock, so Python code can take it too.
 def step_lock_sql(row: str) -> str:
     return (
         "PERFORM pg_advisory_xact_lock(hashtextextended('execution_errors:' || "

@@ -1,4 +1,4 @@
-"""Run history partitions (core.partitioning): agent_executions is split by month.
+"""Run history partitions (core.db.partitions): agent_executions is split by month.
 
 Creating the coming months' partitions, and dropping the months past retention.
 """
@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents.models import AgentExecution, ChangeProposal
-from core import partitioning
+from core.db import partitions
 from core.ids import uuid7_floor
 from tenancy.context import system_context
 
@@ -29,11 +29,11 @@ def execution_partitions_ensure(*, ahead: int, now: datetime | None = None) -> l
     """
     if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 120:
         raise ValidationError({"ahead": "A whole number of months from 0 to 120."})
-    current = partitioning.month_start(now or timezone.now())
+    current = partitions.month_start(now or timezone.now())
     with system_context("create agent_executions partitions"):
         with connection.cursor() as cursor:
-            return partitioning.ensure_months(
-                cursor, EXECUTIONS_TABLE, current, partitioning.add_months(current, ahead)
+            return partitions.ensure_months(
+                cursor, EXECUTIONS_TABLE, current, partitions.add_months(current, ahead)
             )
 
 
@@ -50,7 +50,7 @@ def execution_history_retain(*, months: int, now: datetime | None = None) -> dic
     """
     if isinstance(months, bool) or not isinstance(months, int) or months < 1:
         raise ValidationError({"retain_months": "A whole number of months, 1 or more."})
-    cutoff = partitioning.add_months(partitioning.month_start(now or timezone.now()), 1 - months)
+    cutoff = partitions.add_months(partitions.month_start(now or timezone.now()), 1 - months)
     upper = uuid7_floor(cutoff)
     with system_context("agent_executions retention"):
         # The lock first: no execution of those months may appear, nor be pointed at by
@@ -81,6 +81,6 @@ def execution_history_retain(*, months: int, now: datetime | None = None) -> dic
                 }
             )
         with connection.cursor() as cursor:
-            removed = partitioning.drop_months_before(cursor, EXECUTIONS_TABLE, cutoff)
+            removed = partitions.drop_months_before(cursor, EXECUTIONS_TABLE, cutoff)
     logger.info("execution history retained", extra={"cutoff": cutoff.isoformat(), **removed})
     return removed

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from agents.models import AgentExecution, ConversationMessage, Decision, EvaluationRun
 from agents.services._common import clean
-from core.db import advisory_xact_lock
+from core.db.locks import advisory_xact_lock
 from documents.models import DocumentVersion, Project
 from tenancy.context import require_tenant, tenant_context
 

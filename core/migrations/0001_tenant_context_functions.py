@@ -7,7 +7,7 @@ transaction pooling). Unset or empty means no tenant: the array is NULL, every
 SQL and STABLE, so `tenant_id = ANY(app_current_tenant_ids())` is an index condition.
 """
 
-import core.safe_migration
+import core.db.operations
 from django.db import migrations
 
 FUNCTIONS = """
@@ -32,7 +32,7 @@ DROP FUNCTION IF EXISTS app_current_tenant_ids();
 """
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     dependencies = []
 
     operations = [migrations.RunSQL(sql=FUNCTIONS, reverse_sql=DROP_FUNCTIONS)]

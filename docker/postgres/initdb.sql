@@ -1,7 +1,7 @@
 -- First start of the `db` service of docker-compose.yml (DESIGN.md sections 5 and 7).
 -- The PostgreSQL image runs this once, on an empty data volume, as its bootstrap
 -- superuser, connected to POSTGRES_DB (which it has just created). It sets up what
--- config/embedded_db.py's _bootstrap sets up for development (README, "Your own
+-- core/ops/embedded.py's _bootstrap sets up for development (README, "Your own
 -- PostgreSQL"): the owner role, not a superuser, so row-level security holds for
 -- migrations, the seed and the purges too; it owns the database and creates the
 -- runtime role later (`migrate` runs create_runtime_role), hence CREATEROLE.

@@ -7,11 +7,11 @@ transaction that added the key it would scan under that transaction's stronger l
 nothing. Going back leaves the keys valid: PostgreSQL cannot make a constraint NOT
 VALID again, and the earlier migration means a valid key anyway."""
 
-import core.safe_migration
+import core.db.operations
 from django.contrib.postgres.operations import ValidateConstraint
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     dependencies = [
         ('documents', '0005_versions_hash_chain_immutable'),
     ]

@@ -6,13 +6,13 @@ so the owner creates it. The tables are big, so the indexes are built without bl
 writes (CONCURRENTLY, which cannot run in a transaction: not atomic).
 """
 
-import core.safe_migration
+import core.db.operations
 import django.contrib.postgres.indexes
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     atomic = False
 
     dependencies = [

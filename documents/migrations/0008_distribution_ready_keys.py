@@ -6,7 +6,7 @@
   actions, and also pin the tenant. Dropping a constraint is a catalog change.
 - Unique constraints without tenant_id become tenant-first (a document's storage key
   is unique per tenant; chunk ordinals and version numbers too); each new index is
-  built CONCURRENTLY and swapped in with a brief lock (core.safe_migration).
+  built CONCURRENTLY and swapped in with a brief lock (core.db.operations).
 
 tests/core/test_distribution.py checks the whole catalog for both rules.
 """
@@ -15,10 +15,10 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-import core.safe_migration
+import core.db.operations
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     # CREATE UNIQUE INDEX CONCURRENTLY cannot run in a transaction.
     atomic = False
 
@@ -29,7 +29,7 @@ class Migration(core.safe_migration.Migration):
     ]
 
     operations = [
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='chunk',
                 name='document',
@@ -37,7 +37,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='chunks', column='document_id', target='documents',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='document',
                 name='project',
@@ -45,7 +45,7 @@ class Migration(core.safe_migration.Migration):
             ),
             table='documents', column='project_id', target='projects',
         ),
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='documentversion',
                 name='project',
@@ -53,17 +53,17 @@ class Migration(core.safe_migration.Migration):
             ),
             table='document_versions', column='project_id', target='projects',
         ),
-        core.safe_migration.ReplaceUniqueConstraint(
+        core.db.operations.ReplaceUniqueConstraint(
             'chunk',
             models.UniqueConstraint(fields=('document', 'ordinal'), name='chunks_document_ordinal_uniq'),
             models.UniqueConstraint(fields=('tenant', 'document', 'ordinal'), name='chunks_tenant_document_ordinal_uniq'),
         ),
-        core.safe_migration.ReplaceUniqueConstraint(
+        core.db.operations.ReplaceUniqueConstraint(
             'document',
             models.UniqueConstraint(fields=('storage_key',), name='documents_storage_key_uniq'),
             models.UniqueConstraint(fields=('tenant', 'storage_key'), name='documents_tenant_storage_key_uniq'),
         ),
-        core.safe_migration.ReplaceUniqueConstraint(
+        core.db.operations.ReplaceUniqueConstraint(
             'documentversion',
             models.UniqueConstraint(fields=('project', 'document_type', 'version'), name='document_versions_project_type_version_uniq'),
             models.UniqueConstraint(fields=('tenant', 'project', 'document_type', 'version'), name='document_versions_project_type_version_uniq'),

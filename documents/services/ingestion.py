@@ -20,10 +20,10 @@ from pgvector import Vector
 from pgvector.psycopg.vector import register_vector_info
 from psycopg.types import TypeInfo
 
-from core.embedding import Embedder, embed_texts
 from core.models import TransactionNow
 from core.validators import unstorable, validate_storable_arguments
 from documents.chunking import has_tokens, resolve_chunking, split_text
+from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import (
     Chunk,

@@ -13,7 +13,7 @@ from django.db.models import Count
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
-from core.db import require_sees_every_row
+from core.db.roles import require_sees_every_row
 from documents.models import (
     Project,
 )

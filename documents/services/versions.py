@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from core.db import ADVISORY_XACT_LOCK_SQL
+from core.db.locks import ADVISORY_XACT_LOCK_SQL
 from core.hashing import sha256_hex
 from core.validators import validate_storable_arguments
 from documents.models import (

@@ -3,12 +3,12 @@
 exports holds every export ever made, so it is built without blocking writes
 (CONCURRENTLY, which cannot run in a transaction: not atomic)."""
 
-import core.safe_migration
+import core.db.operations
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import models
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     atomic = False
 
     dependencies = [

@@ -8,17 +8,17 @@ what a Citus cluster cannot keep between tables distributed by tenant. A catalog
 import django.db.models.deletion
 from django.db import migrations, models
 
-import core.safe_migration
+import core.db.operations
 
 
-class Migration(core.safe_migration.Migration):
+class Migration(core.db.operations.Migration):
     dependencies = [
         ('documents', '0008_distribution_ready_keys'),
         ('exports', '0004_unfinished_expiry_index'),
     ]
 
     operations = [
-        core.safe_migration.drop_foreign_key(
+        core.db.operations.drop_foreign_key(
             migrations.AlterField(
                 model_name='export',
                 name='project',

@@ -1,4 +1,4 @@
-"""agent_executions partitioned by month of its UUIDv7 id, and its retention (core.partitioning).
+"""agent_executions partitioned by month of its UUIDv7 id, and its retention (core.db.partitions).
 
 transaction=True throughout: partitions are DDL made by the owner, and the conversion
 is a migration run against the real tables.
@@ -22,9 +22,9 @@ from agents.services import (
     execution_history_retain,
     execution_partitions_ensure,
 )
-from core import partitioning
-from core.health import PartitionsAhead
+from core.db import partitions
 from core.ids import uuid7_at, uuid7_floor
+from core.ops.health import PartitionsAhead
 from documents.models import Project
 from documents.services import document_version_create
 from exports.models import Export
@@ -43,12 +43,12 @@ def only_the_partitions_it_found():
     """Partitions are DDL, which the flush between tests does not undo: each test
     leaves the months as it found them (the schema tests compare schemas)."""
     with connection.cursor() as cursor:
-        before = partitioning.partitions(cursor, TABLE)
+        before = partitions.partitions(cursor, TABLE)
     yield
     with system_context("test partitions"), connection.cursor() as cursor:
-        for month, name in partitioning.partitions(cursor, TABLE).items():
+        for month, name in partitions.partitions(cursor, TABLE).items():
             if month not in before:
-                lower, upper = partitioning.month_bounds(month)
+                lower, upper = partitions.month_bounds(month)
                 # Its rows first, with what depends on them, as the foreign keys say.
                 cursor.execute(
                     f"DELETE FROM {TABLE} WHERE id >= %s AND id < %s", [str(lower), str(upper)]
@@ -56,7 +56,7 @@ def only_the_partitions_it_found():
                 cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
                 cursor.execute(f"DROP TABLE {name}")
         for month in before:
-            partitioning.create_month_partition(cursor, TABLE, month)
+            partitions.create_month_partition(cursor, TABLE, month)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def project(tenant_a):
 @pytest.fixture
 def history_months():
     with system_context("test partitions"), connection.cursor() as cursor:
-        partitioning.ensure_months(cursor, TABLE, MONTHS[0], NOW)
+        partitions.ensure_months(cursor, TABLE, MONTHS[0], NOW)
 
 
 def make_execution(tenant, project, moment, **fields) -> AgentExecution:
@@ -92,7 +92,7 @@ def evaluate(tenant, project, execution) -> EvaluationRun:
 
 def partition_months() -> list[str]:
     with connection.cursor() as cursor:
-        return [f"{m:%Y-%m}" for m in sorted(partitioning.partitions(cursor, TABLE))]
+        return [f"{m:%Y-%m}" for m in sorted(partitions.partitions(cursor, TABLE))]
 
 
 def test_the_migration_converts_a_table_with_rows_and_keeps_every_row_and_key(tenant_a, project):
@@ -133,7 +133,7 @@ def test_every_partition_has_forced_row_level_security_and_the_parents_policies(
     tenant_a, tenant_b, project, history_months
 ):
     run = make_execution(tenant_a, project, MONTHS[0])
-    name = partitioning.partition_name(TABLE, partitioning.month_start(MONTHS[0]))
+    name = partitions.partition_name(TABLE, partitions.month_start(MONTHS[0]))
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT relrowsecurity, relforcerowsecurity, "
@@ -172,7 +172,7 @@ def test_a_history_query_by_tenant_and_time_scans_only_its_months(
 
 def partition_names() -> list[str]:
     with connection.cursor() as cursor:
-        return sorted(partitioning.partitions(cursor, TABLE).values())
+        return sorted(partitions.partitions(cursor, TABLE).values())
 
 
 def test_a_history_query_needs_an_end_after_its_start(tenant_a):
@@ -252,8 +252,8 @@ def test_retention_refuses_a_bad_count(months):
 
 
 def test_health_fails_while_next_months_partition_is_missing():
-    upcoming = partitioning.add_months(partitioning.month_start(timezone.now()), 1)
-    name = partitioning.partition_name(TABLE, upcoming)
+    upcoming = partitions.add_months(partitions.month_start(timezone.now()), 1)
+    name = partitions.partition_name(TABLE, upcoming)
     with system_context("test partitions"), connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
         cursor.execute(f"DROP TABLE {name}")

@@ -36,7 +36,7 @@ from agents.services import (
     message_add,
 )
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
-from core.db import owner_connection
+from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
 from documents.services import project_template_create

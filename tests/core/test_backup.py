@@ -1,4 +1,4 @@
-"""`backup` and `restore` (core.backup): a seeded database round-trips exactly, with
+"""`backup` and `restore` (core.ops.backup): a seeded database round-trips exactly, with
 the files its rows name (uploads, exports), each checked by size and SHA-256.
 
 These run pg_dump and pg_restore against the real server, so they need committed data
@@ -20,9 +20,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from core import backup, health
-from core.db import owner_connection
+from core.db.connections import owner_connection
 from core.files import StoredFile
+from core.ops import backup, health
 from documents.models import DocumentType
 from documents.services import document_create, document_version_create, project_create
 from exports.services import export_create

@@ -4,7 +4,7 @@ from django.core.checks import Tags, run_checks
 from django.core.management import call_command
 from django.db import connection
 
-from core.checks import check_database_versions, read_versions, version_problems
+from core.ops.checks import check_database_versions, read_versions, version_problems
 
 PG_18 = 180003
 

@@ -17,7 +17,7 @@ PRINT_PARAMETERS = """
 import json, django
 django.setup()
 from django.db import connection
-from core.db import owner_connection
+from core.db.connections import owner_connection
 runtime = connection.get_connection_params()
 with owner_connection():
     owner = connection.get_connection_params()

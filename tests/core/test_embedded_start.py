@@ -33,13 +33,13 @@ SCRIPT = textwrap.dedent(
     from django.conf import settings
     from django.core.management import call_command
 
-    from config import embedded_db
+    from core.ops import embedded
 
     def state(step):
-        pgdata = embedded_db.pgdata_path(settings.BASE_DIR)
+        pgdata = embedded.pgdata_path(settings.BASE_DIR)
         made = (pgdata / "PG_VERSION").exists()
         print(step, "initialised" if made else "absent", end=" ")
-        print("running" if made and embedded_db._is_running(pgdata) else "stopped")
+        print("running" if made and embedded._is_running(pgdata) else "stopped")
 
     django.setup()
     state("setup")
@@ -93,11 +93,11 @@ def test_settings_and_checks_start_nothing_and_the_first_query_starts_the_server
         "connected initialised running",
     ]
     # The process that started it was its only user: the server stopped with it.
-    from config import embedded_db
+    from core.ops import embedded
 
-    pgdata = embedded_db.pgdata_path(fresh_project)
+    pgdata = embedded.pgdata_path(fresh_project)
     assert (pgdata / "PG_VERSION").exists()
-    assert not embedded_db._is_running(pgdata)
+    assert not embedded._is_running(pgdata)
 
 
 # Kills the postmaster under a process that uses it, then connects again from that
@@ -111,7 +111,7 @@ KILL_SCRIPT = textwrap.dedent(
     from django.conf import settings
     from django.db import OperationalError, connection
 
-    from config import embedded_db
+    from core.ops import embedded
 
     def query():
         with connection.cursor() as cursor:
@@ -120,7 +120,7 @@ KILL_SCRIPT = textwrap.dedent(
 
     django.setup()
     print("before", query())
-    pgdata = embedded_db.pgdata_path(settings.BASE_DIR)
+    pgdata = embedded.pgdata_path(settings.BASE_DIR)
     postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
     postmaster.send_signal(signal.SIGKILL)
     postmaster.wait(60)
@@ -161,9 +161,9 @@ def test_a_killed_server_is_started_again_by_the_next_connection_of_the_same_pro
     assert process.returncode == 0, stderr
     assert stdout.splitlines() == ["before agentic_app", "after agentic_app", "after agentic_app"]
     assert "cannot run pgvector" not in stderr
-    from config import embedded_db
+    from core.ops import embedded
 
-    assert not embedded_db._is_running(embedded_db.pgdata_path(fresh_project))
+    assert not embedded._is_running(embedded.pgdata_path(fresh_project))
 
 
 def test_a_server_that_cannot_start_again_is_reported_with_its_own_cause_not_the_cpu(
@@ -204,9 +204,9 @@ HOLDER_SCRIPT = textwrap.dedent(
 def test_two_processes_exiting_at_once_leave_no_server_running(fresh_project, tmp_path):
     """Three users; one dies without deregistering (SIGKILL), the two others exit at the
     same moment: the last of them stops the server, whatever the interleaving."""
-    from config import embedded_db
+    from core.ops import embedded
 
-    pgdata = embedded_db.pgdata_path(fresh_project)
+    pgdata = embedded.pgdata_path(fresh_project)
     for attempt in range(2):
         go = tmp_path / f"go-{attempt}"
         users = []
@@ -218,16 +218,16 @@ def test_two_processes_exiting_at_once_leave_no_server_running(fresh_project, tm
         go.touch()
         outputs = [user.communicate(timeout=120) for user in users[:2]]
         assert [user.returncode for user in users[:2]] == [0, 0], outputs
-        assert not embedded_db._is_running(pgdata), (attempt, outputs)
+        assert not embedded._is_running(pgdata), (attempt, outputs)
 
 
 def test_the_vector_check_of_a_server_it_cannot_reach_does_not_blame_the_cpu(tmp_path):
     """What main said after a kill -9: "cannot run pgvector on this CPU", for a server
     that was simply not running."""
-    from config import embedded_db
+    from core.ops import embedded
 
-    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
-        embedded_db.check_vector_work(str(tmp_path))
+    with pytest.raises(embedded.EmbeddedServerUnusable) as stopped:
+        embedded.check_vector_work(str(tmp_path))
     message = str(stopped.value)
     assert message.startswith(
         "The embedded PostgreSQL does not accept connections, so its vector check could not run: "

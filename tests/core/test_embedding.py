@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from core.embedding import Embedder, embed_texts, get_embedder, hashing_embedder
+from documents.embedding import Embedder, embed_texts, get_embedder, hashing_embedder
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -76,7 +76,7 @@ def test_embedding_is_deterministic_within_a_process():
 def test_embedding_is_deterministic_across_processes():
     """Not Python's salted hash(): another interpreter with another seed agrees."""
     code = (
-        "import json; from core.embedding import hashing_embedder; "
+        "import json; from documents.embedding import hashing_embedder; "
         "print(json.dumps(hashing_embedder(['deterministic across runs'])[0]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -147,6 +147,6 @@ def test_embed_texts_gives_lists_of_floats():
 
 def test_a_dotted_path_callable_is_imported():
     embedder = get_embedder(
-        {"CALLABLE": "core.embedding.hashing_embedder", "MODEL": "m", "DIMENSION": "1536"}
+        {"CALLABLE": "documents.embedding.hashing_embedder", "MODEL": "m", "DIMENSION": "1536"}
     )
     assert (embedder.function, embedder.model, embedder.dimension) == (hashing_embedder, "m", 1536)

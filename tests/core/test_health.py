@@ -12,9 +12,9 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils.html import escape
 
-from core.db import owner_connection, owner_role_name, runtime_role_name
-from core.health import HealthView
-from core.management.commands.health import Command as HealthCommand
+from core.db.connections import owner_connection, owner_role_name, runtime_role_name
+from core.ops.health import HealthView
+from core.ops.management.commands.health import Command as HealthCommand
 from tests.storages import point_storages
 
 pytestmark = pytest.mark.usefixtures("exports_in_tmp")

@@ -14,8 +14,8 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunSQL
 
-import core.safe_migration
-from core.db import owner_connection
+import core.db.operations
+from core.db.connections import owner_connection
 from tests.databases import connected_to
 from tests.schema_fingerprint import OUR_APPS, schema_fingerprint
 
@@ -105,16 +105,16 @@ def test_migrating_an_app_to_zero_and_back_restores_the_schema(app_label):
     assert schema_fingerprint() == before
 
 
-# --- Lock timeout (core.safe_migration, DESIGN.md section 8) ------------------------------
+# --- Lock timeout (core.db.operations, DESIGN.md section 8) ------------------------------
 
 
 def test_every_migration_of_ours_waits_for_locks_at_most_the_lock_timeout():
     plain = [
         f"{m.app_label}.{m.name}"
         for m in our_migrations()
-        if not isinstance(m, core.safe_migration.Migration)
+        if not isinstance(m, core.db.operations.Migration)
     ]
-    assert not plain, f"subclass core.safe_migration.Migration: {plain}"
+    assert not plain, f"subclass core.db.operations.Migration: {plain}"
 
 
 def lock_timeout_in_chain(error: BaseException | None) -> bool:

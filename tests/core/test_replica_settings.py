@@ -1,4 +1,4 @@
-"""DATABASE_REPLICA_URLS and what pins reads to the primary (core.replicas), without a server.
+"""DATABASE_REPLICA_URLS and what pins reads to the primary (core.db.replicas), without a server.
 
 The replica tests themselves, on a real streaming standby, are in test_replicas.py.
 """
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from core import replicas
+from core.db import replicas
 
 
 @pytest.mark.parametrize(
@@ -56,13 +56,13 @@ def test_replica_urls_become_aliases_that_mirror_default_in_tests():
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.splitlines()[-1])
     assert loaded["aliases"] == ["replica_1", "replica_2"]
-    assert loaded["routers"] == ["core.replicas.ReplicaRouter"]
+    assert loaded["routers"] == ["core.db.replicas.ReplicaRouter"]
     first, second = (loaded["databases"][alias] for alias in loaded["aliases"])
     default = loaded["databases"]["default"]
     assert first["HOST"] == "replica-a" and first["OPTIONS"]["sslmode"] == "verify-full"
     assert second["HOST"] == "/run/replica-b" and second["OPTIONS"]["connect_timeout"] == 7
     for replica in (first, second):
-        assert replica["ENGINE"] == default["ENGINE"] == "core.dbbackend"
+        assert replica["ENGINE"] == default["ENGINE"] == "core.db.backend"
         assert replica["TEST"]["MIRROR"] == "default"
         assert replica["CONN_HEALTH_CHECKS"] is True
         assert replica["OPTIONS"]["pool"]["timeout"] <= 3

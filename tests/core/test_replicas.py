@@ -1,4 +1,4 @@
-"""Reads on a real streaming replica through core.replicas.ReplicaRouter (issue 13, 1-2).
+"""Reads on a real streaming replica through core.db.replicas.ReplicaRouter (issue 13, 1-2).
 
 The pair is a throwaway primary, migrated, and hot standbys made from it with
 `pg_basebackup -R` (tests/streaming_replica.py), so these tests need no set-up with the
@@ -22,8 +22,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from health_check.exceptions import ServiceUnavailable
 
-from core import replicas
-from core.health import ReplicasLag
+from core.db import replicas
+from core.ops.health import ReplicasLag
 from documents.models import Project
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
@@ -38,7 +38,7 @@ from tests.streaming_replica import (
 
 PASSWORD = "correct-horse-battery-staple"
 # A standby that replays as it receives: behind by less than a second (the health check
-# waits out WAL received but not replayed yet, core.replicas.SETTLE_SECONDS).
+# waits out WAL received but not replayed yet, core.db.replicas.SETTLE_SECONDS).
 KEEPING_UP = r"0\.\d s behind"
 
 

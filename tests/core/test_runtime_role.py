@@ -32,15 +32,9 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from psycopg import sql
 
-from config import embedded_db
-from core.db import (
-    ensure_runtime_role,
-    libpq_options,
-    owner_connection,
-    owner_role_name,
-    role_settings,
-    runtime_role_name,
-)
+from core.db.connections import libpq_options, owner_connection, owner_role_name, runtime_role_name
+from core.db.roles import ensure_runtime_role, role_settings
+from core.ops import embedded
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,7 +120,7 @@ def connect(user: str, password: str = "") -> psycopg.Connection:
 def superuser_connection() -> psycopg.Connection | None:
     """The server's superuser, where the tests can log in as it without a password."""
     try:
-        return connect(embedded_db.SUPERUSER)
+        return connect(embedded.SUPERUSER)
     except psycopg.OperationalError:
         return None
 

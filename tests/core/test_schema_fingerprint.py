@@ -2,7 +2,7 @@
 
 The file is the fingerprint (tests/schema_fingerprint.py) of the database the migrations
 built when it was written. It makes rewriting migrations safe: the row-level security
-operations of core.operations and the folded initial migrations replaced copied SQL and
+operations of core.db.operations and the folded initial migrations replaced copied SQL and
 separate AddIndex/AddConstraint/AddTrigger steps, and this test proves the database they
 build is the one the old files built, object for object. Databases already migrated with
 the old files keep them applied: the names are the same, so nothing becomes pending.

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.db import InternalError, OperationalError, connection, transaction
 from psycopg import sql
 
-from core.db import role_settings, runtime_role_name
+from core.db.connections import runtime_role_name
+from core.db.roles import role_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,9 +17,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from core.embedding import Embedder, get_embedder, hashing_embedder
 from documents import services
 from documents.chunking import resolve_chunking, split_text
+from documents.embedding import Embedder, get_embedder, hashing_embedder
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
 from tests.storages import point_storages
@@ -620,7 +620,7 @@ def test_reembed_accepts_a_tenant_id_and_the_default_embedder(tenant_a, two_tena
     [
         ({"tenant": "nobody"}, "Unknown tenant"),
         ({"tenant": "tenant-a", "model": "m"}, "need --embedder"),
-        ({"tenant": "tenant-a", "embedder": "core.embedding.hashing_embedder"}, "--model"),
+        ({"tenant": "tenant-a", "embedder": "documents.embedding.hashing_embedder"}, "--model"),
         (
             {"tenant": "tenant-a", "embedder": "no.such.embedder", "model": "m"},
             "Cannot import",
@@ -628,7 +628,7 @@ def test_reembed_accepts_a_tenant_id_and_the_default_embedder(tenant_a, two_tena
         (
             {
                 "tenant": "tenant-a",
-                "embedder": "core.embedding.hashing_embedder",
+                "embedder": "documents.embedding.hashing_embedder",
                 "model": "m",
                 "dimension": 768,
             },

@@ -11,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.models import AgentExecution
-from core.embedding import get_embedder
+from documents.embedding import get_embedder
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy.context import tenant_context

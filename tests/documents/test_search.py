@@ -10,10 +10,10 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from pgvector import Vector
 
-from core.db import owner_connection
-from core.embedding import Embedder, get_embedder
+from core.db.connections import owner_connection
 from core.hashing import sha256_hex
 from documents import search, services
+from documents.embedding import Embedder, get_embedder
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
 from tests.storages import point_storages

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
 
-from core.db import owner_connection
+from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Project
 from documents.selectors import project_list
@@ -348,7 +348,7 @@ def test_tenant_scoped_project_list_uses_its_index_under_rls():
 def test_chunk_knn_uses_the_hnsw_index_under_rls(tenant_a, tenant_b):
     from pgvector.django import CosineDistance
 
-    from core.embedding import get_embedder
+    from documents.embedding import get_embedder
 
     embedder = get_embedder()
     texts = [f"note {n} about topic {n % 37} and item {n % 11}" for n in range(2000)]

@@ -5,7 +5,7 @@ Django's TransactionTestCase calls it after every test.
 
 from django.core.management.commands import flush
 
-from core.db import owner_connection
+from core.db.connections import owner_connection
 
 
 class Command(flush.Command):

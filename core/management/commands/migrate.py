@@ -1,6 +1,6 @@
 """`migrate`, run as the owner role (section 7): the runtime role cannot change the schema.
 
-A migration that waited MIGRATION_LOCK_TIMEOUT for a lock (core.safe_migration) ends
+A migration that waited MIGRATION_LOCK_TIMEOUT for a lock (core.db.operations) ends
 with a message that says what happened and what to do, not a driver traceback.
 """
 
@@ -10,7 +10,7 @@ from django.core.management.commands import migrate
 from django.db import OperationalError
 from psycopg import errors
 
-from core.db import owner_connection
+from core.db.connections import owner_connection
 
 
 class Command(migrate.Command):

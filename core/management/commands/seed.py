@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from core.db import owner_connection
+from core.db.connections import owner_connection
 from core.seed_runner import SeedRun, cleanup_seeders, run_seeders, seed_volumes, validate_volumes
 
 DEFAULT_OWNER_EMAIL = "owner@demo.example.com"

@@ -5,7 +5,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from core.embedding import get_embedder
+from documents.embedding import get_embedder
 from documents.models import EMBEDDING_DIMENSION
 from documents.services import REEMBED_BATCH_SIZE, ReembedProgress, chunks_reembed
 from tenancy.models import Tenant

@@ -1,6 +1,6 @@
 """Point-in-time recovery: WAL archiving, base backups and `manage.py pitr` (DESIGN.md 8).
 
-A dump (core.backup) restores the moment it was taken; point-in-time recovery restores
+A dump (core.ops.backup) restores the moment it was taken; point-in-time recovery restores
 any moment since a base backup: the server copies every finished WAL segment into an
 archive (`archive_command`), `base_backup` copies the data folder while the server runs
 (`pg_basebackup`), and `recover` puts that copy into a new data folder and replays the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from core.backup import BackupError, Role, client_program, run_program
+from core.ops.backup import BackupError, Role, client_program, run_program
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +106,16 @@ def archived_segments(archive: Path) -> list[str]:
 
 
 def _server_user() -> str | None:
-    from config import embedded_db
+    from core.ops import embedded
 
-    return embedded_db.system_user()
+    return embedded.system_user()
 
 
 def _give_to_server_user(folder: Path) -> None:
     """As root, hand `folder` and all it holds to the user the server runs as."""
-    from config import embedded_db
+    from core.ops import embedded
 
-    user = embedded_db.prepare_for_system_user(folder)
+    user = embedded.prepare_for_system_user(folder)
     if user is None:
         return
     for root, dirs, files in os.walk(folder):

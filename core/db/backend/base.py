@@ -17,7 +17,7 @@ from pgvector import Vector
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
-from core.db import ensure_database_server, owner_connection, unreachable
+from core.db.connections import ensure_database_server, owner_connection, unreachable
 
 
 class DatabaseCreation(creation.DatabaseCreation):

@@ -1,4 +1,4 @@
-"""`restore FILE --database NAME`: a dump into a new or empty database, verified (core.backup).
+"""`restore FILE --database NAME`: a dump into a new or empty database, verified (core.ops.backup).
 
 Prints every table's row count and checksum against the backup's manifest, puts the
 backup's files back, and exits non-zero on any difference or on a file a row names that
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core import backup
-from core.db import owner_role_name, runtime_role_name
+from core.db.connections import owner_role_name, runtime_role_name
+from core.ops import backup
 
 
 class Command(BaseCommand):

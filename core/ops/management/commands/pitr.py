@@ -1,4 +1,4 @@
-"""`pitr --target-time TIME --data-dir NEW`: point-in-time recovery (core.pitr).
+"""`pitr --target-time TIME --data-dir NEW`: point-in-time recovery (core.ops.pitr).
 
 Recovers a base backup plus the WAL archive to TIME into a new data folder, promotes it,
 checks it (writable, amcheck) and stops it; prints how to serve from it.
@@ -9,8 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config import embedded_db
-from core import backup, pitr
+from core.ops import backup, embedded, pitr
 
 
 class Command(BaseCommand):
@@ -44,7 +43,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--superuser",
-            default=embedded_db.SUPERUSER,
+            default=embedded.SUPERUSER,
             help="A superuser of the backed-up server, for the checks (default: postgres).",
         )
         parser.add_argument(

@@ -1,4 +1,4 @@
-"""`basebackup`: a base backup for point-in-time recovery (core.pitr).
+"""`basebackup`: a base backup for point-in-time recovery (core.ops.pitr).
 
 The last line printed is the base backup's folder, so scripts can take it with `tail -1`.
 """
@@ -8,7 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from core import backup, pitr
+from core.ops import backup, pitr
 
 
 class Command(BaseCommand):

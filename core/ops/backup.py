@@ -43,9 +43,9 @@ from django.utils._os import safe_join
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from core import leakproof
-from core.db import ensure_database_server
+from core.db.connections import ensure_database_server
 from core.files import stored_files
+from core.ops import leakproof
 
 logger = logging.getLogger(__name__)
 
@@ -457,7 +457,7 @@ def check_named_files(named: list[NamedFile]) -> list[str]:
 def restore(*, dump: Path, dbname: str, owner: str, runtime_role: str) -> RestoreReport:
     """Restore `dump` and its files into the new or empty database `dbname` and the
     configured storages; the per-table comparison and the files' check."""
-    from core.db import grant_runtime_privileges, role_exists
+    from core.db.roles import grant_runtime_privileges, role_exists
 
     if not dump.is_file():
         raise BackupError(f"{dump} does not exist.")

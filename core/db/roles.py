@@ -1,172 +1,21 @@
-"""Database helpers shared by the apps: the owner connection, the runtime role and its grants.
+"""The roles: the runtime role's attributes, grants and settings, and the RLS bypass guard.
 
-Two roles use the database (DESIGN.md section 7). The runtime role, in
-`DATABASES["default"]`, serves requests and services; the owner role, in
-`settings.DATABASE_OWNER`, owns the tables and runs migrations, flushes, test-database
-creation and the explicit system bypass. `owner_connection()` switches the default
-connection to the owner's credentials for the duration of a block;
-`ensure_runtime_role()` and `grant_runtime_privileges()` set the runtime role up.
-`ensure_database_server()` starts the server settings name (the embedded one) when a
-process needs it, and again after it died.
+The runtime role serves requests and services and can get around nothing (DESIGN.md
+section 7); `ensure_runtime_role()`, `grant_runtime_privileges()` and
+`ensure_role_settings()` set it up from the owner's connection. The owner role alone is
+admitted by every tenant table's system_bypass policy; `require_sees_every_row()` lets a
+system job make sure of that before it acts on "every row".
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, OperationalError, ProgrammingError, connections
-from django.utils.module_loading import import_string
+from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
 from psycopg import errors, sql
 
 logger = logging.getLogger(__name__)
-
-CREDENTIAL_KEYS = ("USER", "PASSWORD", "HOST", "PORT")
-
-_server_lock = threading.Lock()
-
-
-def ensure_database_server() -> None:
-    """Start the database server that settings.DATABASE_SERVER_STARTER names, if needed.
-
-    Only the embedded server has a starter (a server of your own runs already, and the
-    setting is None). Called by the database backend before every connection it opens
-    (the pool's included) and before the direct connections of backups and metrics, so
-    the server starts when a process first needs it, not when settings are imported,
-    and starts again at the next connection attempt after it died. The starter returns
-    at once while its server runs; the lock keeps a process's threads from starting it
-    twice.
-    """
-    if not settings.DATABASE_SERVER_STARTER:
-        return
-    with _server_lock:
-        import_string(settings.DATABASE_SERVER_STARTER)()
-
-
-class DatabaseUnreachable(OperationalError):
-    """A connection could not be opened: the message is one line naming the server and
-    the reason, never the password. manage.py prints it alone, without a traceback."""
-
-
-def unreachable(error: Exception, params: dict) -> DatabaseUnreachable:
-    """The one-line explanation of a failed connection attempt with these parameters."""
-    host = params.get("host") or "localhost"
-    where = host if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
-    reason = " ".join(str(error).split())
-    password = params.get("password")
-    if password:
-        reason = reason.replace(str(password), "***")
-    return DatabaseUnreachable(
-        f"Cannot connect to PostgreSQL at {where} (database {params.get('dbname')!r}, role "
-        f"{params.get('user')!r}): {reason} Check DATABASE_URL (and DATABASE_OWNER_URL, "
-        "which migrations use)."
-    )
-
-
-# Keys of a DATABASES entry's OPTIONS that Django's backend consumes (and psycopg's
-# prepare_threshold, a connection attribute): the rest are libpq connection options.
-BACKEND_ONLY_OPTIONS = (
-    "pool",
-    "server_side_binding",
-    "prepare_threshold",
-    "isolation_level",
-    "assume_role",
-)
-
-
-def libpq_options(options: dict) -> dict:
-    """The libpq connection options (sslmode, connect_timeout, ...) of a settings OPTIONS."""
-    return {key: value for key, value in options.items() if key not in BACKEND_ONLY_OPTIONS}
-
-
-def _credentials(settings_dict: dict) -> dict:
-    return {key: settings_dict.get(key) or "" for key in CREDENTIAL_KEYS}
-
-
-def owner_role_name() -> str:
-    return settings.DATABASE_OWNER["USER"]
-
-
-def runtime_role_name() -> str:
-    return settings.DATABASE_RUNTIME_ROLE
-
-
-def _reconnect(connection, credentials: dict) -> None:
-    connection.close()
-    connection.close_pool()
-    connection.settings_dict.update(credentials)
-
-
-@contextmanager
-def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """Run the block with the default connection logged in as the owner role.
-
-    The switch is process-wide (Django shares one settings dict and one pool per
-    alias between threads), so it is meant for commands and test set-up, never for
-    request handling. Re-entrant; a no-op where both roles are the same.
-    """
-    connection = connections[using]
-    current = {
-        **_credentials(connection.settings_dict),
-        "OPTIONS": connection.settings_dict["OPTIONS"],
-    }
-    # The owner URL's own options (sslmode, ...), not the runtime URL's.
-    owner = {
-        **_credentials(settings.DATABASE_OWNER),
-        "OPTIONS": settings.DATABASE_OWNER.get("OPTIONS", {}),
-    }
-    if current == owner:
-        yield
-        return
-    if connection.in_atomic_block:
-        raise RuntimeError("Cannot switch to the owner role inside a transaction.")
-    _reconnect(connection, owner)
-    try:
-        yield
-    finally:
-        _reconnect(connection, current)
-
-
-def begins_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
-    """Whether an atomic block entered now begins the transaction, and so also ends it.
-
-    From Django's own bookkeeping, without a query: outside every atomic block and in
-    autocommit. Transaction-scoped settings made in such a block need no restoring.
-    """
-    connection = connections[using]
-    return not connection.in_atomic_block and connection.get_autocommit()
-
-
-# The SQL of advisory_xact_lock, for a statement that takes the lock along with other
-# work (one round trip instead of two); its one parameter is the key.
-ADVISORY_XACT_LOCK_SQL = "pg_advisory_xact_lock(hashtextextended(%s, 0))"
-
-
-def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Hold an advisory lock on `key` until the current transaction ends.
-
-    Serialises writers of one sequence (versions of a document, messages of a
-    conversation): the next one reads the latest row only after this one committed.
-    Transaction-scoped, so it is safe behind PgBouncer's transaction pooling.
-    """
-    if not connections[using].in_atomic_block:
-        raise RuntimeError("advisory_xact_lock needs a transaction")
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
-
-
-def try_advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> bool:
-    """advisory_xact_lock without waiting: whether this transaction now holds the lock."""
-    if not connections[using].in_atomic_block:
-        raise RuntimeError("try_advisory_xact_lock needs a transaction")
-    with connections[using].cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key])
-        return cursor.fetchone()[0]
-
 
 # The policy every tenant table grants to the owner role alone, admitting every row
 # while app.rls_bypass is on (tenancy.context.system_context).

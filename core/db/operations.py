@@ -1,9 +1,18 @@
-"""Migration operations for the DDL every tenant table needs (DESIGN.md section 7).
+"""Every custom migration operation, in one module: what our migrations import.
+
+- `Migration`, the base of our migrations: their locks wait at most
+  MIGRATION_LOCK_TIMEOUT (DESIGN.md section 8).
+- The DDL every tenant table needs (DESIGN.md section 7): `EnableTenantRLS`,
+  `AddReadPolicy`, `AddTenantForeignKey`.
+- Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
+  `drop_foreign_key`.
+- `PartitionByIdMonth` (DESIGN.md section 9; the partition logic is core.db.partitions).
 
 In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
 intention, reversible, free of app imports (tables are named, not models), and neutral to
-the migration state (the models do not describe row-level security or composite keys, so
-`makemigrations` never sees them). A migration then reads as a list of intentions:
+the migration state where the models do not describe what it does (row-level security,
+composite keys), so `makemigrations` never sees it. A migration then reads as a list of
+intentions:
 
     EnableTenantRLS("chunks"),
     AddTenantForeignKey("chunks", "chunks_document_tenant_fk", column="document_id",
@@ -11,14 +20,26 @@ the migration state (the models do not describe row-level security or composite 
 
 The policies use the functions of core.0001_tenant_context_functions; a migration using
 these operations depends on it.
+
+Why `Migration` sets a lock timeout: a DDL statement that waits for a strong lock (an
+ALTER TABLE behind one long-running transaction) makes every later query on that table
+queue behind it, so a migration stuck on a lock stops the application. With
+`lock_timeout` the statement fails instead, the migration rolls back (or, if not atomic,
+stops where it was), and `migrate` can be run again at a quieter moment. Every migration
+of our apps subclasses it instead of Django's; its SQL (`sqlmigrate`) then starts with the
+`SET lock_timeout` that squawk's require-lock-timeout rule looks for (`make lint`). Being
+the migration's own class, not an operation, it also covers `migrate <app> <earlier>`,
+whose operations run in reverse order.
 """
 
 from __future__ import annotations
 
-from django.db import router
+from django.conf import settings
+from django.db import migrations, models, router
 from django.db.migrations.operations.base import Operation
 
-from core.db import SYSTEM_BYPASS_POLICY
+from core.db.partitions import rebuild
+from core.db.roles import SYSTEM_BYPASS_POLICY
 
 TENANT_ISOLATION_POLICY = "tenant_isolation"
 TENANT_IN_CONTEXT = "tenant_id = ANY (app_current_tenant_ids())"
@@ -197,3 +218,141 @@ class AddTenantForeignKey(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return self.name
+
+
+class Migration(migrations.Migration):
+    """A migration whose statements give up after settings.MIGRATION_LOCK_TIMEOUT on a lock."""
+
+    def apply(self, project_state, schema_editor, collect_sql=False):
+        _set_lock_timeout(schema_editor)
+        state = super().apply(project_state, schema_editor, collect_sql)
+        _reset_lock_timeout(schema_editor)
+        return state
+
+    def unapply(self, project_state, schema_editor, collect_sql=False):
+        _set_lock_timeout(schema_editor)
+        state = super().unapply(project_state, schema_editor, collect_sql)
+        _reset_lock_timeout(schema_editor)
+        return state
+
+
+def _set_lock_timeout(schema_editor) -> None:
+    # In one transaction SET LOCAL ends with it, whether it commits or rolls back. A
+    # non-atomic migration commits statement by statement, so only the session can hold it.
+    scope = "LOCAL " if schema_editor.atomic_migration else ""
+    schema_editor.execute(f"SET {scope}lock_timeout = %s", [settings.MIGRATION_LOCK_TIMEOUT])
+
+
+def _reset_lock_timeout(schema_editor) -> None:
+    if not schema_editor.atomic_migration:
+        schema_editor.execute("RESET lock_timeout")
+
+
+class ReplaceUniqueConstraint(migrations.operations.base.Operation):
+    """Swap a unique constraint of a table that holds rows for `new`, without a long lock.
+
+    The new index is built CONCURRENTLY (so the migration must be `atomic = False`),
+    then one ALTER TABLE drops the old constraint and turns the index into the new one
+    (ADD CONSTRAINT ... USING INDEX: no second build, a brief lock). For plain-column,
+    non-partial constraints, the kind USING INDEX accepts. Reversible the same way.
+    """
+
+    reversible = True
+
+    def __init__(self, model_name: str, old: models.UniqueConstraint, new: models.UniqueConstraint):
+        self.model_name, self.old, self.new = model_name, old, new
+
+    def deconstruct(self):
+        return (self.__class__.__name__, [self.model_name, self.old, self.new], {})
+
+    def state_forwards(self, app_label, state):
+        state.remove_constraint(app_label, self.model_name.lower(), self.old.name)
+        state.add_constraint(app_label, self.model_name.lower(), self.new)
+
+    def _swap(self, app_label, schema_editor, state, drop, add) -> None:
+        model = state.apps.get_model(app_label, self.model_name)
+        quote = schema_editor.quote_name
+        table = quote(model._meta.db_table)
+        columns = ", ".join(quote(model._meta.get_field(name).column) for name in add.fields)
+        building = quote(f"{add.name}_building")
+        schema_editor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {building} ON {table} ({columns})")
+        schema_editor.execute(
+            f"ALTER TABLE {table} DROP CONSTRAINT {quote(drop.name)}, "
+            f"ADD CONSTRAINT {quote(add.name)} UNIQUE USING INDEX {building}"
+        )
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        self._swap(app_label, schema_editor, to_state, self.old, self.new)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        self._swap(app_label, schema_editor, to_state, self.new, self.old)
+
+    def describe(self):
+        return (
+            f"Replace unique constraint {self.old.name} with {self.new.name} on {self.model_name}"
+        )
+
+    @property
+    def migration_name_fragment(self):
+        return f"replace_{self.old.name}"
+
+
+def drop_foreign_key(
+    alter_field: migrations.AlterField, *, table: str, column: str, target: str
+) -> migrations.SeparateDatabaseAndState:
+    """`alter_field` (a ForeignKey turned db_constraint=False) with SQL that names no key.
+
+    Django's own operation finds the key's name by reading the database, so its
+    `sqlmigrate` output, read from a migrated database, drops nothing (and a replay of
+    it, as `make bench` does, keeps the key). This drops every single-column foreign key
+    on `column` found when it runs; backwards it declares the key again.
+    """
+    drop = f"""
+DO $$ DECLARE name text; BEGIN
+    FOR name IN SELECT conname FROM pg_constraint WHERE conrelid = '{table}'::regclass
+        AND contype = 'f' AND conkey = ARRAY[(SELECT attnum FROM pg_attribute
+            WHERE attrelid = '{table}'::regclass AND attname = '{column}')]
+    LOOP
+        EXECUTE format('ALTER TABLE {table} DROP CONSTRAINT %I', name);
+    END LOOP;
+END $$;
+"""
+    add = (
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
+        f"REFERENCES {target} (id) DEFERRABLE INITIALLY DEFERRED;"
+    )
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[migrations.RunSQL(sql=drop, reverse_sql=add)],
+        state_operations=[alter_field],
+    )
+
+
+class PartitionByIdMonth(migrations.operations.base.Operation):
+    """Turn an existing table into monthly partitions of its UUIDv7 id, rows and all.
+
+    Reversible: backwards rebuilds one plain table from the partitions. Either way the
+    table's constraints, indexes, triggers, row-level security and the foreign keys
+    pointing at it are read from the catalog and declared again (`rebuild`).
+    """
+
+    reversible = True
+
+    def __init__(self, table: str):
+        self.table = table
+
+    def deconstruct(self):
+        return (self.__class__.__name__, [self.table], {})
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        with schema_editor.connection.cursor() as cursor:
+            rebuild(cursor, self.table, partitioned=True, execute=schema_editor.execute)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        with schema_editor.connection.cursor() as cursor:
+            rebuild(cursor, self.table, partitioned=False, execute=schema_editor.execute)
+
+    def describe(self):
+        return f"Partition {self.table} by month of its UUIDv7 id"

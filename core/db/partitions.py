@@ -26,7 +26,6 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from django.db import migrations
 from psycopg import sql
 
 from core.ids import uuid7_floor
@@ -264,37 +263,6 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
     ]
     for statement in statements:
         execute(statement.as_string(cursor.connection), None)
-
-
-class PartitionByIdMonth(migrations.operations.base.Operation):
-    """Turn an existing table into monthly partitions of its UUIDv7 id, rows and all.
-
-    Reversible: backwards rebuilds one plain table from the partitions. Either way the
-    table's constraints, indexes, triggers, row-level security and the foreign keys
-    pointing at it are read from the catalog and declared again (`rebuild`).
-    """
-
-    reversible = True
-
-    def __init__(self, table: str):
-        self.table = table
-
-    def deconstruct(self):
-        return (self.__class__.__name__, [self.table], {})
-
-    def state_forwards(self, app_label, state):
-        pass
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        with schema_editor.connection.cursor() as cursor:
-            rebuild(cursor, self.table, partitioned=True, execute=schema_editor.execute)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        with schema_editor.connection.cursor() as cursor:
-            rebuild(cursor, self.table, partitioned=False, execute=schema_editor.execute)
-
-    def describe(self):
-        return f"Partition {self.table} by month of its UUIDv7 id"
 
 
 def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """System checks: the database must be PostgreSQL 18+ with pgvector 0.8+ (DESIGN.md §2).
 
 Registered under the `database` tag, so they run on `migrate` (which `make run`
-does first) and `check --database default`; `core.health` runs the same rules.
+does first) and `check --database default`; `core.ops.health` runs the same rules.
 """
 
 from django.core.checks import Error, Tags, register

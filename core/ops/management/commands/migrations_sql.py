@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.loader import MigrationLoader
 
-from core.db import owner_connection
+from core.db.connections import owner_connection
 
 SQUAWK_CONFIG = ".squawk.toml"
 
@@ -57,7 +57,7 @@ def accepted_rules() -> dict[str, list[str]]:
 def scratch_database() -> Iterator[None]:
     """The default connection on a database of its own, migrated, dropped afterwards.
 
-    Some operations read the catalog to write their SQL (core.partitioning rebuilds a
+    Some operations read the catalog to write their SQL (core.db.partitions rebuilds a
     table from its live definition), so sqlmigrate needs a migrated database. A scratch
     one, made and dropped by the owner role as the test databases are, lets `make lint`
     run on a fresh clone and never depends on, or touches, the database the app uses.

@@ -1,13 +1,13 @@
 """`manage.py db_metrics` (`make db-metrics`): sizes, cache hits, connections, dead tuples
-and the top statements of the database (core.metrics), as settings.DATABASE_METRICS."""
+and the top statements of the database (core.ops.metrics), as settings.DATABASE_METRICS."""
 
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core.backup import BackupError, _role
-from core.metrics import write_report
+from core.ops.backup import BackupError, _role
+from core.ops.metrics import write_report
 
 
 class Command(BaseCommand):

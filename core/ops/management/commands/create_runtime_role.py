@@ -11,14 +11,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from core.db import (
+from core.db.connections import owner_connection, owner_role_name, runtime_role_name
+from core.db.roles import (
     RoleSetupRefused,
     ensure_role_settings,
     ensure_runtime_role,
     grant_runtime_privileges,
-    owner_connection,
-    owner_role_name,
-    runtime_role_name,
 )
 
 

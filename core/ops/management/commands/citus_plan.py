@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from core.distribution import citus_plan, distribution_problems, read_tables
+from core.ops.distribution import citus_plan, distribution_problems, read_tables
 
 
 class Command(BaseCommand):

@@ -1,5 +1,5 @@
 """`backup`: a custom-format dump of the database and the local storages' files, with a
-checksum manifest (core.backup).
+checksum manifest (core.ops.backup).
 
 The last line printed is the dump's path, so scripts can take it with `tail -1`.
 """
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from core import backup
+from core.ops import backup
 
 
 class Command(BaseCommand):

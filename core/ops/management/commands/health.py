@@ -6,7 +6,7 @@ when all pass, 1 otherwise.
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.health import run_checks
+from core.ops.health import run_checks
 
 
 class Command(BaseCommand):

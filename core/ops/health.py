@@ -34,9 +34,10 @@ from health_check.base import HealthCheck, HealthCheckResult
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core import leakproof, partitioning, replicas, vector_work
-from core.checks import pgvector_problem, postgres_problem
-from core.db import runtime_role_name
+from core.db import partitions, replicas
+from core.db.connections import runtime_role_name
+from core.ops import leakproof, vector_work
+from core.ops.checks import pgvector_problem, postgres_problem
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class HnswIndexesValid(NamedCheck):
 class PartitionsAhead(NamedCheck):
     """Every monthly-partitioned table has this month's and next month's partition.
 
-    There is no default partition (core.partitioning), so an insert into a month
+    There is no default partition (core.db.partitions), so an insert into a month
     without one fails: this fails a month ahead, while `manage.py partitions --ahead N`
     (run it monthly) can still add it.
     """
@@ -222,8 +223,8 @@ class PartitionsAhead(NamedCheck):
     title = "Partitions of this month and the next in place"
 
     def run(self) -> None:
-        current = partitioning.month_start(timezone.now())
-        needed = [current, partitioning.add_months(current, 1)]
+        current = partitions.month_start(timezone.now())
+        needed = [current, partitions.add_months(current, 1)]
         with probe_cursor() as cursor:
             cursor.execute(
                 "SELECT relname::text FROM pg_class WHERE relkind = 'p' "
@@ -231,10 +232,10 @@ class PartitionsAhead(NamedCheck):
             )
             tables = [name for (name,) in cursor.fetchall()]
             missing = [
-                partitioning.partition_name(table, month)
+                partitions.partition_name(table, month)
                 for table in tables
                 for month in needed
-                if month not in partitioning.partitions(cursor, table)
+                if month not in partitions.partitions(cursor, table)
             ]
         if missing:
             raise ServiceUnavailable(
@@ -282,7 +283,7 @@ class RowLevelSecurityEnforced(NamedCheck):
 
 
 class LeakproofMarks(NamedCheck):
-    """The search operators behind the GIN indexes are marked LEAKPROOF (core.leakproof).
+    """The search operators behind the GIN indexes are marked LEAKPROOF (core.ops.leakproof).
 
     Without the marks nothing breaks loudly: full-text, tag and metadata searches just
     stop using their indexes under row-level security. A restore that forgot them is
@@ -382,7 +383,7 @@ class StorageWritable(NamedCheck):
 
 @dataclasses.dataclass(repr=False)
 class ReplicasLag(NamedCheck):
-    """Each read replica's lag (core.replicas, the router's own measurement).
+    """Each read replica's lag (core.db.replicas, the router's own measurement).
 
     Unhealthy only when replicas are set and none can take reads, every one unreachable
     or more than DATABASE_REPLICA_MAX_LAG behind: then reads have nowhere to go but the

