@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
+from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, ProgrammingError, connections
 from django.utils.module_loading import import_string
 from psycopg import errors, sql
 
@@ -138,6 +138,26 @@ def advisory_xact_lock(key: str, using: str = DEFAULT_DB_ALIAS) -> None:
         raise RuntimeError("advisory_xact_lock needs a transaction")
     with connections[using].cursor() as cursor:
         cursor.execute(f"SELECT {ADVISORY_XACT_LOCK_SQL}", [key])
+
+
+# The SQLSTATE with which a trigger refuses a write that the caller could have avoided
+# (a new row for a deleted project): `RAISE EXCEPTION '<what to fix>' USING ERRCODE =
+# WRITE_REFUSED_SQLSTATE, COLUMN = '<field>'`. Class 55, "object not in prerequisite
+# state", and a code of its own, so no other error is taken for one.
+WRITE_REFUSED_SQLSTATE = "55D01"
+
+
+def write_refusal(error: BaseException) -> ValidationError | None:
+    """The ValidationError naming the field that a trigger's refusal names, if `error` is one.
+
+    tenancy.context turns a refusal into it as the refused block leaves its savepoint, so
+    every service raises it, whichever statement the trigger refused.
+    """
+    cause = error.__cause__ if isinstance(error, DatabaseError) else None
+    diag = getattr(cause, "diag", None)
+    if diag is None or diag.sqlstate != WRITE_REFUSED_SQLSTATE:
+        return None
+    return ValidationError({diag.column_name or NON_FIELD_ERRORS: diag.message_primary})
 
 
 # The policy every tenant table grants to the owner role alone, admitting every row

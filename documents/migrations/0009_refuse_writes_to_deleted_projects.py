@@ -1,0 +1,28 @@
+"""A soft-deleted project takes no new rows here, refused by the database (DESIGN.md section 8).
+
+The `project_live` triggers (documents.models.project_live_trigger) read the project's
+row FOR SHARE and refuse, with the SQLSTATE services report as a ValidationError
+naming `project`, a row for a project that is deleted or gone.
+"""
+
+import core.safe_migration
+import pgtrigger.compiler
+import pgtrigger.migrations
+
+
+class Migration(core.safe_migration.Migration):
+
+    dependencies = [
+        ('documents', '0008_distribution_ready_keys'),
+    ]
+
+    operations = [
+        pgtrigger.migrations.AddTrigger(
+            model_name='document',
+            trigger=pgtrigger.compiler.Trigger(name='project_live', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (NEW.project_id IS NOT NULL)', declare='DECLARE deleted timestamptz;', func="SELECT p.deleted_at INTO deleted FROM projects p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id USING ERRCODE = '55D01', COLUMN = 'project'; END IF; IF deleted IS NOT NULL THEN RAISE EXCEPTION 'Project % was deleted; it takes no new %.', NEW.project_id, replace(TG_TABLE_NAME, '_', ' ') USING ERRCODE = '55D01', COLUMN = 'project'; END IF; RETURN NEW;", hash='b2735d5722005135620d278f716494f0672ecbce', operation='INSERT', pgid='pgtrigger_project_live_8cc94', table='documents', when='BEFORE')),
+        ),
+        pgtrigger.migrations.AddTrigger(
+            model_name='documentversion',
+            trigger=pgtrigger.compiler.Trigger(name='project_live', sql=pgtrigger.compiler.UpsertTriggerSql(declare='DECLARE deleted timestamptz;', func="SELECT p.deleted_at INTO deleted FROM projects p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id USING ERRCODE = '55D01', COLUMN = 'project'; END IF; IF deleted IS NOT NULL THEN RAISE EXCEPTION 'Project % was deleted; it takes no new %.', NEW.project_id, replace(TG_TABLE_NAME, '_', ' ') USING ERRCODE = '55D01', COLUMN = 'project'; END IF; RETURN NEW;", hash='d729a9349315bcb882fbb2bc6e0be5643670f973', operation='INSERT', pgid='pgtrigger_project_live_5c850', table='document_versions', when='BEFORE')),
+        ),
+    ]
