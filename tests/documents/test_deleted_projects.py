@@ -20,13 +20,14 @@ from django.db.models.expressions import DatabaseDefault
 
 from agents import services as agents
 from agents.models import AgentExecution, ChangeProposal, ConversationMessage
-from core.db import WRITE_REFUSED_SQLSTATE
+from core.db import WRITE_REFUSED_SQLSTATE, advisory_xact_lock
 from core.hashing import sha256_hex
 from documents import services as documents
 from documents.models import Document, DocumentVersion, Project
 from exports import services as exports
 from exports.models import Export
 from tenancy.context import tenant_context
+from tests.locks import row_lock_waiters, wait_for_lock_waiters
 from tests.storages import point_storages
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -399,3 +400,60 @@ def test_the_purge_racing_a_version_writer_and_a_proposal_apply_never_deadlocks(
         # (base_version: the version writer got there first; status: the purge did.)
         assert outcomes["apply"] in ("ok", ["project"], ["base_version"], ["status"]), outcomes
         assert outcomes["left"] == 0, outcomes
+
+
+def test_the_purge_and_an_apply_caught_mid_way_lock_in_one_order(tenant_a, project):
+    """The interleaving that deadlocked: an apply holding its proposal while its version
+    write waits (here on the document's advisory lock, held by this test), and the purge
+    starting meanwhile. The apply holds the project's row first, so the purge waits for
+    it instead of locking the project and then waiting for the proposal."""
+    proposal = new_proposal(tenant_a, project)
+    agents.change_proposal_approve(tenant=tenant_a, proposal=proposal)
+    soft_delete(tenant_a, project)
+    held, release = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def hold_the_documents_lock() -> None:
+        try:
+            with transaction.atomic():
+                advisory_xact_lock(f"document_versions:{project.pk}:about")
+                held.set()
+                release.wait(timeout=120)
+        finally:
+            connection.close()
+
+    def run(name: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+            outcomes[name] = "ok"
+        except ValidationError as error:
+            outcomes[name] = sorted(error.message_dict)
+        except Exception as error:  # noqa: BLE001 - reported below
+            outcomes[name] = error
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_documents_lock)
+    holder.start()
+    held.wait(timeout=120)
+    applier = threading.Thread(
+        target=run,
+        args=("apply", lambda: agents.change_proposal_apply(tenant=tenant_a, proposal=proposal)),
+    )
+    applier.start()
+    wait_for_lock_waiters(1, locktype="advisory")  # the apply, mid-way
+    purger = threading.Thread(
+        target=run,
+        args=("purge", lambda: documents.projects_purge_deleted(older_than=timedelta(0))),
+    )
+    purger.start()
+    while purger.is_alive() and not row_lock_waiters():
+        purger.join(timeout=0.05)  # the purge, behind the apply (a deadlock would end it)
+    assert purger.is_alive(), outcomes
+    release.set()
+    for thread in (holder, applier, purger):
+        thread.join()
+
+    assert outcomes == {"apply": ["project"], "purge": "ok"}
+    with tenant_context(tenant_a):
+        assert not Project.all_objects.filter(pk=project.pk).exists()
