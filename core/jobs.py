@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +27,28 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 DRY_RUN_HELP = "Report what the job would do and change nothing."
+
+
+class _Undo(Exception):
+    """Raised at the end of a dry run's transaction to roll it back."""
+
+
+@contextmanager
+def rolled_back_on_dry_run(dry_run: bool) -> Iterator[Callable[[], None]]:
+    """For a job whose exact effect is only known by doing it (DDL, cascades): wrap its
+    transaction's block and call the yielded `done()` last inside it; on a dry run that
+    rolls the transaction back, so the job reports what it did and nothing stays. It
+    takes the job's locks for as long as the transaction lasts, as the real run does.
+    """
+
+    def done() -> None:
+        if dry_run:
+            raise _Undo
+
+    try:
+        yield done
+    except _Undo:
+        pass
 
 
 @dataclass(frozen=True)
