@@ -45,14 +45,18 @@ def project_live_trigger(
         when=pgtrigger.Before,
         operation=operation,
         condition=pgtrigger.Condition(condition) if condition else None,
-        declare=[("deleted", "timestamptz")],
+        declare=[("deleted", "timestamptz"), ("project_name", "text")],
         func=(
-            "SELECT p.deleted_at INTO deleted FROM projects p "
+            "SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p "
             "WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; "
+            # A row of a tenant outside the transaction's context: row-level security's
+            # WITH CHECK refuses it after this trigger, in its own words.
+            "IF NOT FOUND AND NEW.tenant_id <> ALL (app_current_tenant_ids()) "
+            "AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; "
             "IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id "
             f"USING {_REFUSED}; END IF; "
-            "IF deleted IS NOT NULL THEN RAISE EXCEPTION 'Project % was deleted; it takes no "
-            "new %.', NEW.project_id, replace(TG_TABLE_NAME, '_', ' ') "
+            'IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it '
+            "takes no new %.', project_name, replace(TG_TABLE_NAME, '_', ' ') "
             f"USING {_REFUSED}; END IF; RETURN NEW;"
         ),
     )
