@@ -49,9 +49,10 @@ def project_live_trigger(
         func=(
             "SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p "
             "WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; "
-            # A row of a tenant outside the transaction's context: row-level security's
-            # WITH CHECK refuses it after this trigger, in its own words.
-            "IF NOT FOUND AND NEW.tenant_id <> ALL (app_current_tenant_ids()) "
+            # A row of a tenant outside the transaction's context (none set included):
+            # row-level security's WITH CHECK refuses it after this trigger, in its own
+            # words; where it does not apply, the composite foreign key has the last word.
+            "IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE "
             "AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; "
             "IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id "
             f"USING {_REFUSED}; END IF; "
