@@ -45,6 +45,7 @@ from documents.models import DocumentVersion
 from documents.services import (
     VersionConflict,
     document_version_create,
+    project_share_lock,
     validate_version_content,
 )
 from tenancy.context import require_tenant, tenant_context
@@ -220,6 +221,10 @@ def change_proposal_apply(*, tenant, proposal: ChangeProposal, by=None) -> Chang
     tenant_id = require_tenant(tenant, proposal=proposal)
     refusal: dict[str, list[str]] | None = None
     with tenant_context(tenant_id):
+        # The project's row first, as every writer of a project's rows and the purge
+        # lock it (FOR SHARE here, FOR UPDATE there, before the proposals it deletes):
+        # one order, so applying and purging never deadlock.
+        project_share_lock(tenant_id=tenant_id, project_id=proposal.project_id)
         # Appliers of one proposal queue here; the next one finds it applied.
         current = (
             ChangeProposal.objects.select_for_update(of=("self",))

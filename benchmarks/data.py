@@ -181,6 +181,14 @@ def _load(
         cursor.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(name))
 
 
+def _soft_delete(conn: psycopg.Connection, project_ids: list[uuid.UUID], now: datetime) -> None:
+    """Soft-delete the projects after their rows were loaded, as the service would."""
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute("ALTER TABLE projects NO FORCE ROW LEVEL SECURITY")
+        cursor.execute("UPDATE projects SET deleted_at = %s WHERE id = ANY(%s)", [now, project_ids])
+        cursor.execute("ALTER TABLE projects FORCE ROW LEVEL SECURITY")
+
+
 def _split(total: int, minimum: int = 1) -> list[int]:
     """`total` rows shared out by TENANT_SHARES, each tenant getting at least `minimum`."""
     return [max(minimum, round(total * share)) for _slug, share in TENANT_SHARES]
@@ -191,7 +199,11 @@ def _past(rng: random.Random, now: datetime, days: int = HISTORY_DAYS) -> dateti
 
 
 def _project_rows(
-    rng: random.Random, tenants: list[TenantData], scale: Scale, now: datetime
+    rng: random.Random,
+    tenants: list[TenantData],
+    scale: Scale,
+    now: datetime,
+    deleted_ids: list[uuid.UUID],
 ) -> Iterator[tuple]:
     for data, count in zip(tenants, _split(scale.projects, minimum=2), strict=True):
         for number in range(count):
@@ -200,7 +212,10 @@ def _project_rows(
             topic = rng.choice(TOPICS)
             created = _past(rng, now)
             # The first project of each tenant stays live: the read paths ask for it.
-            deleted = number > 0 and rng.random() < DELETED_PROJECT_SHARE
+            # Deleted once their rows are loaded (_soft_delete): a deleted project takes
+            # no new rows.
+            if number > 0 and rng.random() < DELETED_PROJECT_SHARE:
+                deleted_ids.append(project_id)
             yield (
                 project_id,
                 created,
@@ -211,7 +226,7 @@ def _project_rows(
                 rng.randint(1, 4),
                 "en",
                 {"topic": topic, "priority": rng.randint(1, 5), "source": "bench"},
-                now if deleted else None,
+                None,
             )
 
 
@@ -372,6 +387,7 @@ def generate(
         email="bench-admin@bench.example.com", password=uuid.uuid4().hex, name="Bench admin"
     )
     progress("projects")
+    deleted_ids: list[uuid.UUID] = []
     _load(
         conn,
         "projects",
@@ -387,7 +403,7 @@ def generate(
             "metadata",
             "deleted_at",
         ],
-        _project_rows(rng, tenants, scale, now),
+        _project_rows(rng, tenants, scale, now, deleted_ids),
     )
     hot_project_id = tenants[0].project_ids[0]
     progress("document versions")
@@ -472,6 +488,7 @@ def generate(
         _execution_rows(rng, tenants, scale, now),
         without_user_triggers=True,
     )
+    _soft_delete(conn, deleted_ids, now)
     return Dataset(
         tenants=tenants,
         superuser=superuser,

@@ -358,6 +358,16 @@ DOCUMENT_VERSION_MAX_BYTES = env.int("DOCUMENT_VERSION_MAX_BYTES", default=5 * 1
 # A document left in `processing` this long (a worker died) may be processed again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
 
+# System jobs (core.jobs): each grace period or lease they wait out, read when they run.
+# purge_deleted removes projects soft-deleted more than this many days ago (its --days).
+PURGE_DELETED_PROJECTS_AFTER_DAYS = env.int("PURGE_DELETED_PROJECTS_AFTER_DAYS", default=30)
+# Both purges sweep a stored file whose row is gone once nothing in its folder changed for
+# this long: a writer stores its file before its transaction commits the row.
+ORPHAN_FILE_GRACE_SECONDS = env.int("ORPHAN_FILE_GRACE_SECONDS", default=3600)
+# An export still pending or running this long after its last change was left by a build
+# that died (a crash, a killed process): purge_exports marks it failed, saying so.
+EXPORT_BUILD_LEASE_SECONDS = env.int("EXPORT_BUILD_LEASE_SECONDS", default=900)
+
 # Longest traceback kept in an execution_errors record, in characters; a longer one keeps
 # its end (agents.services.bounded_traceback).
 EXECUTION_ERROR_TRACEBACK_MAX_CHARS = env.int("EXECUTION_ERROR_TRACEBACK_MAX_CHARS", default=20_000)

@@ -23,6 +23,7 @@ from django.core.files.storage import Storage
 from django.db.models import Model, Q, QuerySet
 
 from core.db.roles import require_sees_every_row
+from core.jobs import JobSummary
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +86,11 @@ def delete_file(storage: Storage, key: str) -> None:
 
 
 @dataclass(frozen=True)
-class OrphanSweep:
+class OrphanSweep(JobSummary):
     """What sweep_orphan_folders deleted, or would delete on a dry run."""
 
-    dry_run: bool
+    # The storage's folder swept: ROOT/<tenant_id>/<row_id>.
+    root: str
     # ROOT/<tenant_id>/<row_id> folders found in the storage.
     folders_checked: int
     # The folders without a row whose files went (or would go).
@@ -96,6 +98,13 @@ class OrphanSweep:
     files_deleted: int
     # Folders without a row kept because something in them changed after the cutoff.
     recent_folders_kept: int
+
+    def report(self) -> list[str]:
+        verb = "Would delete" if self.dry_run else "Deleted"
+        return [
+            f"{verb} {self.files_deleted} file(s) in {len(self.orphan_folders)} folder(s) of "
+            f"{self.root}/ whose row is gone ({self.recent_folders_kept} recent folder(s) kept)."
+        ]
 
 
 def _canonical_uuid(name: str) -> uuid.UUID | None:
@@ -233,6 +242,7 @@ def sweep_orphan_folders(
         )
     return OrphanSweep(
         dry_run=dry_run,
+        root=root,
         folders_checked=len(folders),
         orphan_folders=tuple(orphans),
         files_deleted=files_deleted,

@@ -21,6 +21,49 @@ EMBEDDING_DIMENSION = 1536
 SEARCH_CONFIG = "english"
 
 
+# core.db.errors.WRITE_REFUSED_SQLSTATE: the refusal services report as a ValidationError.
+_REFUSED = "ERRCODE = '55D01', COLUMN = 'project'"
+
+
+def project_live_trigger(
+    name: str = "project_live",
+    *,
+    operation: pgtrigger.Operation = pgtrigger.Insert,
+    condition: str | None = None,
+) -> pgtrigger.Trigger:
+    """BEFORE trigger refusing a row for a project that is soft-deleted or gone.
+
+    For the tables of what a project takes after its creation (versions, proposals,
+    runs, messages, uploads, exports), whoever writes: DESIGN.md section 8. It reads the
+    project's row FOR SHARE, which conflicts with the FOR NO KEY UPDATE of
+    project_soft_delete's UPDATE and the FOR UPDATE of the purge: a write racing a
+    delete either commits first (the delete waits for it) or waits for the delete and,
+    in READ COMMITTED, sees its deleted_at. By tenant and id, so on a distributed
+    cluster the lock stays on the tenant's shard.
+    """
+    return pgtrigger.Trigger(
+        name=name,
+        when=pgtrigger.Before,
+        operation=operation,
+        condition=pgtrigger.Condition(condition) if condition else None,
+        declare=[("deleted", "timestamptz"), ("project_name", "text")],
+        func=(
+            "SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p "
+            "WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; "
+            # A row of a tenant outside the transaction's context (none set included):
+            # row-level security's WITH CHECK refuses it after this trigger, in its own
+            # words; where it does not apply, the composite foreign key has the last word.
+            "IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE "
+            "AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; "
+            "IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id "
+            f"USING {_REFUSED}; END IF; "
+            'IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it '
+            "takes no new %.', project_name, replace(TG_TABLE_NAME, '_', ' ') "
+            f"USING {_REFUSED}; END IF; RETURN NEW;"
+        ),
+    )
+
+
 class ProjectQuerySet(models.QuerySet):
     def for_tenant(self, tenant) -> "ProjectQuerySet":
         return self.filter(tenant=tenant)
@@ -211,6 +254,7 @@ class DocumentVersion(TenantOwnedModel):
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,
+            project_live_trigger(),
             pgtrigger.Trigger(
                 name="versions_immutable",
                 when=pgtrigger.Before,
@@ -307,6 +351,10 @@ class Document(TenantOwnedModel):
             GinIndex(fields=["metadata"], name="documents_metadata_gin"),
             # The admin's search by title, of documents and of their chunks (ILIKE '%term%').
             GinIndex(fields=["title"], name="documents_title_trgm", opclasses=["gin_trgm_ops"]),
+        ]
+        triggers = [
+            *TenantOwnedModel.Meta.triggers,
+            project_live_trigger(condition="NEW.project_id IS NOT NULL"),
         ]
 
     def __str__(self) -> str:

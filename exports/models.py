@@ -1,5 +1,6 @@
 """Export jobs and the files they produce."""
 
+import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MinValueValidator
@@ -10,6 +11,7 @@ from django.db.models.expressions import RawSQL
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import related_label
+from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
 
@@ -107,6 +109,18 @@ class Export(TenantOwnedModel):
             models.Index(fields=["tenant", "project"], name="exports_tenant_project_idx"),
             models.Index(fields=["created_by"], name="exports_creator_idx"),
             GinIndex(fields=["manifest"], name="exports_manifest_gin"),
+        ]
+        triggers = [
+            *TenantOwnedModel.Meta.triggers,
+            project_live_trigger(),
+            # Building (running) and finishing (completed) are writes of the project's
+            # export too: a build the project's deletion overtook cannot complete.
+            project_live_trigger(
+                "project_live_build",
+                operation=pgtrigger.Update,
+                condition="NEW.status IN ('running', 'completed') "
+                "AND OLD.status IS DISTINCT FROM NEW.status",
+            ),
         ]
 
     def __str__(self) -> str:

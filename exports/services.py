@@ -29,6 +29,7 @@ from core.db.roles import require_sees_every_row
 from core.files import delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7
+from core.jobs import JobSummary, job_cutoff, job_duration
 from documents.models import Project
 from documents.selectors import latest_versions
 from exports import builders
@@ -72,10 +73,16 @@ def _transition(export: Export, *, expected: tuple[str, ...], **changes) -> Expo
     return row
 
 
+def _failure_message(error: Exception) -> str:
+    if isinstance(error, ExportBuildError):
+        return str(error)
+    if isinstance(error, ValidationError):  # the database refused it: the project went
+        return " ".join(error.messages)
+    return f"{type(error).__name__}: {error}"
+
+
 def _mark_failed(export: Export, error: Exception) -> Export:
-    message = (
-        str(error) if isinstance(error, ExportBuildError) else f"{type(error).__name__}: {error}"
-    )
+    message = _failure_message(error)
     try:
         return _transition(
             export,
@@ -136,8 +143,10 @@ def _build(export: Export, project: Project) -> Export:
             completed_at=timezone.now(),
         )
     except Exception as error:
-        if isinstance(error, ExportBuildError):
-            logger.warning("export failed: %s", error, extra={"export_id": str(export.pk)})
+        if isinstance(error, ExportBuildError | ValidationError):
+            logger.warning(
+                "export failed: %s", _failure_message(error), extra={"export_id": str(export.pk)}
+            )
         else:
             logger.exception("export failed", extra={"export_id": str(export.pk)})
         if written:
@@ -148,7 +157,13 @@ def _build(export: Export, project: Project) -> Export:
                     "could not delete the file of a failed export",
                     extra={"export_id": str(export.pk), "storage_key": export.storage_key},
                 )
-        return _mark_failed(export, error)
+        failed = _mark_failed(export, error)
+        if isinstance(error, ValidationError):
+            # The project was deleted while the export was built (the export's
+            # project_live_build trigger refused running or completed): refused as a
+            # new export of it would be, once the row says why it failed.
+            raise
+        return failed
     logger.info(
         "export completed",
         extra={"export_id": str(export.pk), "size_bytes": export.size_bytes},
@@ -175,7 +190,7 @@ def export_create(
     other processes see the export pending, then running. Inside a caller's
     transaction the steps are savepoints, visible to others only when the caller
     commits; if the caller rolls back, the row goes but the written file stays, and
-    `purge_exports` sweeps it once it is older than ORPHAN_GRACE.
+    `purge_exports` sweeps it once it is older than ORPHAN_FILE_GRACE_SECONDS.
     """
     tenant_id = require_tenant(tenant, project=project)
     if format not in ExportFormat.values:
@@ -184,8 +199,9 @@ def export_create(
         )
     if ttl is not None and ttl <= timedelta(0):
         raise ValidationError({"ttl": "The time to live must be positive."})
-    if project.deleted_at is not None:
-        raise ValidationError({"project": "A deleted project cannot be exported."})
+    # Whether the project is deleted is the database's to say, under the project's row
+    # lock (the exports' project_live trigger), not the caller's copy's, which may be
+    # stale: a ValidationError naming `project`.
     with tenant_context(tenant_id):
         export = Export(tenant_id=tenant_id, project=project, format=format, created_by=by)
         if ttl is not None:
@@ -247,23 +263,42 @@ def export_download(*, tenant, export: Export) -> tuple[File, str, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class PurgeSummary:
+class PurgeSummary(JobSummary):
     """What a purge did (or, in a dry run, would do)."""
 
-    dry_run: bool
     expired: int = 0
+    # Builds left pending or running past EXPORT_BUILD_LEASE_SECONDS, marked failed.
+    abandoned_failed: int = 0
     files_deleted: int = 0
     files_missing: int = 0
     files_kept: int = 0  # still referenced by an export that is not expired
     orphans_deleted: int = 0  # folders of exports that no longer exist
     orphan_files_deleted: int = 0
-    orphans_kept: int = 0  # orphaned folders modified within ORPHAN_GRACE
+    orphans_kept: int = 0  # orphaned folders changed within ORPHAN_FILE_GRACE_SECONDS
+
+    def report(self) -> list[str]:
+        expire, fail, delete, sweep = (
+            ("Would expire", "would fail", "would delete", "Would sweep")
+            if self.dry_run
+            else ("Expired", "failed", "deleted", "Swept")
+        )
+        return [
+            f"{expire} {self.expired} export(s); {fail} {self.abandoned_failed} abandoned "
+            f"build(s) (pending or running past EXPORT_BUILD_LEASE_SECONDS); {delete} "
+            f"{self.files_deleted} file(s), {self.files_missing} already missing, "
+            f"{self.files_kept} kept (still used by a live export).",
+            f"{sweep} {self.orphans_deleted} orphaned folder(s) ({self.orphan_files_deleted} "
+            f"file(s)) of exports that no longer exist; {self.orphans_kept} kept (changed "
+            "within ORPHAN_FILE_GRACE_SECONDS).",
+        ]
 
 
 PURGE_BATCH_SIZE = 1000  # ids per query, well under PostgreSQL's parameter limit
-# An export folder without a row is swept only once nothing in it changed for this long:
-# a build inside a transaction not yet committed writes its file before its row shows.
-ORPHAN_GRACE = timedelta(hours=1)
+ABANDONED_BUILD_MESSAGE = (
+    "The build did not finish: the export stayed {status} longer than "
+    "EXPORT_BUILD_LEASE_SECONDS ({seconds} s) after its last change, as when the process "
+    "building it dies. Create the export again."
+)
 
 
 def _due(now: datetime) -> Q:
@@ -284,22 +319,60 @@ def expired_exports_due(now: datetime) -> QuerySet[Export]:
     return Export.objects.filter(_due(now)).order_by("id")
 
 
-def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
-    """Mark every export past its expiry expired and delete its file, across all tenants.
+def abandoned_exports(*, now: datetime, changed_before: datetime) -> QuerySet[Export]:
+    """Builds that died: pending or running, unchanged since `changed_before`, not due at
+    `now`; the rows exports_purge_expired marks failed, in the order it locks them."""
+    return Export.objects.filter(
+        status__in=UNFINISHED_STATUSES, updated_at__lte=changed_before, expires_at__gt=now
+    ).order_by("id")
 
-    A system job: runs in `system_context`, so call it outside any transaction.
+
+def _fail_abandoned(rows: list[tuple], lease: timedelta) -> None:
+    """Mark builds that died pending or running failed, with the reason, keeping no file."""
+    for status in UNFINISHED_STATUSES:
+        ids = [pk for pk, _key, row_status in rows if row_status == status]
+        for start in range(0, len(ids), PURGE_BATCH_SIZE):
+            Export.objects.filter(
+                pk__in=ids[start : start + PURGE_BATCH_SIZE], status=status
+            ).update(
+                status=ExportStatus.FAILED,
+                error_message=ABANDONED_BUILD_MESSAGE.format(
+                    status=status, seconds=int(lease.total_seconds())
+                ),
+                storage_key="",
+                manifest={},
+                sha256="",
+                size_bytes=0,
+                completed_at=None,
+            )
+
+
+def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
+    """Mark every export past its expiry expired and delete its file, across all tenants;
+    fail the builds that died.
+
+    A system job (core.jobs): runs in `system_context`, so call it outside any
+    transaction. An export still pending or running EXPORT_BUILD_LEASE_SECONDS after its
+    last change (its build's process died: a live build changes it within seconds) and
+    not yet due is marked failed, with the reason in error_message, and its file, if the
+    build wrote one, is deleted.
     Idempotent (expired rows are not selected again). A file is kept while any other
     export that is not expired points at it; a file already gone is counted as
     missing and its row is still expired. Files are deleted before the rows commit:
     if the commit fails, the next run finds the rows again and the files missing.
 
     Then it sweeps orphans: folders exports/<tenant_id>/<export_id>/ whose export row
-    no longer exists, unless something in them changed within ORPHAN_GRACE of `now`
-    (a build whose transaction has not committed yet). A dry run deletes nothing.
+    no longer exists, unless something in them changed within ORPHAN_FILE_GRACE_SECONDS
+    of `now` (a build whose transaction has not committed yet). A dry run deletes
+    nothing. A `now` so far from today that the lease or the grace reaches outside the
+    dates Python holds is refused with a ValidationError naming `now`.
     Raises ImproperlyConfigured, changing nothing, where the bypass does not admit the
     owner role's connection, since every export would then look gone.
     """
     now = now or timezone.now()
+    lease = job_duration("EXPORT_BUILD_LEASE_SECONDS")
+    abandoned_before = job_cutoff(now, lease, field="now")
+    orphans_before = job_cutoff(now, job_duration("ORPHAN_FILE_GRACE_SECONDS"), field="now")
     storage = _storage()
     deleted = missing = 0
     with system_context("purge_exports"):
@@ -307,12 +380,23 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
         due = expired_exports_due(now)
         locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
         rows = list(locked.values_list("id", "storage_key"))
-        # Keys a live export (neither expired nor due) also points at: only a copied row
-        # can share a key, but a live export's file must never go. One semi-join.
+        # Builds that died: unfinished, unchanged for the lease, not due yet (the due
+        # ones are expired above). Through exports_unfinished_expiry_idx (few rows).
+        stale = abandoned_exports(now=now, changed_before=abandoned_before)
+        stale = stale if dry_run else stale.select_for_update(skip_locked=True)
+        abandoned = list(stale.values_list("id", "storage_key", "status"))
+        abandoned_ids = [pk for pk, _key, _status in abandoned]
+        # Keys a live export (neither expired nor due nor abandoned) also points at: only
+        # a copied row can share a key, but a live export's file must never go.
+        gone = due.exclude(storage_key="").order_by().values("storage_key")
         live_keys = set(
             Export.objects.exclude(status=ExportStatus.EXPIRED)
             .exclude(_due(now))
-            .filter(storage_key__in=due.exclude(storage_key="").order_by().values("storage_key"))
+            .exclude(pk__in=abandoned_ids)
+            .filter(
+                Q(storage_key__in=gone)
+                | Q(storage_key__in=[key for _pk, key, _status in abandoned if key])
+            )
             .values_list("storage_key", flat=True)
         )
         if not dry_run:
@@ -321,7 +405,8 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
                 Export.objects.filter(pk__in=ids[start : start + PURGE_BATCH_SIZE]).update(
                     status=ExportStatus.EXPIRED
                 )
-        keys = {key for _, key in rows if key}
+            _fail_abandoned(abandoned, lease)
+        keys = {key for _, key in rows if key} | {key for _pk, key, _status in abandoned if key}
         for key in sorted(keys - live_keys):
             if not storage.exists(key):
                 missing += 1
@@ -335,13 +420,14 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
             storage=storage,
             root=FOLDER_ROOT,
             rows=Export.objects.all(),
-            cutoff=now - ORPHAN_GRACE,
+            cutoff=orphans_before,
             dry_run=dry_run,
             job="purge_exports",
         )
     summary = PurgeSummary(
         dry_run=dry_run,
         expired=len(rows),
+        abandoned_failed=len(abandoned),
         files_deleted=deleted,
         files_missing=missing,
         files_kept=len(keys & live_keys),

@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from core.db.connections import begins_transaction, owner_connection
+from core.db.errors import write_refusal
 from core.db.replicas import replica_scope
 
 logger = logging.getLogger(__name__)
@@ -97,15 +98,26 @@ def _scoped_settings(values: dict[str, str], using: str) -> Iterator[dict[str, s
     """
     connection = connections[using]
     owns_transaction = begins_transaction(using)
-    with transaction.atomic(using=using):
-        with connection.cursor() as cursor:
-            previous = _apply(cursor, values, read=() if owns_transaction else _READ_WHEN_NESTED)
-        with replica_scope(values, using=using):
-            yield previous
-        if owns_transaction or connection.needs_rollback:
-            return
-        with connection.cursor() as cursor:
-            _apply(cursor, {name: previous[name] for name in _SCOPE_SETTINGS})
+    try:
+        with transaction.atomic(using=using):
+            with connection.cursor() as cursor:
+                read = () if owns_transaction else _READ_WHEN_NESTED
+                previous = _apply(cursor, values, read=read)
+            with replica_scope(values, using=using):
+                yield previous
+            if owns_transaction or connection.needs_rollback:
+                return
+            with connection.cursor() as cursor:
+                _apply(cursor, {name: previous[name] for name in _SCOPE_SETTINGS})
+    except DatabaseError as error:
+        # Every service writes in a tenant context: the one place where a trigger's
+        # refusal (a new row for a deleted project) becomes the ValidationError naming
+        # the field, once the block's savepoint has undone the refused write, so the
+        # caller's transaction stays usable.
+        refusal = write_refusal(error)
+        if refusal is None:
+            raise
+        raise refusal from error
 
 
 def _refuse_widening(previous: dict[str, str], ids: list[uuid.UUID]) -> None:

@@ -31,3 +31,16 @@ def wait_for_lock_waiters(count: int = 1, *, locktype: str = "advisory", timeout
         if time.monotonic() > deadline:
             pytest.fail(f"no session waited for an {locktype} lock within {timeout} s")
         time.sleep(0.05)
+
+
+def row_lock_waiters() -> int:
+    """Sessions waiting for another transaction's row lock (on its transaction id).
+
+    pg_locks gives a transaction id lock no database, so these are counted server-wide:
+    each worktree's tests have their own server.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+        )
+        return cursor.fetchone()[0]

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models.executions import AgentExecution
+from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
 
@@ -69,6 +70,7 @@ class ConversationMessage(TenantOwnedModel):
                 fields=["execution", "tenant", "position"], name="conv_messages_execution_idx"
             ),
         ]
+        triggers = [*TenantOwnedModel.Meta.triggers, project_live_trigger()]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.position}"

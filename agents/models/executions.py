@@ -10,6 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
 
@@ -180,6 +181,7 @@ class AgentExecution(TenantOwnedModel):
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,
+            project_live_trigger(),
             # Only the lifecycle's transitions; terminal states are final. An unchanged
             # status passes, so e.g. produced_version's ON DELETE SET NULL still works.
             pgtrigger.Trigger(

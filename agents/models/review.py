@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from agents.models.executions import AgentExecution
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
-from documents.models import DocumentType
+from documents.models import DocumentType, project_live_trigger
 from tenancy.models import TenantOwnedModel
 
 
@@ -186,6 +186,7 @@ class ChangeProposal(TenantOwnedModel):
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,
+            project_live_trigger(),
             # A new proposal waits for review.
             pgtrigger.Trigger(
                 name="proposal_status_initial",

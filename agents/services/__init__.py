@@ -21,6 +21,7 @@ from agents.proposals import (
 from agents.services.executions import RETRYABLE_STATUSES, execution_create, execution_retry
 from agents.services.history import (
     EXECUTIONS_TABLE,
+    PartitionsSummary,
     execution_history_retain,
     execution_partitions_ensure,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "execution_create",
     "execution_fail",
     "execution_finish",
+    "PartitionsSummary",
     "execution_history_retain",
     "execution_partitions_ensure",
     "execution_record_sources",

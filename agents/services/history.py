@@ -6,6 +6,7 @@ Creating the coming months' partitions, and dropping the months past retention.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -15,6 +16,7 @@ from django.utils import timezone
 from agents.models import AgentExecution, ChangeProposal
 from core.db import partitions
 from core.ids import uuid7_floor
+from core.jobs import JobSummary, rolled_back_on_dry_run
 from tenancy.context import system_context
 
 logger = logging.getLogger(__name__)
@@ -22,22 +24,49 @@ logger = logging.getLogger(__name__)
 EXECUTIONS_TABLE = AgentExecution._meta.db_table
 
 
-def execution_partitions_ensure(*, ahead: int, now: datetime | None = None) -> list[str]:
+@dataclass(frozen=True)
+class PartitionsSummary(JobSummary):
+    """What the partitions job created and removed, or would on a dry run."""
+
+    created: list[str]
+    # Rows removed or cleared per table; None when no retention was asked for.
+    removed: dict[str, int] | None = None
+
+    def report(self) -> list[str]:
+        created, removed = (
+            ("would create", "would remove") if self.dry_run else ("created", "removed")
+        )
+        lines = [f"{created}: {', '.join(self.created) or 'none (all present)'}"]
+        if self.removed is not None:
+            shown = ", ".join(f"{table} {n}" for table, n in sorted(self.removed.items()))
+            lines.append(f"{removed}: {shown or 'nothing older than the months kept'}")
+        return lines
+
+
+def execution_partitions_ensure(
+    *, ahead: int, now: datetime | None = None, dry_run: bool = False
+) -> list[str]:
     """Create agent_executions' partitions from this month to `ahead` months on; the new ones.
 
-    Idempotent. As the owner (system_context): only the owner may create partitions.
+    Idempotent. As the owner (system_context): only the owner may create partitions. A
+    dry run creates them in a transaction it rolls back (core.jobs.rolled_back_on_dry_run).
     """
     if isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 120:
         raise ValidationError({"ahead": "A whole number of months from 0 to 120."})
     current = partitions.month_start(now or timezone.now())
-    with system_context("create agent_executions partitions"):
-        with connection.cursor() as cursor:
-            return partitions.ensure_months(
-                cursor, EXECUTIONS_TABLE, current, partitions.add_months(current, ahead)
-            )
+    with rolled_back_on_dry_run(dry_run) as done:
+        with system_context("create agent_executions partitions"):
+            with connection.cursor() as cursor:
+                created = partitions.ensure_months(
+                    cursor, EXECUTIONS_TABLE, current, partitions.add_months(current, ahead)
+                )
+            done()
+    return created
 
 
-def execution_history_retain(*, months: int, now: datetime | None = None) -> dict[str, int]:
+def execution_history_retain(
+    *, months: int, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, int]:
     """Remove the run history older than the last `months` months (this one included).
 
     Whole months: their partitions are detached and dropped, and everything that
@@ -46,13 +75,15 @@ def execution_history_retain(*, months: int, now: datetime | None = None) -> dic
     keep their row without the execution). Refused, changing nothing, while a change
     proposal under review (pending, approved) comes from one of those executions or an
     export is being built (pending, running) for a project that has some. One
-    transaction: all of it or nothing. Returns the rows removed or cleared per table.
+    transaction: all of it or nothing. Returns the rows removed or cleared per table. A
+    dry run does it all in that transaction and rolls it back (exact counts, the same
+    brief locks).
     """
     if isinstance(months, bool) or not isinstance(months, int) or months < 1:
         raise ValidationError({"retain_months": "A whole number of months, 1 or more."})
     cutoff = partitions.add_months(partitions.month_start(now or timezone.now()), 1 - months)
     upper = uuid7_floor(cutoff)
-    with system_context("agent_executions retention"):
+    with rolled_back_on_dry_run(dry_run) as done, system_context("agent_executions retention"):
         # The lock first: no execution of those months may appear, nor be pointed at by
         # a new proposal, between the checks and the drop.
         with connection.cursor() as cursor:
@@ -82,5 +113,10 @@ def execution_history_retain(*, months: int, now: datetime | None = None) -> dic
             )
         with connection.cursor() as cursor:
             removed = partitions.drop_months_before(cursor, EXECUTIONS_TABLE, cutoff)
-    logger.info("execution history retained", extra={"cutoff": cutoff.isoformat(), **removed})
+        done()
+    logger.info(
+        "execution history %s",
+        "retention dry run" if dry_run else "retained",
+        extra={"cutoff": cutoff.isoformat(), **removed},
+    )
     return removed

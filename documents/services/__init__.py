@@ -23,10 +23,11 @@ from documents.services.projects import (
     PurgeSummary,
     project_create,
     project_restore,
+    project_share_lock,
     project_soft_delete,
     projects_purge_deleted,
 )
-from documents.services.sweep import ORPHAN_FILE_GRACE, documents_sweep_orphan_files
+from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
 from documents.services.uploads import DOCUMENTS_FOLDER, document_create, document_delete
 from documents.services.versions import (
@@ -41,7 +42,6 @@ __all__ = [
     "ERROR_MESSAGE_MAX_LENGTH",
     "INSERT_CHUNKS_SQL",
     "IngestionError",
-    "ORPHAN_FILE_GRACE",
     "PurgeSummary",
     "REEMBED_BATCH_SIZE",
     "ReembedProgress",
@@ -56,6 +56,7 @@ __all__ = [
     "project_create",
     "project_create_from_template",
     "project_restore",
+    "project_share_lock",
     "project_soft_delete",
     "project_template_create",
     "projects_purge_deleted",

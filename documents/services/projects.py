@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Count
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
 from core.db.roles import require_sees_every_row
+from core.jobs import JobSummary, job_cutoff, job_duration
 from documents.models import (
     Project,
 )
@@ -67,6 +68,20 @@ def project_restore(*, tenant, project: Project) -> Project:
     return project
 
 
+def project_share_lock(*, tenant_id: uuid.UUID, project_id: uuid.UUID) -> None:
+    """Hold the project's row FOR SHARE until the transaction ends.
+
+    The lock of every writer of a project's rows (the project_live triggers take it at
+    their insert): a writer that must lock other rows first, rows the purge deletes
+    after locking the project, takes this one before them, so both lock in one order.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM projects WHERE tenant_id = %s AND id = %s FOR SHARE",
+            [tenant_id, project_id],
+        )
+
+
 def _save_deleted_at(project: Project) -> None:
     project.full_clean()
     project.save(update_fields=["deleted_at"])
@@ -75,11 +90,10 @@ def _save_deleted_at(project: Project) -> None:
 
 
 @dataclass(frozen=True)
-class PurgeSummary:
+class PurgeSummary(JobSummary):
     """What projects_purge_deleted removed, or would remove on a dry run."""
 
     cutoff: datetime
-    applied: bool
     # Tenant slug -> projects purged.
     projects_by_tenant: dict[str, int]
     # Model label ("documents.DocumentVersion") -> rows deleted with the projects.
@@ -88,6 +102,15 @@ class PurgeSummary:
     @property
     def total_projects(self) -> int:
         return sum(self.projects_by_tenant.values())
+
+    def report(self) -> list[str]:
+        verb = "Would delete" if self.dry_run else "Deleted"
+        return [
+            f"{verb} {self.total_projects} project(s) soft-deleted before "
+            f"{self.cutoff.isoformat()}.",
+            *(f"  tenant {slug}: {n} project(s)" for slug, n in self.projects_by_tenant.items()),
+            *(f"  {label}: {n} row(s)" for label, n in sorted(self.rows_by_model.items())),
+        ]
 
 
 def _rows_to_delete(queryset) -> dict[str, int]:
@@ -103,27 +126,36 @@ def _rows_to_delete(queryset) -> dict[str, int]:
 
 
 def projects_purge_deleted(
-    *, older_than: timedelta, apply: bool, now: datetime | None = None
+    *,
+    older_than: timedelta | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
 ) -> PurgeSummary:
     """Delete projects soft-deleted before `now - older_than`, in every tenant.
 
-    A system job: runs in system_context (the logged bypass of row-level security), so
+    `older_than` defaults to settings.PURGE_DELETED_PROJECTS_AFTER_DAYS. A system job
+    (core.jobs): runs in system_context (the logged bypass of row-level security), so
     it must not be called inside a transaction. Deleting cascades through the ORM and
     the database to versions, agent executions and exports; knowledge documents stay
-    with the tenant (their project becomes NULL). Without `apply` nothing is deleted
-    and the summary says what would be. Idempotent: purged rows are gone. Raises
-    ImproperlyConfigured where the bypass cannot see every project (no DATABASE_OWNER_URL).
+    with the tenant (their project becomes NULL). A dry run deletes nothing and the
+    summary says what would go. Idempotent: purged rows are gone. Raises
+    ValidationError naming `older_than` when it is negative or reaches before the year
+    1, and ImproperlyConfigured where the bypass cannot see every project (no
+    DATABASE_OWNER_URL).
     """
-    if older_than < timedelta(0):
-        raise ValidationError({"older_than": "older_than must not be negative."})
-    cutoff = (now or timezone.now()) - older_than
+    if older_than is None:
+        older_than = job_duration("PURGE_DELETED_PROJECTS_AFTER_DAYS")
+    cutoff = job_cutoff(now or timezone.now(), older_than, field="older_than")
     with system_context(f"purge_deleted: projects deleted before {cutoff.isoformat()}"):
         # Seeing no project, it would report nothing to purge; say why instead.
         require_sees_every_row(Project._meta.db_table, job="projects_purge_deleted")
         doomed = Project.all_objects.filter(deleted_at__lt=cutoff)
-        if apply:
-            # Lock first: a project restored meanwhile no longer matches and is kept.
-            ids = list(doomed.select_for_update().values_list("id", flat=True))
+        if not dry_run:
+            # Lock first: a project restored meanwhile no longer matches and is kept. The
+            # projects' rows before anything of theirs, in id order, as every writer of a
+            # project's rows takes the project's row first (project_share_lock): a writer
+            # and the purge, or two purges, never lock in opposite orders.
+            ids = list(doomed.order_by("id").select_for_update().values_list("id", flat=True))
             doomed = Project.all_objects.filter(id__in=ids)
         projects_by_tenant = {
             row["tenant__slug"]: row["projects"]
@@ -131,14 +163,14 @@ def projects_purge_deleted(
             .values("tenant__slug")
             .annotate(projects=Count("id"))
         }
-        if apply:
+        if not dry_run:
             _total, rows_by_model = doomed.delete()
             rows_by_model = {label: n for label, n in rows_by_model.items() if n}
         else:
             rows_by_model = _rows_to_delete(doomed)
     logger.info(
         "purge_deleted %s",
-        "applied" if apply else "dry run",
+        "dry run" if dry_run else "applied",
         extra={
             "cutoff": cutoff.isoformat(),
             "projects_by_tenant": projects_by_tenant,
@@ -146,8 +178,8 @@ def projects_purge_deleted(
         },
     )
     return PurgeSummary(
+        dry_run=dry_run,
         cutoff=cutoff,
-        applied=apply,
         projects_by_tenant=projects_by_tenant,
         rows_by_model=rows_by_model,
     )

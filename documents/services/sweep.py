@@ -6,11 +6,11 @@ import dataclasses
 import logging
 from datetime import datetime, timedelta
 
-from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from core.files import OrphanSweep, sweep_orphan_folders
+from core.jobs import job_cutoff, job_duration
 from documents.models import (
     Document,
 )
@@ -20,15 +20,10 @@ from tenancy.context import system_context
 logger = logging.getLogger(__name__)
 
 
-# A folder without a document row is kept while anything in it is younger than this:
-# document_create stores the file before its transaction commits the row.
-ORPHAN_FILE_GRACE = timedelta(hours=1)
-
-
 def documents_sweep_orphan_files(
     *,
     dry_run: bool = False,
-    grace: timedelta = ORPHAN_FILE_GRACE,
+    grace: timedelta | None = None,
     now: datetime | None = None,
 ) -> OrphanSweep:
     """Delete upload files whose document row is gone, in every tenant.
@@ -36,19 +31,22 @@ def documents_sweep_orphan_files(
     Walks documents/<tenant_id>/<document_id>/ in the default storage and deletes the
     files of each folder without a matching document row (rows deleted by the admin,
     by cascades, or never committed because the caller's transaction rolled back).
-    A folder anything in which is younger than `grace` is kept, so an upload whose
-    transaction has not committed yet is never swept. A system job, in system_context:
+    A folder anything in which is younger than `grace` (settings.ORPHAN_FILE_GRACE_SECONDS
+    by default) is kept, so an upload whose transaction has not committed yet (
+    document_create stores the file before its transaction commits the row) is never
+    swept. A system job, in system_context:
     call it outside any transaction. Idempotent. Raises ImproperlyConfigured, deleting
     nothing, where the bypass cannot see every document (no DATABASE_OWNER_URL).
     """
-    if grace < timedelta(0):
-        raise ValidationError({"grace": "grace must not be negative."})
+    if grace is None:
+        grace = job_duration("ORPHAN_FILE_GRACE_SECONDS")
+    cutoff = job_cutoff(now or timezone.now(), grace, field="grace")
     with system_context("documents_sweep_orphan_files: upload folders without a document"):
         summary = sweep_orphan_folders(
             storage=default_storage,
             root=DOCUMENTS_FOLDER,
             rows=Document.objects.all(),
-            cutoff=(now or timezone.now()) - grace,
+            cutoff=cutoff,
             dry_run=dry_run,
             job="documents_sweep_orphan_files",
         )

@@ -105,16 +105,25 @@ def _lock_document(project: Project, document_type: str, by) -> None:
     chain; raise ValidationError naming `project` or `created_by` if either is gone.
 
     One statement does what took five: the advisory lock, and the project and author
-    lookups of full_clean. The project's row is locked FOR KEY SHARE, so it cannot be
-    deleted before the version commits.
+    lookups of full_clean. The project's row is locked FOR SHARE, the lock the
+    versions' project_live trigger takes too: a soft delete or a purge of the project
+    (FOR NO KEY UPDATE, FOR UPDATE) waits for the version to commit, or the version
+    waits for the delete and the trigger refuses it. (FOR KEY SHARE would not keep a
+    soft delete out.)
     """
     author = getattr(by, "pk", by)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {ADVISORY_XACT_LOCK_SQL},"
             " %s::uuid IS NULL OR EXISTS (SELECT 1 FROM users WHERE id = %s)"
-            " FROM projects WHERE id = %s FOR KEY SHARE OF projects",
-            [f"document_versions:{project.pk}:{document_type}", author, author, project.pk],
+            " FROM projects WHERE tenant_id = %s AND id = %s FOR SHARE OF projects",
+            [
+                f"document_versions:{project.pk}:{document_type}",
+                author,
+                author,
+                project.tenant_id,
+                project.pk,
+            ],
         )
         row = cursor.fetchone()
     if row is None:

@@ -4,6 +4,7 @@ transaction=True throughout: partitions are DDL made by the owner, and the conve
 is a migration run against the real tables.
 """
 
+import io
 import uuid
 from datetime import UTC, datetime
 
@@ -186,6 +187,27 @@ def test_partitions_ahead_are_created_once():
     assert {"agent_executions_p2027_02", "agent_executions_p2027_03"} <= set(created)
     assert execution_partitions_ensure(ahead=3, now=NOW) == []
     assert {"2026-12", "2027-01", "2027-02", "2027-03"} <= set(partition_months())
+
+
+def test_a_dry_run_names_the_partitions_it_would_create_and_creates_none():
+    created = execution_partitions_ensure(ahead=6, now=NOW, dry_run=True)
+    assert "agent_executions_p2027_06" in created
+    assert "2027-06" not in partition_months()
+
+
+def test_the_command_with_dry_run_reports_the_retention_and_removes_nothing(
+    tenant_a, project, history_months
+):
+    make_execution(tenant_a, project, MONTHS[0])
+    out = io.StringIO()
+
+    call_command("partitions", "--retain-months", "1", "--dry-run", stdout=out)
+
+    assert f"would remove: {TABLE} 1" in out.getvalue()
+    assert "Dry run: nothing was changed" in out.getvalue()
+    assert "2026-09" in partition_months()
+    with tenant_context(tenant_a):
+        assert AgentExecution.objects.count() == 1
 
 
 @pytest.mark.parametrize("ahead", [-1, 121, True])

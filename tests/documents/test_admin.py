@@ -537,9 +537,9 @@ def test_a_version_cannot_be_added_to_a_deleted_project(client, superuser, delet
         assert DocumentVersion.objects.filter(project=deleted_project).count() == 1
 
 
-def test_a_document_keeps_its_deleted_project_when_changed(
-    client, tenant_a, alice, deleted_project
-):
+def test_a_document_keeps_its_deleted_project_when_changed(client, tenant_a, alice):
+    # Uploaded while the project was live: a deleted project takes no new upload.
+    deleted_project = project_create(tenant=tenant_a, name="Cancelled", by=alice)
     with tenant_context(tenant_a):
         document = Document.objects.create(
             tenant=tenant_a,
@@ -547,6 +547,7 @@ def test_a_document_keeps_its_deleted_project_when_changed(
             title="Old notes",
             storage_key=f"documents/{tenant_a.pk}/{uuid7()}",
         )
+    project_soft_delete(tenant=tenant_a, project=deleted_project)
     client = logged_in(client, alice)
     url = admin_url(Document, "change", document.pk)
     choices = client.get(url).context["adminform"].form.fields["project"].queryset

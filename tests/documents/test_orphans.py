@@ -162,12 +162,14 @@ def test_document_delete_refuses_another_tenants_document(tenant_a, tenant_b, me
 def test_purge_deleted_reports_and_sweeps_orphans(tenant_a, media):
     gone = orphan(tenant_a, media)
     out = io.StringIO()
-    call_command("purge_deleted", stdout=out)
-    assert "Would delete 1 orphaned upload file(s) in 1 folder(s)" in out.getvalue()
+    call_command("purge_deleted", "--dry-run", stdout=out)
+    assert "Would delete 1 file(s) in 1 folder(s) of documents/ whose row is gone" in (
+        out.getvalue()
+    )
     assert default_storage.exists(gone)
     out = io.StringIO()
-    call_command("purge_deleted", "--apply", "--verbosity", "2", stdout=out)
-    assert "Deleted 1 orphaned upload file(s) in 1 folder(s)" in out.getvalue()
+    call_command("purge_deleted", "--verbosity", "2", stdout=out)
+    assert "Deleted 1 file(s) in 1 folder(s) of documents/ whose row is gone" in out.getvalue()
     assert folder_of(gone) in out.getvalue()
     assert not default_storage.exists(gone)
 
@@ -188,7 +190,7 @@ def test_purge_deleted_without_the_owner_role_exits_with_the_reason_and_changes_
     doomed = services.project_create(tenant=tenant_a, name="Doomed")
     services.project_soft_delete(tenant=tenant_a, project=doomed)
     with pytest.raises(CommandError, match="DATABASE_OWNER_URL.*Nothing was changed"):
-        call_command("purge_deleted", "--apply", "--days", "0")
+        call_command("purge_deleted", "--days", "0")
     assert default_storage.exists(kept.storage_key)
     with tenant_context(tenant_a):
         assert Project.all_objects.filter(pk=doomed.pk).exists()

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -65,8 +66,8 @@ def remaining(*tenants):
 
 
 def test_dry_run_lists_counts_per_tenant_and_deletes_nothing(tenant_a, tenant_b, projects):
-    summary = services.projects_purge_deleted(older_than=timedelta(days=30), apply=False)
-    assert not summary.applied
+    summary = services.projects_purge_deleted(older_than=timedelta(days=30), dry_run=True)
+    assert summary.dry_run
     assert summary.projects_by_tenant == {"tenant-a": 2, "tenant-b": 1}
     assert summary.rows_by_model == {
         "documents.Project": 3,
@@ -78,11 +79,17 @@ def test_dry_run_lists_counts_per_tenant_and_deletes_nothing(tenant_a, tenant_b,
 
 
 def test_apply_deletes_only_projects_deleted_before_the_cutoff(tenant_a, tenant_b, projects):
+    # Uploaded while its project was live: a deleted project takes no new upload.
+    with_knowledge = services.project_create(tenant=tenant_a, name="a old 3")
     knowledge = services.document_create(
-        tenant=tenant_a, title="kept", text="x", project=projects["a_old"]
+        tenant=tenant_a, title="kept", text="x", project=with_knowledge
     )
-    summary = services.projects_purge_deleted(older_than=timedelta(days=30), apply=True)
-    assert summary.applied and summary.total_projects == 3
+    with tenant_context(tenant_a):
+        Project.all_objects.filter(pk=with_knowledge.pk).update(
+            deleted_at=timezone.now() - timedelta(days=40)
+        )
+    summary = services.projects_purge_deleted(older_than=timedelta(days=30))
+    assert not summary.dry_run and summary.total_projects == 4
     assert remaining(tenant_a, tenant_b) == {"a recent", "a live"}
     with tenant_context(tenant_a):
         assert DocumentVersion.objects.count() == 2
@@ -93,35 +100,59 @@ def test_apply_deletes_only_projects_deleted_before_the_cutoff(tenant_a, tenant_
 
 
 def test_a_second_apply_deletes_nothing(tenant_a, tenant_b, projects):
-    services.projects_purge_deleted(older_than=timedelta(days=30), apply=True)
-    again = services.projects_purge_deleted(older_than=timedelta(days=30), apply=True)
+    services.projects_purge_deleted(older_than=timedelta(days=30))
+    again = services.projects_purge_deleted(older_than=timedelta(days=30))
     assert (again.total_projects, again.rows_by_model) == (0, {})
     assert remaining(tenant_a, tenant_b) == {"a recent", "a live"}
 
 
 def test_days_zero_purges_every_deleted_project(tenant_a, tenant_b, projects):
-    services.projects_purge_deleted(older_than=timedelta(0), apply=True)
+    services.projects_purge_deleted(older_than=timedelta(0))
     assert remaining(tenant_a, tenant_b) == {"a live"}
 
 
-def test_command_is_a_dry_run_by_default(tenant_a, tenant_b, projects):
+def test_command_with_dry_run_lists_and_deletes_nothing(tenant_a, tenant_b, projects):
     out = io.StringIO()
-    call_command("purge_deleted", stdout=out)
+    call_command("purge_deleted", "--dry-run", stdout=out)
     output = out.getvalue()
     assert "Would delete 3 project(s)" in output
     assert "tenant tenant-a: 2 project(s)" in output
     assert "tenant tenant-b: 1 project(s)" in output
-    assert "--apply" in output
+    assert "Run again without --dry-run" in output
     assert len(remaining(tenant_a, tenant_b)) == 5
+
+
+def test_command_acts_by_default_after_the_setting_days(tenant_a, tenant_b, projects, settings):
+    settings.PURGE_DELETED_PROJECTS_AFTER_DAYS = 35
+    out = io.StringIO()
+    call_command("purge_deleted", stdout=out)
+    assert "Deleted 2 project(s)" in out.getvalue()
+    assert remaining(tenant_a, tenant_b) == {"a old 2", "a recent", "a live"}
 
 
 def test_command_applies_with_days(tenant_a, tenant_b, projects):
     out = io.StringIO()
-    call_command("purge_deleted", "--days", "35", "--apply", stdout=out)
+    call_command("purge_deleted", "--days", "35", stdout=out)
     assert "Deleted 2 project(s)" in out.getvalue()
     assert remaining(tenant_a, tenant_b) == {"a old 2", "a recent", "a live"}
 
 
 def test_command_refuses_negative_days(tenant_a):
-    with pytest.raises(CommandError, match="--days must be 0 or more"):
+    with pytest.raises(CommandError, match="--days: must be 0 or more"):
         call_command("purge_deleted", "--days", "-1", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("days", ["1000000", "999999999", "10000000000", "1e3", "thirty"])
+def test_command_refuses_days_no_date_can_reach_saying_what_to_fix(tenant_a, projects, days):
+    with pytest.raises(CommandError, match="--days") as error:
+        call_command("purge_deleted", "--days", days, stdout=io.StringIO())
+    assert "give at most" in str(error.value) or "whole number of days" in str(error.value)
+    assert len(remaining(tenant_a)) == 4
+
+
+@pytest.mark.parametrize("older_than", [timedelta(days=999_999_999), timedelta.max])
+def test_the_service_refuses_an_age_before_the_year_1_naming_it(tenant_a, projects, older_than):
+    with pytest.raises(ValidationError) as error:
+        services.projects_purge_deleted(older_than=older_than)
+    assert "at most" in error.value.message_dict["older_than"][0]
+    assert len(remaining(tenant_a)) == 4

@@ -68,7 +68,7 @@ def test_the_action_reports_a_project_that_cannot_be_exported(
     messages = [str(m) for m in get_messages(response.wsgi_request)]
     assert "Exported projects: 0." in messages
     refused = next(message for message in messages if message.startswith("Refused: "))
-    assert "Apollo: A deleted project cannot be exported." in refused
+    assert 'Apollo: The project "Apollo" was deleted; it takes no new exports.' in refused
     assert "Empty: The project has no document versions to export." in refused
     assert exports_of(project) == []
     # export_create records the failed build of the empty project, as it does elsewhere.

@@ -4,12 +4,12 @@ tests run with transaction=True."""
 import io
 import os
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
 import pytest
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
@@ -173,10 +173,12 @@ def test_command_applies_and_reports_counts(tenant_a, project, export_root):
 
     call_command("purge_exports", stdout=out)
 
-    first, second = out.getvalue().splitlines()
-    assert first.startswith("Expired 1 export(s); deleted 1 file(s), 0 already missing")
+    first, second, done = out.getvalue().splitlines()
+    assert first.startswith("Expired 1 export(s); failed 0 abandoned build(s)")
+    assert "deleted 1 file(s), 0 already missing" in first
     assert second.startswith("Swept 1 orphaned folder(s) (1 file(s)) of exports that no longer")
-    assert second.endswith("0 kept (changed within the last 60 minutes).")
+    assert second.endswith("0 kept (changed within ORPHAN_FILE_GRACE_SECONDS).")
+    assert done == "Done."
     assert files_under(export_root) == []
 
 
@@ -187,9 +189,83 @@ def test_command_dry_run_reports_without_deleting(tenant_a, project, export_root
 
     call_command("purge_exports", "--dry-run", stdout=out)
 
-    assert out.getvalue().startswith("Would expire 1 export(s); would delete 1 file(s)")
+    assert out.getvalue().startswith("Would expire 1 export(s); would fail 0 abandoned build(s)")
+    assert "would delete 1 file(s)" in out.getvalue()
     assert "\nWould sweep 0 orphaned folder(s) (0 file(s))" in out.getvalue()
     assert files_under(export_root) == [old.storage_key]
+
+
+# --- Builds that died: pending or running past the lease -----------------------------
+
+
+def abandoned_builds(tenant, project, export_root) -> tuple[Export, Export]:
+    """A pending export and a running one that wrote part of its file, as a crash of the
+    process building them leaves them (nothing changes them any more)."""
+    with tenant_context(tenant):
+        pending = Export.objects.create(tenant=tenant, project=project)
+        running = Export.objects.create(tenant=tenant, project=project)
+        running.storage_key = f"exports/{tenant.pk}/{running.pk}/partial.zip"
+        Export.objects.filter(pk=running.pk).update(
+            status=Export.Status.RUNNING, storage_key=running.storage_key
+        )
+    (export_root / running.storage_key).parent.mkdir(parents=True)
+    (export_root / running.storage_key).write_bytes(b"PK partial")
+    return pending, running
+
+
+def test_builds_left_unfinished_past_the_lease_are_failed_with_the_reason(
+    tenant_a, project, export_root, settings
+):
+    settings.EXPORT_BUILD_LEASE_SECONDS = 600
+    pending, running = abandoned_builds(tenant_a, project, export_root)
+
+    within = services.exports_purge_expired()  # changed just now: a build may be running
+    assert within.abandoned_failed == 0
+    assert {status_of(tenant_a, e) for e in (pending, running)} == {"pending", "running"}
+
+    summary = services.exports_purge_expired(now=timezone.now() + timedelta(minutes=11))
+
+    assert (summary.abandoned_failed, summary.expired, summary.files_deleted) == (2, 0, 1)
+    with tenant_context(tenant_a):
+        failed = list(Export.objects.filter(pk__in=[pending.pk, running.pk]).order_by("id"))
+    assert [e.status for e in failed] == ["failed", "failed"]
+    assert "stayed pending longer than EXPORT_BUILD_LEASE_SECONDS (600 s)" in (
+        failed[0].error_message
+    )
+    assert "stayed running" in failed[1].error_message
+    assert [e.storage_key for e in failed] == ["", ""]
+    assert files_under(export_root) == []
+
+
+def test_a_dry_run_reports_abandoned_builds_and_changes_nothing(
+    tenant_a, project, export_root, settings
+):
+    settings.EXPORT_BUILD_LEASE_SECONDS = 600
+    pending, running = abandoned_builds(tenant_a, project, export_root)
+
+    summary = services.exports_purge_expired(
+        now=timezone.now() + timedelta(minutes=11), dry_run=True
+    )
+
+    assert (summary.abandoned_failed, summary.files_deleted) == (2, 1)
+    assert {status_of(tenant_a, e) for e in (pending, running)} == {"pending", "running"}
+    assert files_under(export_root) == [running.storage_key]
+
+
+def test_a_build_failed_by_the_purge_cannot_complete_afterwards(tenant_a, project, export_root):
+    with tenant_context(tenant_a):
+        export = Export.objects.create(tenant=tenant_a, project=project)
+    services.exports_purge_expired(now=timezone.now() + timedelta(minutes=20))
+
+    with pytest.raises(services.ExportBuildError, match="became failed"):
+        services._transition(export, expected=(Export.Status.PENDING,), status="running")
+    assert status_of(tenant_a, export) == Export.Status.FAILED
+
+
+def test_a_now_no_lease_can_be_counted_back_from_is_refused_naming_it(tenant_a):
+    with pytest.raises(ValidationError) as error:
+        services.exports_purge_expired(now=datetime.min.replace(tzinfo=UTC))
+    assert "before the year 1" in error.value.message_dict["now"][0]
 
 
 # --- Orphans: export folders whose row is gone ----------------------------------------
@@ -223,7 +299,7 @@ def test_purge_sweeps_the_folder_of_an_export_that_no_longer_exists(tenant_a, ex
     )
     gone = make_export(tenant_a, doomed)
     documents.project_soft_delete(tenant=tenant_a, project=doomed)
-    documents.projects_purge_deleted(older_than=timedelta(0), apply=True)  # cascades
+    documents.projects_purge_deleted(older_than=timedelta(0))  # cascades
     age(export_root, folder_of(gone))
 
     summary = services.exports_purge_expired()
@@ -271,7 +347,8 @@ def test_orphan_changed_within_the_grace_period_is_kept(tenant_a, project, expor
     with pytest.raises(Rollback), transaction.atomic():
         export = make_export(tenant_a, project)
         raise Rollback
-    age(export_root, folder_of(export), by=services.ORPHAN_GRACE - timedelta(minutes=5))
+    grace = timedelta(seconds=settings.ORPHAN_FILE_GRACE_SECONDS)
+    age(export_root, folder_of(export), by=grace - timedelta(minutes=5))
 
     summary = services.exports_purge_expired()
 
@@ -353,8 +430,9 @@ def test_purge_without_the_owner_role_refuses_and_deletes_nothing(
 def test_the_purge_reads_due_exports_through_their_partial_indexes(tenant_a, export_root):
     with CaptureQueriesContext(connection) as queries:
         services.exports_purge_expired()
-    # The statement that picks the due rows, as the service sent it (parameters inlined).
-    (locking,) = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
+    # The statements that pick the due rows and the abandoned builds, as the service sent
+    # them (parameters inlined).
+    locking, abandoned = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
 
     # As the purge runs it: the owner with the bypass on. Seq scans are priced out because
     # on a test-sized table a seq scan is rightly cheaper: the question here is whether the
@@ -364,6 +442,9 @@ def test_the_purge_reads_due_exports_through_their_partial_indexes(tenant_a, exp
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"EXPLAIN {locking}")
         plan = "\n".join(line for (line,) in cursor.fetchall())
+        cursor.execute(f"EXPLAIN {abandoned}")
+        abandoned_plan = "\n".join(line for (line,) in cursor.fetchall())
 
     assert "exports_completed_expiry_idx" in plan
     assert "exports_unfinished_expiry_idx" in plan
+    assert "exports_unfinished_expiry_idx" in abandoned_plan

@@ -1,19 +1,24 @@
-"""`manage.py partitions --ahead N [--retain-months N]`: agent_executions' monthly partitions."""
+"""`manage.py partitions [--ahead N] [--retain-months N] [--dry-run]`: agent_executions'
+monthly partitions."""
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from agents.services import (
+    PartitionsSummary,
+    execution_history_retain,
+    execution_partitions_ensure,
+)
+from core.jobs import SystemJobCommand
 
-from agents.services import execution_history_retain, execution_partitions_ensure
 
-
-class Command(BaseCommand):
+class Command(SystemJobCommand):
     help = (
         "Create agent_executions' monthly partitions from this month to N months ahead "
         "(idempotent), and with --retain-months remove whole months of run history older "
-        "than the last N months (README, 'Partitions and retention'). Runs as the owner."
+        "than the last N months (README, 'Partitions and retention'). Runs as the owner. "
+        "--dry-run does it in a transaction it rolls back and reports what it did."
     )
+    options_of_fields = {"ahead": "--ahead", "retain_months": "--retain-months"}
 
-    def add_arguments(self, parser) -> None:
+    def add_job_arguments(self, parser) -> None:
         parser.add_argument(
             "--ahead", type=int, default=3, help="months to create after this one (default 3)"
         )
@@ -23,19 +28,13 @@ class Command(BaseCommand):
             help="keep this many months, this one included; remove the older ones",
         )
 
-    def handle(self, *args, ahead: int, retain_months: int | None, **options) -> None:
-        try:
-            created = execution_partitions_ensure(ahead=ahead)
-            removed = (
-                execution_history_retain(months=retain_months) if retain_months is not None else {}
-            )
-        except ValidationError as error:
-            raise CommandError(
-                " ".join(
-                    f"--{k.replace('_', '-')}: {' '.join(v)}" for k, v in error.message_dict.items()
-                )
-            ) from error
-        self.stdout.write(f"created: {', '.join(created) or 'none (all present)'}")
-        if retain_months is not None:
-            shown = ", ".join(f"{table} {count}" for table, count in sorted(removed.items()))
-            self.stdout.write(f"removed: {shown or 'nothing older than the months kept'}")
+    def run(
+        self, *, dry_run: bool, ahead: int, retain_months: int | None, **options
+    ) -> PartitionsSummary:
+        created = execution_partitions_ensure(ahead=ahead, dry_run=dry_run)
+        removed = (
+            execution_history_retain(months=retain_months, dry_run=dry_run)
+            if retain_months is not None
+            else None
+        )
+        return PartitionsSummary(dry_run=dry_run, created=created, removed=removed)

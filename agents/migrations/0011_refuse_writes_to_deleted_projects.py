@@ -1,0 +1,32 @@
+"""A soft-deleted project takes no new rows here, refused by the database (DESIGN.md section 8).
+
+The `project_live` triggers (documents.models.project_live_trigger) read the project's
+row FOR SHARE and refuse, with the SQLSTATE services report as a ValidationError
+naming `project`, a row for a project that is deleted or gone.
+"""
+
+import core.db.operations
+import pgtrigger.compiler
+import pgtrigger.migrations
+
+
+class Migration(core.db.operations.Migration):
+
+    dependencies = [
+        ('agents', '0010_partition_agent_executions'),
+    ]
+
+    operations = [
+        pgtrigger.migrations.AddTrigger(
+            model_name='agentexecution',
+            trigger=pgtrigger.compiler.Trigger(name='project_live', sql=pgtrigger.compiler.UpsertTriggerSql(declare='DECLARE deleted timestamptz; project_name text;', func='SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; IF NOT FOUND THEN RAISE EXCEPTION \'Project % does not exist.\', NEW.project_id USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it takes no new %.\', project_name, replace(TG_TABLE_NAME, \'_\', \' \') USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; RETURN NEW;', hash='17c506b3913146149bd8d97bc8377778f7baef78', operation='INSERT', pgid='pgtrigger_project_live_7d113', table='agent_executions', when='BEFORE')),
+        ),
+        pgtrigger.migrations.AddTrigger(
+            model_name='changeproposal',
+            trigger=pgtrigger.compiler.Trigger(name='project_live', sql=pgtrigger.compiler.UpsertTriggerSql(declare='DECLARE deleted timestamptz; project_name text;', func='SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; IF NOT FOUND THEN RAISE EXCEPTION \'Project % does not exist.\', NEW.project_id USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it takes no new %.\', project_name, replace(TG_TABLE_NAME, \'_\', \' \') USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; RETURN NEW;', hash='8a350a7acf2d16114750693bf8d0690587924141', operation='INSERT', pgid='pgtrigger_project_live_5a2f1', table='change_proposals', when='BEFORE')),
+        ),
+        pgtrigger.migrations.AddTrigger(
+            model_name='conversationmessage',
+            trigger=pgtrigger.compiler.Trigger(name='project_live', sql=pgtrigger.compiler.UpsertTriggerSql(declare='DECLARE deleted timestamptz; project_name text;', func='SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; IF NOT FOUND THEN RAISE EXCEPTION \'Project % does not exist.\', NEW.project_id USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it takes no new %.\', project_name, replace(TG_TABLE_NAME, \'_\', \' \') USING ERRCODE = \'55D01\', COLUMN = \'project\'; END IF; RETURN NEW;', hash='498e201a90d32cde7ba06e4a41c42465905ff225', operation='INSERT', pgid='pgtrigger_project_live_6ad4f', table='conversation_messages', when='BEFORE')),
+        ),
+    ]
