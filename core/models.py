@@ -4,12 +4,17 @@ The tenant-owned one is tenancy.models.TenantOwnedModel: its foreign key names t
 tenants table, which core, importing no app, does not know.
 """
 
+import re
+
 import pgtrigger
+from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.forms.fields import InvalidJSONInput
 
 from core.ids import uuid7
-from core.validators import validate_storable
+from core.validators import validate_json_value, validate_storable
 
 
 class UUIDv7(models.Func):
@@ -42,6 +47,83 @@ def updated_at_trigger() -> pgtrigger.Trigger:
     )
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_text_depth(text: str) -> int:
+    """The deepest nesting of brackets in JSON text, outside its strings, without parsing.
+
+    Python's json.loads recurses and raises RecursionError on text nested a thousand
+    levels deep; this counts first, iteratively.
+    """
+    depth = deepest = 0
+    for character in _JSON_STRING.sub("", text):
+        if character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
+class JSONFormField(forms.JSONField):
+    """The admin's JSON input: text nested too deeply, or a number too long, is a field error.
+
+    Both would escape Django's forms.JSONField (RecursionError, and the ValueError of
+    Python's limit on integer digits) as a server error. Values it parses (NaN and
+    Infinity too: json.loads reads them) are then checked by the model field.
+    """
+
+    def _parse(self, value: str) -> object:
+        depth = json_text_depth(value)
+        if depth > settings.JSON_MAX_DEPTH:
+            raise ValidationError(
+                "The value is nested deeper than JSON_MAX_DEPTH (%(limit)s levels).",
+                code="invalid_json_value",
+                params={"limit": settings.JSON_MAX_DEPTH},
+            )
+        try:
+            return super().to_python(value)
+        except ValueError as error:  # an integer longer than Python converts
+            raise ValidationError(
+                "The value holds a number too long to read.", code="invalid_json_value"
+            ) from error
+
+    def to_python(self, value: object) -> object:
+        if self.disabled or not isinstance(value, str):
+            return super().to_python(value)
+        return self._parse(value)
+
+    def bound_data(self, data: object, initial: object) -> object:
+        if (
+            not self.disabled
+            and isinstance(data, str)
+            and json_text_depth(data) > settings.JSON_MAX_DEPTH
+        ):
+            return InvalidJSONInput(data)
+        try:
+            return super().bound_data(data, initial)
+        except ValueError:  # an integer longer than Python converts
+            return InvalidJSONInput(data)
+
+
+class JSONField(models.JSONField):
+    """The JSON field of every app: finite numbers, bounded depth and size (DESIGN.md 8).
+
+    core.validators.validate_json_value runs before Django's own check, which
+    json.dumps the value and so would recurse on a deep value, and accepts NaN and
+    Infinity that jsonb then refuses. full_clean() names the field in the error; the
+    admin's forms get it through their model's full_clean().
+    """
+
+    def validate(self, value: object, model_instance: models.Model | None) -> None:
+        validate_json_value(value)
+        super().validate(value, model_instance)
+
+    def formfield(self, **kwargs):
+        return super().formfield(**{"form_class": JSONFormField, **kwargs})
+
+
 class BaseModel(models.Model):
     """UUIDv7 primary key and creation time."""
 
@@ -65,7 +147,8 @@ class BaseModel(models.Model):
         except ValidationError as error:
             errors = error.update_error_dict(errors)
         for field in self._meta.concrete_fields:
-            if exclude and field.name in exclude:
+            # A field that failed its own validation may be a value too deep to walk again.
+            if (exclude and field.name in exclude) or field.name in errors:
                 continue
             try:
                 validate_storable(getattr(self, field.attname))

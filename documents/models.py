@@ -12,7 +12,7 @@ from pgvector.django import HnswIndex, VectorField
 
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TimestampedModel
+from core.models import JSONField, TimestampedModel
 from tenancy.models import TenantOwnedModel
 
 EMBEDDING_DIMENSION = 1536
@@ -56,7 +56,7 @@ class Project(TenantOwnedModel):
         default=1, validators=[MinValueValidator(1), MaxValueValidator(4)]
     )
     language = models.CharField(max_length=16, default="en")
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -141,7 +141,7 @@ class DocumentVersion(TenantOwnedModel):
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
     prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     readability_score = models.FloatField(null=True, blank=True)
     grammar_score = models.FloatField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -263,7 +263,7 @@ class Document(TenantOwnedModel):
     sha256 = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
     error_message = models.TextField(blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -325,7 +325,7 @@ class Chunk(TenantOwnedModel):
     token_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     embedding = VectorField(dimensions=EMBEDDING_DIMENSION, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     # Full-text search; the two-argument to_tsvector is immutable, as a stored column needs.
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config=SEARCH_CONFIG),
@@ -395,7 +395,7 @@ class ProjectTemplate(TimestampedModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     # File name -> text with {variable} placeholders, rendered by project_create_from_template.
-    files = models.JSONField(default=dict, blank=True)
+    files = JSONField(default=dict, blank=True)
     required_variables = ArrayField(models.TextField(), default=list, blank=True)
     optional_variables = ArrayField(models.TextField(), default=list, blank=True)
     tech_stack = ArrayField(models.TextField(), default=list, blank=True)

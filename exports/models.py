@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from core.hashing import SHA256_HEX_PATTERN
+from core.models import JSONField
 from tenancy.models import TenantOwnedModel
 
 
@@ -42,7 +43,7 @@ class Export(TenantOwnedModel):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.ZIP)
     storage_key = models.CharField(max_length=500, blank=True)
-    manifest = models.JSONField(default=dict, blank=True)
+    manifest = JSONField(default=dict, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
