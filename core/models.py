@@ -116,6 +116,13 @@ class JSONField(models.JSONField):
     admin's forms get it through their model's full_clean().
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.null:
+            # full_clean() skips the validation of an empty value in a blank field, and
+            # None would then reach the NOT NULL column as an IntegrityError.
+            self.empty_values = [value for value in self.empty_values if value is not None]
+
     def validate(self, value: object, model_instance: models.Model | None) -> None:
         validate_json_value(value)
         super().validate(value, model_instance)

@@ -211,3 +211,20 @@ def test_json_limits_out_of_range_refuse_to_start(variable, value):
     )
     assert result.returncode != 0
     assert "JSON_MAX_DEPTH must be between 1 and 500" in result.stderr
+
+
+def test_null_in_a_json_field_that_takes_none_is_refused_naming_it(tenant_a):
+    # full_clean() skipped blank fields' empty values, None included: NOT NULL then failed.
+    project = Project(tenant=tenant_a, name="x", metadata=None)
+    with pytest.raises(ValidationError) as refused:
+        project.full_clean()
+    assert list(refused.value.message_dict) == ["metadata"]
+
+
+def test_a_malformed_chunk_id_in_sources_is_refused_naming_chunk(tenant_a, project):
+    execution = agents.execution_create(tenant=tenant_a, project=project, agent_type="writer")
+    with pytest.raises(ValidationError) as refused:
+        agents.execution_record_sources(
+            tenant=tenant_a, execution=execution, results=[{"chunk_id": "nonsense", "score": 1}]
+        )
+    assert list(refused.value.message_dict) == ["chunk"]
