@@ -47,23 +47,24 @@ def updated_at_trigger() -> pgtrigger.Trigger:
     )
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A JSON string, or an unterminated one up to the end: possessive, so no text makes the
+# search backtrack or start over from every later quote.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
-def json_text_depth(text: str) -> int:
-    """The deepest nesting of brackets in JSON text, outside its strings, without parsing.
+def json_text_too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests brackets deeper than `limit` outside its strings.
 
-    Python's json.loads recurses and raises RecursionError on text nested a thousand
-    levels deep; this counts first, iteratively.
+    Counted without parsing, and iteratively: Python's json.loads recurses and raises
+    RecursionError on text nested a thousand levels deep.
     """
-    depth = deepest = 0
-    for character in _JSON_STRING.sub("", text):
-        if character in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif character in "]}":
-            depth -= 1
-    return deepest
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 class JSONFormField(forms.JSONField):
@@ -75,8 +76,7 @@ class JSONFormField(forms.JSONField):
     """
 
     def _parse(self, value: str) -> object:
-        depth = json_text_depth(value)
-        if depth > settings.JSON_MAX_DEPTH:
+        if json_text_too_deep(value, settings.JSON_MAX_DEPTH):
             raise ValidationError(
                 "The value is nested deeper than JSON_MAX_DEPTH (%(limit)s levels).",
                 code="invalid_json_value",
@@ -98,7 +98,7 @@ class JSONFormField(forms.JSONField):
         if (
             not self.disabled
             and isinstance(data, str)
-            and json_text_depth(data) > settings.JSON_MAX_DEPTH
+            and json_text_too_deep(data, settings.JSON_MAX_DEPTH)
         ):
             return InvalidJSONInput(data)
         try:
