@@ -14,7 +14,7 @@ from django.db import models
 from django.forms.fields import InvalidJSONInput
 
 from core.ids import uuid7
-from core.validators import validate_json_value, validate_storable
+from core.validators import validate_finite, validate_json_value, validate_storable
 
 
 class UUIDv7(models.Func):
@@ -142,11 +142,13 @@ class BaseModel(models.Model):
         get_latest_by = "created_at"
 
     def clean_fields(self, exclude=None):
-        """Each field's own validation, and refusal of text PostgreSQL cannot store.
+        """Each field's own validation, and refusal of values PostgreSQL cannot store.
 
         NUL characters and unpaired surrogates in any field (text, JSON, arrays) raise a
         ValidationError naming the field from every full_clean(), instead of the driver's
-        DataError mid-write (core.validators).
+        DataError mid-write (core.validators). So do NaN and infinities in a float field:
+        double precision takes them, but they pass every range validator and then fail
+        the range constraints (NaN sorts above every number in PostgreSQL).
         """
         errors: dict[str, list] = {}
         try:
@@ -157,8 +159,11 @@ class BaseModel(models.Model):
             # A field that failed its own validation may be a value too deep to walk again.
             if (exclude and field.name in exclude) or field.name in errors:
                 continue
+            value = getattr(self, field.attname)
             try:
-                validate_storable(getattr(self, field.attname))
+                validate_storable(value)
+                if isinstance(field, models.FloatField):
+                    validate_finite(value)
             except ValidationError as error:
                 errors.setdefault(field.name, []).extend(error.error_list)
         if errors:

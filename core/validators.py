@@ -92,6 +92,14 @@ def validate_storable_arguments(**values: object) -> None:
         raise ValidationError(errors)
 
 
+def validate_finite(value: object) -> None:
+    """Raise ValidationError if `value` is a float that is NaN or infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(
+            "%(value)s is not a finite number.", code="not_finite", params={"value": value}
+        )
+
+
 def _number_problem(number: int | float, where: str) -> str | None:
     if isinstance(number, float) and not math.isfinite(number):
         return f"holds {number!r}{where}: only finite numbers can be stored."

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
@@ -142,8 +142,13 @@ class DocumentVersion(TenantOwnedModel):
     content_sha256 = models.CharField(max_length=64)
     prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
     metadata = JSONField(default=dict, blank=True)
-    readability_score = models.FloatField(null=True, blank=True)
-    grammar_score = models.FloatField(null=True, blank=True)
+    # The range of the *_range constraints, for full_clean() (which skips constraints here).
+    readability_score = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    grammar_score = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -398,8 +403,13 @@ class ProjectTemplate(TimestampedModel):
     files = JSONField(default=dict, blank=True)
     required_variables = ArrayField(models.TextField(), default=list, blank=True)
     optional_variables = ArrayField(models.TextField(), default=list, blank=True)
-    tech_stack = ArrayField(models.TextField(), default=list, blank=True)
-    tags = ArrayField(models.TextField(), default=list, blank=True)
+    # Items bounded: a GIN index entry holds at most about 2,700 bytes.
+    tech_stack = ArrayField(
+        models.TextField(validators=[MaxLengthValidator(200)]), default=list, blank=True
+    )
+    tags = ArrayField(
+        models.TextField(validators=[MaxLengthValidator(200)]), default=list, blank=True
+    )
     complexity = models.CharField(
         max_length=16, choices=Complexity.choices, default=Complexity.SIMPLE
     )

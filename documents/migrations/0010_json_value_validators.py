@@ -1,11 +1,15 @@
-"""Every JSON field becomes core.models.JSONField (DESIGN.md section 8).
+"""Every JSON field becomes core.models.JSONField (DESIGN.md section 8), and validators.
 
 Its validation refuses NaN, Infinity, numbers beyond a double's range, values nested
-deeper than JSON_MAX_DEPTH and larger than JSON_MAX_BYTES, naming the field. Python-side
-only: the column stays jsonb and no SQL runs (sqlmigrate prints none).
+deeper than JSON_MAX_DEPTH and larger than JSON_MAX_BYTES, naming the field. The scores'
+range (0-100, as their check constraints) and a bound on template tags and tech stack
+items (their GIN index refuses large entries) are validated in Python too. Python-side
+only: no column changes and no SQL runs (sqlmigrate prints none).
 """
 
-from django.db import migrations
+import django.contrib.postgres.fields
+import django.core.validators
+from django.db import migrations, models
 
 import core.models
 import core.safe_migration
@@ -30,8 +34,18 @@ class Migration(core.safe_migration.Migration):
         ),
         migrations.AlterField(
             model_name='documentversion',
+            name='grammar_score',
+            field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(100)]),
+        ),
+        migrations.AlterField(
+            model_name='documentversion',
             name='metadata',
             field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='documentversion',
+            name='readability_score',
+            field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(100)]),
         ),
         migrations.AlterField(
             model_name='project',
@@ -42,5 +56,15 @@ class Migration(core.safe_migration.Migration):
             model_name='projecttemplate',
             name='files',
             field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='projecttemplate',
+            name='tags',
+            field=django.contrib.postgres.fields.ArrayField(base_field=models.TextField(validators=[django.core.validators.MaxLengthValidator(200)]), blank=True, default=list, size=None),
+        ),
+        migrations.AlterField(
+            model_name='projecttemplate',
+            name='tech_stack',
+            field=django.contrib.postgres.fields.ArrayField(base_field=models.TextField(validators=[django.core.validators.MaxLengthValidator(200)]), blank=True, default=list, size=None),
         ),
     ]

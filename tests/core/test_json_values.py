@@ -228,3 +228,29 @@ def test_a_malformed_chunk_id_in_sources_is_refused_naming_chunk(tenant_a, proje
             tenant=tenant_a, execution=execution, results=[{"chunk_id": "nonsense", "score": 1}]
         )
     assert list(refused.value.message_dict) == ["chunk"]
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), 101.0, -1.0])
+def test_a_version_score_out_of_range_is_refused_naming_it(tenant_a, project, root, score):
+    # Before: NaN, infinity and out-of-range scores passed full_clean() and failed the
+    # database's range constraint as an IntegrityError.
+    before = written(tenant_a, root)
+    with pytest.raises(ValidationError) as refused:
+        docs.document_version_create(
+            tenant=tenant_a,
+            project=project,
+            document_type="about",
+            content="About.",
+            readability_score=score,
+        )
+    assert list(refused.value.message_dict) == ["readability_score"]
+    assert written(tenant_a, root) == before
+
+
+def test_a_long_template_tag_is_refused_naming_it(tenant_a, root):
+    # Before: the GIN index refused the entry ("index row requires ... bytes").
+    with pytest.raises(ValidationError) as refused:
+        docs.project_template_create(
+            tenant=tenant_a, name="T", files={"a.md": "A."}, tags=["x" * 50_000]
+        )
+    assert list(refused.value.message_dict) == ["tags"]
