@@ -355,6 +355,18 @@ CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)
 DOCUMENT_MAX_UPLOAD_BYTES = env.int("DOCUMENT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 # Largest content of one document version, in bytes of UTF-8.
 DOCUMENT_VERSION_MAX_BYTES = env.int("DOCUMENT_VERSION_MAX_BYTES", default=5 * 1024 * 1024)
+# Every JSON value stored (metadata, settings, manifests, run data: core.models.JSONField):
+# at most this many levels of nesting and this many bytes of UTF-8 as JSON.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=64)
+JSON_MAX_BYTES = env.int("JSON_MAX_BYTES", default=1024 * 1024)
+# Python's json and Django's JSONField recurse once per level once the bound passed: a
+# few hundred levels stay far from the interpreter's recursion limit (1000).
+if not 1 <= JSON_MAX_DEPTH <= 500 or JSON_MAX_BYTES < 2:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "JSON_MAX_DEPTH must be between 1 and 500 and JSON_MAX_BYTES at least 2."
+    )
 # A document left in `processing` this long (a worker died) may be processed again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
 

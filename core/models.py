@@ -4,12 +4,17 @@ The tenant-owned one is tenancy.models.TenantOwnedModel: its foreign key names t
 tenants table, which core, importing no app, does not know.
 """
 
+import re
+
 import pgtrigger
+from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.forms.fields import InvalidJSONInput
 
 from core.ids import uuid7
-from core.validators import validate_storable
+from core.validators import validate_finite, validate_json_value, validate_storable
 
 
 class UUIDv7(models.Func):
@@ -42,6 +47,90 @@ def updated_at_trigger() -> pgtrigger.Trigger:
     )
 
 
+# A JSON string, or an unterminated one up to the end: possessive, so no text makes the
+# search backtrack or start over from every later quote.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_text_too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests brackets deeper than `limit` outside its strings.
+
+    Counted without parsing, and iteratively: Python's json.loads recurses and raises
+    RecursionError on text nested a thousand levels deep.
+    """
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+class JSONFormField(forms.JSONField):
+    """The admin's JSON input: text nested too deeply, or a number too long, is a field error.
+
+    Both would escape Django's forms.JSONField (RecursionError, and the ValueError of
+    Python's limit on integer digits) as a server error. Values it parses (NaN and
+    Infinity too: json.loads reads them) are then checked by the model field.
+    """
+
+    def _parse(self, value: str) -> object:
+        if json_text_too_deep(value, settings.JSON_MAX_DEPTH):
+            raise ValidationError(
+                "The value is nested deeper than JSON_MAX_DEPTH (%(limit)s levels).",
+                code="invalid_json_value",
+                params={"limit": settings.JSON_MAX_DEPTH},
+            )
+        try:
+            return super().to_python(value)
+        except ValueError as error:  # an integer longer than Python converts
+            raise ValidationError(
+                "The value holds a number too long to read.", code="invalid_json_value"
+            ) from error
+
+    def to_python(self, value: object) -> object:
+        if self.disabled or not isinstance(value, str):
+            return super().to_python(value)
+        return self._parse(value)
+
+    def bound_data(self, data: object, initial: object) -> object:
+        if (
+            not self.disabled
+            and isinstance(data, str)
+            and json_text_too_deep(data, settings.JSON_MAX_DEPTH)
+        ):
+            return InvalidJSONInput(data)
+        try:
+            return super().bound_data(data, initial)
+        except ValueError:  # an integer longer than Python converts
+            return InvalidJSONInput(data)
+
+
+class JSONField(models.JSONField):
+    """The JSON field of every app: finite numbers, bounded depth and size (DESIGN.md 8).
+
+    core.validators.validate_json_value runs before Django's own check, which
+    json.dumps the value and so would recurse on a deep value, and accepts NaN and
+    Infinity that jsonb then refuses. full_clean() names the field in the error; the
+    admin's forms get it through their model's full_clean().
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.null:
+            # full_clean() skips the validation of an empty value in a blank field, and
+            # None would then reach the NOT NULL column as an IntegrityError.
+            self.empty_values = [value for value in self.empty_values if value is not None]
+
+    def validate(self, value: object, model_instance: models.Model | None) -> None:
+        validate_json_value(value)
+        super().validate(value, model_instance)
+
+    def formfield(self, **kwargs):
+        return super().formfield(**{"form_class": JSONFormField, **kwargs})
+
+
 class BaseModel(models.Model):
     """UUIDv7 primary key and creation time."""
 
@@ -53,11 +142,13 @@ class BaseModel(models.Model):
         get_latest_by = "created_at"
 
     def clean_fields(self, exclude=None):
-        """Each field's own validation, and refusal of text PostgreSQL cannot store.
+        """Each field's own validation, and refusal of values PostgreSQL cannot store.
 
         NUL characters and unpaired surrogates in any field (text, JSON, arrays) raise a
         ValidationError naming the field from every full_clean(), instead of the driver's
-        DataError mid-write (core.validators).
+        DataError mid-write (core.validators). So do NaN and infinities in a float field:
+        double precision takes them, but they pass every range validator and then fail
+        the range constraints (NaN sorts above every number in PostgreSQL).
         """
         errors: dict[str, list] = {}
         try:
@@ -65,10 +156,14 @@ class BaseModel(models.Model):
         except ValidationError as error:
             errors = error.update_error_dict(errors)
         for field in self._meta.concrete_fields:
-            if exclude and field.name in exclude:
+            # A field that failed its own validation may be a value too deep to walk again.
+            if (exclude and field.name in exclude) or field.name in errors:
                 continue
+            value = getattr(self, field.attname)
             try:
-                validate_storable(getattr(self, field.attname))
+                validate_storable(value)
+                if isinstance(field, models.FloatField):
+                    validate_finite(value)
             except ValidationError as error:
                 errors.setdefault(field.name, []).extend(error.error_list)
         if errors:

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
@@ -13,7 +13,7 @@ from pgvector.django import HnswIndex, VectorField
 from core.expressions import Sha256Hex
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import TimestampedModel, related_label
+from core.models import JSONField, TimestampedModel, related_label
 from tenancy.models import TenantOwnedModel
 
 EMBEDDING_DIMENSION = 1536
@@ -100,7 +100,7 @@ class Project(TenantOwnedModel):
         default=1, validators=[MinValueValidator(1), MaxValueValidator(4)]
     )
     language = models.CharField(max_length=16, default="en")
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -185,9 +185,14 @@ class DocumentVersion(TenantOwnedModel):
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
     prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    readability_score = models.FloatField(null=True, blank=True)
-    grammar_score = models.FloatField(null=True, blank=True)
+    metadata = JSONField(default=dict, blank=True)
+    # The range of the *_range constraints, for full_clean() (which skips constraints here).
+    readability_score = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    grammar_score = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -310,7 +315,7 @@ class Document(TenantOwnedModel):
     sha256 = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
     error_message = models.TextField(blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -376,7 +381,7 @@ class Chunk(TenantOwnedModel):
     token_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     embedding = VectorField(dimensions=EMBEDDING_DIMENSION, null=True, blank=True)
     embedding_model = models.CharField(max_length=200, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     # Full-text search; the two-argument to_tsvector is immutable, as a stored column needs.
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config=SEARCH_CONFIG),
@@ -446,11 +451,16 @@ class ProjectTemplate(TimestampedModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     # File name -> text with {variable} placeholders, rendered by project_create_from_template.
-    files = models.JSONField(default=dict, blank=True)
+    files = JSONField(default=dict, blank=True)
     required_variables = ArrayField(models.TextField(), default=list, blank=True)
     optional_variables = ArrayField(models.TextField(), default=list, blank=True)
-    tech_stack = ArrayField(models.TextField(), default=list, blank=True)
-    tags = ArrayField(models.TextField(), default=list, blank=True)
+    # Items bounded: a GIN index entry holds at most about 2,700 bytes.
+    tech_stack = ArrayField(
+        models.TextField(validators=[MaxLengthValidator(200)]), default=list, blank=True
+    )
+    tags = ArrayField(
+        models.TextField(validators=[MaxLengthValidator(200)]), default=list, blank=True
+    )
     complexity = models.CharField(
         max_length=16, choices=Complexity.choices, default=Complexity.SIMPLE
     )

@@ -10,7 +10,7 @@ from django.db.models.expressions import RawSQL
 
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
-from core.models import related_label
+from core.models import JSONField, related_label
 from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
@@ -48,7 +48,7 @@ class Export(TenantOwnedModel):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.ZIP)
     storage_key = models.CharField(max_length=500, blank=True)
-    manifest = models.JSONField(default=dict, blank=True)
+    manifest = JSONField(default=dict, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)

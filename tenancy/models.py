@@ -1,17 +1,30 @@
 """Users, tenants and memberships."""
 
+import re
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
-from core.models import TimestampedModel, related_label
+from core.models import JSONField, TimestampedModel, related_label
+
+_UNHASHABLE = re.compile("[\ud800-\udfff]")
 
 
 class UserManager(BaseUserManager):
     def _create(self, email: str, password: str | None, **fields) -> "User":
         if not email:
-            raise ValueError("email is required")
+            raise ValidationError({"email": "An email address is required."})
+        if password is not None and (found := _UNHASHABLE.search(password)):
+            # The hasher encodes the password as UTF-8, which has no unpaired surrogate.
+            raise ValidationError(
+                {
+                    "password": f"The password contains an unpaired surrogate "
+                    f"(\\u{ord(found.group()):04x}), which has no UTF-8 encoding."
+                }
+            )
         user = self.model(email=self.normalize_email(email).lower(), **fields)
         user.set_password(password)
         user.full_clean(exclude=["password"])
@@ -44,7 +57,7 @@ class User(AbstractBaseUser, TimestampedModel):
 
     email = models.EmailField(max_length=254)
     name = models.CharField(max_length=200, blank=True)
-    profile_data = models.JSONField(default=dict, blank=True)
+    profile_data = JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     is_superuser = models.BooleanField(default=False)
@@ -88,7 +101,7 @@ class Tenant(TimestampedModel):
     name = models.CharField(max_length=200)
     # Indexed by tenants_slug_uniq; no second, unnamed index from db_index.
     slug = models.SlugField(max_length=100, db_index=False)
-    settings = models.JSONField(default=dict, blank=True)
+    settings = JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
 
     class Meta(TimestampedModel.Meta):

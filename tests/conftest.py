@@ -4,9 +4,13 @@ Tests connect as the runtime role, so row-level security applies: rows of a tena
 are created inside `tenant_context(tenant)`.
 """
 
+import os
+
 import pytest
 from django.conf import settings
 from django.db import connection
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from model_bakery import baker
 
 from tenancy.context import tenant_context
@@ -14,6 +18,21 @@ from tenancy.models import Membership, Tenant, User
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 
 PASSWORD = "correct-horse-battery-staple"
+
+# Property tests (tests/core/test_properties.py): few examples, so the suite stays fast,
+# and no example database written into the repository. HYPOTHESIS_PROFILE=thorough for
+# a longer hunt. Each example runs against the real database, whose time varies: no deadline.
+hypothesis_settings.register_profile(
+    "project",
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "thorough", parent=hypothesis_settings.get_profile("project"), max_examples=500
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models.executions import AgentExecution
+from core.models import JSONField
 from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
@@ -45,7 +46,7 @@ class ConversationMessage(TenantOwnedModel):
     position = models.IntegerField(validators=[MinValueValidator(1)])
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
         db_table = "conversation_messages"

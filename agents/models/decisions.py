@@ -7,7 +7,7 @@ from django.db.models import F, Q
 from django.db.models.functions import JSONArray, JSONObject
 
 from agents.models.executions import AgentExecution
-from core.models import TransactionNow
+from core.models import JSONField, TransactionNow
 from tenancy.models import TenantOwnedModel
 
 
@@ -34,7 +34,7 @@ class Decision(TenantOwnedModel):
     category = models.CharField(max_length=100)
     question = models.TextField()
     # [{"name": "...", "notes": "..."}, ...]: the options considered, each with its notes.
-    options = models.JSONField(default=list)
+    options = JSONField(default=list)
     # The name of the selected option.
     selected = models.CharField(max_length=200)
     reasoning = models.TextField(blank=True)

@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from agents.models.executions import AgentExecution
+from core.models import JSONField
 from tenancy.models import TenantOwnedModel
 
 
@@ -36,7 +37,7 @@ class EvaluationRun(TenantOwnedModel):
         db_index=False,
     )
     evaluator = models.CharField(max_length=200, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
+    metrics = JSONField(default=dict, blank=True)
     # 0..100, the scale of document_versions' readability and grammar scores.
     score = models.FloatField()
 

@@ -10,6 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from core.models import JSONField
 from documents.models import project_live_trigger
 from tenancy.models import TenantOwnedModel
 
@@ -103,8 +104,8 @@ class AgentExecution(TenantOwnedModel):
     )
     attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    input_data = models.JSONField(default=dict, blank=True)
-    output_data = models.JSONField(default=dict, blank=True)
+    input_data = JSONField(default=dict, blank=True)
+    output_data = JSONField(default=dict, blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
     retry_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])

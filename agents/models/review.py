@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from agents.models.executions import AgentExecution
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
+from core.models import JSONField
 from documents.models import DocumentType, project_live_trigger
 from tenancy.models import TenantOwnedModel
 
@@ -100,7 +101,7 @@ class ChangeProposal(TenantOwnedModel):
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
     # The agent's impact analysis: what the change touches and how risky it is.
-    impact = models.JSONField(default=dict, blank=True)
+    impact = JSONField(default=dict, blank=True)
     # Headings of the sections the change touches; searched with && and @> (GIN).
     affected_sections = ArrayField(models.CharField(max_length=200), default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

@@ -54,7 +54,10 @@ def execution_record_sources(
         chunk_id = _result_chunk_id(result)
         if chunk_id is None:
             raise ValidationError({"chunk": "Every result names its chunk."})
-        chunk_ids.append(uuid.UUID(str(chunk_id)))
+        try:
+            chunk_ids.append(uuid.UUID(str(chunk_id)))
+        except ValueError:
+            raise ValidationError({"chunk": f"{str(chunk_id)[:40]!r} is not a chunk id."}) from None
     if len(set(chunk_ids)) != len(chunk_ids):
         raise ValidationError({"chunk": "A chunk is listed more than once."})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from django.apps import apps
 from django.core.exceptions import ValidationError
 
 from agents import services as agents
@@ -20,9 +19,9 @@ from documents.models import Project, ProjectTemplate
 from tenancy import services as tenancy
 from tenancy.context import tenant_context
 from tenancy.models import Tenant
+from tests.footprint import written
 from tests.storages import point_storages
 
-OUR_APPS = ("tenancy", "documents", "agents", "exports")
 NUL = "\x00"
 SURROGATE = "\ud800"
 
@@ -63,17 +62,6 @@ def world(tenant_a) -> World:
     return World(
         tenant=tenant_a, project=project, template=template, running=running, proposal=proposal
     )
-
-
-def written(tenant, root) -> tuple[dict[str, int], list[str]]:
-    """Rows per table of ours (the tenant's, and all users and tenants) and stored files."""
-    counts = {}
-    with tenant_context(tenant):
-        for label in OUR_APPS:
-            for model in apps.get_app_config(label).get_models():
-                counts[model._meta.db_table] = model._base_manager.count()
-    files = sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
-    return counts, files
 
 
 def bad(value: str) -> str:

@@ -1,0 +1,51 @@
+"""Every JSON field becomes core.models.JSONField (DESIGN.md section 8).
+
+Its validation refuses NaN, Infinity, numbers beyond a double's range, values nested
+deeper than JSON_MAX_DEPTH and larger than JSON_MAX_BYTES, naming the field. Python-side
+only: the column stays jsonb and no SQL runs (sqlmigrate prints none).
+"""
+
+from django.db import migrations
+
+import core.models
+import core.db.operations
+
+
+class Migration(core.db.operations.Migration):
+
+    dependencies = [
+        ('agents', '0011_refuse_writes_to_deleted_projects'),
+    ]
+
+    operations = [
+        migrations.AlterField(
+            model_name='agentexecution',
+            name='input_data',
+            field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='agentexecution',
+            name='output_data',
+            field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='changeproposal',
+            name='impact',
+            field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='conversationmessage',
+            name='metadata',
+            field=core.models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AlterField(
+            model_name='decision',
+            name='options',
+            field=core.models.JSONField(default=list),
+        ),
+        migrations.AlterField(
+            model_name='evaluationrun',
+            name='metrics',
+            field=core.models.JSONField(blank=True, default=dict),
+        ),
+    ]
