@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models.executions import AgentExecution
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class MessageRole(models.TextChoices):
@@ -25,21 +25,17 @@ class ConversationMessage(TenantOwnedModel):
 
     Role = MessageRole
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="messages",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="messages",
-        db_constraint=False,
-        db_index=False,
     )
     position = models.IntegerField(validators=[MinValueValidator(1)])
     role = models.CharField(max_length=16, choices=Role.choices)

@@ -10,7 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ExecutionStatus(models.TextChoices):
@@ -82,23 +82,19 @@ class AgentExecution(TenantOwnedModel):
 
     Status = ExecutionStatus
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="executions",
-        db_constraint=False,
-        db_index=False,
     )
     agent_type = models.CharField(max_length=100)
     correlation_id = models.UUIDField()
-    parent = models.ForeignKey(
+    parent = TenantForeignKey(
         "self",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="steps",
-        db_constraint=False,
-        db_index=False,
     )
     attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -112,14 +108,12 @@ class AgentExecution(TenantOwnedModel):
     prompt_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     completion_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    produced_version = models.ForeignKey(
+    produced_version = TenantForeignKey(
         "documents.DocumentVersion",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="produced_by",
-        db_constraint=False,
-        db_index=False,
     )
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -260,12 +254,10 @@ class ExecutionIdempotencyKey(TenantOwnedModel):
     under the constraint name the key always had.
     """
 
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         on_delete=models.CASCADE,
         related_name="+",
-        db_constraint=False,
-        db_index=False,
     )
     idempotency_key = models.CharField(max_length=200)
 

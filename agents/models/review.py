@@ -13,7 +13,7 @@ from agents.models.executions import AgentExecution
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
 from documents.models import DocumentType
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ProposalStatus(models.TextChoices):
@@ -72,30 +72,24 @@ class ChangeProposal(TenantOwnedModel):
 
     Status = ProposalStatus
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
     # RESTRICT: a version goes only with its project, which takes its proposals along.
-    base_version = models.ForeignKey(
+    base_version = TenantForeignKey(
         "documents.DocumentVersion",
         on_delete=models.RESTRICT,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
@@ -114,14 +108,12 @@ class ChangeProposal(TenantOwnedModel):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.TextField(blank=True)
-    applied_version = models.ForeignKey(
+    applied_version = TenantForeignKey(
         "documents.DocumentVersion",
         null=True,
         blank=True,
         on_delete=models.RESTRICT,
         related_name="applied_proposals",
-        db_constraint=False,
-        db_index=False,
     )
     # Why applying failed (the base version was no longer the latest, ...).
     failure_reason = models.TextField(blank=True)
