@@ -10,6 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from agents.models.lifecycle import transition_allowed_sql, transition_refused_sql
 from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
@@ -35,15 +36,9 @@ ALLOWED_TRANSITIONS = frozenset(
 
 
 def _transition_check_sql() -> str:
-    allowed = " OR ".join(
-        f"(OLD.status = '{old.value}' AND NEW.status = '{new.value}')"
-        for old, new in sorted(ALLOWED_TRANSITIONS)
-    )
     return (
-        f"IF {allowed} THEN RETURN NEW; END IF; "
-        "RAISE EXCEPTION 'agent execution %: status cannot change from % to %', "
-        "OLD.id, OLD.status, NEW.status USING ERRCODE = 'integrity_constraint_violation'; "
-        "RETURN NULL;"
+        f"IF {transition_allowed_sql(ALLOWED_TRANSITIONS)} THEN RETURN NEW; END IF; "
+        f"{transition_refused_sql('agent execution')} RETURN NULL;"
     )
 
 

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from agents.models.executions import AgentExecution
+from agents.models.lifecycle import transition_allowed_sql, transition_refused_sql
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
 from documents.models import DocumentType
@@ -50,15 +51,9 @@ APPLIED_VERSION_IS_NEXT_SQL = (
 
 
 def _proposal_transition_check_sql() -> str:
-    allowed = " OR ".join(
-        f"(OLD.status = '{old.value}' AND NEW.status = '{new.value}')"
-        for old, new in sorted(PROPOSAL_TRANSITIONS)
-    )
     return (
-        f"IF NOT ({allowed}) THEN "
-        "RAISE EXCEPTION 'change proposal %: status cannot change from % to %', "
-        "OLD.id, OLD.status, NEW.status USING ERRCODE = 'integrity_constraint_violation'; "
-        "END IF; "
+        f"IF NOT ({transition_allowed_sql(PROPOSAL_TRANSITIONS)}) THEN "
+        f"{transition_refused_sql('change proposal')} END IF; "
         f"IF NEW.status = 'applied' AND NOT {APPLIED_VERSION_IS_NEXT_SQL} THEN "
         "RAISE EXCEPTION 'change proposal %: the applied version must be the version right "
         "after the base, with the proposed content (was another version written since?)', "
