@@ -1,5 +1,5 @@
 """Writes of agent executions, their sources and errors, conversation messages,
-evaluations, decisions and (from agents.proposals) change proposals, one module per
+evaluations, decisions and change proposals, one module per
 concern; callers import from here.
 
 - executions: new executions, created once per idempotency key, and retries;
@@ -12,17 +12,17 @@ concern; callers import from here.
 - _common: the full_clean() with range checks that all of them validate with.
 """
 
-from agents.proposals import (
-    change_proposal_apply,
-    change_proposal_approve,
-    change_proposal_propose,
-    change_proposal_reject,
-)
 from agents.services.executions import RETRYABLE_STATUSES, execution_create, execution_retry
 from agents.services.history import (
     EXECUTIONS_TABLE,
     execution_history_retain,
     execution_partitions_ensure,
+)
+from agents.services.proposals import (
+    change_proposal_apply,
+    change_proposal_approve,
+    change_proposal_propose,
+    change_proposal_reject,
 )
 from agents.services.records import (
     SCORE_MAX,

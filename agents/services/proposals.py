@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from agents.lifecycle import move_status
 from agents.models import PROPOSAL_TRANSITIONS, AgentExecution, ChangeProposal
+from agents.services.lifecycle import move_status
 from core.expressions import ClockTimestamp
 from core.hashing import sha256_hex
 from core.validators import validate_storable_arguments

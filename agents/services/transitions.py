@@ -20,9 +20,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from agents.lifecycle import move_status
 from agents.models import ALLOWED_TRANSITIONS, AgentExecution, ExecutionError
 from agents.services._common import clean
+from agents.services.lifecycle import move_status
 from core.expressions import ClockTimestamp
 from documents.models import DocumentVersion
 from tenancy.context import require_tenant, tenant_context

@@ -8,7 +8,7 @@ from django.db import connection
 
 from agents import selectors, services
 from agents.models import ChangeProposal
-from agents.proposals import PREAMBLE, sections_changed
+from agents.services.proposals import PREAMBLE, sections_changed
 from documents.models import DocumentVersion
 from documents.services import document_version_create, project_create
 from tenancy.context import tenant_context
@@ -213,7 +213,10 @@ def test_apply_on_a_stale_base_refuses_and_marks_the_proposal_failed(tenant_a, p
 def test_a_failed_apply_is_logged_as_a_warning(tenant_a, project, approved, caplog):
     # The seed's deliberate one is not (tests/core/test_seed.py); a real one stays a warning.
     edit(tenant_a, project)
-    with caplog.at_level("WARNING", logger="agents.proposals"), pytest.raises(ValidationError):
+    with (
+        caplog.at_level("WARNING", logger="agents.services.proposals"),
+        pytest.raises(ValidationError),
+    ):
         services.change_proposal_apply(tenant=tenant_a, proposal=approved)
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "change proposal failed to apply"
