@@ -66,9 +66,6 @@ def execution_start(*, tenant, execution: AgentExecution) -> AgentExecution:
         )
 
 
-USAGE_MINIMUMS = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0}
-
-
 def execution_finish(
     *,
     tenant,
@@ -97,7 +94,7 @@ def execution_finish(
     candidate.cost_usd = cost_usd
     candidate.produced_version = produced_version
     with tenant_context(tenant_id):
-        clean(candidate, minimums=USAGE_MINIMUMS)
+        clean(candidate)
         return _transition(
             tenant_id=tenant_id,
             execution=execution,

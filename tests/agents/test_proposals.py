@@ -158,6 +158,19 @@ def test_a_note_given_none_keeps_the_note_written_while_pending(tenant_a, propos
     assert proposal.review_note == "Checked the diff."
 
 
+def test_update_writes_the_note_of_a_pending_proposal(tenant_a, proposal):
+    services.change_proposal_update(tenant=tenant_a, proposal=proposal, review_note="Dates?")
+    assert stored(tenant_a, proposal).review_note == "Dates?"
+
+
+def test_update_of_a_reviewed_proposal_is_refused_naming_status(tenant_a, approved):
+    stale = stored(tenant_a, approved)
+    with pytest.raises(ValidationError) as error:
+        services.change_proposal_update(tenant=tenant_a, proposal=stale, review_note="Later.")
+    assert "status" in error.value.message_dict
+    assert stored(tenant_a, approved).review_note == approved.review_note
+
+
 def test_another_tenant_cannot_review(tenant_b, proposal):
     with pytest.raises(ValidationError) as error:
         services.change_proposal_approve(tenant=tenant_b, proposal=proposal)
