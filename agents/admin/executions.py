@@ -295,13 +295,10 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
 
     # Writes -------------------------------------------------------------------------
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
+    def update_object(self, request, obj, form):
         # Refused if a worker has started it since the page was read.
         try:
-            execution_update(
+            return execution_update(
                 tenant=obj.tenant_id, execution=obj, input_data=obj.input_data, model=obj.model
             )
         except ValidationError as error:

@@ -128,13 +128,12 @@ class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
 
     # Writes -------------------------------------------------------------------------
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
+    def update_object(self, request, obj, form):
         # Refused if another reviewer has decided since the page was read.
         try:
-            change_proposal_update(tenant=obj.tenant_id, proposal=obj, review_note=obj.review_note)
+            return change_proposal_update(
+                tenant=obj.tenant_id, proposal=obj, review_note=obj.review_note
+            )
         except ValidationError as error:
             raise PermissionDenied(" ".join(error.messages)) from error
 
