@@ -16,13 +16,11 @@ concern; callers import from here.
 """
 
 from agents.services.executions import (
-    RETRYABLE_STATUSES,
     execution_create,
     execution_retry,
     execution_update,
 )
 from agents.services.history import (
-    EXECUTIONS_TABLE,
     execution_history_retain,
     execution_partitions_ensure,
 )
@@ -41,7 +39,6 @@ from agents.services.records import (
 )
 from agents.services.sources import execution_record_sources
 from agents.services.transitions import (
-    TRUNCATED_MARKER,
     bounded_traceback,
     execution_cancel,
     execution_fail,
@@ -50,9 +47,6 @@ from agents.services.transitions import (
 )
 
 __all__ = [
-    "EXECUTIONS_TABLE",
-    "RETRYABLE_STATUSES",
-    "TRUNCATED_MARKER",
     "bounded_traceback",
     "change_proposal_apply",
     "change_proposal_approve",
