@@ -277,7 +277,7 @@ PROPOSAL_OUTCOMES = [
 ]
 
 
-PROPOSALS_LOGGER = "agents.proposals"
+PROPOSALS_LOGGER = "agents.services.proposals"
 
 
 @contextmanager

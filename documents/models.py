@@ -14,7 +14,7 @@ from core.expressions import Sha256Hex
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import JSONField, TimestampedModel, related_label
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 EMBEDDING_DIMENSION = 1536
 # Text search configuration of chunks.search_vector; queries must use the same one.
@@ -173,12 +173,10 @@ class DocumentVersion(TenantOwnedModel):
 
     DocumentType = DocumentType
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         Project,
         on_delete=models.CASCADE,
         related_name="versions",
-        db_constraint=False,
-        db_index=False,
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
     version = models.IntegerField(validators=[MinValueValidator(1)])
@@ -299,14 +297,12 @@ class Document(TenantOwnedModel):
     # Every document's bytes, in the default storage (backups copy and check them).
     STORED_FILE = StoredFile(storage="default")
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         Project,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="documents",
-        db_constraint=False,
-        db_index=False,
     )
     title = models.CharField(max_length=300)
     storage_key = models.CharField(max_length=500)
@@ -369,12 +365,10 @@ class Document(TenantOwnedModel):
 class Chunk(TenantOwnedModel):
     """A piece of a document with its embedding, the unit of retrieval."""
 
-    document = models.ForeignKey(
+    document = TenantForeignKey(
         Document,
         on_delete=models.CASCADE,
         related_name="chunks",
-        db_constraint=False,
-        db_index=False,
     )
     ordinal = models.IntegerField(validators=[MinValueValidator(0)])
     content = models.TextField()

@@ -12,7 +12,7 @@ from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import JSONField, related_label
 from documents.models import project_live_trigger
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ExportStatus(models.TextChoices):
@@ -38,12 +38,10 @@ class Export(TenantOwnedModel):
 
     Format = ExportFormat
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="exports",
-        db_constraint=False,
-        db_index=False,
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.ZIP)

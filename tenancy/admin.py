@@ -272,12 +272,9 @@ class MembershipAdmin(TenantOwnedAdmin):
     def create_object(self, request, obj, form):
         return membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            # The role is all that changes here (tenant and user are read-only).
-            membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
-        else:
-            super().save_model(request, obj, form, change)
+    def update_object(self, request, obj, form):
+        # The role is all that changes here (tenant and user are read-only).
+        return membership_set(tenant=obj.tenant, user=obj.user, role=obj.role)
 
     def foreign_key_choices(self, db_field, request):
         if db_field.name == "user":

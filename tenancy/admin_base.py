@@ -11,9 +11,11 @@ limited the same way as the rows.
 
 Rows that services add: `create_object` calls the service, and a ValidationError it
 raises comes back as errors on the add form (TenantOwnedAdmin.changeform_view), not as a
-server error. Record tables that only services write use RecordAdminMixin, rows that
-history depends on HistoryRecordMixin. Foreign keys in a changelist are links to the
-related row (core.admin.with_foreign_key_links).
+server error. Edits go through `update_object` the same way: the model's update service,
+or core.services.model_update on the fields the form changed. Record tables that only
+services write use RecordAdminMixin, rows that history depends on HistoryRecordMixin.
+Foreign keys in a changelist are links to the related row
+(core.admin.with_foreign_key_links).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from core.admin import TIMESTAMP_FIELDS, DeferringChangeList, with_foreign_key_links
+from core.services import model_update
 from tenancy.admin_roles import (
     ALL_ROLES,
     CONTENT_EDITOR_ROLES,
@@ -85,7 +88,8 @@ class RecordAdminMixin(HistoryRecordMixin):
 
 
 class CreateRefused(Exception):
-    """The service behind an add form refused the row (carries its ValidationError)."""
+    """The service behind an add or change form refused the row (carries its
+    ValidationError)."""
 
     def __init__(self, error: ValidationError):
         super().__init__(error)
@@ -156,7 +160,8 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     (what the add form asks for when a service computes the rest), `list_defer` (columns
     the changelist does not read) and `uuid_search_fields` (UUID columns that a search
     term which is a UUID matches exactly, through their indexes). Override
-    `create_object` to add rows through the app's create service, and
+    `create_object` to add rows through the app's create service, `update_object` to
+    change them through its update service, and
     `restrict_to_tenants` / `has_view_permission` for rows shared by all tenants (a
     template without a tenant). `change_sections` are headed groups of read-only
     displays (admin methods: a diff, a step tree) shown below the row on its change page.
@@ -348,7 +353,10 @@ class TenantOwnedAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            try:
+                self.update_object(request, obj, form)
+            except ValidationError as error:
+                raise CreateRefused(error) from error
             return
         if self.has_creator():
             # Whoever adds the row, whatever the POST says (the field is read-only).
@@ -369,6 +377,13 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         """Write a new row from the validated add form; may return another instance."""
         obj.save()
         return obj
+
+    def update_object(self, request: HttpRequest, obj: Model, form) -> Model:
+        """Write the change form's edits: the fields it changed, through core's
+        model_update. An admin whose model has an update service calls that instead."""
+        columns = {field.name for field in obj._meta.concrete_fields}
+        edited = [name for name in form.changed_data if name in columns]
+        return model_update(instance=obj, data={name: getattr(obj, name) for name in edited})
 
     # Actions ------------------------------------------------------------------------
 

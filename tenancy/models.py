@@ -1,6 +1,7 @@
 """Users, tenants and memberships."""
 
 import re
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
@@ -112,11 +113,33 @@ class Tenant(TimestampedModel):
         return self.name
 
 
+class TenantForeignKey(models.ForeignKey):
+    """A key from one tenant table to another: no single-column constraint, no own index.
+
+    The composite key `(tenant_id, x_id) -> x (tenant_id, id)` that the migrations add
+    (core.db.operations.AddTenantForeignKey) enforces it and pins the tenant, and the
+    model's tenant-first or `(x, tenant)` index serves it (see TenantOwnedModel). Like
+    Sentry's FlexibleForeignKey, the defaults are set here once.
+    """
+
+    def __init__(self, to: Any, on_delete: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("db_constraint", False)
+        kwargs.setdefault("db_index", False)
+        super().__init__(to, on_delete, **kwargs)
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        # Reported as the plain ForeignKey with both keywords, which is what the
+        # migrations already say: the field class is a spelling, not a schema change, so
+        # makemigrations sees nothing to alter and migrations never import this app.
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.ForeignKey", args, kwargs
+
+
 class TenantOwnedModel(TimestampedModel):
     """A row that belongs to one tenant; row-level security keys on `tenant_id`.
 
     The tenant column is indexed by each concrete model's tenant-first index. Foreign
-    keys to other tenant tables are `db_constraint=False`: the composite keys
+    keys to other tenant tables are TenantForeignKeys (`db_constraint=False`): the composite keys
     `(tenant_id, x_id) -> x (tenant_id, id)` of the migrations enforce them (and pin the
     tenant), and a single-column key would be the one thing stopping a Citus cluster
     from co-locating a tenant's rows (tests/core/test_distribution.py).

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -24,7 +24,12 @@ from django.utils.safestring import SafeString
 
 from agents.models import AgentExecution, ExecutionSource
 from agents.selectors import ExecutionNode, run_tree
-from agents.services import execution_cancel, execution_create, execution_retry
+from agents.services import (
+    execution_cancel,
+    execution_create,
+    execution_retry,
+    execution_update,
+)
 from core.admin import (
     TIMESTAMP_FIELDS,
     LargeTableAdminMixin,
@@ -290,16 +295,14 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
 
     # Writes -------------------------------------------------------------------------
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Only while still pending: a worker may have started it since the page was read.
-        updated = AgentExecution.objects.filter(
-            pk=obj.pk, status=AgentExecution.Status.PENDING
-        ).update(**{name: getattr(obj, name) for name in EDITABLE_WHILE_PENDING})
-        if not updated:
-            raise PermissionDenied("The execution is no longer pending; it cannot be changed.")
+    def update_object(self, request, obj, form):
+        # Refused if a worker has started it since the page was read.
+        try:
+            return execution_update(
+                tenant=obj.tenant_id, execution=obj, input_data=obj.input_data, model=obj.model
+            )
+        except ValidationError as error:
+            raise PermissionDenied(" ".join(error.messages)) from error
 
     def create_object(self, request, obj, form):
         return execution_create(

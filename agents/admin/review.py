@@ -10,7 +10,7 @@ a record afterwards.
 from __future__ import annotations
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -22,6 +22,7 @@ from agents.services import (
     change_proposal_approve,
     change_proposal_propose,
     change_proposal_reject,
+    change_proposal_update,
     decision_options_errors,
     decision_record,
 )
@@ -127,16 +128,14 @@ class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
 
     # Writes -------------------------------------------------------------------------
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Only while pending: another reviewer may have decided since the page was read.
-        updated = ChangeProposal.objects.filter(
-            pk=obj.pk, status=ChangeProposal.Status.PENDING
-        ).update(review_note=obj.review_note)
-        if not updated:
-            raise PermissionDenied("The proposal has been reviewed; it cannot be changed.")
+    def update_object(self, request, obj, form):
+        # Refused if another reviewer has decided since the page was read.
+        try:
+            return change_proposal_update(
+                tenant=obj.tenant_id, proposal=obj, review_note=obj.review_note
+            )
+        except ValidationError as error:
+            raise PermissionDenied(" ".join(error.messages)) from error
 
     def create_object(self, request, obj, form):
         return change_proposal_propose(

@@ -18,7 +18,6 @@ Callers import from here (`from agents.models import AgentExecution`).
 # of each model's related objects), so the split changes neither.
 from agents.models.executions import (
     ALLOWED_TRANSITIONS,
-    SAME_STEP_SQL,
     AgentExecution,
     ExecutionIdempotencyKey,
     ExecutionStatus,
@@ -27,8 +26,6 @@ from agents.models.sources import ExecutionSource
 from agents.models.conversations import ConversationMessage, MessageRole
 from agents.models.evaluations import EvaluationRun
 from agents.models.review import (
-    APPLIED_VERSION_IS_NEXT_SQL,
-    PROPOSAL_FINAL_STATUSES,
     PROPOSAL_TRANSITIONS,
     ChangeProposal,
     ProposalStatus,
@@ -40,10 +37,7 @@ from agents.models.errors import ExecutionError
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
-    "APPLIED_VERSION_IS_NEXT_SQL",
-    "PROPOSAL_FINAL_STATUSES",
     "PROPOSAL_TRANSITIONS",
-    "SAME_STEP_SQL",
     "AgentExecution",
     "ChangeProposal",
     "ConversationMessage",

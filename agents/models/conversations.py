@@ -7,7 +7,7 @@ from django.db.models import Q
 from agents.models.executions import AgentExecution
 from core.models import JSONField
 from documents.models import project_live_trigger
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class MessageRole(models.TextChoices):
@@ -27,21 +27,17 @@ class ConversationMessage(TenantOwnedModel):
 
     Role = MessageRole
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="messages",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="messages",
-        db_constraint=False,
-        db_index=False,
     )
     position = models.IntegerField(validators=[MinValueValidator(1)])
     role = models.CharField(max_length=16, choices=Role.choices)

@@ -8,28 +8,24 @@ from django.db.models.functions import JSONArray, JSONObject
 
 from agents.models.executions import AgentExecution
 from core.models import JSONField, TransactionNow
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class Decision(TenantOwnedModel):
     """A choice made for a project: the question, the researched options, the one
     selected and why; decided by a user (decided_by) or an agent (execution)."""
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="decisions",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="decisions",
-        db_constraint=False,
-        db_index=False,
     )
     category = models.CharField(max_length=100)
     question = models.TextField()

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models.executions import SAME_STEP_SQL, AgentExecution, step_lock_sql
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 def _error_recovered_on_insert_sql() -> str:
@@ -27,12 +27,10 @@ class ExecutionError(TenantOwnedModel):
     """One failure of one execution: the step (node), the error and whether a later
     attempt of the same step succeeded (`recovered`, kept by the database)."""
 
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         on_delete=models.CASCADE,
         related_name="errors",
-        db_constraint=False,
-        db_index=False,
     )
     # The step that failed (by default the execution's agent type).
     node = models.CharField(max_length=200)

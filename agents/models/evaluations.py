@@ -5,36 +5,30 @@ from django.db.models import F, Q
 
 from agents.models.executions import AgentExecution
 from core.models import JSONField
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class EvaluationRun(TenantOwnedModel):
     """A score given to one document version or one execution, with its metrics."""
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="evaluations",
-        db_constraint=False,
-        db_index=False,
     )
-    document_version = models.ForeignKey(
+    document_version = TenantForeignKey(
         "documents.DocumentVersion",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="evaluations",
-        db_constraint=False,
-        db_index=False,
     )
     evaluator = models.CharField(max_length=200, blank=True)
     metrics = JSONField(default=dict, blank=True)

@@ -10,9 +10,10 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from agents.models.lifecycle import transition_allowed_sql, transition_refused_sql
 from core.models import JSONField
 from documents.models import project_live_trigger
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ExecutionStatus(models.TextChoices):
@@ -37,15 +38,9 @@ ALLOWED_TRANSITIONS = frozenset(
 
 
 def _transition_check_sql() -> str:
-    allowed = " OR ".join(
-        f"(OLD.status = '{old.value}' AND NEW.status = '{new.value}')"
-        for old, new in sorted(ALLOWED_TRANSITIONS)
-    )
     return (
-        f"IF {allowed} THEN RETURN NEW; END IF; "
-        "RAISE EXCEPTION 'agent execution %: status cannot change from % to %', "
-        "OLD.id, OLD.status, NEW.status USING ERRCODE = 'integrity_constraint_violation'; "
-        "RETURN NULL;"
+        f"IF {transition_allowed_sql(ALLOWED_TRANSITIONS)} THEN RETURN NEW; END IF; "
+        f"{transition_refused_sql('agent execution')} RETURN NULL;"
     )
 
 
@@ -84,23 +79,19 @@ class AgentExecution(TenantOwnedModel):
 
     Status = ExecutionStatus
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="executions",
-        db_constraint=False,
-        db_index=False,
     )
     agent_type = models.CharField(max_length=100)
     correlation_id = models.UUIDField()
-    parent = models.ForeignKey(
+    parent = TenantForeignKey(
         "self",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="steps",
-        db_constraint=False,
-        db_index=False,
     )
     attempt = models.IntegerField(default=1, validators=[MinValueValidator(1)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -114,14 +105,12 @@ class AgentExecution(TenantOwnedModel):
     prompt_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     completion_tokens = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    produced_version = models.ForeignKey(
+    produced_version = TenantForeignKey(
         "documents.DocumentVersion",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="produced_by",
-        db_constraint=False,
-        db_index=False,
     )
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -263,12 +252,10 @@ class ExecutionIdempotencyKey(TenantOwnedModel):
     under the constraint name the key always had.
     """
 
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         on_delete=models.CASCADE,
         related_name="+",
-        db_constraint=False,
-        db_index=False,
     )
     idempotency_key = models.CharField(max_length=200)
 

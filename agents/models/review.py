@@ -10,11 +10,12 @@ from django.db import models
 from django.db.models import F, Q
 
 from agents.models.executions import AgentExecution
+from agents.models.lifecycle import transition_allowed_sql, transition_refused_sql
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import JSONField
 from documents.models import DocumentType, project_live_trigger
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ProposalStatus(models.TextChoices):
@@ -51,15 +52,9 @@ APPLIED_VERSION_IS_NEXT_SQL = (
 
 
 def _proposal_transition_check_sql() -> str:
-    allowed = " OR ".join(
-        f"(OLD.status = '{old.value}' AND NEW.status = '{new.value}')"
-        for old, new in sorted(PROPOSAL_TRANSITIONS)
-    )
     return (
-        f"IF NOT ({allowed}) THEN "
-        "RAISE EXCEPTION 'change proposal %: status cannot change from % to %', "
-        "OLD.id, OLD.status, NEW.status USING ERRCODE = 'integrity_constraint_violation'; "
-        "END IF; "
+        f"IF NOT ({transition_allowed_sql(PROPOSAL_TRANSITIONS)}) THEN "
+        f"{transition_refused_sql('change proposal')} END IF; "
         f"IF NEW.status = 'applied' AND NOT {APPLIED_VERSION_IS_NEXT_SQL} THEN "
         "RAISE EXCEPTION 'change proposal %: the applied version must be the version right "
         "after the base, with the proposed content (was another version written since?)', "
@@ -73,30 +68,24 @@ class ChangeProposal(TenantOwnedModel):
 
     Status = ProposalStatus
 
-    project = models.ForeignKey(
+    project = TenantForeignKey(
         "documents.Project",
         on_delete=models.CASCADE,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
     document_type = models.CharField(max_length=16, choices=DocumentType.choices)
     # RESTRICT: a version goes only with its project, which takes its proposals along.
-    base_version = models.ForeignKey(
+    base_version = TenantForeignKey(
         "documents.DocumentVersion",
         on_delete=models.RESTRICT,
         related_name="proposals",
-        db_constraint=False,
-        db_index=False,
     )
     content = models.TextField()
     content_sha256 = models.CharField(max_length=64)
@@ -115,14 +104,12 @@ class ChangeProposal(TenantOwnedModel):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.TextField(blank=True)
-    applied_version = models.ForeignKey(
+    applied_version = TenantForeignKey(
         "documents.DocumentVersion",
         null=True,
         blank=True,
         on_delete=models.RESTRICT,
         related_name="applied_proposals",
-        db_constraint=False,
-        db_index=False,
     )
     # Why applying failed (the base version was no longer the latest, ...).
     failure_reason = models.TextField(blank=True)

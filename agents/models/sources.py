@@ -8,7 +8,7 @@ from django.db.models import Q
 from agents.models.executions import AgentExecution
 from core.expressions import Sha256Hex
 from core.hashing import SHA256_HEX_PATTERN
-from tenancy.models import TenantOwnedModel
+from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 class ExecutionSource(TenantOwnedModel):
@@ -18,21 +18,17 @@ class ExecutionSource(TenantOwnedModel):
     after the chunk or its document is deleted and chunk_id is set to NULL.
     """
 
-    execution = models.ForeignKey(
+    execution = TenantForeignKey(
         AgentExecution,
         on_delete=models.CASCADE,
         related_name="sources",
-        db_constraint=False,
-        db_index=False,
     )
-    chunk = models.ForeignKey(
+    chunk = TenantForeignKey(
         "documents.Chunk",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="execution_sources",
-        db_constraint=False,
-        db_index=False,
     )
     rank = models.IntegerField(validators=[MinValueValidator(1)])
     score = models.FloatField()

@@ -1,32 +1,38 @@
 """Writes of agent executions, their sources and errors, conversation messages,
-evaluations, decisions and (from agents.proposals) change proposals, one module per
+evaluations, decisions and change proposals, one module per
 concern; callers import from here.
 
-- executions: new executions, created once per idempotency key, and retries;
+- executions: new executions, created once per idempotency key, retries, and the
+  corrections of a pending one;
 - transitions: start, finish, fail (with its error record) and cancel, each one
   conditional UPDATE; bounded_traceback;
 - sources: the chunks an execution retrieved (provenance);
 - records: conversation messages, evaluations and decisions;
+- proposals: change proposals, their review and applying them;
+- lifecycle: move_status, the conditional UPDATE every status change makes;
 - history: agent_executions' monthly partitions, created ahead and dropped past
   retention;
-- _common: the full_clean() with range checks that all of them validate with.
+- _common: the full_clean() with the model's CHECKs, per field, that all of them use.
 """
 
-from agents.proposals import (
-    change_proposal_apply,
-    change_proposal_approve,
-    change_proposal_propose,
-    change_proposal_reject,
+from agents.services.executions import (
+    execution_create,
+    execution_retry,
+    execution_update,
 )
-from agents.services.executions import RETRYABLE_STATUSES, execution_create, execution_retry
 from agents.services.history import (
-    EXECUTIONS_TABLE,
     PartitionsSummary,
     execution_history_retain,
     execution_partitions_ensure,
 )
+from agents.services.proposals import (
+    change_proposal_apply,
+    change_proposal_approve,
+    change_proposal_propose,
+    change_proposal_reject,
+    change_proposal_update,
+)
 from agents.services.records import (
-    SCORE_MAX,
     decision_options_errors,
     decision_record,
     evaluation_record,
@@ -34,8 +40,6 @@ from agents.services.records import (
 )
 from agents.services.sources import execution_record_sources
 from agents.services.transitions import (
-    TRUNCATED_MARKER,
-    USAGE_MINIMUMS,
     bounded_traceback,
     execution_cancel,
     execution_fail,
@@ -44,16 +48,13 @@ from agents.services.transitions import (
 )
 
 __all__ = [
-    "EXECUTIONS_TABLE",
-    "RETRYABLE_STATUSES",
-    "SCORE_MAX",
-    "TRUNCATED_MARKER",
-    "USAGE_MINIMUMS",
+    "PartitionsSummary",
     "bounded_traceback",
     "change_proposal_apply",
     "change_proposal_approve",
     "change_proposal_propose",
     "change_proposal_reject",
+    "change_proposal_update",
     "decision_options_errors",
     "decision_record",
     "evaluation_record",
@@ -61,11 +62,11 @@ __all__ = [
     "execution_create",
     "execution_fail",
     "execution_finish",
-    "PartitionsSummary",
     "execution_history_retain",
     "execution_partitions_ensure",
     "execution_record_sources",
     "execution_retry",
     "execution_start",
+    "execution_update",
     "message_add",
 ]

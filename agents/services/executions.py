@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 
@@ -121,6 +122,31 @@ def execution_create(
     )
     with tenant_context(tenant_id):
         return _insert_once(execution)
+
+
+def execution_update(
+    *, tenant, execution: AgentExecution, input_data: dict, model: str
+) -> AgentExecution:
+    """A pending execution's input and model, what may be corrected before it runs.
+
+    One conditional UPDATE (`WHERE status = 'pending'`): refused naming `status` once the
+    execution has left pending, as a worker may have started it since it was read.
+    """
+    tenant_id = require_tenant(tenant, execution=execution)
+    candidate = copy.copy(execution)
+    candidate.input_data, candidate.model = input_data, model
+    with tenant_context(tenant_id):
+        clean(candidate)
+        pending = AgentExecution.objects.filter(
+            tenant_id=tenant_id, pk=execution.pk, status=AgentExecution.Status.PENDING
+        )
+        if not pending.update(input_data=candidate.input_data, model=candidate.model):
+            raise ValidationError(
+                {"status": "The execution is no longer pending; it cannot be changed."}
+            )
+    execution.input_data, execution.model = candidate.input_data, candidate.model
+    logger.info("execution updated", extra={"execution_id": str(execution.pk)})
+    return execution
 
 
 def execution_retry(

@@ -17,9 +17,6 @@ from tenancy.context import require_tenant, tenant_context
 
 logger = logging.getLogger(__name__)
 
-SCORE_MAX = 100
-
-
 # Conversations
 
 
@@ -84,7 +81,7 @@ def evaluation_record(
         score=score,
     )
     with tenant_context(tenant_id):
-        clean(evaluation, minimums={"score": 0}, maximums={"score": SCORE_MAX})
+        clean(evaluation)
         evaluation.save(force_insert=True)
     return evaluation
 

@@ -102,7 +102,7 @@ def execution_record_sources(
                 content=chunk.content,
             )
             # The execution and chunk were just read in this transaction.
-            clean(source, minimums={"rank": 1}, exclude=("tenant", "execution", "chunk"))
+            clean(source, exclude=("tenant", "execution", "chunk"))
             sources.append(source)
         ExecutionSource.objects.bulk_create(sources)
     logger.info(

@@ -20,9 +20,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from agents.lifecycle import move_status
 from agents.models import ALLOWED_TRANSITIONS, AgentExecution, ExecutionError
 from agents.services._common import clean
+from agents.services.lifecycle import move_status
 from core.expressions import ClockTimestamp
 from documents.models import DocumentVersion
 from tenancy.context import require_tenant, tenant_context
@@ -66,9 +66,6 @@ def execution_start(*, tenant, execution: AgentExecution) -> AgentExecution:
         )
 
 
-USAGE_MINIMUMS = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0}
-
-
 def execution_finish(
     *,
     tenant,
@@ -97,7 +94,7 @@ def execution_finish(
     candidate.cost_usd = cost_usd
     candidate.produced_version = produced_version
     with tenant_context(tenant_id):
-        clean(candidate, minimums=USAGE_MINIMUMS)
+        clean(candidate)
         return _transition(
             tenant_id=tenant_id,
             execution=execution,

@@ -9,9 +9,6 @@
 """
 
 from documents.services.ingestion import (
-    EMBED_BATCH_SIZE,
-    ERROR_MESSAGE_MAX_LENGTH,
-    INSERT_CHUNKS_SQL,
     REEMBED_BATCH_SIZE,
     IngestionError,
     ReembedProgress,
@@ -29,7 +26,7 @@ from documents.services.projects import (
 )
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
-from documents.services.uploads import DOCUMENTS_FOLDER, document_create, document_delete
+from documents.services.uploads import document_create, document_delete
 from documents.services.versions import (
     VersionConflict,
     document_version_create,
@@ -37,10 +34,6 @@ from documents.services.versions import (
 )
 
 __all__ = [
-    "DOCUMENTS_FOLDER",
-    "EMBED_BATCH_SIZE",
-    "ERROR_MESSAGE_MAX_LENGTH",
-    "INSERT_CHUNKS_SQL",
     "IngestionError",
     "PurgeSummary",
     "REEMBED_BATCH_SIZE",

@@ -8,7 +8,7 @@ from django.db import connection
 
 from agents import selectors, services
 from agents.models import ChangeProposal
-from agents.proposals import PREAMBLE, sections_changed
+from agents.services.proposals import PREAMBLE, sections_changed
 from documents.models import DocumentVersion
 from documents.services import document_version_create, project_create
 from tenancy.context import tenant_context
@@ -158,6 +158,19 @@ def test_a_note_given_none_keeps_the_note_written_while_pending(tenant_a, propos
     assert proposal.review_note == "Checked the diff."
 
 
+def test_update_writes_the_note_of_a_pending_proposal(tenant_a, proposal):
+    services.change_proposal_update(tenant=tenant_a, proposal=proposal, review_note="Dates?")
+    assert stored(tenant_a, proposal).review_note == "Dates?"
+
+
+def test_update_of_a_reviewed_proposal_is_refused_naming_status(tenant_a, approved):
+    stale = stored(tenant_a, approved)
+    with pytest.raises(ValidationError) as error:
+        services.change_proposal_update(tenant=tenant_a, proposal=stale, review_note="Later.")
+    assert "status" in error.value.message_dict
+    assert stored(tenant_a, approved).review_note == approved.review_note
+
+
 def test_another_tenant_cannot_review(tenant_b, proposal):
     with pytest.raises(ValidationError) as error:
         services.change_proposal_approve(tenant=tenant_b, proposal=proposal)
@@ -213,7 +226,10 @@ def test_apply_on_a_stale_base_refuses_and_marks_the_proposal_failed(tenant_a, p
 def test_a_failed_apply_is_logged_as_a_warning(tenant_a, project, approved, caplog):
     # The seed's deliberate one is not (tests/core/test_seed.py); a real one stays a warning.
     edit(tenant_a, project)
-    with caplog.at_level("WARNING", logger="agents.proposals"), pytest.raises(ValidationError):
+    with (
+        caplog.at_level("WARNING", logger="agents.services.proposals"),
+        pytest.raises(ValidationError),
+    ):
         services.change_proposal_apply(tenant=tenant_a, proposal=approved)
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "change proposal failed to apply"

@@ -309,6 +309,23 @@ def test_a_version_of_another_project_is_refused(tenant_a, running):
     assert "produced_version" in error.value.message_dict
 
 
+def test_update_corrects_a_pending_executions_input_and_model(tenant_a, execution):
+    services.execution_update(
+        tenant=tenant_a, execution=execution, input_data={"goal": "new"}, model="gpt-x"
+    )
+    with tenant_context(tenant_a):
+        stored = AgentExecution.objects.get(pk=execution.pk)
+    assert (stored.input_data, stored.model, stored.status) == ({"goal": "new"}, "gpt-x", "pending")
+
+
+def test_update_of_a_started_execution_is_refused_naming_status(tenant_a, running):
+    with pytest.raises(ValidationError) as error:
+        services.execution_update(tenant=tenant_a, execution=running, input_data={}, model="m")
+    assert "status" in error.value.message_dict
+    with tenant_context(tenant_a):
+        assert AgentExecution.objects.get(pk=running.pk).model == running.model
+
+
 def test_another_tenant_cannot_move_an_execution(tenant_b, execution):
     with pytest.raises(ValidationError) as error:
         services.execution_start(tenant=tenant_b, execution=execution)

@@ -1,6 +1,6 @@
 """A status change along a lifecycle that the database's transition triggers also guard.
 
-Executions (agents.services.transitions) and change proposals (agents.proposals) move
+Executions (agents.services.transitions) and change proposals (agents.services.proposals) move
 the same way: one conditional UPDATE from a status that may precede the new one, so two
 concurrent moves cannot both succeed, and a refused move says where the row stands.
 """

@@ -28,6 +28,7 @@ still approved, and the next apply fails and marks it again.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import uuid
@@ -36,8 +37,8 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from agents.lifecycle import move_status
 from agents.models import PROPOSAL_TRANSITIONS, AgentExecution, ChangeProposal
+from agents.services.lifecycle import move_status
 from core.expressions import ClockTimestamp
 from core.hashing import sha256_hex
 from core.validators import validate_storable_arguments
@@ -151,6 +152,29 @@ def change_proposal_propose(
             "document_type": proposal.document_type,
         },
     )
+    return proposal
+
+
+def change_proposal_update(*, tenant, proposal: ChangeProposal, review_note: str) -> ChangeProposal:
+    """A pending proposal's review note, written before the review decides.
+
+    One conditional UPDATE (`WHERE status = 'pending'`): refused naming `status` once the
+    proposal has been reviewed, as another reviewer may have decided since it was read.
+    """
+    tenant_id = require_tenant(tenant, proposal=proposal)
+    candidate = copy.copy(proposal)
+    candidate.review_note = review_note
+    with tenant_context(tenant_id):
+        _clean(candidate)
+        pending = ChangeProposal.objects.filter(
+            tenant_id=tenant_id, pk=proposal.pk, status=Status.PENDING
+        )
+        if not pending.update(review_note=candidate.review_note):
+            raise ValidationError(
+                {"status": "The proposal has been reviewed; it cannot be changed."}
+            )
+    proposal.review_note = candidate.review_note
+    logger.info("change proposal updated", extra={"proposal_id": str(proposal.pk)})
     return proposal
 
 
