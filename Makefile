@@ -85,7 +85,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Every hot path against its raw reference, in a database of its own (README, "Benchmarks"):
+# Every hot path against its raw reference, in a database of its own (docs/development.md, "Benchmarks"):
 #   make bench ARGS="--scale large --json var/bench/large.json --plot var/bench/plots"
 bench: install
 	$(BIN)/python -m benchmarks $(ARGS)

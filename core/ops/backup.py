@@ -1,4 +1,4 @@
-"""Backups that restore: `manage.py backup` and `manage.py restore` (DESIGN.md section 8).
+"""Backups that restore: `manage.py backup` and `manage.py restore` (docs/operations.md).
 
 A backup is a custom-format `pg_dump` plus a manifest: the dump's SHA-256 and, for every
 table, its row count and a content checksum, all taken in the one snapshot the dump
@@ -83,7 +83,7 @@ def backup_role() -> Role:
     return _role(
         settings.DATABASE_BACKUP,
         "No backup role is configured. Set DATABASE_BACKUP_URL to a role with BYPASSRLS "
-        "that can read every table (README, 'Backups').",
+        "that can read every table (docs/operations.md, 'Backups').",
     )
 
 
@@ -121,7 +121,7 @@ def _refuse_if_rows_hidden(conn: psycopg.Connection) -> None:
         raise BackupError(
             f"The backup role {name!r} is subject to row-level security: a dump would miss "
             "every tenant's rows. Use a superuser or a role with BYPASSRLS "
-            "(DATABASE_BACKUP_URL, README 'Backups'). Nothing was written."
+            "(DATABASE_BACKUP_URL, docs/operations.md, 'Backups'). Nothing was written."
         )
 
 

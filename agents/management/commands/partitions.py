@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = (
         "Create agent_executions' monthly partitions from this month to N months ahead "
         "(idempotent), and with --retain-months remove whole months of run history older "
-        "than the last N months (README, 'Partitions and retention'). Runs as the owner."
+        "than the last N months (docs/operations.md, 'Partitions and retention'). Runs as "
+        "the owner."
     )
 
     def add_arguments(self, parser) -> None:
