@@ -6,7 +6,6 @@ import time
 from io import StringIO
 
 import pytest
-from core.ops.management.commands.health import Command as HealthCommand
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -15,6 +14,7 @@ from django.utils.html import escape
 
 from core.db.connections import owner_connection, owner_role_name, runtime_role_name
 from core.ops.health import HealthView
+from core.ops.management.commands.health import Command as HealthCommand
 from tests.storages import point_storages
 
 pytestmark = pytest.mark.usefixtures("exports_in_tmp")
