@@ -95,7 +95,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Every hot path against its raw reference, in a database of its own (README, "Benchmarks"):
+# Every hot path against its raw reference, in a database of its own (docs/development.md, "Benchmarks"):
 #   make bench ARGS="--scale large --json var/bench/large.json --plot var/bench/plots"
 bench: install
 	$(BIN)/python -m benchmarks $(ARGS)
@@ -111,7 +111,7 @@ restore: install
 	@if [ -z "$(FILE)" ] || [ -z "$(DB)" ]; then echo "usage: make restore FILE=var/backups/<name>.dump DB=<new database name>" >&2; exit 2; fi
 	$(MANAGE) restore "$(FILE)" --database "$(DB)"
 
-# Point-in-time recovery (README "Point-in-time recovery"): a base backup under
+# Point-in-time recovery (docs/operations.md, "Point-in-time recovery"): a base backup under
 # var/basebackups/ (BASE_BACKUP_ROOT); the last line printed is its folder.
 basebackup: install
 	$(MANAGE) basebackup

@@ -88,8 +88,8 @@ def drop_database(name: str) -> None:
 def create_database(name: str) -> None:
     """A new, empty database `name` owned by the owner role (dropped first if it exists).
 
-    It is made from template1, which the embedded bootstrap (and the README's set-up of
-    another server) gives the `vector` extension and the LEAKPROOF marks.
+    It is made from template1, which the embedded bootstrap (and the set-up of another server
+    in docs/operations.md) gives the `vector` extension and the LEAKPROOF marks.
     """
     drop_database(name)
     with connect(owner_kwargs(MAINTENANCE_DATABASE), vectors=False) as conn:

@@ -89,7 +89,7 @@ TEMPLATES = [
 # created for you.
 
 
-# Limits on every session of the runtime role (DESIGN.md section 8), kept on the role
+# Limits on every session of the runtime role (docs/operations.md), kept on the role
 # itself: set by the embedded bootstrap and `create_runtime_role`, they hold behind
 # PgBouncer and from psql as well. "0" switches one off.
 DATABASE_RUNTIME_ROLE_SETTINGS = {
@@ -226,7 +226,7 @@ DATABASES = {
     }
 }
 
-# --- Read replicas (README "Read replicas", core.db.replicas) -------------------------
+# --- Read replicas (docs/operations.md, core.db.replicas) ----------------------------
 # Streaming standbys of the primary, each reached as the runtime role with its own URL's
 # options, become the aliases replica_1..n. core.db.replicas.ReplicaRouter sends reads that
 # follow no write to one that is at most DATABASE_REPLICA_MAX_LAG seconds behind.
@@ -341,7 +341,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-# --- Embeddings (DESIGN.md section 6) ------------------------------------------
+# --- Embeddings (docs/services.md) ------------------------------------------
 EMBEDDER = {
     "CALLABLE": env.str("EMBEDDER_CALLABLE", default="documents.embedding.hashing_embedder"),
     "MODEL": env.str("EMBEDDER_MODEL", default="hashing-v1"),

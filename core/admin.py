@@ -1,7 +1,7 @@
 """Admin building blocks that know no app: cheap changelists for big tables, and displays.
 
 - Counting: EstimatedCountPaginator and LargeTableAdminMixin keep COUNT(*) off tables with
-  millions of rows (DESIGN.md section 5); DeferringChangeList leaves vectors and long
+  millions of rows (docs/operations.md); DeferringChangeList leaves vectors and long
   text unread.
 - Filters: RecentValuesListFilter and UUIDValueListFilter filter big tables without a
   DISTINCT over them.

@@ -1,4 +1,4 @@
-"""Abstract models every table builds on (DESIGN.md section 4).
+"""Abstract models every table builds on (docs/architecture.md).
 
 The tenant-owned one is tenancy.models.TenantOwnedModel: its foreign key names the
 tenants table, which core, importing no app, does not know.

@@ -1,6 +1,6 @@
 """The seed runner: finds each installed app's `seeding.py` and runs it in app order.
 
-Core imports no app (DESIGN.md section 3): like the admin's autodiscovery, it looks
+Core imports no app (docs/architecture.md): like the admin's autodiscovery, it looks
 for a `seeding` module in every installed app. Each module defines
 
     def seed(run: SeedRun) -> None

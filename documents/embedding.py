@@ -1,4 +1,4 @@
-"""Embeddings (DESIGN.md section 6): the EMBEDDER setting and the default hashing embedder."""
+"""Embeddings (docs/services.md): the EMBEDDER setting and the default hashing embedder."""
 
 from __future__ import annotations
 

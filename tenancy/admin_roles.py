@@ -1,6 +1,6 @@
 """Who may do what in the admin: the user's membership role in each tenant of the request.
 
-Tenant isolation in the admin (DESIGN.md section 7) has two layers. The request runs in a
+Tenant isolation in the admin (docs/security.md) has two layers. The request runs in a
 transaction that `tenancy.middleware.TenantContextMiddleware` scopes to the user's tenants
 (`request.tenant_ids`), so row-level security already hides other tenants' rows. On top of
 that the admins (tenancy.admin_base.TenantOwnedAdmin) decide, per tenant, from the role:

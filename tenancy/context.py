@@ -1,4 +1,4 @@
-"""Tenant context: which tenants the current transaction may see (DESIGN.md section 7).
+"""Tenant context: which tenants the current transaction may see (docs/security.md).
 
 PostgreSQL's row-level security policies read the transaction-scoped setting
 `app.tenant_ids`; this module is the one place Python sets it.

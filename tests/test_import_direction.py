@@ -1,4 +1,4 @@
-"""App dependencies point one way (DESIGN.md section 3): core <- tenancy <- documents <- agents,
+"""App dependencies point one way (docs/architecture.md): core <- tenancy <- documents <- agents,
 documents <- exports, and core imports no app.
 
 Inside core the audiences point one way too: the database platform (core.db) and the

@@ -1,6 +1,6 @@
 """Row-level security on agent_executions, and the composite keys that pin an
-execution's project, parent step and produced version to its own tenant (DESIGN.md
-section 7; core.db.operations).
+execution's project, parent step and produced version to its own tenant
+(docs/security.md; core.db.operations).
 
 The table existed before this migration, so the keys are added NOT VALID: new rows are
 checked at once, and no scan of existing rows holds both tables locked.

@@ -1,5 +1,5 @@
 """Row-level security on execution_sources, conversation_messages and evaluation_runs,
-and their composite tenant keys (DESIGN.md section 7; core.db.operations).
+and their composite tenant keys (docs/security.md; core.db.operations).
 
 The keys pin a source's execution and chunk, a message's project and execution, and an
 evaluation's project, version and execution to the row's own tenant. A deleted chunk or

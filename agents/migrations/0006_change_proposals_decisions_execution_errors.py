@@ -1,4 +1,4 @@
-"""change_proposals, decisions and execution_errors (DESIGN.md section 4), with their
+"""change_proposals, decisions and execution_errors (docs/architecture.md), with their
 lifecycle and recovery triggers, composite tenant keys and row-level security.
 
 The tables are new, so their composite foreign keys are added valid at once (there is

@@ -1,4 +1,4 @@
-"""agent_executions partitioned by month of its UUIDv7 id (DESIGN.md section 9).
+"""agent_executions partitioned by month of its UUIDv7 id (docs/operations.md).
 
 The run history grows fastest; monthly partitions let `manage.py partitions
 --retain-months N` drop whole months and let queries by time (an id range) scan only

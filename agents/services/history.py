@@ -92,7 +92,7 @@ def execution_history_retain(
             execution_id__lt=upper,
             status__in=[ChangeProposal.Status.PENDING, ChangeProposal.Status.APPROVED],
         ).count()
-        # The exports table by its contract name (DESIGN.md section 4): the exports app
+        # The exports table by its contract name (docs/architecture.md): the exports app
         # builds on documents, not on agents, so neither imports the other.
         with connection.cursor() as cursor:
             cursor.execute(

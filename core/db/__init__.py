@@ -1,4 +1,4 @@
-"""The database platform (DESIGN.md section 3): what sits between Django and PostgreSQL.
+"""The database platform (docs/architecture.md): what sits between Django and PostgreSQL.
 
 - `connections`: the owner and runtime roles' connections, libpq options, the server's start.
 - `roles`: the runtime role's attributes, grants and settings; the system-bypass guard.

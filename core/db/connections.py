@@ -1,6 +1,6 @@
 """Connections: which role a connection logs in as, its libpq options, the server's start.
 
-Two roles use the database (DESIGN.md section 7). The runtime role, in
+Two roles use the database (docs/security.md). The runtime role, in
 `DATABASES["default"]`, serves requests and services; the owner role, in
 `settings.DATABASE_OWNER`, owns the tables and runs migrations, flushes, test-database
 creation and the explicit system bypass. `owner_connection()` switches the default

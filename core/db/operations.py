@@ -1,12 +1,12 @@
 """Every custom migration operation, in one module: what our migrations import.
 
 - `Migration`, the base of our migrations: their locks wait at most
-  MIGRATION_LOCK_TIMEOUT (DESIGN.md section 8).
-- The DDL every tenant table needs (DESIGN.md section 7): `EnableTenantRLS`,
+  MIGRATION_LOCK_TIMEOUT (docs/operations.md).
+- The DDL every tenant table needs (docs/security.md): `EnableTenantRLS`,
   `AddReadPolicy`, `AddTenantForeignKey`.
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
-- `PartitionByIdMonth` (DESIGN.md section 9; the partition logic is core.db.partitions).
+- `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
 
 In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
 intention, reversible, free of app imports (tables are named, not models), and neutral to

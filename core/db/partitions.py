@@ -1,4 +1,4 @@
-"""Monthly range partitions on a UUIDv7 primary key (DESIGN.md section 9).
+"""Monthly range partitions on a UUIDv7 primary key (docs/operations.md).
 
 A UUIDv7 starts with its Unix time in milliseconds, and PostgreSQL orders uuids byte by
 byte, so the ids made in one month lie between two constant uuids: the month's start

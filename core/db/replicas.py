@@ -1,4 +1,4 @@
-"""Read replicas: PostgreSQL streaming standbys behind a database router (DESIGN.md section 9).
+"""Read replicas: PostgreSQL streaming standbys behind a database router (docs/operations.md).
 
 `DATABASE_REPLICA_URLS` become the aliases replica_1..n (config/settings.py) and
 `ReplicaRouter` routes between them and "default", the primary. A read goes to a

@@ -1,7 +1,7 @@
 """The roles: the runtime role's attributes, grants and settings, and the RLS bypass guard.
 
-The runtime role serves requests and services and can get around nothing (DESIGN.md
-section 7); `ensure_runtime_role()`, `grant_runtime_privileges()` and
+The runtime role serves requests and services and can get around nothing
+(docs/security.md); `ensure_runtime_role()`, `grant_runtime_privileges()` and
 `ensure_role_settings()` set it up from the owner's connection. The owner role alone is
 admitted by every tenant table's system_bypass policy; `require_sees_every_row()` lets a
 system job make sure of that before it acts on "every row".

@@ -1,4 +1,4 @@
-"""SQL functions the row-level security policies are written with (DESIGN.md §7).
+"""SQL functions the row-level security policies are written with (docs/security.md).
 
 The tenant ids live in the transaction-scoped setting `app.tenant_ids` (set with
 set_config(..., true), so they never outlive the transaction: safe behind PgBouncer's

@@ -1,4 +1,4 @@
-"""The operator's tools (DESIGN.md section 3): a Django app, label `ops`, that no app imports.
+"""The operator's tools (docs/architecture.md): a Django app, label `ops`, that no app imports.
 
 - `health`: the /health/ checks and `manage.py health`.
 - `checks`: the system checks on the server's versions (run by `migrate`).

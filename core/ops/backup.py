@@ -1,4 +1,4 @@
-"""Backups that restore: `manage.py backup` and `manage.py restore` (DESIGN.md section 8).
+"""Backups that restore: `manage.py backup` and `manage.py restore` (docs/operations.md).
 
 A backup is a custom-format `pg_dump` plus a manifest: the dump's SHA-256 and, for every
 table, its row count and a content checksum, all taken in the one snapshot the dump
@@ -12,7 +12,7 @@ copied into `<dump>.files/<storage alias>/<key>`, its SHA-256 and size in the ma
 Files are copied once before the snapshot and then those the snapshot adds, so a file
 deleted with its row while the backup runs is still in it; files no snapshot row names
 are left out. Storages that are not local are named in the manifest, not copied: they
-need their own backup (README 'Backups').
+need their own backup (docs/operations.md, 'Backups').
 
 Restore goes into a new (or empty) database only: it checks the dump and every file
 against the manifest, restores the dump, re-grants the runtime role, re-applies the
@@ -97,7 +97,7 @@ def backup_role() -> Role:
     return _role(
         settings.DATABASE_BACKUP,
         "No backup role is configured. Set DATABASE_BACKUP_URL to a role with BYPASSRLS "
-        "that can read every table (README, 'Backups').",
+        "that can read every table (docs/operations.md, 'Backups').",
     )
 
 
@@ -138,7 +138,7 @@ def _refuse_if_rows_hidden(conn: psycopg.Connection) -> None:
         raise BackupError(
             f"The backup role {name!r} is subject to row-level security: a dump would miss "
             "every tenant's rows. Use a superuser or a role with BYPASSRLS "
-            "(DATABASE_BACKUP_URL, README 'Backups'). Nothing was written."
+            "(DATABASE_BACKUP_URL, docs/operations.md, 'Backups'). Nothing was written."
         )
 
 

@@ -1,4 +1,4 @@
-"""System checks: the database must be PostgreSQL 18+ with pgvector 0.8+ (DESIGN.md §2).
+"""System checks: the database must be PostgreSQL 18+ with pgvector 0.8+ (docs/operations.md).
 
 Registered under the `database` tag, so they run on `migrate` (which `make run`
 does first) and `check --database default`; `core.ops.health` runs the same rules.

@@ -1,4 +1,4 @@
-"""Readiness to distribute by tenant (DESIGN.md section 9): the catalog's rules and Citus's plan.
+"""Readiness to distribute by tenant (docs/operations.md): the catalog's rules and Citus's plan.
 
 A Citus cluster co-locates a tenant's rows on one node when every tenant table is
 distributed by `tenant_id`. It then requires that every primary key and unique

@@ -17,7 +17,7 @@ and dies with SIGILL elsewhere), with wheels for x86-64 and aarch64 Linux and ma
 PostgreSQL 18.6, pgvector 0.8.6 and the contrib modules. Whatever the wheel, the
 server is not trusted until it has done real vector work on this CPU (`core.ops.vector_work`).
 
-Roles (DESIGN.md section 7): OWNER_ROLE owns the database and runs migrations;
+Roles (docs/security.md): OWNER_ROLE owns the database and runs migrations;
 RUNTIME_ROLE is what requests and services use: no superuser, no BYPASSRLS, owns
 nothing. Authentication is `trust` on a socket that only this machine can reach.
 """
@@ -403,7 +403,7 @@ CPU_ADVICE = (
     "Its binaries need an x86-64-v3 CPU (Haswell or newer) or an ARMv8.2 aarch64 CPU "
     "(Neoverse-N1 / AWS Graviton2 or newer); Cortex-A72 and Cortex-A53 (Raspberry Pi 4 "
     "class) are below that floor. Point DATABASE_URL at a PostgreSQL 18 + pgvector 0.8 "
-    "server instead (README, 'Your own PostgreSQL')."
+    "server instead (docs/operations.md, 'Your own PostgreSQL')."
 )
 # How long a check waits for the server to come back after a backend died (crash
 # recovery takes seconds, more under emulation).

@@ -1,4 +1,4 @@
-"""Health checks for /health/ and `manage.py health` (DESIGN.md sections 5 and 7).
+"""Health checks for /health/ and `manage.py health` (docs/operations.md, docs/security.md).
 
 Built on django-health-check's v4 API. Each database check opens its own short
 connection with a connect timeout and a statement timeout, bypassing the pool, so an
@@ -247,7 +247,7 @@ class PartitionsAhead(NamedCheck):
 class RowLevelSecurityEnforced(NamedCheck):
     """Every table with a tenant_id column has row-level security enabled, forced and a policy.
 
-    DESIGN.md section 7: PostgreSQL enforces tenant isolation. Partitions count as
+    docs/security.md: PostgreSQL enforces tenant isolation. Partitions count as
     tables: they can be queried directly.
     """
 
@@ -299,7 +299,7 @@ class LeakproofMarks(NamedCheck):
         if absent:
             raise ServiceUnavailable(
                 f"LEAKPROOF marks missing on {_names(absent)}: searches under row-level "
-                "security cannot use their GIN indexes (README, 'Your own PostgreSQL')"
+                "security cannot use their GIN indexes (docs/operations.md, 'Your own PostgreSQL')"
             )
 
 

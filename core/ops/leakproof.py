@@ -7,7 +7,7 @@ trigram indexes, the admin's text search); none of them raises on the row's data
 only on a malformed pattern, which is the query's, not the row's).
 Only a superuser can mark them, and the marks live in each database's catalog:
 pg_dump does not carry them (they change built-in functions), so the embedded
-bootstrap, a restore and DATABASE_URL set-ups (README, "Your own PostgreSQL") apply
+bootstrap, a restore and DATABASE_URL set-ups (docs/operations.md, "Your own PostgreSQL") apply
 them, and a health check fails where they are missing.
 
 Imports nothing from Django: the embedded bootstrap runs before settings exist.

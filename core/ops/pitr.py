@@ -253,7 +253,7 @@ def _refuse_bad_input(*, base: BaseBackup, archive: Path, target: datetime, data
         raise BackupError(
             f"{archive} holds no archived WAL segment: without the archive a base backup "
             "recovers only to its own end. Turn archiving on (EMBEDDED_DB_WAL_ARCHIVE=true, "
-            "or archive_mode and archive_command on your server, README 'Point-in-time "
+            "or archive_mode and archive_command on your server, docs/operations.md 'Point-in-time "
             "recovery') and take a base backup after it. Nothing was changed."
         )
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):

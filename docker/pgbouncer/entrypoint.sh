@@ -1,6 +1,6 @@
 #!/bin/sh
 # Start PgBouncer for docker-compose.yml: write the auth file for the one role that
-# connects through it (the runtime role, DESIGN.md section 7; the owner goes straight
+# connects through it (the runtime role, docs/security.md; the owner goes straight
 # to PostgreSQL) from the environment, then run PgBouncer with the mounted
 # pgbouncer.ini. The password goes to a file readable only by PgBouncer's user, never
 # into the repository or the image.

@@ -1,8 +1,8 @@
--- First start of the `db` service of docker-compose.yml (DESIGN.md sections 5 and 7).
+-- First start of the `db` service of docker-compose.yml (docs/operations.md, docs/security.md).
 -- The PostgreSQL image runs this once, on an empty data volume, as its bootstrap
 -- superuser, connected to POSTGRES_DB (which it has just created). It sets up what
--- core/ops/embedded.py's _bootstrap sets up for development (README, "Your own
--- PostgreSQL"): the owner role, not a superuser, so row-level security holds for
+-- core/ops/embedded.py's _bootstrap sets up for development (docs/operations.md,
+-- "Your own PostgreSQL"): the owner role, not a superuser, so row-level security holds for
 -- migrations, the seed and the purges too; it owns the database and creates the
 -- runtime role later (`migrate` runs create_runtime_role), hence CREATEROLE.
 -- Reads OWNER_DB_USER and OWNER_DB_PASSWORD from the container's environment; the

@@ -37,7 +37,7 @@ class Migration(core.db.operations.Migration):
 
     operations = [
         # pgvector is not a trusted extension: creating it needs a superuser, so the
-        # embedded bootstrap (or the operator, see README) installs it beforehand and
+        # embedded bootstrap (or the operator, see docs/operations.md) installs it beforehand and
         # this is a no-op. Reversing leaves it installed: dropping it needs a superuser
         # and other databases' objects may depend on it.
         migrations.RunSQL(

@@ -1,5 +1,5 @@
 """Row-level security on projects, document_versions, documents and chunks, and the
-composite keys that pin a child row to its parent's tenant (DESIGN.md section 7;
+composite keys that pin a child row to its parent's tenant (docs/security.md;
 core.db.operations).
 
 The tables existed before this migration, so the keys are added NOT VALID: new rows are

@@ -12,7 +12,7 @@ import pgtrigger.migrations
 import django.core.validators
 from django.db import migrations, models
 
-# Row-level security on project_templates (DESIGN.md section 7; core.db.operations), FORCED
+# Row-level security on project_templates (docs/security.md; core.db.operations), FORCED
 # like every tenant table. A NULL tenant_id marks a template shared by all tenants:
 # shared_read (SELECT only) lets every tenant, and a connection with no tenant set,
 # read the shared ones. Keeping it to SELECT means a tenant can neither update, delete

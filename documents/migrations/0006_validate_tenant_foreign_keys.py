@@ -3,7 +3,7 @@
 VALIDATE CONSTRAINT scans the existing rows under a SHARE UPDATE EXCLUSIVE lock (ROW
 SHARE on the referenced table), which blocks neither reads nor writes; in the
 transaction that added the key it would scan under that transaction's stronger locks
-(DESIGN.md section 8), hence a migration of its own. Validating a valid key does
+(docs/operations.md), hence a migration of its own. Validating a valid key does
 nothing. Going back leaves the keys valid: PostgreSQL cannot make a constraint NOT
 VALID again, and the earlier migration means a valid key anyway."""
 

@@ -1,4 +1,4 @@
-"""Keys a Citus cluster can keep when it spreads tenants over nodes (DESIGN.md section 9).
+"""Keys a Citus cluster can keep when it spreads tenants over nodes (docs/operations.md).
 
 - The single-column foreign keys Django made between tenant tables are dropped
   (db_constraint=False): the composite keys (tenant_id, x_id) -> x (tenant_id, id) of

@@ -1,5 +1,5 @@
 """Row-level security on exports, and the composite key that pins an export to its
-project's tenant (DESIGN.md section 7; core.db.operations).
+project's tenant (docs/security.md; core.db.operations).
 
 The table existed before this migration, so the key is added NOT VALID: new rows are
 checked at once, and no scan of existing rows holds both tables locked.

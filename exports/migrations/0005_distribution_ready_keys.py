@@ -1,4 +1,4 @@
-"""Drop the single-column foreign key exports.project_id -> projects (DESIGN.md section 9).
+"""Drop the single-column foreign key exports.project_id -> projects (docs/operations.md).
 
 The composite key (tenant_id, project_id) -> projects (tenant_id, id) of exports.0002
 enforces the same reference with the same ON DELETE CASCADE; a key without tenant_id is

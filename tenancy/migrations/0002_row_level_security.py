@@ -1,4 +1,4 @@
-"""Row-level security on memberships (DESIGN.md section 7; core.db.operations).
+"""Row-level security on memberships (docs/security.md; core.db.operations).
 
 `own_memberships` lets a user read (only read) their own memberships (app.user_id), so
 the tenant middleware can learn which tenants to set; every write needs the tenant set."""

@@ -41,7 +41,7 @@ def file_storages(tmp_path, settings):
 @pytest.fixture
 def backup_role_configured():
     if not settings.DATABASE_BACKUP.get("USER"):
-        pytest.skip("no backup role: set DATABASE_BACKUP_URL as README 'Backups' says")
+        pytest.skip("no backup role: set DATABASE_BACKUP_URL as docs/operations.md 'Backups' says")
 
 
 def drop_database(name: str) -> None:

@@ -1,4 +1,4 @@
-"""System check core.E001: PostgreSQL 18+ and pgvector 0.8+ (DESIGN.md section 2)."""
+"""System check core.E001: PostgreSQL 18+ and pgvector 0.8+ (docs/operations.md)."""
 
 from django.core.checks import Tags, run_checks
 from django.core.management import call_command

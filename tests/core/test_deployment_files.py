@@ -1,4 +1,4 @@
-"""The deployment files (DESIGN.md section 5): docker-compose.yml, the PostgreSQL init
+"""The deployment files (docs/operations.md): docker-compose.yml, the PostgreSQL init
 script, PgBouncer, .env.example.
 
 No Docker engine runs where the suite runs, so these tests read the files. PyYAML is not a

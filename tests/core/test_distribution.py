@@ -1,4 +1,4 @@
-"""The schema is ready for a Citus cluster distributing by tenant_id (DESIGN.md section 9).
+"""The schema is ready for a Citus cluster distributing by tenant_id (docs/operations.md).
 
 Read from the catalog, so a table added tomorrow is judged too: every tenant table has
 a unique (tenant_id, id) and only tenant-first unique keys, every foreign key between

@@ -1,4 +1,4 @@
-"""The EMBEDDER setting and the default hashing embedder (DESIGN.md section 6)."""
+"""The EMBEDDER setting and the default hashing embedder (docs/services.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/health/ and `manage.py health` against the real database (DESIGN.md sections 5 and 7)."""
+"""/health/ and `manage.py health` against the real database (docs/operations.md, security.md)."""
 
 import os
 import re

@@ -1,4 +1,4 @@
-"""Migrations are reversible, complete and named (DESIGN.md section 4)."""
+"""Migrations are reversible, complete and named (docs/development.md)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_migrating_an_app_to_zero_and_back_restores_the_schema(app_label):
     assert schema_fingerprint() == before
 
 
-# --- Lock timeout (core.db.operations, DESIGN.md section 8) ------------------------------
+# --- Lock timeout (core.db.operations, docs/operations.md) ------------------------------
 
 
 def test_every_migration_of_ours_waits_for_locks_at_most_the_lock_timeout():

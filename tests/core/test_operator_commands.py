@@ -3,8 +3,8 @@ migrate-history, migrate-down, migrate-check and db-metrics.
 
 The commands run with call_command on the test database. Each `make` target also runs
 once in a subprocess from the repository root, pointed at the test database through
-DATABASE_URL (the targets use the development database otherwise), and exits as the
-README says.
+DATABASE_URL (the targets use the development database otherwise), and exits as
+docs/development.md says.
 """
 
 from __future__ import annotations

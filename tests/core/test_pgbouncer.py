@@ -1,4 +1,4 @@
-"""Health behind a real PgBouncer whose PostgreSQL is down (DESIGN.md section 5).
+"""Health behind a real PgBouncer whose PostgreSQL is down (docs/operations.md).
 
 PgBouncer runs with the timeouts of the shipped docker/pgbouncer/pgbouncer.ini
 (tests/pgbouncer.py), so these check the configuration docker-compose runs: with

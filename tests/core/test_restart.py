@@ -1,4 +1,4 @@
-"""A database restart costs at most one failed request (DESIGN.md section 8).
+"""A database restart costs at most one failed request (docs/operations.md).
 
 Django's pool hands out a connection only after checking it (CONN_HEALTH_CHECKS), so
 connections the restart killed are replaced instead of failing requests. The test

@@ -1,7 +1,7 @@
-"""`manage.py create_runtime_role` (DESIGN.md section 7) against the real database.
+"""`manage.py create_runtime_role` (docs/security.md) against the real database.
 
 What the command may do depends on whether the owner may create roles (CREATEROLE), and
-servers differ: the embedded owner has no CREATEROLE, the README's own-PostgreSQL owner
+servers differ: the embedded owner has no CREATEROLE, docs/operations.md's own-PostgreSQL owner
 has it. So each test sets up the owner it is about instead of assuming the server's:
 
 - `owner_without_createrole`: the configured owner where it has no CREATEROLE, else a

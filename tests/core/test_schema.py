@@ -505,7 +505,7 @@ def test_every_bad_row_case_names_a_constraint_in_the_catalog(db):
 
 
 def test_every_check_constraint_is_declared_and_named_on_a_model(db):
-    """DESIGN.md section 4: every constraint has an explicit name.
+    """docs/architecture.md: every constraint has an explicit name.
 
     PositiveIntegerField and friends add an unnamed `CHECK (col >= 0)` that PostgreSQL
     names `<table>_<column>_check`; it duplicates (and hides) the named constraints.
@@ -613,7 +613,7 @@ def test_every_table_has_a_uuid_primary_key_defaulting_to_uuidv7(db):
 
 
 def test_timestamps_default_to_now_like_the_trigger(db):
-    """DESIGN.md section 4: `DEFAULT now()`, the clock the updated_at trigger uses.
+    """docs/architecture.md: `DEFAULT now()`, the clock the updated_at trigger uses.
 
     With `statement_timestamp()` (what Django's Now() compiles to) a row updated in the
     transaction that created it gets an updated_at earlier than its created_at.
@@ -740,7 +740,7 @@ def test_hnsw_index_uses_cosine_distance_with_the_designed_parameters(db):
 
 
 def test_every_foreign_key_is_covered_by_an_index(db):
-    """DESIGN.md section 4: every foreign key column is indexed.
+    """docs/architecture.md: every foreign key column is indexed.
 
     An index must lead with the key's columns, or, for a composite (tenant_id, parent_id)
     key, with parent_id: that is what the parent's ON DELETE looks rows up by.

@@ -1,4 +1,4 @@
-"""The runtime role's session timeouts (DESIGN.md section 8): on the role, and enforced.
+"""The runtime role's session timeouts (docs/operations.md): on the role, and enforced.
 
 The limits live on the role (pg_db_role_setting), so these tests change them the way
 an operator would, on the role, and watch a fresh connection of the role obey them.

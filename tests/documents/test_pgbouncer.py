@@ -1,5 +1,5 @@
 """The admin, version creation and semantic search behind a real PgBouncer in transaction
-mode (DESIGN.md section 5): what the compose web service runs through.
+mode (docs/operations.md): what the compose web service runs through.
 
 Each test counts the transactions PgBouncer served for the test database, so a test that
 silently went straight to PostgreSQL fails.

@@ -1,4 +1,4 @@
-"""Tenant isolation in the admin (DESIGN.md section 7): alice, bob, charlie and the roles.
+"""Tenant isolation in the admin (docs/security.md): alice, bob, charlie and the roles.
 
 alice owns tenant A, bob owns tenant B, charlie is staff with no membership. Requests go
 through the tenant middleware (not wrapped in tenant_context); rows are created inside it.

@@ -1,4 +1,4 @@
-"""Tenant isolation behind a real PgBouncer in transaction mode (DESIGN.md section 7).
+"""Tenant isolation behind a real PgBouncer in transaction mode (docs/security.md).
 
 In transaction pooling consecutive transactions of one client run on different server
 connections, and one server connection serves many clients in turn: a tenant setting

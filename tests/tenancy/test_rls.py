@@ -1,4 +1,4 @@
-"""Row-level security (DESIGN.md section 7), tested as the runtime role."""
+"""Row-level security (docs/security.md), tested as the runtime role."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ class Command(SystemJobCommand):
     help = (
         "Create agent_executions' monthly partitions from this month to N months ahead "
         "(idempotent), and with --retain-months remove whole months of run history older "
-        "than the last N months (README, 'Partitions and retention'). Runs as the owner. "
-        "--dry-run does it in a transaction it rolls back and reports what it did."
+        "than the last N months (docs/operations.md, 'Partitions and retention'). Runs as "
+        "the owner. --dry-run does it in a transaction it rolls back and reports what it did."
     )
     options_of_fields = {"ahead": "--ahead", "retain_months": "--retain-months"}
 

@@ -1,4 +1,4 @@
-"""`manage.py seed`: idempotent demo data, and volumes for load tests (DESIGN.md §5)."""
+"""`manage.py seed`: idempotent demo data, and volumes for load tests (docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,6 @@ class Command(BaseCommand):
         for alias in manifest["storages_not_in_backup"]:
             self.stderr.write(
                 f"Storage {alias!r} is not local: its files are not in this backup. Back it "
-                "up with its own means (versioning, snapshots; README 'Backups')."
+                "up with its own means (versioning, snapshots; docs/operations.md 'Backups')."
             )
         self.stdout.write(str(dump))

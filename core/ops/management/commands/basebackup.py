@@ -39,6 +39,6 @@ class Command(BaseCommand):
             self.stderr.write(
                 "WAL archiving is off on this server, so this base backup recovers only to "
                 "its own end. Turn it on (EMBEDDED_DB_WAL_ARCHIVE=true for the embedded "
-                "server, README 'Point-in-time recovery')."
+                "server, docs/operations.md 'Point-in-time recovery')."
             )
         self.stdout.write(str(folder))

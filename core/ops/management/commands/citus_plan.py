@@ -9,7 +9,7 @@ from core.ops.distribution import citus_plan, distribution_problems, read_tables
 class Command(BaseCommand):
     help = (
         "Print, from the catalog, the statements that make the global tables reference "
-        "tables and distribute every tenant table by tenant_id (README, 'Scaling out')."
+        "tables and distribute every tenant table by tenant_id (docs/operations.md, 'Scaling out')."
     )
 
     def handle(self, *args, **options) -> None:

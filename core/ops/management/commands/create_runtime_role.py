@@ -35,7 +35,7 @@ class Command(BaseCommand):
                 f"The runtime role and the owner role are both {role!r}. DATABASE_URL (what "
                 "the application runs as) and DATABASE_OWNER_URL (who owns the tables and "
                 "runs migrations) must name different roles, or row-level security cannot "
-                "hold (DESIGN.md section 7)."
+                "hold (docs/security.md)."
             )
         with owner_connection(), transaction.atomic():
             with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
