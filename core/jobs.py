@@ -1,7 +1,7 @@
 """The one convention of the system jobs (purges and the other operator commands).
 
 - A job acts by default; `--dry-run` reports what it would do and changes nothing
-  (DESIGN.md section 10: `manage.py retention [--dry-run]`). Its service takes
+  (the way `manage.py retention [--dry-run]` will). Its service takes
   `dry_run: bool = False`.
 - Its service returns a JobSummary: whether it was a dry run, and the lines that
   report it, which the command (a SystemJobCommand) prints.

@@ -108,7 +108,7 @@ class JSONFormField(forms.JSONField):
 
 
 class JSONField(models.JSONField):
-    """The JSON field of every app: finite numbers, bounded depth and size (DESIGN.md 8).
+    """The JSON field of every app: finite numbers, bounded depth and size (docs/services.md).
 
     core.validators.validate_json_value runs before Django's own check, which
     json.dumps the value and so would recurse on a deep value, and accepts NaN and

@@ -34,7 +34,7 @@ def project_live_trigger(
     """BEFORE trigger refusing a row for a project that is soft-deleted or gone.
 
     For the tables of what a project takes after its creation (versions, proposals,
-    runs, messages, uploads, exports), whoever writes: DESIGN.md section 8. It reads the
+    runs, messages, uploads, exports), whoever writes (docs/services.md). It reads the
     project's row FOR SHARE, which conflicts with the FOR NO KEY UPDATE of
     project_soft_delete's UPDATE and the FOR UPDATE of the purge: a write racing a
     delete either commits first (the delete waits for it) or waits for the delete and,

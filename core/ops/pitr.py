@@ -1,4 +1,4 @@
-"""Point-in-time recovery: WAL archiving, base backups and `manage.py pitr` (DESIGN.md 8).
+"""Point-in-time recovery: WAL archiving, base backups and `manage.py pitr` (docs/operations.md).
 
 A dump (core.ops.backup) restores the moment it was taken; point-in-time recovery restores
 any moment since a base backup: the server copies every finished WAL segment into an

@@ -1,4 +1,4 @@
-"""A soft-deleted project takes no new rows here, refused by the database (DESIGN.md section 8).
+"""A soft-deleted project takes no new rows here, refused by the database (docs/services.md).
 
 The `project_live` triggers (documents.models.project_live_trigger) read the project's
 row FOR SHARE and refuse, with the SQLSTATE services report as a ValidationError

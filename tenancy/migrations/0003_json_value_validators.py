@@ -1,4 +1,4 @@
-"""Every JSON field becomes core.models.JSONField (DESIGN.md section 8).
+"""Every JSON field becomes core.models.JSONField (docs/services.md).
 
 Its validation refuses NaN, Infinity, numbers beyond a double's range, values nested
 deeper than JSON_MAX_DEPTH and larger than JSON_MAX_BYTES, naming the field. Python-side

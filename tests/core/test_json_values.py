@@ -1,4 +1,4 @@
-"""Every JSON value stored: finite numbers, bounded depth and size (DESIGN.md section 8).
+"""Every JSON value stored: finite numbers, bounded depth and size (docs/services.md).
 
 NaN, Infinity and 1e999 (which json.loads reads as Infinity) are refused by jsonb, and a
 value nested thousands of levels deep makes json.dumps recurse: each is a ValidationError

@@ -1,4 +1,4 @@
-"""A soft-deleted project takes no new writes (DESIGN.md section 8).
+"""A soft-deleted project takes no new writes (docs/services.md).
 
 Versions, proposals, runs, messages, uploads and exports of a deleted project are
 refused by the database (the `project_live` triggers, under the project's row lock), so
