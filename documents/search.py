@@ -25,6 +25,7 @@ from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 SEARCH_MODES = ("semantic", "fulltext", "hybrid")
 SEARCH_MAX_K = 1000
@@ -284,7 +285,7 @@ def _fuse(ranked_lists: Sequence[list], k: int) -> list:
 
 def chunk_search(
     *,
-    tenant,
+    tenant: TenantRef,
     query: str,
     k: int = 10,
     mode: str = "hybrid",

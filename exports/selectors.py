@@ -14,10 +14,11 @@ from django.db.models import QuerySet
 from documents.models import Project
 from exports.models import Export
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 
 def export_list(
-    *, tenant, project: Project | None = None, status: str | None = None
+    *, tenant: TenantRef, project: Project | None = None, status: str | None = None
 ) -> QuerySet[Export]:
     """A tenant's exports, newest first; optionally one project's (exports_project_idx)."""
     exports = Export.objects.filter(tenant_id=require_tenant(tenant, project=project))
@@ -28,7 +29,7 @@ def export_list(
     return exports.order_by("-created_at")
 
 
-def export_get(*, tenant, export_id: uuid.UUID | str) -> Export:
+def export_get(*, tenant: TenantRef, export_id: uuid.UUID | str) -> Export:
     """One of the tenant's exports; raises Export.DoesNotExist for another tenant's."""
     tenant_id = require_tenant(tenant)
     with tenant_context(tenant_id):

@@ -34,6 +34,7 @@ from documents.selectors import latest_versions
 from exports import builders
 from exports.models import Export, ExportFormat, ExportStatus
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +159,10 @@ def _build(export: Export, project: Project) -> Export:
 
 def export_create(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     format: str = ExportFormat.ZIP,
-    by=None,
+    by: User | None = None,
     ttl: timedelta | None = None,
 ) -> Export:
     """Build an export of the latest version of each of the project's documents.
@@ -213,7 +214,7 @@ def _download_refusal(export: Export) -> ValidationError:
     )
 
 
-def export_download(*, tenant, export: Export) -> tuple[File, str, str]:
+def export_download(*, tenant: TenantRef, export: Export) -> tuple[File, str, str]:
     """Open a completed, unexpired export's file and count the download.
 
     Returns (open binary file, download filename, content type); the caller closes

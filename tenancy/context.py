@@ -24,12 +24,16 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from core.db.connections import begins_transaction, owner_connection
 from core.db.replicas import replica_scope
+
+if TYPE_CHECKING:
+    from tenancy.models import TenantRef
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +213,7 @@ def system_context(
         yield
 
 
-def require_tenant(tenant, **objects) -> uuid.UUID:
+def require_tenant(tenant: TenantRef | None, **objects: Any) -> uuid.UUID:
     """The tenant's id, after checking every given row belongs to it.
 
     Services call this first, so that a row of another tenant is refused with a

@@ -1,5 +1,7 @@
 """Users, tenants and memberships."""
 
+import uuid
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
@@ -97,6 +99,11 @@ class Tenant(TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+# What services and selectors take as `tenant`: the row, or its id (a row's tenant_id),
+# which tenancy.context.require_tenant turns into the id.
+TenantRef = Tenant | uuid.UUID
 
 
 class TenantOwnedModel(TimestampedModel):

@@ -14,6 +14,7 @@ from agents.services._common import clean
 from core.db.locks import advisory_xact_lock
 from documents.models import DocumentVersion, Project
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ SCORE_MAX = 100
 
 def message_add(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     role: str,
     content: str,
@@ -61,7 +62,7 @@ def message_add(
 
 def evaluation_record(
     *,
-    tenant,
+    tenant: TenantRef,
     score: float,
     document_version: DocumentVersion | None = None,
     execution: AgentExecution | None = None,
@@ -114,7 +115,7 @@ def decision_options_errors(options: object, selected: str) -> dict[str, str]:
 
 def decision_record(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     category: str,
     question: str,

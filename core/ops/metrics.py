@@ -22,6 +22,8 @@ from typing import TextIO
 import psycopg
 from psycopg import errors
 
+from core.db.connections import one_row
+
 PG_STAT_STATEMENTS_HOWTO = (
     "pg_stat_statements is {problem}, so the top statements cannot be shown. To enable "
     "it: add pg_stat_statements to shared_preload_libraries in postgresql.conf (a "
@@ -215,7 +217,7 @@ def write_report(conn: psycopg.Connection, out: TextIO, *, limit: int = 15) -> N
     pg_stat_statements is not available."""
     cursor = conn.cursor()
     cursor.execute("SELECT current_database()")
-    database = cursor.fetchone()[0]
+    database = one_row(cursor)[0]
     role, sees_all = role_privileges(cursor)
     out.write(f"Database metrics of {database}, as role {role}.\n")
     if not sees_all:

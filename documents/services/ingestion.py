@@ -32,6 +32,7 @@ from documents.models import (
 )
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def _record_failure(
 
 def document_process(
     *,
-    tenant,
+    tenant: TenantRef,
     document: Document,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
@@ -322,14 +323,14 @@ def document_process(
 
 def document_ingest(
     *,
-    tenant,
+    tenant: TenantRef,
     title: str = "",
     text: str | None = None,
     file: File | None = None,
     project: Project | None = None,
     content_type: str | None = None,
     metadata: dict | None = None,
-    by=None,
+    by: User | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     embedder: Embedder | None = None,
@@ -377,7 +378,7 @@ class ReembedProgress:
 
 def chunks_reembed(
     *,
-    tenant,
+    tenant: TenantRef,
     embedder: Embedder | None = None,
     batch_size: int = REEMBED_BATCH_SIZE,
     on_batch: Callable[[ReembedProgress], None] | None = None,

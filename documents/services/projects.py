@@ -18,15 +18,16 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
 
 def project_create(
     *,
-    tenant,
+    tenant: TenantRef,
     name: str,
-    by=None,
+    by: User | None = None,
     status: str = Project.Status.DRAFT,
     current_step: int = 1,
     language: str = "en",
@@ -48,7 +49,7 @@ def project_create(
     return project
 
 
-def project_soft_delete(*, tenant, project: Project) -> Project:
+def project_soft_delete(*, tenant: TenantRef, project: Project) -> Project:
     """Hide the project from the default manager; its rows stay until purged."""
     require_tenant(tenant, project=project)
     with tenant_context(tenant):
@@ -58,7 +59,7 @@ def project_soft_delete(*, tenant, project: Project) -> Project:
     return project
 
 
-def project_restore(*, tenant, project: Project) -> Project:
+def project_restore(*, tenant: TenantRef, project: Project) -> Project:
     require_tenant(tenant, project=project)
     with tenant_context(tenant):
         if project.deleted_at is not None:

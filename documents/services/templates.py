@@ -17,6 +17,7 @@ from documents.models import (
 from documents.services.projects import project_create
 from documents.services.versions import document_version_create
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 
 def _clean_names(value: Iterable[str] | None) -> list[str]:
@@ -56,7 +57,7 @@ def _validate_template_files(files: object, declared: set[str]) -> None:
 
 def project_template_create(
     *,
-    tenant=None,
+    tenant: TenantRef | None = None,
     name: str,
     files: dict[str, str],
     description: str = "",
@@ -133,11 +134,11 @@ def _template_variables(template: ProjectTemplate, variables: dict) -> dict[str,
 
 def project_create_from_template(
     *,
-    tenant,
+    tenant: TenantRef,
     template: ProjectTemplate,
     name: str,
     variables: dict,
-    by=None,
+    by: User | None = None,
     language: str = "en",
 ) -> Project:
     """A new project whose documents are the template's files rendered with `variables`.

@@ -17,6 +17,7 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 
 class VersionConflict(ValidationError):
@@ -39,11 +40,11 @@ def validate_version_content(content: str) -> None:
 
 def document_version_create(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     document_type: str,
     content: str,
-    by=None,
+    by: User | None = None,
     metadata: dict | None = None,
     readability_score: float | None = None,
     grammar_score: float | None = None,
@@ -100,7 +101,7 @@ def document_version_create(
     return version
 
 
-def _lock_document(project: Project, document_type: str, by) -> None:
+def _lock_document(project: Project, document_type: str, by: User) -> None:
     """Queue behind the other writers of the document, so versions come out 1..N in one
     chain; raise ValidationError naming `project` or `created_by` if either is gone.
 
