@@ -146,7 +146,7 @@ def _run_forests(
         tenant_id=tenant_id, execution_id__in=[execution.pk for execution in executions]
     ).order_by("rank", "id"):
         sources[source.execution_id].append(source)
-    nodes = {
+    nodes: dict[uuid.UUID | None, ExecutionNode] = {
         execution.pk: ExecutionNode(execution=execution, sources=sources[execution.pk])
         for execution in executions
     }

@@ -11,13 +11,15 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db import connections, router
-from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
+from django.db.models import Expression, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from pgvector.django import CosineDistance
 
+from core.db.backend.base import DatabaseWrapper
 from core.db.connections import begins_transaction
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
@@ -150,9 +152,9 @@ def semantic_queryset(
     vector is one parameter (QueryVector): read the rows with _knn_rows to send it in
     binary.
     """
-    distance = CosineDistance("embedding", QueryVector(vector))
+    distance: Expression = CosineDistance("embedding", QueryVector(vector))
     # Ties go by id when sorting exactly; the index gives one order key only.
-    order = ("distance",)
+    order: tuple[str, ...] = ("distance",)
     if exact:
         distance = ExpressionWrapper(distance + Value(0.0), output_field=FloatField())
         order = ("distance", "id")
@@ -173,7 +175,8 @@ def _knn_rows(queryset: QuerySet) -> list[tuple]:
     what iterating the QuerySet gives.
     """
     sql, params = queryset.query.sql_with_params()
-    with connections[queryset.db].server_binding_cursor() as cursor:
+    # Every alias's ENGINE is core.db.backend (settings), whose wrapper has this cursor.
+    with cast(DatabaseWrapper, connections[queryset.db]).server_binding_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 

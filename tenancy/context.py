@@ -33,7 +33,7 @@ from core.db.connections import begins_transaction, owner_connection
 from core.db.replicas import replica_scope
 
 if TYPE_CHECKING:
-    from tenancy.models import TenantRef
+    from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def tenant_scope(
 
 @contextmanager
 def request_scope(
-    user, tenants_of: Callable[[object], Iterable], using: str = DEFAULT_DB_ALIAS
+    user: User, tenants_of: Callable[[User], Iterable], using: str = DEFAULT_DB_ALIAS
 ) -> Iterator[list[uuid.UUID]]:
     """The transaction of one authenticated request: `user`'s tenants, locked.
 

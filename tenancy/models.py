@@ -10,7 +10,7 @@ from django.db.models.functions import Lower
 from core.models import TimestampedModel, related_label
 
 
-class UserManager(BaseUserManager):
+class UserManager(BaseUserManager["User"]):
     def _create(self, email: str, password: str | None, **fields) -> "User":
         if not email:
             raise ValueError("email is required")
@@ -36,9 +36,9 @@ class UserManager(BaseUserManager):
         """
         return self.alias(email_lower=Lower("email")).filter(email_lower=email.strip().lower())
 
-    def get_by_natural_key(self, email: str) -> "User":
-        # Email is the login and unique case-insensitively.
-        return self.with_email(email).get()
+    def get_by_natural_key(self, email: str | None) -> "User":
+        # Email is the login and unique case-insensitively; no email matches no user.
+        return self.with_email(email or "").get()
 
 
 class User(AbstractBaseUser, TimestampedModel):

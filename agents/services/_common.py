@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError
 
@@ -22,7 +23,8 @@ def clean(
     Python pre-check of a unique key would race, and the CHECKs hold anyway. Runs inside
     the tenant's context: foreign key validation reads the related rows.
     """
-    collected: dict[str, list[str]] = {
+    # Messages, joined by full_clean's ValidationErrors (update_error_dict).
+    collected: dict[str, list[Any]] = {
         field: [message] for field, message in (errors or {}).items()
     }
     try:

@@ -75,6 +75,7 @@ def evaluation_record(
         message = "Evaluate exactly one of a document version or an execution."
         raise ValidationError({"document_version": message, "execution": message})
     target = document_version or execution
+    assert target is not None  # exactly one of them, checked above
     evaluation = EvaluationRun(
         tenant_id=tenant_id,
         project_id=target.project_id,

@@ -316,7 +316,7 @@ def backup(*, dbname: str, folder: Path) -> Path:
         dump.unlink(missing_ok=True)
         shutil.rmtree(files, ignore_errors=True)
         raise
-    stored = {}
+    stored: dict[str, dict[str, dict]] = {}
     for (alias, key), entry in sorted(copied.items()):
         stored.setdefault(alias, {})[key] = entry
     manifest = {

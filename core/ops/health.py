@@ -354,12 +354,13 @@ class StorageWritable(NamedCheck):
 
     alias: str = "exports"
 
+    # One check per storage alias: the key and title are the instance's.
     @property
-    def key(self) -> str:
+    def key(self) -> str:  # type: ignore[override]
         return f"storage_{self.alias}_writable"
 
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]
         return f"Storage '{self.alias}' writable"
 
     def run(self) -> None:

@@ -136,7 +136,7 @@ def _insert_chunks(
     tenant_id: uuid.UUID,
     document: Document,
     pieces: Sequence,
-    vectors: Sequence[Sequence[float]],
+    vectors: Sequence[list[float]],
     model: str,
 ) -> None:
     """Write the chunks of `pieces` in one statement with binary parameters.
@@ -151,9 +151,11 @@ def _insert_chunks(
     # Django's cursors interpolate text. It runs no prepared statement (prepare_threshold
     # is None), so it is safe behind PgBouncer's transaction pooling.
     binary = psycopg.Cursor(raw)
-    register_vector_info(binary, _vector_types[raw])
+    # A cursor is an adaptation context as a connection is; pgvector's types say connection.
+    register_vector_info(binary, _vector_types[raw])  # type: ignore[arg-type]
     wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    with wrapped(binary) as cursor:
+    # make_cursor wraps a driver cursor; django-stubs types its argument as the wrapper.
+    with wrapped(binary) as cursor:  # type: ignore[arg-type]
         cursor.execute(
             INSERT_CHUNKS_SQL,
             {

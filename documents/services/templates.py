@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 
 from django.core.exceptions import ValidationError
 
@@ -103,6 +104,7 @@ def project_template_create(
         complexity=complexity,
         setup_minutes=setup_minutes,
     )
+    scope: AbstractContextManager[object]
     if tenant is None:
         scope = system_context(f"project_template_create: shared template {name!r}")
     else:

@@ -101,6 +101,7 @@ def document_create(
     if (text is None) == (file is None):
         raise ValidationError({"file": "Give either text or file, not both or neither."})
     limit = _max_upload_bytes()
+    content: File
     if text is not None:
         validate_storable_arguments(text=text)  # an indexed text becomes chunks: text columns
         data = text.encode("utf-8")
@@ -109,6 +110,7 @@ def document_create(
         content, size, sha256 = ContentFile(data), len(data), sha256_hex(data)
         content_type = content_type or "text/plain"
     else:
+        assert file is not None  # exactly one of text and file, checked above
         content, size, sha256 = _measure_upload(file, limit)
         file_name = os.path.basename(file.name or "")
         title = title or file_name

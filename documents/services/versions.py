@@ -101,7 +101,7 @@ def document_version_create(
     return version
 
 
-def _lock_document(project: Project, document_type: str, by: User) -> None:
+def _lock_document(project: Project, document_type: str, by: User | None) -> None:
     """Queue behind the other writers of the document, so versions come out 1..N in one
     chain; raise ValidationError naming `project` or `created_by` if either is gone.
 
@@ -109,7 +109,7 @@ def _lock_document(project: Project, document_type: str, by: User) -> None:
     lookups of full_clean. The project's row is locked FOR KEY SHARE, so it cannot be
     deleted before the version commits.
     """
-    author = getattr(by, "pk", by)
+    author = by.pk if by is not None else None
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {ADVISORY_XACT_LOCK_SQL},"
