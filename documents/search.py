@@ -16,6 +16,7 @@ from typing import cast
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Expression, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from pgvector.django import CosineDistance
 
@@ -78,7 +79,7 @@ def _validate_search(query: str, k: int, mode: str) -> None:
         raise ValidationError(errors)
 
 
-def _scope(project, documents) -> Q:
+def _scope(project: Project | None, documents: Sequence[Document | uuid.UUID] | None) -> Q:
     """The chunks a search is limited to, by project and/or documents, beyond its tenant."""
     scope = Q()
     if project is not None:
@@ -88,7 +89,7 @@ def _scope(project, documents) -> Q:
     return scope
 
 
-def _chunk_reads():
+def _chunk_reads() -> BaseDatabaseWrapper:
     """The connection chunk reads are routed to (a replica, core.db.replicas): the search
     settings must be set in the transaction the search query runs in."""
     return connections[router.db_for_read(Chunk)]

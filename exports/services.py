@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
@@ -60,7 +61,7 @@ def _generate_storage_key(export: Export) -> str:
     return f"{FOLDER_ROOT}/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
 
 
-def _transition(export: Export, *, expected: tuple[str, ...], **changes) -> Export:
+def _transition(export: Export, *, expected: tuple[str, ...], **changes: Any) -> Export:
     """Apply `changes` under a row lock if the export's status is still one of `expected`."""
     with tenant_context(export.tenant_id):
         row = Export.objects.select_for_update().get(pk=export.pk)

@@ -33,6 +33,8 @@ from core.db.connections import begins_transaction, owner_connection
 from core.db.replicas import replica_scope
 
 if TYPE_CHECKING:
+    from django.db.backends.utils import CursorWrapper
+
     from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ SCOPE_SETTING = "app.tenant_scope"
 LOCKED = "locked"
 
 
-def _as_uuid(obj, field: str = "tenant") -> uuid.UUID:
+def _as_uuid(obj: object, field: str = "tenant") -> uuid.UUID:
     """The id of a row or an id given as such; anything else is refused naming `field`."""
     value = getattr(obj, "pk", obj)
     if isinstance(value, uuid.UUID):
@@ -66,7 +68,9 @@ _SCOPE_SETTINGS = (TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING)
 _READ_WHEN_NESTED = (*_SCOPE_SETTINGS, BYPASS_SETTING)
 
 
-def _apply(cursor, values: dict[str, str], read: tuple[str, ...] = ()) -> dict[str, str]:
+def _apply(
+    cursor: CursorWrapper, values: dict[str, str], read: tuple[str, ...] = ()
+) -> dict[str, str]:
     """In one round trip: read the settings `read` (before), then set `values`, for this
     transaction only. Returns what was read.
 
@@ -132,7 +136,7 @@ def _ids_text(ids: list[uuid.UUID]) -> str:
 def tenant_scope(
     tenant_ids: Iterable,
     *,
-    user_id=None,
+    user_id: uuid.UUID | None = None,
     locked: bool = False,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Iterator[list[uuid.UUID]]:
@@ -179,7 +183,7 @@ def request_scope(
 
 
 @contextmanager
-def tenant_context(*tenants, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
+def tenant_context(*tenants: TenantRef, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
     """Run the block in a transaction that sees only the given tenants' rows.
 
     Takes Tenant instances or ids, one or several; also a decorator. Nested, it

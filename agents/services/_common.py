@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Model
 
 
 def clean(
-    instance,
+    instance: Model,
     *,
     minimums: Mapping[str, float] | None = None,
     maximums: Mapping[str, float] | None = None,

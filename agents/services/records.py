@@ -14,7 +14,7 @@ from agents.services._common import clean
 from core.db.locks import advisory_xact_lock
 from documents.models import DocumentVersion, Project
 from tenancy.context import require_tenant, tenant_context
-from tenancy.models import TenantRef
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def decision_record(
     selected: str,
     reasoning: str = "",
     execution: AgentExecution | None = None,
-    decided_by=None,
+    decided_by: User | None = None,
     decided_at: datetime | None = None,
 ) -> Decision:
     """Record a decision of a project: the question, the options considered (each a dict

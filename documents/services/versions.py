@@ -23,7 +23,9 @@ from tenancy.models import TenantRef, User
 class VersionConflict(ValidationError):
     """The document has a newer version than the one the write was based on (`latest`)."""
 
-    def __init__(self, message, *, latest: DocumentVersion | None = None):
+    def __init__(
+        self, message: str | dict[str, str], *, latest: DocumentVersion | None = None
+    ) -> None:
         super().__init__(message)
         self.latest = latest
 
