@@ -241,8 +241,10 @@ class MembershipAdminForm(TenantOwnedAdminForm):
             # Without the admin's request nobody is known to be an owner.
             and (
                 self.request is None
-                or not is_superuser(self.request)
-                and tenant_roles(self.request).get(tenant.pk) != MembershipRole.OWNER
+                or (
+                    not is_superuser(self.request)
+                    and tenant_roles(self.request).get(tenant.pk) != MembershipRole.OWNER
+                )
             )
         ):
             self.add_error("role", "Only an owner of the tenant may grant the owner role.")
