@@ -8,10 +8,13 @@ BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 # Reinstall whenever pyproject.toml changes.
 INSTALLED := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Types of every app, core and config ([tool.mypy] in pyproject.toml). django-stubs' plugin
+# imports the settings, which need a SECRET_KEY or development mode; nothing connects.
+MYPY := DJANGO_DEBUG=true $(BIN)/mypy
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint format bench backup restore basebackup pitr db-stop clean migrate-status migrate-history migrate-down migrate-check db-metrics
+.PHONY: install run serve test migrate makemigrations seed shell dbshell health lint types format bench backup restore basebackup pitr db-stop clean migrate-status migrate-history migrate-down migrate-check db-metrics
 
 install: $(INSTALLED)
 
@@ -87,9 +90,13 @@ health: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MYPY)
 	$(MANAGE) makemigrations --check --dry-run
 	$(MANAGE) migrations_sql var/migrations-sql
 	$(BIN)/squawk --config .squawk.toml 'var/migrations-sql/*/*.sql'
+
+types: install
+	$(MYPY)
 
 format: install
 	$(BIN)/ruff format .

@@ -391,7 +391,7 @@ def seed(run: SeedRun) -> None:
                 # An editor agent decides and proposes; the owner reviews.
                 editor = _editor(run, tenant, project)
                 _decisions(run, tenant, project, owner, editor)
-                outcome = PROPOSAL_OUTCOMES[proposals % len(PROPOSAL_OUTCOMES)]
-                _proposal(run, tenant, project, owner, editor, outcome, proposals)
+                proposal_outcome = PROPOSAL_OUTCOMES[proposals % len(PROPOSAL_OUTCOMES)]
+                _proposal(run, tenant, project, owner, editor, proposal_outcome, proposals)
                 execution_finish(tenant=tenant, execution=editor, **_usage(run))
                 proposals += 1

@@ -30,6 +30,7 @@ from core.ids import uuid7_floor
 from documents.models import DocumentVersion, Project
 from documents.selectors import VersionDiff, content_diff
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class VersionProvenance:
 
 def execution_list(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project | None = None,
     status: str | None = None,
     correlation_id: uuid.UUID | None = None,
@@ -100,7 +101,9 @@ def execution_list(
     return executions.order_by("-started_at", "-created_at")
 
 
-def execution_history(*, tenant, start: datetime, end: datetime) -> QuerySet[AgentExecution]:
+def execution_history(
+    *, tenant: TenantRef, start: datetime, end: datetime
+) -> QuerySet[AgentExecution]:
     """A tenant's executions created in [start, end), newest first.
 
     "Created" by the id's UUIDv7 time, the partition key of agent_executions: the id
@@ -114,7 +117,7 @@ def execution_history(*, tenant, start: datetime, end: datetime) -> QuerySet[Age
     ).order_by("-id")
 
 
-def execution_sources(*, tenant, execution: AgentExecution) -> list[ExecutionSource]:
+def execution_sources(*, tenant: TenantRef, execution: AgentExecution) -> list[ExecutionSource]:
     """The chunks an execution retrieved, by rank; snapshots survive the chunks' deletion."""
     tenant_id = require_tenant(tenant, execution=execution)
     with tenant_context(tenant_id):
@@ -143,7 +146,7 @@ def _run_forests(
         tenant_id=tenant_id, execution_id__in=[execution.pk for execution in executions]
     ).order_by("rank", "id"):
         sources[source.execution_id].append(source)
-    nodes = {
+    nodes: dict[uuid.UUID | None, ExecutionNode] = {
         execution.pk: ExecutionNode(execution=execution, sources=sources[execution.pk])
         for execution in executions
     }
@@ -155,14 +158,14 @@ def _run_forests(
     return forests
 
 
-def run_tree(*, tenant, correlation_id: uuid.UUID) -> list[ExecutionNode]:
+def run_tree(*, tenant: TenantRef, correlation_id: uuid.UUID) -> list[ExecutionNode]:
     """All executions of one run as a tree of steps (via parent), with their sources."""
     tenant_id = require_tenant(tenant)
     with tenant_context(tenant_id):
         return _run_forests(tenant_id, [correlation_id]).get(correlation_id, [])
 
 
-def provenance(*, tenant, version: DocumentVersion) -> VersionProvenance:
+def provenance(*, tenant: TenantRef, version: DocumentVersion) -> VersionProvenance:
     """From a document version to the executions that produced it, their runs' step
     trees and the exact sources (rank, score, hash, content snapshot) of every step.
 
@@ -193,7 +196,7 @@ def provenance(*, tenant, version: DocumentVersion) -> VersionProvenance:
 
 
 def conversation(
-    *, tenant, project: Project, execution: AgentExecution | None = None
+    *, tenant: TenantRef, project: Project, execution: AgentExecution | None = None
 ) -> list[ConversationMessage]:
     """A project's messages in order (by position), or only those of one execution."""
     tenant_id = require_tenant(tenant, project=project, execution=execution)
@@ -206,7 +209,7 @@ def conversation(
 
 def evaluation_list(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     document_version: DocumentVersion | None = None,
     execution: AgentExecution | None = None,
@@ -229,7 +232,7 @@ def evaluation_list(
 
 def change_proposal_list(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project | None = None,
     status: str | None = None,
     sections: list[str] | None = None,
@@ -248,7 +251,7 @@ def change_proposal_list(
         return list(proposals.select_related("base_version").order_by("-created_at", "-id"))
 
 
-def change_proposal_diff(*, tenant, proposal: ChangeProposal) -> VersionDiff:
+def change_proposal_diff(*, tenant: TenantRef, proposal: ChangeProposal) -> VersionDiff:
     """What applying the proposal would change in its base version (a unified diff)."""
     tenant_id = require_tenant(tenant, proposal=proposal)
     with tenant_context(tenant_id):
@@ -260,7 +263,7 @@ def change_proposal_diff(*, tenant, proposal: ChangeProposal) -> VersionDiff:
 
 
 def decisions_by_category(
-    *, tenant, project: Project, category: str | None = None
+    *, tenant: TenantRef, project: Project, category: str | None = None
 ) -> dict[str, list[Decision]]:
     """A project's decisions grouped by category (alphabetically), each category's in
     the order they were made; with `category`, that category's only.
@@ -303,7 +306,7 @@ class NodeFailures:
 
 
 def failures_by_node(
-    *, tenant, project: Project | None = None, since: datetime | None = None
+    *, tenant: TenantRef, project: Project | None = None, since: datetime | None = None
 ) -> list[NodeFailures]:
     """Failures per node, most first: "which steps fail, and do retries save them?"
 

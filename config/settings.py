@@ -444,6 +444,8 @@ AXES_HANDLER = "tenancy.auth.AccountAndAddressLockout"
 AXES_USERNAME_CALLABLE = "tenancy.auth.login_username"
 AXES_CLIENT_IP_CALLABLE = "core.http.client_ip"
 AXES_LOCKOUT_CALLABLE = "tenancy.auth.lockout_response"
+# The status of that page: axes's own default, named here because lockout_response reads it.
+AXES_HTTP_RESPONSE_CODE = 429
 # Every failure also gets a row of its own (AccessFailureLog), not only a counter.
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 # Behind a reverse proxy, the request.META key of the header that carries the client's

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable
+from typing import ClassVar, TypedDict, cast
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -33,7 +34,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-TIMESTAMP_FIELDS = ("id", "created_at", "updated_at")
+TIMESTAMP_FIELDS: tuple[str, ...] = ("id", "created_at", "updated_at")
 
 
 # --- Links to rows ---------------------------------------------------------------------
@@ -99,9 +100,11 @@ class EstimatedCountPaginator(Paginator):
             self.__dict__["count"] = self._read_page(self._requested(number))
         page = super().page(number)
         if self._read is not None and self._read[0] == page.number:
-            # A QuerySet still (callers may read its SQL), holding the rows already read.
-            page.object_list._result_cache = self._read[1][: self.per_page]
-            page.object_list._prefetch_done = True
+            # A QuerySet still (callers may read its SQL), holding the rows already read:
+            # a slice of self.object_list, checked above to be a QuerySet.
+            rows = cast(QuerySet, page.object_list)
+            rows._result_cache = self._read[1][: self.per_page]
+            rows._prefetch_done = True  # type: ignore[attr-defined]  # not in the stubs
         return page
 
     def _requested(self, number) -> int:
@@ -118,7 +121,8 @@ class EstimatedCountPaginator(Paginator):
         if len(rows) <= self.per_page:
             return offset + len(rows)
         self.count_is_estimated = True
-        return max(offset + len(rows), planner_row_estimate(self.object_list))
+        # Only called once count() or page() found object_list to be a QuerySet.
+        return max(offset + len(rows), planner_row_estimate(cast(QuerySet, self.object_list)))
 
 
 class DeferringChangeList(ChangeList):
@@ -149,7 +153,8 @@ class LargeTableChangeList(DeferringChangeList):
         self.show_full_result_count = False
         self.show_admin_actions = True
         self.can_show_all = (
-            not paginator.count_is_estimated and paginator.count <= self.list_max_show_all
+            not (isinstance(paginator, EstimatedCountPaginator) and paginator.count_is_estimated)
+            and paginator.count <= self.list_max_show_all
         )
         self.multi_page = paginator.count > self.list_per_page
         show_all = self.show_all and self.can_show_all and self.multi_page
@@ -168,10 +173,10 @@ class LargeTableAdminMixin:
     or exact matches (`<column>__exact`), never a bare `icontains` that scans the table.
     """
 
-    paginator = EstimatedCountPaginator
+    paginator: ClassVar[type[Paginator]] = EstimatedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    ordering = ("-id",)
+    ordering: ClassVar[list[str] | tuple[str, ...] | None] = ("-id",)
 
     def get_changelist(self, request, **kwargs):
         return LargeTableChangeList
@@ -181,6 +186,12 @@ class LargeTableAdminMixin:
 
 # Previews of long text in lists: one line that fits a column of a 1400-pixel screen.
 PREVIEW_LENGTH = 80
+
+
+class ContentHead(TypedDict):
+    """A row annotated with preview_head("content") as `content_head` (for mypy)."""
+
+    content_head: str | None
 
 
 def preview_head(field: str) -> Left:
@@ -266,6 +277,7 @@ class RecentValuesListFilter(admin.SimpleListFilter):
     """
 
     field_name: str | None = None
+    parameter_name: str  # every subclass names it (Django's own filter requires it)
     sample_size = 100
 
     @property
@@ -279,8 +291,8 @@ class RecentValuesListFilter(admin.SimpleListFilter):
             .values_list(self.column, flat=True)[: self.sample_size]
         )
         values = {str(value) for value in recent if value not in (None, "")}
-        if self.value():
-            values.add(self.value())
+        if selected := self.value():
+            values.add(selected)
         return [(value, value) for value in sorted(values)]
 
     def queryset(self, request, queryset):

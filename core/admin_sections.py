@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
@@ -30,9 +31,12 @@ LATEST = 10
 # thousand of them is cheap, counting a million is not.
 EXACT_COUNT_LIMIT = 1000
 
+# The related model: its columns' functions receive rows of it.
+RowModel = TypeVar("RowModel", bound=Model)
+
 
 @dataclasses.dataclass(frozen=True)
-class RelatedRows:
+class RelatedRows(Generic[RowModel]):
     """The latest rows of `model` whose foreign key `field` points at the page's row.
 
     `columns` are (heading, row -> value) pairs; the first column links to the row's own
@@ -43,9 +47,9 @@ class RelatedRows:
     """
 
     title: str
-    model: type[Model]
+    model: type[RowModel]
     field: str
-    columns: tuple[tuple[str, Callable[[Model], object]], ...]
+    columns: tuple[tuple[str, Callable[[RowModel], object]], ...]
     order_by: tuple[str, ...] = ("-id",)
     filters: Mapping[str, object] = dataclasses.field(default_factory=dict)
     prepare: Callable[[QuerySet], QuerySet] | None = None
@@ -88,7 +92,7 @@ class RelatedRows:
             "add_label": self.add_label,
         }
 
-    def _cells(self, row: Model) -> list[object]:
+    def _cells(self, row: RowModel) -> list[object]:
         return [value(row) for _, value in self.columns]
 
 
@@ -101,7 +105,7 @@ def _count(queryset: QuerySet) -> tuple[int, bool]:
 
 
 def related_sections(
-    request: HttpRequest, site: admin.AdminSite, obj: Model, sections: list[RelatedRows]
+    request: HttpRequest, site: admin.AdminSite, obj: Model, sections: list[RelatedRows[Any]]
 ) -> list[dict]:
     """The context of each section the user may see, in order."""
     contexts = (section.context(request, site, obj) for section in sections)

@@ -1,6 +1,7 @@
 """Database expressions shared by the apps."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import models
 from pgvector import Vector
@@ -48,7 +49,7 @@ class QueryVector(models.Expression):
         # Django compares expressions by their constructor arguments, made hashable
         # element by element: 1536 floats, several times per query compiled. The Vector
         # object stands for them (equal only to itself), as in pgvector.django.
-        self._constructor_args = ((self.vector,), {})
+        self._constructor_args: tuple[tuple[Any, ...], dict[str, Any]] = ((self.vector,), {})
 
     def as_sql(self, compiler, connection):
         return "%s::vector", [self.vector]

@@ -54,9 +54,9 @@ def stored_files() -> list[tuple[type[Model], StoredFile]]:
     from django.apps import apps
 
     return [
-        (model, model.STORED_FILE)
+        (model, declared)
         for model in apps.get_models()
-        if isinstance(getattr(model, "STORED_FILE", None), StoredFile)
+        if isinstance(declared := getattr(model, "STORED_FILE", None), StoredFile)
     ]
 
 

@@ -188,6 +188,8 @@ def related_label(instance: models.Model, field_name: str) -> str:
     raise DoesNotExist (or cost a query per row of a list).
     """
     field = instance._meta.get_field(field_name)
+    if not isinstance(field, models.ForeignObject):
+        raise TypeError(f"{field_name} is not a foreign key of {type(instance).__name__}")
     if field.is_cached(instance):
         return str(getattr(instance, field_name))
     return f"{field_name} {getattr(instance, field.attname)}"

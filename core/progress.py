@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from io import TextIOBase
 
 WIDTH = 30
 
@@ -10,7 +10,7 @@ WIDTH = 30
 class ProgressBar:
     """Redraws one line on a terminal; elsewhere (CI, pipes) prints each quarter once."""
 
-    def __init__(self, stream: TextIO, label: str, total: int) -> None:
+    def __init__(self, stream: TextIOBase, label: str, total: int) -> None:
         self.stream, self.label, self.total = stream, label, max(total, 0)
         self.done = 0
         self._interactive = hasattr(stream, "isatty") and stream.isatty()

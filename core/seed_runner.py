@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.util import find_spec
+from io import TextIOBase
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -86,7 +87,7 @@ class SeedRun:
 
     volumes: dict[str, int]
     rng: random.Random
-    stdout: TextIO
+    stdout: TextIOBase
     owner_email: str
     owner_password: str
     # What the output shows for the password when the owner is created: the password

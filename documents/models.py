@@ -1,5 +1,7 @@
 """Projects, their document versions, knowledge documents and embedded chunks."""
 
+from typing import cast
+
 import pgtrigger
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -75,11 +77,16 @@ class ProjectQuerySet(models.QuerySet):
         return self.filter(deleted_at__isnull=False)
 
 
-class LiveProjectManager(models.Manager.from_queryset(ProjectQuerySet)):
+# Named, not inline: django-stubs types a from_queryset class only when it is assigned.
+_ProjectManagerBase = models.Manager.from_queryset(ProjectQuerySet)
+
+
+class LiveProjectManager(_ProjectManagerBase):
     """Default manager: soft-deleted projects are hidden."""
 
     def get_queryset(self) -> ProjectQuerySet:
-        return super().get_queryset().live()
+        # from_queryset's manager makes a ProjectQuerySet; the stubs see a plain QuerySet.
+        return cast(ProjectQuerySet, super().get_queryset()).live()
 
 
 class ProjectStatus(models.TextChoices):

@@ -11,13 +11,16 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db import connections, router
-from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet, Value
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Expression, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
 from pgvector.django import CosineDistance
 
+from core.db.backend.base import DatabaseWrapper
 from core.db.connections import begins_transaction
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
@@ -25,6 +28,7 @@ from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 SEARCH_MODES = ("semantic", "fulltext", "hybrid")
 SEARCH_MAX_K = 1000
@@ -75,7 +79,7 @@ def _validate_search(query: str, k: int, mode: str) -> None:
         raise ValidationError(errors)
 
 
-def _scope(project, documents) -> Q:
+def _scope(project: Project | None, documents: Sequence[Document | uuid.UUID] | None) -> Q:
     """The chunks a search is limited to, by project and/or documents, beyond its tenant."""
     scope = Q()
     if project is not None:
@@ -85,7 +89,7 @@ def _scope(project, documents) -> Q:
     return scope
 
 
-def _chunk_reads():
+def _chunk_reads() -> BaseDatabaseWrapper:
     """The connection chunk reads are routed to (a replica, core.db.replicas): the search
     settings must be set in the transaction the search query runs in."""
     return connections[router.db_for_read(Chunk)]
@@ -149,9 +153,9 @@ def semantic_queryset(
     vector is one parameter (QueryVector): read the rows with _knn_rows to send it in
     binary.
     """
-    distance = CosineDistance("embedding", QueryVector(vector))
+    distance: Expression = CosineDistance("embedding", QueryVector(vector))
     # Ties go by id when sorting exactly; the index gives one order key only.
-    order = ("distance",)
+    order: tuple[str, ...] = ("distance",)
     if exact:
         distance = ExpressionWrapper(distance + Value(0.0), output_field=FloatField())
         order = ("distance", "id")
@@ -172,7 +176,8 @@ def _knn_rows(queryset: QuerySet) -> list[tuple]:
     what iterating the QuerySet gives.
     """
     sql, params = queryset.query.sql_with_params()
-    with connections[queryset.db].server_binding_cursor() as cursor:
+    # Every alias's ENGINE is core.db.backend (settings), whose wrapper has this cursor.
+    with cast(DatabaseWrapper, connections[queryset.db]).server_binding_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -284,7 +289,7 @@ def _fuse(ranked_lists: Sequence[list], k: int) -> list:
 
 def chunk_search(
     *,
-    tenant,
+    tenant: TenantRef,
     query: str,
     k: int = 10,
     mode: str = "hybrid",

@@ -61,7 +61,7 @@ WORDS = [
     "export",
     "prompt",
 ]
-SECTION_TITLES = {
+SECTION_TITLES: dict[str, list[str]] = {
     DocumentType.ABOUT: ["Problem", "Audience", "Goals"],
     DocumentType.SPECIFICATION: ["Requirements", "Constraints", "Acceptance"],
     DocumentType.ARCHITECTURE: ["Components", "Data model", "Operations"],

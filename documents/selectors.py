@@ -20,9 +20,10 @@ from documents.models import (
     ProjectTemplate,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 
-def project_list(*, tenant, status: str | None = None) -> QuerySet[Project]:
+def project_list(*, tenant: TenantRef, status: str | None = None) -> QuerySet[Project]:
     """A tenant's live projects, most recently changed first.
 
     With a status, projects_tenant_live_idx (tenant_id, status, updated_at DESC) WHERE
@@ -33,7 +34,7 @@ def project_list(*, tenant, status: str | None = None) -> QuerySet[Project]:
     return projects.filter(status=status) if status else projects
 
 
-def latest_versions(*, tenant, project: Project) -> dict[str, DocumentVersion]:
+def latest_versions(*, tenant: TenantRef, project: Project) -> dict[str, DocumentVersion]:
     """The latest version of each document type of a project, keyed by type."""
     tenant_id = require_tenant(tenant, project=project)
     with tenant_context(tenant_id):
@@ -46,7 +47,7 @@ def latest_versions(*, tenant, project: Project) -> dict[str, DocumentVersion]:
 
 
 def version_history(
-    *, tenant, project: Project, document_type: str | None = None
+    *, tenant: TenantRef, project: Project, document_type: str | None = None
 ) -> list[DocumentVersion]:
     """Every version of a project's documents, oldest first within each type."""
     tenant_id = require_tenant(tenant, project=project)
@@ -57,7 +58,7 @@ def version_history(
         return list(versions.order_by("document_type", "version"))
 
 
-def previous_version(*, tenant, version: DocumentVersion) -> DocumentVersion | None:
+def previous_version(*, tenant: TenantRef, version: DocumentVersion) -> DocumentVersion | None:
     """The version before `version` of the same project and document type, if any."""
     tenant_id = require_tenant(tenant, version=version)
     with tenant_context(tenant_id):
@@ -110,7 +111,7 @@ def _metadata_changes(old: dict, new: dict) -> dict[str, dict]:
     }
 
 
-def version_diff(*, tenant, old: DocumentVersion, new: DocumentVersion) -> VersionDiff:
+def version_diff(*, tenant: TenantRef, old: DocumentVersion, new: DocumentVersion) -> VersionDiff:
     """A unified diff of two versions of the same project's document, plus metadata changes.
 
     Versions of different projects or document types are refused (ValidationError).
@@ -135,7 +136,7 @@ def version_diff(*, tenant, old: DocumentVersion, new: DocumentVersion) -> Versi
 
 
 def content_diff(
-    *, tenant, base: DocumentVersion, content: str, label: str = "proposed"
+    *, tenant: TenantRef, base: DocumentVersion, content: str, label: str = "proposed"
 ) -> VersionDiff:
     """A unified diff from a version to content not (yet) stored as a version, e.g. a
     change proposal's; `label` names the new side. No metadata changes."""
@@ -158,7 +159,7 @@ def _unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
 
 def templates_find(
     *,
-    tenant,
+    tenant: TenantRef,
     tags: Sequence[str] | None = None,
     tech_stack: Sequence[str] | None = None,
     complexity: str | None = None,

@@ -13,10 +13,13 @@ add_project_action), as documents does not import exports.
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
@@ -32,6 +35,7 @@ from exports.models import Export
 from exports.services import export_create, export_download
 from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TenantListFilter
+from tenancy.models import User
 
 # The manifest's own keys, shown as rows above its documents (exports.builders.build_manifest).
 MANIFEST_DOCUMENTS = "documents"
@@ -136,7 +140,7 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
         # Before the model's own URLs: their "<path:object_id>/" would catch it first.
         return [download, *super().get_urls()]
 
-    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         """Serve the export's file as an attachment and count the download.
 
         The count is written in the request's transaction (the tenant middleware's), so
@@ -175,7 +179,9 @@ def export_projects(modeladmin, request: HttpRequest, queryset) -> None:
     """
 
     def export(project: Project) -> Export:
-        built = export_create(tenant=project.tenant_id, project=project, by=request.user)
+        # The admin's views let only a logged-in (staff) user in: never AnonymousUser.
+        user = cast(User, request.user)
+        built = export_create(tenant=project.tenant_id, project=project, by=user)
         if built.status != Export.Status.COMPLETED:
             raise ValidationError(built.error_message or f"The export is {built.status}.")
         return built

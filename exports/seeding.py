@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.files.storage import storages
 
 from core.files import delete_tree
 from core.seed_runner import SeedRun
+from documents.models import Project
 from exports.models import ExportFormat, ExportStatus
 from exports.services import export_create
 
 
 def seed(run: SeedRun) -> None:
-    first_projects = {}
+    first_projects: dict[uuid.UUID, Project] = {}
     for project in run.shared.get("projects", []):
         first_projects.setdefault(project.tenant_id, project)
     with run.progress("exports", len(first_projects) * len(ExportFormat)) as bar:

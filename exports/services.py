@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
@@ -35,6 +36,7 @@ from documents.selectors import latest_versions
 from exports import builders
 from exports.models import Export, ExportFormat, ExportStatus
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def _generate_storage_key(export: Export) -> str:
     return f"{FOLDER_ROOT}/{export.tenant_id}/{export.pk}/{uuid7()}.{extension}"
 
 
-def _transition(export: Export, *, expected: tuple[str, ...], **changes) -> Export:
+def _transition(export: Export, *, expected: tuple[str, ...], **changes: Any) -> Export:
     """Apply `changes` under a row lock if the export's status is still one of `expected`."""
     with tenant_context(export.tenant_id):
         row = Export.objects.select_for_update().get(pk=export.pk)
@@ -173,10 +175,10 @@ def _build(export: Export, project: Project) -> Export:
 
 def export_create(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     format: str = ExportFormat.ZIP,
-    by=None,
+    by: User | None = None,
     ttl: timedelta | None = None,
 ) -> Export:
     """Build an export of the latest version of each of the project's documents.
@@ -229,7 +231,7 @@ def _download_refusal(export: Export) -> ValidationError:
     )
 
 
-def export_download(*, tenant, export: Export) -> tuple[File, str, str]:
+def export_download(*, tenant: TenantRef, export: Export) -> tuple[File, str, str]:
     """Open a completed, unexpired export's file and count the download.
 
     Returns (open binary file, download filename, content type); the caller closes

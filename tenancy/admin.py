@@ -11,6 +11,8 @@ and a tenant's page.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -43,7 +45,7 @@ class UserCreationAdminForm(AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email", "name")
-        field_classes = {}
+        field_classes: dict[str, type[forms.Field]] = {}
 
 
 class UserChangeAdminForm(UserChangeForm):
@@ -52,7 +54,7 @@ class UserChangeAdminForm(UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
-        field_classes = {}
+        field_classes: dict[str, type[forms.Field]] = {}
 
 
 class MembershipInlineForm(forms.ModelForm):
@@ -83,7 +85,7 @@ def save_membership_formset(formset) -> None:
         membership_set(tenant=membership.tenant, user=membership.user, role=membership.role)
 
 
-class MembershipInlineSaving:
+class MembershipInlineSaving(admin.ModelAdmin):
     """For a ModelAdmin with a membership inline: saves it through save_membership_formset."""
 
     def save_formset(self, request, form, formset, change):
@@ -201,7 +203,7 @@ class TenantAdmin(MembershipInlineSaving, TenantOwnedAdmin):
     tenant_field = "pk"
     edit_roles = TENANT_MANAGER_ROLES
     change_readonly_fields = ()
-    autocomplete_fields = ()
+    autocomplete_fields: ClassVar[tuple[str, ...]] = ()
     list_display = ("name", "slug", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "slug")
@@ -236,8 +238,14 @@ class MembershipAdminForm(TenantOwnedAdminForm):
         if (
             cleaned_data.get("role") == MembershipRole.OWNER
             and tenant is not None
-            and not is_superuser(self.request)
-            and tenant_roles(self.request).get(tenant.pk) != MembershipRole.OWNER
+            # Without the admin's request nobody is known to be an owner.
+            and (
+                self.request is None
+                or (
+                    not is_superuser(self.request)
+                    and tenant_roles(self.request).get(tenant.pk) != MembershipRole.OWNER
+                )
+            )
         ):
             self.add_error("role", "Only an owner of the tenant may grant the owner role.")
         return cleaned_data

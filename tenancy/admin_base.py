@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -29,6 +30,7 @@ from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
+from django.db.models.options import Options
 from django.http import Http404, HttpRequest
 
 from core.admin import TIMESTAMP_FIELDS, DeferringChangeList, with_foreign_key_links
@@ -61,6 +63,11 @@ class HistoryRecordMixin:
     be deleted by whoever may edit its tenant. Row-level security applies either way.
     Mix in before TenantOwnedAdmin.
     """
+
+    # TenantOwnedAdmin's, which this is mixed into.
+    opts: Options
+    edit_roles: Collection[str]
+    tenant_id_of: Callable[[Model], uuid.UUID | None]
 
     def deletable_alone(self, obj) -> bool:
         return False
@@ -128,6 +135,7 @@ class TenantOwnedAdminForm(forms.ModelForm):
             if (
                 model_field.is_relation
                 and isinstance(field, forms.ModelChoiceField)
+                and field.queryset is not None
                 and current is not None
             ):
                 related = field.queryset.model
@@ -135,7 +143,8 @@ class TenantOwnedAdminForm(forms.ModelForm):
                 field.queryset = field.queryset | kept
 
     def clean(self):
-        cleaned_data = super().clean()
+        super().clean()
+        cleaned_data = self.cleaned_data
         tenant = cleaned_data.get("tenant")
         tenant_id = tenant.pk if tenant is not None else getattr(self.instance, "tenant_id", None)
         if tenant_id is None:
@@ -175,10 +184,10 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     view_roles: Collection[str] = ALL_ROLES
     edit_roles: Collection[str] = CONTENT_EDITOR_ROLES
     manager_name: str | None = None
-    readonly_fields = TIMESTAMP_FIELDS
+    readonly_fields: ClassVar[tuple[str, ...]] = TIMESTAMP_FIELDS
     change_readonly_fields: tuple[str, ...] = ("tenant",)
     add_fields: tuple[str, ...] | None = None
-    autocomplete_fields = ("tenant",)
+    autocomplete_fields: ClassVar[tuple[str, ...]] = ("tenant",)
     list_defer: tuple[str, ...] = ()
     uuid_search_fields: tuple[str, ...] = ("id",)
     change_sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -301,7 +310,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         # modelform_factory made a new class for this call: safe to give it the request.
-        form.request = request
+        form.request = request  # type: ignore[attr-defined]  # TenantOwnedAdminForm declares it
         return form
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
@@ -335,7 +344,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         return queryset
 
     def get_changeform_initial_data(self, request):
-        initial = {}
+        initial: dict[str, object] = {}
         writable = tenants_with_role(request, self.edit_roles)
         if self.tenant_field != "pk" and len(writable) == 1:
             initial[self.tenant_field] = writable[0]
@@ -395,7 +404,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
         self,
         request: HttpRequest,
         queryset: QuerySet,
-        service: Callable[[Model], object],
+        service: Callable[[Any], object],  # takes a row of this admin's model
         done: str,
     ) -> None:
         """Run `service(row)` on each selected row the user may change, reporting refusals.

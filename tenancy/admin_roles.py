@@ -47,7 +47,7 @@ def tenant_roles(request: HttpRequest) -> dict[uuid.UUID, str]:
     roles: dict[uuid.UUID, str] = {}
     if user.is_authenticated and user.is_active and scope:
         roles = dict(user.memberships.filter(tenant_id__in=scope).values_list("tenant_id", "role"))
-    request._admin_tenant_roles = roles
+    request._admin_tenant_roles = roles  # type: ignore[attr-defined]  # a per-request cache
     return roles
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from axes.attempts import get_cool_off_threshold
 from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_failure_limit
@@ -11,6 +13,13 @@ from django.contrib.auth import get_user_model
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+if TYPE_CHECKING:
+
+    class AxesRequest(HttpRequest):
+        """A request as axes' handlers receive it: with the client address axes resolved."""
+
+        axes_ip_address: str
 
 
 def login_username(request: HttpRequest, credentials: dict | None) -> str | None:
@@ -38,7 +47,7 @@ class AccountAndAddressLockout(AxesDatabaseHandler):
     Both of axes' checks (before authenticating, and after a failure) go through here.
     """
 
-    def get_failures(self, request: HttpRequest, credentials: dict | None = None) -> int:
+    def get_failures(self, request: AxesRequest, credentials: dict | None = None) -> int:
         failures = super().get_failures(request, credentials)
         if settings.AXES_COOLOFF_TIME is None:
             recent = AccessAttempt.objects.all()

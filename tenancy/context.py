@@ -24,6 +24,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
@@ -31,6 +32,11 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from core.db.connections import begins_transaction, owner_connection
 from core.db.errors import write_refusal
 from core.db.replicas import replica_scope
+
+if TYPE_CHECKING:
+    from django.db.backends.utils import CursorWrapper
+
+    from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ SCOPE_SETTING = "app.tenant_scope"
 LOCKED = "locked"
 
 
-def _as_uuid(obj, field: str = "tenant") -> uuid.UUID:
+def _as_uuid(obj: object, field: str = "tenant") -> uuid.UUID:
     """The id of a row or an id given as such; anything else is refused naming `field`."""
     value = getattr(obj, "pk", obj)
     if isinstance(value, uuid.UUID):
@@ -63,7 +69,9 @@ _SCOPE_SETTINGS = (TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING)
 _READ_WHEN_NESTED = (*_SCOPE_SETTINGS, BYPASS_SETTING)
 
 
-def _apply(cursor, values: dict[str, str], read: tuple[str, ...] = ()) -> dict[str, str]:
+def _apply(
+    cursor: CursorWrapper, values: dict[str, str], read: tuple[str, ...] = ()
+) -> dict[str, str]:
     """In one round trip: read the settings `read` (before), then set `values`, for this
     transaction only. Returns what was read.
 
@@ -140,7 +148,7 @@ def _ids_text(ids: list[uuid.UUID]) -> str:
 def tenant_scope(
     tenant_ids: Iterable,
     *,
-    user_id=None,
+    user_id: uuid.UUID | None = None,
     locked: bool = False,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Iterator[list[uuid.UUID]]:
@@ -167,7 +175,7 @@ def tenant_scope(
 
 @contextmanager
 def request_scope(
-    user, tenants_of: Callable[[object], Iterable], using: str = DEFAULT_DB_ALIAS
+    user: User, tenants_of: Callable[[User], Iterable], using: str = DEFAULT_DB_ALIAS
 ) -> Iterator[list[uuid.UUID]]:
     """The transaction of one authenticated request: `user`'s tenants, locked.
 
@@ -187,7 +195,7 @@ def request_scope(
 
 
 @contextmanager
-def tenant_context(*tenants, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
+def tenant_context(*tenants: TenantRef, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
     """Run the block in a transaction that sees only the given tenants' rows.
 
     Takes Tenant instances or ids, one or several; also a decorator. Nested, it
@@ -221,7 +229,7 @@ def system_context(
         yield
 
 
-def require_tenant(tenant, **objects) -> uuid.UUID:
+def require_tenant(tenant: TenantRef | None, **objects: Any) -> uuid.UUID:
     """The tenant's id, after checking every given row belongs to it.
 
     Services call this first, so that a row of another tenant is refused with a

@@ -1,6 +1,7 @@
 """Users, tenants and memberships."""
 
 import re
+import uuid
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -14,7 +15,7 @@ from core.models import JSONField, TimestampedModel, related_label
 _UNHASHABLE = re.compile("[\ud800-\udfff]")
 
 
-class UserManager(BaseUserManager):
+class UserManager(BaseUserManager["User"]):
     def _create(self, email: str, password: str | None, **fields) -> "User":
         if not email:
             raise ValidationError({"email": "An email address is required."})
@@ -48,9 +49,9 @@ class UserManager(BaseUserManager):
         """
         return self.alias(email_lower=Lower("email")).filter(email_lower=email.strip().lower())
 
-    def get_by_natural_key(self, email: str) -> "User":
-        # Email is the login and unique case-insensitively.
-        return self.with_email(email).get()
+    def get_by_natural_key(self, email: str | None) -> "User":
+        # Email is the login and unique case-insensitively; no email matches no user.
+        return self.with_email(email or "").get()
 
 
 class User(AbstractBaseUser, TimestampedModel):
@@ -133,6 +134,11 @@ class TenantForeignKey(models.ForeignKey):
         # makemigrations sees nothing to alter and migrations never import this app.
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.ForeignKey", args, kwargs
+
+
+# What services and selectors take as `tenant`: the row, or its id (a row's tenant_id),
+# which tenancy.context.require_tenant turns into the id.
+TenantRef = Tenant | uuid.UUID
 
 
 class TenantOwnedModel(TimestampedModel):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
 from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
 
 
-def user_create(*, email: str, password: str | None, name: str = "", **fields) -> User:
+def user_create(*, email: str, password: str | None, name: str = "", **fields: Any) -> User:
     return User.objects.create_user(email=email, password=password, name=name, **fields)
 
 
-def tenant_create(*, name: str, slug: str, owner: User | None = None, settings=None) -> Tenant:
+def tenant_create(
+    *, name: str, slug: str, owner: User | None = None, settings: dict | None = None
+) -> Tenant:
     """A new tenant; `owner`, if given, becomes its first member with the owner role."""
     with transaction.atomic():
         tenant = Tenant(name=name, slug=slug, settings=settings or {})

@@ -6,6 +6,8 @@ through evaluation_record.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 from django.utils.safestring import SafeString
 
@@ -23,6 +25,11 @@ from documents.admin import version_label
 from documents.models import DocumentVersion
 from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TenantListFilter
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    from core.admin import ContentHead
 
 
 @admin.register(ConversationMessage)
@@ -61,7 +68,7 @@ class ConversationMessageAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantO
         return super().get_queryset(request).annotate(content_head=preview_head("content"))
 
     @admin.display(description="content")
-    def content_preview(self, obj: ConversationMessage) -> str:
+    def content_preview(self, obj: WithAnnotations[ConversationMessage, ContentHead]) -> str:
         return preview_text(obj.content_head)
 
     def create_object(self, request, obj, form):
@@ -77,8 +84,8 @@ class ConversationMessageAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantO
 
 def evaluation_target(evaluation: EvaluationRun) -> SafeString:
     """A link to the evaluated version or execution."""
-    if evaluation.document_version_id:
-        version = evaluation.document_version
+    version = evaluation.document_version  # None without a query when it has none
+    if version is not None:
         return change_link(DocumentVersion, version.pk, version_label(version))
     return change_link(AgentExecution, evaluation.execution_id, str(evaluation.execution))
 

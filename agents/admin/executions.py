@@ -216,9 +216,10 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
 
     def _run(self, obj: AgentExecution) -> list[ExecutionNode]:
         # The tree and the sources table both need it: read the run once per page.
-        if not hasattr(obj, "_admin_run"):
-            obj._admin_run = run_tree(tenant=obj.tenant_id, correlation_id=obj.correlation_id)
-        return obj._admin_run
+        cache = obj.__dict__  # kept on the row, which mypy's view of the model has no slot for
+        if "_admin_run" not in cache:
+            cache["_admin_run"] = run_tree(tenant=obj.tenant_id, correlation_id=obj.correlation_id)
+        return cache["_admin_run"]
 
     @admin.display(description="all steps of this run")
     def all_steps_link(self, obj: AgentExecution) -> SafeString:

@@ -7,6 +7,8 @@ whether they recovered).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -23,6 +25,16 @@ from core.admin import (
 from documents.models import Chunk
 from tenancy.admin_base import RecordAdminMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TenantListFilter
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from django_stubs_ext import WithAnnotations
+
+    from core.admin import ContentHead
+
+    class MessageHead(TypedDict):
+        message_head: str | None
 
 
 @admin.register(ExecutionIdempotencyKey)
@@ -75,7 +87,7 @@ class ExecutionSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAd
         return obj.chunk_sha256[:12]
 
     @admin.display(description="content")
-    def content_preview(self, obj: ExecutionSource) -> str:
+    def content_preview(self, obj: WithAnnotations[ExecutionSource, ContentHead]) -> str:
         return preview_text(obj.content_head)
 
 
@@ -122,7 +134,7 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
         return super().get_queryset(request).annotate(message_head=preview_head("message"))
 
     @admin.display(description="message")
-    def message_preview(self, obj: ExecutionError) -> str:
+    def message_preview(self, obj: WithAnnotations[ExecutionError, MessageHead]) -> str:
         return preview_text(obj.message_head)
 
     @admin.display(description="traceback")

@@ -100,7 +100,7 @@ class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
 
     @admin.display(description="applied as")
     def applied_link(self, obj: ChangeProposal) -> SafeString | str:
-        if obj.applied_version_id is None:
+        if obj.applied_version is None:  # None without a query when applied_version_id is
             return "Not applied."
         return change_link(
             DocumentVersion, obj.applied_version_id, version_label(obj.applied_version)

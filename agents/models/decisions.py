@@ -79,6 +79,6 @@ class Decision(TenantOwnedModel):
         """Who decided: the user, else the agent of the execution, else unknown."""
         if self.decided_by_id is not None:
             return str(self.decided_by)
-        if self.execution_id is not None:
+        if self.execution is not None:  # None without a query when execution_id is
             return f"agent ({self.execution.agent_type})"
         return "unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import CheckConstraint, Model
@@ -25,7 +26,8 @@ def clean(
     foreign key validation reads the related rows.
     """
     exclude = set(exclude)
-    collected: dict[str, list[str]] = {
+    # Messages, joined by full_clean's ValidationErrors (update_error_dict).
+    collected: dict[str, list[Any]] = {
         field: [message] for field, message in (errors or {}).items()
     }
     try:

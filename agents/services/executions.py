@@ -14,6 +14,7 @@ from agents.services._common import clean
 from core.ids import uuid7
 from documents.models import Project
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _insert_once(execution: AgentExecution) -> AgentExecution:
 
 def execution_create(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     agent_type: str,
     input_data: dict | None = None,
@@ -150,7 +151,7 @@ def execution_update(
 
 
 def execution_retry(
-    *, tenant, execution: AgentExecution, recovery_strategy: str | None = None
+    *, tenant: TenantRef, execution: AgentExecution, recovery_strategy: str | None = None
 ) -> AgentExecution:
     """A new pending attempt of a failed or cancelled execution, in the same run.
 

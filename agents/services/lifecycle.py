@@ -31,7 +31,7 @@ def move_status(
     ValidationError on `status` naming the `noun`; otherwise `row` is refreshed.
     """
     predecessors = sorted(old for old, new in transitions if new == to)
-    rows = type(row).objects.filter(tenant_id=tenant_id, pk=row.pk)
+    rows = type(row)._default_manager.filter(tenant_id=tenant_id, pk=row.pk)
     if not rows.filter(status__in=predecessors).update(status=to, **changes):
         current = rows.values_list("status", flat=True).first()
         raise ValidationError(

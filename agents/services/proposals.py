@@ -50,6 +50,7 @@ from documents.services import (
     validate_version_content,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def sections_changed(old: str, new: str) -> list[str]:
 
 def change_proposal_propose(
     *,
-    tenant,
+    tenant: TenantRef,
     base_version: DocumentVersion,
     content: str,
     execution: AgentExecution | None = None,
@@ -196,7 +197,9 @@ def _transition(
     return proposal
 
 
-def _review(*, tenant, proposal: ChangeProposal, to: str, by, note: str | None) -> ChangeProposal:
+def _review(
+    *, tenant: TenantRef, proposal: ChangeProposal, to: str, by: User | None, note: str | None
+) -> ChangeProposal:
     tenant_id = require_tenant(tenant, proposal=proposal)
     changes: dict = {"reviewed_by": by, "reviewed_at": ClockTimestamp()}
     if note is not None:
@@ -207,14 +210,14 @@ def _review(*, tenant, proposal: ChangeProposal, to: str, by, note: str | None) 
 
 
 def change_proposal_approve(
-    *, tenant, proposal: ChangeProposal, by=None, note: str | None = None
+    *, tenant: TenantRef, proposal: ChangeProposal, by: User | None = None, note: str | None = None
 ) -> ChangeProposal:
     """pending -> approved, by `by` now; `note=None` keeps the review note it has."""
     return _review(tenant=tenant, proposal=proposal, to=Status.APPROVED, by=by, note=note)
 
 
 def change_proposal_reject(
-    *, tenant, proposal: ChangeProposal, by=None, note: str | None = None
+    *, tenant: TenantRef, proposal: ChangeProposal, by: User | None = None, note: str | None = None
 ) -> ChangeProposal:
     """pending -> rejected, by `by` now; `note=None` keeps the review note it has."""
     return _review(tenant=tenant, proposal=proposal, to=Status.REJECTED, by=by, note=note)
@@ -234,7 +237,9 @@ def _refusal(error: ValidationError, base: DocumentVersion) -> dict[str, list[st
     return error.message_dict if hasattr(error, "error_dict") else {"content": error.messages}
 
 
-def change_proposal_apply(*, tenant, proposal: ChangeProposal, by=None) -> ChangeProposal:
+def change_proposal_apply(
+    *, tenant: TenantRef, proposal: ChangeProposal, by: User | None = None
+) -> ChangeProposal:
     """approved -> applied: the proposal's content becomes its document's next version.
 
     Refused while the proposal is not approved (naming `status`). When the base version

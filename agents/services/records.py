@@ -14,6 +14,7 @@ from agents.services._common import clean
 from core.db.locks import advisory_xact_lock
 from documents.models import DocumentVersion, Project
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def message_add(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     role: str,
     content: str,
@@ -58,7 +59,7 @@ def message_add(
 
 def evaluation_record(
     *,
-    tenant,
+    tenant: TenantRef,
     score: float,
     document_version: DocumentVersion | None = None,
     execution: AgentExecution | None = None,
@@ -71,6 +72,7 @@ def evaluation_record(
         message = "Evaluate exactly one of a document version or an execution."
         raise ValidationError({"document_version": message, "execution": message})
     target = document_version or execution
+    assert target is not None  # exactly one of them, checked above
     evaluation = EvaluationRun(
         tenant_id=tenant_id,
         project_id=target.project_id,
@@ -111,7 +113,7 @@ def decision_options_errors(options: object, selected: str) -> dict[str, str]:
 
 def decision_record(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     category: str,
     question: str,
@@ -119,7 +121,7 @@ def decision_record(
     selected: str,
     reasoning: str = "",
     execution: AgentExecution | None = None,
-    decided_by=None,
+    decided_by: User | None = None,
     decided_at: datetime | None = None,
 ) -> Decision:
     """Record a decision of a project: the question, the options considered (each a dict

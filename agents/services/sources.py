@@ -14,6 +14,7 @@ from agents.services._common import clean
 from core.hashing import sha256_hex
 from documents.models import Chunk
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _result_chunk_id(result: Mapping | object) -> Any:
 
 
 def execution_record_sources(
-    *, tenant, execution: AgentExecution, results: Iterable[Mapping | object]
+    *, tenant: TenantRef, execution: AgentExecution, results: Iterable[Mapping | object]
 ) -> list[ExecutionSource]:
     """Record the chunks an execution retrieved: rank, score, hash and content snapshot.
 

@@ -26,6 +26,7 @@ from agents.services.lifecycle import move_status
 from core.expressions import ClockTimestamp
 from documents.models import DocumentVersion
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _completed_now() -> Greatest:
     return Greatest(ClockTimestamp(), F("started_at"))
 
 
-def execution_start(*, tenant, execution: AgentExecution) -> AgentExecution:
+def execution_start(*, tenant: TenantRef, execution: AgentExecution) -> AgentExecution:
     """pending -> running; started_at from the database clock."""
     tenant_id = require_tenant(tenant, execution=execution)
     with tenant_context(tenant_id):
@@ -68,7 +69,7 @@ def execution_start(*, tenant, execution: AgentExecution) -> AgentExecution:
 
 def execution_finish(
     *,
-    tenant,
+    tenant: TenantRef,
     execution: AgentExecution,
     output_data: dict | None = None,
     model: str | None = None,
@@ -129,7 +130,7 @@ def bounded_traceback(text: str) -> str:
 
 def execution_fail(
     *,
-    tenant,
+    tenant: TenantRef,
     execution: AgentExecution,
     error_type: str,
     error_message: str = "",
@@ -183,7 +184,7 @@ def execution_fail(
     return execution
 
 
-def execution_cancel(*, tenant, execution: AgentExecution) -> AgentExecution:
+def execution_cancel(*, tenant: TenantRef, execution: AgentExecution) -> AgentExecution:
     """pending or running -> cancelled."""
     tenant_id = require_tenant(tenant, execution=execution)
     with tenant_context(tenant_id):

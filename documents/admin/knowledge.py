@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin
@@ -23,6 +24,17 @@ from documents.services import (
 )
 from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
 from tenancy.admin_roles import TenantListFilter
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from django_stubs_ext import WithAnnotations
+
+    from core.admin import ContentHead
+
+    class EmbeddingDims(TypedDict):
+        embedding_dims: int | None
+
 
 EMBEDDING_HEAD = 5
 
@@ -175,7 +187,7 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         )
 
     @admin.display(description="content")
-    def content_preview(self, obj: Chunk) -> str:
+    def content_preview(self, obj: WithAnnotations[Chunk, ContentHead]) -> str:
         return preview_text(obj.content_head)
 
     @admin.display(description="tokens", ordering="token_count")
@@ -183,7 +195,7 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         return obj.token_count
 
     @admin.display(description="dims")
-    def embedding_dimensions(self, obj: Chunk) -> int | None:
+    def embedding_dimensions(self, obj: WithAnnotations[Chunk, EmbeddingDims]) -> int | None:
         return obj.embedding_dims
 
     @admin.display(description="embedding")

@@ -13,6 +13,7 @@ from documents.services import (
 )
 from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
 from tenancy.admin_roles import TenantListFilter, is_superuser, tenant_roles
+from tenancy.models import Tenant
 
 SHARED = "shared"
 SHARED_TEMPLATES_HELP = (
@@ -99,11 +100,7 @@ class ProjectTemplateAdmin(TenantOwnedAdmin):
 
     @admin.display(description="tenant", ordering="tenant__name")
     def tenant_or_shared(self, obj: ProjectTemplate) -> str:
-        return (
-            change_link(type(obj.tenant), obj.tenant_id, str(obj.tenant))
-            if obj.tenant_id
-            else SHARED
-        )
+        return change_link(Tenant, obj.tenant_id, str(obj.tenant)) if obj.tenant_id else SHARED
 
     @admin.display(description="tags")
     def tag_list(self, obj: ProjectTemplate) -> str:

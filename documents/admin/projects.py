@@ -6,6 +6,8 @@ Nothing new may point at a soft-deleted project.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 
@@ -45,7 +47,7 @@ class ProjectStateFilter(admin.SimpleListFilter):
 # A project's page lists what points at it (core.admin_sections). Documents' own rows
 # come first; agents and exports add theirs through add_project_sections, and the
 # exports app its action through add_project_action: documents imports neither.
-PROJECT_SECTIONS: list[RelatedRows] = [
+PROJECT_SECTIONS: list[RelatedRows[Any]] = [
     RelatedRows(
         title="Latest documents",
         model=DocumentVersion,
@@ -88,7 +90,7 @@ PROJECT_SECTIONS: list[RelatedRows] = [
 ]
 
 
-def add_project_sections(*sections: RelatedRows) -> None:
+def add_project_sections(*sections: RelatedRows[Any]) -> None:
     """Add sections to every project's page (for the apps whose rows point at projects)."""
     PROJECT_SECTIONS.extend(sections)
 

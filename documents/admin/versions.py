@@ -4,6 +4,7 @@ deleted on their own; a version's page shows its diff with the previous one."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
@@ -25,6 +26,11 @@ from documents.services import (
 )
 from tenancy.admin_base import TenantOwnedAdmin
 from tenancy.admin_roles import TenantListFilter, is_superuser, on_own_pages
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    from core.admin import ContentHead
 
 
 def version_label(version: DocumentVersion) -> str:
@@ -117,7 +123,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         return super().get_queryset(request).annotate(content_head=preview_head("content"))
 
     @admin.display(description="content")
-    def content_preview(self, obj: DocumentVersion) -> str:
+    def content_preview(self, obj: WithAnnotations[DocumentVersion, ContentHead]) -> str:
         return preview_text(obj.content_head)
 
     @admin.display(description="sha256")
@@ -134,9 +140,10 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
 
     def _previous(self, obj: DocumentVersion) -> DocumentVersion | None:
         # Both displays need it: read it once per page (the form's instance is `obj`).
-        if not hasattr(obj, "_admin_previous"):
-            obj._admin_previous = previous_version(tenant=obj.tenant_id, version=obj)
-        return obj._admin_previous
+        cache = obj.__dict__  # kept on the row, which mypy's view of the model has no slot for
+        if "_admin_previous" not in cache:
+            cache["_admin_previous"] = previous_version(tenant=obj.tenant_id, version=obj)
+        return cache["_admin_previous"]
 
     @admin.display(description="previous version")
     def previous_version_link(self, obj: DocumentVersion) -> str:

@@ -32,6 +32,7 @@ from documents.models import (
 )
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _insert_chunks(
     tenant_id: uuid.UUID,
     document: Document,
     pieces: Sequence,
-    vectors: Sequence[Sequence[float]],
+    vectors: Sequence[list[float]],
     model: str,
 ) -> None:
     """Write the chunks of `pieces` in one statement with binary parameters.
@@ -150,9 +151,11 @@ def _insert_chunks(
     # Django's cursors interpolate text. It runs no prepared statement (prepare_threshold
     # is None), so it is safe behind PgBouncer's transaction pooling.
     binary = psycopg.Cursor(raw)
-    register_vector_info(binary, _vector_types[raw])
+    # A cursor is an adaptation context as a connection is; pgvector's types say connection.
+    register_vector_info(binary, _vector_types[raw])  # type: ignore[arg-type]
     wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    with wrapped(binary) as cursor:
+    # make_cursor wraps a driver cursor; django-stubs types its argument as the wrapper.
+    with wrapped(binary) as cursor:  # type: ignore[arg-type]
         cursor.execute(
             INSERT_CHUNKS_SQL,
             {
@@ -259,7 +262,7 @@ def _record_failure(
 
 def document_process(
     *,
-    tenant,
+    tenant: TenantRef,
     document: Document,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
@@ -322,14 +325,14 @@ def document_process(
 
 def document_ingest(
     *,
-    tenant,
+    tenant: TenantRef,
     title: str = "",
     text: str | None = None,
     file: File | None = None,
     project: Project | None = None,
     content_type: str | None = None,
     metadata: dict | None = None,
-    by=None,
+    by: User | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     embedder: Embedder | None = None,
@@ -377,7 +380,7 @@ class ReembedProgress:
 
 def chunks_reembed(
     *,
-    tenant,
+    tenant: TenantRef,
     embedder: Embedder | None = None,
     batch_size: int = REEMBED_BATCH_SIZE,
     on_batch: Callable[[ReembedProgress], None] | None = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import DEFAULT_DB_ALIAS, connection
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
@@ -19,15 +19,16 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
 
 def project_create(
     *,
-    tenant,
+    tenant: TenantRef,
     name: str,
-    by=None,
+    by: User | None = None,
     status: str = Project.Status.DRAFT,
     current_step: int = 1,
     language: str = "en",
@@ -49,7 +50,7 @@ def project_create(
     return project
 
 
-def project_soft_delete(*, tenant, project: Project) -> Project:
+def project_soft_delete(*, tenant: TenantRef, project: Project) -> Project:
     """Hide the project from the default manager; its rows stay until purged."""
     require_tenant(tenant, project=project)
     with tenant_context(tenant):
@@ -59,7 +60,7 @@ def project_soft_delete(*, tenant, project: Project) -> Project:
     return project
 
 
-def project_restore(*, tenant, project: Project) -> Project:
+def project_restore(*, tenant: TenantRef, project: Project) -> Project:
     require_tenant(tenant, project=project)
     with tenant_context(tenant):
         if project.deleted_at is not None:
@@ -113,10 +114,11 @@ class PurgeSummary(JobSummary):
         ]
 
 
-def _rows_to_delete(queryset) -> dict[str, int]:
+def _rows_to_delete(queryset: QuerySet) -> dict[str, int]:
     """Rows a delete() of the queryset would remove, per model, without deleting them."""
     collector = Collector(using=DEFAULT_DB_ALIAS, origin=queryset)
-    collector.collect(queryset)
+    # Django's own delete() passes a QuerySet; the stubs ask for a __contains__ it lacks.
+    collector.collect(queryset)  # type: ignore[arg-type]
     counts: Counter[str] = Counter()
     for fast in collector.fast_deletes:
         counts[fast.model._meta.label] += fast.count()

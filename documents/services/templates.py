@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 
 from django.core.exceptions import ValidationError
 
@@ -17,6 +18,7 @@ from documents.models import (
 from documents.services.projects import project_create
 from documents.services.versions import document_version_create
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.models import TenantRef, User
 
 
 def _clean_names(value: Iterable[str] | None) -> list[str]:
@@ -56,7 +58,7 @@ def _validate_template_files(files: object, declared: set[str]) -> None:
 
 def project_template_create(
     *,
-    tenant=None,
+    tenant: TenantRef | None = None,
     name: str,
     files: dict[str, str],
     description: str = "",
@@ -102,6 +104,7 @@ def project_template_create(
         complexity=complexity,
         setup_minutes=setup_minutes,
     )
+    scope: AbstractContextManager[object]
     if tenant is None:
         scope = system_context(f"project_template_create: shared template {name!r}")
     else:
@@ -133,11 +136,11 @@ def _template_variables(template: ProjectTemplate, variables: dict) -> dict[str,
 
 def project_create_from_template(
     *,
-    tenant,
+    tenant: TenantRef,
     template: ProjectTemplate,
     name: str,
     variables: dict,
-    by=None,
+    by: User | None = None,
     language: str = "en",
 ) -> Project:
     """A new project whose documents are the template's files rendered with `variables`.

@@ -25,6 +25,7 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,14 @@ def _measure_upload(file: File, limit: int) -> tuple[File, int, str]:
 
 def document_create(
     *,
-    tenant,
+    tenant: TenantRef,
     title: str = "",
     text: str | None = None,
     file: File | None = None,
     project: Project | None = None,
     content_type: str | None = None,
     metadata: dict | None = None,
-    by=None,
+    by: User | None = None,
 ) -> Document:
     """Store a knowledge document's bytes (from `text` or an uploaded `file`) as uploaded.
 
@@ -100,6 +101,7 @@ def document_create(
     if (text is None) == (file is None):
         raise ValidationError({"file": "Give either text or file, not both or neither."})
     limit = _max_upload_bytes()
+    content: File
     if text is not None:
         validate_storable_arguments(text=text)  # an indexed text becomes chunks: text columns
         data = text.encode("utf-8")
@@ -108,6 +110,7 @@ def document_create(
         content, size, sha256 = ContentFile(data), len(data), sha256_hex(data)
         content_type = content_type or "text/plain"
     else:
+        assert file is not None  # exactly one of text and file, checked above
         content, size, sha256 = _measure_upload(file, limit)
         file_name = os.path.basename(file.name or "")
         title = title or file_name
@@ -145,7 +148,7 @@ def document_create(
     return document
 
 
-def document_delete(*, tenant, document: Document) -> None:
+def document_delete(*, tenant: TenantRef, document: Document) -> None:
     """Delete a knowledge document and its chunks; its file goes once the deletion commits.
 
     A rollback keeps both the row and the file. Should deleting the file fail after the

@@ -17,12 +17,15 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.models import TenantRef, User
 
 
 class VersionConflict(ValidationError):
     """The document has a newer version than the one the write was based on (`latest`)."""
 
-    def __init__(self, message, *, latest: DocumentVersion | None = None):
+    def __init__(
+        self, message: str | dict[str, str], *, latest: DocumentVersion | None = None
+    ) -> None:
         super().__init__(message)
         self.latest = latest
 
@@ -39,11 +42,11 @@ def validate_version_content(content: str) -> None:
 
 def document_version_create(
     *,
-    tenant,
+    tenant: TenantRef,
     project: Project,
     document_type: str,
     content: str,
-    by=None,
+    by: User | None = None,
     metadata: dict | None = None,
     readability_score: float | None = None,
     grammar_score: float | None = None,
@@ -100,7 +103,7 @@ def document_version_create(
     return version
 
 
-def _lock_document(project: Project, document_type: str, by) -> None:
+def _lock_document(project: Project, document_type: str, by: User | None) -> None:
     """Queue behind the other writers of the document, so versions come out 1..N in one
     chain; raise ValidationError naming `project` or `created_by` if either is gone.
 
@@ -111,7 +114,7 @@ def _lock_document(project: Project, document_type: str, by) -> None:
     waits for the delete and the trigger refuses it. (FOR KEY SHARE would not keep a
     soft delete out.)
     """
-    author = getattr(by, "pk", by)
+    author = by.pk if by is not None else None
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {ADVISORY_XACT_LOCK_SQL},"

@@ -81,7 +81,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _reached_lock = threading.Lock()
 
     def get_new_connection(self, conn_params):
-        if self.pool:
+        if self.pool:  # type: ignore[attr-defined]  # Django 5.1's, not in django-stubs
             self._check_reachable(conn_params)
         return super().get_new_connection(conn_params)
 
@@ -118,7 +118,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         (None behind PgBouncer), so it is as safe there as cursor(). Where prepared
         statements are on, every cursor is one of these already.
         """
-        with self._cursors_of(base.ServerBindingCursor):
+        with self._cursors_of(base.ServerBindingCursor):  # type: ignore[attr-defined]  # as above
             return self.cursor()
 
     def client_side_binding(self):
@@ -129,7 +129,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         statement"): pgtrigger.ignore(), for one, prepends a set_config to every
         statement of its block, its own last one included.
         """
-        return self._cursors_of(base.Cursor)
+        return self._cursors_of(base.Cursor)  # type: ignore[attr-defined]  # as above
 
     @contextmanager
     def _cursors_of(self, cursor_class):

@@ -67,6 +67,7 @@ class Command(BaseCommand):
     @staticmethod
     def _tenant(value: str) -> Tenant:
         # Tenants are not tenant-owned rows (no row-level security): no context needed.
+        lookup: dict[str, object]
         try:
             lookup = {"pk": uuid.UUID(value)}
         except ValueError:
