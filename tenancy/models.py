@@ -2,7 +2,8 @@
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
@@ -114,7 +115,16 @@ class Tenant(TimestampedModel):
         return self.name
 
 
-class TenantForeignKey(models.ForeignKey):
+# The set and get types of a field, as django-stubs names them for ForeignKey.
+_ST = TypeVar("_ST", contravariant=True)
+_GT = TypeVar("_GT", covariant=True)
+
+
+# Generic like django-stubs' ForeignKey, so its plugin fills in the related model (and
+# Optional of it with null=True) as it does for ForeignKey. No monkeypatch is needed:
+# Django's ForeignKey has had a __class_getitem__ (returning the class) since 4.1, so the
+# subscripted base is the plain ForeignKey at runtime.
+class TenantForeignKey(models.ForeignKey[_ST, _GT]):
     """A key from one tenant table to another: no single-column constraint, no own index.
 
     The composite key `(tenant_id, x_id) -> x (tenant_id, id)` that the migrations add
@@ -128,7 +138,7 @@ class TenantForeignKey(models.ForeignKey):
         kwargs.setdefault("db_index", False)
         super().__init__(to, on_delete, **kwargs)
 
-    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         # Reported as the plain ForeignKey with both keywords, which is what the
         # migrations already say: the field class is a spelling, not a schema change, so
         # makemigrations sees nothing to alter and migrations never import this app.
