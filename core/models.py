@@ -5,6 +5,7 @@ tenants table, which core, importing no app, does not know.
 """
 
 import re
+from typing import Any
 
 import pgtrigger
 from django import forms
@@ -89,7 +90,9 @@ class JSONFormField(forms.JSONField):
                 "The value holds a number too long to read.", code="invalid_json_value"
             ) from error
 
-    def to_python(self, value: object) -> object:
+    # Any, as in forms.JSONField: the parsed value is whatever JSON holds, not the str
+    # of the CharField it subclasses.
+    def to_python(self, value: Any) -> Any:
         if self.disabled or not isinstance(value, str):
             return super().to_python(value)
         return self._parse(value)
@@ -127,8 +130,17 @@ class JSONField(models.JSONField):
         validate_json_value(value)
         super().validate(value, model_instance)
 
-    def formfield(self, **kwargs):
-        return super().formfield(**{"form_class": JSONFormField, **kwargs})
+    def formfield(
+        self,
+        form_class: type[forms.Field] | None = None,
+        choices_form_class: type[forms.ChoiceField] | None = None,
+        **kwargs: Any,
+    ) -> forms.Field | None:
+        return super().formfield(
+            form_class=form_class or JSONFormField,
+            choices_form_class=choices_form_class,
+            **kwargs,
+        )
 
 
 class BaseModel(models.Model):
