@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.db.models import CheckConstraint, Model
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db.models import CheckConstraint, Model, Q
 
 
 def clean(
@@ -38,13 +38,18 @@ def clean(
     for constraint in model._meta.constraints:
         if not isinstance(constraint, CheckConstraint):
             continue
-        fields = constraint.condition.referenced_base_fields
+        # Every CHECK of the apps is a Q, which names its fields; a condition written as a
+        # bare expression names none, so its failure is reported on the whole row.
+        condition = constraint.condition
+        fields = condition.referenced_base_fields if isinstance(condition, Q) else set()
         if fields & (exclude | set(collected)):
             continue
         try:
-            constraint.validate(model, instance, exclude=exclude)
+            # Django 5.2 has CheckConstraint.validate(); django-stubs 5.2.9 omits
+            # BaseConstraint.validate() and its subclasses' overrides.
+            constraint.validate(model, instance, exclude=exclude)  # type: ignore[attr-defined]
         except ValidationError as error:
-            for field in sorted(fields):
+            for field in sorted(fields) or [NON_FIELD_ERRORS]:
                 collected.setdefault(field, []).extend(error.messages)
     if collected:
         raise ValidationError(collected)
