@@ -126,7 +126,7 @@ def execution_create(
 
 
 def execution_update(
-    *, tenant, execution: AgentExecution, input_data: dict, model: str
+    *, tenant: TenantRef, execution: AgentExecution, input_data: dict, model: str
 ) -> AgentExecution:
     """A pending execution's input and model, what may be corrected before it runs.
 

@@ -156,7 +156,9 @@ def change_proposal_propose(
     return proposal
 
 
-def change_proposal_update(*, tenant, proposal: ChangeProposal, review_note: str) -> ChangeProposal:
+def change_proposal_update(
+    *, tenant: TenantRef, proposal: ChangeProposal, review_note: str
+) -> ChangeProposal:
     """A pending proposal's review note, written before the review decides.
 
     One conditional UPDATE (`WHERE status = 'pending'`): refused naming `status` once the
