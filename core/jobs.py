@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -123,7 +124,9 @@ class SystemJobCommand(BaseCommand):
     """A command that runs one system job: `--dry-run`, the summary's report, one ending.
 
     Subclasses add their own arguments in add_job_arguments and run the service in
-    run(dry_run=..., **options). A ValidationError of the service becomes a
+    run(dry_run=..., **options), reading their arguments from `options`: one signature
+    for every run(), so each overrides it as it is and handle() calls any of them the same
+    way. A ValidationError of the service becomes a
     CommandError naming the option in `options_of_fields` (field -> "--option").
     """
 
@@ -136,7 +139,7 @@ class SystemJobCommand(BaseCommand):
     def add_job_arguments(self, parser) -> None:
         pass
 
-    def run(self, *, dry_run: bool, **options) -> JobSummary | list[JobSummary]:
+    def run(self, *, dry_run: bool, **options: Any) -> JobSummary | list[JobSummary]:
         raise NotImplementedError
 
     def handle(self, *args, dry_run: bool, **options) -> None:

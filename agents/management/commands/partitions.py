@@ -1,6 +1,8 @@
 """`manage.py partitions [--ahead N] [--retain-months N] [--dry-run]`: agent_executions'
 monthly partitions."""
 
+from typing import Any
+
 from agents.services import (
     PartitionsSummary,
     execution_history_retain,
@@ -28,9 +30,9 @@ class Command(SystemJobCommand):
             help="keep this many months, this one included; remove the older ones",
         )
 
-    def run(
-        self, *, dry_run: bool, ahead: int, retain_months: int | None, **options
-    ) -> PartitionsSummary:
+    def run(self, *, dry_run: bool, **options: Any) -> PartitionsSummary:
+        ahead: int = options["ahead"]
+        retain_months: int | None = options["retain_months"]
         created = execution_partitions_ensure(ahead=ahead, dry_run=dry_run)
         removed = (
             execution_history_retain(months=retain_months, dry_run=dry_run)

@@ -1,5 +1,8 @@
 """`manage.py purge_deleted [--days N] [--dry-run]`: remove long soft-deleted projects."""
 
+from typing import Any
+
+from core.files import OrphanSweep
 from core.jobs import JobSummary, SystemJobCommand, days_argument
 from documents.services import documents_sweep_orphan_files, projects_purge_deleted
 
@@ -21,11 +24,16 @@ class Command(SystemJobCommand):
             "the PURGE_DELETED_PROJECTS_AFTER_DAYS setting).",
         )
 
-    def run(self, *, dry_run: bool, days, **options) -> list[JobSummary]:
+    def run(self, *, dry_run: bool, **options: Any) -> list[JobSummary]:
         return [
-            projects_purge_deleted(older_than=days, dry_run=dry_run),
+            projects_purge_deleted(older_than=options["days"], dry_run=dry_run),
             documents_sweep_orphan_files(dry_run=dry_run),
         ]
 
     def details(self, summaries: list[JobSummary]) -> list[str]:
-        return [folder for summary in summaries[1:] for folder in summary.orphan_folders]
+        return [
+            folder
+            for summary in summaries
+            if isinstance(summary, OrphanSweep)
+            for folder in summary.orphan_folders
+        ]

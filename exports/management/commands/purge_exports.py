@@ -1,6 +1,8 @@
 """`purge_exports [--dry-run]`: delete the files of expired exports and mark the rows
 expired, fail the builds that died, and sweep the folders of exports that no longer exist."""
 
+from typing import Any
+
 from core.jobs import JobSummary, SystemJobCommand
 from exports.services import exports_purge_expired
 
@@ -14,5 +16,5 @@ class Command(SystemJobCommand):
         "row-level security bypass). Safe to run repeatedly; --dry-run changes nothing."
     )
 
-    def run(self, *, dry_run: bool, **options) -> JobSummary:
+    def run(self, *, dry_run: bool, **options: Any) -> JobSummary:
         return exports_purge_expired(dry_run=dry_run)
