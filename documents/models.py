@@ -52,13 +52,11 @@ def project_live_trigger(
         func=(
             "SELECT p.deleted_at, p.name INTO deleted, project_name FROM projects p "
             "WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.project_id FOR SHARE; "
-            # A row of a tenant outside the transaction's context (none set included):
-            # row-level security's WITH CHECK refuses it after this trigger, in its own
-            # words; where it does not apply, the composite foreign key has the last word.
-            "IF NOT FOUND AND (NEW.tenant_id = ANY (app_current_tenant_ids())) IS NOT TRUE "
-            "AND NOT app_rls_bypassed() THEN RETURN NEW; END IF; "
-            "IF NOT FOUND THEN RAISE EXCEPTION 'Project % does not exist.', NEW.project_id "
-            f"USING {_REFUSED}; END IF; "
+            # A project that is not there (gone, or another tenant's): this trigger only
+            # refuses deleted ones; the composite foreign key refuses the row after it
+            # (core.db.errors maps that to the field too), and row-level security's WITH
+            # CHECK before that where the row's tenant is outside the context.
+            "IF NOT FOUND THEN RETURN NEW; END IF; "
             'IF deleted IS NOT NULL THEN RAISE EXCEPTION \'The project "%" was deleted; it '
             "takes no new %.', project_name, replace(TG_TABLE_NAME, '_', ' ') "
             f"USING {_REFUSED}; END IF; RETURN NEW;"

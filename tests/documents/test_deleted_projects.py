@@ -171,6 +171,22 @@ def test_a_proposal_made_after_the_purge_is_a_validation_error(tenant_a, project
     assert rows(tenant_a, ChangeProposal) == 0
 
 
+def test_a_row_for_a_project_that_is_gone_is_refused_naming_project(tenant_a):
+    """The race behind the proposal above (the purge commits between a service's checks
+    and its insert) ends at the composite tenant key, which also names `project`."""
+    with pytest.raises(ValidationError) as error:
+        with tenant_context(tenant_a), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO document_versions (tenant_id, project_id, document_type, version, "
+                "content, content_sha256, metadata) VALUES (%s, %s, 'plan', 1, 'x', %s, '{}')",
+                [tenant_a.pk, uuid.uuid4(), sha256_hex("x")],
+            )
+
+    assert error.value.message_dict == {
+        "project": ["The project does not exist in this tenant (any more)."]
+    }
+
+
 def test_an_export_whose_project_is_deleted_during_its_build_fails_and_is_refused(
     tenant_a, project, monkeypatch
 ):

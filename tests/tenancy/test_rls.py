@@ -156,9 +156,7 @@ def test_tenant_b_cannot_move_its_rows_into_tenant_a(table, tenant_a, tenant_b):
 def test_a_child_cannot_point_at_another_tenants_parent(tenant_a, tenant_b):
     rows_a = make_tenant_rows(tenant_a)
     with tenant_context(tenant_b), connection.cursor() as cursor:
-        # The project_live trigger refuses first (the other tenant's project is not one of
-        # tenant B's); the composite key document_versions_project_tenant_fk stands behind.
-        with pytest.raises(DatabaseError, match=r"Project .* does not exist"):
+        with pytest.raises(DatabaseError, match="document_versions_project_tenant_fk"):
             with transaction.atomic():
                 cursor.execute(
                     "INSERT INTO document_versions (tenant_id, project_id, document_type, "
