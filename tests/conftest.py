@@ -10,10 +10,10 @@ from django.db import connection
 from model_bakery import baker
 
 from tenancy.context import tenant_context
-from tenancy.models import Membership, Tenant, User
+from tenancy.models import Tenant, User
+from tests.factories import PASSWORD, make_member
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
-
-PASSWORD = "correct-horse-battery-staple"
+from tests.storages import FileStorages, point_storages
 
 
 @pytest.fixture
@@ -24,13 +24,6 @@ def tenant_a(db) -> Tenant:
 @pytest.fixture
 def tenant_b(db) -> Tenant:
     return baker.make(Tenant, name="Tenant B", slug="tenant-b")
-
-
-def make_member(tenant: Tenant, email: str, role: str = "owner", **fields) -> User:
-    user = User.objects.create_user(email=email, password=PASSWORD, name=email, **fields)
-    with tenant_context(tenant):
-        Membership.objects.create(tenant=tenant, user=user, role=role)
-    return user
 
 
 @pytest.fixture
@@ -62,6 +55,16 @@ def superuser(db) -> User:
 def in_tenant_a(tenant_a):
     with tenant_context(tenant_a):
         yield tenant_a
+
+
+@pytest.fixture
+def file_storages(settings, tmp_path) -> FileStorages:
+    """Uploads and export files (and the health check's probe) in the test's own folder."""
+    folders = FileStorages(media=tmp_path / "media", exports=tmp_path / "exports")
+    folders.media.mkdir()
+    folders.exports.mkdir()
+    point_storages(settings, default=folders.media, exports=folders.exports)
+    return folders
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""One valid row of every tenant-owned model, for the isolation tests.
+"""Rows for tests: a tenant's member, and one valid row of every tenant-owned model.
 
 `TENANT_ROW_BUILDERS` must cover every model with a tenant field:
 tests/tenancy/test_rls.py fails when a new tenant-owned model has no builder here.
@@ -15,7 +15,17 @@ from core.hashing import sha256_hex
 from documents.embedding import get_embedder
 from documents.models import Chunk, Document, DocumentVersion, Project
 from tenancy.context import tenant_context
-from tenancy.models import Membership, User
+from tenancy.models import Membership, Tenant, User
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_member(tenant: Tenant, email: str, role: str = "owner", **fields) -> User:
+    """A user with `PASSWORD` and a membership of `tenant` in `role`."""
+    user = User.objects.create_user(email=email, password=PASSWORD, name=email, **fields)
+    with tenant_context(tenant):
+        Membership.objects.create(tenant=tenant, user=user, role=role)
+    return user
 
 
 def tenant_owned_models() -> list[type[models.Model]]:

@@ -44,7 +44,6 @@ from exports.models import Export
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
 from tests.admin_helpers import admin_url
-from tests.storages import point_storages
 
 # Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
 VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
@@ -535,13 +534,6 @@ def test_groups_are_not_in_the_admin(root_client, db):
 def test_vector_summary_shows_dimension_and_head():
     assert vector_summary(1536, [0.1, -0.2]) == "1536 dimensions: [0.1000, -0.2000, …]"
     assert vector_summary(None, None) == "—"
-
-
-@pytest.fixture
-def file_storages(settings, tmp_path):
-    """Uploads and export files in a temporary directory."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
-    return tmp_path
 
 
 def test_superuser_uploads_a_document(root_client, rows, file_storages):

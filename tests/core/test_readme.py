@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from tests.storages import point_storages
-
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -16,12 +14,6 @@ def python_examples(section: str) -> list[str]:
     """The ```python blocks of the README's `## <section>`, in order."""
     body = README.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", body, re.DOTALL)
-
-
-@pytest.fixture
-def file_storages(tmp_path, settings):
-    """Uploads and export files go to a temporary folder."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
 
 
 @pytest.mark.django_db(transaction=True)

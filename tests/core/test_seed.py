@@ -19,13 +19,8 @@ from core.management.commands.seed import DEFAULT_OWNER_PASSWORD
 from documents.models import DocumentVersion, Project
 from tenancy.context import system_context
 from tenancy.models import Tenant, User
-from tests.storages import point_storages
 
-
-@pytest.fixture(autouse=True)
-def file_storages(tmp_path, settings):
-    """Uploads and export files of the seed go to a temporary folder."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 
 def counts() -> dict[str, int]:

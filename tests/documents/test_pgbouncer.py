@@ -15,15 +15,9 @@ from documents import search, selectors, services
 from documents.models import Project
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, listed
-from tests.conftest import PASSWORD
-from tests.storages import point_storages
+from tests.factories import PASSWORD
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from documents import search, services
 from documents.embedding import Embedder, get_embedder
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
-from tests.storages import point_storages
+
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 CORPUS = [
     "The billing service charges invoices to customers every month.",
@@ -26,11 +27,6 @@ CORPUS = [
 ]
 MODES = ["semantic", "fulltext", "hybrid"]
 VOCABULARY = [f"term{i}" for i in range(400)]
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
 
 
 def ingest(tenant, text, project=None):

@@ -34,11 +34,9 @@ def exports_storage_settings(
 
 
 @pytest.fixture(autouse=True)
-def export_root(tmp_path):
-    """Export files go to a temporary directory, never var/exports."""
-    root = tmp_path / "exports"
-    with override_settings(STORAGES=exports_storage_settings(root)):
-        yield root
+def export_root(file_storages):
+    """Export files go to the test's own folder, never var/exports."""
+    return file_storages.exports
 
 
 def files_under(root) -> list:

@@ -19,7 +19,7 @@ from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
 from tenancy.services import membership_set
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
+from tests.factories import make_member
 
 TENANT_OWNED = [Membership, Project, DocumentVersion, Document, Chunk, AgentExecution, Export]
 
