@@ -1,7 +1,10 @@
-"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, tenants, PgBouncer.
+"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, tenants, file
+storages, PgBouncer; and the `system_program` marker on the tests that start one.
 
 Tests connect as the runtime role, so row-level security applies: rows of a tenant
-are created inside `tenant_context(tenant)`.
+are created inside `tenant_context(tenant)`. Helpers that are not fixtures live in
+named modules (tests/factories.py, tests/storages.py, tests/locks.py): no test module
+imports this one.
 """
 
 import pytest
@@ -14,6 +17,17 @@ from tenancy.models import Tenant, User
 from tests.factories import PASSWORD, make_member
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 from tests.storages import FileStorages, point_storages
+
+# Fixtures that start a system program: a test using one, even through another fixture,
+# is marked system_program. Modules whose tests start a program themselves say so in
+# their own `pytestmark`.
+SYSTEM_PROGRAM_FIXTURES = frozenset({"pgbouncer", "chromium"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SYSTEM_PROGRAM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system_program)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from core.ops.health import ReplicasLag
 from documents.models import Project
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
+from tests.factories import PASSWORD
 from tests.streaming_replica import (
     django_on,
     extra_replica,
@@ -36,7 +37,7 @@ from tests.streaming_replica import (
     throwaway_primary,
 )
 
-PASSWORD = "correct-horse-battery-staple"
+pytestmark = pytest.mark.system_program  # a standby from pg_basebackup
 # A standby that replays as it receives: behind by less than a second (the health check
 # waits out WAL received but not replayed yet, core.db.replicas.SETTLE_SECONDS).
 KEEPING_UP = r"0\.\d s behind"
