@@ -75,8 +75,6 @@ def in_tenant_a(tenant_a):
 def file_storages(settings, tmp_path) -> FileStorages:
     """Uploads and export files (and the health check's probe) in the test's own folder."""
     folders = FileStorages(media=tmp_path / "media", exports=tmp_path / "exports")
-    folders.media.mkdir()
-    folders.exports.mkdir()
     point_storages(settings, default=folders.media, exports=folders.exports)
     return folders
 

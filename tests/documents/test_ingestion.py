@@ -226,7 +226,7 @@ def test_bad_chunking_is_refused_before_anything_is_stored(
     assert field in error.value.message_dict
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(file_storages.media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_an_embedder_of_another_dimension_is_refused(tenant_a, file_storages):
@@ -237,7 +237,7 @@ def test_an_embedder_of_another_dimension_is_refused(tenant_a, file_storages):
     assert "embedding" in error.value.message_dict
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(file_storages.media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_undecodable_bytes_fail_the_document_with_a_message(tenant_a):
@@ -467,7 +467,7 @@ def test_a_file_over_the_upload_limit_is_refused(tenant_a, file_storages, settin
     assert "at most 10 bytes" in " ".join(error.value.message_dict["file"])
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(file_storages.media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_text_over_the_upload_limit_is_refused(tenant_a, settings):
