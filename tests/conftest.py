@@ -18,16 +18,21 @@ from tests.factories import PASSWORD, make_member
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 from tests.storages import FileStorages, point_storages
 
-# Fixtures that start a system program: a test using one, even through another fixture,
-# is marked system_program. Modules whose tests start a program themselves say so in
-# their own `pytestmark`.
+# Markers given by fixture: a test using one of these, even through another fixture, is
+# marked. Modules and tests that are slow or start a program themselves say so in their
+# own `pytestmark` or decorator. Slow is over about 5 s (pytest --durations=0
+# --durations-min=5), left out of the fast loop `pytest -m "not slow"`.
 SYSTEM_PROGRAM_FIXTURES = frozenset({"pgbouncer", "chromium"})
+SLOW_FIXTURES = frozenset({"one_percent"})  # tests/documents/test_search.py: 1000 chunks
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SYSTEM_PROGRAM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SYSTEM_PROGRAM_FIXTURES:
             item.add_marker(pytest.mark.system_program)
+        if fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ def run_backup(folder: Path) -> tuple[Path, str]:
     return Path(output.splitlines()[-1]), output
 
 
+@pytest.mark.slow
 def test_a_seeded_database_round_trips_with_equal_rows_and_checksums(
     tmp_path, backup_role_configured, restored_name
 ):

@@ -32,6 +32,8 @@ from tenancy.models import Tenant
 from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
 
+pytestmark = pytest.mark.slow
+
 OWNER_EMAIL = "owner@demo.example.com"
 VIEWER_EMAIL = "viewer@demo.example.com"
 # Apps whose admins decide by tenant role: a viewer reads there and changes nothing.

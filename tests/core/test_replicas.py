@@ -37,7 +37,7 @@ from tests.streaming_replica import (
     throwaway_primary,
 )
 
-pytestmark = pytest.mark.system_program  # a standby from pg_basebackup
+pytestmark = [pytest.mark.system_program, pytest.mark.slow]  # a standby from pg_basebackup
 # A standby that replays as it receives: behind by less than a second (the health check
 # waits out WAL received but not replayed yet, core.db.replicas.SETTLE_SECONDS).
 KEEPING_UP = r"0\.\d s behind"

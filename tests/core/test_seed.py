@@ -381,6 +381,7 @@ def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_two_seeds_at_once_both_succeed_one_after_the_other(tmp_path):
     # Issue 17: two `make run` at once, and the second seed failed on a unique violation.
     processes = [seed_process(tmp_path / str(n), "--chunks=50") for n in range(2)]

@@ -88,6 +88,7 @@ def wait_for(condition, what: str):
     pytest.fail(f"waited {DEADLINE_SECONDS} s for {what}")
 
 
+@pytest.mark.slow
 def test_the_server_ends_the_work_of_a_killed_worker_and_a_retry_then_succeeds(
     tenant_a, file_storages, settings
 ):

@@ -305,6 +305,7 @@ def fulltext_match_is_leakproof() -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_fulltext_query_plan_can_use_the_gin_index(tenant_a, tenant_b):
     """Under row-level security, PostgreSQL only lets a leakproof operator use an index.
 
@@ -382,6 +383,7 @@ def test_a_small_candidate_set_is_sorted_exactly(tenant_a, corpus):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_the_candidates_are_estimated_from_statistics_not_counted(tenant_a, tenant_b):
     bulk_chunks(tenant_a, 990, seed=1)
     bulk_chunks(tenant_b, 10, seed=2)
@@ -470,6 +472,7 @@ def plan_the_server_uses(context, sql: str, params) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_a_big_tenant_after_a_small_one_on_one_connection_uses_the_index(
     tenant_a, tenant_b, monkeypatch
 ):
