@@ -1,7 +1,10 @@
-"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, tenants, PgBouncer.
+"""Shared fixtures: the alice/bob/charlie cast of the isolation tests, tenants, file
+storages, PgBouncer; and the `system_program` marker on the tests that start one.
 
 Tests connect as the runtime role, so row-level security applies: rows of a tenant
-are created inside `tenant_context(tenant)`.
+are created inside `tenant_context(tenant)`. Helpers that are not fixtures live in
+named modules (tests/factories.py, tests/storages.py, tests/locks.py): no test module
+imports this one.
 """
 
 import os
@@ -14,10 +17,27 @@ from hypothesis import settings as hypothesis_settings
 from model_bakery import baker
 
 from tenancy.context import tenant_context
-from tenancy.models import Membership, Tenant, User
+from tenancy.models import Tenant, User
+from tests.factories import PASSWORD, make_member
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
+from tests.storages import FileStorages, point_storages
 
-PASSWORD = "correct-horse-battery-staple"
+# Markers given by fixture: a test using one of these, even through another fixture, is
+# marked. Modules and tests that are slow or start a program themselves say so in their
+# own `pytestmark` or decorator. Slow is over about 5 s (pytest --durations=0
+# --durations-min=5), left out of the fast loop `pytest -m "not slow"`.
+SYSTEM_PROGRAM_FIXTURES = frozenset({"pgbouncer", "chromium"})
+SLOW_FIXTURES = frozenset({"one_percent"})  # tests/documents/test_search.py: 1000 chunks
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SYSTEM_PROGRAM_FIXTURES:
+            item.add_marker(pytest.mark.system_program)
+        if fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
 
 # Property tests (tests/core/test_properties.py): few examples, so the suite stays fast,
 # and no example database written into the repository. HYPOTHESIS_PROFILE=thorough for
@@ -43,13 +63,6 @@ def tenant_a(db) -> Tenant:
 @pytest.fixture
 def tenant_b(db) -> Tenant:
     return baker.make(Tenant, name="Tenant B", slug="tenant-b")
-
-
-def make_member(tenant: Tenant, email: str, role: str = "owner", **fields) -> User:
-    user = User.objects.create_user(email=email, password=PASSWORD, name=email, **fields)
-    with tenant_context(tenant):
-        Membership.objects.create(tenant=tenant, user=user, role=role)
-    return user
 
 
 @pytest.fixture
@@ -81,6 +94,14 @@ def superuser(db) -> User:
 def in_tenant_a(tenant_a):
     with tenant_context(tenant_a):
         yield tenant_a
+
+
+@pytest.fixture
+def file_storages(settings, tmp_path) -> FileStorages:
+    """Uploads and export files (and the health check's probe) in the test's own folder."""
+    folders = FileStorages(media=tmp_path / "media", exports=tmp_path / "exports")
+    point_storages(settings, default=folders.media, exports=folders.exports)
+    return folders
 
 
 @pytest.fixture

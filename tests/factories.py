@@ -1,4 +1,4 @@
-"""One valid row of every tenant-owned model, for the isolation tests.
+"""Rows for tests: a tenant's member, and one valid row of every tenant-owned model.
 
 `TENANT_ROW_BUILDERS` must cover every model with a tenant field:
 tests/tenancy/test_rls.py fails when a new tenant-owned model has no builder here.
@@ -7,15 +7,25 @@ tests/tenancy/test_rls.py fails when a new tenant-owned model has no builder her
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.db import models
 
 from core.hashing import sha256_hex
-from documents.embedding import get_embedder
 from documents.models import Chunk, Document, DocumentVersion, Project
 from tenancy.context import tenant_context
-from tenancy.models import Membership, User
+from tenancy.models import Membership, Tenant, User
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_member(tenant: Tenant, email: str, role: str = "owner", **fields) -> User:
+    """A user with `PASSWORD` and a membership of `tenant` in `role`."""
+    user = User.objects.create_user(email=email, password=PASSWORD, name=email, **fields)
+    with tenant_context(tenant):
+        Membership.objects.create(tenant=tenant, user=user, role=role)
+    return user
 
 
 def tenant_owned_models() -> list[type[models.Model]]:
@@ -29,155 +39,179 @@ def tenant_owned_models() -> list[type[models.Model]]:
     )
 
 
-def _project(tenant, rows):
-    return Project.objects.create(tenant=tenant, name=f"Project of {tenant.slug}")
+# Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
+VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
 
 
-def _version(tenant, rows):
-    content = f"About {tenant.slug}"
+@dataclass
+class _Build:
+    """What a row builder needs: the tenant, the rows made so far, who makes them."""
+
+    tenant: Tenant
+    label: str
+    by: User | None
+    rows: dict[type[models.Model], models.Model] = field(default_factory=dict)
+
+    def __getitem__(self, model: type[models.Model]) -> models.Model:
+        return self.rows[model]
+
+
+def _membership(b: _Build):
+    if b.by is not None:
+        return Membership.objects.get(tenant=b.tenant, user=b.by)
+    user = User.objects.create_user(email=f"member-{uuid.uuid4().hex[:8]}@example.com")
+    return Membership.objects.create(tenant=b.tenant, user=user, role="viewer")
+
+
+def _project(b: _Build):
+    return Project.objects.create(tenant=b.tenant, name=f"Project {b.label}", created_by=b.by)
+
+
+def _version(b: _Build):
+    content = f"About {b.label}"
     return DocumentVersion.objects.create(
-        tenant=tenant,
-        project=rows[Project],
+        tenant=b.tenant,
+        project=b[Project],
         document_type="about",
         version=1,
         content=content,
         content_sha256=sha256_hex(content),
+        created_by=b.by,
     )
 
 
-def _document(tenant, rows):
+def _document(b: _Build):
     return Document.objects.create(
-        tenant=tenant,
-        project=rows[Project],
-        title="Handbook",
-        storage_key=f"documents/{tenant.pk}/{uuid.uuid4()}",
+        tenant=b.tenant,
+        project=b[Project],
+        title=f"Handbook {b.label}",
+        storage_key=f"documents/{b.tenant.pk}/{uuid.uuid4()}",
+        created_by=b.by,
     )
 
 
-def _chunk(tenant, rows):
-    content = f"knowledge of {tenant.slug}"
-    embedder = get_embedder()
+def _chunk(b: _Build):
     return Chunk.objects.create(
-        tenant=tenant,
-        document=rows[Document],
+        tenant=b.tenant,
+        document=b[Document],
         ordinal=0,
-        content=content,
-        embedding=embedder.embed([content])[0],
-        embedding_model=embedder.model,
+        content=f"Chunk text {b.label}",
+        token_count=3,
+        embedding=VECTOR,
+        embedding_model="test-embedder",
     )
 
 
-def _membership(tenant, rows):
-    user = User.objects.create_user(email=f"member-{uuid.uuid4().hex[:8]}@example.com")
-    return Membership.objects.create(tenant=tenant, user=user, role="viewer")
+def _template(b: _Build):
+    from documents.services import project_template_create
 
-
-def _execution(tenant, rows):
-    from agents.models import AgentExecution
-
-    return AgentExecution.objects.create(
-        tenant=tenant,
-        project=rows[Project],
-        agent_type="writer",
-        correlation_id=uuid.uuid4(),
-        produced_version=rows[DocumentVersion],
-    )
-
-
-def _idempotency_key(tenant, rows):
-    from agents.models import AgentExecution, ExecutionIdempotencyKey
-
-    # Written by the execution's insert trigger, never on its own.
-    execution = AgentExecution.objects.create(
-        tenant=tenant,
-        project=rows[Project],
-        agent_type="writer",
-        correlation_id=uuid.uuid4(),
-        idempotency_key=f"job-{uuid.uuid4().hex[:8]}",
-    )
-    return ExecutionIdempotencyKey.objects.get(tenant=tenant, execution=execution)
-
-
-def _source(tenant, rows):
-    from agents.models import AgentExecution
-    from agents.services import execution_record_sources
-
-    [source] = execution_record_sources(
-        tenant=tenant,
-        execution=rows[AgentExecution],
-        results=[{"chunk": rows[Chunk], "score": 0.9}],
-    )
-    return source
-
-
-def _message(tenant, rows):
-    from agents.services import message_add
-
-    return message_add(tenant=tenant, project=rows[Project], role="user", content="hello")
-
-
-def _evaluation(tenant, rows):
-    from agents.services import evaluation_record
-
-    return evaluation_record(tenant=tenant, score=80, document_version=rows[DocumentVersion])
-
-
-def _proposal(tenant, rows):
-    from agents.models import AgentExecution
-    from agents.services import change_proposal_propose
-
-    return change_proposal_propose(
-        tenant=tenant,
-        base_version=rows[DocumentVersion],
-        content=f"About {tenant.slug}, revised",
-        execution=rows[AgentExecution],
-        impact={"risk": "low"},
-    )
-
-
-def _decision(tenant, rows):
-    from agents.models import AgentExecution
-    from agents.services import decision_record
-
-    return decision_record(
-        tenant=tenant,
-        project=rows[Project],
-        category="storage",
-        question="Where do embeddings live?",
-        options=[{"name": "PostgreSQL", "notes": "pgvector"}],
-        selected="PostgreSQL",
-        execution=rows[AgentExecution],
-    )
-
-
-def _execution_error(tenant, rows):
-    from agents.models import AgentExecution, ExecutionError
-
-    return ExecutionError.objects.create(
-        tenant=tenant,
-        execution=rows[AgentExecution],
-        node="writer",
-        error_type="TimeoutError",
-        attempt=1,
-    )
-
-
-def _template(tenant, rows):
-    from documents.models import ProjectTemplate
-
-    return ProjectTemplate.objects.create(
-        tenant=tenant,
-        name=f"Template of {tenant.slug}",
+    return project_template_create(
+        tenant=b.tenant,
+        name=f"Template {b.label}",
         files={"about.md": "# {project_name}"},
         tags=["web"],
         tech_stack=["django"],
     )
 
 
-def _export(tenant, rows):
+def _execution(b: _Build):
+    from agents.models import AgentExecution
+
+    return AgentExecution.objects.create(
+        tenant=b.tenant,
+        project=b[Project],
+        agent_type="writer",
+        correlation_id=uuid.uuid4(),
+        produced_version=b[DocumentVersion],
+        idempotency_key=f"job {b.label}",
+    )
+
+
+def _idempotency_key(b: _Build):
+    from agents.models import AgentExecution, ExecutionIdempotencyKey
+
+    # Written by the execution's insert trigger, never on its own.
+    return ExecutionIdempotencyKey.objects.get(tenant=b.tenant, execution=b[AgentExecution])
+
+
+def _source(b: _Build):
+    from agents.models import AgentExecution
+    from agents.services import execution_record_sources
+
+    [source] = execution_record_sources(
+        tenant=b.tenant, execution=b[AgentExecution], results=[{"chunk": b[Chunk], "score": 0.9}]
+    )
+    return source
+
+
+def _message(b: _Build):
+    from agents.models import AgentExecution
+    from agents.services import message_add
+
+    return message_add(
+        tenant=b.tenant,
+        project=b[Project],
+        role="user",
+        content=f"Hello {b.label}",
+        execution=b[AgentExecution],
+    )
+
+
+def _evaluation(b: _Build):
+    from agents.services import evaluation_record
+
+    return evaluation_record(
+        tenant=b.tenant, score=80, document_version=b[DocumentVersion], evaluator="readability"
+    )
+
+
+def _proposal(b: _Build):
+    from agents.models import AgentExecution
+    from agents.services import change_proposal_propose
+
+    return change_proposal_propose(
+        tenant=b.tenant,
+        base_version=b[DocumentVersion],
+        content=f"About {b.label}, revised",
+        execution=b[AgentExecution],
+        impact={"risk": "low"},
+    )
+
+
+def _decision(b: _Build):
+    from agents.models import AgentExecution
+    from agents.services import decision_record
+
+    return decision_record(
+        tenant=b.tenant,
+        project=b[Project],
+        category="storage",
+        question=f"Where does {b.label} keep embeddings?",
+        options=[{"name": "PostgreSQL", "notes": "pgvector"}, {"name": "Elsewhere", "notes": ""}],
+        selected="PostgreSQL",
+        execution=b[AgentExecution],
+        decided_by=b.by,
+    )
+
+
+def _execution_error(b: _Build):
+    from agents.models import AgentExecution, ExecutionError
+
+    return ExecutionError.objects.create(
+        tenant=b.tenant,
+        execution=b[AgentExecution],
+        node="writer",
+        error_type="TimeoutError",
+        message=f"slow {b.label}",
+        traceback="Traceback (most recent call last):\nTimeoutError\n",
+        attempt=1,
+    )
+
+
+def _export(b: _Build):
     from exports.models import Export
 
-    return Export.objects.create(tenant=tenant, project=rows[Project])
+    return Export.objects.create(tenant=b.tenant, project=b[Project], created_by=b.by)
 
 
 # Insertion order matters: parents first.
@@ -200,10 +234,17 @@ TENANT_ROW_BUILDERS = {
 }
 
 
-def make_tenant_rows(tenant) -> dict[type[models.Model], models.Model]:
-    """One row of every tenant-owned model for `tenant`, keyed by model."""
-    rows: dict[type[models.Model], models.Model] = {}
+def make_tenant_rows(
+    tenant: Tenant, *, by: User | None = None, label: str | None = None
+) -> dict[type[models.Model], models.Model]:
+    """One row of every tenant-owned model for `tenant`, keyed by model.
+
+    `by` is a member of the tenant: the Membership row is theirs and they created the
+    rows; without one a new viewer is made. `label` names the rows ("Project A", "About
+    A") and keeps two calls in one tenant apart; the tenant's slug by default.
+    """
+    build = _Build(tenant=tenant, label=label or tenant.slug, by=by)
     with tenant_context(tenant):
-        for label, build in TENANT_ROW_BUILDERS.items():
-            rows[apps.get_model(label)] = build(tenant, rows)
-    return rows
+        for model_label, builder in TENANT_ROW_BUILDERS.items():
+            build.rows[apps.get_model(model_label)] = builder(build)
+    return build.rows

@@ -22,15 +22,7 @@ from documents.services import (
 )
 from tenancy.context import tenant_context
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
-from tests.storages import point_storages
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    """Uploaded documents in a temporary directory."""
-    point_storages(settings, default=tmp_path / "media")
-    return tmp_path
+from tests.factories import make_member
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def project(tenant_a, alice):
 
 
 @pytest.fixture
-def chunks(tenant_a, project, media) -> list[Chunk]:
+def chunks(tenant_a, project, file_storages) -> list[Chunk]:
     found = []
     for title, text in [("Handbook", "Rockets need fuel."), ("Atlas", "Orbits are ellipses.")]:
         document = document_ingest(tenant=tenant_a, title=title, text=text, project=project)

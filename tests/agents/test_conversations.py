@@ -1,6 +1,6 @@
 """Conversation messages: per project, optionally per execution, in a guaranteed order."""
 
-import threading
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -10,6 +10,7 @@ from agents import selectors, services
 from agents.models import ConversationMessage
 from documents.services import project_create
 from tenancy.context import tenant_context
+from tests.locks import run_together
 
 
 @pytest.fixture
@@ -62,23 +63,8 @@ def test_a_message_outlives_its_execution(tenant_a, project, execution):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_get_positions_1_to_n(tenant_a):
     project = project_create(tenant=tenant_a, name="Busy")
-    writers, errors = 12, []
-    barrier = threading.Barrier(writers)
-
-    def write(n: int) -> None:
-        try:
-            barrier.wait()
-            say(tenant_a, project, f"m{n}")
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    writers = 12
+    errors = run_together([partial(say, tenant_a, project, f"m{n}") for n in range(writers)])
 
     assert errors == []
     messages = selectors.conversation(tenant=tenant_a, project=project)

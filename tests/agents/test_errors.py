@@ -2,6 +2,7 @@
 database, once a later attempt of the same step succeeds, also under concurrency."""
 
 import threading
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -11,7 +12,7 @@ from agents import selectors, services
 from agents.models import AgentExecution, ExecutionError
 from documents.services import project_create
 from tenancy.context import tenant_context
-from tests.locks import wait_for_lock_waiters
+from tests.locks import in_thread, run_together, wait_for_lock_waiters
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "agent.py", line 3\nTimeoutError: slow\n'
 
@@ -212,20 +213,6 @@ def test_a_failure_recorded_after_a_later_attempt_succeeded_is_recovered(tenant_
 # at one lock per step, whichever comes first.
 
 
-def run_in_thread(target, failures: list) -> threading.Thread:
-    def body():
-        try:
-            target()
-        except Exception as error:  # noqa: BLE001 - asserted by the test
-            failures.append(error)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    return thread
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_success_committing_after_an_uncommitted_failure_record_recovers_it(tenant_a, project):
     first = failed_without_record(tenant_a, project)
@@ -238,9 +225,9 @@ def test_a_success_committing_after_an_uncommitted_failure_record_recovers_it(te
             recorded.set()
             release.wait(timeout=120)
 
-    recording = run_in_thread(recorder, failures)
+    recording = in_thread(recorder, failures)
     assert recorded.wait(timeout=120)
-    finishing = run_in_thread(
+    finishing = in_thread(
         lambda: services.execution_finish(tenant=tenant_a, execution=retry), failures
     )
     wait_for_lock_waiters(1)  # the success waits for the record's commit
@@ -263,14 +250,14 @@ def test_a_failure_record_committing_after_an_uncommitted_success_is_recovered(t
             finished.set()
             release.wait(timeout=120)
 
-    finishing = run_in_thread(finisher, failures)
+    finishing = in_thread(finisher, failures)
     assert finished.wait(timeout=120)
 
     def recorder():
         with tenant_context(tenant_a):
             record_late(tenant_a, first)
 
-    recording = run_in_thread(recorder, failures)
+    recording = in_thread(recorder, failures)
     wait_for_lock_waiters(1)  # the record waits for the success's commit
     release.set()
     finishing.join()
@@ -284,16 +271,13 @@ def test_concurrent_runs_recover_exactly_their_own_failures(tenant_a, project):
     runs = 8
     firsts = [fail(tenant_a, started(tenant_a, project)) for _ in range(runs)]
     retries = [retry_started(tenant_a, first) for first in firsts]
-    barrier, failures = threading.Barrier(runs), []
-
-    def settle(n: int) -> None:
-        barrier.wait()
-        action = services.execution_finish if n % 2 == 0 else services.execution_cancel
-        action(tenant=tenant_a, execution=retries[n])
-
-    threads = [run_in_thread(lambda n=n: settle(n), failures) for n in range(runs)]
-    for thread in threads:
-        thread.join()
+    actions = [services.execution_finish, services.execution_cancel] * (runs // 2)
+    failures = run_together(
+        [
+            partial(action, tenant=tenant_a, execution=retry)
+            for action, retry in zip(actions, retries, strict=True)
+        ]
+    )
     assert failures == []
     assert [recovered(tenant_a, first) for first in firsts] == [n % 2 == 0 for n in range(runs)]
 

@@ -13,7 +13,7 @@ from documents.models import DocumentVersion
 from documents.services import document_version_create, project_create
 from tenancy.context import tenant_context
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
+from tests.factories import make_member
 
 # No trailing newline: the admin's text fields strip it from what is posted.
 BASE = "# Plan\n\n## Milestones\n\nShip in May."

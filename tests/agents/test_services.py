@@ -1,10 +1,10 @@
 """Execution services: creation, idempotency, transitions, retries, durations, evaluations."""
 
 import copy
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -14,6 +14,7 @@ from agents import selectors, services
 from agents.models import AgentExecution, EvaluationRun
 from documents.services import document_version_create, project_create
 from tenancy.context import tenant_context
+from tests.locks import run_together
 
 
 @pytest.fixture
@@ -120,26 +121,15 @@ def test_a_key_reused_for_another_agent_type_is_refused(tenant_a, project):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creators_with_one_key_make_one_row(tenant_a):
     project = project_create(tenant=tenant_a, name="Race")
-    creators, results, errors = 10, [], []
-    barrier = threading.Barrier(creators)
+    creators, results = 10, []
 
     def create() -> None:
-        try:
-            barrier.wait()
-            execution = services.execution_create(
-                tenant=tenant_a, project=project, agent_type="writer", idempotency_key="same"
-            )
-            results.append(execution.pk)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+        execution = services.execution_create(
+            tenant=tenant_a, project=project, agent_type="writer", idempotency_key="same"
+        )
+        results.append(execution.pk)
 
-    threads = [threading.Thread(target=create) for _ in range(creators)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_together([create] * creators)
 
     assert errors == []
     assert len(set(results)) == 1
@@ -252,33 +242,20 @@ def test_concurrent_finishers_have_exactly_one_winner(tenant_a):
     project = project_create(tenant=tenant_a, name="Race")
     execution = services.execution_create(tenant=tenant_a, project=project, agent_type="w")
     services.execution_start(tenant=tenant_a, execution=execution)
-    workers, wins, refusals, errors = 8, [], [], []
-    barrier = threading.Barrier(workers)
+    workers, wins = 8, []
 
     def finish(n: int) -> None:
-        try:
-            barrier.wait()
-            if n % 2:
-                services.execution_finish(tenant=tenant_a, execution=execution)
-            else:
-                services.execution_fail(tenant=tenant_a, execution=execution, error_type="E")
-            wins.append(n)
-        except ValidationError as error:
-            refusals.append(error)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+        if n % 2:
+            services.execution_finish(tenant=tenant_a, execution=execution)
+        else:
+            services.execution_fail(tenant=tenant_a, execution=execution, error_type="E")
+        wins.append(n)
 
-    threads = [threading.Thread(target=finish, args=(n,)) for n in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_together([partial(finish, n) for n in range(workers)])
 
-    assert errors == []
+    assert [error for error in errors if not isinstance(error, ValidationError)] == []
     assert len(wins) == 1
-    assert len(refusals) == workers - 1
+    assert len(errors) == workers - 1
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from django.conf import settings
 from benchmarks import database
 from benchmarks.run import PATH_ORDER
 
+pytestmark = pytest.mark.slow
+
 PLOTS = ("hnsw_recall_latency.png", "tenant_share.png", "ratios.png")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

@@ -20,34 +20,21 @@ from django.urls import reverse
 
 from agents.models import (
     AgentExecution,
-    ChangeProposal,
     ConversationMessage,
-    Decision,
-    EvaluationRun,
     ExecutionError,
     ExecutionIdempotencyKey,
     ExecutionSource,
 )
-from agents.services import (
-    change_proposal_propose,
-    decision_record,
-    evaluation_record,
-    execution_record_sources,
-    message_add,
-)
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection
 from core.ids import uuid7
-from documents.models import Chunk, Document, DocumentVersion, Project, ProjectTemplate
-from documents.services import project_template_create
+from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
 from tests.admin_helpers import admin_url
-from tests.storages import point_storages
+from tests.factories import VECTOR, make_tenant_rows
 
-# Distinct numbers all along the vector: any of the later ones in a page means it was rendered.
-VECTOR = [round(0.5 + i / 100_000, 5) for i in range(1536)]
 TAIL_NUMBER = str(VECTOR[-1])  # "0.51535"
 
 
@@ -81,99 +68,8 @@ BIG_TABLES = [
 
 
 def make_rows(tenant: Tenant, user: User, label: str) -> dict:
-    """One row of every tenant-owned model in `tenant`."""
-    with tenant_context(tenant):
-        project = Project.objects.create(tenant=tenant, name=f"Project {label}", created_by=user)
-        content = f"About {label}"
-        version = DocumentVersion.objects.create(
-            tenant=tenant,
-            project=project,
-            document_type="about",
-            version=1,
-            content=content,
-            content_sha256=hashlib.sha256(content.encode()).hexdigest(),
-            created_by=user,
-        )
-        document = Document.objects.create(
-            tenant=tenant,
-            project=project,
-            title=f"Handbook {label}",
-            storage_key=f"documents/{tenant.pk}/{uuid7()}",
-            created_by=user,
-        )
-        chunk = Chunk.objects.create(
-            tenant=tenant,
-            document=document,
-            ordinal=0,
-            content=f"Chunk text {label}",
-            token_count=3,
-            embedding=VECTOR,
-            embedding_model="test-embedder",
-        )
-        execution = AgentExecution.objects.create(
-            tenant=tenant,
-            project=project,
-            agent_type="writer",
-            correlation_id=uuid7(),
-            produced_version=version,
-            idempotency_key=f"job {label}",
-        )
-        idempotency_key = ExecutionIdempotencyKey.objects.get(execution=execution)
-        export = Export.objects.create(tenant=tenant, project=project, created_by=user)
-        membership = Membership.objects.get(tenant=tenant, user=user)
-    template = project_template_create(
-        tenant=tenant, name=f"Template {label}", files={"about.md": "# {project_name}"}
-    )
-    (source,) = execution_record_sources(
-        tenant=tenant, execution=execution, results=[{"chunk": chunk, "score": 0.9}]
-    )
-    message = message_add(
-        tenant=tenant, project=project, role="user", content=f"Hello {label}", execution=execution
-    )
-    evaluation = evaluation_record(
-        tenant=tenant, score=80, document_version=version, evaluator="readability"
-    )
-    proposal = change_proposal_propose(
-        tenant=tenant, base_version=version, content=f"About {label}, revised", execution=execution
-    )
-    decision = decision_record(
-        tenant=tenant,
-        project=project,
-        category="storage",
-        question=f"Where does {label} keep embeddings?",
-        options=[{"name": "PostgreSQL", "notes": "pgvector"}, {"name": "Elsewhere", "notes": ""}],
-        selected="PostgreSQL",
-        decided_by=user,
-    )
-    with tenant_context(tenant):
-        error = ExecutionError.objects.create(
-            tenant=tenant,
-            execution=execution,
-            node="writer",
-            error_type="TimeoutError",
-            message=f"slow {label}",
-            traceback="Traceback (most recent call last):\nTimeoutError\n",
-            attempt=1,
-        )
-    return {
-        User: user,
-        Tenant: tenant,
-        Membership: membership,
-        Project: project,
-        DocumentVersion: version,
-        Document: document,
-        Chunk: chunk,
-        ProjectTemplate: template,
-        AgentExecution: execution,
-        ExecutionSource: source,
-        ConversationMessage: message,
-        EvaluationRun: evaluation,
-        ChangeProposal: proposal,
-        Decision: decision,
-        ExecutionError: error,
-        ExecutionIdempotencyKey: idempotency_key,
-        Export: export,
-    }
+    """One row of every tenant-owned model in `tenant`, made by `user`, and those two."""
+    return {User: user, Tenant: tenant, **make_tenant_rows(tenant, by=user, label=label)}
 
 
 def row_of(rows: dict, model):
@@ -535,13 +431,6 @@ def test_groups_are_not_in_the_admin(root_client, db):
 def test_vector_summary_shows_dimension_and_head():
     assert vector_summary(1536, [0.1, -0.2]) == "1536 dimensions: [0.1000, -0.2000, …]"
     assert vector_summary(None, None) == "—"
-
-
-@pytest.fixture
-def file_storages(settings, tmp_path):
-    """Uploads and export files in a temporary directory."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
-    return tmp_path
 
 
 def test_superuser_uploads_a_document(root_client, rows, file_storages):

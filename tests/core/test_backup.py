@@ -29,13 +29,7 @@ from exports.services import export_create
 from tests.databases import connected_to
 from tests.storages import point_storages
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def file_storages(tmp_path, settings):
-    """The seed's uploads and exports, and the health check's probe file, stay in tmp."""
-    point_storages(settings, default=tmp_path / "default", exports=tmp_path / "exports")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 
 @pytest.fixture
@@ -66,6 +60,7 @@ def run_backup(folder: Path) -> tuple[Path, str]:
     return Path(output.splitlines()[-1]), output
 
 
+@pytest.mark.slow
 def test_a_seeded_database_round_trips_with_equal_rows_and_checksums(
     tmp_path, backup_role_configured, restored_name
 ):
@@ -253,10 +248,10 @@ def test_restore_fails_naming_every_file_a_restored_row_names_that_is_not_there(
 
 
 def test_a_backup_refuses_a_stored_file_that_is_not_what_its_row_says(
-    tmp_path, backup_role_configured, document_and_export
+    tmp_path, backup_role_configured, document_and_export, file_storages
 ):
     document, _ = document_and_export
-    (tmp_path / "default" / document.storage_key).write_bytes(b"changed behind the row")
+    (file_storages.media / document.storage_key).write_bytes(b"changed behind the row")
     with pytest.raises(CommandError, match=re.escape(f"default:{document.storage_key}")) as failed:
         run_backup(tmp_path / "backups")
     assert "has 22 bytes, the row says 18" in str(failed.value)

@@ -20,17 +20,11 @@ from tenancy import services as tenancy
 from tenancy.context import tenant_context
 from tenancy.models import Tenant
 from tests.footprint import written
-from tests.storages import point_storages
+
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 NUL = "\x00"
 SURROGATE = "\ud800"
-
-
-@pytest.fixture(autouse=True)
-def storages_in(settings, tmp_path):
-    """Uploads and exports in a temporary folder, so a file written is seen."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
-    return tmp_path
 
 
 @dataclass
@@ -335,14 +329,14 @@ CASES = [
 
 @pytest.mark.parametrize(("field", "call"), [pytest.param(f, c, id=i) for i, f, c in CASES])
 def test_unstorable_text_is_refused_naming_the_field_and_nothing_is_written(
-    world, storages_in, field, call
+    world, tmp_path, field, call
 ):
-    before = written(world.tenant, storages_in)
+    before = written(world.tenant, tmp_path)
     with pytest.raises(ValidationError) as error:
         call(world)
     assert field in error.value.message_dict
     assert "PostgreSQL cannot store" in " ".join(error.value.message_dict[field])
-    assert written(world.tenant, storages_in) == before
+    assert written(world.tenant, tmp_path) == before
 
 
 # --- Malformed tenant ids -----------------------------------------------------------
@@ -363,16 +357,16 @@ def test_a_service_refuses_a_malformed_tenant_id(db):
 # --- Version size ------------------------------------------------------------------
 
 
-def test_version_content_over_the_limit_is_refused_and_not_written(world, storages_in, settings):
+def test_version_content_over_the_limit_is_refused_and_not_written(world, tmp_path, settings):
     settings.DOCUMENT_VERSION_MAX_BYTES = 16
-    before = written(world.tenant, storages_in)
+    before = written(world.tenant, tmp_path)
     with pytest.raises(ValidationError) as error:
         # 17 bytes of UTF-8 in 9 characters: the limit counts bytes.
         docs.document_version_create(
             tenant=world.tenant, project=world.project, document_type="plan", content="é" * 8 + "x"
         )
     assert "content" in error.value.message_dict
-    assert written(world.tenant, storages_in) == before
+    assert written(world.tenant, tmp_path) == before
 
 
 def test_version_content_at_the_limit_is_accepted(world, settings):

@@ -29,9 +29,10 @@ from playwright.sync_api import Page, sync_playwright
 from documents.services import project_template_create
 from tenancy.context import tenant_context
 from tenancy.models import Tenant
-from tests.conftest import PASSWORD, make_member
-from tests.storages import point_storages
+from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
+
+pytestmark = pytest.mark.slow
 
 OWNER_EMAIL = "owner@demo.example.com"
 VIEWER_EMAIL = "viewer@demo.example.com"
@@ -157,9 +158,8 @@ def changelist(model) -> str:
 
 
 @pytest.fixture
-def seeded_demo(transactional_db, settings, tmp_path) -> dict[str, str]:
+def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     """The demo seeded, with a viewer in its tenant: each one's email and password."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
     owner_password = secrets.token_urlsafe(18)
     # One argument with "=": a token that starts with "-" would read as an option.
     call_command("seed", f"--owner-password={owner_password}", stdout=StringIO())

@@ -292,11 +292,13 @@ def docker_compose_config(tmp_path, **variables) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.system_program
 def test_docker_compose_accepts_the_file_with_every_secret_set(tmp_path):
     result = docker_compose_config(tmp_path, **dict.fromkeys(COMPOSE_SECRETS, "s3cret"))
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.system_program
 @pytest.mark.parametrize("missing", COMPOSE_SECRETS)
 def test_docker_compose_stops_naming_a_missing_secret(tmp_path, missing):
     variables = {name: "s3cret" for name in COMPOSE_SECRETS if name != missing}

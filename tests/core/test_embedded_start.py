@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ("core", "tenancy", "documents", "agents", "exports")
 # Variables that would point the copy at another server than its own embedded one.

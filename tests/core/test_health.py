@@ -17,7 +17,7 @@ from core.ops.health import HealthView
 from core.ops.management.commands.health import Command as HealthCommand
 from tests.storages import point_storages
 
-pytestmark = pytest.mark.usefixtures("exports_in_tmp")
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 CHECKS = [check.key for check in HealthView().get_checks()]
 TITLES = [check.title for check in HealthView().get_checks()]

@@ -25,7 +25,6 @@ from tenancy.context import tenant_context
 from tenancy.models import User
 from tests.admin_helpers import admin_url, logged_in
 from tests.footprint import written
-from tests.storages import point_storages
 
 DEEP = 5000
 
@@ -38,8 +37,8 @@ def nested(depth: int) -> dict:
 
 
 @pytest.fixture
-def root(settings, tmp_path):
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+def root(file_storages, tmp_path):
+    """The folder that holds both storages, for "no file written"."""
     return tmp_path
 
 

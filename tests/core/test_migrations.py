@@ -19,6 +19,8 @@ from core.db.connections import owner_connection
 from tests.databases import connected_to
 from tests.schema_fingerprint import OUR_APPS, schema_fingerprint
 
+pytestmark = pytest.mark.slow
+
 
 def our_migrations() -> list:
     loader = MigrationLoader(None, ignore_no_migrations=True)

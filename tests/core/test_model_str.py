@@ -12,7 +12,6 @@ from django.test.utils import CaptureQueriesContext
 
 from documents.services import project_template_create
 from tenancy.context import system_context
-from tests.storages import point_storages
 
 PROJECT_APPS = ("core", "tenancy", "documents", "agents", "exports")
 
@@ -27,8 +26,7 @@ def project_models() -> list:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_str_of_a_row_of_every_model_runs_no_query_outside_a_tenant_context(tmp_path, settings):
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+def test_str_of_a_row_of_every_model_runs_no_query_outside_a_tenant_context(file_storages):
     call_command("seed", "--chunks=2", stdout=StringIO())
     with system_context("test: one row of every model"):
         # The one model the seed leaves empty.

@@ -81,6 +81,7 @@ def test_migrate_status_lists_each_app_with_applied_and_pending(db):
     assert output.rstrip().endswith("Every migration is applied.")
 
 
+@pytest.mark.slow
 def test_make_migrate_status_exits_0(db, embedded_server):
     result = make("migrate-status")
     assert result.returncode == 0, result.stderr
@@ -161,6 +162,7 @@ def test_make_migrate_down_without_yes_refuses_and_says_how_to_confirm(embedded_
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_migrate_down_shows_the_plan_then_unapplies_and_refuses_to_go_forward():
     try:
         output = run("migrate_down", "agents", "0005", yes=True)
@@ -187,6 +189,7 @@ def test_migrate_down_shows_the_plan_then_unapplies_and_refuses_to_go_forward():
 # --- migrate-check -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_make_migrate_check_exits_0_on_a_clean_tree(db, embedded_server):
     result = make("migrate-check")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -194,6 +197,7 @@ def test_make_migrate_check_exits_0_on_a_clean_tree(db, embedded_server):
     assert "No changes detected" in result.stdout
 
 
+@pytest.mark.slow
 def test_make_migrate_check_exits_non_zero_on_model_drift(db, embedded_server):
     result = make("migrate-check", settings_module="tests.drift_settings")
     assert result.returncode != 0

@@ -15,7 +15,7 @@ from django.db import connection
 from tests.pgbouncer import routed_through, running_pgbouncer
 from tests.postgres_servers import PORT, data_folder, running_server
 
-pytestmark = pytest.mark.usefixtures("exports_in_tmp")
+pytestmark = [pytest.mark.usefixtures("file_storages"), pytest.mark.system_program]
 
 # The throwaway server's bootstrap superuser and database.
 SERVER_ROLE = "postgres"

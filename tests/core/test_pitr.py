@@ -31,6 +31,8 @@ from django.test import override_settings
 from core.ops import embedded, pitr
 from tests.postgres_servers import PORT, data_folder, running_server, server_user
 
+pytestmark = pytest.mark.slow
+
 ARCHIVE_SECONDS = 60
 ROWS_PER_BATCH = 1000
 

@@ -41,9 +41,12 @@ from tests.postgres_servers import (
 )
 from tests.system_programs import missing, require
 
-pytestmark = pytest.mark.skipif(
-    platform.machine() != "x86_64", reason="emulates x86-64 CPU models; this host is not x86-64"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        platform.machine() != "x86_64", reason="emulates x86-64 CPU models; this host is not x86-64"
+    ),
+    pytest.mark.system_program,  # qemu-user
+]
 
 SUPPORTED_CPU = "Haswell"
 UNSUPPORTED_CPU = "SandyBridge"

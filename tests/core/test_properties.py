@@ -36,7 +36,6 @@ from exports import services as exports
 from tenancy.context import tenant_context
 from tenancy.models import User
 from tests.footprint import OUR_APPS, written
-from tests.storages import point_storages
 
 # --- values -------------------------------------------------------------------------
 
@@ -276,8 +275,8 @@ class World:
 
 
 @pytest.fixture
-def storage_root(settings, tmp_path):
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+def storage_root(file_storages, tmp_path):
+    """The folder that holds both storages, for "no file left behind"."""
     return tmp_path
 
 

@@ -27,6 +27,7 @@ from core.ops.health import ReplicasLag
 from documents.models import Project
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
+from tests.factories import PASSWORD
 from tests.streaming_replica import (
     django_on,
     extra_replica,
@@ -36,7 +37,7 @@ from tests.streaming_replica import (
     throwaway_primary,
 )
 
-PASSWORD = "correct-horse-battery-staple"
+pytestmark = [pytest.mark.system_program, pytest.mark.slow]  # a standby from pg_basebackup
 # A standby that replays as it receives: behind by less than a second (the health check
 # waits out WAL received but not replayed yet, core.db.replicas.SETTLE_SECONDS).
 KEEPING_UP = r"0\.\d s behind"
@@ -56,7 +57,7 @@ def pair(django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
-def fresh_measurements(pair, exports_in_tmp):
+def fresh_measurements(pair, file_storages):
     replicas.forget_measurements()
     yield
     replicas.forget_measurements()
@@ -178,11 +179,9 @@ def test_admin_pages_read_on_the_standby_until_a_form_is_posted(pair):
     assert any('"projects"' in query["sql"] for query in on_primary.captured_queries)
 
 
-def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, settings, tmp_path):
+def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, file_storages):
     from documents import search, services
-    from tests.storages import point_storages
 
-    point_storages(settings, default=tmp_path / "media")
     tenant, other = make_tenant_with_projects(), make_tenant_with_projects()
     for owner, text in ((tenant, "replicated harbour cranes"), (other, "harbour cranes of B")):
         services.document_ingest(tenant=owner, title="knowledge", text=text)

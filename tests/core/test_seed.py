@@ -19,13 +19,8 @@ from core.management.commands.seed import DEFAULT_OWNER_PASSWORD
 from documents.models import DocumentVersion, Project
 from tenancy.context import system_context
 from tenancy.models import Tenant, User
-from tests.storages import point_storages
 
-
-@pytest.fixture(autouse=True)
-def file_storages(tmp_path, settings):
-    """Uploads and export files of the seed go to a temporary folder."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 
 def counts() -> dict[str, int]:
@@ -386,6 +381,7 @@ def test_ctrl_c_ends_the_seed_in_one_line_with_status_130_and_writes_nothing(tmp
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_two_seeds_at_once_both_succeed_one_after_the_other(tmp_path):
     # Issue 17: two `make run` at once, and the second seed failed on a unique violation.
     processes = [seed_process(tmp_path / str(n), "--chunks=50") for n in range(2)]

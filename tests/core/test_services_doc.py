@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from tests.storages import point_storages
-
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "docs" / "services.md"
 README = ROOT / "README.md"
@@ -17,12 +15,6 @@ README = ROOT / "README.md"
 def python_examples(path: Path) -> list[str]:
     """The ```python blocks of a Markdown file, in order."""
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.DOTALL)
-
-
-@pytest.fixture
-def file_storages(tmp_path, settings):
-    """Uploads and export files go to a temporary folder."""
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
 
 
 @pytest.mark.django_db(transaction=True)

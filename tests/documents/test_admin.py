@@ -22,8 +22,7 @@ from documents.services import (
 )
 from tenancy.context import system_context, tenant_context
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
-from tests.storages import point_storages
+from tests.factories import make_member
 
 # --- A version's diff with the previous one ---------------------------------------------
 
@@ -386,13 +385,6 @@ def editor(tenant_a):
     return make_member(tenant_a, "eddie@example.com", role="editor", is_staff=True)
 
 
-@pytest.fixture
-def media(settings, tmp_path):
-    """Uploaded documents in a temporary directory."""
-    point_storages(settings, default=tmp_path / "media")
-    return tmp_path
-
-
 def project_form(tenant, **overrides) -> dict:
     return {
         "tenant": tenant.pk,
@@ -443,7 +435,7 @@ def test_an_editor_cannot_attribute_a_version_to_someone_else(
 
 
 def test_an_editor_cannot_attribute_a_document_to_someone_else(
-    client, tenant_a, alice, editor, media
+    client, tenant_a, alice, editor, file_storages
 ):
     upload = SimpleUploadedFile("notes.txt", b"Fuel first.", "text/plain")
     response = logged_in(client, editor).post(

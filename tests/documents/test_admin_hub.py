@@ -15,14 +15,12 @@ from documents.services import document_version_create, project_create
 from exports.models import Export
 from exports.services import export_create
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
-from tests.storages import point_storages
+from tests.factories import make_member
 
 
 @pytest.fixture
-def apollo(tenant_a, alice, settings, tmp_path) -> dict:
+def apollo(tenant_a, alice, file_storages) -> dict:
     """A project with 12 plan versions and 1 about, a run of two steps, talk and scores."""
-    point_storages(settings, exports=tmp_path / "exports")
     project = project_create(tenant=tenant_a, name="Apollo", by=alice)
     plans = [
         document_version_create(

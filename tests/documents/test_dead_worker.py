@@ -22,9 +22,8 @@ from documents import services
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
 from tests.documents.test_ingestion import TEXT, chunks_of, mark_processing, status_of
-from tests.storages import point_storages
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 # How long the test waits for the server to notice, far above the check interval.
 DEADLINE_SECONDS = 60
@@ -58,12 +57,6 @@ document_process(tenant=sys.argv[2], document=document)
 """
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
-    return tmp_path
-
-
 def raw_connection() -> psycopg.Connection:
     """A session of the runtime role of its own, outside Django."""
     params = connection.settings_dict
@@ -95,8 +88,9 @@ def wait_for(condition, what: str):
     pytest.fail(f"waited {DEADLINE_SECONDS} s for {what}")
 
 
+@pytest.mark.slow
 def test_the_server_ends_the_work_of_a_killed_worker_and_a_retry_then_succeeds(
-    tenant_a, media, settings
+    tenant_a, file_storages, settings
 ):
     document = services.document_create(tenant=tenant_a, title="x", text=TEXT)
     holder = raw_connection()
@@ -109,7 +103,7 @@ def test_the_server_ends_the_work_of_a_killed_worker_and_a_retry_then_succeeds(
         [sys.executable, "-c", WORKER, connection.settings_dict["NAME"], str(tenant_a.pk)]
         + [str(document.pk)],
         cwd=django_settings.BASE_DIR,
-        env={**os.environ, "MEDIA_ROOT": str(media)},
+        env={**os.environ, "MEDIA_ROOT": str(file_storages.media)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

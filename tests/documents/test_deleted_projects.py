@@ -28,15 +28,9 @@ from documents.models import Document, DocumentVersion, Project
 from exports import services as exports
 from exports.models import Export
 from tenancy.context import tenant_context
-from tests.locks import row_lock_waiters, wait_for_lock_waiters
-from tests.storages import point_storages
+from tests.locks import in_thread, row_lock_waiters, run_together, wait_for_lock_waiters
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def storages(settings, tmp_path):
-    point_storages(settings, default=tmp_path / "media", exports=tmp_path / "exports")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 
 @pytest.fixture
@@ -311,12 +305,12 @@ ATTEMPTS_AFTER_DELETE = 5
 @pytest.mark.parametrize("kind", ["version", "message", "execution", "proposal", "export"])
 def test_writers_racing_a_soft_delete_add_nothing_once_it_committed(tenant_a, project, kind):
     write, model = WRITERS[kind]
-    start, deleted = threading.Barrier(WRITER_THREADS + 1), threading.Event()
+    deleted = threading.Event()
     outcomes: list[object] = []
+    errors: list[Exception] = []
 
-    def writer(n: int) -> None:
-        try:
-            start.wait()
+    def writer(n: int) -> Callable[[], None]:
+        def write_until_refused() -> None:
             attempt, after_delete = 0, 0
             while after_delete < ATTEMPTS_AFTER_DELETE:
                 attempt += 1
@@ -328,15 +322,10 @@ def test_writers_racing_a_soft_delete_add_nothing_once_it_committed(tenant_a, pr
                     outcomes.append(error.message_dict)
                     return
             outcomes.append("never refused")
-        except Exception as error:  # noqa: BLE001 - reported below
-            outcomes.append(error)
-        finally:
-            connection.close()
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITER_THREADS)]
-    for thread in threads:
-        thread.start()
-    start.wait()
+        return write_until_refused
+
+    threads = [in_thread(writer(n), errors) for n in range(WRITER_THREADS)]
     while rows(tenant_a, model) < 2 * WRITER_THREADS:  # the writers are under way
         pass
     soft_delete(tenant_a, project)
@@ -345,6 +334,7 @@ def test_writers_racing_a_soft_delete_add_nothing_once_it_committed(tenant_a, pr
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert rows(tenant_a, model) == committed
     assert len(outcomes) == WRITER_THREADS
     for outcome in outcomes:
@@ -352,6 +342,25 @@ def test_writers_racing_a_soft_delete_add_nothing_once_it_committed(tenant_a, pr
 
 
 # --- The purge against writers: one lock order, no deadlock ---------------------------
+
+
+def recording(
+    outcomes: dict[str, object], name: str, action: Callable[[], object]
+) -> Callable[[], None]:
+    """`action`, noting how it ended in outcomes[name]: "ok", the fields of its
+    ValidationError, or any other error (for the test's assertion to show)."""
+
+    def run() -> None:
+        try:
+            action()
+            outcomes[name] = "ok"
+        except ValidationError as error:
+            outcomes[name] = sorted(error.message_dict)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            outcomes[name] = error
+
+    return run
+
 
 PURGE_ROUNDS = 5
 
@@ -365,20 +374,7 @@ def purge_racing_writers(tenant, name: str) -> dict[str, object]:
         tenant=tenant, base_version=first_version(tenant, project), content="next"
     )
     agents.change_proposal_approve(tenant=tenant, proposal=proposal)
-    start = threading.Barrier(3)
     outcomes: dict[str, object] = {}
-
-    def run(name: str, action: Callable[[], object]) -> None:
-        try:
-            start.wait()
-            action()
-            outcomes[name] = "ok"
-        except ValidationError as error:
-            outcomes[name] = sorted(error.message_dict)
-        except Exception as error:  # noqa: BLE001 - reported below
-            outcomes[name] = error
-        finally:
-            connection.close()
 
     def write_versions() -> None:
         for n in range(20):
@@ -392,11 +388,7 @@ def purge_racing_writers(tenant, name: str) -> dict[str, object]:
         documents.projects_purge_deleted(older_than=timedelta(0))
 
     actions = {"versions": write_versions, "apply": apply, "purge": delete_and_purge}
-    threads = [threading.Thread(target=run, args=item) for item in actions.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([recording(outcomes, name, action) for name, action in actions.items()])
     with tenant_context(tenant):
         outcomes["left"] = (
             Project.all_objects.filter(pk=project.pk).count()
@@ -429,41 +421,21 @@ def test_the_purge_and_an_apply_caught_mid_way_lock_in_one_order(tenant_a, proje
     soft_delete(tenant_a, project)
     held, release = threading.Event(), threading.Event()
     outcomes: dict[str, object] = {}
+    errors: list[Exception] = []
 
     def hold_the_documents_lock() -> None:
-        try:
-            with transaction.atomic():
-                advisory_xact_lock(f"document_versions:{project.pk}:about")
-                held.set()
-                release.wait(timeout=120)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            advisory_xact_lock(f"document_versions:{project.pk}:about")
+            held.set()
+            release.wait(timeout=120)
 
-    def run(name: str, action: Callable[[], object]) -> None:
-        try:
-            action()
-            outcomes[name] = "ok"
-        except ValidationError as error:
-            outcomes[name] = sorted(error.message_dict)
-        except Exception as error:  # noqa: BLE001 - reported below
-            outcomes[name] = error
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_the_documents_lock)
-    holder.start()
+    holder = in_thread(hold_the_documents_lock, errors)
     held.wait(timeout=120)
-    applier = threading.Thread(
-        target=run,
-        args=("apply", lambda: agents.change_proposal_apply(tenant=tenant_a, proposal=proposal)),
-    )
-    applier.start()
+    apply = lambda: agents.change_proposal_apply(tenant=tenant_a, proposal=proposal)  # noqa: E731
+    applier = in_thread(recording(outcomes, "apply", apply), errors)
     wait_for_lock_waiters(1, locktype="advisory")  # the apply, mid-way
-    purger = threading.Thread(
-        target=run,
-        args=("purge", lambda: documents.projects_purge_deleted(older_than=timedelta(0))),
-    )
-    purger.start()
+    purge = lambda: documents.projects_purge_deleted(older_than=timedelta(0))  # noqa: E731
+    purger = in_thread(recording(outcomes, "purge", purge), errors)
     while purger.is_alive() and not row_lock_waiters():
         purger.join(timeout=0.05)  # the purge, behind the apply (a deadlock would end it)
     assert purger.is_alive(), outcomes
@@ -471,6 +443,7 @@ def test_the_purge_and_an_apply_caught_mid_way_lock_in_one_order(tenant_a, proje
     for thread in (holder, applier, purger):
         thread.join()
 
+    assert errors == []
     assert outcomes == {"apply": ["project"], "purge": "ok"}
     with tenant_context(tenant_a):
         assert not Project.all_objects.filter(pk=project.pk).exists()

@@ -22,15 +22,10 @@ from documents.chunking import resolve_chunking, split_text
 from documents.embedding import Embedder, get_embedder, hashing_embedder
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
-from tests.storages import point_storages
+
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 TEXT = "one two three four five six seven eight nine ten"
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
-    return tmp_path
 
 
 def failing_embedder(texts):
@@ -221,7 +216,9 @@ def test_the_default_overlap_shrinks_to_fit_a_small_given_size(settings):
     ("size", "overlap", "field"),
     [(0, 0, "chunk_size"), (4, -1, "chunk_overlap"), (4, 4, "chunk_overlap")],
 )
-def test_bad_chunking_is_refused_before_anything_is_stored(tenant_a, media, size, overlap, field):
+def test_bad_chunking_is_refused_before_anything_is_stored(
+    tenant_a, file_storages, size, overlap, field
+):
     with pytest.raises(ValidationError) as error:
         services.document_ingest(
             tenant=tenant_a, title="x", text=TEXT, chunk_size=size, chunk_overlap=overlap
@@ -229,10 +226,10 @@ def test_bad_chunking_is_refused_before_anything_is_stored(tenant_a, media, size
     assert field in error.value.message_dict
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
-def test_an_embedder_of_another_dimension_is_refused(tenant_a, media):
+def test_an_embedder_of_another_dimension_is_refused(tenant_a, file_storages):
     with pytest.raises(ValidationError) as error:
         services.document_ingest(
             tenant=tenant_a, title="x", text=TEXT, embedder=embedder(short_embedder, 3)
@@ -240,7 +237,7 @@ def test_an_embedder_of_another_dimension_is_refused(tenant_a, media):
     assert "embedding" in error.value.message_dict
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_undecodable_bytes_fail_the_document_with_a_message(tenant_a):
@@ -269,13 +266,13 @@ def test_a_file_without_text_fails(tenant_a):
     assert "no text" in document.error_message
 
 
-def test_a_text_with_nothing_to_index_is_refused_before_anything_is_stored(tenant_a, media):
+def test_a_text_with_nothing_to_index_is_refused_before_anything_is_stored(tenant_a, file_storages):
     with pytest.raises(ValidationError) as error:
         services.document_ingest(tenant=tenant_a, title="blank", text="  \n ")
     assert "text" in error.value.message_dict
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(media.rglob("*"))
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_a_file_whose_text_holds_a_nul_fails_saying_so(tenant_a):
@@ -463,14 +460,14 @@ class OneWayStream(io.RawIOBase):
     ],
     ids=["upload", "stream"],
 )
-def test_a_file_over_the_upload_limit_is_refused(tenant_a, media, settings, make_file):
+def test_a_file_over_the_upload_limit_is_refused(tenant_a, file_storages, settings, make_file):
     settings.DOCUMENT_MAX_UPLOAD_BYTES = 10
     with pytest.raises(ValidationError) as error:
         services.document_create(tenant=tenant_a, file=make_file(b"x" * 11))
     assert "at most 10 bytes" in " ".join(error.value.message_dict["file"])
     with tenant_context(tenant_a):
         assert not Document.objects.exists()
-    assert not any(media.iterdir())
+    assert not any(file_storages.media.rglob("*"))
 
 
 def test_text_over_the_upload_limit_is_refused(tenant_a, settings):

@@ -5,7 +5,7 @@ Each test counts the transactions PgBouncer served for the test database, so a t
 silently went straight to PostgreSQL fails.
 """
 
-import threading
+from functools import partial
 
 import pytest
 from django.db import connection
@@ -15,15 +15,10 @@ from documents import search, selectors, services
 from documents.models import Project
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, listed
-from tests.conftest import PASSWORD
-from tests.storages import point_storages
+from tests.factories import PASSWORD
+from tests.locks import run_together
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 
 @pytest.fixture
@@ -63,30 +58,19 @@ def test_concurrent_version_writers_through_pgbouncer_get_1_to_n_and_an_intact_c
     served, tenant_a
 ):
     project = services.project_create(tenant=tenant_a, name="Versions")
-    writers, rounds, errors = 8, 3, []
-    start = threading.Barrier(writers)
+    writers, rounds = 8, 3
 
     def write(n: int) -> None:
-        try:
-            start.wait()
-            for round_ in range(rounds):
-                services.document_version_create(
-                    tenant=tenant_a,
-                    project=project,
-                    document_type="specification",
-                    content=f"draft {n}.{round_}",
-                )
-                connection.close()  # back to Django's pool
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+        for round_ in range(rounds):
+            services.document_version_create(
+                tenant=tenant_a,
+                project=project,
+                document_type="specification",
+                content=f"draft {n}.{round_}",
+            )
+            connection.close()  # back to Django's pool
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_together([partial(write, n) for n in range(writers)])
     assert errors == []
     history = selectors.version_history(
         tenant=tenant_a, project=project, document_type="specification"

@@ -18,14 +18,8 @@ from documents import services
 from documents.models import Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy.context import tenant_context
-from tests.storages import point_storages
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
 
 def project_deleted(tenant, name, days_ago=None):

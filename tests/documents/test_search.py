@@ -16,7 +16,8 @@ from documents import search, services
 from documents.embedding import Embedder, get_embedder
 from documents.models import Chunk, Document
 from tenancy.context import tenant_context
-from tests.storages import point_storages
+
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 CORPUS = [
     "The billing service charges invoices to customers every month.",
@@ -26,11 +27,6 @@ CORPUS = [
 ]
 MODES = ["semantic", "fulltext", "hybrid"]
 VOCABULARY = [f"term{i}" for i in range(400)]
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    point_storages(settings, default=tmp_path)
 
 
 def ingest(tenant, text, project=None):
@@ -309,6 +305,7 @@ def fulltext_match_is_leakproof() -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_fulltext_query_plan_can_use_the_gin_index(tenant_a, tenant_b):
     """Under row-level security, PostgreSQL only lets a leakproof operator use an index.
 
@@ -386,6 +383,7 @@ def test_a_small_candidate_set_is_sorted_exactly(tenant_a, corpus):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_the_candidates_are_estimated_from_statistics_not_counted(tenant_a, tenant_b):
     bulk_chunks(tenant_a, 990, seed=1)
     bulk_chunks(tenant_b, 10, seed=2)
@@ -478,6 +476,7 @@ def plan_the_server_uses(context, sql: str, params) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_a_big_tenant_after_a_small_one_on_one_connection_uses_the_index(
     tenant_a, tenant_b, monkeypatch
 ):

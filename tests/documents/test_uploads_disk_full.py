@@ -15,7 +15,7 @@ from tenancy.context import system_context
 from tests.filesystems import fill, small_filesystem
 from tests.storages import point_storages
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.system_program]  # mount
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-import threading
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -10,6 +10,7 @@ from documents import selectors, services
 from documents.models import DocumentVersion, Project
 from tenancy.context import tenant_context
 from tenancy.models import User
+from tests.locks import run_together
 
 
 @pytest.fixture
@@ -171,28 +172,19 @@ def test_latest_versions_gives_one_per_type(tenant_a, project):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_get_1_to_n_with_an_intact_chain(tenant_a):
     project = services.project_create(tenant=tenant_a, name="Concurrent")
-    writers, errors = 20, []
-    barrier = threading.Barrier(writers)
-
-    def write(n: int) -> None:
-        try:
-            barrier.wait()
-            services.document_version_create(
+    writers = 20
+    errors = run_together(
+        [
+            partial(
+                services.document_version_create,
                 tenant=tenant_a,
                 project=project,
                 document_type="specification",
                 content=f"draft {n}",
             )
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+            for n in range(writers)
+        ]
+    )
 
     assert errors == []
     history = selectors.version_history(

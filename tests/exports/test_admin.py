@@ -17,14 +17,12 @@ from exports.models import Export
 from exports.services import export_create
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, logged_in
-from tests.conftest import make_member
-from tests.storages import point_storages
+from tests.factories import make_member
 
 
 @pytest.fixture
-def export_storage(settings, tmp_path):
-    """Export files in a temporary directory."""
-    point_storages(settings, exports=tmp_path / "exports")
+def export_storage(file_storages):
+    """The exports storage, writing in the test's own folder."""
     return storages["exports"]
 
 

@@ -14,13 +14,9 @@ from exports.models import Export
 from exports.services import export_create
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, logged_in
-from tests.conftest import make_member
-from tests.storages import point_storages
+from tests.factories import make_member
 
-
-@pytest.fixture(autouse=True)
-def export_storage(settings, tmp_path):
-    point_storages(settings, exports=tmp_path / "exports")
+pytestmark = pytest.mark.usefixtures("file_storages")
 
 
 @pytest.fixture

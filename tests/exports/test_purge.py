@@ -13,7 +13,6 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
-from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -26,12 +25,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def export_root(tmp_path):
-    """Export files go to a temporary directory, never var/exports."""
-    root = tmp_path / "exports"
-    exports = {**settings.STORAGES["exports"], "OPTIONS": {"location": str(root)}}
-    with override_settings(STORAGES={**settings.STORAGES, "exports": exports}):
-        yield root
+def export_root(file_storages):
+    """Export files go to the test's own folder, never var/exports."""
+    return file_storages.exports
 
 
 def files_under(root) -> list[str]:

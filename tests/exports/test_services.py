@@ -2,7 +2,6 @@ import hashlib
 import io
 import json
 import re
-import threading
 import zipfile
 from datetime import timedelta
 
@@ -10,7 +9,6 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage, storages
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from model_bakery import baker
@@ -20,6 +18,7 @@ from documents import services as documents
 from exports import builders, services
 from exports.models import Export
 from tenancy.context import tenant_context
+from tests.locks import run_together
 
 KEY_PATTERN = re.compile(
     r"^exports/(?P<tenant>[0-9a-f-]{36})/(?P<export>[0-9a-f-]{36})/[0-9a-f-]{36}\.(zip|md|json)$"
@@ -34,11 +33,9 @@ def exports_storage_settings(
 
 
 @pytest.fixture(autouse=True)
-def export_root(tmp_path):
-    """Export files go to a temporary directory, never var/exports."""
-    root = tmp_path / "exports"
-    with override_settings(STORAGES=exports_storage_settings(root)):
-        yield root
+def export_root(file_storages):
+    """Export files go to the test's own folder, never var/exports."""
+    return file_storages.exports
 
 
 def files_under(root) -> list:
@@ -356,24 +353,13 @@ def test_download_of_a_missing_file_raises_and_is_not_counted(tenant_a, complete
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_downloads_are_counted_exactly(tenant_a, completed):
-    downloads, errors = 20, []
-    barrier = threading.Barrier(downloads)
+    downloads = 20
 
     def download() -> None:
-        try:
-            barrier.wait()
-            handle, _, _ = services.export_download(tenant=tenant_a, export=completed)
-            handle.close()
-        except Exception as error:  # reported by the assertion below
-            errors.append(error)
-        finally:
-            connection.close()
+        handle, _, _ = services.export_download(tenant=tenant_a, export=completed)
+        handle.close()
 
-    threads = [threading.Thread(target=download) for _ in range(downloads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_together([download] * downloads)
 
     assert errors == []
     assert download_count(tenant_a, completed) == downloads

@@ -4,13 +4,10 @@ alice owns tenant A, bob owns tenant B, charlie is staff with no membership. Req
 through the tenant middleware (not wrapped in tenant_context); rows are created inside it.
 """
 
-import hashlib
-
 import pytest
 from django.urls import reverse
 
 from agents.models import AgentExecution
-from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
 from tenancy import admin as tenancy_admin
@@ -19,56 +16,19 @@ from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
 from tenancy.services import membership_set
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.conftest import make_member
+from tests.factories import make_member, make_tenant_rows
 
 TENANT_OWNED = [Membership, Project, DocumentVersion, Document, Chunk, AgentExecution, Export]
 
 
-def make_rows(tenant: Tenant, label: str) -> dict:
-    """One row of every content model in `tenant`."""
-    with tenant_context(tenant):
-        project = Project.objects.create(tenant=tenant, name=f"Project {label}")
-        content = f"About {label}"
-        version = DocumentVersion.objects.create(
-            tenant=tenant,
-            project=project,
-            document_type="about",
-            version=1,
-            content=content,
-            content_sha256=hashlib.sha256(content.encode()).hexdigest(),
-        )
-        document = Document.objects.create(
-            tenant=tenant, title=f"Doc {label}", storage_key=f"documents/{tenant.pk}/{uuid7()}"
-        )
-        chunk = Chunk.objects.create(tenant=tenant, document=document, ordinal=0, content="x")
-        execution = AgentExecution.objects.create(
-            tenant=tenant, project=project, agent_type="writer", correlation_id=uuid7()
-        )
-        export = Export.objects.create(tenant=tenant, project=project)
-    return {
-        Project: project,
-        DocumentVersion: version,
-        Document: document,
-        Chunk: chunk,
-        AgentExecution: execution,
-        Export: export,
-    }
-
-
 @pytest.fixture
 def rows_a(tenant_a, alice) -> dict:
-    rows = make_rows(tenant_a, "A")
-    with tenant_context(tenant_a):
-        rows[Membership] = Membership.objects.get(user=alice)
-    return rows
+    return make_tenant_rows(tenant_a, by=alice, label="A")
 
 
 @pytest.fixture
 def rows_b(tenant_b, bob) -> dict:
-    rows = make_rows(tenant_b, "B")
-    with tenant_context(tenant_b):
-        rows[Membership] = Membership.objects.get(user=bob)
-    return rows
+    return make_tenant_rows(tenant_b, by=bob, label="B")
 
 
 def member(tenant, email: str, role: str) -> User:

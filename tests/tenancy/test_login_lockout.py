@@ -16,7 +16,7 @@ from django.db.models import F
 from django.test import Client
 
 from tests.admin_helpers import admin_url
-from tests.conftest import PASSWORD, make_member
+from tests.factories import PASSWORD, make_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.hashers import identify_hasher, make_password
 
 from tenancy.models import User
-from tests.conftest import PASSWORD
+from tests.factories import PASSWORD
 
 
 def hasher_of(user: User) -> str:

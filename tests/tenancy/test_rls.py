@@ -345,6 +345,7 @@ def test_tenant_scoped_project_list_uses_its_index_under_rls():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_chunk_knn_uses_the_hnsw_index_under_rls(tenant_a, tenant_b):
     from pgvector.django import CosineDistance
 

@@ -1,11 +1,11 @@
-import threading
+from functools import partial
 
 import pytest
-from django.db import connection
 
 from tenancy.context import tenant_context
 from tenancy.models import Membership, User
 from tenancy.services import membership_set, tenant_create, user_create
+from tests.locks import run_together
 
 
 def test_login_lookup_is_case_insensitive_and_uses_the_lower_email_index(db):
@@ -32,24 +32,10 @@ def test_concurrent_membership_set_makes_one_row():
     owner = user_create(email="owner@example.com", password="x" * 12)
     tenant = tenant_create(name="T", slug="t", owner=owner)
     user = user_create(email="new@example.com", password="x" * 12)
-    barrier, errors = threading.Barrier(8), []
-
-    def add(role: str) -> None:
-        try:
-            barrier.wait()
-            membership_set(tenant=tenant, user=user, role=role)
-        except Exception as error:  # noqa: BLE001 - asserted below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=add, args=("viewer" if n % 2 else "editor",)) for n in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    roles = ["viewer" if n % 2 else "editor" for n in range(8)]
+    errors = run_together(
+        [partial(membership_set, tenant=tenant, user=user, role=role) for role in roles]
+    )
     assert errors == []
     with tenant_context(tenant):
         assert Membership.objects.filter(user=user).count() == 1
