@@ -21,6 +21,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.http import Http404
 
+from core.services import model_update
 from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
 from tenancy.admin_roles import (
     TENANT_MANAGER_ROLES,
@@ -137,6 +138,18 @@ class UserAdmin(MembershipInlineSaving, DjangoUserAdmin):
     def get_inlines(self, request, obj):
         # Memberships come after the user exists, like the rest of the change form.
         return self.inlines if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        # Edits go through the plain update service: only the fields the form changed are
+        # validated and written. A new user is Django's form save (the password hashed);
+        # a password change has its own view and form.
+        if not change:
+            return super().save_model(request, obj, form, change)
+        fields = {field.name for field in User._meta.concrete_fields}
+        model_update(
+            instance=obj,
+            data={name: form.cleaned_data[name] for name in form.changed_data if name in fields},
+        )
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

@@ -49,6 +49,9 @@ TEXT = st.one_of(
     st.just("x" * 2_000_000),  # over JSON_MAX_BYTES, within the version limit
 )
 
+# Every JSON field and every service, with many examples each: minutes, not seconds.
+pytestmark = pytest.mark.slow
+
 
 def nested(depth: int, leaf: object) -> object:
     for level in range(depth):
