@@ -4,7 +4,7 @@ from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from agents import selectors, services
 from agents.models import ConversationMessage
@@ -123,11 +123,9 @@ def test_the_composite_keys_refuse_a_raw_insert_across_tenants(tenant_b, project
         VALUES (%s, %s, %s, 1, 'user', 'intrusion', '{}')
     """
     with tenant_context(tenant_b), connection.cursor() as cursor:
-        with pytest.raises(DatabaseError) as error, transaction.atomic():
+        with pytest.raises(IntegrityError) as error, transaction.atomic():
             cursor.execute(insert, [tenant_b.pk, project.pk, None])
-        # The project_live trigger refuses first (the other tenant's project is not one of
-        # tenant B's); the composite key conversation_messages_project_tenant_fk stands behind.
-        assert "does not exist" in str(error.value)
+        assert "conversation_messages_project_tenant_fk" in str(error.value)
         with pytest.raises(IntegrityError) as error, transaction.atomic():
             cursor.execute(insert, [tenant_b.pk, project_b.pk, execution.pk])
         assert "conversation_messages_execution_tenant_fk" in str(error.value)
