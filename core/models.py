@@ -163,6 +163,16 @@ class BaseModel(models.Model):
         the range constraints (NaN sorts above every number in PostgreSQL).
         """
         errors: dict[str, list] = {}
+        exclude = set(exclude or ())
+        # Float fields first: Django's own cleaning calls float(), which raises an
+        # OverflowError, not a ValidationError, for an integer beyond a double's range.
+        for field in self._meta.concrete_fields:
+            if isinstance(field, models.FloatField) and field.name not in exclude:
+                try:
+                    validate_finite(getattr(self, field.attname))
+                except ValidationError as error:
+                    errors[field.name] = error.error_list
+                    exclude.add(field.name)
         try:
             super().clean_fields(exclude)
         except ValidationError as error:
@@ -174,8 +184,6 @@ class BaseModel(models.Model):
             value = getattr(self, field.attname)
             try:
                 validate_storable(value)
-                if isinstance(field, models.FloatField):
-                    validate_finite(value)
             except ValidationError as error:
                 errors.setdefault(field.name, []).extend(error.error_list)
         if errors:

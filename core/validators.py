@@ -93,10 +93,19 @@ def validate_storable_arguments(**values: object) -> None:
 
 
 def validate_finite(value: object) -> None:
-    """Raise ValidationError if `value` is a float that is NaN or infinite."""
+    """Raise ValidationError unless `value` (for a float column) is a finite double.
+
+    NaN and infinities, and an integer beyond a double's range, which float() refuses
+    with an OverflowError (shown without its digits: Python will not print them all).
+    """
     if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError(
             "%(value)s is not a finite number.", code="not_finite", params={"value": value}
+        )
+    if isinstance(value, int) and abs(value) > _LARGEST_NUMBER:
+        raise ValidationError(
+            "The number is beyond the range of a floating-point number (±1.8e308).",
+            code="not_finite",
         )
 
 

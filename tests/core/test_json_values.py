@@ -229,10 +229,11 @@ def test_a_malformed_chunk_id_in_sources_is_refused_naming_chunk(tenant_a, proje
     assert list(refused.value.message_dict) == ["chunk"]
 
 
-@pytest.mark.parametrize("score", [float("nan"), float("inf"), 101.0, -1.0])
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), 101.0, -1.0, 10**400])
 def test_a_version_score_out_of_range_is_refused_naming_it(tenant_a, project, root, score):
     # Before: NaN, infinity and out-of-range scores passed full_clean() and failed the
-    # database's range constraint as an IntegrityError.
+    # database's range constraint as an IntegrityError; an integer beyond a double's
+    # range raised OverflowError from Django's own float() (found by the property test).
     before = written(tenant_a, root)
     with pytest.raises(ValidationError) as refused:
         docs.document_version_create(
