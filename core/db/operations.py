@@ -7,6 +7,7 @@
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
+- `create_extension_if_missing`.
 
 In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
 intention, reversible, free of app imports (tables are named, not models), and neutral to
@@ -44,6 +45,23 @@ from core.db.roles import SYSTEM_BYPASS_POLICY
 TENANT_ISOLATION_POLICY = "tenant_isolation"
 TENANT_IN_CONTEXT = "tenant_id = ANY (app_current_tenant_ids())"
 ON_DELETE_ACTIONS = (None, "CASCADE", "SET NULL")
+
+
+def create_extension_if_missing(name: str, *, reverse_sql=migrations.RunSQL.noop) -> migrations.RunSQL:
+    """CREATE EXTENSION only where the extension is absent.
+
+    Not `CREATE EXTENSION IF NOT EXISTS`: on a Citus coordinator that statement is
+    propagated to the workers even when the extension exists, and there it needs the
+    extension's owner, so the non-superuser owner running `migrate` was refused by an
+    extension the bootstrap had created (docs/operations.md, "Citus").
+    """
+    return migrations.RunSQL(
+        sql=(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = "
+            f"'{name}') THEN CREATE EXTENSION {name}; END IF; END $$"
+        ),
+        reverse_sql=reverse_sql,
+    )
 
 
 class _SQLOperation(Operation):

@@ -40,10 +40,7 @@ class Migration(core.db.operations.Migration):
         # embedded bootstrap (or the operator, see docs/operations.md) installs it beforehand and
         # this is a no-op. Reversing leaves it installed: dropping it needs a superuser
         # and other databases' objects may depend on it.
-        migrations.RunSQL(
-            sql="CREATE EXTENSION IF NOT EXISTS vector",
-            reverse_sql=migrations.RunSQL.noop,
-        ),
+        core.db.operations.create_extension_if_missing("vector"),
         migrations.CreateModel(
             name='Project',
             fields=[

@@ -20,12 +20,11 @@ class Migration(core.db.operations.Migration):
     ]
 
     operations = [
-        # RunSQL rather than TrigramExtension, which writes nothing (in sqlmigrate too)
-        # where the extension exists, so the SQL shown would lack it. Reversing drops it
-        # only if nothing else (another app's index) still uses it.
-        migrations.RunSQL(
-            sql="CREATE EXTENSION IF NOT EXISTS pg_trgm",
-            reverse_sql="DROP EXTENSION IF EXISTS pg_trgm RESTRICT",
+        # Not TrigramExtension, which writes nothing (in sqlmigrate too) where the
+        # extension exists, so the SQL shown would lack it. Reversing drops it only if
+        # nothing else (another app's index) still uses it.
+        core.db.operations.create_extension_if_missing(
+            "pg_trgm", reverse_sql="DROP EXTENSION IF EXISTS pg_trgm RESTRICT"
         ),
         AddIndexConcurrently(
             model_name='project',
