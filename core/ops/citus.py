@@ -14,11 +14,19 @@ runs it, in one transaction, so a refusal anywhere leaves the database as it was
    runs on that node alone.
 5. The foreign keys are added again, as they were.
 
+Citus copies the rows already present into the shards with COPY, which PostgreSQL
+refuses where row-level security applies, and it applies to the owner of a table that
+forces it: the tables stop forcing it for the copy and force it again before the
+transaction ends (it holds their ACCESS EXCLUSIVE locks, so nobody sees the gap). The
+copy would also fire the shards' triggers, which judge new writes (an execution must
+start as pending): the rows are moved, not written, so the tables' own triggers are off
+for the copy too, and on again before the end.
+
 The triggers go with their tables (`citus.enable_unsafe_triggers`: Citus runs them on
 the shards, where they may read their own tenant's rows of co-located tables, which is
 all ours do), and the setting stays on for the database, so a later migration may add a
-trigger. Rows already present are copied into the shards under the explicit bypass and
-counted before and after: a table whose count changed rolls everything back.
+trigger. Every table's rows are counted before and after, under the explicit bypass: a
+table whose count changed rolls everything back.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from django.db import connection, transaction
 from psycopg import sql
 
+from core.db.connections import owner_connection
+from core.jobs import JobSummary, rolled_back_on_dry_run
 from core.ops.distribution import (
-    REFERENCE_TABLES,
     citus_plan,
     distribution_problems,
     read_tables,
@@ -49,6 +59,39 @@ class Step:
     seconds: float
 
 
+@dataclass(frozen=True)
+class DistributionSummary(JobSummary):
+    steps: tuple[Step, ...] = ()
+
+    def report(self) -> list[str]:
+        lines = [f"{step.seconds * 1000:9.1f} ms  {step.statement}" for step in self.steps]
+        total = sum(step.seconds for step in self.steps)
+        verb = "would distribute" if self.dry_run else "distributed"
+        counted = sum(1 for step in self.steps if "create_distributed_table" in step.statement)
+        referenced = sum(1 for step in self.steps if "create_reference_table" in step.statement)
+        lines.append(
+            f"{verb} {counted} tenant tables by tenant_id and made {referenced} reference "
+            f"tables: {len(self.steps)} statements in {total:.1f} s"
+        )
+        return lines
+
+
+def distribute_database(*, dry_run: bool = False) -> DistributionSummary:
+    """`manage.py citus_distribute`: `distribute` as the owner, under the explicit bypass.
+
+    A dry run does it all and rolls it back, so it proves the plan on this cluster.
+    """
+    logger.warning("row-level security bypass: distribute on Citus")
+    with rolled_back_on_dry_run(dry_run) as done, owner_connection(), transaction.atomic():
+        with connection.cursor() as cursor:
+            # The bypass must reach the workers too (the rows are counted there after).
+            cursor.execute("SET LOCAL citus.propagate_set_commands TO 'local'")
+            cursor.execute("SET LOCAL app.rls_bypass TO 'on'")
+            steps = distribute(cursor)
+        done()
+    return DistributionSummary(dry_run=dry_run, steps=tuple(steps))
+
+
 def citus_version(cursor) -> str | None:
     cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'citus'")
     row = cursor.fetchone()
@@ -60,7 +103,7 @@ def distributed_tables(cursor) -> list[str]:
     cursor.execute(
         "SELECT logicalrelid::regclass::text FROM pg_dist_partition p "
         "JOIN pg_class c ON c.oid = p.logicalrelid "
-        "WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1"
+        "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition ORDER BY 1"
     )
     return [name for (name,) in cursor.fetchall()]
 
@@ -77,6 +120,25 @@ ORDER BY 1, 2
 def _foreign_keys(cursor) -> list[tuple[str, str, str]]:
     cursor.execute(_FOREIGN_KEYS_SQL)
     return cursor.fetchall()
+
+
+def _forced_row_security(cursor) -> list[str]:
+    """The tables that force row-level security, partitions included (each has its own flag)."""
+    cursor.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND relkind IN ('r', 'p') AND relforcerowsecurity ORDER BY 1"
+    )
+    return [name for (name,) in cursor.fetchall()]
+
+
+def _tables_with_triggers(cursor) -> list[str]:
+    """The tables (not partitions: their triggers follow the parent's) with triggers of ours."""
+    cursor.execute(
+        "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition "
+        "AND NOT t.tgisinternal ORDER BY 1"
+    )
+    return [name for (name,) in cursor.fetchall()]
 
 
 def _row_counts(cursor, tables: list[str]) -> dict[str, int]:
@@ -131,6 +193,12 @@ def distribute(cursor) -> list[Step]:
     # follows a change to a reference table (sequential mode), or it refuses the next DDL.
     run("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
     run("SET LOCAL citus.enable_unsafe_triggers TO on")
+    forced = _forced_row_security(cursor)
+    for table in forced:
+        run(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.Identifier(table)))
+    triggered = _tables_with_triggers(cursor)
+    for table in triggered:
+        run(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
     foreign_keys = _foreign_keys(cursor)
     for table, name, _ in foreign_keys:
         run(
@@ -147,6 +215,10 @@ def distribute(cursor) -> list[Step]:
             )
             + sql.SQL(definition)
         )
+    for table in triggered:
+        run(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table)))
+    for table in forced:
+        run(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(sql.Identifier(table)))
     cursor.execute("SELECT current_database()")
     run(
         sql.SQL("ALTER DATABASE {} SET citus.enable_unsafe_triggers TO on").format(
@@ -158,5 +230,3 @@ def distribute(cursor) -> list[Step]:
         raise RuntimeError(f"row counts changed while distributing (before, after): {changed}")
     return steps
 
-
-__all__ = ["REFERENCE_TABLES", "DistributionRefused", "Step", "distribute", "refusal"]

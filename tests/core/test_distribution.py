@@ -6,7 +6,7 @@ tenant tables pairs tenant_id with tenant_id, and every other table is declared 
 """
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from core.ops.distribution import (
@@ -96,3 +96,12 @@ def test_citus_plan_references_then_distributes_in_foreign_key_order(capsys):
         "ALTER TABLE chunks DROP CONSTRAINT chunks_pkey, "
         "ADD CONSTRAINT chunks_pkey PRIMARY KEY (tenant_id, id);"
     ) in lines
+
+
+# The command switches to the owner role, which needs a connection outside a transaction.
+@pytest.mark.django_db(transaction=True)
+def test_distributing_without_citus_is_refused_and_changes_nothing(tables):
+    with pytest.raises(CommandError, match="no citus extension.*Nothing was changed"):
+        call_command("citus_distribute")
+    with connection.cursor() as cursor:
+        assert read_tables(cursor) == tables
