@@ -18,7 +18,7 @@ from model_bakery import baker
 
 from tenancy.context import tenant_context
 from tenancy.models import Tenant, User
-from tests.factories import PASSWORD, make_member
+from tests.factories import PASSWORD, make_member, tenant_id_on_worker
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 from tests.storages import FileStorages, point_storages
 
@@ -55,14 +55,27 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 
+# tests/core/test_citus.py runs the isolation tests in a pytest of their own against a
+# database it has created on every node of a Citus cluster, migrated and distributed:
+# that pytest uses DATABASE_URL's database as it is instead of making a test database
+# (which would exist on the coordinator alone, without Citus). Each test still rolls
+# back its transaction.
+if os.environ.get("TESTS_ON_DATABASE_AS_IS") == "1":
+
+    @pytest.fixture(scope="session")
+    def django_db_setup() -> None:
+        pass
+
+
 @pytest.fixture
 def tenant_a(db) -> Tenant:
-    return baker.make(Tenant, name="Tenant A", slug="tenant-a")
+    return baker.make(Tenant, id=tenant_id_on_worker(0), name="Tenant A", slug="tenant-a")
 
 
 @pytest.fixture
 def tenant_b(db) -> Tenant:
-    return baker.make(Tenant, name="Tenant B", slug="tenant-b")
+    """On a Citus cluster, on another worker than tenant A (tests/factories.py)."""
+    return baker.make(Tenant, id=tenant_id_on_worker(1), name="Tenant B", slug="tenant-b")
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.apps import apps
-from django.db import models
+from django.db import connection, models
 
 from core.hashing import sha256_hex
+from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
@@ -26,6 +27,36 @@ def make_member(tenant: Tenant, email: str, role: str = "owner", **fields) -> Us
     with tenant_context(tenant):
         Membership.objects.create(tenant=tenant, user=user, role=role)
     return user
+
+
+def tenant_id_on_worker(index: int) -> uuid.UUID:
+    """A new tenant id; on a Citus cluster, one whose rows live on its `index`-th worker.
+
+    The isolation tests then hold with tenants A and B on different workers
+    (tests/core/test_citus.py runs them on a distributed database); on one server it is
+    any new id.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pg_dist_node') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return uuid7()
+        cursor.execute(
+            "SELECT nodeid FROM pg_dist_node WHERE shouldhaveshards AND isactive "
+            "AND noderole = 'primary' ORDER BY nodeid"
+        )
+        workers = [nodeid for (nodeid,) in cursor.fetchall()]
+        if not workers:
+            return uuid7()
+        wanted = workers[index % len(workers)]
+        while True:  # a hash lands on each of n workers one time in n
+            candidate = uuid7()
+            cursor.execute(
+                "SELECT n.nodeid FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) "
+                "WHERE p.shardid = get_shard_id_for_distribution_column('projects', %s)",
+                [candidate],
+            )
+            if cursor.fetchone()[0] == wanted:
+                return candidate
 
 
 def tenant_owned_models() -> list[type[models.Model]]:
