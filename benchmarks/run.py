@@ -2,6 +2,7 @@
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
                          [--database NAME] [--keep-database] [--seed N] [--replica]
+                         [--citus]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -50,6 +51,10 @@ PATH_ORDER = (
     "hnsw_build",
     "migrate",
     "project_list_replica",
+    "citus_chunk_search_semantic",
+    "citus_chunk_search_fulltext",
+    "citus_chunk_search_hybrid",
+    "citus_version_write",
 )
 
 
@@ -69,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--replica",
         action="store_true",
         help="also the replica read path, on a throwaway primary and standby (benchmarks.replica)",
+    )
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="also chunk_search and a version write on a Citus cluster (benchmarks.citus)",
     )
     return parser.parse_args(argv)
 
@@ -144,6 +154,10 @@ def measure(args: argparse.Namespace, name: str, progress):
         from benchmarks import replica
 
         paths.append(replica.measure(scale, progress))
+    if args.citus:
+        from benchmarks import citus
+
+        paths += citus.measure(scale, progress, seed=args.seed)
     report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
     report.seconds = time.perf_counter() - started
     return report
