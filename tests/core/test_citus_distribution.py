@@ -1,0 +1,174 @@
+"""`citus_distribute` on a real Citus cluster, and the isolation tests on what it made.
+
+The cluster is tests/citus_cluster.py's: a coordinator and two workers built from the
+vendored Citus source. What the catalog says before (core.ops.distribution) must be what
+the cluster accepts: the plan runs, in one transaction, and afterwards every shard has
+its table's row-level security, policies, triggers and indexes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from core.ops import embedded
+from core.ops.distribution import COORDINATOR_TABLES, REFERENCE_TABLES, read_tables
+from tests import citus_cluster as citus
+
+pytestmark = pytest.mark.slow
+
+# Shard tables are hidden from the catalog of a worker's ordinary sessions.
+SHOW_SHARDS = "SET citus.show_shards_for_app_name_prefixes = '*'"
+
+
+@pytest.fixture
+def fresh_database(citus_cluster, django_db_blocker):
+    """A database migrated on every node of the cluster, not distributed; Django on it."""
+    name = f"agentic_fresh_{uuid.uuid4().hex[:8]}"
+    citus_cluster.create_database(name)
+    try:
+        with django_db_blocker.unblock(), citus.django_on(citus_cluster, name):
+            call_command("migrate", verbosity=0)
+            yield name
+    finally:
+        citus_cluster.drop_database(name)
+
+
+def _managed(cursor) -> dict[str, str]:
+    """Public tables Citus manages, by kind ('h' distributed, 'n' reference)."""
+    cursor.execute(
+        "SELECT logicalrelid::regclass::text, partmethod FROM pg_dist_partition p "
+        "JOIN pg_class c ON c.oid = p.logicalrelid WHERE NOT c.relispartition"
+    )
+    return dict(cursor.fetchall())
+
+
+def test_a_dry_run_proves_the_plan_and_changes_nothing_then_it_distributes_once(
+    fresh_database, capsys
+):
+    call_command("citus_distribute", "--dry-run")
+    dry = capsys.readouterr().out
+    assert "would distribute" in dry and "Dry run: nothing was changed" in dry
+    with connection.cursor() as cursor:
+        assert _managed(cursor) == {}
+
+    call_command("citus_distribute")
+    out = capsys.readouterr().out
+    print(out)  # the statements with their timings, for the closing note
+    with connection.cursor() as cursor:
+        tables = read_tables(cursor)
+        managed = _managed(cursor)
+    tenant = {name for name, table in tables.items() if table.tenant_column is not None}
+    assert {name for name, kind in managed.items() if kind == "h"} == tenant
+    assert {name for name, kind in managed.items() if kind == "n"} == set(REFERENCE_TABLES)
+    assert not set(COORDINATOR_TABLES) & set(managed)
+
+    with pytest.raises(CommandError, match="already distributed.*Nothing was changed"):
+        call_command("citus_distribute")
+
+
+def test_every_tenant_table_is_co_located_by_tenant_id(citus_cluster, citus_database):
+    with citus_cluster.coordinator.connect(citus_database) as conn:
+        rows = conn.execute(
+            "SELECT logicalrelid::regclass::text, colocationid, "
+            "column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition "
+            "WHERE partmethod = 'h'"
+        ).fetchall()
+    assert {column for _, _, column in rows} == {"tenant_id"}
+    assert len({colocation for _, colocation, _ in rows}) == 1
+
+
+def test_every_shard_keeps_its_tables_security_triggers_keys_and_indexes(
+    citus_cluster, citus_database
+):
+    """On each worker, every shard of a tenant table forces row-level security and
+    carries its table's policies, triggers, foreign keys and indexes."""
+    with citus_cluster.coordinator.connect(citus_database) as conn:
+        expected = {
+            name: counts
+            for name, *counts in conn.execute(_OBJECT_COUNTS.format(where="c.oid = p.logicalrelid"))
+        }
+    assert expected["chunks"][3] >= 5, "chunks has its HNSW, GIN and key indexes"
+    for worker in citus_cluster.workers:
+        with worker.connect(citus_database) as conn:
+            conn.execute(SHOW_SHARDS)
+            shards = conn.execute(
+                "SELECT s.logicalrelid::regclass::text, c.relname, c.relrowsecurity, "
+                "c.relforcerowsecurity, "
+                + _COUNTS
+                + " FROM pg_dist_shard s JOIN pg_dist_placement pl USING (shardid) "
+                "JOIN pg_dist_node n USING (groupid) "
+                "JOIN pg_class c ON c.relname = s.logicalrelid::regclass::text || '_' || s.shardid "
+                "JOIN pg_dist_partition p ON p.logicalrelid = s.logicalrelid "
+                "WHERE p.partmethod = 'h' AND n.nodeport = %s",
+                [worker.port],
+            ).fetchall()
+        assert shards, f"worker {worker.port} holds no shard"
+        for table, shard, enabled, forced, *counts in shards:
+            assert (enabled, forced) == (True, True), shard
+            assert counts == expected[table], (shard, counts, expected[table])
+
+
+# Policies, triggers of ours, foreign keys and indexes of a table `c`.
+_COUNTS = (
+    "(SELECT count(*) FROM pg_policy WHERE polrelid = c.oid), "
+    "(SELECT count(*) FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal), "
+    "(SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f'), "
+    "(SELECT count(*) FROM pg_index WHERE indrelid = c.oid)"
+)
+_OBJECT_COUNTS = (
+    "SELECT p.logicalrelid::regclass::text, "
+    + _COUNTS
+    + " FROM pg_dist_partition p JOIN pg_class c ON {where} WHERE p.partmethod = 'h'"
+)
+
+
+def test_the_isolation_tests_pass_on_a_distributed_database(citus_cluster, tmp_path):
+    """tests/tenancy/test_rls.py, every tenant table from the catalog, run by a pytest of
+    its own on a database made on every node and distributed, with tenants A and B on
+    different workers (tests/factories.tenant_id_on_worker)."""
+    name = f"agentic_isolation_{uuid.uuid4().hex[:8]}"
+    citus_cluster.create_database(name)
+    try:
+        with citus.django_on(citus_cluster, name):
+            call_command("migrate", verbosity=0)
+            call_command("citus_distribute", verbosity=0)
+        port = citus_cluster.coordinator.port
+        url = f"postgres://{{}}@{citus.HOST}:{port}/{name}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url.format(settings.DATABASE_RUNTIME_ROLE),
+            "DATABASE_OWNER_URL": url.format(embedded.OWNER_ROLE),
+            "TESTS_ON_DATABASE_AS_IS": "1",
+        }
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/tenancy/test_rls.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--basetemp",
+                str(tmp_path / "pytest"),
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        citus_cluster.drop_database(name)
+    summary = completed.stdout.strip().splitlines()[-1]
+    print(summary)
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary
