@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from django.conf import settings
 from django.db import connections
 from django.test import override_settings
@@ -64,7 +65,8 @@ def tarball_sha256() -> str:
     """The vendored tarball's SHA-256, checked against the one recorded beside it."""
     expected = (VENDOR / f"{TARBALL.name}.sha256").read_text().split()[0]
     found = hashlib.sha256(TARBALL.read_bytes()).hexdigest()
-    assert found == expected, f"{TARBALL} has SHA-256 {found}, not the recorded {expected}"
+    if found != expected:
+        pytest.fail(f"{TARBALL} has SHA-256 {found}, not the recorded {expected}", pytrace=False)
     return found
 
 
@@ -154,8 +156,9 @@ def _build(cache: Path) -> None:
                     tail = "\n".join(
                         log.read_text(errors="replace").splitlines()[-BUILD_LOG_TAIL_LINES:]
                     )
-                    raise AssertionError(
-                        f"building Citus failed at `{' '.join(step)}` (log: {log}):\n{tail}"
+                    pytest.fail(
+                        f"building Citus failed at `{' '.join(step)}` (log: {log}):\n{tail}",
+                        pytrace=False,
                     )
         os.rename(root, cache)
     finally:

@@ -9,6 +9,7 @@ imports this one.
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -153,7 +154,7 @@ def through_pgbouncer(pgbouncer, transactional_db) -> PgBouncer:
 
 
 @pytest.fixture(scope="session")
-def citus_cluster() -> citus.CitusCluster:
+def citus_cluster() -> Iterator[citus.CitusCluster]:
     """A real Citus cluster, a coordinator and two workers (tests/citus_cluster.py).
 
     Skips naming the Debian packages where Citus cannot be built (fails under .ci/run).
@@ -163,17 +164,20 @@ def citus_cluster() -> citus.CitusCluster:
 
 
 @pytest.fixture(scope="session")
-def citus_database(citus_cluster, django_db_blocker) -> str:
+def citus_database(citus_cluster, django_db_blocker) -> Iterator[str]:
     """A fresh database on every node of the cluster, migrated by the owner on the
-    coordinator; its name. Use it through `citus_cluster.django_on`."""
+    coordinator; its name. Django reaches it inside
+    `tests.citus_cluster.django_on(citus_cluster, citus_database)`."""
     name = f"agentic_citus_{uuid.uuid4().hex[:8]}"
-    citus_cluster.create_database(name)
     try:
+        citus_cluster.create_database(name)
         with django_db_blocker.unblock(), citus.django_on(citus_cluster, name):
             call_command("migrate", verbosity=0)
-            # DISTRIBUTION GOES HERE: `manage.py citus_distribute` (core/ops, written
-            # separately) distributes the migrated tables, right after migrate:
+            # >>> Distribution (issue 19): `manage.py citus_distribute` (core/ops, being
+            # written separately) distributes the migrated tables here, right after
+            # migrate, as the owner:
             # call_command("citus_distribute")
+            # <<<
         yield name
     finally:
         citus_cluster.drop_database(name)
