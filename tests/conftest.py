@@ -8,9 +8,12 @@ imports this one.
 """
 
 import os
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -18,6 +21,7 @@ from model_bakery import baker
 
 from tenancy.context import tenant_context
 from tenancy.models import Tenant, User
+from tests import citus_cluster as citus
 from tests.factories import PASSWORD, make_member, tenant_id_on_worker
 from tests.pgbouncer import PgBouncer, routed_through, running_pgbouncer
 from tests.storages import FileStorages, point_storages
@@ -26,8 +30,13 @@ from tests.storages import FileStorages, point_storages
 # marked. Modules and tests that are slow or start a program themselves say so in their
 # own `pytestmark` or decorator. Slow is over about 5 s (pytest --durations=0
 # --durations-min=5), left out of the fast loop `pytest -m "not slow"`.
-SYSTEM_PROGRAM_FIXTURES = frozenset({"pgbouncer", "chromium"})
-SLOW_FIXTURES = frozenset({"one_percent"})  # tests/documents/test_search.py: 1000 chunks
+SYSTEM_PROGRAM_FIXTURES = frozenset({"pgbouncer", "chromium", "citus_cluster"})
+SLOW_FIXTURES = frozenset(
+    {
+        "one_percent",  # tests/documents/test_search.py: 1000 chunks
+        "citus_cluster",  # three servers; the first run also builds Citus
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -155,3 +164,38 @@ def through_pgbouncer(pgbouncer, transactional_db) -> PgBouncer:
     """
     with routed_through(connection, pgbouncer):
         yield pgbouncer
+
+
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[citus.CitusCluster]:
+    """A real Citus cluster, a coordinator and two workers (tests/citus_cluster.py).
+
+    Skips naming the Debian packages where Citus cannot be built (fails under .ci/run).
+    """
+    with citus.citus_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def citus_database(citus_cluster, django_db_blocker) -> Iterator[str]:
+    """A fresh database on every node of the cluster, migrated by the owner on the
+    coordinator and distributed (`citus_distribute`); its name. Tests reach it through
+    `on_citus`."""
+    name = f"agentic_citus_{uuid.uuid4().hex[:8]}"
+    try:
+        citus_cluster.create_database(name)
+        with django_db_blocker.unblock(), citus.django_on(citus_cluster, name):
+            call_command("migrate", verbosity=0)
+            call_command("citus_distribute", verbosity=0)
+        yield name
+    finally:
+        citus_cluster.drop_database(name)
+
+
+@pytest.fixture
+def on_citus(citus_cluster, citus_database, django_db_blocker) -> Iterator[str]:
+    """Django's default connection on the distributed database for the test, as the
+    runtime role (system_context as the owner). Its rows stay: the database is the
+    session's, so a test makes its own tenants."""
+    with django_db_blocker.unblock(), citus.django_on(citus_cluster, citus_database):
+        yield citus_database

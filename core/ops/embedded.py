@@ -32,7 +32,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import psutil
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -363,12 +364,27 @@ def _connect(socket_dir: str, dbname: str):
 
 
 def _bootstrap(socket_dir: str) -> None:
-    """Create roles, database and extensions; idempotent, run as the superuser."""
+    """Create roles, database and extensions on the embedded server; idempotent."""
+    bootstrap(lambda dbname: _connect(socket_dir, dbname))
+
+
+def bootstrap(
+    connect: Callable[[str], psycopg.Connection],
+    *,
+    database: str = DATABASE_NAME,
+    extensions: Sequence[str] = EXTENSIONS,
+    templates: Sequence[str] = ("template1",),
+) -> None:
+    """Create the two roles, `database` owned by the owner, its `extensions` (in that
+    order) and LEAKPROOF marks; idempotent. `connect(dbname)` opens an autocommit
+    connection to one server as a superuser: the embedded server's socket, or any
+    other server (each node of the Citus test cluster, tests/citus_cluster.py).
+    """
     from psycopg import sql
 
     from core.ops import leakproof
 
-    with _connect(socket_dir, "postgres") as conn:
+    with connect("postgres") as conn:
         for role, attrs in (
             (OWNER_ROLE, "LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOBYPASSRLS"),
             (RUNTIME_ROLE, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
@@ -376,27 +392,25 @@ def _bootstrap(socket_dir: str) -> None:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             verb = "ALTER" if exists else "CREATE"
             conn.execute(sql.SQL(f"{verb} ROLE {{}} {attrs}").format(sql.Identifier(role)))
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
-        ).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
         if not exists:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(DATABASE_NAME), sql.Identifier(OWNER_ROLE)
+                    sql.Identifier(database), sql.Identifier(OWNER_ROLE)
                 )
             )
     # `vector` is not a trusted extension: only a superuser may create it. Creating it
     # in template1 gives it to every database made later, test databases included, so
     # the migrations (run by the non-superuser owner) find it present. UPDATE brings a
     # database made by an older pgvector to the installed one.
-    for dbname in ("template1", DATABASE_NAME):
-        with _connect(socket_dir, dbname) as conn:
-            for extension in EXTENSIONS:
+    for dbname in (*templates, database):
+        with connect(dbname) as conn:
+            for extension in extensions:
                 name = sql.Identifier(extension)
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(name))
                 conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(name))
             leakproof.mark(conn.cursor())
-            if dbname == DATABASE_NAME:
+            if dbname == database:
                 conn.execute(
                     sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(OWNER_ROLE))
                 )
