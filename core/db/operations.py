@@ -3,7 +3,8 @@
 - `Migration`, the base of our migrations: their locks wait at most
   MIGRATION_LOCK_TIMEOUT (docs/operations.md).
 - The DDL every tenant table needs (docs/security.md): `EnableTenantRLS`,
-  `AddReadPolicy`, `AddTenantForeignKey`.
+  `AddReadPolicy`, `AddTenantForeignKey` (and `MoveSetNullToTrigger`, which turned the
+  keys' own ON DELETE SET NULL into the trigger Citus accepts).
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
@@ -47,7 +48,9 @@ TENANT_IN_CONTEXT = "tenant_id = ANY (app_current_tenant_ids())"
 ON_DELETE_ACTIONS = (None, "CASCADE", "SET NULL")
 
 
-def create_extension_if_missing(name: str, *, reverse_sql=migrations.RunSQL.noop) -> migrations.RunSQL:
+def create_extension_if_missing(
+    name: str, *, reverse_sql=migrations.RunSQL.noop
+) -> migrations.RunSQL:
     """CREATE EXTENSION only where the extension is absent.
 
     Not `CREATE EXTENSION IF NOT EXISTS`: on a Citus coordinator that statement is
@@ -184,10 +187,19 @@ class AddTenantForeignKey(_SQLOperation):
     tenant is its parent's, for every role, the owner included.
 
     `to` must have a unique (tenant_id, id). `on_delete` is None (NO ACTION), "CASCADE" or
-    "SET NULL"; SET NULL clears `column` only, never tenant_id (PostgreSQL 15's column
-    list), so the row keeps its tenant. `not_valid` adds the key to an existing table
-    without scanning it under the ALTER's lock: new rows are checked at once, and a later
-    migration of its own runs ValidateConstraint under a lock that blocks no one.
+    "SET NULL". `not_valid` adds the key to an existing table without scanning it under
+    the ALTER's lock: new rows are checked at once, and a later migration of its own runs
+    ValidateConstraint under a lock that blocks no one.
+
+    "SET NULL" clears `column` only, never tenant_id, so the row keeps its tenant. It is
+    not the key's own action: Citus refuses ON DELETE SET NULL (even PostgreSQL 15's
+    `SET NULL (column)`) on a key that includes the distribution column. The key is NO
+    ACTION, and a BEFORE DELETE row trigger on `to` (`set_null_trigger_sql`) clears the
+    column in the rows of the deleted row's tenant first, so the key's check at the end
+    of the statement finds none. Filtered on tenant_id, the trigger's UPDATE runs on the
+    tenant's own co-located shard on a cluster, the one kind of query Citus lets a
+    trigger on a shard run. It runs as the deleting role, under its row-level security:
+    a child row always has its parent's tenant, so whoever may delete the parent sees it.
     """
 
     def __init__(
@@ -212,20 +224,23 @@ class AddTenantForeignKey(_SQLOperation):
         self.not_valid = not_valid
 
     def forwards_sql(self, quote) -> list[str]:
-        column = quote(self.column)
-        action = {
-            None: "",
-            "CASCADE": " ON DELETE CASCADE",
-            "SET NULL": f" ON DELETE SET NULL ({column})",
-        }[self.on_delete]
-        return [
+        action = " ON DELETE CASCADE" if self.on_delete == "CASCADE" else ""
+        statements = [
             f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
-            f"FOREIGN KEY (tenant_id, {column}) REFERENCES {quote(self.to)} (tenant_id, id)"
-            f"{action}{' NOT VALID' if self.not_valid else ''}"
+            f"FOREIGN KEY (tenant_id, {quote(self.column)}) REFERENCES {quote(self.to)} "
+            f"(tenant_id, id){action}{' NOT VALID' if self.not_valid else ''}"
         ]
+        if self.on_delete == "SET NULL":
+            statements += set_null_trigger_sql(
+                quote, self.table, self.name, column=self.column, to=self.to
+            )
+        return statements
 
     def backwards_sql(self, quote) -> list[str]:
-        return [f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}"]
+        return [
+            *drop_set_null_trigger_sql(quote, self.name, to=self.to),
+            f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}",
+        ]
 
     def describe(self) -> str:
         return (
@@ -236,6 +251,84 @@ class AddTenantForeignKey(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return self.name
+
+
+def set_null_trigger_name(key: str) -> str:
+    """The trigger (and its function) that does the ON DELETE SET NULL of the key `key`."""
+    return f"{key}_set_null"
+
+
+def set_null_trigger_sql(quote, table: str, key: str, *, column: str, to: str) -> list[str]:
+    """The function and the BEFORE DELETE trigger on `to` that clear table.column.
+
+    Dropped before it is created, so a re-run converges; the referencing rows are found
+    by the key's own index (tenant_id first), as the key's action found them.
+    """
+    name = quote(set_null_trigger_name(key))
+    column = quote(column)
+    return [
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"UPDATE {quote(table)} SET {column} = NULL "
+        f"WHERE tenant_id = OLD.tenant_id AND {column} = OLD.id; RETURN OLD; END $$",
+        f"DROP TRIGGER IF EXISTS {name} ON {quote(to)}",
+        f"CREATE TRIGGER {name} BEFORE DELETE ON {quote(to)} "
+        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+    ]
+
+
+def drop_set_null_trigger_sql(quote, key: str, *, to: str) -> list[str]:
+    name = quote(set_null_trigger_name(key))
+    return [f"DROP TRIGGER IF EXISTS {name} ON {quote(to)}", f"DROP FUNCTION IF EXISTS {name}()"]
+
+
+class MoveSetNullToTrigger(_SQLOperation):
+    """Turn an existing `ON DELETE SET NULL (column)` tenant key into the form
+    AddTenantForeignKey(on_delete="SET NULL") now declares: the key NO ACTION, the
+    clearing done by its trigger (why: AddTenantForeignKey).
+
+    In one transaction: the key is dropped and added again NOT VALID (no scan under the
+    ALTER's lock; a later migration validates it), with the trigger. Converges on a
+    database that already has the new form (built by the current AddTenantForeignKey).
+    Backwards puts the key's own SET NULL action back and drops the trigger.
+    """
+
+    def __init__(self, table: str, name: str, *, column: str, to: str) -> None:
+        self.table = table
+        self.name = name
+        self.column = column
+        self.to = to
+
+    def _key(self) -> AddTenantForeignKey:
+        return AddTenantForeignKey(
+            self.table,
+            self.name,
+            column=self.column,
+            to=self.to,
+            on_delete="SET NULL",
+            not_valid=True,
+        )
+
+    def forwards_sql(self, quote) -> list[str]:
+        return [
+            f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}",
+            *self._key().forwards_sql(quote),
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        column = quote(self.column)
+        return [
+            *self._key().backwards_sql(quote),
+            f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
+            f"FOREIGN KEY (tenant_id, {column}) REFERENCES {quote(self.to)} (tenant_id, id) "
+            f"ON DELETE SET NULL ({column}) NOT VALID",
+        ]
+
+    def describe(self) -> str:
+        return f"Move the ON DELETE SET NULL of {self.name} into a trigger on {self.to}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"set_null_trigger_{self.name}"
 
 
 class Migration(migrations.Migration):
