@@ -3,8 +3,8 @@
 Citus refuses a foreign key whose ON DELETE is SET NULL when the key holds the
 distribution column, even PostgreSQL's `SET NULL (column)` that leaves tenant_id alone.
 Each key becomes NO ACTION (added again NOT VALID, validated by the next migration)
-and a BEFORE DELETE trigger on the referenced table clears the column in the deleted
-row's tenant's rows first (core.db.operations.AddTenantForeignKey):
+and an AFTER DELETE trigger on the referenced table clears the column in the deleted
+row's tenant's rows before the key checks (core.db.operations.AddTenantForeignKey):
 
 - a deleted chunk leaves its execution sources, without chunk_id;
 - a deleted document version leaves the executions that produced it, without

@@ -194,12 +194,12 @@ class AddTenantForeignKey(_SQLOperation):
     "SET NULL" clears `column` only, never tenant_id, so the row keeps its tenant. It is
     not the key's own action: Citus refuses ON DELETE SET NULL (even PostgreSQL 15's
     `SET NULL (column)`) on a key that includes the distribution column. The key is NO
-    ACTION, and a BEFORE DELETE row trigger on `to` (`set_null_trigger_sql`) clears the
-    column in the rows of the deleted row's tenant first, so the key's check at the end
-    of the statement finds none. Filtered on tenant_id, the trigger's UPDATE runs on the
-    tenant's own co-located shard on a cluster, the one kind of query Citus lets a
-    trigger on a shard run. It runs as the deleting role, under its row-level security:
-    a child row always has its parent's tenant, so whoever may delete the parent sees it.
+    ACTION, and an AFTER DELETE row trigger on `to` (`set_null_trigger_sql`) clears the
+    column in the rows of the deleted row's tenant. Filtered on tenant_id, its UPDATE
+    runs on the tenant's own co-located shard on a cluster, the one kind of query Citus
+    lets a trigger on a shard run. It runs as the deleting role, under its row-level
+    security: a child row always has its parent's tenant, so whoever may delete the
+    parent sees it.
     """
 
     def __init__(
@@ -254,31 +254,47 @@ class AddTenantForeignKey(_SQLOperation):
 
 
 def set_null_trigger_name(key: str) -> str:
-    """The trigger (and its function) that does the ON DELETE SET NULL of the key `key`."""
+    """The trigger that does the ON DELETE SET NULL of the key `key`.
+
+    Upper case (quoted) so that it sorts before "RI_ConstraintTrigger_...": the AFTER
+    triggers of one row fire in name order, and the key's own NO ACTION check must come
+    after the clearing. AFTER, not BEFORE, for the same reason the key's own action was
+    an AFTER trigger: when a delete cascades to the row from higher up (a project's
+    delete reaching its versions and its executions), the clearing waits for the end
+    of that statement, when the sibling cascade has deleted the referencing rows; a
+    BEFORE trigger would update them first, and the update of a row inserted in the
+    same transaction checks its other keys again, against a project already gone.
+    """
+    return f"ON_DELETE_SET_NULL_{key}"
+
+
+def set_null_function_name(key: str) -> str:
     return f"{key}_set_null"
 
 
 def set_null_trigger_sql(quote, table: str, key: str, *, column: str, to: str) -> list[str]:
-    """The function and the BEFORE DELETE trigger on `to` that clear table.column.
+    """The function and the AFTER DELETE row trigger on `to` that clear table.column.
 
     Dropped before it is created, so a re-run converges; the referencing rows are found
     by the key's own index (tenant_id first), as the key's action found them.
     """
-    name = quote(set_null_trigger_name(key))
+    trigger, function = quote(set_null_trigger_name(key)), quote(set_null_function_name(key))
     column = quote(column)
     return [
-        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"UPDATE {quote(table)} SET {column} = NULL "
-        f"WHERE tenant_id = OLD.tenant_id AND {column} = OLD.id; RETURN OLD; END $$",
-        f"DROP TRIGGER IF EXISTS {name} ON {quote(to)}",
-        f"CREATE TRIGGER {name} BEFORE DELETE ON {quote(to)} "
-        f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN UPDATE {quote(table)} SET {column} = NULL "
+        f"WHERE tenant_id = OLD.tenant_id AND {column} = OLD.id; RETURN NULL; END $$",
+        f"DROP TRIGGER IF EXISTS {trigger} ON {quote(to)}",
+        f"CREATE TRIGGER {trigger} AFTER DELETE ON {quote(to)} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()",
     ]
 
 
 def drop_set_null_trigger_sql(quote, key: str, *, to: str) -> list[str]:
-    name = quote(set_null_trigger_name(key))
-    return [f"DROP TRIGGER IF EXISTS {name} ON {quote(to)}", f"DROP FUNCTION IF EXISTS {name}()"]
+    return [
+        f"DROP TRIGGER IF EXISTS {quote(set_null_trigger_name(key))} ON {quote(to)}",
+        f"DROP FUNCTION IF EXISTS {quote(set_null_function_name(key))}()",
+    ]
 
 
 class MoveSetNullToTrigger(_SQLOperation):

@@ -3,9 +3,10 @@
 Citus refuses a foreign key whose ON DELETE is SET NULL when the key holds the
 distribution column, even PostgreSQL's `SET NULL (project_id)` that leaves tenant_id
 alone. The key becomes NO ACTION (added again NOT VALID, validated by the next
-migration) and a BEFORE DELETE trigger on projects clears project_id in the deleted
-project's tenant's documents first (core.db.operations.AddTenantForeignKey). Deleting
-a project still leaves its documents, unassigned.
+migration) and an AFTER DELETE trigger on projects clears project_id in the deleted
+project's tenant's documents before the key checks
+(core.db.operations.AddTenantForeignKey). Deleting a project still leaves its
+documents, unassigned.
 """
 
 import core.db.operations

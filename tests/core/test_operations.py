@@ -127,7 +127,7 @@ def set_null_trigger(key: str) -> str | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgname = %s",
-            [f"{key}_set_null"],
+            [f"ON_DELETE_SET_NULL_{key}"],
         )
         row = cursor.fetchone()
         return row[0] if row else None
@@ -148,7 +148,7 @@ def delete_parent_of_a_child() -> tuple:
 
 def test_tenant_foreign_key_set_null_clears_the_reference_and_keeps_the_tenant(tables):
     # Not the key's own action (Citus refuses it on a key holding tenant_id): a NO ACTION
-    # key and a BEFORE DELETE trigger on the parent table.
+    # key and an AFTER DELETE trigger on the parent table, named to fire before the key's.
     operation = AddTenantForeignKey(
         CHILDREN, "ops_probe_parent_tenant_fk", column="parent_id", to=PARENTS, on_delete="SET NULL"
     )
@@ -158,8 +158,8 @@ def test_tenant_foreign_key_set_null_clears_the_reference_and_keeps_the_tenant(t
         True,
     )
     assert set_null_trigger("ops_probe_parent_tenant_fk") == (
-        f"CREATE TRIGGER ops_probe_parent_tenant_fk_set_null BEFORE DELETE ON public.{PARENTS} "
-        "FOR EACH ROW EXECUTE FUNCTION ops_probe_parent_tenant_fk_set_null()"
+        'CREATE TRIGGER "ON_DELETE_SET_NULL_ops_probe_parent_tenant_fk" AFTER DELETE ON '
+        f"public.{PARENTS} FOR EACH ROW EXECUTE FUNCTION ops_probe_parent_tenant_fk_set_null()"
     )
     assert delete_parent_of_a_child()[1] is None
 
