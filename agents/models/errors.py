@@ -12,14 +12,18 @@ from tenancy.models import TenantForeignKey, TenantOwnedModel
 
 
 def _error_recovered_on_insert_sql() -> str:
+    # By tenant_id and id: on a Citus cluster a trigger may only query its own
+    # tenant's (co-located) shards.
     same_step = SAME_STEP_SQL.format(a="s", b="f")
     return (
-        "SELECT * INTO failed FROM agent_executions WHERE id = NEW.execution_id; "
+        "SELECT * INTO failed FROM agent_executions "
+        "WHERE tenant_id = NEW.tenant_id AND id = NEW.execution_id; "
         "IF NOT FOUND THEN RETURN NEW; END IF; "
         + step_lock_sql("failed")
         + " IF EXISTS (SELECT 1 FROM agent_executions f JOIN agent_executions s "
         f"ON {same_step} AND s.attempt > f.attempt AND s.status = 'succeeded' "
-        "WHERE f.id = NEW.execution_id) THEN NEW.recovered := true; END IF; RETURN NEW;"
+        "WHERE f.tenant_id = NEW.tenant_id AND f.id = NEW.execution_id) "
+        "THEN NEW.recovered := true; END IF; RETURN NEW;"
     )
 
 

@@ -42,10 +42,13 @@ PROPOSAL_FINAL_STATUSES = frozenset(
 
 
 # Applying refuses a stale base: the applied version is the one right after the base,
-# with the proposal's content, so no other version was written in between.
+# with the proposal's content, so no other version was written in between. By tenant_id
+# and id, as every trigger's read of another table: on a Citus cluster a trigger may only
+# query its own tenant's (co-located) shards.
 APPLIED_VERSION_IS_NEXT_SQL = (
     "EXISTS (SELECT 1 FROM document_versions v JOIN document_versions b "
-    "ON b.id = NEW.base_version_id WHERE v.id = NEW.applied_version_id "
+    "ON b.tenant_id = NEW.tenant_id AND b.id = NEW.base_version_id "
+    "WHERE v.tenant_id = NEW.tenant_id AND v.id = NEW.applied_version_id "
     "AND v.project_id = NEW.project_id AND v.document_type = NEW.document_type "
     "AND v.version = b.version + 1 AND v.content_sha256 = NEW.content_sha256)"
 )
@@ -196,7 +199,8 @@ class ChangeProposal(TenantOwnedModel):
                 operation=pgtrigger.Insert,
                 declare=[("base", "document_versions")],
                 func=(
-                    "SELECT * INTO base FROM document_versions WHERE id = NEW.base_version_id; "
+                    "SELECT * INTO base FROM document_versions "
+                    "WHERE tenant_id = NEW.tenant_id AND id = NEW.base_version_id; "
                     "IF FOUND AND (base.project_id, base.document_type) IS DISTINCT FROM "
                     "(NEW.project_id, NEW.document_type) THEN "
                     "RAISE EXCEPTION 'change proposal %: the base version is not a % version "

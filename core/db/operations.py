@@ -3,7 +3,8 @@
 - `Migration`, the base of our migrations: their locks wait at most
   MIGRATION_LOCK_TIMEOUT (docs/operations.md).
 - The DDL every tenant table needs (docs/security.md): `EnableTenantRLS`,
-  `AddReadPolicy`, `AddTenantForeignKey`.
+  `AddReadPolicy`, `AddTenantForeignKey` (and `MoveSetNullToTrigger`, which turned the
+  keys' own ON DELETE SET NULL into the trigger Citus accepts).
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
@@ -186,10 +187,19 @@ class AddTenantForeignKey(_SQLOperation):
     tenant is its parent's, for every role, the owner included.
 
     `to` must have a unique (tenant_id, id). `on_delete` is None (NO ACTION), "CASCADE" or
-    "SET NULL"; SET NULL clears `column` only, never tenant_id (PostgreSQL 15's column
-    list), so the row keeps its tenant. `not_valid` adds the key to an existing table
-    without scanning it under the ALTER's lock: new rows are checked at once, and a later
-    migration of its own runs ValidateConstraint under a lock that blocks no one.
+    "SET NULL". `not_valid` adds the key to an existing table without scanning it under
+    the ALTER's lock: new rows are checked at once, and a later migration of its own runs
+    ValidateConstraint under a lock that blocks no one.
+
+    "SET NULL" clears `column` only, never tenant_id, so the row keeps its tenant. It is
+    not the key's own action: Citus refuses ON DELETE SET NULL (even PostgreSQL 15's
+    `SET NULL (column)`) on a key that includes the distribution column. The key is NO
+    ACTION, and an AFTER DELETE row trigger on `to` (`set_null_trigger_sql`) clears the
+    column in the rows of the deleted row's tenant. Filtered on tenant_id, its UPDATE
+    runs on the tenant's own co-located shard on a cluster, the one kind of query Citus
+    lets a trigger on a shard run. It runs as the deleting role, under its row-level
+    security: a child row always has its parent's tenant, so whoever may delete the
+    parent sees it.
     """
 
     def __init__(
@@ -214,20 +224,23 @@ class AddTenantForeignKey(_SQLOperation):
         self.not_valid = not_valid
 
     def forwards_sql(self, quote) -> list[str]:
-        column = quote(self.column)
-        action = {
-            None: "",
-            "CASCADE": " ON DELETE CASCADE",
-            "SET NULL": f" ON DELETE SET NULL ({column})",
-        }[self.on_delete]
-        return [
+        action = " ON DELETE CASCADE" if self.on_delete == "CASCADE" else ""
+        statements = [
             f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
-            f"FOREIGN KEY (tenant_id, {column}) REFERENCES {quote(self.to)} (tenant_id, id)"
-            f"{action}{' NOT VALID' if self.not_valid else ''}"
+            f"FOREIGN KEY (tenant_id, {quote(self.column)}) REFERENCES {quote(self.to)} "
+            f"(tenant_id, id){action}{' NOT VALID' if self.not_valid else ''}"
         ]
+        if self.on_delete == "SET NULL":
+            statements += set_null_trigger_sql(
+                quote, self.table, self.name, column=self.column, to=self.to
+            )
+        return statements
 
     def backwards_sql(self, quote) -> list[str]:
-        return [f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}"]
+        return [
+            *drop_set_null_trigger_sql(quote, self.name, to=self.to),
+            f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}",
+        ]
 
     def describe(self) -> str:
         return (
@@ -238,6 +251,100 @@ class AddTenantForeignKey(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return self.name
+
+
+def set_null_trigger_name(key: str) -> str:
+    """The trigger that does the ON DELETE SET NULL of the key `key`.
+
+    Upper case (quoted) so that it sorts before "RI_ConstraintTrigger_...": the AFTER
+    triggers of one row fire in name order, and the key's own NO ACTION check must come
+    after the clearing. AFTER, not BEFORE, for the same reason the key's own action was
+    an AFTER trigger: when a delete cascades to the row from higher up (a project's
+    delete reaching its versions and its executions), the clearing waits for the end
+    of that statement, when the sibling cascade has deleted the referencing rows; a
+    BEFORE trigger would update them first, and the update of a row inserted in the
+    same transaction checks its other keys again, against a project already gone.
+    """
+    return f"ON_DELETE_SET_NULL_{key}"
+
+
+def set_null_function_name(key: str) -> str:
+    return f"{key}_set_null"
+
+
+def set_null_trigger_sql(quote, table: str, key: str, *, column: str, to: str) -> list[str]:
+    """The function and the AFTER DELETE row trigger on `to` that clear table.column.
+
+    Dropped before it is created, so a re-run converges; the referencing rows are found
+    by the key's own index (tenant_id first), as the key's action found them.
+    """
+    trigger, function = quote(set_null_trigger_name(key)), quote(set_null_function_name(key))
+    column = quote(column)
+    return [
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN UPDATE {quote(table)} SET {column} = NULL "
+        f"WHERE tenant_id = OLD.tenant_id AND {column} = OLD.id; RETURN NULL; END $$",
+        f"DROP TRIGGER IF EXISTS {trigger} ON {quote(to)}",
+        f"CREATE TRIGGER {trigger} AFTER DELETE ON {quote(to)} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+    ]
+
+
+def drop_set_null_trigger_sql(quote, key: str, *, to: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {quote(set_null_trigger_name(key))} ON {quote(to)}",
+        f"DROP FUNCTION IF EXISTS {quote(set_null_function_name(key))}()",
+    ]
+
+
+class MoveSetNullToTrigger(_SQLOperation):
+    """Turn an existing `ON DELETE SET NULL (column)` tenant key into the form
+    AddTenantForeignKey(on_delete="SET NULL") now declares: the key NO ACTION, the
+    clearing done by its trigger (why: AddTenantForeignKey).
+
+    In one transaction: the key is dropped and added again NOT VALID (no scan under the
+    ALTER's lock; a later migration validates it), with the trigger. Converges on a
+    database that already has the new form (built by the current AddTenantForeignKey).
+    Backwards puts the key's own SET NULL action back and drops the trigger.
+    """
+
+    def __init__(self, table: str, name: str, *, column: str, to: str) -> None:
+        self.table = table
+        self.name = name
+        self.column = column
+        self.to = to
+
+    def _key(self) -> AddTenantForeignKey:
+        return AddTenantForeignKey(
+            self.table,
+            self.name,
+            column=self.column,
+            to=self.to,
+            on_delete="SET NULL",
+            not_valid=True,
+        )
+
+    def forwards_sql(self, quote) -> list[str]:
+        return [
+            f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}",
+            *self._key().forwards_sql(quote),
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        column = quote(self.column)
+        return [
+            *self._key().backwards_sql(quote),
+            f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
+            f"FOREIGN KEY (tenant_id, {column}) REFERENCES {quote(self.to)} (tenant_id, id) "
+            f"ON DELETE SET NULL ({column}) NOT VALID",
+        ]
+
+    def describe(self) -> str:
+        return f"Move the ON DELETE SET NULL of {self.name} into a trigger on {self.to}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"set_null_trigger_{self.name}"
 
 
 class Migration(migrations.Migration):

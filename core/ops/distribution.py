@@ -14,6 +14,7 @@ tests/core/test_distribution.py fails on any problem `distribution_problems` fin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
@@ -49,6 +50,19 @@ class Table:
     primary_key: list[str] = field(default_factory=list)
     unique_keys: dict[str, list[str]] = field(default_factory=dict)  # name -> columns
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    # The functions of its triggers: name -> source (pg_proc.prosrc).
+    trigger_functions: dict[str, str] = field(default_factory=dict)
+
+
+# pg_constraint's action codes (confdeltype, confupdtype).
+NO_ACTION, RESTRICT, CASCADE, SET_NULL, SET_DEFAULT = "a", "r", "c", "n", "d"
+_ACTION_NAMES = {
+    NO_ACTION: "NO ACTION",
+    RESTRICT: "RESTRICT",
+    CASCADE: "CASCADE",
+    SET_NULL: "SET NULL",
+    SET_DEFAULT: "SET DEFAULT",
+}
 
 
 @dataclass
@@ -57,6 +71,8 @@ class ForeignKey:
     columns: list[str]
     target: str
     target_columns: list[str]
+    on_delete: str = NO_ACTION
+    on_update: str = NO_ACTION
 
 
 _TABLES_SQL = """
@@ -79,11 +95,19 @@ SELECT con.conrelid, con.conname, con.confrelid::regclass::text,
     array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k (attnum, n)
           JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.n),
     array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k (attnum, n)
-          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.n)
+          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.n),
+    con.confdeltype, con.confupdtype
 FROM pg_constraint con
 WHERE con.contype = 'f' AND con.conrelid = ANY (%s)
     -- a key referencing a partitioned table has a clone per partition: count it once
     AND con.conparentid = 0
+"""
+# The functions of the user triggers (not the foreign keys' own); a partition's clone of
+# its parent's trigger runs the same function.
+_TRIGGER_FUNCTIONS_SQL = """
+SELECT t.tgrelid, p.proname, p.prosrc
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND t.tgrelid = ANY (%s)
 """
 
 
@@ -99,8 +123,13 @@ def read_tables(cursor) -> dict[str, Table]:
         else:
             by_oid[oid].unique_keys[name] = columns
     cursor.execute(_FOREIGN_KEYS_SQL, [oids])
-    for oid, name, target, columns, target_columns in cursor.fetchall():
-        by_oid[oid].foreign_keys.append(ForeignKey(name, columns, target, target_columns))
+    for oid, name, target, columns, target_columns, on_delete, on_update in cursor.fetchall():
+        by_oid[oid].foreign_keys.append(
+            ForeignKey(name, columns, target, target_columns, on_delete, on_update)
+        )
+    cursor.execute(_TRIGGER_FUNCTIONS_SQL, [oids])
+    for oid, name, source in cursor.fetchall():
+        by_oid[oid].trigger_functions[name] = source
     return {table.name: table for table in by_oid.values()}
 
 
@@ -137,11 +166,124 @@ def distribution_problems(tables: dict[str, Table]) -> list[str]:
                     f"{name}: foreign key {fk.name} ({', '.join(fk.columns)}) -> {fk.target} "
                     "does not pair tenant_id with tenant_id"
                 )
+            if DISTRIBUTION_COLUMN in fk.columns:
+                problems += _actions_refused_on_tenant_id(name, fk)
+            if fk.target in COORDINATOR_TABLES:
+                problems.append(
+                    f"{name}: foreign key {fk.name} to the coordinator table {fk.target}"
+                )
     for name in sorted(set(tables) - tenant):
         for fk in tables[name].foreign_keys:
             if fk.target in tenant:
                 problems.append(f"{name}: global table with foreign key {fk.name} to {fk.target}")
+            elif name in REFERENCE_TABLES and fk.target in COORDINATOR_TABLES:
+                # Citus makes the target a local table it manages, and then accepts only
+                # keys that change nothing in it.
+                actions = {fk.on_delete, fk.on_update} - {NO_ACTION, RESTRICT}
+                if actions:
+                    problems.append(
+                        f"{name}: reference table with foreign key {fk.name} to the "
+                        f"coordinator table {fk.target} "
+                        f"ON DELETE {_ACTION_NAMES[fk.on_delete]} "
+                        f"ON UPDATE {_ACTION_NAMES[fk.on_update]}: only NO ACTION or RESTRICT"
+                    )
+    for name in sorted(tenant | (set(tables) & set(REFERENCE_TABLES))):
+        for function, source in sorted(tables[name].trigger_functions.items()):
+            problems += [
+                f"{name}: trigger function {function} {finding}"
+                for finding in trigger_reads_outside_tenant(source, tables)
+            ]
     return problems
+
+
+def _actions_refused_on_tenant_id(name: str, fk: ForeignKey) -> list[str]:
+    """Citus never lets a key change its distribution column: on a key that holds
+    tenant_id it refuses ON DELETE SET NULL / SET DEFAULT (even PostgreSQL's
+    `SET NULL (column)`, which would leave tenant_id alone) and ON UPDATE SET NULL /
+    SET DEFAULT / CASCADE."""
+    problems = []
+    if fk.on_delete in (SET_NULL, SET_DEFAULT):
+        problems.append(
+            f"{name}: foreign key {fk.name} holds tenant_id and is ON DELETE "
+            f"{_ACTION_NAMES[fk.on_delete]} (AddTenantForeignKey does SET NULL by a trigger)"
+        )
+    if fk.on_update in (SET_NULL, SET_DEFAULT, CASCADE):
+        problems.append(
+            f"{name}: foreign key {fk.name} holds tenant_id and is ON UPDATE "
+            f"{_ACTION_NAMES[fk.on_update]}"
+        )
+    return problems
+
+
+# What trigger_reads_outside_tenant reads in a function's source.
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_NOT_AN_ALIAS = (
+    "where|set|on|from|into|join|inner|left|right|full|cross|natural|using|values|select"
+    "|default|group|order|limit|offset|for|returning|union|except|intersect|window|having"
+)
+_TABLE_REFERENCE = re.compile(
+    r"\b(from|join|update|into)\s+(?:only\s+)?(?:public\.)?(\w+)"
+    rf"(?:\s+(?:as\s+)?(?!(?:{_NOT_AN_ALIAS})\b)(\w+))?"
+)
+_TENANT_OF_ROW = re.compile(r"\b(\w+)\.tenant_id\s*=\s*(\w+)\.tenant_id\b")
+_UNQUALIFIED_TENANT_OF_ROW = re.compile(
+    r"(?<![.\w])tenant_id\s*=\s*(?:new|old)\.tenant_id\b"
+    r"|\b(?:new|old)\.tenant_id\s*=\s*tenant_id\b(?!\s*\.)"
+)
+_ROW_TENANT = re.compile(r"\b(?:new|old)\.tenant_id\b")
+
+
+def trigger_reads_outside_tenant(source: str, tables: dict[str, Table]) -> list[str]:
+    """What a trigger function's statements read or write beyond the triggering row's
+    tenant, from its source text; empty when nothing.
+
+    On a Citus cluster a trigger runs on the shard that holds the row, and there it may
+    only query the co-located shards of the same tenant (or reference tables): any
+    other query fails with "cannot execute a distributed query from a query on a
+    shard". The rule, statement by statement (the source split on `;`, string
+    literals and double quotes removed, case folded):
+
+    - every tenant table it names after FROM, JOIN, UPDATE or INTO, under an alias or
+      its own name, is pinned to the row's tenant: `alias.tenant_id = NEW.tenant_id`
+      (or OLD, either side), an unqualified `tenant_id = NEW.tenant_id` when it has no
+      alias, or `alias.tenant_id = other.tenant_id` with `other` pinned;
+    - an INSERT INTO a tenant table is pinned when the statement names NEW.tenant_id
+      or OLD.tenant_id (the row it writes is the tenant's);
+    - a coordinator table is never readable there.
+
+    Its limits: a text rule, not a parser. It does not follow the functions the
+    trigger calls nor EXECUTE of dynamic SQL; it takes a tenant comparison anywhere in
+    the statement (an OR branch too) as a filter; a name it cannot place (a CTE named
+    like a table) counts as that table. A miss is then found by the cluster tests.
+    """
+    text = _STRING_LITERAL.sub("''", source).replace('"', "").lower()
+    tenant = {name for name, table in tables.items() if table.tenant_column is not None}
+    findings = []
+    for statement in text.split(";"):
+        statement = " ".join(statement.split())
+        references = []
+        for keyword, table, alias in _TABLE_REFERENCE.findall(statement):
+            if table in COORDINATOR_TABLES:
+                findings.append(f"reads the coordinator table {table}")
+            elif table in tenant:
+                references.append((keyword, table, alias))
+        if not references:
+            continue
+        pinned = {"new", "old"}
+        links = _TENANT_OF_ROW.findall(statement)
+        while True:
+            more = {a for a, b in links if b in pinned} | {b for a, b in links if a in pinned}
+            if more <= pinned:
+                break
+            pinned |= more
+        unqualified = bool(_UNQUALIFIED_TENANT_OF_ROW.search(statement))
+        for keyword, table, alias in references:
+            if alias in pinned or (not alias and (table in pinned or unqualified)):
+                continue
+            if keyword == "into" and _ROW_TENANT.search(statement):
+                continue
+            findings.append(f"reads {table} without tenant_id = NEW/OLD.tenant_id")
+    return sorted(set(findings))
 
 
 def _pairs_tenant(fk: ForeignKey) -> bool:

@@ -54,6 +54,18 @@ def test_an_agents_decision_names_its_execution(tenant_a, project, execution):
         assert Decision.objects.get(pk=decision.pk).decider == "agent (architect)"
 
 
+def test_a_decision_outlives_its_execution(tenant_a, project, execution):
+    # The execution key's SET NULL, done by its trigger on agent_executions
+    # (core.db.operations.AddTenantForeignKey): only execution_id goes.
+    decision = record(tenant_a, project, execution=execution)
+    with tenant_context(tenant_a), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM agent_executions WHERE id = %s", [execution.pk])
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        decision = Decision.objects.get(pk=decision.pk)
+    assert (decision.execution_id, decision.tenant_id) == (None, tenant_a.pk)
+    assert decision.selected == "PostgreSQL"
+
+
 def test_an_explicit_decision_time_is_kept(tenant_a, project, alice):
     when = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     assert record(tenant_a, project, decided_by=alice, decided_at=when).decided_at == when

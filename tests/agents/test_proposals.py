@@ -108,6 +108,19 @@ def test_an_execution_of_another_project_is_refused(tenant_a, base):
     assert "execution" in error.value.message_dict
 
 
+def test_a_proposal_outlives_its_execution(tenant_a, project, base):
+    # The execution key's SET NULL, done by its trigger on agent_executions; the
+    # proposal_immutable trigger lets execution_id, and only it, go NULL.
+    execution = services.execution_create(tenant=tenant_a, project=project, agent_type="writer")
+    proposal = services.change_proposal_propose(
+        tenant=tenant_a, base_version=base, content=PROPOSED, execution=execution
+    )
+    with tenant_context(tenant_a):
+        execution.delete()
+    kept = stored(tenant_a, proposal)
+    assert (kept.execution_id, kept.tenant_id, kept.content) == (None, tenant_a.pk, PROPOSED)
+
+
 def test_another_tenants_base_version_is_refused(tenant_b, base):
     with pytest.raises(ValidationError) as error:
         services.change_proposal_propose(tenant=tenant_b, base_version=base, content=PROPOSED)

@@ -1,4 +1,5 @@
-"""The row-level security operations of core.db.operations, on tables of their own.
+"""The row-level security and tenant key operations of core.db.operations, on tables of
+their own.
 
 The migrations' use of them is proved by the schema fingerprint
 (tests/core/test_schema_fingerprint.py); these tests pin what each operation does
@@ -14,7 +15,12 @@ from django.db import IntegrityError, connection
 from django.db.migrations.state import ProjectState
 
 from core.db.connections import owner_connection, owner_role_name
-from core.db.operations import AddReadPolicy, AddTenantForeignKey, EnableTenantRLS
+from core.db.operations import (
+    AddReadPolicy,
+    AddTenantForeignKey,
+    EnableTenantRLS,
+    MoveSetNullToTrigger,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,26 +123,98 @@ def test_add_read_policy_admits_reads_only_and_backwards_drops_it(tables):
     assert policies(CHILDREN) == {}
 
 
-def test_tenant_foreign_key_set_null_clears_the_reference_and_keeps_the_tenant(tables):
-    operation = AddTenantForeignKey(
-        CHILDREN, "ops_probe_parent_tenant_fk", column="parent_id", to=PARENTS, on_delete="SET NULL"
-    )
-    forwards(operation)
-    assert tenant_key("ops_probe_parent_tenant_fk") == (
-        f"FOREIGN KEY (tenant_id, parent_id) REFERENCES {PARENTS}(tenant_id, id) "
-        "ON DELETE SET NULL (parent_id)",
-        True,
-    )
+def set_null_trigger(key: str) -> str | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgname = %s",
+            [f"ON_DELETE_SET_NULL_{key}"],
+        )
+        row = cursor.fetchone()
+        return row[0] if row else None
+
+
+def delete_parent_of_a_child() -> tuple:
+    """A parent with a child, the parent deleted: the child's (tenant_id, parent_id)."""
     tenant, parent, child = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {PARENTS} VALUES (%s, %s)", [parent, tenant])
         cursor.execute(f"INSERT INTO {CHILDREN} VALUES (%s, %s, %s)", [child, tenant, parent])
         cursor.execute(f"DELETE FROM {PARENTS} WHERE id = %s", [parent])
         cursor.execute(f"SELECT tenant_id, parent_id FROM {CHILDREN} WHERE id = %s", [child])
-        assert cursor.fetchone() == (tenant, None)
+        row = cursor.fetchone()
+    assert row[0] == tenant
+    return row
+
+
+def test_tenant_foreign_key_set_null_clears_the_reference_and_keeps_the_tenant(tables):
+    # Not the key's own action (Citus refuses it on a key holding tenant_id): a NO ACTION
+    # key and an AFTER DELETE trigger on the parent table, named to fire before the key's.
+    operation = AddTenantForeignKey(
+        CHILDREN, "ops_probe_parent_tenant_fk", column="parent_id", to=PARENTS, on_delete="SET NULL"
+    )
+    forwards(operation)
+    assert tenant_key("ops_probe_parent_tenant_fk") == (
+        f"FOREIGN KEY (tenant_id, parent_id) REFERENCES {PARENTS}(tenant_id, id)",
+        True,
+    )
+    assert set_null_trigger("ops_probe_parent_tenant_fk") == (
+        'CREATE TRIGGER "ON_DELETE_SET_NULL_ops_probe_parent_tenant_fk" AFTER DELETE ON '
+        f"public.{PARENTS} FOR EACH ROW EXECUTE FUNCTION ops_probe_parent_tenant_fk_set_null()"
+    )
+    assert delete_parent_of_a_child()[1] is None
 
     backwards(operation)
     assert tenant_key("ops_probe_parent_tenant_fk") is None
+    assert set_null_trigger("ops_probe_parent_tenant_fk") is None
+
+
+def test_the_set_null_trigger_clears_only_the_deleted_rows_tenant(tables):
+    # A row of another tenant naming the same id (no key is checked on it here: the key
+    # is added NOT VALID after it) keeps its reference.
+    parent, tenant, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {PARENTS} VALUES (%s, %s)", [parent, tenant])
+        cursor.execute(f"INSERT INTO {CHILDREN} VALUES (%s, %s, %s)", [uuid.uuid4(), other, parent])
+    forwards(
+        AddTenantForeignKey(
+            CHILDREN,
+            "ops_probe_parent_tenant_fk",
+            column="parent_id",
+            to=PARENTS,
+            on_delete="SET NULL",
+            not_valid=True,
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {PARENTS} WHERE id = %s", [parent])
+        cursor.execute(f"SELECT parent_id FROM {CHILDREN} WHERE tenant_id = %s", [other])
+        assert cursor.fetchone() == (parent,)
+
+
+def test_move_set_null_to_trigger_converts_a_native_key_and_back(tables):
+    native = (
+        f"FOREIGN KEY (tenant_id, parent_id) REFERENCES {PARENTS}(tenant_id, id) "
+        "ON DELETE SET NULL (parent_id)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {CHILDREN} ADD CONSTRAINT ops_probe_parent_tenant_fk {native}")
+    operation = MoveSetNullToTrigger(
+        CHILDREN, "ops_probe_parent_tenant_fk", column="parent_id", to=PARENTS
+    )
+    forwards(operation)
+    assert tenant_key("ops_probe_parent_tenant_fk") == (
+        f"FOREIGN KEY (tenant_id, parent_id) REFERENCES {PARENTS}(tenant_id, id) NOT VALID",
+        False,
+    )
+    assert set_null_trigger("ops_probe_parent_tenant_fk") is not None
+    assert delete_parent_of_a_child()[1] is None
+    forwards(operation)  # a re-run (or a database built with the trigger) converges
+    assert delete_parent_of_a_child()[1] is None
+
+    backwards(operation)
+    assert tenant_key("ops_probe_parent_tenant_fk") == (f"{native} NOT VALID", False)
+    assert set_null_trigger("ops_probe_parent_tenant_fk") is None
+    assert delete_parent_of_a_child()[1] is None
 
 
 def test_tenant_foreign_key_refuses_a_parent_of_another_tenant(tables):
@@ -185,6 +263,7 @@ def test_tenant_foreign_key_refuses_an_unknown_on_delete_action():
         EnableTenantRLS("children"),
         AddReadPolicy("children", "own_rows", using="true"),
         AddTenantForeignKey("children", "children_fk", column="p", to="parents"),
+        MoveSetNullToTrigger("children", "children_fk", column="p", to="parents"),
     ],
     ids=lambda operation: type(operation).__name__,
 )
