@@ -115,6 +115,9 @@ class Project(TenantOwnedModel):
         db_index=False,
     )
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Visible to the tenant's owners and admins and to the users of project_access only,
+    # with everything that hangs off it (docs/security.md, "Restricted rows").
+    restricted = models.BooleanField(default=False, db_default=False)
 
     objects = LiveProjectManager()
     all_objects = models.Manager.from_queryset(ProjectQuerySet)()
@@ -156,6 +159,10 @@ class Project(TenantOwnedModel):
             # The admin's search by project name, on every table that lists a project
             # (ILIKE '%term%', core.lookups).
             GinIndex(fields=["name"], name="projects_name_trgm", opclasses=["gin_trgm_ops"]),
+            # A tenant's restricted projects: app_hidden_project_ids(), once per statement.
+            models.Index(
+                fields=["tenant"], name="projects_restricted_idx", condition=Q(restricted=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -325,6 +332,9 @@ class Document(TenantOwnedModel):
         related_name="+",
         db_index=False,
     )
+    # Visible to the tenant's owners and admins and to the users of document_access only,
+    # with its chunks (docs/security.md, "Restricted rows").
+    restricted = models.BooleanField(default=False, db_default=False)
 
     class Meta(TenantOwnedModel.Meta):
         db_table = "documents"
@@ -357,6 +367,10 @@ class Document(TenantOwnedModel):
             GinIndex(fields=["metadata"], name="documents_metadata_gin"),
             # The admin's search by title, of documents and of their chunks (ILIKE '%term%').
             GinIndex(fields=["title"], name="documents_title_trgm", opclasses=["gin_trgm_ops"]),
+            # A tenant's restricted documents: app_hidden_document_ids(), once per statement.
+            models.Index(
+                fields=["tenant"], name="documents_restricted_idx", condition=Q(restricted=True)
+            ),
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,
@@ -424,6 +438,79 @@ class Chunk(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{related_label(self, 'document')} #{self.ordinal}"
+
+
+class ProjectAccess(TenantOwnedModel):
+    """A user who may see a restricted project (granted by an owner or admin)."""
+
+    project = TenantForeignKey(Project, on_delete=models.CASCADE, related_name="access_grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "project_access"
+        verbose_name_plural = "project access"
+        constraints = [
+            # One grant per user and project; also the tenant-first index and the
+            # (tenant_id, project_id) foreign key's.
+            models.UniqueConstraint(
+                fields=["tenant", "project", "user"], name="project_access_tenant_project_user_uniq"
+            ),
+        ]
+        indexes = [
+            # A user's grants: app_granted_project_ids(), once per statement.
+            models.Index(fields=["user", "tenant"], name="project_access_user_idx"),
+            models.Index(fields=["created_by"], name="project_access_creator_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{related_label(self, 'user')} may see {related_label(self, 'project')}"
+
+
+class DocumentAccess(TenantOwnedModel):
+    """A user who may see a restricted knowledge document (granted by an owner or admin)."""
+
+    document = TenantForeignKey(Document, on_delete=models.CASCADE, related_name="access_grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "document_access"
+        verbose_name_plural = "document access"
+        constraints = [
+            # One grant per user and document; also the tenant-first index and the
+            # (tenant_id, document_id) foreign key's.
+            models.UniqueConstraint(
+                fields=["tenant", "document", "user"],
+                name="document_access_tenant_document_user_uniq",
+            ),
+        ]
+        indexes = [
+            # A user's grants: app_granted_document_ids(), once per statement.
+            models.Index(fields=["user", "tenant"], name="document_access_user_idx"),
+            models.Index(fields=["created_by"], name="document_access_creator_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{related_label(self, 'user')} may see {related_label(self, 'document')}"
 
 
 class TemplateComplexity(models.TextChoices):

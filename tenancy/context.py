@@ -6,6 +6,9 @@ PostgreSQL's row-level security policies read the transaction-scoped setting
     with tenant_context(tenant):          # or several: tenant_context(a, b)
         Project.objects.create(...)
 
+    with tenant_context(tenant, user=alice):   # and whose: restricted rows follow her
+        ...
+
     @tenant_context(tenant_id)            # also a decorator
     def job(): ...
 
@@ -140,6 +143,15 @@ def _refuse_widening(previous: dict[str, str], ids: list[uuid.UUID]) -> None:
         )
 
 
+def _refuse_other_user(previous: dict[str, str], user_id: str | None) -> None:
+    """PermissionDenied if a locked scope of before belongs to another user than `user_id`:
+    a request's services act as its user, never as someone who may see more."""
+    if previous.get(SCOPE_SETTING) != LOCKED or previous.get(BYPASS_SETTING) == "on":
+        return
+    if user_id is not None and previous.get(USER_ID_SETTING) not in ("", user_id):
+        raise PermissionDenied("tenant_context cannot change the request's user")
+
+
 def _ids_text(ids: list[uuid.UUID]) -> str:
     return ",".join(map(str, ids))
 
@@ -170,6 +182,7 @@ def tenant_scope(
         # Checked after the set, which shares the read's round trip: a refusal leaves
         # the block, whose savepoint rollback undoes the set.
         _refuse_widening(previous, ids)
+        _refuse_other_user(previous, values.get(USER_ID_SETTING))
         yield ids
 
 
@@ -195,16 +208,24 @@ def request_scope(
 
 
 @contextmanager
-def tenant_context(*tenants: TenantRef, using: str = DEFAULT_DB_ALIAS) -> Iterator[list[uuid.UUID]]:
+def tenant_context(
+    *tenants: TenantRef, user: User | uuid.UUID | None = None, using: str = DEFAULT_DB_ALIAS
+) -> Iterator[list[uuid.UUID]]:
     """Run the block in a transaction that sees only the given tenants' rows.
 
     Takes Tenant instances or ids, one or several; also a decorator. Nested, it
     replaces the outer tenants for the block; inside a request it may only narrow
     them (see tenant_scope).
+
+    `user` (a User or an id) is whose the transaction is: restricted projects and
+    documents are then visible as that user may see them (docs/security.md). Without
+    one the block keeps the user of the scope it is nested in (a request's), and
+    outside any sees unrestricted rows only.
     """
     if not tenants:
         raise ValueError("tenant_context needs at least one tenant")
-    with tenant_scope(tenants, using=using) as ids:
+    user_id = None if user is None else _as_uuid(user, "user")
+    with tenant_scope(tenants, user_id=user_id, using=using) as ids:
         yield ids
 
 

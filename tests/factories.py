@@ -14,7 +14,14 @@ from django.db import connection, models
 
 from core.hashing import sha256_hex
 from core.ids import uuid7
-from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.models import (
+    Chunk,
+    Document,
+    DocumentAccess,
+    DocumentVersion,
+    Project,
+    ProjectAccess,
+)
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
 
@@ -245,6 +252,29 @@ def _export(b: _Build):
     return Export.objects.create(tenant=b.tenant, project=b[Project], created_by=b.by)
 
 
+def _tenant_admin(b: _Build) -> User:
+    """An admin of the tenant: grants are written by owners and admins only."""
+    user = User.objects.create_user(email=f"admin-{uuid.uuid4().hex[:8]}@example.com")
+    Membership.objects.create(tenant=b.tenant, user=user, role="admin")
+    return user
+
+
+def _project_access(b: _Build):
+    admin = _tenant_admin(b)
+    with tenant_context(b.tenant, user=admin):
+        return ProjectAccess.objects.create(
+            tenant=b.tenant, project=b[Project], user=b[Membership].user, created_by=admin
+        )
+
+
+def _document_access(b: _Build):
+    admin = _tenant_admin(b)
+    with tenant_context(b.tenant, user=admin):
+        return DocumentAccess.objects.create(
+            tenant=b.tenant, document=b[Document], user=b[Membership].user, created_by=admin
+        )
+
+
 # Insertion order matters: parents first.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
@@ -252,6 +282,8 @@ TENANT_ROW_BUILDERS = {
     "documents.DocumentVersion": _version,
     "documents.Document": _document,
     "documents.Chunk": _chunk,
+    "documents.ProjectAccess": _project_access,
+    "documents.DocumentAccess": _document_access,
     "documents.ProjectTemplate": _template,
     "agents.AgentExecution": _execution,
     "agents.ExecutionIdempotencyKey": _idempotency_key,

@@ -4,7 +4,8 @@
   MIGRATION_LOCK_TIMEOUT (docs/operations.md).
 - The DDL every tenant table needs (docs/security.md): `EnableTenantRLS`,
   `AddReadPolicy`, `AddTenantForeignKey` (and `MoveSetNullToTrigger`, which turned the
-  keys' own ON DELETE SET NULL into the trigger Citus accepts).
+  keys' own ON DELETE SET NULL into the trigger Citus accepts), and
+  `NarrowTenantPolicy`, the access below the tenant (restricted projects and documents).
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
@@ -180,6 +181,48 @@ class AddReadPolicy(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return f"{self.table}_{self.name}"
+
+
+class NarrowTenantPolicy(_SQLOperation):
+    """tenant_isolation of `table`, and of each of its partitions, narrowed by `using`:
+    the rows of the tenants in context for which `using` also holds.
+
+    `check` (default: `using`) narrows the WITH CHECK side alone, where writes need more
+    than reads (a grant is read by its user, written by owners and admins). Partitions
+    made later copy their parent's policies (core.db.partitions). Backwards puts the
+    plain tenant condition back.
+    """
+
+    def __init__(self, table: str, *, using: str, check: str | None = None) -> None:
+        self.table = table
+        self.using = using
+        self.check = check
+
+    def _alter(self, quote, using: str, check: str) -> list[str]:
+        # Each expression travels as a dollar-quoted literal into format()'s %s.
+        return [
+            "DO $do$ DECLARE part regclass; BEGIN "
+            f"FOR part IN SELECT '{quote(self.table)}'::regclass UNION ALL "
+            f"SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{quote(self.table)}'::regclass "
+            f"LOOP EXECUTE format('ALTER POLICY {TENANT_ISOLATION_POLICY} ON %s "
+            "USING (%s) WITH CHECK (%s)', part, "
+            f"$expr${using}$expr$, $expr${check}$expr$); END LOOP; END $do$"
+        ]
+
+    def forwards_sql(self, quote) -> list[str]:
+        using = f"{TENANT_IN_CONTEXT} AND ({self.using})"
+        check = f"{TENANT_IN_CONTEXT} AND ({self.check or self.using})"
+        return self._alter(quote, using, check)
+
+    def backwards_sql(self, quote) -> list[str]:
+        return self._alter(quote, TENANT_IN_CONTEXT, TENANT_IN_CONTEXT)
+
+    def describe(self) -> str:
+        return f"Narrow {TENANT_ISOLATION_POLICY} of {self.table} to the rows its user may see"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"narrow_policy_{self.table}"
 
 
 class AddTenantForeignKey(_SQLOperation):

@@ -5,9 +5,20 @@
 - templates: project templates and projects made from them;
 - uploads: knowledge documents' stored files;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
-- sweep: upload folders no document points at.
+- sweep: upload folders no document points at;
+- access: restricted projects and documents, and who may see them.
 """
 
+from documents.services.access import (
+    document_access_grant,
+    document_access_revoke,
+    document_restrict,
+    document_unrestrict,
+    project_access_grant,
+    project_access_revoke,
+    project_restrict,
+    project_unrestrict,
+)
 from documents.services.ingestion import (
     REEMBED_BATCH_SIZE,
     IngestionError,
@@ -40,18 +51,26 @@ __all__ = [
     "ReembedProgress",
     "VersionConflict",
     "chunks_reembed",
+    "document_access_grant",
+    "document_access_revoke",
     "document_create",
     "document_delete",
     "document_ingest",
     "document_process",
+    "document_restrict",
+    "document_unrestrict",
     "document_version_create",
     "documents_sweep_orphan_files",
+    "project_access_grant",
+    "project_access_revoke",
     "project_create",
     "project_create_from_template",
     "project_restore",
+    "project_restrict",
     "project_share_lock",
     "project_soft_delete",
     "project_template_create",
+    "project_unrestrict",
     "projects_purge_deleted",
     "validate_version_content",
 ]

@@ -12,11 +12,16 @@ from psycopg import sql
 
 from core.db.connections import owner_connection
 from core.ids import uuid7
-from documents.models import Chunk, Project
+from documents.models import Chunk, Document, Project
 from documents.selectors import project_list
 from tenancy.context import current_tenant_ids, system_context, tenant_context, tenant_scope
 from tenancy.models import Tenant
-from tests.factories import TENANT_ROW_BUILDERS, make_tenant_rows, tenant_owned_models
+from tests.factories import (
+    TENANT_ROW_BUILDERS,
+    make_member,
+    make_tenant_rows,
+    tenant_owned_models,
+)
 
 
 def tenant_tables() -> list[str]:
@@ -91,7 +96,9 @@ def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant
     make_tenant_rows(tenant_b)
     row = next(row for model, row in rows.items() if model._meta.label == label)
     table = sql.Identifier(row._meta.db_table)
-    with tenant_context(tenant_a), connection.cursor() as cursor:
+    # An owner of tenant A sees every row of it, the access grants among them.
+    owner_a = make_member(tenant_a, "owner-a@example.com")
+    with tenant_context(tenant_a, user=owner_a), connection.cursor() as cursor:
         cursor.execute(
             sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE id = %s").format(table), [row.pk]
         )
@@ -120,7 +127,7 @@ def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant
                 [json.dumps(forged)],
             )
 
-    with tenant_context(tenant_a), connection.cursor() as cursor:
+    with tenant_context(tenant_a, user=owner_a), connection.cursor() as cursor:
         cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE id = %s").format(table), [row.pk])
         assert cursor.fetchone()[0] == 1, "tenant A's row survived untouched"
 
@@ -141,11 +148,14 @@ def test_tenant_b_cannot_read_change_delete_or_forge_tenant_a_rows(label, tenant
         "execution_errors",
         "exports",
         "project_templates",
+        "project_access",
+        "document_access",
     ],
 )
 def test_tenant_b_cannot_move_its_rows_into_tenant_a(table, tenant_a, tenant_b):
     make_tenant_rows(tenant_b)
-    with tenant_context(tenant_b), connection.cursor() as cursor:
+    owner_b = make_member(tenant_b, "owner-b@example.com")  # who sees every row of B
+    with tenant_context(tenant_b, user=owner_b), connection.cursor() as cursor:
         with pytest.raises(DatabaseError), transaction.atomic():
             cursor.execute(
                 sql.SQL("UPDATE {} SET tenant_id = %s").format(sql.Identifier(table)),
@@ -356,15 +366,24 @@ def test_chunk_knn_uses_the_hnsw_index_under_rls(tenant_a, tenant_b):
     vectors = embedder.embed(texts)
     # Tenant A holds most chunks: the planner prefers the HNSW index over sorting them.
     # (For a small tenant it rightly sorts the rows its tenant index finds: exact and fast.)
+    # Spread over documents as real chunks are: the access condition of the chunks policy,
+    # document_id <> ALL (hidden documents), is estimated from document_id's distinct
+    # values, and with two documents in the whole table it would look very selective.
     for tenant, share in ((tenant_b, texts[:200]), (tenant_a, texts[200:])):
-        document = make_tenant_rows(tenant)[Chunk.document.field.related_model]
+        first = make_tenant_rows(tenant)[Document]
         offset = 0 if tenant is tenant_b else 200
         with tenant_context(tenant):
+            documents = [first] + [
+                Document.objects.create(
+                    tenant=tenant, title=f"Doc {n}", storage_key=f"k/{tenant.pk}/{n}"
+                )
+                for n in range(24)
+            ]
             Chunk.objects.bulk_create(
                 [
                     Chunk(
                         tenant=tenant,
-                        document=document,
+                        document=documents[n % len(documents)],
                         ordinal=n + 1,
                         content=text,
                         embedding=vectors[offset + n],

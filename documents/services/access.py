@@ -1,0 +1,134 @@
+"""Access below the tenant: restrict and unrestrict projects and knowledge documents,
+grant and revoke a user's access to them (docs/security.md, "Restricted rows").
+
+Only the tenant's owners and admins may do any of it (PermissionDenied otherwise).
+Each service runs in the tenant's context as `by`, so the row-level security policies
+check the same again: the access tables take writes from owners and admins only. A
+grant goes to a member of the tenant only (ValidationError naming `user`); rows of
+another tenant are refused naming their field. Nothing is written on a refusal.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from documents.models import Document, DocumentAccess, Project, ProjectAccess
+from tenancy.context import require_tenant, tenant_context
+from tenancy.models import Membership, MembershipRole, TenantRef, User
+
+MANAGING_ROLES = (MembershipRole.OWNER, MembershipRole.ADMIN)
+
+
+def _require_manager(tenant_id: uuid.UUID, by: User | None) -> None:
+    """PermissionDenied unless `by` is an owner or admin of the tenant (in its context)."""
+    if (
+        by is None
+        or not Membership.objects.filter(
+            tenant_id=tenant_id, user_id=by.pk, role__in=MANAGING_ROLES
+        ).exists()
+    ):
+        raise PermissionDenied("Only the tenant's owners and admins may change who has access.")
+
+
+def _require_member(tenant_id: uuid.UUID, user: User) -> None:
+    if not isinstance(user, User):
+        raise ValidationError({"user": f"{user!r} is not a user."})
+    if not Membership.objects.filter(tenant_id=tenant_id, user_id=user.pk).exists():
+        raise ValidationError({"user": f"{user.email} is not a member of this tenant."})
+
+
+def _set_restricted(model: type[Project] | type[Document], field: str, *, tenant, row, by, value):
+    tenant_id = require_tenant(tenant, **{field: row})
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        # Filtered on tenant_id, as every UPDATE (a Citus cluster routes it by tenant).
+        manager = model.all_objects if model is Project else model.objects  # type: ignore[attr-defined]
+        if not manager.filter(tenant_id=tenant_id, pk=row.pk).update(restricted=value):
+            raise ValidationError({field: f"No such {field} in this tenant."})
+    row.restricted = value
+    return row
+
+
+def project_restrict(*, tenant: TenantRef, project: Project, by: User) -> Project:
+    """Make the project, and everything that hangs off it, visible to the tenant's owners
+    and admins and to the users granted it only."""
+    return _set_restricted(Project, "project", tenant=tenant, row=project, by=by, value=True)
+
+
+def project_unrestrict(*, tenant: TenantRef, project: Project, by: User) -> Project:
+    """Make the project visible to every member again; its grants stay for next time."""
+    return _set_restricted(Project, "project", tenant=tenant, row=project, by=by, value=False)
+
+
+def document_restrict(*, tenant: TenantRef, document: Document, by: User) -> Document:
+    """Make the knowledge document and its chunks visible to the tenant's owners and
+    admins and to the users granted it only."""
+    return _set_restricted(Document, "document", tenant=tenant, row=document, by=by, value=True)
+
+
+def document_unrestrict(*, tenant: TenantRef, document: Document, by: User) -> Document:
+    return _set_restricted(Document, "document", tenant=tenant, row=document, by=by, value=False)
+
+
+def project_access_grant(
+    *, tenant: TenantRef, project: Project, user: User, by: User
+) -> ProjectAccess:
+    """Let `user`, a member of the tenant, see `project` while it is restricted.
+
+    Idempotent: a second grant returns the first one.
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        _require_member(tenant_id, user)
+        if not Project.all_objects.filter(tenant_id=tenant_id, pk=project.pk).exists():
+            raise ValidationError({"project": "No such project in this tenant."})
+        with transaction.atomic():
+            grant, _ = ProjectAccess.objects.get_or_create(
+                tenant_id=tenant_id, project_id=project.pk, user=user, defaults={"created_by": by}
+            )
+    return grant
+
+
+def project_access_revoke(*, tenant: TenantRef, project: Project, user: User, by: User) -> bool:
+    """Take back `user`'s access to `project`; True if there was a grant. The next
+    statement of every transaction already goes without it."""
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        deleted, _ = ProjectAccess.objects.filter(
+            tenant_id=tenant_id, project_id=project.pk, user_id=user.pk
+        ).delete()
+    return deleted > 0
+
+
+def document_access_grant(
+    *, tenant: TenantRef, document: Document, user: User, by: User
+) -> DocumentAccess:
+    """Let `user`, a member of the tenant, see `document` (and its chunks) while it is
+    restricted. Idempotent: a second grant returns the first one."""
+    tenant_id = require_tenant(tenant, document=document)
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        _require_member(tenant_id, user)
+        if not Document.objects.filter(tenant_id=tenant_id, pk=document.pk).exists():
+            raise ValidationError({"document": "No such document in this tenant."})
+        with transaction.atomic():
+            grant, _ = DocumentAccess.objects.get_or_create(
+                tenant_id=tenant_id, document_id=document.pk, user=user, defaults={"created_by": by}
+            )
+    return grant
+
+
+def document_access_revoke(*, tenant: TenantRef, document: Document, user: User, by: User) -> bool:
+    """Take back `user`'s access to `document`; True if there was a grant."""
+    tenant_id = require_tenant(tenant, document=document)
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        deleted, _ = DocumentAccess.objects.filter(
+            tenant_id=tenant_id, document_id=document.pk, user_id=user.pk
+        ).delete()
+    return deleted > 0
