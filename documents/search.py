@@ -28,7 +28,7 @@ from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
-from tenancy.models import TenantRef
+from tenancy.models import TenantRef, User
 
 SEARCH_MODES = ("semantic", "fulltext", "hybrid")
 SEARCH_MAX_K = 1000
@@ -296,6 +296,7 @@ def chunk_search(
     project: Project | None = None,
     documents: Sequence[Document | uuid.UUID] | None = None,
     embedder: Embedder | None = None,
+    user: User | None = None,
 ) -> list[SearchResult]:
     """The tenant's k chunks most relevant to `query`, best first.
 
@@ -305,7 +306,10 @@ def chunk_search(
     fusion of both, constant 60; score = the fused score). Optionally limited to one
     project's documents and/or a list of documents (instances or ids). The query is
     embedded with `embedder`, by default the EMBEDDER setting, and only chunks
-    embedded by the same model are compared. Runs in tenant_context(tenant).
+    embedded by the same model are compared. Runs in tenant_context(tenant, user=user):
+    the chunks of restricted documents (and of restricted projects' documents) are
+    searched only where `user` may see them, and the k results come from what they may
+    see (without a user, and outside a request, unrestricted chunks only).
     """
     _validate_search(query, k, mode)
     tenant_id = require_tenant(tenant, project=project)
@@ -318,7 +322,7 @@ def chunk_search(
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.
     transaction_continues = not begins_transaction()
-    with tenant_context(tenant_id):
+    with tenant_context(tenant_id, user=user):
         if mode == "fulltext":
             rows = _fulltext(tenant_id, scope, query, k)
         elif mode == "semantic":

@@ -200,10 +200,11 @@ class NarrowTenantPolicy(_SQLOperation):
 
     def _alter(self, quote, using: str, check: str) -> list[str]:
         # Each expression travels as a dollar-quoted literal into format()'s %s.
+        table = quote(self.table)
         return [
             "DO $do$ DECLARE part regclass; BEGIN "
-            f"FOR part IN SELECT '{quote(self.table)}'::regclass UNION ALL "
-            f"SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{quote(self.table)}'::regclass "
+            f"FOR part IN SELECT '{table}'::regclass UNION ALL "
+            f"SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{table}'::regclass "
             f"LOOP EXECUTE format('ALTER POLICY {TENANT_ISOLATION_POLICY} ON %s "
             "USING (%s) WITH CHECK (%s)', part, "
             f"$expr${using}$expr$, $expr${check}$expr$); END LOOP; END $do$"

@@ -7,11 +7,12 @@ model family; importing this package registers them all. The apps to the right (
 exports) add their sections and actions to a project's page through the names below.
 """
 
-from documents.admin import knowledge, project_templates, projects, versions
+from documents.admin import access, knowledge, project_templates, projects, versions
 from documents.admin.projects import add_project_action, add_project_sections
 from documents.admin.versions import diff_html, version_label
 
 __all__ = [
+    "access",
     "add_project_action",
     "add_project_sections",
     "diff_html",

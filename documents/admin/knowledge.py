@@ -17,13 +17,16 @@ from core.admin import (
     preview_text,
     vector_summary,
 )
-from documents.models import Chunk, Document
+from core.admin_sections import RelatedRows, related_sections
+from documents.models import Chunk, Document, DocumentAccess
 from documents.services import (
     document_create,
     document_process,
+    document_restrict,
+    document_unrestrict,
 )
 from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
-from tenancy.admin_roles import TenantListFilter
+from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -37,6 +40,22 @@ if TYPE_CHECKING:
 
 
 EMBEDDING_HEAD = 5
+
+# A document's page lists who may see it while it is restricted.
+DOCUMENT_SECTIONS: list[RelatedRows] = [
+    RelatedRows(
+        title="Who has access (while restricted; owners and admins always do)",
+        model=DocumentAccess,
+        field="document",
+        columns=(
+            ("user", lambda grant: grant.user),
+            ("granted by", lambda grant: grant.created_by),
+            ("since", lambda grant: grant.created_at),
+        ),
+        prepare=lambda grants: grants.select_related("user", "created_by"),
+        add_label="Grant access",
+    ),
+]
 
 
 class DocumentAddForm(TenantOwnedAdminForm):
@@ -64,11 +83,12 @@ class DocumentAdmin(TenantOwnedAdmin):
         "tenant",
         "project",
         "status",
+        "restricted",
         "content_type",
         "size_bytes",
         "created_at",
     )
-    list_filter = ("status", TenantListFilter)
+    list_filter = ("status", "restricted", TenantListFilter)
     search_fields = ("title__trigram_icontains",)
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
@@ -86,8 +106,43 @@ class DocumentAdmin(TenantOwnedAdmin):
         "sha256",
         "status",
         "error_message",
+        # Restricting is an action of owners and admins (document_restrict).
+        "restricted",
     )
-    actions = ("process",)
+    actions = ("process", "restrict", "unrestrict")
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["related_sections"] = related_sections(
+                request, self.admin_site, obj, DOCUMENT_SECTIONS
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def managed(self, request, queryset):
+        """The part of a selection whose access the user may change: owners and admins."""
+        return self.restrict_to_tenants(request, queryset, TENANT_MANAGER_ROLES)
+
+    @admin.action(permissions=["change"], description="Restrict selected documents")
+    def restrict(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            self.managed(request, queryset.filter(restricted=False)),
+            lambda document: document_restrict(
+                tenant=document.tenant_id, document=document, by=request.user
+            ),
+            "Restricted documents",
+        )
+
+    @admin.action(permissions=["change"], description="Unrestrict selected documents")
+    def unrestrict(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            self.managed(request, queryset.filter(restricted=True)),
+            lambda document: document_unrestrict(
+                tenant=document.tenant_id, document=document, by=request.user
+            ),
+            "Unrestricted documents",
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

@@ -17,14 +17,16 @@ from core.admin import (
 )
 from core.admin_sections import RelatedRows, related_sections
 from documents.admin.versions import version_label
-from documents.models import Document, DocumentVersion, Project
+from documents.models import Document, DocumentVersion, Project, ProjectAccess
 from documents.services import (
     project_create,
     project_restore,
+    project_restrict,
     project_soft_delete,
+    project_unrestrict,
 )
 from tenancy.admin_base import TenantOwnedAdmin
-from tenancy.admin_roles import TenantListFilter, is_superuser
+from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter, is_superuser
 
 
 class ProjectStateFilter(admin.SimpleListFilter):
@@ -77,6 +79,18 @@ PROJECT_SECTIONS: list[RelatedRows[Any]] = [
         ),
     ),
     RelatedRows(
+        title="Who has access (while restricted; owners and admins always do)",
+        model=ProjectAccess,
+        field="project",
+        columns=(
+            ("user", lambda grant: grant.user),
+            ("granted by", lambda grant: grant.created_by),
+            ("since", lambda grant: grant.created_at),
+        ),
+        prepare=lambda grants: grants.select_related("user", "created_by"),
+        add_label="Grant access",
+    ),
+    RelatedRows(
         title="Knowledge documents",
         model=Document,
         field="project",
@@ -111,18 +125,20 @@ class ProjectAdmin(TenantOwnedAdmin):
         "current_step",
         "language",
         "is_live",
+        "restricted",
         "created_by",
         "updated_at",
     )
-    list_filter = (ProjectStateFilter, "status", "current_step", TenantListFilter)
+    list_filter = (ProjectStateFilter, "status", "current_step", "restricted", TenantListFilter)
     search_fields = ("name__trigram_icontains",)
     autocomplete_fields = ("tenant",)
     list_select_related = ("tenant", "created_by")
-    readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at")
+    # Restricting is an action of owners and admins (project_restrict), not a form field.
+    readonly_fields = (*TIMESTAMP_FIELDS, "deleted_at", "restricted")
     date_hierarchy = "created_at"
     ordering = ("-updated_at",)
     # A list: other apps add theirs (add_project_action).
-    actions = ["soft_delete", "restore"]
+    actions = ["soft_delete", "restore", "restrict", "unrestrict"]
 
     @admin.display(boolean=True, description="live", ordering="deleted_at")
     def is_live(self, obj: Project) -> bool:
@@ -170,4 +186,30 @@ class ProjectAdmin(TenantOwnedAdmin):
             queryset.filter(deleted_at__isnull=False),
             lambda project: project_restore(tenant=project.tenant_id, project=project),
             "Restored projects",
+        )
+
+    def managed(self, request, queryset):
+        """The part of a selection whose access the user may change: owners and admins."""
+        return self.restrict_to_tenants(request, queryset, TENANT_MANAGER_ROLES)
+
+    @admin.action(permissions=["change"], description="Restrict selected projects")
+    def restrict(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            self.managed(request, queryset.filter(restricted=False)),
+            lambda project: project_restrict(
+                tenant=project.tenant_id, project=project, by=request.user
+            ),
+            "Restricted projects",
+        )
+
+    @admin.action(permissions=["change"], description="Unrestrict selected projects")
+    def unrestrict(self, request, queryset):
+        self.apply_to_selection(
+            request,
+            self.managed(request, queryset.filter(restricted=True)),
+            lambda project: project_unrestrict(
+                tenant=project.tenant_id, project=project, by=request.user
+            ),
+            "Unrestricted projects",
         )

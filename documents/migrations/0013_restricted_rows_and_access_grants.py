@@ -8,7 +8,8 @@ transaction's user (app.user_id) may see; the agents and exports apps narrow the
 their own migrations. Each condition reads an array computed once per statement (an
 InitPlan: the function call is wrapped in a scalar subquery), never per row:
 
-- app_full_access_tenant_ids(): the context's tenants where the user is owner or admin;
+- app_full_access_tenant_ids(): the context's tenants where the user is owner or admin
+  (all of them for an active superuser);
 - app_granted_project_ids() / app_granted_document_ids(): the user's grants;
 - app_hidden_project_ids() / app_hidden_document_ids(): restricted rows the user may not
   see (a hidden project's documents too). They must read the rows they hide, which the
@@ -41,12 +42,17 @@ DOCUMENT_NOT_HIDDEN = "document_id <> ALL ((SELECT app_hidden_document_ids())::u
 
 # Every function returns an array, never NULL: `x <> ALL (NULL)` would hide every row.
 FUNCTIONS = """
+-- A superuser (who holds every permission of the admin) sees every tenant in context.
 CREATE OR REPLACE FUNCTION app_full_access_tenant_ids() RETURNS uuid[]
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT coalesce(array_agg(m.tenant_id), '{}') FROM public.memberships m
-          WHERE m.user_id = public.app_current_user_id()
-            AND m.tenant_id = ANY (public.app_current_tenant_ids())
-            AND m.role IN ('owner', 'admin') $$;
+    AS $$ SELECT CASE WHEN EXISTS (
+                  SELECT FROM public.users u WHERE u.id = public.app_current_user_id()
+                  AND u.is_superuser AND u.is_active)
+              THEN coalesce(public.app_current_tenant_ids(), '{}')
+              ELSE (SELECT coalesce(array_agg(m.tenant_id), '{}') FROM public.memberships m
+                    WHERE m.user_id = public.app_current_user_id()
+                      AND m.tenant_id = ANY (public.app_current_tenant_ids())
+                      AND m.role IN ('owner', 'admin')) END $$;
 
 CREATE OR REPLACE FUNCTION app_granted_project_ids() RETURNS uuid[]
     LANGUAGE sql STABLE PARALLEL SAFE

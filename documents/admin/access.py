@@ -1,0 +1,82 @@
+"""Admin for access grants on restricted projects and documents (docs/security.md).
+
+Owners and admins of a tenant add a grant (project_access_grant / document_access_grant)
+and delete one (the revoke services); a grant is never edited. Members see their own
+grants, owners and admins every grant of their tenants: row-level security decides, as
+for every other list. Restricting and unrestricting are actions on the project and
+document changelists (documents.admin.projects, documents.admin.knowledge).
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from core.admin import TIMESTAMP_FIELDS
+from documents.models import DocumentAccess, ProjectAccess
+from documents.services import (
+    document_access_grant,
+    document_access_revoke,
+    project_access_grant,
+    project_access_revoke,
+)
+from tenancy.admin_base import TenantOwnedAdmin
+from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
+
+
+class _AccessAdmin(TenantOwnedAdmin):
+    edit_roles = TENANT_MANAGER_ROLES
+    list_filter = (TenantListFilter,)
+    list_select_related = ("tenant", "user", "created_by")
+    readonly_fields = (*TIMESTAMP_FIELDS, "created_by")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+
+    def has_change_permission(self, request, obj=None):
+        # A grant is given or taken back, never edited; the page still shows it.
+        return False
+
+    def delete_model(self, request, obj):
+        self.revoke(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for grant in queryset:
+            self.revoke(request, grant)
+
+    def revoke(self, request, grant) -> None:
+        raise NotImplementedError
+
+
+@admin.register(ProjectAccess)
+class ProjectAccessAdmin(_AccessAdmin):
+    list_display = ("user", "project", "tenant", "created_by", "created_at")
+    search_fields = ("project__name__trigram_icontains", "user__email")
+    autocomplete_fields = ("tenant", "project", "user")
+    add_fields = ("tenant", "project", "user")
+
+    def create_object(self, request, obj, form):
+        return project_access_grant(
+            tenant=obj.tenant_id, project=obj.project, user=obj.user, by=request.user
+        )
+
+    def revoke(self, request, grant) -> None:
+        project_access_revoke(
+            tenant=grant.tenant_id, project=grant.project, user=grant.user, by=request.user
+        )
+
+
+@admin.register(DocumentAccess)
+class DocumentAccessAdmin(_AccessAdmin):
+    list_display = ("user", "document", "tenant", "created_by", "created_at")
+    search_fields = ("document__title__trigram_icontains", "user__email")
+    autocomplete_fields = ("tenant", "document", "user")
+    add_fields = ("tenant", "document", "user")
+
+    def create_object(self, request, obj, form):
+        return document_access_grant(
+            tenant=obj.tenant_id, document=obj.document, user=obj.user, by=request.user
+        )
+
+    def revoke(self, request, grant) -> None:
+        document_access_revoke(
+            tenant=grant.tenant_id, document=grant.document, user=grant.user, by=request.user
+        )

@@ -1,0 +1,299 @@
+"""Access below the tenant (docs/security.md, "Restricted rows"), tested as the runtime role.
+
+The isolation tests of test_rls.py with a user dimension: in one tenant, a restricted
+project and a restricted document, each with one row of every table that hangs off
+them (tests/factories.py), beside the same rows unrestricted. Every table that hangs off
+a project, a run or a document is found from the catalog (its project_id, execution_id
+or document_id column), so a table added later is covered without touching this file.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.apps import apps
+from django.db import connection, connections, transaction
+from psycopg import sql
+
+from core.db.connections import owner_connection
+from documents.models import Chunk, Document, Project
+from documents.services import (
+    document_access_grant,
+    document_restrict,
+    project_access_grant,
+    project_access_revoke,
+    project_restrict,
+)
+from tenancy.context import tenant_context
+from tests.factories import make_member, make_tenant_rows
+
+HANGING_COLUMNS = ("project_id", "execution_id", "document_id")
+
+
+def tables_below_projects_and_documents() -> dict[str, list[str]]:
+    """Every tenant table (partitions too) holding a project's, a run's or a document's
+    rows, with the columns that say whose; projects and documents themselves."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.table_name, array_agg(c.column_name::text ORDER BY c.column_name) "
+            "FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_schema, table_name) "
+            "WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
+            "AND c.column_name = ANY (%s) AND EXISTS (SELECT FROM information_schema.columns x "
+            "  WHERE x.table_schema = 'public' AND x.table_name = c.table_name "
+            "  AND x.column_name = 'tenant_id') GROUP BY 1 ORDER BY 1",
+            [list(HANGING_COLUMNS)],
+        )
+        tables = dict(cursor.fetchall())
+    return {"projects": [], "documents": ["project_id"], **tables}
+
+
+@pytest.fixture
+def cast(tenant_a, alice):
+    """Alice owns tenant A; Ada is an admin, Grace a viewer granted the restricted rows,
+    Mallory an editor without any grant."""
+    return {
+        "owner": alice,
+        "admin": make_member(tenant_a, "ada@example.com", "admin"),
+        "granted": make_member(tenant_a, "grace@example.com", "viewer"),
+        "member": make_member(tenant_a, "mallory@example.com", "editor", is_staff=True),
+    }
+
+
+@pytest.fixture
+def world(tenant_a, cast):
+    """Rows of every kind: open ones, a restricted project's, a restricted document's
+    (in an open project). Returns the ids hidden from Mallory, by kind."""
+    make_tenant_rows(tenant_a, label="open")
+    secret = make_tenant_rows(tenant_a, label="secret")
+    in_open_project = make_tenant_rows(tenant_a, label="confidential")
+    owner = cast["owner"]
+    project = secret[Project]
+    document = in_open_project[Document]
+    project_restrict(tenant=tenant_a, project=project, by=owner)
+    document_restrict(tenant=tenant_a, document=document, by=owner)
+    project_access_grant(tenant=tenant_a, project=project, user=cast["granted"], by=owner)
+    document_access_grant(tenant=tenant_a, document=document, user=cast["granted"], by=owner)
+    return {"project": project, "document": document, "secret": secret}
+
+
+def _hidden_rows_where(table: str, columns: list[str]) -> sql.Composable:
+    """Rows of `table` belonging to the restricted project or document (ids as params)."""
+    parts = []
+    if table == "projects":
+        parts.append(sql.SQL("id = %(project)s"))
+    if table == "documents":
+        parts.append(sql.SQL("id = %(document)s"))
+    if "project_id" in columns:
+        parts.append(sql.SQL("project_id = %(project)s"))
+    if "document_id" in columns:
+        parts.append(
+            sql.SQL(
+                "document_id = %(document)s OR document_id IN "
+                "(SELECT id FROM documents WHERE project_id = %(project)s)"
+            )
+        )
+    if "execution_id" in columns:
+        parts.append(
+            sql.SQL(
+                "execution_id IN (SELECT id FROM agent_executions WHERE project_id = %(project)s)"
+            )
+        )
+    return sql.SQL(" OR ").join(parts)
+
+
+def _counts(user, tenant, hidden_ids) -> dict[str, tuple[int, int]]:
+    """(restricted rows, all rows) of every table below projects and documents, as `user`
+    (None: no user set), by raw SQL as the runtime role. The restricted rows' ids were
+    read as the owner first (hidden_ids), so a zero is a count of rows known to exist."""
+    found = {}
+    with tenant_context(tenant, user=user), connection.cursor() as cursor:
+        for table in tables_below_projects_and_documents():
+            cursor.execute(
+                sql.SQL(
+                    "SELECT count(*) FILTER (WHERE id = ANY (%(ids)s)), count(*) FROM {}"
+                ).format(sql.Identifier(table)),
+                {"ids": hidden_ids[table]},
+            )
+            found[table] = cursor.fetchone()
+    return found
+
+
+@pytest.fixture
+def hidden_ids(world, tenant_a, cast):
+    """The ids of every restricted row, by table, as the owner sees them (every one)."""
+    found: dict[str, list[uuid.UUID]] = {}
+    params = {"project": world["project"].pk, "document": world["document"].pk}
+    with tenant_context(tenant_a, user=cast["owner"]), connection.cursor() as cursor:
+        for table, columns in tables_below_projects_and_documents().items():
+            cursor.execute(
+                sql.SQL("SELECT array_agg(id) FROM {} WHERE {}").format(
+                    sql.Identifier(table), _hidden_rows_where(table, columns)
+                ),
+                params,
+            )
+            found[table] = cursor.fetchone()[0] or []
+    return found
+
+
+def _is_partition(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relispartition FROM pg_class WHERE oid = %s::regclass", [table])
+        return cursor.fetchone()[0]
+
+
+def test_every_table_below_a_project_or_document_has_restricted_rows_to_test(hidden_ids):
+    tables = tables_below_projects_and_documents()
+    assert {"projects", "documents", "chunks", "execution_errors", "project_access"} <= set(tables)
+    # A partition holds the rows of its month only; its parent has them all.
+    empty = [t for t, ids in hidden_ids.items() if not ids and not _is_partition(t)]
+    assert empty == [], f"no restricted row was made in {empty}: extend tests/factories.py"
+
+
+def test_a_member_without_access_sees_no_restricted_row_but_every_open_one(
+    hidden_ids, tenant_a, cast
+):
+    counts = _counts(cast["member"], tenant_a, hidden_ids)
+    everything = _counts(cast["owner"], tenant_a, hidden_ids)
+    leaked = {table: seen for table, (seen, _) in counts.items() if seen}
+    assert leaked == {}
+    for table, (_, total) in counts.items():
+        hidden = len(hidden_ids[table])
+        if table.endswith("_access"):
+            continue  # a member sees their own grants only, Mallory has none
+        assert total == everything[table][1] - hidden, table
+
+
+@pytest.mark.parametrize("who", ["owner", "admin"])
+def test_owners_and_admins_see_every_restricted_row(hidden_ids, tenant_a, cast, who):
+    counts = _counts(cast[who], tenant_a, hidden_ids)
+    assert {t: seen for t, (seen, _) in counts.items()} == {
+        t: len(ids) for t, ids in hidden_ids.items()
+    }
+
+
+def test_a_granted_user_sees_the_restricted_rows_and_their_own_grants(hidden_ids, tenant_a, cast):
+    counts = _counts(cast["granted"], tenant_a, hidden_ids)
+    grace = cast["granted"].pk
+    for table, (seen, _) in counts.items():
+        if table in ("project_access", "document_access"):
+            with tenant_context(tenant_a, user=cast["granted"]), connection.cursor() as cursor:
+                cursor.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE user_id <> %s").format(
+                        sql.Identifier(table)
+                    ),
+                    [grace],
+                )
+                assert cursor.fetchone()[0] == 0, f"{table}: someone else's grant"
+            assert seen >= 1, table
+        else:
+            assert seen == len(hidden_ids[table]), table
+
+
+def test_no_user_set_sees_unrestricted_rows_only(hidden_ids, tenant_a, cast):
+    counts = _counts(None, tenant_a, hidden_ids)
+    assert {t: seen for t, (seen, _) in counts.items() if seen} == {}
+    assert counts["projects"][1] >= 2  # the open projects are there
+
+
+def test_the_orm_hides_the_same_rows(hidden_ids, world, tenant_a, cast):
+    by_table = {model._meta.db_table: model for model in apps.get_models()}
+    for who, expected_empty in (("member", True), ("granted", False), ("owner", False)):
+        with tenant_context(tenant_a, user=cast[who]):
+            for table, ids in hidden_ids.items():
+                model = by_table.get(table)
+                if model is None or not ids or table.endswith("_access"):
+                    continue
+                seen = model._base_manager.filter(pk__in=ids).count()
+                assert (seen == 0) is expected_empty, (who, table, seen)
+
+
+def test_a_member_cannot_write_below_a_restricted_project(world, tenant_a, cast):
+    from django.db import DatabaseError
+
+    with tenant_context(tenant_a, user=cast["member"]), connection.cursor() as cursor:
+        with pytest.raises(DatabaseError, match="row-level security"), transaction.atomic():
+            cursor.execute(
+                "INSERT INTO document_versions (tenant_id, project_id, document_type, version, "
+                "content, content_sha256, prev_sha256, metadata) VALUES (%s, %s, 'plan', 1, "
+                "'x', encode(sha256('x'::bytea), 'hex'), NULL, '{}')",
+                [tenant_a.pk, world["project"].pk],
+            )
+        cursor.execute("UPDATE projects SET name = 'mine' WHERE id = %s", [world["project"].pk])
+        assert cursor.rowcount == 0
+        cursor.execute("DELETE FROM chunks WHERE document_id = %s", [world["document"].pk])
+        assert cursor.rowcount == 0
+
+
+def test_a_member_cannot_grant_themselves_access_in_sql(world, tenant_a, cast):
+    from django.db import DatabaseError
+
+    member = cast["member"]
+    with tenant_context(tenant_a, user=member), connection.cursor() as cursor:
+        with pytest.raises(DatabaseError, match="row-level security"), transaction.atomic():
+            cursor.execute(
+                "INSERT INTO project_access (tenant_id, project_id, user_id) VALUES (%s, %s, %s)",
+                [tenant_a.pk, world["project"].pk, member.pk],
+            )
+
+
+def test_the_policies_compute_the_arrays_once_per_statement(world, tenant_a, cast):
+    """Each access array is an InitPlan, run once, not a SubPlan run per row."""
+    with tenant_context(tenant_a, user=cast["member"]), connection.cursor() as cursor:
+        for table in ("projects", "documents", "chunks", "document_versions", "execution_errors"):
+            cursor.execute(
+                sql.SQL(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM {}"
+                ).format(sql.Identifier(table))
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "InitPlan" in plan and "SubPlan" not in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_revoked_grant_takes_effect_for_the_next_statement(tenant_a, alice):
+    grace = make_member(tenant_a, "grace@example.com", "viewer")
+    project = make_tenant_rows(tenant_a, label="secret")[Project]
+    project_restrict(tenant=tenant_a, project=project, by=alice)
+    project_access_grant(tenant=tenant_a, project=project, user=grace, by=alice)
+    seen = []
+
+    def revoke() -> None:
+        try:
+            project_access_revoke(tenant=tenant_a, project=project, user=grace, by=alice)
+        finally:
+            connections.close_all()
+
+    with tenant_context(tenant_a, user=grace):
+        seen.append(Project.objects.filter(pk=project.pk).count())
+        worker = threading.Thread(target=revoke)  # its own connection, committed
+        worker.start()
+        worker.join()
+        seen.append(Project.objects.filter(pk=project.pk).count())
+    assert seen == [1, 0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_access_plans_keep_the_tenant_index(tenant_a, alice):
+    """The access conditions are filters beside the tenant's index condition."""
+    from documents.selectors import project_list
+
+    with tenant_context(tenant_a):
+        Project.objects.bulk_create([Project(tenant=tenant_a, name=f"p{i}") for i in range(300)])
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE projects")
+    with tenant_context(tenant_a, user=alice):
+        text = project_list(tenant=tenant_a, status="draft")[:20].explain()
+    assert "projects_tenant_live_idx" in text, text
+    assert "InitPlan" in text, text
+
+
+def test_chunks_of_a_hidden_projects_documents_are_hidden(world, tenant_a, cast):
+    secret_document = world["secret"][Document]
+    with tenant_context(tenant_a, user=cast["member"]):
+        assert not Chunk.objects.filter(document=secret_document).exists()
+        assert not Document.objects.filter(pk=secret_document.pk).exists()
+    with tenant_context(tenant_a, user=cast["granted"]):
+        assert Chunk.objects.filter(document=secret_document).exists()
