@@ -26,7 +26,6 @@ from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
 class _AccessAdmin(TenantOwnedAdmin):
     edit_roles = TENANT_MANAGER_ROLES
     list_filter = (TenantListFilter,)
-    list_select_related = ("tenant", "user", "created_by")
     readonly_fields = (*TIMESTAMP_FIELDS, "created_by")
     date_hierarchy = "created_at"
     ordering = ("-id",)
@@ -34,6 +33,10 @@ class _AccessAdmin(TenantOwnedAdmin):
     def has_change_permission(self, request, obj=None):
         # A grant is given or taken back, never edited; the page still shows it.
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoking is for owners and admins (edit_roles), as granting.
+        return super().has_change_permission(request, obj)
 
     def delete_model(self, request, obj):
         self.revoke(request, obj)
@@ -49,6 +52,7 @@ class _AccessAdmin(TenantOwnedAdmin):
 @admin.register(ProjectAccess)
 class ProjectAccessAdmin(_AccessAdmin):
     list_display = ("user", "project", "tenant", "created_by", "created_at")
+    list_select_related = ("tenant", "project", "user", "created_by")
     search_fields = ("project__name__trigram_icontains", "user__email")
     autocomplete_fields = ("tenant", "project", "user")
     add_fields = ("tenant", "project", "user")
@@ -67,6 +71,7 @@ class ProjectAccessAdmin(_AccessAdmin):
 @admin.register(DocumentAccess)
 class DocumentAccessAdmin(_AccessAdmin):
     list_display = ("user", "document", "tenant", "created_by", "created_at")
+    list_select_related = ("tenant", "document", "user", "created_by")
     search_fields = ("document__title__trigram_icontains", "user__email")
     autocomplete_fields = ("tenant", "document", "user")
     add_fields = ("tenant", "document", "user")

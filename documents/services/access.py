@@ -14,6 +14,7 @@ import uuid
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from documents.models import Document, DocumentAccess, Project, ProjectAccess
 from tenancy.context import require_tenant, tenant_context
@@ -43,37 +44,51 @@ def _require_member(tenant_id: uuid.UUID, user: User) -> None:
         raise ValidationError({"user": f"{user.email} is not a member of this tenant."})
 
 
-def _set_restricted(model: type[Project] | type[Document], field: str, *, tenant, row, by, value):
+def _set_restricted(
+    rows: QuerySet, field: str, *, tenant: TenantRef, row: Project | Document, by: User, value: bool
+) -> None:
+    """Set `restricted` of `row` (one of `rows`, a manager's every row of its model)."""
     tenant_id = require_tenant(tenant, **{field: row})
     with tenant_context(tenant_id, user=by):
         _require_manager(tenant_id, by)
         # Filtered on tenant_id, as every UPDATE (a Citus cluster routes it by tenant).
-        manager = model.all_objects if model is Project else model.objects  # type: ignore[attr-defined]
-        if not manager.filter(tenant_id=tenant_id, pk=row.pk).update(restricted=value):
+        if not rows.filter(tenant_id=tenant_id, pk=row.pk).update(restricted=value):
             raise ValidationError({field: f"No such {field} in this tenant."})
     row.restricted = value
-    return row
 
 
 def project_restrict(*, tenant: TenantRef, project: Project, by: User) -> Project:
     """Make the project, and everything that hangs off it, visible to the tenant's owners
     and admins and to the users granted it only."""
-    return _set_restricted(Project, "project", tenant=tenant, row=project, by=by, value=True)
+    # Soft-deleted ones too: their rows stay until the purge.
+    _set_restricted(
+        Project.all_objects.all(), "project", tenant=tenant, row=project, by=by, value=True
+    )
+    return project
 
 
 def project_unrestrict(*, tenant: TenantRef, project: Project, by: User) -> Project:
     """Make the project visible to every member again; its grants stay for next time."""
-    return _set_restricted(Project, "project", tenant=tenant, row=project, by=by, value=False)
+    _set_restricted(
+        Project.all_objects.all(), "project", tenant=tenant, row=project, by=by, value=False
+    )
+    return project
 
 
 def document_restrict(*, tenant: TenantRef, document: Document, by: User) -> Document:
     """Make the knowledge document and its chunks visible to the tenant's owners and
     admins and to the users granted it only."""
-    return _set_restricted(Document, "document", tenant=tenant, row=document, by=by, value=True)
+    _set_restricted(
+        Document.objects.all(), "document", tenant=tenant, row=document, by=by, value=True
+    )
+    return document
 
 
 def document_unrestrict(*, tenant: TenantRef, document: Document, by: User) -> Document:
-    return _set_restricted(Document, "document", tenant=tenant, row=document, by=by, value=False)
+    _set_restricted(
+        Document.objects.all(), "document", tenant=tenant, row=document, by=by, value=False
+    )
+    return document
 
 
 def project_access_grant(

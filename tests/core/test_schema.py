@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import itertools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,6 +19,7 @@ from django.apps import apps
 from django.db import IntegrityError, connection, models, transaction
 
 from tenancy.context import tenant_context
+from tests.factories import make_member
 
 OUR_APPS = ("core", "tenancy", "documents", "agents", "exports")
 OLD = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -204,6 +206,16 @@ class Rows:
                 "execution_id": self.insert("agent_executions", tenant_id),
                 "idempotency_key": f"key {n}",
             },
+            "project_access": lambda: {
+                "tenant_id": tenant_id,
+                "project_id": self.insert("projects", tenant_id),
+                "user_id": self.insert("users"),
+            },
+            "document_access": lambda: {
+                "tenant_id": tenant_id,
+                "document_id": self.insert("documents", tenant_id),
+                "user_id": self.insert("users"),
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -241,8 +253,11 @@ class Rows:
 
 
 @pytest.fixture
-def rows(in_tenant_a) -> Rows:
-    return Rows(in_tenant_a.pk)
+def rows(tenant_a) -> Iterator[Rows]:
+    # As an admin of tenant A: the access grants take writes from owners and admins only.
+    admin = make_member(tenant_a, "schema-admin@example.com", "admin")
+    with tenant_context(tenant_a, user=admin):
+        yield Rows(tenant_a.pk)
 
 
 # --- CHECK constraints -------------------------------------------------------------
@@ -545,6 +560,8 @@ TOUCH = {
     "decisions": ("reasoning", "touched"),
     "execution_errors": ("recovery_strategy", "touched"),  # editable, unlike the error
     "execution_idempotency_keys": ("idempotency_key", "touched"),
+    "project_access": ("created_by_id", None),  # a grant is given or revoked, never edited
+    "document_access": ("created_by_id", None),
 }
 
 
