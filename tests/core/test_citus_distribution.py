@@ -131,9 +131,10 @@ _OBJECT_COUNTS = (
 
 
 def test_the_isolation_tests_pass_on_a_distributed_database(citus_cluster, tmp_path):
-    """tests/tenancy/test_rls.py, every tenant table from the catalog, run by a pytest of
-    its own on a database made on every node and distributed, with tenants A and B on
-    different workers (tests/factories.tenant_id_on_worker)."""
+    """tests/tenancy/test_rls.py, every tenant table from the catalog, and
+    tests/tenancy/test_access_rls.py, the restricted rows below the tenant, run by a
+    pytest of their own on a database made on every node and distributed, with tenants
+    A and B on different workers (tests/factories.tenant_id_on_worker)."""
     name = f"agentic_isolation_{uuid.uuid4().hex[:8]}"
     citus_cluster.create_database(name)
     try:
@@ -154,6 +155,7 @@ def test_the_isolation_tests_pass_on_a_distributed_database(citus_cluster, tmp_p
                 "-m",
                 "pytest",
                 "tests/tenancy/test_rls.py",
+                "tests/tenancy/test_access_rls.py",
                 "-q",
                 "-p",
                 "no:cacheprovider",
