@@ -44,7 +44,7 @@ EMBEDDING_HEAD = 5
 # A document's page lists who may see it while it is restricted.
 DOCUMENT_SECTIONS: list[RelatedRows] = [
     RelatedRows(
-        title="Who has access (while restricted; owners and admins always do)",
+        title="Who has access",
         model=DocumentAccess,
         field="document",
         columns=(

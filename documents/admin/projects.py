@@ -79,7 +79,7 @@ PROJECT_SECTIONS: list[RelatedRows[Any]] = [
         ),
     ),
     RelatedRows(
-        title="Who has access (while restricted; owners and admins always do)",
+        title="Who has access",
         model=ProjectAccess,
         field="project",
         columns=(

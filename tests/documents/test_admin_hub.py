@@ -79,6 +79,7 @@ def test_the_page_has_a_section_for_each_related_table(client, alice, apollo):
     assert titles == [
         "Latest documents",
         "Version history",
+        "Who has access",  # its grants, while restricted (owners and admins always do)
         "Knowledge documents",
         "Agent runs",
         "Conversation",
@@ -153,7 +154,7 @@ def test_conversation_evaluations_and_exports_are_counted_and_linked(client, ali
 def test_the_page_renders_the_sections(client, alice, apollo):
     response = logged_in(client, alice).get(admin_url(Project, "change", apollo["project"].pk))
     page = response.content.decode()
-    assert page.count('<fieldset class="module related-rows">') == 9
+    assert page.count('<fieldset class="module related-rows">') == 10
     assert 'Version history\n    <span class="related-count">(13)</span>' in page
     assert f'href="{admin_url(DocumentVersion, "change", apollo["about"].pk)}">about v1</a>' in page
     project_filter = f"project__id__exact={apollo['project'].pk}"

@@ -297,3 +297,19 @@ def test_chunks_of_a_hidden_projects_documents_are_hidden(world, tenant_a, cast)
         assert not Document.objects.filter(pk=secret_document.pk).exists()
     with tenant_context(tenant_a, user=cast["granted"]):
         assert Chunk.objects.filter(document=secret_document).exists()
+
+
+def test_inside_a_request_a_context_keeps_the_requests_user(tenant_a, alice, cast):
+    from django.core.exceptions import PermissionDenied
+
+    from tenancy.context import tenant_scope
+
+    with tenant_scope([tenant_a], user_id=cast["member"].pk, locked=True):
+        with tenant_context(tenant_a, user=cast["member"]):  # the same user: fine
+            pass
+        with pytest.raises(PermissionDenied, match="user"), tenant_context(tenant_a, user=alice):
+            pass
+        with tenant_context(tenant_a):  # no user given: the request's
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT app_current_user_id()")
+                assert cursor.fetchone()[0] == cast["member"].pk
