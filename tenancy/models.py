@@ -10,6 +10,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 
 from core.models import JSONField, TimestampedModel, related_label
 
@@ -144,6 +145,21 @@ class TenantForeignKey(models.ForeignKey[_ST, _GT]):
         # makemigrations sees nothing to alter and migrations never import this app.
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.ForeignKey", args, kwargs
+
+    def get_extra_restriction(self, alias: str | None, related_alias: str | None) -> Any:
+        """`AND x.tenant_id = this.tenant_id` in every join along this key, both ways.
+
+        What the composite key says already, told to the query: on Citus a join of two
+        tenant tables is routed to one shard only where the tenant columns are equal,
+        as a select_related of a row filtered on its tenant_id then is (any other join
+        across shards is refused). Django asks with `alias` (the referenced table's)
+        None where it trims the join away; there is nothing to join then.
+        """
+        if alias is None or related_alias is None:
+            return None
+        target = self.related_model._meta.get_field("tenant")
+        source = self.model._meta.get_field("tenant")
+        return Exact(target.get_col(alias), source.get_col(related_alias))
 
 
 # What services and selectors take as `tenant`: the row, or its id (a row's tenant_id),
