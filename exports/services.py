@@ -65,7 +65,7 @@ def _generate_storage_key(export: Export) -> str:
 def _transition(export: Export, *, expected: tuple[str, ...], **changes: Any) -> Export:
     """Apply `changes` under a row lock if the export's status is still one of `expected`."""
     with tenant_context(export.tenant_id):
-        row = Export.objects.select_for_update().get(pk=export.pk)
+        row = Export.objects.select_for_update().get(tenant_id=export.tenant_id, pk=export.pk)
         if row.status not in expected:
             raise ExportBuildError(f"The export became {row.status} while it was being built.")
         for field, value in changes.items():

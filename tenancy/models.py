@@ -182,6 +182,19 @@ class TenantOwnedModel(TimestampedModel):
     class Meta(TimestampedModel.Meta):
         abstract = True
 
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        # save() of a stored row: UPDATE ... WHERE tenant_id = %s AND id = %s. On Citus an
+        # UPDATE filtered on its tenant is routed to that tenant's shard, where one by id
+        # alone would go to every shard of the table, locking each.
+        return super()._do_update(
+            base_qs.filter(tenant_id=self.tenant_id),
+            using,
+            pk_val,
+            values,
+            update_fields,
+            forced_update,
+        )
+
 
 class MembershipRole(models.TextChoices):
     OWNER = "owner", "Owner"

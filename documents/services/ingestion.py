@@ -424,7 +424,10 @@ def chunks_reembed(
             vectors = embed_texts(embedder, [chunk.content for chunk in batch])
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding, chunk.embedding_model = vector, embedder.model
-            Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+            # Filtered on the tenant, as a save() is (TenantOwnedModel._do_update): one shard.
+            Chunk.objects.filter(tenant_id=tenant_id).bulk_update(
+                batch, ["embedding", "embedding_model"]
+            )
         progress.chunks += len(batch)
         progress.batches += 1
         if on_batch:
