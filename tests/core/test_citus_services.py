@@ -146,7 +146,9 @@ def test_an_ingestion_and_chunk_search_in_every_mode(two_tenants):
 def test_an_export(two_tenants, file_storages):
     tenant, _ = two_tenants
     project = project_create(tenant=tenant, name="exported")
-    document_version_create(tenant=tenant, project=project, document_type="specification", content="# PRD")
+    document_version_create(
+        tenant=tenant, project=project, document_type="specification", content="# PRD"
+    )
     export = export_create(tenant=tenant, project=project)
     assert (export.status, export.error_message) == (Export.Status.COMPLETED, "")
 
