@@ -15,10 +15,12 @@ tenants of its own, so the tests share the database without seeing each other.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from agents.models import AgentExecution, ExecutionError, ExecutionSource
 from agents.services import (
@@ -34,9 +36,15 @@ from agents.services import (
 )
 from documents.models import Chunk, DocumentVersion, Project
 from documents.search import chunk_search
-from documents.services import document_ingest, document_version_create, project_create
+from documents.services import (
+    document_ingest,
+    document_version_create,
+    project_create,
+    project_soft_delete,
+    projects_purge_deleted,
+)
 from exports.models import Export
-from exports.services import export_create
+from exports.services import export_create, exports_purge_expired
 from tenancy.context import current_tenant_ids, system_context, tenant_context
 from tenancy.models import Tenant
 from tests.locks import run_together
@@ -186,6 +194,30 @@ def test_a_run_with_errors_and_sources(two_tenants):
         error = ExecutionError.objects.get(execution=execution)
     # The later attempt of the same step succeeded: the error is recovered.
     assert (error.recovery_strategy, error.recovered) == ("wait", True)
+
+
+def test_the_purges_lock_and_update_tenant_by_tenant(two_tenants, file_storages):
+    first, second = two_tenants
+    doomed = [project_create(tenant=tenant, name="doomed") for tenant in (first, second)]
+    exports = []
+    for tenant, project in zip((first, second), doomed, strict=True):
+        document_version_create(
+            tenant=tenant, project=project, document_type="specification", content="# Spec"
+        )
+        exports.append(export_create(tenant=tenant, project=project))
+        project_soft_delete(tenant=tenant, project=project)
+
+    summary = exports_purge_expired(now=timezone.now() + timedelta(days=2))
+    assert summary.expired >= 2
+    with system_context("test: the purged exports"):
+        statuses = set(
+            Export.objects.filter(pk__in=[e.pk for e in exports]).values_list("status", flat=True)
+        )
+    assert statuses == {Export.Status.EXPIRED}
+
+    projects_purge_deleted(older_than=timedelta(0))
+    with system_context("test: the purged projects"):
+        assert not Project.all_objects.filter(pk__in=[p.pk for p in doomed]).exists()
 
 
 def test_seed(citus_database):
