@@ -182,12 +182,29 @@ class TenantOwnedModel(TimestampedModel):
     class Meta(TimestampedModel.Meta):
         abstract = True
 
+    # The tenant the row is stored under (as loaded, or as inserted), which save()'s
+    # UPDATE filters on: a tenant_id changed on the instance is then still refused by
+    # the database as a change of the row, not taken for a new row.
+    _stored_tenant_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._stored_tenant_id = instance.__dict__.get("tenant_id")
+        return instance
+
+    def _do_insert(self, manager, using, fields, returning_fields, raw):
+        inserted = super()._do_insert(manager, using, fields, returning_fields, raw)
+        self._stored_tenant_id = self.tenant_id
+        return inserted
+
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
         # save() of a stored row: UPDATE ... WHERE tenant_id = %s AND id = %s. On Citus an
         # UPDATE filtered on its tenant is routed to that tenant's shard, where one by id
         # alone would go to every shard of the table, locking each.
+        tenant_id = self._stored_tenant_id or self.tenant_id
         return super()._do_update(
-            base_qs.filter(tenant_id=self.tenant_id),
+            base_qs.filter(tenant_id=tenant_id),
             using,
             pk_val,
             values,
