@@ -45,9 +45,12 @@ from documents.services import (
 )
 from exports.models import Export
 from exports.services import export_create, exports_purge_expired
-from tenancy.context import current_tenant_ids, system_context, tenant_context
-from tenancy.models import Tenant
+from tenancy.context import current_tenant_ids, request_scope, system_context, tenant_context
+from tenancy.models import Membership, Tenant
+from tenancy.selectors import tenant_ids_for_user
+from tests.factories import make_member
 from tests.locks import run_together
+from tests.pgbouncer import routed_through, running_pgbouncer
 
 pytestmark = [pytest.mark.slow, pytest.mark.system_program]
 
@@ -93,11 +96,9 @@ def two_tenants(citus_database) -> tuple[Tenant, Tenant]:
     return first, _tenant("citus-b", not_on=_node_of(first.pk))
 
 
-def test_the_tenant_context_reaches_the_workers(two_tenants):
-    first, second = two_tenants
+def _assert_the_context_scopes_the_rows(first: Tenant, second: Tenant) -> None:
     mine = project_create(tenant=first, name="mine")
     theirs = project_create(tenant=second, name="theirs")
-    assert _node_of(first.pk) != _node_of(second.pk)
 
     with tenant_context(first):
         assert current_tenant_ids() == [first.pk]
@@ -108,10 +109,40 @@ def test_the_tenant_context_reaches_the_workers(two_tenants):
         assert list(Project.objects.values_list("pk", flat=True)) == [mine.pk]
     with tenant_context(first, second):
         assert set(Project.objects.values_list("pk", flat=True)) == {mine.pk, theirs.pk}
-    # Outside any context, row-level security on the workers sees no tenant.
+    # Outside any context (the settings ended with their transaction, on every node),
+    # row-level security on the workers sees no tenant.
     assert not Project.objects.filter(pk__in=[mine.pk, theirs.pk]).exists()
     with system_context("test: the bypass reaches the workers"):
         assert Project.objects.filter(pk__in=[mine.pk, theirs.pk]).count() == 2
+
+
+def test_the_tenant_context_reaches_the_workers(two_tenants):
+    first, second = two_tenants
+    assert _node_of(first.pk) != _node_of(second.pk)
+    _assert_the_context_scopes_the_rows(first, second)
+
+
+def test_the_tenant_context_holds_behind_pgbouncer(two_tenants):
+    """Transaction pooling: each transaction may run on another server connection, and
+    the next client's transaction on this one must not inherit the settings."""
+    direct = connection.settings_dict
+    with (
+        running_pgbouncer(
+            host=direct["HOST"], port=direct["PORT"], users={direct["USER"]: ""}
+        ) as bouncer,
+        routed_through(connection, bouncer),
+    ):
+        _assert_the_context_scopes_the_rows(*two_tenants)
+
+
+def test_a_request_scope_reads_the_users_memberships_on_the_workers(two_tenants):
+    first, second = two_tenants
+    user = make_member(first, f"member-{first.pk.hex[:8]}@example.com")
+    with tenant_context(second):
+        Membership.objects.create(tenant=second, user=user, role="viewer")
+    with request_scope(user, tenant_ids_for_user) as ids:
+        assert ids == sorted([first.pk, second.pk])
+        assert current_tenant_ids() == ids
 
 
 def test_a_version_write_under_concurrent_writers(two_tenants):
