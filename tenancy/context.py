@@ -122,7 +122,9 @@ def _propagate(values: dict[str, str], connection: Any) -> None:
     behind PgBouncer's transaction pooling too. One round trip: several statements, the
     values composed as literals (SET takes no parameters), bound on the client.
     """
-    statements = [sql.SQL("SET LOCAL citus.propagate_set_commands TO 'local'")]
+    statements: list[sql.Composable] = [
+        sql.SQL("SET LOCAL citus.propagate_set_commands TO 'local'")
+    ]
     statements += [
         sql.SQL("SET LOCAL {} TO {}").format(sql.Identifier(*name.split(".")), sql.Literal(value))
         for name, value in values.items()

@@ -3,7 +3,7 @@
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
@@ -157,8 +157,9 @@ class TenantForeignKey(models.ForeignKey[_ST, _GT]):
         """
         if alias is None or related_alias is None:
             return None
-        target = self.related_model._meta.get_field("tenant")
+        target = cast("type[models.Model]", self.related_model)._meta.get_field("tenant")
         source = self.model._meta.get_field("tenant")
+        assert isinstance(target, models.Field) and isinstance(source, models.Field)
         return Exact(target.get_col(alias), source.get_col(related_alias))
 
 
@@ -194,7 +195,10 @@ class TenantOwnedModel(TimestampedModel):
         return instance
 
     def _do_insert(self, manager, using, fields, returning_fields, raw):
-        inserted = super()._do_insert(manager, using, fields, returning_fields, raw)
+        # Django's, though django-stubs does not declare it.
+        inserted = super()._do_insert(  # type: ignore[misc]
+            manager, using, fields, returning_fields, raw
+        )
         self._stored_tenant_id = self.tenant_id
         return inserted
 

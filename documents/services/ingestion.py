@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -162,7 +163,7 @@ def _insert_chunks(
     # A cursor is an adaptation context as a connection is; pgvector's types say connection.
     register_vector_info(binary, _vector_types[raw])  # type: ignore[arg-type]
     wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (
             tenant_id,
             document.pk,
