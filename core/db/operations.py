@@ -47,9 +47,7 @@ TENANT_IN_CONTEXT = "tenant_id = ANY (app_current_tenant_ids())"
 ON_DELETE_ACTIONS = (None, "CASCADE", "SET NULL")
 
 
-def create_extension_if_missing(
-    name: str, *, reverse_sql=migrations.RunSQL.noop
-) -> migrations.RunSQL:
+def create_extension_if_missing(name: str, *, reverse_sql=migrations.RunSQL.noop) -> migrations.RunSQL:
     """CREATE EXTENSION only where the extension is absent.
 
     Not `CREATE EXTENSION IF NOT EXISTS`: on a Citus coordinator that statement is

@@ -154,9 +154,7 @@ def distribute(cursor) -> list[Step]:
         )
     )
     after = _row_counts(cursor, names)
-    if changed := {
-        name: (before[name], after[name]) for name in names if before[name] != after[name]
-    }:
+    if changed := {name: (before[name], after[name]) for name in names if before[name] != after[name]}:
         raise RuntimeError(f"row counts changed while distributing (before, after): {changed}")
     return steps
 
