@@ -130,14 +130,16 @@ _OBJECT_COUNTS = (
 )
 
 
-def test_the_isolation_tests_pass_on_a_distributed_database(citus_cluster, tmp_path):
+def test_the_isolation_tests_pass_on_a_distributed_database(
+    citus_cluster, django_db_blocker, tmp_path
+):
     """tests/tenancy/test_rls.py, every tenant table from the catalog, run by a pytest of
     its own on a database made on every node and distributed, with tenants A and B on
     different workers (tests/factories.tenant_id_on_worker)."""
     name = f"agentic_isolation_{uuid.uuid4().hex[:8]}"
     citus_cluster.create_database(name)
     try:
-        with citus.django_on(citus_cluster, name):
+        with django_db_blocker.unblock(), citus.django_on(citus_cluster, name):
             call_command("migrate", verbosity=0)
             call_command("citus_distribute", verbosity=0)
         port = citus_cluster.coordinator.port

@@ -1,6 +1,6 @@
 """The services on a Citus cluster, through its coordinator (issue 19, points 4 and 5).
 
-Each test takes `citus_database` (tests/conftest.py): Django's default alias on a
+Each test takes `on_citus` (tests/conftest.py): Django's default alias on a
 migrated and distributed database of a coordinator with two workers, as the runtime
 role, the owner configured for system_context. What they prove is what the plain
 PostgreSQL tests cannot: that the tenant context reaches the workers' row-level
@@ -48,7 +48,7 @@ from exports.services import export_create, exports_purge_expired
 from tenancy.context import current_tenant_ids, request_scope, system_context, tenant_context
 from tenancy.models import Membership, Tenant
 from tenancy.selectors import tenant_ids_for_user
-from tests.factories import make_member
+from tests.factories import make_member, tenant_id_on_worker
 from tests.locks import run_together
 from tests.pgbouncer import routed_through, running_pgbouncer
 
@@ -73,27 +73,17 @@ def _node_of(tenant_id: uuid.UUID) -> int:
         return cursor.fetchone()[0]
 
 
-def _coordinator_port() -> int:
-    return int(connection.settings_dict["PORT"])
-
-
-def _tenant(label: str, *, not_on: int | None = None) -> Tenant:
-    """A new tenant whose shards are on a worker (and not on the node `not_on`)."""
-    coordinator = _coordinator_port()
-    while True:
-        tenant_id = uuid.uuid4()
-        node = _node_of(tenant_id)
-        if node != coordinator and node != not_on:
-            break
-    slug = f"{label}-{tenant_id.hex[:8]}"
+def _tenant(label: str, worker: int) -> Tenant:
+    """A new tenant whose rows live on the cluster's `worker`-th worker."""
+    tenant_id = tenant_id_on_worker(worker)
+    slug = f"{label}-{tenant_id.hex[-12:]}"
     return Tenant.objects.create(id=tenant_id, name=slug, slug=slug)
 
 
 @pytest.fixture
-def two_tenants(citus_database) -> tuple[Tenant, Tenant]:
+def two_tenants(on_citus) -> tuple[Tenant, Tenant]:
     """Two tenants placed on different workers."""
-    first = _tenant("citus-a")
-    return first, _tenant("citus-b", not_on=_node_of(first.pk))
+    return _tenant("citus-a", 0), _tenant("citus-b", 1)
 
 
 def _assert_the_context_scopes_the_rows(first: Tenant, second: Tenant) -> None:
@@ -137,7 +127,7 @@ def test_the_tenant_context_holds_behind_pgbouncer(two_tenants):
 
 def test_a_request_scope_reads_the_users_memberships_on_the_workers(two_tenants):
     first, second = two_tenants
-    user = make_member(first, f"member-{first.pk.hex[:8]}@example.com")
+    user = make_member(first, f"member-{first.pk.hex[-12:]}@example.com")
     with tenant_context(second):
         Membership.objects.create(tenant=second, user=user, role="viewer")
     with request_scope(user, tenant_ids_for_user) as ids:
@@ -251,5 +241,5 @@ def test_the_purges_lock_and_update_tenant_by_tenant(two_tenants, file_storages)
         assert not Project.all_objects.filter(pk__in=[p.pk for p in doomed]).exists()
 
 
-def test_seed(citus_database):
+def test_seed(on_citus):
     call_command("seed", verbosity=0)
