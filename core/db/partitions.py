@@ -265,6 +265,30 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
         execute(statement.as_string(cursor.connection), None)
 
 
+def _cleared_by_trigger_as_set_null(
+    cursor, table: str, keys: list[tuple[str, str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """(referencing table, action, column) of each key to `table`, where a NO ACTION key
+    whose column its trigger clears (core.db.operations.AddTenantForeignKey's SET NULL,
+    which Citus refuses as the key's own action) counts as SET NULL: dropping a whole
+    partition fires no trigger, so the clearing is done here as for a SET NULL key."""
+    from core.db.operations import set_null_trigger_name  # it imports this module
+
+    cursor.execute(
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+        [table],
+    )
+    triggers = {name for (name,) in cursor.fetchall()}
+    return [
+        (
+            referencing,
+            "n" if action == "a" and set_null_trigger_name(key) in triggers else action,
+            column,
+        )
+        for referencing, action, column, key in keys
+    ]
+
+
 def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     """Remove every monthly partition of `table` older than `cutoff`, with what depends on it.
 
@@ -284,7 +308,8 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     upper = str(uuid7_floor(cutoff))
     counts: dict[str, int] = {}
     cursor.execute(
-        "SELECT conrelid::regclass::text, confdeltype, a.attname::text FROM pg_constraint c "
+        "SELECT conrelid::regclass::text, confdeltype, a.attname::text, c.conname::text "
+        "FROM pg_constraint c "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid "
         "AND a.attnum = c.conkey[array_position(c.confkey, (SELECT attnum FROM pg_attribute "
         "WHERE attrelid = c.confrelid AND attname = 'id'))] "
@@ -292,7 +317,7 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
         "ORDER BY 1, 3",
         [table],
     )
-    references = cursor.fetchall()
+    references = _cleared_by_trigger_as_set_null(cursor, table, cursor.fetchall())
     for referencing, _action, column in references:
         if referencing != table:
             continue
