@@ -79,8 +79,17 @@ def create_month_partition(cursor, table: str, month: datetime, *, parent: str =
     return True
 
 
+def one_connection_per_node(cursor) -> None:
+    """On a Citus coordinator, DDL on a distributed table in a transaction that has read a
+    reference table it has a key to must go over one connection per node, or Citus
+    refuses it; the job's transaction says so first. Nothing on plain PostgreSQL."""
+    if getattr(cursor.db, "citus", None):
+        cursor.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+
+
 def ensure_months(cursor, table: str, first: datetime, last: datetime) -> list[str]:
     """Create every missing month from `first` to `last` (inclusive); their names."""
+    one_connection_per_node(cursor)
     created, month = [], month_start(first)
     while month <= last:
         if create_month_partition(cursor, table, month):
@@ -305,6 +314,7 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     )
     if not old:
         return {}
+    one_connection_per_node(cursor)
     upper = str(uuid7_floor(cutoff))
     counts: dict[str, int] = {}
     cursor.execute(

@@ -152,15 +152,13 @@ def test_the_isolation_tests_pass_on_a_distributed_database(
         }
         completed = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "pytest",
-                "tests/tenancy/test_rls.py",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--basetemp",
-                str(tmp_path / "pytest"),
+                *(sys.executable, "-m", "pytest", "tests/tenancy/test_rls.py", "-q"),
+                *("-p", "no:cacheprovider", "--basetemp", str(tmp_path / "pytest")),
+                # A plan test: through the coordinator EXPLAIN shows the worker's plan
+                # only where Citus can re-send its parameters; the same kNN's HNSW plan
+                # on the tenant's shard is checked in test_citus_services.py.
+                "--deselect",
+                "tests/tenancy/test_rls.py::test_chunk_knn_uses_the_hnsw_index_under_rls",
             ],
             cwd=settings.BASE_DIR,
             env=env,
@@ -173,4 +171,4 @@ def test_the_isolation_tests_pass_on_a_distributed_database(
     summary = completed.stdout.strip().splitlines()[-1]
     print(summary)
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
-    assert " passed" in summary and "skipped" not in summary
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary

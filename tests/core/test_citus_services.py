@@ -243,3 +243,53 @@ def test_the_purges_lock_and_update_tenant_by_tenant(two_tenants, file_storages)
 
 def test_seed(on_citus):
     call_command("seed", verbosity=0)
+
+
+def test_the_partitions_job_creates_and_removes_months_on_the_cluster(on_citus):
+    """New months of the distributed agent_executions are distributed with it and keep
+    its forced row-level security; retention's dry run goes through."""
+    call_command("partitions", "--ahead", "8", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE d.logicalrelid IS NULL), "
+            "bool_and(c.relforcerowsecurity) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "LEFT JOIN pg_dist_partition d ON d.logicalrelid = c.oid "
+            "WHERE i.inhparent = 'agent_executions'::regclass"
+        )
+        undistributed, forced = cursor.fetchone()
+    assert (undistributed, forced) == (0, True)
+    call_command("partitions", "--retain-months", "1", "--dry-run", verbosity=0)
+
+
+def test_a_tenants_knn_runs_on_its_shard_through_the_hnsw_index(two_tenants):
+    """chunk_search's kNN, filtered on the tenant, is routed to the one shard that holds
+    it, where the planner uses the HNSW index (a tenant holding most of the shard's rows)."""
+    from pgvector.django import CosineDistance
+
+    from documents.embedding import get_embedder
+
+    tenant = two_tenants[0]
+    embedder = get_embedder()
+    document = document_ingest(tenant=tenant, title="notes", text=TEXT)
+    texts = [f"note {n} about topic {n % 37} and item {n % 11}" for n in range(2000)]
+    vectors = embedder.embed(texts)
+    with tenant_context(tenant):
+        Chunk.objects.bulk_create(
+            Chunk(
+                tenant=tenant,
+                document=document,
+                ordinal=100 + n,
+                content=text,
+                embedding=vectors[n],
+                embedding_model=embedder.model,
+            )
+            for n, text in enumerate(texts)
+        )
+    with system_context("test: statistics of the chunks"), connection.cursor() as cursor:
+        cursor.execute("ANALYZE chunks")
+    query = embedder.embed(["note 5 about topic 5"])[0]
+    with tenant_context(tenant):
+        nearest = Chunk.objects.filter(tenant=tenant).order_by(CosineDistance("embedding", query))
+        plan = nearest[:5].explain()
+    assert "Task Count: 1" in plan and "chunks_embedding_hnsw_idx" in plan, plan
