@@ -15,14 +15,16 @@ class Sha256Hex(models.Func):
     output_field = models.CharField()
 
 
-class ClockTimestamp(models.Func):
-    """PostgreSQL's clock_timestamp(): the time of the statement, not of the transaction.
+class StatementTimestamp(models.Func):
+    """PostgreSQL's statement_timestamp(): when the statement began, not the transaction.
 
     now() is frozen at the transaction's start, so a start and a finish written in one
-    transaction would give a zero duration; the wall clock measures the work between them.
+    transaction would give a zero duration; the statements' own times measure the work
+    between them. Not clock_timestamp(): it is VOLATILE, which Citus refuses in an UPDATE
+    of a distributed table; statement_timestamp() is STABLE, one value per statement.
     """
 
-    template = "clock_timestamp()"
+    template = "statement_timestamp()"
     output_field = models.DateTimeField()
 
 

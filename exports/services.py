@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.db.roles import require_sees_every_row
+from core.db.tenant_rows import lock_by_tenant, update_by_tenant
 from core.files import delete_file, sweep_orphan_folders
 from core.hashing import sha256_hex
 from core.ids import uuid7
@@ -65,7 +66,7 @@ def _generate_storage_key(export: Export) -> str:
 def _transition(export: Export, *, expected: tuple[str, ...], **changes: Any) -> Export:
     """Apply `changes` under a row lock if the export's status is still one of `expected`."""
     with tenant_context(export.tenant_id):
-        row = Export.objects.select_for_update().get(pk=export.pk)
+        row = Export.objects.select_for_update().get(tenant_id=export.tenant_id, pk=export.pk)
         if row.status not in expected:
             raise ExportBuildError(f"The export became {row.status} while it was being built.")
         for field, value in changes.items():
@@ -332,21 +333,27 @@ def abandoned_exports(*, now: datetime, changed_before: datetime) -> QuerySet[Ex
 def _fail_abandoned(rows: list[tuple], lease: timedelta) -> None:
     """Mark builds that died pending or running failed, with the reason, keeping no file."""
     for status in UNFINISHED_STATUSES:
-        ids = [pk for pk, _key, row_status in rows if row_status == status]
-        for start in range(0, len(ids), PURGE_BATCH_SIZE):
-            Export.objects.filter(
-                pk__in=ids[start : start + PURGE_BATCH_SIZE], status=status
-            ).update(
-                status=ExportStatus.FAILED,
-                error_message=ABANDONED_BUILD_MESSAGE.format(
-                    status=status, seconds=int(lease.total_seconds())
-                ),
-                storage_key="",
-                manifest={},
-                sha256="",
-                size_bytes=0,
-                completed_at=None,
-            )
+        update_by_tenant(
+            Export.objects.filter(status=status),
+            [(tenant_id, pk) for tenant_id, pk, _key, row_status in rows if row_status == status],
+            batch_size=PURGE_BATCH_SIZE,
+            status=ExportStatus.FAILED,
+            error_message=ABANDONED_BUILD_MESSAGE.format(
+                status=status, seconds=int(lease.total_seconds())
+            ),
+            storage_key="",
+            manifest={},
+            sha256="",
+            size_bytes=0,
+            completed_at=None,
+        )
+
+
+def _rows(queryset: QuerySet[Export], fields: tuple[str, ...], *, lock: bool) -> list[tuple]:
+    """`(tenant_id, *fields)` of the rows; with `lock`, locked and skipping others' rows."""
+    if lock:
+        return lock_by_tenant(queryset, *fields, skip_locked=True)
+    return list(queryset.values_list("tenant_id", *fields))
 
 
 def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False) -> PurgeSummary:
@@ -380,14 +387,14 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
     with system_context("purge_exports"):
         require_sees_every_row(Export._meta.db_table, job="purge_exports")
         due = expired_exports_due(now)
-        locked = due if dry_run else due.select_for_update(skip_locked=True)  # others' rows
-        rows = list(locked.values_list("id", "storage_key"))
+        # (tenant_id, id, storage_key); locked tenant by tenant (core.db.tenant_rows),
+        # skipping others' rows.
+        rows = _rows(due, ("id", "storage_key"), lock=not dry_run)
         # Builds that died: unfinished, unchanged for the lease, not due yet (the due
         # ones are expired above). Through exports_unfinished_expiry_idx (few rows).
         stale = abandoned_exports(now=now, changed_before=abandoned_before)
-        stale = stale if dry_run else stale.select_for_update(skip_locked=True)
-        abandoned = list(stale.values_list("id", "storage_key", "status"))
-        abandoned_ids = [pk for pk, _key, _status in abandoned]
+        abandoned = _rows(stale, ("id", "storage_key", "status"), lock=not dry_run)
+        abandoned_ids = [pk for _tenant, pk, _key, _status in abandoned]
         # Keys a live export (neither expired nor due nor abandoned) also points at: only
         # a copied row can share a key, but a live export's file must never go.
         gone = due.exclude(storage_key="").order_by().values("storage_key")
@@ -397,18 +404,21 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
             .exclude(pk__in=abandoned_ids)
             .filter(
                 Q(storage_key__in=gone)
-                | Q(storage_key__in=[key for _pk, key, _status in abandoned if key])
+                | Q(storage_key__in=[key for _tenant, _pk, key, _status in abandoned if key])
             )
             .values_list("storage_key", flat=True)
         )
         if not dry_run:
-            ids = [pk for pk, _ in rows]
-            for start in range(0, len(ids), PURGE_BATCH_SIZE):
-                Export.objects.filter(pk__in=ids[start : start + PURGE_BATCH_SIZE]).update(
-                    status=ExportStatus.EXPIRED
-                )
+            update_by_tenant(
+                Export.objects.all(),
+                [(tenant_id, pk) for tenant_id, pk, _key in rows],
+                batch_size=PURGE_BATCH_SIZE,
+                status=ExportStatus.EXPIRED,
+            )
             _fail_abandoned(abandoned, lease)
-        keys = {key for _, key in rows if key} | {key for _pk, key, _status in abandoned if key}
+        keys = {key for _t, _pk, key in rows if key} | {
+            key for _t, _pk, key, _status in abandoned if key
+        }
         for key in sorted(keys - live_keys):
             if not storage.exists(key):
                 missing += 1

@@ -19,6 +19,10 @@ What it costs: a context that begins the transaction sends one statement (its
 set_config) between BEGIN and COMMIT, and nothing on leaving, since the settings end
 with the transaction. Nested in a transaction it reads the settings of before in that
 same statement and restores them with one more on leaving.
+
+On a Citus coordinator the settings must reach the workers, whose row-level security
+reads them too: there they are set with SET LOCAL, propagated (see _propagate), still
+one round trip; nested, the read of before is one more.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from psycopg import sql
 
+from core.db.backend.base import CITUS_PRESENT_SQL
 from core.db.connections import begins_transaction, owner_connection
 from core.db.errors import write_refusal
 from core.db.replicas import replica_scope
@@ -75,18 +81,60 @@ _READ_WHEN_NESTED = (*_SCOPE_SETTINGS, BYPASS_SETTING)
 def _apply(
     cursor: CursorWrapper, values: dict[str, str], read: tuple[str, ...] = ()
 ) -> dict[str, str]:
-    """In one round trip: read the settings `read` (before), then set `values`, for this
-    transaction only. Returns what was read.
+    """Read the settings `read` (before), then set `values`, for this transaction only.
+    Returns what was read.
 
-    PostgreSQL evaluates the select list left to right, so the reads see the values of
-    before the set_config calls of the same statement.
+    On plain PostgreSQL, one round trip: PostgreSQL evaluates the select list left to
+    right, so the reads see the values of before the set_config calls of the same
+    statement. The first statement on a connection also asks whether the database is a
+    Citus coordinator (core.db.backend), which the connection then remembers.
     """
+    connection = cursor.db
+    citus = connection.citus
+    if citus:
+        previous = _read(cursor, read) if read else {}
+        _propagate(values, connection)
+        return previous
     reads = ["current_setting(%s, true)"] * len(read)
     columns = reads + ["set_config(%s, %s, true)"] * len(values)
+    if citus is None:
+        columns.append(CITUS_PRESENT_SQL)
     params = [*read, *(part for pair in values.items() for part in pair)]
     cursor.execute("SELECT " + ", ".join(columns), params)
     row = cursor.fetchone()
+    if citus is None:
+        connection.remember_citus(bool(row[-1]))
+        if row[-1]:
+            # set_config reached the coordinator only: once per connection, set again.
+            _propagate(values, connection)
     return {name: value or "" for name, value in zip(read, row, strict=False)}
+
+
+def _read(cursor: CursorWrapper, names: tuple[str, ...]) -> dict[str, str]:
+    cursor.execute("SELECT " + ", ".join(["current_setting(%s, true)"] * len(names)), names)
+    return {name: value or "" for name, value in zip(names, cursor.fetchone(), strict=True)}
+
+
+def _propagate(values: dict[str, str], connection: Any) -> None:
+    """Set `values` for this transaction on the coordinator and every worker of Citus.
+
+    set_config(..., true) stays on the node that runs it, so the workers' row-level
+    security would see no tenant; SET LOCAL with citus.propagate_set_commands = 'local'
+    goes to the workers already in the transaction and to every one it reaches later,
+    and ends with the transaction (or with the savepoint rolled back to), so it holds
+    behind PgBouncer's transaction pooling too. One round trip: several statements, the
+    values composed as literals (SET takes no parameters), bound on the client.
+    """
+    statements: list[sql.Composable] = [
+        sql.SQL("SET LOCAL citus.propagate_set_commands TO 'local'")
+    ]
+    statements += [
+        sql.SQL("SET LOCAL {} TO {}").format(sql.Identifier(*name.split(".")), sql.Literal(value))
+        for name, value in values.items()
+    ]
+    text = sql.SQL("; ").join(statements).as_string(connection.connection)
+    with connection.client_side_binding(), connection.cursor() as cursor:
+        cursor.execute(text)
 
 
 def current_tenant_ids(using: str = DEFAULT_DB_ALIAS) -> list[uuid.UUID]:

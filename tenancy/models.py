@@ -3,13 +3,14 @@
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 
 from core.models import JSONField, TimestampedModel, related_label
 
@@ -145,6 +146,22 @@ class TenantForeignKey(models.ForeignKey[_ST, _GT]):
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.ForeignKey", args, kwargs
 
+    def get_extra_restriction(self, alias: str | None, related_alias: str | None) -> Any:
+        """`AND x.tenant_id = this.tenant_id` in every join along this key, both ways.
+
+        What the composite key says already, told to the query: on Citus a join of two
+        tenant tables is routed to one shard only where the tenant columns are equal,
+        as a select_related of a row filtered on its tenant_id then is (any other join
+        across shards is refused). Django asks with `alias` (the referenced table's)
+        None where it trims the join away; there is nothing to join then.
+        """
+        if alias is None or related_alias is None:
+            return None
+        target = cast("type[models.Model]", self.related_model)._meta.get_field("tenant")
+        source = self.model._meta.get_field("tenant")
+        assert isinstance(target, models.Field) and isinstance(source, models.Field)
+        return Exact(target.get_col(alias), source.get_col(related_alias))
+
 
 # What services and selectors take as `tenant`: the row, or its id (a row's tenant_id),
 # which tenancy.context.require_tenant turns into the id.
@@ -165,6 +182,39 @@ class TenantOwnedModel(TimestampedModel):
 
     class Meta(TimestampedModel.Meta):
         abstract = True
+
+    # The tenant the row is stored under (as loaded, or as inserted), which save()'s
+    # UPDATE filters on: a tenant_id changed on the instance is then still refused by
+    # the database as a change of the row, not taken for a new row.
+    _stored_tenant_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._stored_tenant_id = instance.__dict__.get("tenant_id")
+        return instance
+
+    def _do_insert(self, manager, using, fields, returning_fields, raw):
+        # Django's, though django-stubs does not declare it.
+        inserted = super()._do_insert(  # type: ignore[misc]
+            manager, using, fields, returning_fields, raw
+        )
+        self._stored_tenant_id = self.tenant_id
+        return inserted
+
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        # save() of a stored row: UPDATE ... WHERE tenant_id = %s AND id = %s. On Citus an
+        # UPDATE filtered on its tenant is routed to that tenant's shard, where one by id
+        # alone would go to every shard of the table, locking each.
+        tenant_id = self._stored_tenant_id or self.tenant_id
+        return super()._do_update(
+            base_qs.filter(tenant_id=tenant_id),
+            using,
+            pk_val,
+            values,
+            update_fields,
+            forced_update,
+        )
 
 
 class MembershipRole(models.TextChoices):

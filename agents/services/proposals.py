@@ -39,7 +39,7 @@ from django.db import transaction
 
 from agents.models import PROPOSAL_TRANSITIONS, AgentExecution, ChangeProposal
 from agents.services.lifecycle import move_status
-from core.expressions import ClockTimestamp
+from core.expressions import StatementTimestamp
 from core.hashing import sha256_hex
 from core.validators import validate_storable_arguments
 from documents.models import DocumentVersion
@@ -203,7 +203,7 @@ def _review(
     *, tenant: TenantRef, proposal: ChangeProposal, to: str, by: User | None, note: str | None
 ) -> ChangeProposal:
     tenant_id = require_tenant(tenant, proposal=proposal)
-    changes: dict = {"reviewed_by": by, "reviewed_at": ClockTimestamp()}
+    changes: dict = {"reviewed_by": by, "reviewed_at": StatementTimestamp()}
     if note is not None:
         validate_storable_arguments(review_note=note)
         changes["review_note"] = note

@@ -23,7 +23,7 @@ from django.db.models.functions import Greatest
 from agents.models import ALLOWED_TRANSITIONS, AgentExecution, ExecutionError
 from agents.services._common import clean
 from agents.services.lifecycle import move_status
-from core.expressions import ClockTimestamp
+from core.expressions import StatementTimestamp
 from documents.models import DocumentVersion
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef
@@ -52,7 +52,7 @@ def _transition(
 def _completed_now() -> Greatest:
     # Never before started_at, even if the server's clock steps back (the CHECK
     # agent_executions_completed_after_started would refuse it).
-    return Greatest(ClockTimestamp(), F("started_at"))
+    return Greatest(StatementTimestamp(), F("started_at"))
 
 
 def execution_start(*, tenant: TenantRef, execution: AgentExecution) -> AgentExecution:
@@ -63,7 +63,7 @@ def execution_start(*, tenant: TenantRef, execution: AgentExecution) -> AgentExe
             tenant_id=tenant_id,
             execution=execution,
             to=Status.RUNNING,
-            changes={"started_at": ClockTimestamp()},
+            changes={"started_at": StatementTimestamp()},
         )
 
 

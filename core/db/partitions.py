@@ -79,8 +79,18 @@ def create_month_partition(cursor, table: str, month: datetime, *, parent: str =
     return True
 
 
+def one_connection_per_node(cursor) -> None:
+    """On a Citus coordinator, DDL on a distributed table in a transaction that has read a
+    reference table it has a key to must go over one connection per node, or Citus
+    refuses it; the job's transaction says so first. Nothing on plain PostgreSQL, nor
+    from a plain psycopg cursor (the bench's loader), which has no Django connection."""
+    if getattr(getattr(cursor, "db", None), "citus", None):
+        cursor.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+
+
 def ensure_months(cursor, table: str, first: datetime, last: datetime) -> list[str]:
     """Create every missing month from `first` to `last` (inclusive); their names."""
+    one_connection_per_node(cursor)
     created, month = [], month_start(first)
     while month <= last:
         if create_month_partition(cursor, table, month):
@@ -265,6 +275,30 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
         execute(statement.as_string(cursor.connection), None)
 
 
+def _cleared_by_trigger_as_set_null(
+    cursor, table: str, keys: list[tuple[str, str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """(referencing table, action, column) of each key to `table`, where a NO ACTION key
+    whose column its trigger clears (core.db.operations.AddTenantForeignKey's SET NULL,
+    which Citus refuses as the key's own action) counts as SET NULL: dropping a whole
+    partition fires no trigger, so the clearing is done here as for a SET NULL key."""
+    from core.db.operations import set_null_trigger_name  # it imports this module
+
+    cursor.execute(
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+        [table],
+    )
+    triggers = {name for (name,) in cursor.fetchall()}
+    return [
+        (
+            referencing,
+            "n" if action == "a" and set_null_trigger_name(key) in triggers else action,
+            column,
+        )
+        for referencing, action, column, key in keys
+    ]
+
+
 def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     """Remove every monthly partition of `table` older than `cutoff`, with what depends on it.
 
@@ -281,10 +315,12 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     )
     if not old:
         return {}
+    one_connection_per_node(cursor)
     upper = str(uuid7_floor(cutoff))
     counts: dict[str, int] = {}
     cursor.execute(
-        "SELECT conrelid::regclass::text, confdeltype, a.attname::text FROM pg_constraint c "
+        "SELECT conrelid::regclass::text, confdeltype, a.attname::text, c.conname::text "
+        "FROM pg_constraint c "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid "
         "AND a.attnum = c.conkey[array_position(c.confkey, (SELECT attnum FROM pg_attribute "
         "WHERE attrelid = c.confrelid AND attname = 'id'))] "
@@ -292,7 +328,7 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
         "ORDER BY 1, 3",
         [table],
     )
-    references = cursor.fetchall()
+    references = _cleared_by_trigger_as_set_null(cursor, table, cursor.fetchall())
     for referencing, _action, column in references:
         if referencing != table:
             continue

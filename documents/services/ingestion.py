@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -113,21 +115,28 @@ def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[li
     return vectors
 
 
-# Every chunk of a document in one INSERT whose parameters are arrays in binary, the
-# vectors in pgvector's own format. COPY would be as fast but PostgreSQL refuses COPY
-# FROM into a table whose row-level security applies to the role; this INSERT goes
-# through the policies, triggers and constraints like any other.
-INSERT_CHUNKS_SQL = """
-INSERT INTO chunks (
-    tenant_id, document_id, ordinal, content, token_count, embedding, embedding_model, metadata
+# The chunks of a document in multi-row INSERT ... VALUES statements whose parameters
+# bind on the server, the vectors in pgvector's binary format. COPY would be as fast but
+# PostgreSQL refuses COPY FROM into a table whose row-level security applies to the
+# role; an INSERT ... SELECT FROM unnest(arrays) is no better on Citus, which runs it as
+# a COPY into the shard. A VALUES list of one tenant's rows is routed to that tenant's
+# shard as an ordinary INSERT, through the policies, triggers and constraints.
+_CHUNK_COLUMNS = (
+    "tenant_id, document_id, ordinal, content, token_count, embedding, embedding_model, metadata"
 )
-SELECT %(tenant_id)s, %(document_id)s, piece.ordinal, piece.content, piece.token_count,
-       piece.embedding, %(model)s, jsonb_build_object('start', piece.start, 'end', piece.stop)
-FROM unnest(
-    %(ordinals)s::integer[], %(contents)s::text[], %(token_counts)s::integer[],
-    %(embeddings)b::vector[], %(starts)s::integer[], %(stops)s::integer[]
-) AS piece (ordinal, content, token_count, embedding, start, stop)
-"""
+_CHUNK_ROW = (
+    "(%s, %s, %s, %s, %s, %b, %s, jsonb_build_object('start', %s::integer, 'end', %s::integer))"
+)
+# Rows per statement: 9 parameters a row stays far below PostgreSQL's 65,535, and a
+# statement's parameters (1536 dimensions a vector) stay a few megabytes.
+CHUNK_INSERT_BATCH = 500
+
+
+@functools.cache
+def _insert_chunks_sql(rows: int) -> str:
+    return f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES " + ", ".join([_CHUNK_ROW] * rows)
+
+
 # The vector type of each connection's database (its oid differs between databases).
 _vector_types: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -139,7 +148,7 @@ def _insert_chunks(
     vectors: Sequence[list[float]],
     model: str,
 ) -> None:
-    """Write the chunks of `pieces` in one statement with binary parameters.
+    """Write the chunks of `pieces`, CHUNK_INSERT_BATCH to a statement, binary parameters.
 
     Bulk_create sent each vector as 1536 numbers in text, which Python formats and the
     server parses again: most of an ingestion's time besides the HNSW index.
@@ -154,22 +163,25 @@ def _insert_chunks(
     # A cursor is an adaptation context as a connection is; pgvector's types say connection.
     register_vector_info(binary, _vector_types[raw])  # type: ignore[arg-type]
     wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    rows: list[tuple[Any, ...]] = [
+        (
+            tenant_id,
+            document.pk,
+            piece.ordinal,
+            piece.content,
+            piece.token_count,
+            Vector(vector),
+            model,
+            piece.start,
+            piece.end,
+        )
+        for piece, vector in zip(pieces, vectors, strict=True)
+    ]
     # make_cursor wraps a driver cursor; django-stubs types its argument as the wrapper.
     with wrapped(binary) as cursor:  # type: ignore[arg-type]
-        cursor.execute(
-            INSERT_CHUNKS_SQL,
-            {
-                "tenant_id": tenant_id,
-                "document_id": document.pk,
-                "model": model,
-                "ordinals": [piece.ordinal for piece in pieces],
-                "contents": [piece.content for piece in pieces],
-                "token_counts": [piece.token_count for piece in pieces],
-                "embeddings": [Vector(vector) for vector in vectors],
-                "starts": [piece.start for piece in pieces],
-                "stops": [piece.end for piece in pieces],
-            },
-        )
+        for start in range(0, len(rows), CHUNK_INSERT_BATCH):
+            batch = rows[start : start + CHUNK_INSERT_BATCH]
+            cursor.execute(_insert_chunks_sql(len(batch)), [v for row in batch for v in row])
 
 
 def _processing_lease() -> timedelta:
@@ -413,7 +425,10 @@ def chunks_reembed(
             vectors = embed_texts(embedder, [chunk.content for chunk in batch])
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding, chunk.embedding_model = vector, embedder.model
-            Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+            # Filtered on the tenant, as a save() is (TenantOwnedModel._do_update): one shard.
+            Chunk.objects.filter(tenant_id=tenant_id).bulk_update(
+                batch, ["embedding", "embedding_model"]
+            )
         progress.chunks += len(batch)
         progress.batches += 1
         if on_batch:

@@ -14,6 +14,7 @@ from django.db.models.deletion import Collector
 from django.utils import timezone
 
 from core.db.roles import require_sees_every_row
+from core.db.tenant_rows import lock_by_tenant
 from core.jobs import JobSummary, job_cutoff, job_duration
 from documents.models import (
     Project,
@@ -154,11 +155,12 @@ def projects_purge_deleted(
         doomed = Project.all_objects.filter(deleted_at__lt=cutoff)
         if not dry_run:
             # Lock first: a project restored meanwhile no longer matches and is kept. The
-            # projects' rows before anything of theirs, in id order, as every writer of a
+            # projects' rows before anything of theirs, tenant by tenant (one shard's rows
+            # at a time on Citus: core.db.tenant_rows), in id order, as every writer of a
             # project's rows takes the project's row first (project_share_lock): a writer
             # and the purge, or two purges, never lock in opposite orders.
-            ids = list(doomed.order_by("id").select_for_update().values_list("id", flat=True))
-            doomed = Project.all_objects.filter(id__in=ids)
+            keys = lock_by_tenant(doomed.order_by("id"), "id")
+            doomed = Project.all_objects.filter(id__in=[pk for _tenant, pk in keys])
         projects_by_tenant = {
             row["tenant__slug"]: row["projects"]
             for row in doomed.order_by("tenant__slug")

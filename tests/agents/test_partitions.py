@@ -20,8 +20,10 @@ from agents.models import AgentExecution, EvaluationRun, ExecutionIdempotencyKey
 from agents.selectors import execution_history
 from agents.services import (
     change_proposal_propose,
+    decision_record,
     execution_history_retain,
     execution_partitions_ensure,
+    message_add,
 )
 from core.db import partitions
 from core.ids import uuid7_at, uuid7_floor
@@ -237,6 +239,34 @@ def test_retention_removes_whole_old_months_and_what_depends_on_them(
         }
         assert not AgentExecution.objects.filter(pk=late_step.pk).exists()
         assert list(EvaluationRun.objects.values_list("id", flat=True)) == [kept_evaluation.pk]
+
+
+def test_retention_keeps_a_message_and_a_decision_whose_execution_goes(
+    tenant_a, project, history_months
+):
+    """Their keys clear the column by a trigger (no key's own SET NULL: Citus refuses it),
+    which dropping a whole partition never fires: retention clears it itself."""
+    old = make_execution(tenant_a, project, MONTHS[0])
+    message = message_add(
+        tenant=tenant_a, project=project, execution=old, role="agent", content="done"
+    )
+    decision = decision_record(
+        tenant=tenant_a,
+        project=project,
+        execution=old,
+        category="scope",
+        question="How far?",
+        options=[{"name": "near", "notes": ""}],
+        selected="near",
+    )
+
+    removed = execution_history_retain(months=3, now=NOW)
+
+    assert removed["conversation_messages"] == 1 and removed["decisions"] == 1
+    with tenant_context(tenant_a):
+        message.refresh_from_db()
+        decision.refresh_from_db()
+    assert (message.execution_id, decision.execution_id) == (None, None)
 
 
 def test_retention_refuses_while_a_proposal_under_review_needs_the_month(

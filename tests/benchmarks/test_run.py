@@ -14,8 +14,9 @@ from django.conf import settings
 
 from benchmarks import database
 from benchmarks.run import PATH_ORDER
+from tests.citus_cluster import citus_binaries
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system_program]
 
 PLOTS = ("hnsw_recall_latency.png", "tenant_share.png", "ratios.png")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -24,6 +25,7 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One `python -m benchmarks --scale tiny` run, in a database of this test run's own."""
+    citus_binaries()  # --citus builds Citus: skips (locally) naming what is missing
     out = tmp_path_factory.mktemp("bench")
     command = [
         sys.executable,
@@ -37,11 +39,13 @@ def tiny_run(tmp_path_factory):
         f"{settings.DATABASES['default']['TEST']['NAME']}_bench",
         # The replica read path too, on its own throwaway primary and standby.
         "--replica",
+        # Search and a version write on a Citus cluster beside one plain server.
+        "--citus",
     ]
     if HAS_MATPLOTLIB:
         command += ["--plot", str(out / "plots")]
     completed = subprocess.run(
-        command, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=600
+        command, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=900
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads((out / "report.json").read_text()), completed.stdout, out

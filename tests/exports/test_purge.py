@@ -426,9 +426,13 @@ def test_purge_without_the_owner_role_refuses_and_deletes_nothing(
 def test_the_purge_reads_due_exports_through_their_partial_indexes(tenant_a, export_root):
     with CaptureQueriesContext(connection) as queries:
         services.exports_purge_expired()
-    # The statements that pick the due rows and the abandoned builds, as the service sent
-    # them (parameters inlined).
-    locking, abandoned = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
+    # The statements that find the due rows and the abandoned builds (their tenants, whose
+    # rows are then locked tenant by tenant), as the service sent them (parameters inlined).
+    locking, abandoned = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('SELECT DISTINCT "exports"."tenant_id"')
+    ]
 
     # As the purge runs it: the owner with the bypass on. Seq scans are priced out because
     # on a test-sized table a seq scan is rightly cheaper: the question here is whether the

@@ -28,6 +28,23 @@ def test_entering_where_the_transaction_begins_is_one_statement(tenant_a):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_connection_learns_in_its_first_context_statement_that_it_is_not_on_citus(tenant_a):
+    # A new connection (the pool's too, if one is configured).
+    connection.close()
+    connection.close_pool()
+    with CaptureQueriesContext(connection) as queries:
+        with tenant_context(tenant_a):
+            pass
+        with tenant_context(tenant_a):
+            pass
+    first, second = (sql for sql in statements(queries) if "set_config" in sql)
+    # Asked inside the first statement, not in one of its own; remembered afterwards.
+    assert "pg_extension" in first and "pg_extension" not in second
+    assert len(statements(queries)) == 6  # BEGIN, the set, COMMIT: twice
+    assert connection.citus is False
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_settings_end_with_the_transaction_it_began(tenant_a):
     with tenant_context(tenant_a):
         assert current_tenant_ids() == [tenant_a.pk]

@@ -5,10 +5,12 @@ The runtime role in DATABASES["default"] may not create databases or tables; tes
 still run as that role, so row-level security is exercised exactly as in production.
 
 It also lets statements bind pgvector vectors in binary (server_binding_cursor), and
-SQL of several statements bind on the client (client_side_binding).
+SQL of several statements bind on the client (client_side_binding), and remembers per
+connection whether its database is a Citus coordinator (citus).
 """
 
 import threading
+import weakref
 from contextlib import contextmanager
 
 import psycopg
@@ -59,9 +61,35 @@ class DatabaseClient(client.DatabaseClient):
         return super().runshell(parameters)
 
 
+# The select-list term that says whether the database is a Citus coordinator: the citus
+# extension is created in every database Citus distributes (docs/operations.md).
+CITUS_PRESENT_SQL = "EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     client_class = DatabaseClient
     creation_class = DatabaseCreation
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Per driver connection, so a reconnect (owner_connection, another of the pool's
+        # connections, a test database) is asked again; nothing is kept for a closed one.
+        self._citus_by_connection: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def citus(self) -> bool | None:
+        """Whether this connection's database is a Citus coordinator; None until told.
+
+        Not asked with a statement of its own: tenancy.context adds CITUS_PRESENT_SQL to
+        the first statement it sends on a connection and tells the answer
+        (remember_citus), so plain PostgreSQL pays no round trip for it.
+        """
+        if self.connection is None:
+            return None
+        return self._citus_by_connection.get(self.connection)
+
+    def remember_citus(self, present: bool) -> None:
+        self._citus_by_connection[self.connection] = present
 
     def get_connection_params(self):
         # Every way to a connection asks for its parameters first: connect(), the pool

@@ -1,0 +1,295 @@
+"""The services on a Citus cluster, through its coordinator (issue 19, points 4 and 5).
+
+Each test takes `on_citus` (tests/conftest.py): Django's default alias on a
+migrated and distributed database of a coordinator with two workers, as the runtime
+role, the owner configured for system_context. What they prove is what the plain
+PostgreSQL tests cannot: that the tenant context reaches the workers' row-level
+security, and that every service's statements are ones Citus routes to one tenant's
+shard (a row lock or an UPDATE filtered on tenant_id, no volatile function in an
+UPDATE, no COPY under row-level security, joins that equate the tenants).
+
+Rows are committed (each service call is its own transaction) and every test makes
+tenants of its own, so the tests share the database without seeing each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from agents.models import AgentExecution, ExecutionError, ExecutionSource
+from agents.services import (
+    change_proposal_apply,
+    change_proposal_approve,
+    change_proposal_propose,
+    execution_create,
+    execution_fail,
+    execution_finish,
+    execution_record_sources,
+    execution_retry,
+    execution_start,
+)
+from documents.models import Chunk, DocumentVersion, Project
+from documents.search import chunk_search
+from documents.services import (
+    document_ingest,
+    document_version_create,
+    project_create,
+    project_soft_delete,
+    projects_purge_deleted,
+)
+from exports.models import Export
+from exports.services import export_create, exports_purge_expired
+from tenancy.context import current_tenant_ids, request_scope, system_context, tenant_context
+from tenancy.models import Membership, Tenant
+from tenancy.selectors import tenant_ids_for_user
+from tests.factories import make_member, tenant_id_on_worker
+from tests.locks import run_together
+from tests.pgbouncer import routed_through, running_pgbouncer
+
+pytestmark = [pytest.mark.slow, pytest.mark.system_program]
+
+WRITERS = 8
+TEXT = (
+    "Retries back off exponentially and give up after five attempts.\n\n"
+    "Storage keeps every upload for ninety days, then moves it to the archive.\n\n"
+    "The billing handbook explains invoices, refunds and the monthly statement."
+)
+
+
+def _node_of(tenant_id: uuid.UUID) -> int:
+    """The port of the node holding the tenant's shard of projects."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)"
+            " WHERE p.shardid = get_shard_id_for_distribution_column('projects', %s)",
+            [tenant_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def _tenant(label: str, worker: int) -> Tenant:
+    """A new tenant whose rows live on the cluster's `worker`-th worker."""
+    tenant_id = tenant_id_on_worker(worker)
+    slug = f"{label}-{tenant_id.hex[-12:]}"
+    return Tenant.objects.create(id=tenant_id, name=slug, slug=slug)
+
+
+@pytest.fixture
+def two_tenants(on_citus) -> tuple[Tenant, Tenant]:
+    """Two tenants placed on different workers."""
+    return _tenant("citus-a", 0), _tenant("citus-b", 1)
+
+
+def _assert_the_context_scopes_the_rows(first: Tenant, second: Tenant) -> None:
+    mine = project_create(tenant=first, name="mine")
+    theirs = project_create(tenant=second, name="theirs")
+
+    with tenant_context(first):
+        assert current_tenant_ids() == [first.pk]
+        assert list(Project.objects.values_list("pk", flat=True)) == [mine.pk]
+        # Nested: narrowed to the other tenant, then the outer scope is restored.
+        with tenant_context(second):
+            assert list(Project.objects.values_list("pk", flat=True)) == [theirs.pk]
+        assert list(Project.objects.values_list("pk", flat=True)) == [mine.pk]
+    with tenant_context(first, second):
+        assert set(Project.objects.values_list("pk", flat=True)) == {mine.pk, theirs.pk}
+    # Outside any context (the settings ended with their transaction, on every node),
+    # row-level security on the workers sees no tenant.
+    assert not Project.objects.filter(pk__in=[mine.pk, theirs.pk]).exists()
+    with system_context("test: the bypass reaches the workers"):
+        assert Project.objects.filter(pk__in=[mine.pk, theirs.pk]).count() == 2
+
+
+def test_the_tenant_context_reaches_the_workers(two_tenants):
+    first, second = two_tenants
+    assert _node_of(first.pk) != _node_of(second.pk)
+    _assert_the_context_scopes_the_rows(first, second)
+
+
+def test_the_tenant_context_holds_behind_pgbouncer(two_tenants):
+    """Transaction pooling: each transaction may run on another server connection, and
+    the next client's transaction on this one must not inherit the settings."""
+    direct = connection.settings_dict
+    with (
+        running_pgbouncer(
+            host=direct["HOST"], port=direct["PORT"], users={direct["USER"]: ""}
+        ) as bouncer,
+        routed_through(connection, bouncer),
+    ):
+        _assert_the_context_scopes_the_rows(*two_tenants)
+
+
+def test_a_request_scope_reads_the_users_memberships_on_the_workers(two_tenants):
+    first, second = two_tenants
+    user = make_member(first, f"member-{first.pk.hex[-12:]}@example.com")
+    with tenant_context(second):
+        Membership.objects.create(tenant=second, user=user, role="viewer")
+    with request_scope(user, tenant_ids_for_user) as ids:
+        assert ids == sorted([first.pk, second.pk])
+        assert current_tenant_ids() == ids
+
+
+def test_a_version_write_under_concurrent_writers(two_tenants):
+    tenant, _ = two_tenants
+    project = project_create(tenant=tenant, name="versions")
+
+    def write(n: int):
+        return lambda: document_version_create(
+            tenant=tenant, project=project, document_type="specification", content=f"draft {n}"
+        )
+
+    assert run_together([write(n) for n in range(WRITERS)]) == []
+    with tenant_context(tenant):
+        versions = list(
+            DocumentVersion.objects.filter(project=project)
+            .order_by("version")
+            .values_list("version", "prev_sha256", "content_sha256")
+        )
+    assert [version for version, _, _ in versions] == list(range(1, WRITERS + 1))
+    assert all(
+        later[1] == earlier[2] for earlier, later in zip(versions, versions[1:], strict=False)
+    )
+
+
+def test_an_ingestion_and_chunk_search_in_every_mode(two_tenants):
+    tenant, other = two_tenants
+    document = document_ingest(tenant=tenant, title="Handbook", text=TEXT, chunk_size=20)
+    document_ingest(tenant=other, title="Other handbook", text=TEXT, chunk_size=20)
+    assert document.status == "ready"
+    with tenant_context(tenant):
+        chunks = Chunk.objects.filter(document=document).count()
+    assert chunks > 1
+
+    for mode in ("semantic", "fulltext", "hybrid"):
+        results = chunk_search(tenant=tenant, query="billing refunds", k=5, mode=mode)
+        assert results, mode
+        assert {result.document_id for result in results} == {document.pk}, mode
+
+
+def test_an_export(two_tenants, file_storages):
+    tenant, _ = two_tenants
+    project = project_create(tenant=tenant, name="exported")
+    document_version_create(
+        tenant=tenant, project=project, document_type="specification", content="# PRD"
+    )
+    export = export_create(tenant=tenant, project=project)
+    assert (export.status, export.error_message) == (Export.Status.COMPLETED, "")
+
+
+def test_a_proposal_apply(two_tenants):
+    tenant, _ = two_tenants
+    project = project_create(tenant=tenant, name="proposed")
+    base = document_version_create(
+        tenant=tenant, project=project, document_type="specification", content="# PRD\n\nv1"
+    )
+    proposal = change_proposal_propose(tenant=tenant, base_version=base, content="# PRD\n\nv2")
+    change_proposal_approve(tenant=tenant, proposal=proposal)
+    applied = change_proposal_apply(tenant=tenant, proposal=proposal)
+    assert applied.status == "applied"
+    with tenant_context(tenant):
+        assert applied.applied_version.version == 2
+
+
+def test_a_run_with_errors_and_sources(two_tenants):
+    tenant, _ = two_tenants
+    project = project_create(tenant=tenant, name="run")
+    document_ingest(tenant=tenant, title="Handbook", text=TEXT, chunk_size=20)
+    execution = execution_create(tenant=tenant, project=project, agent_type="retriever")
+    execution_start(tenant=tenant, execution=execution)
+    execution_fail(tenant=tenant, execution=execution, error_type="Timeout", error_message="slow")
+    retry = execution_retry(tenant=tenant, execution=execution, recovery_strategy="wait")
+    execution_start(tenant=tenant, execution=retry)
+    results = chunk_search(tenant=tenant, query="retries storage", k=3)
+    execution_record_sources(tenant=tenant, execution=retry, results=results)
+    execution_finish(tenant=tenant, execution=retry, output_data={"chunks": len(results)})
+
+    with tenant_context(tenant):
+        assert AgentExecution.objects.get(pk=retry.pk).status == "succeeded"
+        assert ExecutionSource.objects.filter(execution=retry).count() == len(results)
+        error = ExecutionError.objects.get(execution=execution)
+    # The later attempt of the same step succeeded: the error is recovered.
+    assert (error.recovery_strategy, error.recovered) == ("wait", True)
+
+
+def test_the_purges_lock_and_update_tenant_by_tenant(two_tenants, file_storages):
+    first, second = two_tenants
+    doomed = [project_create(tenant=tenant, name="doomed") for tenant in (first, second)]
+    exports = []
+    for tenant, project in zip((first, second), doomed, strict=True):
+        document_version_create(
+            tenant=tenant, project=project, document_type="specification", content="# Spec"
+        )
+        exports.append(export_create(tenant=tenant, project=project))
+        project_soft_delete(tenant=tenant, project=project)
+
+    summary = exports_purge_expired(now=timezone.now() + timedelta(days=2))
+    assert summary.expired >= 2
+    with system_context("test: the purged exports"):
+        statuses = set(
+            Export.objects.filter(pk__in=[e.pk for e in exports]).values_list("status", flat=True)
+        )
+    assert statuses == {Export.Status.EXPIRED}
+
+    projects_purge_deleted(older_than=timedelta(0))
+    with system_context("test: the purged projects"):
+        assert not Project.all_objects.filter(pk__in=[p.pk for p in doomed]).exists()
+
+
+def test_seed(on_citus):
+    call_command("seed", verbosity=0)
+
+
+def test_the_partitions_job_creates_and_removes_months_on_the_cluster(on_citus):
+    """New months of the distributed agent_executions are distributed with it and keep
+    its forced row-level security; retention's dry run goes through."""
+    call_command("partitions", "--ahead", "8", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE d.logicalrelid IS NULL), "
+            "bool_and(c.relforcerowsecurity) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "LEFT JOIN pg_dist_partition d ON d.logicalrelid = c.oid "
+            "WHERE i.inhparent = 'agent_executions'::regclass"
+        )
+        undistributed, forced = cursor.fetchone()
+    assert (undistributed, forced) == (0, True)
+    call_command("partitions", "--retain-months", "1", "--dry-run", verbosity=0)
+
+
+def test_a_tenants_knn_runs_on_its_shard_through_the_hnsw_index(two_tenants):
+    """chunk_search's kNN, filtered on the tenant, is routed to the one shard that holds
+    it, where the planner uses the HNSW index (a tenant holding most of the shard's rows)."""
+    from pgvector.django import CosineDistance
+
+    from documents.embedding import get_embedder
+
+    tenant = two_tenants[0]
+    embedder = get_embedder()
+    document = document_ingest(tenant=tenant, title="notes", text=TEXT)
+    texts = [f"note {n} about topic {n % 37} and item {n % 11}" for n in range(2000)]
+    vectors = embedder.embed(texts)
+    with tenant_context(tenant):
+        Chunk.objects.bulk_create(
+            Chunk(
+                tenant=tenant,
+                document=document,
+                ordinal=100 + n,
+                content=text,
+                embedding=vectors[n],
+                embedding_model=embedder.model,
+            )
+            for n, text in enumerate(texts)
+        )
+    with system_context("test: statistics of the chunks"), connection.cursor() as cursor:
+        cursor.execute("ANALYZE chunks")
+    query = embedder.embed(["note 5 about topic 5"])[0]
+    with tenant_context(tenant):
+        nearest = Chunk.objects.filter(tenant=tenant).order_by(CosineDistance("embedding", query))
+        plan = nearest[:5].explain()
+    assert "Task Count: 1" in plan and "chunks_embedding_hnsw_idx" in plan, plan
