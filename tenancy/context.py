@@ -7,7 +7,7 @@ PostgreSQL's row-level security policies read the transaction-scoped setting
         Project.objects.create(...)
 
     with tenant_context(tenant, user=alice):   # and whose: restricted rows follow her
-        ...
+        ...                                    # (her memberships read once, see below)
 
     @tenant_context(tenant_id)            # also a decorator
     def job(): ...
@@ -23,6 +23,12 @@ same statement and restores them with one more on leaving.
 On a Citus coordinator the settings must reach the workers, whose row-level security
 reads them too: there they are set with SET LOCAL, propagated (see _propagate), still
 one round trip; nested, the read of before is one more.
+
+With a user, the context also sets `app.full_access_tenant_ids`: the context's tenants
+where that user sees every restricted row (owner or admin there, or an active
+superuser). The policies read it as they read the tenants, from the transaction, never
+from a table (docs/security.md, "Restricted rows"): tenant_context(..., user=) reads
+the user's memberships once for it, a request reads them with its tenants.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -51,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 TENANT_IDS_SETTING = "app.tenant_ids"
 USER_ID_SETTING = "app.user_id"
+# The context's tenants where its user sees every restricted row.
+FULL_ACCESS_SETTING = "app.full_access_tenant_ids"
 BYPASS_SETTING = "app.rls_bypass"
 # Set to LOCKED by the request middleware: nested contexts may then only narrow.
 SCOPE_SETTING = "app.tenant_scope"
@@ -74,7 +83,7 @@ def normalize_tenant_ids(tenants: Iterable) -> list[uuid.UUID]:
 
 # Restored on leaving a nested scope; the bypass is only ever turned on by system_context,
 # which always starts its own transaction, so it never needs restoring.
-_SCOPE_SETTINGS = (TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING)
+_SCOPE_SETTINGS = (TENANT_IDS_SETTING, SCOPE_SETTING, USER_ID_SETTING, FULL_ACCESS_SETTING)
 _READ_WHEN_NESTED = (*_SCOPE_SETTINGS, BYPASS_SETTING)
 
 
@@ -145,8 +154,49 @@ def current_tenant_ids(using: str = DEFAULT_DB_ALIAS) -> list[uuid.UUID]:
     return [uuid.UUID(part) for part in value.split(",") if part]
 
 
+@dataclass(frozen=True)
+class TenantAccess:
+    """A user's tenants, and those among them where the user sees every restricted row."""
+
+    tenant_ids: list[uuid.UUID]
+    full_access_tenant_ids: list[uuid.UUID]
+
+
+def full_access_tenant_ids(
+    user: User | uuid.UUID, tenant_ids: list[uuid.UUID], using: str = DEFAULT_DB_ALIAS
+) -> list[uuid.UUID]:
+    """Those of `tenant_ids` where `user` is an owner or admin; all of them for an active
+    superuser. Reads the user's memberships (one query; one more for a user given by id).
+    """
+    # Imported here: this module is imported before the apps' models are ready.
+    from tenancy.models import FULL_ACCESS_ROLES, Membership, User
+
+    if not tenant_ids:
+        return []
+    if isinstance(user, User):
+        superuser = user.is_superuser and user.is_active
+    else:
+        superuser = (
+            User.objects.using(using).filter(pk=user, is_superuser=True, is_active=True).exists()
+        )
+    if superuser:
+        return sorted(tenant_ids)
+    return sorted(
+        Membership.objects.using(using)
+        .filter(
+            user_id=_as_uuid(user, "user"), tenant_id__in=tenant_ids, role__in=FULL_ACCESS_ROLES
+        )
+        .values_list("tenant_id", flat=True)
+    )
+
+
 @contextmanager
-def _scoped_settings(values: dict[str, str], using: str) -> Iterator[dict[str, str]]:
+def _scoped_settings(
+    values: dict[str, str],
+    using: str,
+    *,
+    then: Callable[[], dict[str, str]] | None = None,
+) -> Iterator[dict[str, str]]:
     """A transaction (or savepoint) with `values` set; yields the settings of before.
 
     Where the block starts the transaction, it ends it too, and the settings end with it
@@ -154,6 +204,8 @@ def _scoped_settings(values: dict[str, str], using: str) -> Iterator[dict[str, s
     new transaction has no scope of its own yet), nothing restored. Nested in a
     transaction, the settings of before are read in that same statement and set again
     on leaving the block, unless it rolls back to its savepoint, which restores them.
+    `then()`, called once `values` are set, gives settings that need them to be read
+    (a user's full-access tenants); they are set with one more statement.
     """
     connection = connections[using]
     owns_transaction = begins_transaction(using)
@@ -162,6 +214,10 @@ def _scoped_settings(values: dict[str, str], using: str) -> Iterator[dict[str, s
             with connection.cursor() as cursor:
                 read = () if owns_transaction else _READ_WHEN_NESTED
                 previous = _apply(cursor, values, read=read)
+                more = then() if then is not None else {}
+                if more:
+                    _apply(cursor, more)
+                    values = {**values, **more}
             with replica_scope(values, using=using):
                 yield previous
             if owns_transaction or connection.needs_rollback:
@@ -208,7 +264,7 @@ def _ids_text(ids: list[uuid.UUID]) -> str:
 def tenant_scope(
     tenant_ids: Iterable,
     *,
-    user_id: uuid.UUID | None = None,
+    user_id: User | uuid.UUID | None = None,
     locked: bool = False,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Iterator[list[uuid.UUID]]:
@@ -218,15 +274,26 @@ def tenant_scope(
     locked scope a nested tenant_context may only narrow it, so a service called with a
     foreign tenant id raises PermissionDenied instead of widening what the request sees
     (only system_context's bypass lifts that rule). `user_id` also lets the block read
-    that user's own memberships. The outer settings are restored when the block ends.
+    that user's own memberships, and see the restricted rows that user may see (its
+    full-access tenants read from the memberships once the settings are in place). The
+    outer settings are restored when the block ends.
     """
     ids = normalize_tenant_ids(tenant_ids)
     values = {TENANT_IDS_SETTING: _ids_text(ids)}
     if locked:
         values[SCOPE_SETTING] = LOCKED
+    then = None
     if user_id is not None:
         values[USER_ID_SETTING] = str(_as_uuid(user_id, "user"))
-    with _scoped_settings(values, using) as previous:
+        # Not the outer context's: its user, or its tenants, may be others.
+        values[FULL_ACCESS_SETTING] = ""
+        user = user_id
+
+        def then() -> dict[str, str]:
+            full = full_access_tenant_ids(user, ids, using)
+            return {FULL_ACCESS_SETTING: _ids_text(full)} if full else {}
+
+    with _scoped_settings(values, using, then=then) as previous:
         # Checked after the set, which shares the read's round trip: a refusal leaves
         # the block, whose savepoint rollback undoes the set.
         _refuse_widening(previous, ids)
@@ -236,20 +303,27 @@ def tenant_scope(
 
 @contextmanager
 def request_scope(
-    user: User, tenants_of: Callable[[User], Iterable], using: str = DEFAULT_DB_ALIAS
+    user: User, access_of: Callable[[User], TenantAccess], using: str = DEFAULT_DB_ALIAS
 ) -> Iterator[list[uuid.UUID]]:
     """The transaction of one authenticated request: `user`'s tenants, locked.
 
-    `tenants_of(user)` (tenancy.selectors.tenant_ids_for_user) reads them first, while
-    the transaction may read only the user's own memberships (app.user_id); the tenants
-    are then set and locked (see tenant_scope) in the same transaction, so the request
-    costs three statements before its view runs and none after.
+    `access_of(user)` (tenancy.selectors.tenant_access_for_user) reads them first, with
+    the user's full-access tenants, while the transaction may read only the user's own
+    memberships (app.user_id); both are then set and the tenants locked (see
+    tenant_scope) in the same transaction, so the request costs three statements before
+    its view runs and none after.
     """
     with _scoped_settings({USER_ID_SETTING: str(_as_uuid(user, "user"))}, using) as previous:
-        ids = normalize_tenant_ids(tenants_of(user))
+        access = access_of(user)
+        ids = normalize_tenant_ids(access.tenant_ids)
+        full = normalize_tenant_ids(set(access.full_access_tenant_ids) & set(ids))
         _refuse_widening(previous, ids)
         with connections[using].cursor() as cursor:
-            tenants = {TENANT_IDS_SETTING: _ids_text(ids), SCOPE_SETTING: LOCKED}
+            tenants = {
+                TENANT_IDS_SETTING: _ids_text(ids),
+                SCOPE_SETTING: LOCKED,
+                FULL_ACCESS_SETTING: _ids_text(full),
+            }
             _apply(cursor, tenants)
         with replica_scope(tenants, using=using):
             yield ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from tenancy.context import request_scope
-from tenancy.selectors import tenant_ids_for_user
+from tenancy.selectors import tenant_access_for_user
 
 
 class TenantContextMiddleware:
@@ -33,7 +33,7 @@ class TenantContextMiddleware:
             request.tenant_ids = []
             return self.get_response(request)
         # The user may read their own memberships; they give the tenants to scope to.
-        with request_scope(user, tenant_ids_for_user) as tenant_ids:
+        with request_scope(user, tenant_access_for_user) as tenant_ids:
             request.tenant_ids = tenant_ids
             response = self.get_response(request)
             # A view's exception reaches us as an error response (Django converts it

@@ -224,6 +224,11 @@ class MembershipRole(models.TextChoices):
     VIEWER = "viewer", "Viewer"
 
 
+# The roles that see every restricted project and document of their tenant and decide
+# who else may (docs/security.md, "Restricted rows").
+FULL_ACCESS_ROLES = (MembershipRole.OWNER, MembershipRole.ADMIN)
+
+
 class Membership(TenantOwnedModel):
     """A user's role in a tenant."""
 

@@ -4,8 +4,9 @@
   MIGRATION_LOCK_TIMEOUT (docs/operations.md).
 - The DDL every tenant table needs (docs/security.md): `EnableTenantRLS`,
   `AddReadPolicy`, `AddTenantForeignKey` (and `MoveSetNullToTrigger`, which turned the
-  keys' own ON DELETE SET NULL into the trigger Citus accepts), and
-  `NarrowTenantPolicy`, the access below the tenant (restricted projects and documents).
+  keys' own ON DELETE SET NULL into the trigger Citus accepts), and the access below
+  the tenant (restricted projects and documents): `AddRowAccess`, `AddAccessGrants`,
+  `NarrowTenantPolicy`.
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
@@ -224,6 +225,212 @@ class NarrowTenantPolicy(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return f"narrow_policy_{self.table}"
+
+
+# Who may see a row below its tenant (docs/security.md, "Restricted rows"): the row's
+# own column and the transaction's settings only, no subquery, so the policy is the same
+# cheap filter on one server and on every Citus shard.
+ROW_VISIBLE = (
+    "restricted_to IS NULL OR tenant_id = ANY (app_full_access_tenant_ids()) "
+    "OR app_current_user_id() = ANY (restricted_to)"
+)
+RESTRICTED_TO_TRIGGER = "restricted_to"
+
+
+def access_trigger_function_sql(name: str, body: str, *, declare: str = "") -> str:
+    """A trigger function of the access lists: it reads and writes the rows of its own
+    tenant whoever the writer may see, so it runs as the owner (SECURITY DEFINER) with
+    the owner's bypass (the system_bypass policies) on for its own statements only, and
+    off again before it returns; search_path pinned, names schema-qualified."""
+    return (
+        f"CREATE OR REPLACE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql "
+        "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ DECLARE "
+        f"bypass text := current_setting('app.rls_bypass', true); {declare} BEGIN "
+        f"PERFORM set_config('app.rls_bypass', 'on', true); {body} "
+        "PERFORM set_config('app.rls_bypass', coalesce(bypass, ''), true); "
+        "RETURN NEW; END $$"
+    )
+
+
+class AddRowAccess(_SQLOperation):
+    """`table` carries who may see it, `restricted_to uuid[]` (NULL: every member of the
+    tenant), and its tenant_isolation policy admits a row by it (ROW_VISIBLE).
+
+    restricted_to is derived, never written: a BEFORE INSERT OR UPDATE trigger
+    (`restricted_to`) sets it from
+    - the row's own list when `own` (projects, documents: `restricted` and the
+      `access_user_ids` that AddAccessGrants keeps), and
+    - the restricted_to of each parent in `parents` (column -> table), read by
+      (tenant_id, id): the tenant's own co-located shard on Citus. A NULL column adds
+      nothing, nor does a parent not found in the row's tenant (its key refuses the
+      row); `loose` names parents without a key (a snapshot that may outlive them).
+    Several lists meet: a user must be in all of them. The policy's WITH CHECK then
+    refuses a row its writer may not see, a child of a restricted project included.
+    An AFTER UPDATE trigger on each parent (`access_<table>_<column>`) touches the rows
+    of a parent whose restricted_to changed, filtered on its tenant, and their own
+    trigger derives them again, so a restriction, a grant or a revocation reaches
+    everything below in the same statement. Both read and write rows their writer may
+    not see (access_trigger_function_sql).
+
+    Backwards drops the triggers, the columns and puts the plain tenant policy back.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        parents: dict[str, str] | None = None,
+        loose: dict[str, str] | None = None,
+        own: bool = False,
+    ) -> None:
+        self.table = table
+        self.parents = dict(parents or {})
+        self.loose = dict(loose or {})
+        self.own = own
+
+    def _function(self) -> str:
+        return f"{self.table}_restricted_to"
+
+    @staticmethod
+    def _follow_names(table: str, column: str) -> tuple[str, str]:
+        """The trigger on the parent and its function, for table.column."""
+        return f"access_{table}_{column}", f"{table}_{column}_access"
+
+    def _all_parents(self) -> list[tuple[str, str]]:
+        return [*self.parents.items(), *self.loose.items()]
+
+    def _derive_sql(self, quote) -> str:
+        steps = []
+        if self.own:
+            steps.append("IF NEW.restricted THEN acc := NEW.access_user_ids; END IF;")
+        for column, parent in self._all_parents():
+            steps.append(
+                f"IF NEW.{quote(column)} IS NOT NULL THEN "
+                f"SELECT p.restricted_to INTO parent FROM public.{quote(parent)} p "
+                f"WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.{quote(column)}; "
+                "IF FOUND AND parent IS NOT NULL THEN acc := CASE WHEN acc IS NULL "
+                "THEN parent ELSE array(SELECT u FROM unnest(acc) u WHERE u = ANY (parent)) "
+                "END; END IF; END IF;"
+            )
+        steps.append("NEW.restricted_to := acc;")
+        return access_trigger_function_sql(
+            self._function(), " ".join(steps), declare="acc uuid[]; parent uuid[];"
+        )
+
+    def forwards_sql(self, quote) -> list[str]:
+        table = quote(self.table)
+        columns = ["ADD COLUMN IF NOT EXISTS restricted_to uuid[]"]
+        depends = ["restricted_to", *self.parents, *self.loose]
+        if self.own:
+            columns.append("ADD COLUMN IF NOT EXISTS access_user_ids uuid[] NOT NULL DEFAULT '{}'")
+            depends += ["restricted", "access_user_ids"]
+        trigger = quote(RESTRICTED_TO_TRIGGER)
+        statements = [
+            f"ALTER TABLE {table} {', '.join(columns)}",
+            self._derive_sql(quote),
+            f"DROP TRIGGER IF EXISTS {trigger} ON {table}",
+            f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OF "
+            f"{', '.join(map(quote, depends))} ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {quote(self._function())}()",
+        ]
+        for column, parent in self._all_parents():
+            name, function = self._follow_names(self.table, column)
+            statements += [
+                # restricted_to = NULL only names the column: the rows' own trigger
+                # derives it again from every parent.
+                access_trigger_function_sql(
+                    function,
+                    f"UPDATE public.{table} SET restricted_to = NULL "
+                    f"WHERE tenant_id = NEW.tenant_id AND {quote(column)} = NEW.id;",
+                ),
+                f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(parent)}",
+                f"CREATE TRIGGER {quote(name)} AFTER UPDATE ON {quote(parent)} FOR EACH ROW "
+                "WHEN (OLD.restricted_to IS DISTINCT FROM NEW.restricted_to) "
+                f"EXECUTE FUNCTION {quote(function)}()",
+            ]
+        return statements + NarrowTenantPolicy(self.table, using=ROW_VISIBLE).forwards_sql(quote)
+
+    def backwards_sql(self, quote) -> list[str]:
+        table = quote(self.table)
+        statements = NarrowTenantPolicy(self.table, using=ROW_VISIBLE).backwards_sql(quote)
+        for column, parent in self._all_parents():
+            name, function = map(quote, self._follow_names(self.table, column))
+            statements += [
+                f"DROP TRIGGER IF EXISTS {name} ON {quote(parent)}",
+                f"DROP FUNCTION IF EXISTS {function}()",
+            ]
+        columns = ["DROP COLUMN IF EXISTS restricted_to"]
+        if self.own:
+            columns.append("DROP COLUMN IF EXISTS access_user_ids")
+        return [
+            *statements,
+            f"DROP TRIGGER IF EXISTS {quote(RESTRICTED_TO_TRIGGER)} ON {table}",
+            f"DROP FUNCTION IF EXISTS {quote(self._function())}()",
+            f"ALTER TABLE {table} {', '.join(columns)}",
+        ]
+
+    def describe(self) -> str:
+        return f"Restrict the rows of {self.table} to the users its restricted_to lists"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"row_access_{self.table}"
+
+
+class AddAccessGrants(_SQLOperation):
+    """`grants` (tenant_id, `column`, user_id) lists the users granted rows of `to`;
+    an AFTER INSERT, UPDATE and DELETE row trigger keeps `to`.access_user_ids in step,
+    filtered on the grant's tenant (the co-located shard on Citus), whoever its writer
+    may see (access_trigger_function_sql: a user's deletion removes their grants too).
+    array_append and array_remove apply to the row as locked, so concurrent grants to
+    one row all land. Only owners and admins write grants (their policy).
+    """
+
+    def __init__(self, grants: str, *, column: str, to: str) -> None:
+        self.grants = grants
+        self.column = column
+        self.to = to
+
+    def _names(self) -> tuple[str, str]:
+        return "access_user_ids", f"{self.grants}_access_user_ids"
+
+    def forwards_sql(self, quote) -> list[str]:
+        name, function = self._names()
+        to, column = quote(self.to), quote(self.column)
+
+        def change(row: str, value: str) -> str:
+            return (
+                f"UPDATE public.{to} SET access_user_ids = {value} "
+                f"WHERE tenant_id = {row}.tenant_id AND id = {row}.{column};"
+            )
+
+        body = (
+            "IF TG_OP IN ('UPDATE', 'DELETE') THEN "
+            + change("OLD", "array_remove(access_user_ids, OLD.user_id)")
+            + " END IF; IF TG_OP IN ('INSERT', 'UPDATE') THEN "
+            + change("NEW", "array_append(array_remove(access_user_ids, NEW.user_id), NEW.user_id)")
+            + " END IF;"
+        )
+        return [
+            access_trigger_function_sql(function, body),
+            f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(self.grants)}",
+            f"CREATE TRIGGER {quote(name)} AFTER INSERT OR UPDATE OF {column}, user_id "
+            f"OR DELETE ON {quote(self.grants)} FOR EACH ROW EXECUTE FUNCTION {quote(function)}()",
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        name, function = map(quote, self._names())
+        return [
+            f"DROP TRIGGER IF EXISTS {name} ON {quote(self.grants)}",
+            f"DROP FUNCTION IF EXISTS {function}()",
+        ]
+
+    def describe(self) -> str:
+        return f"Keep {self.to}.access_user_ids in step with {self.grants}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"access_grants_{self.grants}"
 
 
 class AddTenantForeignKey(_SQLOperation):

@@ -18,9 +18,9 @@ from django.db.models import QuerySet
 
 from documents.models import Document, DocumentAccess, Project, ProjectAccess
 from tenancy.context import require_tenant, tenant_context
-from tenancy.models import Membership, MembershipRole, TenantRef, User
+from tenancy.models import FULL_ACCESS_ROLES, Membership, TenantRef, User
 
-MANAGING_ROLES = (MembershipRole.OWNER, MembershipRole.ADMIN)
+MANAGING_ROLES = FULL_ACCESS_ROLES
 
 
 def _require_manager(tenant_id: uuid.UUID, by: User | None) -> None:

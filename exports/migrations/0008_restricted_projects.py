@@ -1,7 +1,9 @@
 """A restricted project's exports are hidden with it (docs/security.md, "Restricted
-rows"; documents.0013)."""
+rows"; documents.0013): restricted_to from the project (AddRowAccess)."""
 
 import core.db.operations
+
+ROW_ACCESS = [core.db.operations.AddRowAccess('exports', parents={'project_id': 'projects'})]
 
 
 class Migration(core.db.operations.Migration):
@@ -10,8 +12,4 @@ class Migration(core.db.operations.Migration):
         ('documents', '0013_restricted_rows_and_access_grants'),
     ]
 
-    operations = [
-        core.db.operations.NarrowTenantPolicy(
-            'exports', using="project_id <> ALL ((SELECT app_hidden_project_ids())::uuid[])"
-        ),
-    ]
+    operations = ROW_ACCESS

@@ -47,7 +47,7 @@ from exports.models import Export
 from exports.services import export_create, exports_purge_expired
 from tenancy.context import current_tenant_ids, request_scope, system_context, tenant_context
 from tenancy.models import Membership, Tenant
-from tenancy.selectors import tenant_ids_for_user
+from tenancy.selectors import tenant_access_for_user
 from tests.factories import make_member, tenant_id_on_worker
 from tests.locks import run_together
 from tests.pgbouncer import routed_through, running_pgbouncer
@@ -130,7 +130,7 @@ def test_a_request_scope_reads_the_users_memberships_on_the_workers(two_tenants)
     user = make_member(first, f"member-{first.pk.hex[-12:]}@example.com")
     with tenant_context(second):
         Membership.objects.create(tenant=second, user=user, role="viewer")
-    with request_scope(user, tenant_ids_for_user) as ids:
+    with request_scope(user, tenant_access_for_user) as ids:
         assert ids == sorted([first.pk, second.pk])
         assert current_tenant_ids() == ids
 
