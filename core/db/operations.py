@@ -252,6 +252,21 @@ def access_trigger_function_sql(name: str, body: str, *, declare: str = "") -> s
     )
 
 
+# Who may see a row is the owners' and admins' decision (or a system job's, or the
+# grants' trigger, which runs with the bypass): the database refuses anyone else a
+# change of `restricted` or `access_user_ids`, so an editor cannot put themselves on a
+# list before the row is restricted. `bypass` is the writer's own setting.
+OWN_LIST_GUARD = (
+    "IF (CASE WHEN TG_OP = 'INSERT' THEN NEW.restricted OR NEW.access_user_ids <> '{}' "
+    "ELSE (OLD.restricted, OLD.access_user_ids) IS DISTINCT FROM "
+    "(NEW.restricted, NEW.access_user_ids) END) "
+    "AND NOT (coalesce(NEW.tenant_id = ANY (public.app_full_access_tenant_ids()), false) "
+    "OR coalesce(bypass, '') = 'on') THEN "
+    "RAISE EXCEPTION 'only the tenant''s owners and admins change who may see % %', "
+    "TG_TABLE_NAME, NEW.id USING ERRCODE = '42501'; END IF;"
+)
+
+
 class AddRowAccess(_SQLOperation):
     """`table` carries who may see it, `restricted_to uuid[]` (NULL: every member of the
     tenant), and its tenant_isolation policy admits a row by it (ROW_VISIBLE).
@@ -259,7 +274,8 @@ class AddRowAccess(_SQLOperation):
     restricted_to is derived, never written: a BEFORE INSERT OR UPDATE trigger
     (`restricted_to`) sets it from
     - the row's own list when `own` (projects, documents: `restricted` and the
-      `access_user_ids` that AddAccessGrants keeps), and
+      `access_user_ids` that AddAccessGrants keeps; changed by owners and admins only,
+      OWN_LIST_GUARD), and
     - the restricted_to of each parent in `parents` (column -> table), read by
       (tenant_id, id): the tenant's own co-located shard on Citus. A NULL column adds
       nothing, nor does a parent not found in the row's tenant (its key refuses the
@@ -302,6 +318,7 @@ class AddRowAccess(_SQLOperation):
     def _derive_sql(self, quote) -> str:
         steps = []
         if self.own:
+            steps.append(OWN_LIST_GUARD)
             steps.append("IF NEW.restricted THEN acc := NEW.access_user_ids; END IF;")
         for column, parent in self._all_parents():
             steps.append(

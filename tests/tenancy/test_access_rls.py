@@ -25,8 +25,10 @@ from documents.services import (
     project_access_grant,
     project_access_revoke,
     project_restrict,
+    project_unrestrict,
 )
 from tenancy.context import tenant_context
+from tenancy.models import Membership
 from tests.factories import make_member, make_tenant_rows
 
 HANGING_COLUMNS = ("project_id", "execution_id", "document_id")
@@ -331,3 +333,156 @@ def test_inside_a_request_a_context_keeps_the_requests_user(tenant_a, alice, cas
             with connection.cursor() as cursor:
                 cursor.execute("SELECT app_current_user_id()")
                 assert cursor.fetchone()[0] == cast["member"].pk
+
+
+# --- The access lists: restricted_to on every row below, kept by triggers ----------------
+
+
+def _restricted_to(tenant, user, hidden_ids) -> dict[str, set]:
+    """The distinct restricted_to of the restricted rows and of the others, by table."""
+    found = {}
+    with tenant_context(tenant, user=user), connection.cursor() as cursor:
+        for table in tables_below_projects_and_documents():
+            if table.endswith("_access"):
+                continue
+            cursor.execute(
+                sql.SQL(
+                    "SELECT id = ANY (%s), "
+                    "array_agg(DISTINCT coalesce(restricted_to::text, 'NULL')) FROM {} GROUP BY 1"
+                ).format(sql.Identifier(table)),
+                [hidden_ids[table]],
+            )
+            found[table] = {hidden: set(values) for hidden, values in cursor.fetchall()}
+    return found
+
+
+def test_every_table_below_carries_its_access_list_and_the_row_only_policy(db):
+    expected = sorted(
+        table
+        for table in tables_below_projects_and_documents()
+        if not table.endswith("_access") and not _is_partition(table)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, p.qual, p.with_check FROM pg_class c "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'restricted_to' "
+            "JOIN pg_policies p ON p.schemaname = 'public' AND p.tablename = c.relname "
+            "AND p.policyname = 'tenant_isolation' "
+            "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition "
+            "ORDER BY 1"
+        )
+        rows = cursor.fetchall()
+    assert [name for name, _, _ in rows] == expected
+    for name, qual, check in rows:
+        for expression in (qual, check):
+            assert "restricted_to IS NULL" in expression, (name, expression)
+            assert "app_full_access_tenant_ids()" in expression, (name, expression)
+
+
+def test_restricted_to_follows_restrictions_grants_and_revocations(
+    world, hidden_ids, tenant_a, cast
+):
+    owner, grace = cast["owner"], cast["granted"]
+    before = _restricted_to(tenant_a, owner, hidden_ids)
+    for table, by_hidden in before.items():
+        assert by_hidden.get(False, {"NULL"}) == {"NULL"}, table
+        assert all(str(grace.pk) in value for value in by_hidden.get(True, ())), table
+    project = world["project"]
+    project_access_revoke(tenant=tenant_a, project=project, user=grace, by=owner)
+    with tenant_context(tenant_a, user=owner), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.access_user_ids, array_agg(DISTINCT v.restricted_to) "
+            "FROM projects p JOIN document_versions v ON v.tenant_id = p.tenant_id "
+            "AND v.project_id = p.id WHERE p.id = %s GROUP BY 1",
+            [project.pk],
+        )
+        ((listed, in_versions),) = cursor.fetchall()
+    assert grace.pk not in listed and in_versions == [listed]
+    project_unrestrict(tenant=tenant_a, project=project, by=owner)
+    after = _restricted_to(tenant_a, owner, hidden_ids)
+    # What stays restricted is the restricted document's alone.
+    assert set().union(*after["projects"].values()) == {"NULL"}
+    assert set().union(*after["document_versions"].values()) == {"NULL"}
+    still = after["chunks"][True] - {"NULL"}  # the open project's documents' are open
+    assert still and all(str(grace.pk) in value for value in still)
+
+
+def test_a_document_in_a_restricted_project_is_seen_by_who_may_see_both(tenant_a, cast):
+    owner, grace, mallory = cast["owner"], cast["granted"], cast["member"]
+    rows = make_tenant_rows(tenant_a, label="both")
+    project, document = rows[Project], rows[Document]
+    assert document.project_id == project.pk
+    document_restrict(tenant=tenant_a, document=document, by=owner)
+    document_access_grant(tenant=tenant_a, document=document, user=grace, by=owner)
+    project_restrict(tenant=tenant_a, project=project, by=owner)
+    project_access_grant(tenant=tenant_a, project=project, user=mallory, by=owner)
+
+    def sees(user) -> tuple[bool, bool]:
+        with tenant_context(tenant_a, user=user):
+            return (
+                Document.objects.filter(pk=document.pk).exists(),
+                Chunk.objects.filter(document=document).exists(),
+            )
+
+    assert sees(grace) == (False, False)  # the document's grant, not the project's
+    assert sees(mallory) == (False, False)  # the project's grant, not the document's
+    project_access_grant(tenant=tenant_a, project=project, user=grace, by=owner)
+    assert sees(grace) == (True, True)
+    assert sees(owner) == (True, True)
+
+
+def test_restricted_to_is_derived_never_written(world, tenant_a, cast):
+    document = world["document"]
+    with tenant_context(tenant_a, user=cast["owner"]), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE chunks SET restricted_to = NULL WHERE tenant_id = %s AND document_id = %s "
+            "RETURNING restricted_to::text",
+            [tenant_a.pk, document.pk],
+        )
+        values = {row[0] for row in cursor.fetchall()}
+    assert values and all(str(cast["granted"].pk) in value for value in values)
+
+
+def test_only_owners_and_admins_change_who_may_see_a_row(world, tenant_a, cast):
+    from django.db import DatabaseError
+
+    member = cast["member"]
+    with tenant_context(tenant_a, user=member), connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM projects WHERE NOT restricted LIMIT 1")
+        (open_project,) = cursor.fetchone()
+        for change in (
+            "access_user_ids = array_append(access_user_ids, %(user)s)",
+            "restricted = true",
+        ):
+            with pytest.raises(DatabaseError, match="owners and admins"), transaction.atomic():
+                cursor.execute(
+                    sql.SQL(
+                        "UPDATE projects SET {} WHERE tenant_id = %(tenant)s AND id = %(id)s"
+                    ).format(sql.SQL(change)),
+                    {"user": member.pk, "tenant": tenant_a.pk, "id": open_project},
+                )
+        # Any other change of a row they see is theirs to make.
+        cursor.execute(
+            "UPDATE projects SET name = 'renamed' WHERE tenant_id = %s AND id = %s",
+            [tenant_a.pk, open_project],
+        )
+        assert cursor.rowcount == 1
+
+
+def test_the_context_sets_the_users_full_access_tenants(tenant_a, tenant_b, cast):
+    def full_access() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(current_setting('app.full_access_tenant_ids', true), '')"
+            )
+            return cursor.fetchone()[0]
+
+    with tenant_context(tenant_b):
+        Membership.objects.create(tenant=tenant_b, user=cast["admin"], role="viewer")
+    with tenant_context(tenant_a, tenant_b, user=cast["admin"]):
+        assert full_access() == str(tenant_a.pk)  # admin of A, viewer of B
+        with tenant_context(tenant_a, user=cast["member"]):
+            assert full_access() == ""  # another user's context starts without it
+        assert full_access() == str(tenant_a.pk)
+    with tenant_context(tenant_a):
+        assert full_access() == ""
