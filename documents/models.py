@@ -159,7 +159,7 @@ class Project(TenantOwnedModel):
             # The admin's search by project name, on every table that lists a project
             # (ILIKE '%term%', core.lookups).
             GinIndex(fields=["name"], name="projects_name_trgm", opclasses=["gin_trgm_ops"]),
-            # A tenant's restricted projects: app_hidden_project_ids(), once per statement.
+            # A tenant's restricted projects (the admin's Restricted filter): few, so small.
             models.Index(
                 fields=["tenant"], name="projects_restricted_idx", condition=Q(restricted=True)
             ),
@@ -367,7 +367,7 @@ class Document(TenantOwnedModel):
             GinIndex(fields=["metadata"], name="documents_metadata_gin"),
             # The admin's search by title, of documents and of their chunks (ILIKE '%term%').
             GinIndex(fields=["title"], name="documents_title_trgm", opclasses=["gin_trgm_ops"]),
-            # A tenant's restricted documents: app_hidden_document_ids(), once per statement.
+            # A tenant's restricted documents (the admin's Restricted filter): few, so small.
             models.Index(
                 fields=["tenant"], name="documents_restricted_idx", condition=Q(restricted=True)
             ),
@@ -467,7 +467,7 @@ class ProjectAccess(TenantOwnedModel):
             ),
         ]
         indexes = [
-            # A user's grants: app_granted_project_ids(), once per statement.
+            # A user's grants (the admin's list by user; a user's grants when they leave).
             models.Index(fields=["user", "tenant"], name="project_access_user_idx"),
             models.Index(fields=["created_by"], name="project_access_creator_idx"),
         ]
@@ -504,7 +504,7 @@ class DocumentAccess(TenantOwnedModel):
             ),
         ]
         indexes = [
-            # A user's grants: app_granted_document_ids(), once per statement.
+            # A user's grants (the admin's list by user; a user's grants when they leave).
             models.Index(fields=["user", "tenant"], name="document_access_user_idx"),
             models.Index(fields=["created_by"], name="document_access_creator_idx"),
         ]

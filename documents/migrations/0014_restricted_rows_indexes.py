@@ -1,8 +1,8 @@
 """The partial indexes on restricted projects and documents, built concurrently.
 
-They serve app_hidden_project_ids() and app_hidden_document_ids(), which every statement
-on a project's or a document's rows runs once: a tenant's restricted rows are few, so
-these indexes stay small whatever the tenant's size.
+They find a tenant's restricted rows (the admin's Restricted filter) without reading
+its every row: restricted rows are few, so these indexes stay small whatever the
+tenant's size.
 """
 
 from django.contrib.postgres.operations import AddIndexConcurrently
