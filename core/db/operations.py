@@ -262,8 +262,9 @@ OWN_LIST_GUARD = (
     "(NEW.restricted, NEW.access_user_ids) END) "
     "AND NOT (coalesce(NEW.tenant_id = ANY (public.app_full_access_tenant_ids()), false) "
     "OR coalesce(bypass, '') = 'on') THEN "
-    "RAISE EXCEPTION 'only the tenant''s owners and admins change who may see % %', "
-    "TG_TABLE_NAME, NEW.id USING ERRCODE = '42501'; END IF;"
+    'RAISE EXCEPTION \'new row violates row-level security policy for table "%": only '
+    "the tenant''s owners and admins change who may see its rows', TG_TABLE_NAME "
+    "USING ERRCODE = '42501'; END IF;"
 )
 
 
