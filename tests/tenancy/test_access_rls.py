@@ -435,8 +435,12 @@ def test_restricted_to_is_derived_never_written(world, tenant_a, cast):
     document = world["document"]
     with tenant_context(tenant_a, user=cast["owner"]), connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE chunks SET restricted_to = NULL WHERE tenant_id = %s AND document_id = %s "
-            "RETURNING restricted_to::text",
+            "UPDATE chunks SET restricted_to = NULL WHERE tenant_id = %s AND document_id = %s",
+            [tenant_a.pk, document.pk],
+        )
+        assert cursor.rowcount >= 1
+        cursor.execute(
+            "SELECT restricted_to::text FROM chunks WHERE tenant_id = %s AND document_id = %s",
             [tenant_a.pk, document.pk],
         )
         values = {row[0] for row in cursor.fetchall()}
