@@ -266,8 +266,9 @@ def test_the_policies_read_the_row_and_the_settings_only(world, tenant_a, cast):
         with tenant_context(tenant_a, user=cast["member"]), connection.cursor() as cursor:
             cursor.execute(
                 sql.SQL(
-                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
-                    "SELECT * FROM {} WHERE tenant_id = {}"
+                    # Not ANALYZE: Citus refuses running a partitioned table's tasks
+                    # in parallel after the context's local reads.
+                    "EXPLAIN (COSTS OFF) SELECT * FROM {} WHERE tenant_id = {}"
                 ).format(sql.Identifier(table), sql.Literal(str(tenant_a.pk)))
             )
             plan = "\n".join(row[0] for row in cursor.fetchall())
