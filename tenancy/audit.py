@@ -117,7 +117,9 @@ def _verify_rows(chain: str, batches: Iterable[list[tuple]], tenant_id) -> Chain
             ) = row  # fmt: skip
             where = f"event {id} (seq {seq}, {action} {table_name} {row_id})"
             if seq != expected_seq:
-                return ChainResult(chain, count, previous_hash, f"{where}: seq {expected_seq} expected")
+                return ChainResult(
+                    chain, count, previous_hash, f"{where}: seq {expected_seq} expected"
+                )
             if prev_hash != previous_hash:
                 return ChainResult(
                     chain, count, previous_hash, f"{where}: prev_hash is not the previous hash"
@@ -175,5 +177,7 @@ def audit_verify(*, tenant_slug: str | None = None) -> AuditVerification:
             batches = _batches(cursor, TENANT_EVENTS, tenant_id)
             result.chains.append(_verify_rows(f"tenant {slug}", batches, tenant_id))
         if tenant_slug is None:
-            result.chains.append(_verify_rows("global", _batches(cursor, GLOBAL_EVENTS, None), None))
+            result.chains.append(
+                _verify_rows("global", _batches(cursor, GLOBAL_EVENTS, None), None)
+            )
     return result

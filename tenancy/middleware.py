@@ -10,7 +10,6 @@ from core.ids import uuid7
 from tenancy.context import ADMIN_ACTOR, request_scope
 from tenancy.selectors import tenant_ids_for_user
 
-
 # A request id given by a proxy in front (X-Request-ID) is kept when it is short and plain;
 # otherwise the request gets a new one. Either way it is recorded with every audit event
 # of the request and returned in the response's X-Request-ID.

@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from agents.models import AgentExecution, ChangeProposal
 from core.db import partitions
-from core.ids import uuid7_floor
-from core.jobs import JobSummary, rolled_back_on_dry_run
 from core.db.connections import owner_role_name, runtime_role_name
 from core.db.roles import revoke_append_only_writes
+from core.ids import uuid7_floor
+from core.jobs import JobSummary, rolled_back_on_dry_run
 from tenancy.context import system_context
 from tenancy.models import AuditEvent, GlobalAuditEvent
 

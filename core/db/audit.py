@@ -40,6 +40,8 @@ REFUSE_FUNCTION = "audit_refuse_change"
 AUDIT_TRIGGER = "audit_row"
 # On audit_events and audit_events_global: no UPDATE or DELETE, by any role.
 APPEND_ONLY_TRIGGER = "audit_append_only"
+# The audited tables without tenant_id (a shared template has none): the global chain.
+GLOBAL_AUDITED_TABLES = ("users", "tenants", "project_templates")
 LONG_VALUE_CHARS = 1024
 DEFAULT_ACTOR = "service"
 ACTIONS = ("insert", "update", "delete")
@@ -133,14 +135,14 @@ DECLARE
 """
 
 
-
 def _tenant_branch(row: str) -> str:
     # Written out for OLD and for NEW: every statement names its row's tenant_id, the
     # form core.ops.distribution accepts for a trigger on a Citus shard.
     return f"""
         event.tenant_id := {row}.tenant_id;
         event.row_id := {row}.id;
-        PERFORM pg_advisory_xact_lock(hashtextextended('{TENANT_EVENTS}:' || {row}.tenant_id::text, 0));
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('{TENANT_EVENTS}:' || {row}.tenant_id::text, 0));
         SELECT a.seq, a.hash INTO head FROM {TENANT_EVENTS} a
          WHERE a.tenant_id = {row}.tenant_id ORDER BY a.seq DESC LIMIT 1;
         event.seq := coalesce(head.seq, 0) + 1;
