@@ -219,3 +219,30 @@ def test_a_tenant_cannot_see_another_tenants_events(tenant_a, tenant_b):
     with tenant_context(tenant_b):
         assert not AuditEvent.objects.filter(tenant=tenant_a).exists()
     assert Tenant.objects.filter(pk=tenant_a.pk).exists()
+
+
+def test_a_change_pages_history_opens_the_rows_audit_events(client, tenant_a, tenant_b, alice):
+    rows = make_tenant_rows(tenant_a, by=alice)
+    make_tenant_rows(tenant_b)
+    project = rows[Project]
+    logged_in(client, alice)
+    response = client.get(admin_url(Project, "history", project.pk))
+    assert response.status_code == 302
+    assert "table_name=projects" in response["Location"]
+    listed = client.get(response["Location"]).context["cl"].result_list
+    assert {(e.table_name, e.row_id) for e in listed} == {("projects", project.pk)}
+    # The whole log: tenant A's events only, for its owner.
+    log = client.get(admin_url(AuditEvent, "changelist")).context["cl"].result_list
+    assert log and {event.tenant_id for event in log} == {tenant_a.pk}
+    assert client.get(admin_url(GlobalAuditEvent, "changelist")).status_code == 403
+
+
+def test_editors_do_not_see_the_audit_log(client, tenant_a):
+    from tests.factories import make_member
+
+    editor = make_member(tenant_a, "ed@example.com", role="editor", is_staff=True)
+    make_tenant_rows(tenant_a)
+    logged_in(client, editor)
+    response = client.get(admin_url(AuditEvent, "changelist"))
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
