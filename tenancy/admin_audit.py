@@ -58,8 +58,6 @@ AUDIT_LIST_FILTER = (
 class ReadOnlyAuditAdmin(LargeTableAdminMixin):
     """Nobody adds, changes or deletes an event: the database refuses it anyway."""
 
-    list_display_links = ("created_at",)
-
     def has_add_permission(self, request, *args):
         return False
 

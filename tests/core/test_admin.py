@@ -263,9 +263,7 @@ def _changelist_queries(client, model) -> int:
 
 
 @pytest.mark.parametrize("model", ADMIN_MODELS, ids=lambda m: m.__name__)
-def test_changelist_queries_do_not_grow_with_rows(
-    root_client, tenant_a, alice, model, monkeypatch
-):
+def test_changelist_queries_do_not_grow_with_rows(root_client, tenant_a, alice, model, monkeypatch):
     # Both lists on one page: past it, a big table's estimate adds its one EXPLAIN.
     monkeypatch.setattr(admin.site.get_model_admin(model), "list_per_page", 500)
     make_rows(tenant_a, alice, "A1")
