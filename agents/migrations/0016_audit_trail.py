@@ -7,7 +7,7 @@ import core.db.operations
 class Migration(core.db.operations.Migration):
     dependencies = [
         ('agents', '0015_validate_set_null_keys'),
-        ('tenancy', '0004_audit_trail'),
+        ('tenancy', '0005_partition_audit_trail'),
     ]
 
     operations = [

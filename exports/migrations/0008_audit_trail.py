@@ -7,7 +7,7 @@ import core.db.operations
 class Migration(core.db.operations.Migration):
     dependencies = [
         ('exports', '0007_json_value_validators'),
-        ('tenancy', '0004_audit_trail'),
+        ('tenancy', '0005_partition_audit_trail'),
     ]
 
     operations = [

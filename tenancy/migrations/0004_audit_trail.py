@@ -2,8 +2,7 @@
 
 Both are written by triggers only (core.db.audit), never updated or deleted
 (AppendOnlyTable; the runtime role is also refused UPDATE, DELETE and TRUNCATE by its
-grants, core.db.roles), and partitioned by month of their UUIDv7 id like
-agent_executions, so retention drops whole months. audit_events is a tenant table
+grants, core.db.roles); tenancy.0005 partitions them by month. audit_events is a tenant table
 (row-level security, distributed with the others on Citus); audit_events_global holds
 the events of users, tenants and shared templates, which have no tenant (a
 coordinator-local table on Citus). This migration also starts recording memberships,
@@ -77,8 +76,6 @@ class Migration(core.db.operations.Migration):
         core.db.operations.CreateAuditFunctions(),
         core.db.operations.AppendOnlyTable('audit_events'),
         core.db.operations.AppendOnlyTable('audit_events_global'),
-        core.db.operations.PartitionByIdMonth('audit_events'),
-        core.db.operations.PartitionByIdMonth('audit_events_global'),
         core.db.operations.AuditTable('memberships'),
         core.db.operations.AuditTable('users', tenant=False, hashed=('password',)),
         core.db.operations.AuditTable('tenants', tenant=False),
