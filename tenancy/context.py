@@ -12,6 +12,10 @@ PostgreSQL's row-level security policies read the transaction-scoped setting
     with system_context("purge expired exports"):   # explicit, logged bypass
         ...
 
+The same statement also says who acts, for the audit trail's triggers (core.db.audit):
+`app.actor` ('admin' for requests, `job:<reason>` for system jobs; unset means
+'service') and `app.request_id`, beside `app.user_id`.
+
 What it costs: a context that begins the transaction sends one statement (its
 set_config) between BEGIN and COMMIT, and nothing on leaving, since the settings end
 with the transaction. Nested in a transaction it reads the settings of before in that
@@ -49,6 +53,12 @@ logger = logging.getLogger(__name__)
 TENANT_IDS_SETTING = "app.tenant_ids"
 USER_ID_SETTING = "app.user_id"
 BYPASS_SETTING = "app.rls_bypass"
+# Who acts, read by the audit trail's triggers only: set with the scope, never restored
+# (a nested context changes the tenants, not who acts).
+ACTOR_SETTING = "app.actor"
+REQUEST_ID_SETTING = "app.request_id"
+ADMIN_ACTOR = "admin"
+JOB_ACTOR_PREFIX = "job:"
 # Set to LOCKED by the request middleware: nested contexts may then only narrow.
 SCOPE_SETTING = "app.tenant_scope"
 LOCKED = "locked"
@@ -223,16 +233,27 @@ def tenant_scope(
 
 @contextmanager
 def request_scope(
-    user: User, tenants_of: Callable[[User], Iterable], using: str = DEFAULT_DB_ALIAS
+    user: User,
+    tenants_of: Callable[[User], Iterable],
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    actor: str = ADMIN_ACTOR,
+    request_id: str = "",
 ) -> Iterator[list[uuid.UUID]]:
     """The transaction of one authenticated request: `user`'s tenants, locked.
 
     `tenants_of(user)` (tenancy.selectors.tenant_ids_for_user) reads them first, while
     the transaction may read only the user's own memberships (app.user_id); the tenants
     are then set and locked (see tenant_scope) in the same transaction, so the request
-    costs three statements before its view runs and none after.
+    costs three statements before its view runs and none after. The first also sets
+    who acts (`actor`, `request_id`) for the audit trail.
     """
-    with _scoped_settings({USER_ID_SETTING: str(_as_uuid(user, "user"))}, using) as previous:
+    first = {
+        USER_ID_SETTING: str(_as_uuid(user, "user")),
+        ACTOR_SETTING: actor,
+        REQUEST_ID_SETTING: request_id,
+    }
+    with _scoped_settings(first, using) as previous:
         ids = normalize_tenant_ids(tenants_of(user))
         _refuse_widening(previous, ids)
         with connections[using].cursor() as cursor:
@@ -263,7 +284,8 @@ def system_context(
     """The explicit bypass for system jobs (seed, purges): every tenant's rows.
 
     Connects as the owner role (the only role the `system_bypass` policies admit) and
-    turns the bypass on for one transaction, with a line in the log naming the reason: a
+    turns the bypass on for one transaction (its writes are audited as `job:<reason>`),
+    with a line in the log naming the reason: a
     warning, unless the caller says the bypass is its ordinary work and tells its user
     itself (the seed: INFO, and a note in its output). Process-wide like
     core.db.connections.owner_connection: for commands, not requests.
@@ -273,7 +295,8 @@ def system_context(
     logger.log(level, "row-level security bypass: %s", reason, extra={"rls_bypass_reason": reason})
     # owner_connection refuses to run inside a transaction: this block always starts its
     # own, so the bypass ends with it.
-    with owner_connection(using), _scoped_settings({BYPASS_SETTING: "on"}, using):
+    values = {BYPASS_SETTING: "on", ACTOR_SETTING: JOB_ACTOR_PREFIX + reason}
+    with owner_connection(using), _scoped_settings(values, using):
         yield
 
 

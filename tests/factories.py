@@ -245,7 +245,15 @@ def _export(b: _Build):
     return Export.objects.create(tenant=b.tenant, project=b[Project], created_by=b.by)
 
 
-# Insertion order matters: parents first.
+def _audit_event(b: _Build):
+    """The newest of the events the rows built before wrote (audit_events is written by
+    triggers only)."""
+    from tenancy.models import AuditEvent
+
+    return AuditEvent.objects.filter(tenant=b.tenant).order_by("-seq").first()
+
+
+# Insertion order matters: parents first; the audit trail last.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
     "documents.Project": _project,
@@ -262,6 +270,7 @@ TENANT_ROW_BUILDERS = {
     "agents.Decision": _decision,
     "agents.ExecutionError": _execution_error,
     "exports.Export": _export,
+    "tenancy.AuditEvent": _audit_event,
 }
 
 
