@@ -194,6 +194,17 @@ class TenantOwnedModel(TimestampedModel):
         instance._stored_tenant_id = instance.__dict__.get("tenant_id")
         return instance
 
+    def _get_unique_checks(self, exclude=None, include_meta_constraints=False):
+        """Django's, without the primary key's: an id is a new UUIDv7 made here and the
+        key is the database's to enforce, while that check (a read by id alone) asks
+        every shard of a Citus cluster. The other unique keys all hold tenant_id."""
+        # Django's, though django-stubs does not declare it.
+        unique_checks, date_checks = super()._get_unique_checks(  # type: ignore[misc]
+            exclude=exclude, include_meta_constraints=include_meta_constraints
+        )
+        primary_key = (self._meta.pk.name,)
+        return [check for check in unique_checks if tuple(check[1]) != primary_key], date_checks
+
     def _do_insert(self, manager, using, fields, returning_fields, raw):
         # Django's, though django-stubs does not declare it.
         inserted = super()._do_insert(  # type: ignore[misc]
