@@ -15,6 +15,7 @@ that holds the tenant), not a network's.
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -130,7 +131,7 @@ def measure(scale: Scale, progress, *, seed: int) -> list[PathResult]:
         with enter():
             call_command("migrate", verbosity=0)
             if side == "citus":
-                call_command("citus_distribute", verbosity=0)
+                call_command("citus_distribute", stdout=io.StringIO())
             rows = _load(seed, chunks)
             progress(f"citus: {side}: {rounds} rounds of each path")
             results[side] = _measure_side(rows, queries, rounds)

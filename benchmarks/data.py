@@ -10,7 +10,10 @@ Loading goes around the services on purpose (seeding a million executions throug
 them would take hours): the owner COPYs straight into each table, which PostgreSQL
 allows only while row-level security is not forced on it, so each table is un-forced
 for its COPY and forced again in the same transaction. The insert trigger that refuses
-new executions in a final status is switched off for theirs: this is history.
+new executions in a final status is switched off for theirs: this is history. So are
+the audit trail's triggers (core.db.audit) for every loaded row: a load is not a write
+anyone made, and the benchmark measures the trail's cost on writes apart
+(benchmarks/audit.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from psycopg import sql
 
 from benchmarks.scales import Scale
 from core.db import partitions
+from core.db.audit import AUDIT_TRIGGER
 from core.hashing import sha256_hex
 from core.ids import uuid7, uuid7_at
 from documents.embedding import Embedder
@@ -172,20 +176,49 @@ def _load(
         cursor.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(name))
         if without_user_triggers:
             cursor.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(name))
+        audited = _without_audit(cursor, table)
         copy_rows(cursor, table, columns, rows)
         # Django's foreign keys are deferred; ALTER TABLE refuses to run with their
         # checks pending, so they run now.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         if without_user_triggers:
             cursor.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(name))
+        _with_audit(cursor, table, audited)
         cursor.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(name))
+
+
+def _without_audit(cursor: psycopg.Cursor, table: str) -> bool:
+    """Switch `table`'s audit trigger off for this load; whether it has one."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s)",
+        [table, AUDIT_TRIGGER],
+    )
+    audited = cursor.fetchone()[0]
+    if audited:
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
+                sql.Identifier(table), sql.Identifier(AUDIT_TRIGGER)
+            )
+        )
+    return audited
+
+
+def _with_audit(cursor: psycopg.Cursor, table: str, audited: bool) -> None:
+    if audited:
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
+                sql.Identifier(table), sql.Identifier(AUDIT_TRIGGER)
+            )
+        )
 
 
 def _soft_delete(conn: psycopg.Connection, project_ids: list[uuid.UUID], now: datetime) -> None:
     """Soft-delete the projects after their rows were loaded, as the service would."""
     with conn.transaction(), conn.cursor() as cursor:
         cursor.execute("ALTER TABLE projects NO FORCE ROW LEVEL SECURITY")
+        audited = _without_audit(cursor, "projects")
         cursor.execute("UPDATE projects SET deleted_at = %s WHERE id = ANY(%s)", [now, project_ids])
+        _with_audit(cursor, "projects", audited)
         cursor.execute("ALTER TABLE projects FORCE ROW LEVEL SECURITY")
 
 

@@ -44,6 +44,8 @@ PATH_ORDER = (
     "chunk_search_hybrid",
     "ingestion",
     "version_writers",
+    "audit_version_write",
+    "audit_ingestion",
     "admin_plain",
     "admin_status",
     "admin_search",
@@ -114,7 +116,7 @@ def server_info(conn) -> dict:
 
 
 def measure(args: argparse.Namespace, name: str, progress):
-    from benchmarks import admin_lists, data, database, reads, schema, search, writes
+    from benchmarks import admin_lists, audit, data, database, reads, schema, search, writes
     from benchmarks.reference import Reference
     from benchmarks.report import Report
     from documents.embedding import get_embedder
@@ -150,6 +152,8 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths.append(writes.measure_writers(dataset, scale))
         progress("ingestion")
         paths.append(writes.measure_ingestion(dataset, ref, scale, seed=args.seed))
+        progress("audit trail on and off")
+        paths += audit.measure(dataset, owner, scale, seed=args.seed)
     if args.replica:
         from benchmarks import replica
 

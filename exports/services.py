@@ -174,6 +174,11 @@ def _build(export: Export, project: Project) -> Export:
     return export
 
 
+# An export is a download to fetch, not an archive; a longer life is a mistake (and a
+# large enough one is past the calendar's end: an OverflowError, not a ValidationError).
+MAX_EXPORT_TTL = timedelta(days=365)
+
+
 def export_create(
     *,
     tenant: TenantRef,
@@ -200,8 +205,10 @@ def export_create(
         raise ValidationError(
             {"format": f"Unknown format {format!r}; expected one of {', '.join(ExportFormat)}."}
         )
-    if ttl is not None and ttl <= timedelta(0):
-        raise ValidationError({"ttl": "The time to live must be positive."})
+    if ttl is not None and not timedelta(0) < ttl <= MAX_EXPORT_TTL:
+        raise ValidationError(
+            {"ttl": f"The time to live must be positive and at most {MAX_EXPORT_TTL.days} days."}
+        )
     # Whether the project is deleted is the database's to say, under the project's row
     # lock (the exports' project_live trigger), not the caller's copy's, which may be
     # stale: a ValidationError naming `project`.

@@ -22,7 +22,8 @@ from django.db.models import Q
 from django.http import Http404
 
 from core.services import model_update
-from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
+from tenancy import admin_audit  # noqa: F401  (registers the audit logs)
+from tenancy.admin_base import AuditHistoryMixin, TenantOwnedAdmin, TenantOwnedAdminForm
 from tenancy.admin_roles import (
     TENANT_MANAGER_ROLES,
     TenantListFilter,
@@ -108,7 +109,7 @@ class UserMembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(MembershipInlineSaving, DjangoUserAdmin):
+class UserAdmin(AuditHistoryMixin, MembershipInlineSaving, DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("id", "email", "password")}),
         ("Profile", {"fields": ("name", "profile_data")}),

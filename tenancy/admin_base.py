@@ -23,17 +23,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, Q, QuerySet
 from django.db.models.options import Options
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 
 from core.admin import TIMESTAMP_FIELDS, DeferringChangeList, with_foreign_key_links
+from core.db.audit import GLOBAL_AUDITED_TABLES
 from core.services import model_update
 from tenancy.admin_roles import (
     ALL_ROLES,
@@ -46,9 +49,29 @@ from tenancy.admin_roles import (
     on_own_pages,
     tenants_with_role,
 )
+from tenancy.models import AuditEvent, GlobalAuditEvent
 
 # Who added a row: always the user who adds it in the admin, never a form's choice.
 CREATOR_FIELD = "created_by"
+
+
+def audit_history_url(model, pk) -> str:
+    """The audit events of one row: the filtered log of its chain."""
+    table = model._meta.db_table
+    events = GlobalAuditEvent if table in GLOBAL_AUDITED_TABLES else AuditEvent
+    url = reverse(f"admin:tenancy_{events._meta.model_name}_changelist")
+    return f"{url}?{urlencode({'table_name': table, 'row_id': str(pk)})}"
+
+
+class AuditHistoryMixin:
+    """The change page's "History" button opens the row's audit events instead of
+    Django's admin log, which misses every write made outside the admin."""
+
+    def history_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        if obj is None or not self.has_view_or_change_permission(request, obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        return HttpResponseRedirect(audit_history_url(type(obj), obj.pk))
 
 
 class HistoryRecordMixin:
@@ -160,7 +183,7 @@ class TenantOwnedAdminForm(forms.ModelForm):
         return cleaned_data
 
 
-class TenantOwnedAdmin(admin.ModelAdmin):
+class TenantOwnedAdmin(AuditHistoryMixin, admin.ModelAdmin):
     """Base ModelAdmin for a tenant-owned model: querysets, choices and rights by tenant role.
 
     Subclasses tune `edit_roles` (who may add/change/delete), `tenant_field` ("pk" for

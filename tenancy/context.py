@@ -15,6 +15,10 @@ PostgreSQL's row-level security policies read the transaction-scoped setting
     with system_context("purge expired exports"):   # explicit, logged bypass
         ...
 
+The same statement also says who acts, for the audit trail's triggers (core.db.audit):
+`app.actor` ('admin' for requests, `job:<reason>` for system jobs; unset means
+'service') and `app.request_id`, beside `app.user_id`.
+
 What it costs: a context that begins the transaction sends one statement (its
 set_config) between BEGIN and COMMIT, and nothing on leaving, since the settings end
 with the transaction. Nested in a transaction it reads the settings of before in that
@@ -61,6 +65,12 @@ USER_ID_SETTING = "app.user_id"
 # The context's tenants where its user sees every restricted row.
 FULL_ACCESS_SETTING = "app.full_access_tenant_ids"
 BYPASS_SETTING = "app.rls_bypass"
+# Who acts, read by the audit trail's triggers only: set with the scope, never restored
+# (a nested context changes the tenants, not who acts).
+ACTOR_SETTING = "app.actor"
+REQUEST_ID_SETTING = "app.request_id"
+ADMIN_ACTOR = "admin"
+JOB_ACTOR_PREFIX = "job:"
 # Set to LOCKED by the request middleware: nested contexts may then only narrow.
 SCOPE_SETTING = "app.tenant_scope"
 LOCKED = "locked"
@@ -303,7 +313,12 @@ def tenant_scope(
 
 @contextmanager
 def request_scope(
-    user: User, access_of: Callable[[User], TenantAccess], using: str = DEFAULT_DB_ALIAS
+    user: User,
+    access_of: Callable[[User], TenantAccess],
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    actor: str = ADMIN_ACTOR,
+    request_id: str = "",
 ) -> Iterator[list[uuid.UUID]]:
     """The transaction of one authenticated request: `user`'s tenants, locked.
 
@@ -311,9 +326,15 @@ def request_scope(
     the user's full-access tenants, while the transaction may read only the user's own
     memberships (app.user_id); both are then set and the tenants locked (see
     tenant_scope) in the same transaction, so the request costs three statements before
-    its view runs and none after.
+    its view runs and none after. The first also sets who acts (`actor`, `request_id`)
+    for the audit trail.
     """
-    with _scoped_settings({USER_ID_SETTING: str(_as_uuid(user, "user"))}, using) as previous:
+    first = {
+        USER_ID_SETTING: str(_as_uuid(user, "user")),
+        ACTOR_SETTING: actor,
+        REQUEST_ID_SETTING: request_id,
+    }
+    with _scoped_settings(first, using) as previous:
         access = access_of(user)
         ids = normalize_tenant_ids(access.tenant_ids)
         full = normalize_tenant_ids(set(access.full_access_tenant_ids) & set(ids))
@@ -358,7 +379,8 @@ def system_context(
     """The explicit bypass for system jobs (seed, purges): every tenant's rows.
 
     Connects as the owner role (the only role the `system_bypass` policies admit) and
-    turns the bypass on for one transaction, with a line in the log naming the reason: a
+    turns the bypass on for one transaction (its writes are audited as `job:<reason>`),
+    with a line in the log naming the reason: a
     warning, unless the caller says the bypass is its ordinary work and tells its user
     itself (the seed: INFO, and a note in its output). Process-wide like
     core.db.connections.owner_connection: for commands, not requests.
@@ -368,7 +390,8 @@ def system_context(
     logger.log(level, "row-level security bypass: %s", reason, extra={"rls_bypass_reason": reason})
     # owner_connection refuses to run inside a transaction: this block always starts its
     # own, so the bypass ends with it.
-    with owner_connection(using), _scoped_settings({BYPASS_SETTING: "on"}, using):
+    values = {BYPASS_SETTING: "on", ACTOR_SETTING: JOB_ACTOR_PREFIX + reason}
+    with owner_connection(using), _scoped_settings(values, using):
         yield
 
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db import transaction
 
-from tenancy.context import request_scope
+from core.ids import uuid7
+from tenancy.context import ADMIN_ACTOR, request_scope
 from tenancy.selectors import tenant_access_for_user
+
+# A request id given by a proxy in front (X-Request-ID) is kept when it is short and plain;
+# otherwise the request gets a new one. Either way it is recorded with every audit event
+# of the request and returned in the response's X-Request-ID.
+REQUEST_ID_HEADER = "X-Request-ID"
+_PLAIN_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def request_id_of(request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _PLAIN_REQUEST_ID.match(given) else uuid7().hex
 
 
 class TenantContextMiddleware:
@@ -33,7 +47,11 @@ class TenantContextMiddleware:
             request.tenant_ids = []
             return self.get_response(request)
         # The user may read their own memberships; they give the tenants to scope to.
-        with request_scope(user, tenant_access_for_user) as tenant_ids:
+        # Every page is the admin's: its writes are audited as 'admin'.
+        request.request_id = request_id_of(request)
+        with request_scope(
+            user, tenant_access_for_user, actor=ADMIN_ACTOR, request_id=request.request_id
+        ) as tenant_ids:
             request.tenant_ids = tenant_ids
             response = self.get_response(request)
             # A view's exception reaches us as an error response (Django converts it
@@ -41,6 +59,7 @@ class TenantContextMiddleware:
             # Refusals below 500 commit: a refused login's axes records must persist.
             if response.status_code >= 500:
                 transaction.set_rollback(True)
+        response[REQUEST_ID_HEADER] = request.request_id
         return response
 
     def process_exception(self, request, exception) -> None:

@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 
-from core.models import JSONField, TimestampedModel, related_label
+from core.models import BaseModel, JSONField, TimestampedModel, related_label
 
 _UNHASHABLE = re.compile("[\ud800-\udfff]")
 
@@ -194,6 +194,17 @@ class TenantOwnedModel(TimestampedModel):
         instance._stored_tenant_id = instance.__dict__.get("tenant_id")
         return instance
 
+    def _get_unique_checks(self, exclude=None, include_meta_constraints=False):
+        """Django's, without the primary key's: an id is a new UUIDv7 made here and the
+        key is the database's to enforce, while that check (a read by id alone) asks
+        every shard of a Citus cluster. The other unique keys all hold tenant_id."""
+        # Django's, though django-stubs does not declare it.
+        unique_checks, date_checks = super()._get_unique_checks(  # type: ignore[misc]
+            exclude=exclude, include_meta_constraints=include_meta_constraints
+        )
+        primary_key = (self._meta.pk.name,)
+        return [check for check in unique_checks if tuple(check[1]) != primary_key], date_checks
+
     def _do_insert(self, manager, using, fields, returning_fields, raw):
         # Django's, though django-stubs does not declare it.
         inserted = super()._do_insert(  # type: ignore[misc]
@@ -255,3 +266,81 @@ class Membership(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{related_label(self, 'user')} @ {related_label(self, 'tenant')} ({self.role})"
+
+
+class AuditAction(models.TextChoices):
+    INSERT = "insert", "Insert"
+    UPDATE = "update", "Update"
+    DELETE = "delete", "Delete"
+
+
+class AuditEventBase(BaseModel):
+    """What every audit event holds (core.db.audit writes them, from triggers only)."""
+
+    Action = AuditAction
+
+    # Position in its chain, from 1: the order the chain is verified in.
+    seq = models.BigIntegerField()
+    table_name = models.CharField(max_length=63)
+    row_id = models.UUIDField()
+    action = models.CharField(max_length=6, choices=Action.choices)
+    # Not a foreign key: the trail outlives the users it names (erasure, deletion).
+    actor_user_id = models.UUIDField(null=True, blank=True)
+    actor = models.CharField(max_length=200)
+    request_id = models.CharField(max_length=100, blank=True, default="")
+    changes = JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64)
+
+    class Meta(BaseModel.Meta):
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.table_name} {self.row_id} by {self.actor}"
+
+
+class AuditEvent(AuditEventBase):
+    """One insert, update or delete of a tenant's row: append-only, hash-chained per tenant."""
+
+    # No database key (db_constraint=False): a tenant's deletion is itself recorded, and
+    # the trail must never cascade away with the rows it describes.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+
+    class Meta(AuditEventBase.Meta):
+        db_table = "audit_events"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(action__in=AuditAction.values), name="audit_events_action_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_events_seq_gte_1"),
+        ]
+        indexes = [
+            # The chain's head (the trigger) and its order (audit_verify); the tenant's log.
+            models.Index(fields=["tenant", "-seq"], name="audit_events_tenant_seq_idx"),
+            # One row's history (the admin's link from a change page).
+            models.Index(
+                fields=["tenant", "table_name", "row_id"], name="audit_events_tenant_row_idx"
+            ),
+        ]
+
+
+class GlobalAuditEvent(AuditEventBase):
+    """One write of a row outside tenants (users, tenants, shared templates): one chain."""
+
+    class Meta(AuditEventBase.Meta):
+        db_table = "audit_events_global"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(action__in=AuditAction.values),
+                name="audit_events_global_action_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(seq__gte=1), name="audit_events_global_seq_gte_1"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-seq"], name="audit_events_global_seq_idx"),
+            models.Index(fields=["table_name", "row_id"], name="audit_events_global_row_idx"),
+        ]

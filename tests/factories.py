@@ -278,6 +278,17 @@ def _document_access(b: _Build):
 
 
 # Insertion order matters: parents first.
+
+
+def _audit_event(b: _Build):
+    """The newest of the events the rows built before wrote (audit_events is written by
+    triggers only)."""
+    from tenancy.models import AuditEvent
+
+    return AuditEvent.objects.filter(tenant=b.tenant).order_by("-seq").first()
+
+
+# Insertion order matters: parents first; the audit trail last.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
     "documents.Project": _project,
@@ -296,6 +307,7 @@ TENANT_ROW_BUILDERS = {
     "agents.Decision": _decision,
     "agents.ExecutionError": _execution_error,
     "exports.Export": _export,
+    "tenancy.AuditEvent": _audit_event,
 }
 
 

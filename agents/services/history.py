@@ -15,13 +15,22 @@ from django.utils import timezone
 
 from agents.models import AgentExecution, ChangeProposal
 from core.db import partitions
+from core.db.connections import owner_role_name, runtime_role_name
+from core.db.roles import revoke_append_only_writes
 from core.ids import uuid7_floor
 from core.jobs import JobSummary, rolled_back_on_dry_run
 from tenancy.context import system_context
+from tenancy.models import AuditEvent, GlobalAuditEvent
 
 logger = logging.getLogger(__name__)
 
 EXECUTIONS_TABLE = AgentExecution._meta.db_table
+# Every table partitioned by month: the run history and the audit trail.
+PARTITIONED_TABLES = (
+    EXECUTIONS_TABLE,
+    AuditEvent._meta.db_table,
+    GlobalAuditEvent._meta.db_table,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,9 @@ class PartitionsSummary(JobSummary):
 def execution_partitions_ensure(
     *, ahead: int, now: datetime | None = None, dry_run: bool = False
 ) -> list[str]:
-    """Create agent_executions' partitions from this month to `ahead` months on; the new ones.
+    """Create the partitions of agent_executions and of the audit trail from this month to
+    `ahead` months on; the new ones. The audit trail's new months are append-only for the
+    runtime role like the others (core.db.roles.revoke_append_only_writes).
 
     Idempotent. As the owner (system_context): only the owner may create partitions. A
     dry run creates them in a transaction it rolls back (core.jobs.rolled_back_on_dry_run).
@@ -55,11 +66,18 @@ def execution_partitions_ensure(
         raise ValidationError({"ahead": "A whole number of months from 0 to 120."})
     current = partitions.month_start(now or timezone.now())
     with rolled_back_on_dry_run(dry_run) as done:
-        with system_context("create agent_executions partitions"):
+        with system_context("create monthly partitions"):
             with connection.cursor() as cursor:
-                created = partitions.ensure_months(
-                    cursor, EXECUTIONS_TABLE, current, partitions.add_months(current, ahead)
-                )
+                created = [
+                    name
+                    for table in PARTITIONED_TABLES
+                    for name in partitions.ensure_months(
+                        cursor, table, current, partitions.add_months(current, ahead)
+                    )
+                ]
+                runtime = runtime_role_name()
+                if created and runtime and runtime != owner_role_name():
+                    revoke_append_only_writes(cursor, runtime)
             done()
     return created
 

@@ -10,6 +10,9 @@
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
   `drop_foreign_key`.
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
+- The audit trail (docs/security.md; its SQL is core.db.audit): `CreateAuditFunctions`,
+  `AuditTable` on every tenant table and the global ones, `AppendOnlyTable` on the
+  event tables.
 - `create_extension_if_missing`.
 
 In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
@@ -42,6 +45,7 @@ from django.conf import settings
 from django.db import migrations, models, router
 from django.db.migrations.operations.base import Operation
 
+from core.db import audit
 from core.db.partitions import rebuild
 from core.db.roles import SYSTEM_BYPASS_POLICY
 
@@ -752,3 +756,78 @@ class PartitionByIdMonth(migrations.operations.base.Operation):
 
     def describe(self):
         return f"Partition {self.table} by month of its UUIDv7 id"
+
+
+class CreateAuditFunctions(_SQLOperation):
+    """The audit trail's trigger functions (core.db.audit); AuditTable's triggers call them."""
+
+    def forwards_sql(self, quote) -> list[str]:
+        return audit.functions_sql()
+
+    def backwards_sql(self, quote) -> list[str]:
+        return audit.drop_functions_sql()
+
+    def describe(self) -> str:
+        return "Create the audit trail's trigger functions"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return "audit_functions"
+
+
+class AuditTable(_SQLOperation):
+    """Every insert, update and delete of `table` recorded in the audit trail, in the
+    same transaction, by an AFTER row trigger (core.db.audit).
+
+    `tenant=False` for a table without tenant_id (users, tenants): its events go to
+    audit_events_global. `ignored` columns are left out of the events (generated ones);
+    `hashed` columns are recorded as their SHA-256 only (vectors).
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        tenant: bool = True,
+        ignored: tuple[str, ...] = (),
+        hashed: tuple[str, ...] = (),
+    ) -> None:
+        self.table = table
+        self.tenant = tenant
+        self.ignored = tuple(ignored)
+        self.hashed = tuple(hashed)
+
+    def forwards_sql(self, quote) -> list[str]:
+        return audit.audit_trigger_sql(
+            quote, self.table, tenant=self.tenant, ignored=self.ignored, hashed=self.hashed
+        )
+
+    def backwards_sql(self, quote) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {audit.AUDIT_TRIGGER} ON {quote(self.table)}"]
+
+    def describe(self) -> str:
+        return f"Record every write of {self.table} in the audit trail"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"audit_{self.table}"
+
+
+class AppendOnlyTable(_SQLOperation):
+    """UPDATE and DELETE of `table` refused by a trigger, for every role (core.db.audit)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def forwards_sql(self, quote) -> list[str]:
+        return audit.append_only_sql(quote, self.table)
+
+    def backwards_sql(self, quote) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {audit.APPEND_ONLY_TRIGGER} ON {quote(self.table)}"]
+
+    def describe(self) -> str:
+        return f"Make {self.table} append-only"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"append_only_{self.table}"

@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
 from psycopg import errors, sql
 
+from core.db.audit import APPEND_ONLY_TRIGGER
+
 logger = logging.getLogger(__name__)
 
 # The policy every tenant table grants to the owner role alone, admitting every row
@@ -76,6 +78,30 @@ def grant_runtime_privileges(cursor, runtime_role: str) -> None:
                 role=role
             )
         )
+    revoke_append_only_writes(cursor, runtime_role)
+
+
+def revoke_append_only_writes(cursor, runtime_role: str) -> None:
+    """No UPDATE, DELETE or TRUNCATE of the append-only tables for the runtime role; also
+    run after new partitions of them are made, which get the default privileges."""
+    for table in append_only_tables(cursor):
+        cursor.execute(
+            sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}").format(
+                table=sql.Identifier(table), role=sql.Identifier(runtime_role)
+            )
+        )
+
+
+def append_only_tables(cursor) -> list[str]:
+    """The tables with the audit trail's append-only trigger (core.db.audit), partitions
+    included (a partition can be written directly): insert and read only, for the
+    runtime role. Their trigger refuses UPDATE and DELETE to every role besides."""
+    cursor.execute(
+        "SELECT DISTINCT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND t.tgname = %s ORDER BY 1",
+        [APPEND_ONLY_TRIGGER],
+    )
+    return [name for (name,) in cursor.fetchall()]
 
 
 def role_exists(cursor, role: str) -> bool:

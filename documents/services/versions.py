@@ -78,7 +78,7 @@ def document_version_create(
         if expected_latest is not None:
             _check_expected_latest(expected_latest, latest, project, document_type)
         if latest is not None and latest.content_sha256 == content_sha256:
-            return DocumentVersion.objects.get(pk=latest.pk)
+            return DocumentVersion.objects.get(tenant_id=project.tenant_id, pk=latest.pk)
         version = DocumentVersion(
             tenant_id=project.tenant_id,
             project=project,
@@ -148,13 +148,16 @@ def _latest_head(project: Project, document_type: str) -> _Head | None:
 
     Three columns in plain SQL: the whole row (content included) through a queryset
     cost more than a third of a version's time in Python, for what only the rare
-    unchanged or conflicting writes return.
+    unchanged or conflicting writes return. Filtered on the tenant too: on Citus that
+    routes it to the tenant's shard instead of asking all 32 (a version write took 11x
+    one server's time before).
     """
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id, version, content_sha256 FROM document_versions"
-            " WHERE project_id = %s AND document_type = %s ORDER BY version DESC LIMIT 1",
-            [project.pk, document_type],
+            " WHERE tenant_id = %s AND project_id = %s AND document_type = %s"
+            " ORDER BY version DESC LIMIT 1",
+            [project.tenant_id, project.pk, document_type],
         )
         row = cursor.fetchone()
     return _Head(*row) if row else None
@@ -177,7 +180,11 @@ def _check_expected_latest(
                 "expected_latest": f"{document_type} v{expected.version} is no longer the "
                 f"latest version: {newest} was written since."
             },
-            latest=DocumentVersion.objects.get(pk=latest.pk) if latest else None,
+            latest=(
+                DocumentVersion.objects.get(tenant_id=project.tenant_id, pk=latest.pk)
+                if latest
+                else None
+            ),
         )
 
 

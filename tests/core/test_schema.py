@@ -216,6 +216,10 @@ class Rows:
                 "document_id": self.insert("documents", tenant_id),
                 "user_id": self.insert("users"),
             },
+            # Written by triggers, but a raw insert (the runtime role may insert) is
+            # checked the same way.
+            "audit_events": lambda: self.audit_event(n) | {"tenant_id": tenant_id},
+            "audit_events_global": lambda: self.audit_event(n),
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -229,6 +233,18 @@ class Rows:
             },
         }
         return base[table]()
+
+    def audit_event(self, n: int) -> dict:
+        return {
+            "seq": n,
+            "table_name": "projects",
+            "row_id": str(uuid.uuid4()),
+            "action": "insert",
+            "actor": "service",
+            "request_id": "",
+            "changes": "{}",
+            "hash": "0" * 64,
+        }
 
     def proposal(self, tenant_id: uuid.UUID, n: int) -> dict:
         """A pending proposal on a fresh project's first version (same project and type)."""
@@ -282,6 +298,10 @@ TRIGGER = "(BEFORE trigger)"
 STARTED = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
 
 BAD_ROWS = [
+    BadRow("audit_events_action_valid", "audit_events", {"action": "upsert"}),
+    BadRow("audit_events_seq_gte_1", "audit_events", {"seq": 0}),
+    BadRow("audit_events_global_action_valid", "audit_events_global", {"action": "upsert"}),
+    BadRow("audit_events_global_seq_gte_1", "audit_events_global", {"seq": 0}),
     BadRow("memberships_role_valid", "memberships", {"role": "superuser"}),
     BadRow("projects_status_valid", "projects", {"status": "deleted"}),
     BadRow("projects_current_step_range", "projects", {"current_step": 0}),

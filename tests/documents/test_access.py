@@ -20,7 +20,7 @@ from documents.services import (
 )
 from tenancy.context import tenant_context
 from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
-from tests.factories import make_member
+from tests.factories import make_member, make_tenant_rows
 
 MODES = ["semantic", "fulltext", "hybrid"]
 
@@ -122,6 +122,29 @@ def test_revoking_by_an_editor_is_refused_and_the_grant_stays(tenant_a, alice, g
     assert grants(tenant_a, alice) == [(project.pk, grace.pk)]
     assert project_access_revoke(tenant=tenant_a, project=project, user=grace, by=alice)
     assert grants(tenant_a, alice) == []
+
+
+def test_grants_and_restrictions_are_audited_not_the_rows_they_reach(tenant_a, alice, grace):
+    """The access lists the triggers derive below (restricted_to, access_user_ids) are left
+    out of the audit trail: a grant records one event, not one per row it reaches."""
+    from tenancy.models import AuditEvent
+
+    project = make_tenant_rows(tenant_a, label="audited")[Project]
+    with tenant_context(tenant_a):
+        before = AuditEvent.objects.filter(tenant=tenant_a).count()
+    project_restrict(tenant=tenant_a, project=project, by=alice)
+    project_access_grant(tenant=tenant_a, project=project, user=grace, by=alice)
+    with tenant_context(tenant_a):
+        recorded = list(
+            AuditEvent.objects.filter(tenant=tenant_a).order_by("created_at", "id")[before:]
+        )
+    assert [(e.table_name, e.action) for e in recorded] == [
+        ("projects", "update"),
+        ("project_access", "insert"),
+    ]
+    assert recorded[0].changes == {"old": {"restricted": False}, "new": {"restricted": True}}
+    assert recorded[1].changes["new"]["user_id"] == str(grace.pk)
+    assert {e.actor_user_id for e in recorded} == {alice.pk}
 
 
 # --- chunk_search --------------------------------------------------------------------

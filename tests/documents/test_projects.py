@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from documents import services
 from documents.models import Project
@@ -42,3 +44,18 @@ def test_soft_delete_validates_the_project_before_saving(tenant_a, project):
         services.project_soft_delete(tenant=tenant_a, project=project)
     assert "current_step" in error.value.message_dict
     assert stored(tenant_a, project).deleted_at is None
+
+
+def test_creating_a_row_reads_nothing_by_its_id_alone(tenant_a):
+    """full_clean() skips Django's primary-key check: the id is a new UUIDv7 and the key
+    is the database's, and on Citus a read by id alone asks every shard."""
+    with CaptureQueriesContext(connection) as queries:
+        project = services.project_create(tenant=tenant_a, name="routed")
+    by_id_alone = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT")
+        and project.pk.hex in query["sql"]
+        and '"tenant_id"' not in query["sql"]
+    ]
+    assert by_id_alone == []

@@ -246,11 +246,14 @@ def test_unknown_format_is_refused_naming_the_field(tenant_a, project):
         assert not Export.objects.exists()
 
 
-def test_non_positive_ttl_is_refused(tenant_a, project):
+@pytest.mark.parametrize("ttl", [timedelta(0), timedelta(days=366), timedelta(days=2_912_103)])
+def test_a_ttl_not_positive_or_past_a_year_is_refused(tenant_a, project, ttl):
     with pytest.raises(ValidationError) as error:
-        services.export_create(tenant=tenant_a, project=project, ttl=timedelta(0))
+        services.export_create(tenant=tenant_a, project=project, ttl=ttl)
 
     assert "ttl" in error.value.message_dict
+    with tenant_context(tenant_a):
+        assert not Export.objects.exists()
 
 
 def test_another_tenants_project_is_refused(tenant_b, project):

@@ -1,5 +1,5 @@
 """Runs, their records, proposals, decisions, messages and evaluations of a restricted
-project are hidden with it (docs/security.md, "Restricted rows"; documents.0013).
+project are hidden with it (docs/security.md, "Restricted rows"; documents.0014).
 
 Each table carries restricted_to, derived by triggers from its parents (AddRowAccess):
 the tables with a project_id from their project; execution_errors,
@@ -31,8 +31,8 @@ ROW_ACCESS = [
 
 class Migration(core.db.operations.Migration):
     dependencies = [
-        ('agents', '0015_validate_set_null_keys'),
-        ('documents', '0013_restricted_rows_and_access_grants'),
+        ('agents', '0016_audit_trail'),
+        ('documents', '0014_restricted_rows_and_access_grants'),
     ]
 
     operations = ROW_ACCESS

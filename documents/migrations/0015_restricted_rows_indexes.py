@@ -15,7 +15,7 @@ class Migration(core.db.operations.Migration):
     atomic = False
 
     dependencies = [
-        ('documents', '0013_restricted_rows_and_access_grants'),
+        ('documents', '0014_restricted_rows_and_access_grants'),
     ]
 
     operations = [

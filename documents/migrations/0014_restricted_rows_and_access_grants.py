@@ -9,9 +9,10 @@ its parents' (AddRowAccess), and its tenant_isolation policy reads that column a
 transaction's settings only (core.0002): no subquery, the same on a Citus shard. The
 agents and exports apps add their tables in their own migrations.
 
-The partial indexes on restricted rows come in 0014, built concurrently.
+The partial indexes on restricted rows come in 0015, built concurrently.
 """
 
+import core.db.audit
 import core.db.operations
 import core.ids
 import core.models
@@ -38,8 +39,8 @@ class Migration(core.db.operations.Migration):
 
     dependencies = [
         ('core', '0002_full_access_function'),
-        ('documents', '0012_validate_set_null_key'),
-        ('tenancy', '0003_json_value_validators'),
+        ('documents', '0013_audit_trail'),
+        ('tenancy', '0005_partition_audit_trail'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -165,4 +166,10 @@ class Migration(core.db.operations.Migration):
         # written by owners and admins only.
         core.db.operations.NarrowTenantPolicy('project_access', using=GRANT_READERS, check=FULL_ACCESS),
         core.db.operations.NarrowTenantPolicy('document_access', using=GRANT_READERS, check=FULL_ACCESS),
+        # Grants are recorded in the audit trail; the columns the access triggers derive
+        # (restricted_to, access_user_ids) are not (core.db.audit.DERIVED_COLUMNS): the
+        # functions are replaced, and kept on the way back (they only ignore more).
+        migrations.RunSQL(sql=core.db.audit.functions_sql(), reverse_sql=migrations.RunSQL.noop),
+        core.db.operations.AuditTable('project_access'),
+        core.db.operations.AuditTable('document_access'),
     ]

@@ -1,0 +1,262 @@
+"""The audit trail's SQL (docs/security.md, "Audit trail"): one builder for every trigger.
+
+Every insert, update and delete of an audited table writes one event in the same
+transaction, from a row trigger (so bulk writes, `QuerySet.update()` and raw SQL are
+recorded too):
+
+- tenant tables write to `audit_events` (distributed with them on Citus: the trigger
+  only touches its own row's tenant, which is what a trigger on a shard may do);
+- the global tables (users, tenants) write to `audit_events_global`.
+
+Each tenant's events (and the global events) form a hash chain: `seq` counts them
+from 1, `prev_hash` is the previous event's `hash`, and `hash` is the SHA-256 of
+`prev_hash` and the event's canonical content (`canonical_content`, reproduced in
+Python by tenancy.audit to verify it). The chain is extended under a transaction
+advisory lock on the tenant, so concurrent writers of one tenant take turns and seq
+follows commit order; the head is read through the (tenant_id, seq DESC) index.
+
+What an event records in `changes`: for an insert {"new": {column: value}}, for a delete
+{"old": {...}}, for an update {"old": {...}, "new": {...}} of the changed columns only
+(an update that changes nothing but updated_at records nothing). A value whose text is
+longer than LONG_VALUE_CHARS, and every value of a `hashed` column (vectors), is
+replaced by "sha256:<hex>" of its text. Columns listed as `ignored` (generated ones) are
+left out.
+
+Who: `actor_user_id` from app.user_id, `actor` from app.actor (`admin`, `service`,
+`job:<name>`, `api:<key id>`; 'service' when unset) and `request_id` from
+app.request_id, the transaction's settings of tenancy.context.
+
+The event tables are named with their schema: an audited write made by an access
+trigger (SECURITY DEFINER, with its own search_path) fires these triggers under that path.
+
+Free of app imports, like core.db.operations, which declares these with `AuditTable`.
+"""
+
+from __future__ import annotations
+
+TENANT_EVENTS = "audit_events"
+GLOBAL_EVENTS = "audit_events_global"
+TENANT_FUNCTION = "audit_tenant_row"
+GLOBAL_FUNCTION = "audit_global_row"
+REFUSE_FUNCTION = "audit_refuse_change"
+# The trigger's name on every audited table (the catalog-driven test looks for it).
+AUDIT_TRIGGER = "audit_row"
+# On audit_events and audit_events_global: no UPDATE or DELETE, by any role.
+APPEND_ONLY_TRIGGER = "audit_append_only"
+# The audited tables without tenant_id (a shared template has none): the global chain.
+GLOBAL_AUDITED_TABLES = ("users", "tenants", "project_templates")
+LONG_VALUE_CHARS = 1024
+DEFAULT_ACTOR = "service"
+ACTIONS = ("insert", "update", "delete")
+# Columns the access triggers keep (core.db.operations AddRowAccess and AddAccessGrants),
+# never recorded: they are derived from the restrictions and grants, which are recorded
+# themselves, and a grant that reaches thousands of rows below records one event.
+DERIVED_COLUMNS = ("restricted_to", "access_user_ids")
+# The advisory lock key of a chain: the tenant's id, or this for the global chain.
+GLOBAL_CHAIN_KEY = "audit_events_global"
+
+# The canonical content, as SQL over the event's columns (`e.` prefixed): each field as
+# <length>:<text>, so no field's text can pass for another's. tenancy.audit builds the
+# same string in Python to verify the chain; change both together.
+CANONICAL_FIELDS = (
+    "e.id::text",
+    "coalesce(e.tenant_id::text, '')",
+    "e.seq::text",
+    "e.table_name",
+    "e.row_id::text",
+    "e.action",
+    "coalesce(e.actor_user_id::text, '')",
+    "e.actor",
+    "e.request_id",
+    "(extract(epoch FROM e.created_at) * 1000000)::bigint::text",
+    "e.changes::text",
+)
+
+
+def _canonical_sql(fields: tuple[str, ...]) -> str:
+    parts = [f"length({field})::text || ':' || {field}" for field in fields]
+    return " || '|' || ".join(parts)
+
+
+def hash_sql(prefix: str = "e.") -> str:
+    """The event's hash: sha256(prev_hash || '|' || canonical content), hex."""
+    fields = tuple(field.replace("e.", prefix) for field in CANONICAL_FIELDS)
+    return (
+        f"encode(sha256(convert_to(coalesce({prefix}prev_hash, '') || '|' || "
+        f"{_canonical_sql(fields)}, 'UTF8')), 'hex')"
+    )
+
+
+def _value_sql(key: str, value: str) -> str:
+    """A column's value as recorded: hashed when long or of a `hashed` column."""
+    return (
+        f"CASE WHEN {value} IS NOT NULL AND {value} <> 'null'::jsonb AND ({key} = ANY (hashed) "
+        f"OR length({value}::text) > {LONG_VALUE_CHARS}) "
+        f"THEN to_jsonb('sha256:' || encode(sha256(convert_to("
+        f"coalesce({value} #>> '{{}}', {value}::text), 'UTF8')), 'hex')) ELSE {value} END"
+    )
+
+
+# The body shared by both trigger functions up to the changes: TG_ARGV[0] is the table's
+# name (a partition or a Citus shard has its own TG_TABLE_NAME), [1] the ignored columns,
+# [2] the hashed ones, comma-separated.
+_CHANGES = f"""
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, {_value_sql("n.key", "o.value")}),
+               jsonb_object_agg(n.key, {_value_sql("n.key", "n.value")})
+          INTO old_values, new_values
+          FROM jsonb_each(to_jsonb(NEW)) n JOIN jsonb_each(to_jsonb(OLD)) o ON o.key = n.key
+         WHERE n.value IS DISTINCT FROM o.value AND n.key <> ALL (ignored)
+           AND n.key <> 'updated_at';
+        IF new_values IS NULL THEN
+            RETURN NULL;
+        END IF;
+        changes := jsonb_build_object('old', old_values, 'new', new_values);
+    ELSIF TG_OP = 'INSERT' THEN
+        SELECT jsonb_object_agg(n.key, {_value_sql("n.key", "n.value")}) INTO new_values
+          FROM jsonb_each(to_jsonb(NEW)) n WHERE n.key <> ALL (ignored);
+        changes := jsonb_build_object('new', new_values);
+    ELSE
+        SELECT jsonb_object_agg(o.key, {_value_sql("o.key", "o.value")}) INTO old_values
+          FROM jsonb_each(to_jsonb(OLD)) o WHERE o.key <> ALL (ignored);
+        changes := jsonb_build_object('old', old_values);
+    END IF;
+    event.id := uuidv7();
+    event.table_name := TG_ARGV[0];
+    event.action := lower(TG_OP);
+    event.actor_user_id := nullif(current_setting('app.user_id', true), '')::uuid;
+    event.actor := coalesce(nullif(current_setting('app.actor', true), ''), '{DEFAULT_ACTOR}');
+    event.request_id := coalesce(current_setting('app.request_id', true), '');
+    event.changes := changes;
+    event.created_at := now();
+"""
+
+_DECLARE = f"""
+DECLARE
+    ignored text[] := string_to_array(coalesce(TG_ARGV[1], ''), ',')
+        || '{{{",".join(DERIVED_COLUMNS)}}}'::text[];
+    hashed text[] := string_to_array(coalesce(TG_ARGV[2], ''), ',');
+    old_values jsonb;
+    new_values jsonb;
+    changes jsonb;
+    head record;
+"""
+
+
+def _tenant_branch(row: str) -> str:
+    # Written out for OLD and for NEW: every statement names its row's tenant_id, the
+    # form core.ops.distribution accepts for a trigger on a Citus shard.
+    return f"""
+        event.tenant_id := {row}.tenant_id;
+        event.row_id := {row}.id;
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('{TENANT_EVENTS}:' || {row}.tenant_id::text, 0));
+        SELECT a.seq, a.hash INTO head FROM public.{TENANT_EVENTS} a
+         WHERE a.tenant_id = {row}.tenant_id ORDER BY a.seq DESC LIMIT 1;
+        event.seq := coalesce(head.seq, 0) + 1;
+        event.prev_hash := head.hash;
+        event.hash := {hash_sql("event.")};
+        -- The WHERE is always true: it names the row's tenant, as the distribution rules
+        -- want of a trigger's insert into a tenant table.
+        INSERT INTO public.{TENANT_EVENTS} SELECT event.* WHERE event.tenant_id = {row}.tenant_id;"""
+
+
+def tenant_function_sql() -> str:
+    """audit_tenant_row(): the AFTER row trigger function of every tenant table."""
+    return f"""
+CREATE OR REPLACE FUNCTION {TENANT_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+{_DECLARE}
+    event public.{TENANT_EVENTS};
+BEGIN
+{_CHANGES}
+    IF TG_OP = 'DELETE' THEN
+{_tenant_branch("OLD")}
+    ELSE
+{_tenant_branch("NEW")}
+    END IF;
+    RETURN NULL;
+END
+$fn$"""
+
+
+def global_function_sql() -> str:
+    """audit_global_row(): the AFTER row trigger function of users and tenants.
+
+    On a Citus cluster these are reference tables: Citus runs the trigger on every
+    node's copy, and audit_events_global lives on the coordinator only. Where the
+    table is absent (a worker) the trigger records nothing; the coordinator's copy
+    records the event once.
+    """
+    return f"""
+CREATE OR REPLACE FUNCTION {GLOBAL_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+{_DECLARE}
+    event record;
+BEGIN
+    IF to_regclass('public.{GLOBAL_EVENTS}') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO event FROM public.{GLOBAL_EVENTS} WHERE false;
+{_CHANGES}
+    IF TG_OP = 'DELETE' THEN
+        event.row_id := OLD.id;
+    ELSE
+        event.row_id := NEW.id;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('{GLOBAL_CHAIN_KEY}', 0));
+    SELECT a.seq, a.hash INTO head FROM public.{GLOBAL_EVENTS} a ORDER BY a.seq DESC LIMIT 1;
+    event.seq := coalesce(head.seq, 0) + 1;
+    event.prev_hash := head.hash;
+    event.hash := {hash_sql("event.").replace("coalesce(event.tenant_id::text, '')", "''")};
+    INSERT INTO public.{GLOBAL_EVENTS} (id, seq, table_name, row_id, action, actor_user_id, actor,
+        request_id, changes, created_at, prev_hash, hash)
+    VALUES (event.id, event.seq, event.table_name, event.row_id, event.action,
+        event.actor_user_id, event.actor, event.request_id, event.changes, event.created_at,
+        event.prev_hash, event.hash);
+    RETURN NULL;
+END
+$fn$"""
+
+
+def refuse_function_sql() -> str:
+    """The BEFORE UPDATE OR DELETE trigger function of the event tables: always refuses."""
+    return f"""
+CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$fn$"""
+
+
+def functions_sql() -> list[str]:
+    return [tenant_function_sql(), global_function_sql(), refuse_function_sql()]
+
+
+def drop_functions_sql() -> list[str]:
+    return [
+        f"DROP FUNCTION IF EXISTS {name}()"
+        for name in (TENANT_FUNCTION, GLOBAL_FUNCTION, REFUSE_FUNCTION)
+    ]
+
+
+def audit_trigger_sql(
+    quote, table: str, *, tenant: bool, ignored: tuple[str, ...], hashed: tuple[str, ...]
+) -> list[str]:
+    function = TENANT_FUNCTION if tenant else GLOBAL_FUNCTION
+    arguments = ", ".join(f"'{value}'" for value in (table, ",".join(ignored), ",".join(hashed)))
+    return [
+        f"DROP TRIGGER IF EXISTS {AUDIT_TRIGGER} ON {quote(table)}",
+        f"CREATE TRIGGER {AUDIT_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {quote(table)} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}({arguments})",
+    ]
+
+
+def append_only_sql(quote, table: str) -> list[str]:
+    """UPDATE and DELETE refused by a trigger (for every role but one that turns triggers
+    off: a superuser). TRUNCATE is not granted to the runtime role at all
+    (core.db.roles), and the owner keeps it for test flushes and the offboarding."""
+    return [
+        f"DROP TRIGGER IF EXISTS {APPEND_ONLY_TRIGGER} ON {quote(table)}",
+        f"CREATE TRIGGER {APPEND_ONLY_TRIGGER} BEFORE UPDATE OR DELETE ON {quote(table)} "
+        f"FOR EACH ROW EXECUTE FUNCTION {REFUSE_FUNCTION}('{table}')",
+    ]
