@@ -158,7 +158,8 @@ def _tenant_branch(row: str) -> str:
         event.hash := {hash_sql("event.")};
         -- The WHERE is always true: it names the row's tenant, as the distribution rules
         -- want of a trigger's insert into a tenant table.
-        INSERT INTO public.{TENANT_EVENTS} SELECT event.* WHERE event.tenant_id = {row}.tenant_id;"""
+        INSERT INTO public.{TENANT_EVENTS} SELECT event.*
+         WHERE event.tenant_id = {row}.tenant_id;"""
 
 
 def tenant_function_sql() -> str:
