@@ -20,3 +20,13 @@ def listed(client, model, **params) -> list:
     response = client.get(admin_url(model, "changelist"), params)
     assert response.status_code == 200
     return [row.pk for row in response.context["cl"].result_list]
+
+
+def autocomplete(client, app_label: str, model_name: str, field_name: str, term: str = ""):
+    """The ids the admin's autocomplete offers for `field_name` of app_label.model_name."""
+    response = client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": app_label, "model_name": model_name, "field_name": field_name, "term": term},
+    )
+    assert response.status_code == 200
+    return [result["id"] for result in response.json()["results"]]

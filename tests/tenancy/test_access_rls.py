@@ -14,7 +14,9 @@ import uuid
 
 import pytest
 from django.apps import apps
+from django.contrib import admin
 from django.db import connection, connections, transaction
+from django.urls import reverse
 from psycopg import sql
 
 from core.db.connections import owner_connection
@@ -27,8 +29,10 @@ from documents.services import (
     project_restrict,
     project_unrestrict,
 )
+from exports.models import Export
 from tenancy.context import tenant_context
 from tenancy.models import Membership
+from tests.admin_helpers import REFUSED, admin_url, autocomplete, listed, logged_in
 from tests.factories import make_member, make_tenant_rows
 
 HANGING_COLUMNS = ("project_id", "execution_id", "document_id")
@@ -499,3 +503,79 @@ def test_the_context_sets_the_users_full_access_tenants(tenant_a, tenant_b, cast
         assert full_access() == str(tenant_a.pk)
     with tenant_context(tenant_a):
         assert full_access() == ""
+
+
+# --- The admin -------------------------------------------------------------------------
+
+
+def _admins_of_hidden_rows(hidden_ids) -> list:
+    """Every registered admin whose table holds restricted rows (found from the catalog)."""
+    return [
+        (model, model_admin)
+        for model, model_admin in admin.site._registry.items()
+        if hidden_ids.get(model._meta.db_table)
+    ]
+
+
+def _what_the_admin_shows(client, hidden_ids, tenant) -> dict[str, set]:
+    """The restricted ids the admin shows its user, by where: changelists (plain, filtered
+    on the tenant, searched by each row's id), change pages, autocompletes offering them,
+    export downloads."""
+    shown: dict[str, set] = {
+        "changelist": set(), "search": set(), "change": set(),
+        "autocomplete": set(), "download": set(),
+    }  # fmt: skip
+    for model, model_admin in _admins_of_hidden_rows(hidden_ids):
+        hidden = set(hidden_ids[model._meta.db_table])
+        shown["changelist"] |= hidden & set(listed(client, model))
+        shown["changelist"] |= hidden & set(listed(client, model, tenant__id__exact=tenant.pk))
+        for pk in hidden:
+            if getattr(model_admin, "uuid_search_fields", ()) or model_admin.search_fields:
+                shown["search"] |= hidden & set(listed(client, model, q=str(pk)))
+            response = client.get(admin_url(model, "change", pk))
+            if response.status_code not in REFUSED:
+                shown["change"].add(pk)
+            if (
+                model is Export
+                and client.get(reverse("admin:exports_export_download", args=[pk])).status_code
+                not in REFUSED
+            ):
+                shown["download"].add(pk)
+    for model, model_admin in admin.site._registry.items():
+        for field_name in model_admin.autocomplete_fields:
+            target = model._meta.get_field(field_name).related_model
+            hidden = {str(pk) for pk in hidden_ids.get(target._meta.db_table, ())}
+            if hidden:
+                offered = autocomplete(
+                    client, model._meta.app_label, model._meta.model_name, field_name
+                )
+                shown["autocomplete"] |= hidden & set(offered)
+    return shown
+
+
+def test_the_admin_shows_a_member_without_access_no_restricted_row(
+    client, hidden_ids, tenant_a, cast
+):
+    shown = _what_the_admin_shows(logged_in(client, cast["member"]), hidden_ids, tenant_a)
+    assert shown == {where: set() for where in shown}
+
+
+def test_the_admin_shows_the_owner_every_restricted_row(client, hidden_ids, tenant_a, cast):
+    """The same walk as the owner finds them, so the member's empty walk means hidden."""
+    shown = _what_the_admin_shows(logged_in(client, cast["owner"]), hidden_ids, tenant_a)
+    for where in ("changelist", "search", "change", "autocomplete", "download"):
+        assert shown[where], where
+    assert hidden_ids["projects"][0] in shown["change"]
+
+
+def test_the_hub_of_an_open_project_shows_no_restricted_row(client, world, hidden_ids, cast):
+    """The restricted document sits in an open project: its page (the hub and its
+    sections) names none of the rows hidden from the member."""
+    hub = admin_url(Project, "change", world["document"].project_id)
+
+    def named(user) -> set[str]:
+        page = logged_in(client, user).get(hub).content.decode()
+        return {table for table, ids in hidden_ids.items() if any(str(pk) in page for pk in ids)}
+
+    assert named(cast["member"]) == set()
+    assert "documents" in named(cast["owner"])  # the hub does list the document

@@ -5,7 +5,6 @@ through the tenant middleware (not wrapped in tenant_context); rows are created 
 """
 
 import pytest
-from django.urls import reverse
 
 from agents.models import AgentExecution
 from documents.models import Chunk, Document, DocumentVersion, Project
@@ -15,7 +14,7 @@ from tenancy.admin_roles import ALL_ROLES, CONTENT_EDITOR_ROLES, TENANT_MANAGER_
 from tenancy.context import tenant_context
 from tenancy.models import Membership, MembershipRole, Tenant, User
 from tenancy.services import membership_set
-from tests.admin_helpers import REFUSED, admin_url, listed, logged_in
+from tests.admin_helpers import REFUSED, admin_url, autocomplete, listed, logged_in
 from tests.factories import make_member, make_tenant_rows
 
 TENANT_OWNED = [Membership, Project, DocumentVersion, Document, Chunk, AgentExecution, Export]
@@ -286,15 +285,6 @@ def test_a_row_cannot_point_at_another_tenants_parent(client, superuser, rows_a,
 
 
 # --- Choices and autocomplete -----------------------------------------------------------
-
-
-def autocomplete(client, app_label: str, model_name: str, field_name: str, term: str = ""):
-    response = client.get(
-        reverse("admin:autocomplete"),
-        {"app_label": app_label, "model_name": model_name, "field_name": field_name, "term": term},
-    )
-    assert response.status_code == 200
-    return [result["id"] for result in response.json()["results"]]
 
 
 def test_tenant_choices_are_the_users_tenants(client, alice, tenant_a, tenant_b):
