@@ -185,10 +185,13 @@ def test_a_history_query_needs_an_end_after_its_start(tenant_a):
 
 
 def test_partitions_ahead_are_created_once():
-    created = execution_partitions_ensure(ahead=3, now=NOW)
-    assert {"agent_executions_p2027_02", "agent_executions_p2027_03"} <= set(created)
-    assert execution_partitions_ensure(ahead=3, now=NOW) == []
-    assert {"2026-12", "2027-01", "2027-02", "2027-03"} <= set(partition_months())
+    # Years after today: no other test (nor migrate, which creates the months ahead of
+    # the real date) has made these months, whatever ran before.
+    later = datetime(2031, 1, 10, tzinfo=UTC)
+    created = execution_partitions_ensure(ahead=3, now=later)
+    assert {"agent_executions_p2031_02", "agent_executions_p2031_03"} <= set(created)
+    assert execution_partitions_ensure(ahead=3, now=later) == []
+    assert {"2031-01", "2031-02", "2031-03", "2031-04"} <= set(partition_months())
 
 
 def test_a_dry_run_names_the_partitions_it_would_create_and_creates_none():
