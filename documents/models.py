@@ -440,10 +440,10 @@ class Chunk(TenantOwnedModel):
         return f"{related_label(self, 'document')} #{self.ordinal}"
 
 
-class ProjectAccess(TenantOwnedModel):
-    """A user who may see a restricted project (granted by an owner or admin)."""
+class AccessGrant(TenantOwnedModel):
+    """A user who may see a restricted row, granted by an owner or admin (`created_by`).
+    Each table of grants adds the row it opens and its own constraints."""
 
-    project = TenantForeignKey(Project, on_delete=models.CASCADE, related_name="access_grants")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
@@ -457,6 +457,15 @@ class ProjectAccess(TenantOwnedModel):
     )
 
     class Meta(TenantOwnedModel.Meta):
+        abstract = True
+
+
+class ProjectAccess(AccessGrant):
+    """A user who may see a restricted project."""
+
+    project = TenantForeignKey(Project, on_delete=models.CASCADE, related_name="access_grants")
+
+    class Meta(AccessGrant.Meta):
         db_table = "project_access"
         verbose_name_plural = "project access"
         constraints = [
@@ -476,23 +485,12 @@ class ProjectAccess(TenantOwnedModel):
         return f"{related_label(self, 'user')} may see {related_label(self, 'project')}"
 
 
-class DocumentAccess(TenantOwnedModel):
-    """A user who may see a restricted knowledge document (granted by an owner or admin)."""
+class DocumentAccess(AccessGrant):
+    """A user who may see a restricted knowledge document."""
 
     document = TenantForeignKey(Document, on_delete=models.CASCADE, related_name="access_grants")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        db_index=False,
-    )
 
-    class Meta(TenantOwnedModel.Meta):
+    class Meta(AccessGrant.Meta):
         db_table = "document_access"
         verbose_name_plural = "document access"
         constraints = [

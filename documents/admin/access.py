@@ -9,6 +9,8 @@ document changelists (documents.admin.projects, documents.admin.knowledge).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin
 
 from core.admin import TIMESTAMP_FIELDS
@@ -21,6 +23,37 @@ from documents.services import (
 )
 from tenancy.admin_base import TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
+
+
+class RestrictActions(TenantOwnedAdmin):
+    """An admin of restrictable rows (projects, documents) with the Restrict and Unrestrict
+    actions: the services applied to the part of a selection in tenants the user owns
+    or administers."""
+
+    # project_restrict / document_restrict and their undoing, called with the row as the
+    # keyword of the model's name (project=, document=).
+    restrict_service: Callable[..., object]
+    unrestrict_service: Callable[..., object]
+
+    def _set_restricted(self, request, queryset, restricted: bool) -> None:
+        service = self.restrict_service if restricted else self.unrestrict_service
+        name = str(self.opts.model_name)
+        self.apply_to_selection(
+            request,
+            self.restrict_to_tenants(
+                request, queryset.filter(restricted=not restricted), TENANT_MANAGER_ROLES
+            ),
+            lambda row: service(tenant=row.tenant_id, **{name: row}, by=request.user),
+            f"{'Restricted' if restricted else 'Unrestricted'} {self.opts.verbose_name_plural}",
+        )
+
+    @admin.action(permissions=["change"], description="Restrict selected %(verbose_name_plural)s")
+    def restrict(self, request, queryset):
+        self._set_restricted(request, queryset, True)
+
+    @admin.action(permissions=["change"], description="Unrestrict selected %(verbose_name_plural)s")
+    def unrestrict(self, request, queryset):
+        self._set_restricted(request, queryset, False)
 
 
 class _AccessAdmin(TenantOwnedAdmin):

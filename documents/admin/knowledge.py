@@ -18,6 +18,7 @@ from core.admin import (
     vector_summary,
 )
 from core.admin_sections import RelatedRows, related_sections
+from documents.admin.access import RestrictActions
 from documents.models import Chunk, Document, DocumentAccess
 from documents.services import (
     document_create,
@@ -26,7 +27,7 @@ from documents.services import (
     document_unrestrict,
 )
 from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
-from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
+from tenancy.admin_roles import TenantListFilter
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -77,7 +78,7 @@ class DocumentAddForm(TenantOwnedAdminForm):
 
 
 @admin.register(Document)
-class DocumentAdmin(TenantOwnedAdmin):
+class DocumentAdmin(RestrictActions):
     list_display = (
         "title",
         "tenant",
@@ -110,6 +111,8 @@ class DocumentAdmin(TenantOwnedAdmin):
         "restricted",
     )
     actions = ("process", "restrict", "unrestrict")
+    restrict_service = staticmethod(document_restrict)
+    unrestrict_service = staticmethod(document_unrestrict)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -117,32 +120,6 @@ class DocumentAdmin(TenantOwnedAdmin):
                 request, self.admin_site, obj, DOCUMENT_SECTIONS
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def managed(self, request, queryset):
-        """The part of a selection whose access the user may change: owners and admins."""
-        return self.restrict_to_tenants(request, queryset, TENANT_MANAGER_ROLES)
-
-    @admin.action(permissions=["change"], description="Restrict selected documents")
-    def restrict(self, request, queryset):
-        self.apply_to_selection(
-            request,
-            self.managed(request, queryset.filter(restricted=False)),
-            lambda document: document_restrict(
-                tenant=document.tenant_id, document=document, by=request.user
-            ),
-            "Restricted documents",
-        )
-
-    @admin.action(permissions=["change"], description="Unrestrict selected documents")
-    def unrestrict(self, request, queryset):
-        self.apply_to_selection(
-            request,
-            self.managed(request, queryset.filter(restricted=True)),
-            lambda document: document_unrestrict(
-                tenant=document.tenant_id, document=document, by=request.user
-            ),
-            "Unrestricted documents",
-        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

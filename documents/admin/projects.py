@@ -16,6 +16,7 @@ from core.admin import (
     preview_text,
 )
 from core.admin_sections import RelatedRows, related_sections
+from documents.admin.access import RestrictActions
 from documents.admin.versions import version_label
 from documents.models import Document, DocumentVersion, Project, ProjectAccess
 from documents.services import (
@@ -25,8 +26,7 @@ from documents.services import (
     project_soft_delete,
     project_unrestrict,
 )
-from tenancy.admin_base import TenantOwnedAdmin
-from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter, is_superuser
+from tenancy.admin_roles import TenantListFilter, is_superuser
 
 
 class ProjectStateFilter(admin.SimpleListFilter):
@@ -115,7 +115,7 @@ def add_project_action(action) -> None:
 
 
 @admin.register(Project)
-class ProjectAdmin(TenantOwnedAdmin):
+class ProjectAdmin(RestrictActions):
     # Operators must see soft-deleted projects too, to restore or purge them.
     manager_name = "all_objects"
     list_display = (
@@ -139,6 +139,8 @@ class ProjectAdmin(TenantOwnedAdmin):
     ordering = ("-updated_at",)
     # A list: other apps add theirs (add_project_action).
     actions = ["soft_delete", "restore", "restrict", "unrestrict"]
+    restrict_service = staticmethod(project_restrict)
+    unrestrict_service = staticmethod(project_unrestrict)
 
     @admin.display(boolean=True, description="live", ordering="deleted_at")
     def is_live(self, obj: Project) -> bool:
@@ -186,30 +188,4 @@ class ProjectAdmin(TenantOwnedAdmin):
             queryset.filter(deleted_at__isnull=False),
             lambda project: project_restore(tenant=project.tenant_id, project=project),
             "Restored projects",
-        )
-
-    def managed(self, request, queryset):
-        """The part of a selection whose access the user may change: owners and admins."""
-        return self.restrict_to_tenants(request, queryset, TENANT_MANAGER_ROLES)
-
-    @admin.action(permissions=["change"], description="Restrict selected projects")
-    def restrict(self, request, queryset):
-        self.apply_to_selection(
-            request,
-            self.managed(request, queryset.filter(restricted=False)),
-            lambda project: project_restrict(
-                tenant=project.tenant_id, project=project, by=request.user
-            ),
-            "Restricted projects",
-        )
-
-    @admin.action(permissions=["change"], description="Unrestrict selected projects")
-    def unrestrict(self, request, queryset):
-        self.apply_to_selection(
-            request,
-            self.managed(request, queryset.filter(restricted=True)),
-            lambda project: project_unrestrict(
-                tenant=project.tenant_id, project=project, by=request.user
-            ),
-            "Unrestricted projects",
         )

@@ -11,6 +11,7 @@ another tenant are refused naming their field. Nothing is written on a refusal.
 from __future__ import annotations
 
 import uuid
+from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -21,6 +22,7 @@ from tenancy.context import require_tenant, tenant_context
 from tenancy.models import FULL_ACCESS_ROLES, Membership, TenantRef, User
 
 MANAGING_ROLES = FULL_ACCESS_ROLES
+Grant = TypeVar("Grant", ProjectAccess, DocumentAccess)
 
 
 def _require_manager(tenant_id: uuid.UUID, by: User | None) -> None:
@@ -91,6 +93,51 @@ def document_unrestrict(*, tenant: TenantRef, document: Document, by: User) -> D
     return document
 
 
+def _grant(
+    grants: type[Grant],
+    rows: QuerySet,
+    field: str,
+    *,
+    tenant: TenantRef,
+    row: Project | Document,
+    user: User,
+    by: User,
+) -> Grant:
+    """Grant `user` the `row` (one of `rows`) in `grants`; idempotent."""
+    tenant_id = require_tenant(tenant, **{field: row})
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        _require_member(tenant_id, user)
+        if not rows.filter(tenant_id=tenant_id, pk=row.pk).exists():
+            raise ValidationError({field: f"No such {field} in this tenant."})
+        with transaction.atomic():
+            grant, _ = grants.objects.get_or_create(
+                tenant_id=tenant_id,
+                **{f"{field}_id": row.pk},
+                user=user,
+                defaults={"created_by": by},
+            )
+    return grant
+
+
+def _revoke(
+    grants: type[ProjectAccess | DocumentAccess],
+    field: str,
+    *,
+    tenant: TenantRef,
+    row: Project | Document,
+    user: User,
+    by: User,
+) -> bool:
+    tenant_id = require_tenant(tenant, **{field: row})
+    with tenant_context(tenant_id, user=by):
+        _require_manager(tenant_id, by)
+        deleted, _ = grants.objects.filter(
+            tenant_id=tenant_id, **{f"{field}_id": row.pk}, user_id=user.pk
+        ).delete()
+    return deleted > 0
+
+
 def project_access_grant(
     *, tenant: TenantRef, project: Project, user: User, by: User
 ) -> ProjectAccess:
@@ -98,29 +145,14 @@ def project_access_grant(
 
     Idempotent: a second grant returns the first one.
     """
-    tenant_id = require_tenant(tenant, project=project)
-    with tenant_context(tenant_id, user=by):
-        _require_manager(tenant_id, by)
-        _require_member(tenant_id, user)
-        if not Project.all_objects.filter(tenant_id=tenant_id, pk=project.pk).exists():
-            raise ValidationError({"project": "No such project in this tenant."})
-        with transaction.atomic():
-            grant, _ = ProjectAccess.objects.get_or_create(
-                tenant_id=tenant_id, project_id=project.pk, user=user, defaults={"created_by": by}
-            )
-    return grant
+    rows = Project.all_objects.all()
+    return _grant(ProjectAccess, rows, "project", tenant=tenant, row=project, user=user, by=by)
 
 
 def project_access_revoke(*, tenant: TenantRef, project: Project, user: User, by: User) -> bool:
     """Take back `user`'s access to `project`; True if there was a grant. The next
     statement of every transaction already goes without it."""
-    tenant_id = require_tenant(tenant, project=project)
-    with tenant_context(tenant_id, user=by):
-        _require_manager(tenant_id, by)
-        deleted, _ = ProjectAccess.objects.filter(
-            tenant_id=tenant_id, project_id=project.pk, user_id=user.pk
-        ).delete()
-    return deleted > 0
+    return _revoke(ProjectAccess, "project", tenant=tenant, row=project, user=user, by=by)
 
 
 def document_access_grant(
@@ -128,25 +160,10 @@ def document_access_grant(
 ) -> DocumentAccess:
     """Let `user`, a member of the tenant, see `document` (and its chunks) while it is
     restricted. Idempotent: a second grant returns the first one."""
-    tenant_id = require_tenant(tenant, document=document)
-    with tenant_context(tenant_id, user=by):
-        _require_manager(tenant_id, by)
-        _require_member(tenant_id, user)
-        if not Document.objects.filter(tenant_id=tenant_id, pk=document.pk).exists():
-            raise ValidationError({"document": "No such document in this tenant."})
-        with transaction.atomic():
-            grant, _ = DocumentAccess.objects.get_or_create(
-                tenant_id=tenant_id, document_id=document.pk, user=user, defaults={"created_by": by}
-            )
-    return grant
+    rows = Document.objects.all()
+    return _grant(DocumentAccess, rows, "document", tenant=tenant, row=document, user=user, by=by)
 
 
 def document_access_revoke(*, tenant: TenantRef, document: Document, user: User, by: User) -> bool:
     """Take back `user`'s access to `document`; True if there was a grant."""
-    tenant_id = require_tenant(tenant, document=document)
-    with tenant_context(tenant_id, user=by):
-        _require_manager(tenant_id, by)
-        deleted, _ = DocumentAccess.objects.filter(
-            tenant_id=tenant_id, document_id=document.pk, user_id=user.pk
-        ).delete()
-    return deleted > 0
+    return _revoke(DocumentAccess, "document", tenant=tenant, row=document, user=user, by=by)
