@@ -520,14 +520,20 @@ def _admins_of_hidden_rows(hidden_ids) -> list:
 def _what_the_admin_shows(client, hidden_ids, tenant) -> dict[str, set]:
     """The restricted ids the admin shows its user, by where: changelists (plain, filtered
     on the tenant, searched by each row's id), change pages, autocompletes offering them,
-    export downloads."""
+    export downloads, and the pages of the rows it lists (links, sections)."""
     shown: dict[str, set] = {
         "changelist": set(), "search": set(), "change": set(),
-        "autocomplete": set(), "download": set(),
+        "autocomplete": set(), "download": set(), "linked": set(),
     }  # fmt: skip
+    every_hidden = {str(pk) for ids in hidden_ids.values() for pk in ids}
     for model, model_admin in _admins_of_hidden_rows(hidden_ids):
         hidden = set(hidden_ids[model._meta.db_table])
-        shown["changelist"] |= hidden & set(listed(client, model))
+        visible = listed(client, model)
+        shown["changelist"] |= hidden & set(visible)
+        # The pages of the rows it may open link to no hidden row (nor name one).
+        for pk in [pk for pk in visible if pk not in hidden][:3]:
+            page = client.get(admin_url(model, "change", pk)).content.decode()
+            shown["linked"] |= {hidden_pk for hidden_pk in every_hidden if hidden_pk in page}
         shown["changelist"] |= hidden & set(listed(client, model, tenant__id__exact=tenant.pk))
         for pk in hidden:
             if getattr(model_admin, "uuid_search_fields", ()) or model_admin.search_fields:
