@@ -23,6 +23,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -322,6 +323,7 @@ def _seal_chain(tenant_id: uuid.UUID | None) -> int:
     """Seal a chain's committed unsealed events, SEAL_BATCH per transaction; how many."""
     sealed = 0
     while True:
+        scope: AbstractContextManager[object]
         if tenant_id is not None:
             # The tenant's own context (on Citus, set on the workers too): each statement
             # reads and writes this tenant's rows, on its one shard.
