@@ -432,3 +432,22 @@ def test_editors_do_not_see_the_audit_log(client, tenant_a):
     response = client.get(admin_url(AuditEvent, "changelist"))
     assert response.status_code == 403
     assert b"auditevent" not in client.get("/admin/").content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_going_back_to_the_chain_in_the_trigger_waits_for_every_event_sealed(tenant_a):
+    """tenancy.0006 backwards: refused while an event is unsealed; after a seal, the
+    functions of tenancy.0004 extend the sealed chain again, with the same hashes."""
+    with tenant_context(tenant_a):
+        Project.objects.create(tenant=tenant_a, name="unsealed")
+    try:
+        with pytest.raises(DatabaseError, match="unsealed events: run manage.py audit_seal"):
+            call_command("migrate", "tenancy", "0005", verbosity=0)
+        audit_seal()
+        call_command("migrate", "tenancy", "0005", verbosity=0)
+        with tenant_context(tenant_a):
+            Project.objects.create(tenant=tenant_a, name="chained in the trigger")
+        assert_chain(sealed_chain(tenant_a), 2)
+        assert audit_verify(tenant_slug=tenant_a.slug, seal=False).ok
+    finally:
+        call_command("migrate", verbosity=0)
