@@ -11,8 +11,9 @@ the services on the same data:
   with the vectors computed beforehand (the embedder is not what is compared).
 
 With the trail on, each written row also writes its event: its changes as jsonb (the
-1536-dimension vector hashed), the tenant's advisory lock, the chain head read through
-(tenant_id, seq DESC) and the event's hash.
+1536-dimension vector hashed), unsealed. Its place in the hash chain is written later,
+outside the writer's transaction, by audit_seal (docs/security.md, "The hash chain"),
+which is not part of either side.
 """
 
 from __future__ import annotations

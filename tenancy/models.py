@@ -279,8 +279,9 @@ class AuditEventBase(BaseModel):
 
     Action = AuditAction
 
-    # Position in its chain, from 1: the order the chain is verified in.
-    seq = models.BigIntegerField()
+    # Position in its chain, from 1: the order the chain is verified in. NULL, with
+    # prev_hash and hash, until audit_seal seals the event after its commit.
+    seq = models.BigIntegerField(null=True, blank=True)
     table_name = models.CharField(max_length=63)
     row_id = models.UUIDField()
     action = models.CharField(max_length=6, choices=Action.choices)
@@ -290,10 +291,14 @@ class AuditEventBase(BaseModel):
     request_id = models.CharField(max_length=100, blank=True, default="")
     changes = JSONField(default=dict)
     prev_hash = models.CharField(max_length=64, null=True, blank=True)
-    hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, null=True, blank=True)
 
     class Meta(BaseModel.Meta):
         abstract = True
+
+    @property
+    def sealed(self) -> bool:
+        return self.hash is not None
 
     def __str__(self) -> str:
         return f"{self.action} {self.table_name} {self.row_id} by {self.actor}"
@@ -317,8 +322,16 @@ class AuditEvent(AuditEventBase):
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_events_seq_gte_1"),
         ]
         indexes = [
-            # The chain's head (the trigger) and its order (audit_verify); the tenant's log.
+            # The chain's head (audit_seal, past the unsealed events' NULLs) and its order
+            # (audit_verify).
             models.Index(fields=["tenant", "-seq"], name="audit_events_tenant_seq_idx"),
+            # The events audit_seal has still to seal, in the order it seals them: small,
+            # since a seal takes its rows out of it.
+            models.Index(
+                fields=["tenant", "created_at", "id"],
+                condition=models.Q(hash__isnull=True),
+                name="audit_events_unsealed_idx",
+            ),
             # One row's history (the admin's link from a change page).
             models.Index(
                 fields=["tenant", "table_name", "row_id"], name="audit_events_tenant_row_idx"
@@ -342,5 +355,10 @@ class GlobalAuditEvent(AuditEventBase):
         ]
         indexes = [
             models.Index(fields=["-seq"], name="audit_events_global_seq_idx"),
+            models.Index(
+                fields=["created_at", "id"],
+                condition=models.Q(hash__isnull=True),
+                name="audit_global_unsealed_idx",
+            ),
             models.Index(fields=["table_name", "row_id"], name="audit_events_global_row_idx"),
         ]

@@ -285,7 +285,7 @@ def _audit_event(b: _Build):
     triggers only)."""
     from tenancy.models import AuditEvent
 
-    return AuditEvent.objects.filter(tenant=b.tenant).order_by("-seq").first()
+    return AuditEvent.objects.filter(tenant=b.tenant).order_by("-id").first()
 
 
 # Insertion order matters: parents first; the audit trail last.

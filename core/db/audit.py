@@ -8,12 +8,14 @@ recorded too):
   only touches its own row's tenant, which is what a trigger on a shard may do);
 - the global tables (users, tenants) write to `audit_events_global`.
 
-Each tenant's events (and the global events) form a hash chain: `seq` counts them
-from 1, `prev_hash` is the previous event's `hash`, and `hash` is the SHA-256 of
-`prev_hash` and the event's canonical content (`canonical_content`, reproduced in
-Python by tenancy.audit to verify it). The chain is extended under a transaction
-advisory lock on the tenant, so concurrent writers of one tenant take turns and seq
-follows commit order; the head is read through the (tenant_id, seq DESC) index.
+Each tenant's events (and the global events) form a hash chain, sealed after commit: the
+trigger writes an event with `seq`, `prev_hash` and `hash` NULL (unsealed), taking no
+lock and reading no chain head, so writers of one tenant never wait for each other.
+tenancy.audit.audit_seal (`manage.py audit_seal`, as the owner) later gives the committed
+unsealed events their place: seq counts from 1, `prev_hash` is the previous event's
+`hash`, `hash` the SHA-256 of `prev_hash` and the canonical content, computed in Python
+(tenancy.audit, the one place that defines them). The append-only trigger refuses every
+UPDATE and DELETE but that one seal of an unsealed event (`seal_allowed_sql`).
 
 What an event records in `changes`: for an insert {"new": {column: value}}, for a delete
 {"old": {...}}, for an update {"old": {...}, "new": {...}} of the changed columns only
@@ -52,39 +54,8 @@ ACTIONS = ("insert", "update", "delete")
 # never recorded: they are derived from the restrictions and grants, which are recorded
 # themselves, and a grant that reaches thousands of rows below records one event.
 DERIVED_COLUMNS = ("restricted_to", "access_user_ids")
-# The advisory lock key of a chain: the tenant's id, or this for the global chain.
-GLOBAL_CHAIN_KEY = "audit_events_global"
-
-# The canonical content, as SQL over the event's columns (`e.` prefixed): each field as
-# <length>:<text>, so no field's text can pass for another's. tenancy.audit builds the
-# same string in Python to verify the chain; change both together.
-CANONICAL_FIELDS = (
-    "e.id::text",
-    "coalesce(e.tenant_id::text, '')",
-    "e.seq::text",
-    "e.table_name",
-    "e.row_id::text",
-    "e.action",
-    "coalesce(e.actor_user_id::text, '')",
-    "e.actor",
-    "e.request_id",
-    "(extract(epoch FROM e.created_at) * 1000000)::bigint::text",
-    "e.changes::text",
-)
-
-
-def _canonical_sql(fields: tuple[str, ...]) -> str:
-    parts = [f"length({field})::text || ':' || {field}" for field in fields]
-    return " || '|' || ".join(parts)
-
-
-def hash_sql(prefix: str = "e.") -> str:
-    """The event's hash: sha256(prev_hash || '|' || canonical content), hex."""
-    fields = tuple(field.replace("e.", prefix) for field in CANONICAL_FIELDS)
-    return (
-        f"encode(sha256(convert_to(coalesce({prefix}prev_hash, '') || '|' || "
-        f"{_canonical_sql(fields)}, 'UTF8')), 'hex')"
-    )
+# The columns a seal writes; every other column of an event is fixed at its insert.
+SEAL_COLUMNS = ("seq", "prev_hash", "hash")
 
 
 def _value_sql(key: str, value: str) -> str:
@@ -139,23 +110,16 @@ DECLARE
     old_values jsonb;
     new_values jsonb;
     changes jsonb;
-    head record;
 """
 
 
 def _tenant_branch(row: str) -> str:
     # Written out for OLD and for NEW: every statement names its row's tenant_id, the
-    # form core.ops.distribution accepts for a trigger on a Citus shard.
+    # form core.ops.distribution accepts for a trigger on a Citus shard. seq, prev_hash
+    # and hash stay NULL: the event is unsealed until audit_seal.
     return f"""
         event.tenant_id := {row}.tenant_id;
         event.row_id := {row}.id;
-        PERFORM pg_advisory_xact_lock(
-            hashtextextended('{TENANT_EVENTS}:' || {row}.tenant_id::text, 0));
-        SELECT a.seq, a.hash INTO head FROM public.{TENANT_EVENTS} a
-         WHERE a.tenant_id = {row}.tenant_id ORDER BY a.seq DESC LIMIT 1;
-        event.seq := coalesce(head.seq, 0) + 1;
-        event.prev_hash := head.hash;
-        event.hash := {hash_sql("event.")};
         -- The WHERE is always true: it names the row's tenant, as the distribution rules
         -- want of a trigger's insert into a tenant table.
         INSERT INTO public.{TENANT_EVENTS} SELECT event.*
@@ -203,28 +167,39 @@ BEGIN
     ELSE
         event.row_id := NEW.id;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('{GLOBAL_CHAIN_KEY}', 0));
-    SELECT a.seq, a.hash INTO head FROM public.{GLOBAL_EVENTS} a ORDER BY a.seq DESC LIMIT 1;
-    event.seq := coalesce(head.seq, 0) + 1;
-    event.prev_hash := head.hash;
-    event.hash := {hash_sql("event.").replace("coalesce(event.tenant_id::text, '')", "''")};
-    INSERT INTO public.{GLOBAL_EVENTS} (id, seq, table_name, row_id, action, actor_user_id, actor,
-        request_id, changes, created_at, prev_hash, hash)
-    VALUES (event.id, event.seq, event.table_name, event.row_id, event.action,
-        event.actor_user_id, event.actor, event.request_id, event.changes, event.created_at,
-        event.prev_hash, event.hash);
+    INSERT INTO public.{GLOBAL_EVENTS} (id, table_name, row_id, action, actor_user_id, actor,
+        request_id, changes, created_at)
+    VALUES (event.id, event.table_name, event.row_id, event.action, event.actor_user_id,
+        event.actor, event.request_id, event.changes, event.created_at);
     RETURN NULL;
 END
 $fn$"""
 
 
+def seal_allowed_sql() -> str:
+    """The one change the append-only trigger lets through: a seal. The event was
+    unsealed (OLD.hash NULL), the seal gives seq and hash (prev_hash is NULL for the
+    first event of a chain only), and no other column changes."""
+    sealed = "'{" + ",".join(SEAL_COLUMNS) + "}'::text[]"
+    return (
+        "TG_OP = 'UPDATE' AND OLD.hash IS NULL AND NEW.hash IS NOT NULL "
+        "AND NEW.seq IS NOT NULL AND (NEW.prev_hash IS NULL) = (NEW.seq = 1) "
+        f"AND to_jsonb(NEW) - {sealed} = to_jsonb(OLD) - {sealed}"
+    )
+
+
 def refuse_function_sql() -> str:
-    """The BEFORE UPDATE OR DELETE trigger function of the event tables: always refuses."""
+    """The BEFORE UPDATE OR DELETE trigger function of the event tables: refuses all but
+    the seal of an unsealed event (which only the owner, who has UPDATE, can try)."""
     return f"""
 CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
+    IF {seal_allowed_sql()} THEN
+        RETURN NEW;
+    END IF;
     RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
-        USING ERRCODE = 'insufficient_privilege';
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash) is allowed.';
 END
 $fn$"""
 

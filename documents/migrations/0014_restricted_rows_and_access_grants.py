@@ -40,7 +40,7 @@ class Migration(core.db.operations.Migration):
     dependencies = [
         ('core', '0002_full_access_function'),
         ('documents', '0013_audit_trail'),
-        ('tenancy', '0005_partition_audit_trail'),
+        ('tenancy', '0006_audit_sealed_after_commit'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -79,7 +79,7 @@ BIG_TABLES = [
 def make_rows(tenant: Tenant, user: User, label: str) -> dict:
     """One row of every tenant-owned model in `tenant`, made by `user`, and those two."""
     rows = {User: user, Tenant: tenant, **make_tenant_rows(tenant, by=user, label=label)}
-    return {**rows, GlobalAuditEvent: GlobalAuditEvent.objects.order_by("-seq").first()}
+    return {**rows, GlobalAuditEvent: GlobalAuditEvent.objects.order_by("-id").first()}
 
 
 def row_of(rows: dict, model):

@@ -8,8 +8,9 @@ from tenancy.audit import audit_verify
 
 class Command(BaseCommand):
     help = (
-        "Verify the audit trail: every tenant's hash chain and the global one, or one "
-        "tenant's (docs/security.md, 'Audit trail'). Exits 0 when every chain verifies; "
+        "Seal, then verify the audit trail: every tenant's hash chain and the global one, "
+        "or one tenant's (docs/security.md, 'Audit trail'). Exits 0 when every chain "
+        "verifies (naming the events left unsealed, in flight during the seal, if any); "
         "otherwise names the first broken event of each broken chain and exits 1."
     )
 
