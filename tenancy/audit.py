@@ -32,7 +32,7 @@ from django.db import connection, transaction
 
 from core.db.audit import GLOBAL_EVENTS, TENANT_EVENTS
 from core.db.connections import owner_connection
-from tenancy.context import system_context, tenant_context
+from tenancy.context import system_context
 from tenancy.models import Tenant
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -325,9 +325,10 @@ def _seal_chain(tenant_id: uuid.UUID | None) -> int:
     while True:
         scope: AbstractContextManager[object]
         if tenant_id is not None:
-            # The tenant's own context (on Citus, set on the workers too): each statement
-            # reads and writes this tenant's rows, on its one shard.
-            scope = tenant_context(tenant_id)
+            # The bypass (a tenant's events are read by its owners and admins only; on
+            # Citus it is set on the workers too), logged once by audit_seal itself: each
+            # statement is filtered on the tenant, so it reads and writes one shard.
+            scope = system_context("audit_seal", level=logging.DEBUG)
             table, lock_key = TENANT_EVENTS, f"{TENANT_CHAIN_LOCK_PREFIX}{tenant_id}"
         else:
             # audit_events_global has no row-level security (nor tenant): a plain

@@ -285,7 +285,9 @@ def _audit_event(b: _Build):
     triggers only)."""
     from tenancy.models import AuditEvent
 
-    return AuditEvent.objects.filter(tenant=b.tenant).order_by("-id").first()
+    # Read as an owner or superuser: members other than owners and admins read none.
+    with tenant_context(b.tenant, user=_grant_writer(b)):
+        return AuditEvent.objects.filter(tenant=b.tenant).order_by("-id").first()
 
 
 # Insertion order matters: parents first; the audit trail last.

@@ -130,11 +130,11 @@ def test_grants_and_restrictions_are_audited_not_the_rows_they_reach(tenant_a, a
     from tenancy.models import AuditEvent
 
     project = make_tenant_rows(tenant_a, label="audited")[Project]
-    with tenant_context(tenant_a):
+    with tenant_context(tenant_a, user=alice):  # owners and admins read the events
         before = AuditEvent.objects.filter(tenant=tenant_a).count()
     project_restrict(tenant=tenant_a, project=project, by=alice)
     project_access_grant(tenant=tenant_a, project=project, user=grace, by=alice)
-    with tenant_context(tenant_a):
+    with tenant_context(tenant_a, user=alice):  # owners and admins read the events
         recorded = list(
             AuditEvent.objects.filter(tenant=tenant_a).order_by("created_at", "id")[before:]
         )
@@ -293,3 +293,19 @@ def test_a_restricted_document_is_absent_for_a_member_without_access(
         == 200
     )
     assert DocumentAccess.objects.count() == 0  # outside any context: no row at all
+
+
+def test_only_owners_and_admins_read_the_audit_events(tenant_a, alice, grace, mallory):
+    """An event carries its row's values, a restricted row's too: members read none."""
+    from tenancy.models import AuditEvent
+
+    project_restrict(
+        tenant=tenant_a, project=make_tenant_rows(tenant_a, label="x")[Project], by=alice
+    )
+    admin = make_member(tenant_a, "ada@example.com", "admin")
+    seen = {}
+    for who in (alice, admin, grace, mallory, None):
+        with tenant_context(tenant_a, user=who):
+            seen[who] = AuditEvent.objects.count()
+    assert seen[alice] == seen[admin] > 0
+    assert seen[grace] == seen[mallory] == seen[None] == 0
