@@ -95,14 +95,13 @@ def _documents(owner: psycopg.Connection, data: TenantData) -> dict[uuid.UUID, i
 
 
 def _visible_documents(
-    chunks_of: dict[uuid.UUID, int], hidden_first: list[uuid.UUID], share: float
+    chunks_of: dict[uuid.UUID, int], candidates: list[uuid.UUID], share: float
 ) -> list[uuid.UUID]:
-    """Documents holding about `share` of the chunks (at least one), drawn from those not
-    already hidden by a larger share's choice (`hidden_first` are the candidates, in a
-    seeded order)."""
+    """The first of `candidates` (in a seeded order; those a larger share left visible)
+    that hold about `share` of the tenant's chunks, at least one document."""
     target = share * sum(chunks_of.values())
     chosen, held = [], 0
-    for document_id in hidden_first:
+    for document_id in candidates:
         if chosen and held + chunks_of[document_id] / 2 > target:
             break
         chosen.append(document_id)
@@ -183,6 +182,7 @@ def _share(
     ref: Reference,
     share: float,
     visible: list[uuid.UUID],
+    hidden: list[uuid.UUID],
     visible_chunks: int,
     texts: list[str],
     vectors: dict[str, Vector],
@@ -203,14 +203,19 @@ def _share(
         )
     visible_set = set(visible)
 
-    def exact_distances(vector: Vector) -> list[float]:
-        params = {"q": vector, "tenant": tenant.pk, "documents": visible, "model": model}
+    def exact_distances(vector: Vector, documents: list[uuid.UUID] = visible) -> list[float]:
+        params = {"q": vector, "tenant": tenant.pk, "documents": documents, "model": model}
         [rows] = ref.run([tenant.pk], [(EXACT_VISIBLE_SQL, params)], settings=as_owner)
         return [distance for (distance,) in rows]
 
     exact = {text: exact_distances(vectors[text]) for text in texts}
+    # The owner's answer against the exact one over every chunk of the tenant: the
+    # recall of the unrestricted search, to compare with.
+    everything = [*visible_set, *hidden]
+    owner_exact = {text: exact_distances(vectors[text], everything) for text in texts}
     label = f"{share:.0%}"
     found: list[float] = []
+    owner_found: list[float] = []
     viewer_queries, owner_queries = _cycle(texts), _cycle(texts)
 
     def viewer() -> int:
@@ -225,9 +230,9 @@ def _share(
         return len(hits)
 
     def owner() -> int:
-        hits = chunk_search(
-            tenant=tenant, query=next(owner_queries), k=K, mode="semantic", user=members.owner
-        )
+        text = next(owner_queries)
+        hits = chunk_search(tenant=tenant, query=text, k=K, mode="semantic", user=members.owner)
+        owner_found.append(_recall([1.0 - hit.score for hit in hits], owner_exact[text]))
         return len(hits)
 
     title = f"chunk_search semantic, member sees {label} of the 50% tenant"
@@ -246,6 +251,7 @@ def _share(
         notes={
             "recall_at_10": recall,
             "recall_goal": RECALL_GOAL,
+            "unrestricted_recall_at_10": fmean(owner_found),
             "visible_documents": len(visible),
             "visible_chunks": visible_chunks,
             "profile": profile(
@@ -262,7 +268,7 @@ def _share(
         "recall": recall,
         "goal": RECALL_GOAL,
         **_ms(viewer_times),
-        "unrestricted": _ms(owner_times),
+        "unrestricted": {"recall": fmean(owner_found), **_ms(owner_times)},
     }
     return result, point
 
@@ -294,7 +300,16 @@ def measure(
             owner.execute("VACUUM ANALYZE chunks, documents")
             visible_chunks = sum(chunks_of[d] for d in visible)
             result, point = _share(
-                data, members, ref, share, visible, visible_chunks, texts, vectors, embedder.model
+                data,
+                members,
+                ref,
+                share,
+                visible,
+                hidden,
+                visible_chunks,
+                texts,
+                vectors,
+                embedder.model,
             )
             result.notes["tenant_chunks"] = tenant_chunks
             result.notes["visible_share"] = visible_chunks / tenant_chunks
@@ -305,8 +320,11 @@ def measure(
     finally:
         _restrict(data, members.owner, hidden, value=False)
         owner.execute("VACUUM ANALYZE chunks, documents")
-    summary = [
-        {"label": f"chunk_search, member sees {point['share']:.0%} of the tenant", **point}
-        for point in sorted(points, key=lambda point: point["share"])
-    ]
+    summary = []
+    for point in sorted(points, key=lambda point: point["share"]):
+        label = f"{point['share']:.0%} of the 50% tenant"
+        summary += [
+            {"label": f"chunk_search, member sees {label}", **point},
+            {"label": f"chunk_search unrestricted, beside {label}", **point["unrestricted"]},
+        ]
     return results, {"by_visible_share": points, "summary": summary}
