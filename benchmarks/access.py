@@ -124,41 +124,26 @@ def _restrict(data: TenantData, by, document_ids: list[uuid.UUID], *, value: boo
         )
 
 
-def _explain(data: TenantData, viewer, vector: Vector, model: str) -> dict:
-    """EXPLAIN ANALYZE of the viewer's kNN as chunk_search sends it: the plan and what
-    the HNSW scan read."""
+def _plans(call) -> list[dict]:
+    """EXPLAIN ANALYZE of each kNN statement `call` sends through Django, run just before
+    it in its own transaction (so under the settings chunk_search made for it)."""
     from django.db import connection
-    from django.db.models import Q
 
-    from documents.models import Chunk
-    from documents.search import (
-        _candidates_estimate,
-        _index_threshold,
-        semantic_queryset,
-        set_hnsw_iterative_scan,
-    )
-    from tenancy.context import tenant_context
+    plans = []
 
-    with tenant_context(data.tenant, user=viewer):
-        threshold = _index_threshold(K)
-        estimate = _candidates_estimate(Q(), model)
-        index_order = threshold is not None and estimate > threshold
-        set_hnsw_iterative_scan(K, index_order=index_order)
-        queryset = semantic_queryset(
-            Chunk.objects.filter(tenant_id=data.tenant.pk), list(vector.to_list()), model
-        )[:K]
-        sql, params = queryset.query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
-            document = cursor.fetchone()[0]
-    [plan] = json.loads(document) if isinstance(document, str) else document
-    return {
-        "candidates_estimate": estimate,
-        "index_threshold": threshold,
-        "index_order": index_order,
-        "plan": _plan_outline(plan["Plan"]),
-        "execution_ms": plan.get("Execution Time"),
-    }
+    def explain(execute, sql, params, many, context):
+        if "<=>" in sql and sql.lstrip().upper().startswith("SELECT"):
+            context["cursor"].execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+            document = context["cursor"].fetchone()[0]
+            [plan] = json.loads(document) if isinstance(document, str) else document
+            plans.append(
+                {"plan": _plan_outline(plan["Plan"]), "execution_ms": plan["Execution Time"]}
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        call()
+    return plans
 
 
 def _plan_outline(node: dict, depth: int = 0) -> list[str]:
@@ -259,7 +244,11 @@ def _share(
                     tenant=tenant, query=texts[0], k=K, mode="semantic", user=members.viewer
                 )
             ),
-            "viewer_plan": _explain(data, members.viewer, vectors[texts[0]], model),
+            "viewer_plans": _plans(
+                lambda: chunk_search(
+                    tenant=tenant, query=texts[0], k=K, mode="semantic", user=members.viewer
+                )
+            ),
         },
     )
     point = {
