@@ -51,8 +51,8 @@ ACCESS_GOAL = 1.2
 RECALL_GOAL = 0.95
 # `+ 0` keeps the HNSW index from serving the ORDER BY: every visible chunk is compared.
 EXACT_VISIBLE_SQL = (
-    f"SELECT embedding <=> %(q)s FROM chunks WHERE tenant_id = %(tenant)s"
-    f" AND document_id = ANY(%(documents)s) AND embedding_model = %(model)s"
+    "SELECT embedding <=> %(q)s FROM chunks WHERE tenant_id = %(tenant)s"
+    " AND document_id = ANY(%(documents)s) AND embedding_model = %(model)s"
     f" AND embedding IS NOT NULL ORDER BY (embedding <=> %(q)s) + 0, id LIMIT {K}"
 )
 VISIBLE_COUNT_SQL = "SELECT count(*) FROM chunks WHERE tenant_id = %(tenant)s"
