@@ -116,6 +116,14 @@ def _figure(stats: Stats, unit: str) -> str:
     return f"{stats.median:,.{digits}f} {unit} ({stats.p25:,.{digits}f}-{stats.p75:,.{digits}f})"
 
 
+def _recall_goal(point: dict) -> str:
+    """A recall's goal and verdict, where it has one (a floor)."""
+    if point.get("goal") is None:
+        return ""
+    verdict = "ok" if point["recall"] >= point["goal"] else "MISSED"
+    return f" (goal >= {point['goal']:g} {verdict})"
+
+
 def format_table(report: Report) -> str:
     """A fixed-width table: path, project, reference (median and p25-p75), ratio, goal."""
     rows = [("path", "project (p25-p75)", "reference (p25-p75)", "ratio", "goal")]
@@ -138,6 +146,7 @@ def format_table(report: Report) -> str:
     lines.insert(1, "  ".join("-" * width for width in widths))
     recall = [
         f"recall@10 {point['label']}: {point['recall']:.3f} at {point['median_ms']:.2f} ms"
+        + _recall_goal(point)
         for point in report.recall.get("summary", [])
     ]
     header = (

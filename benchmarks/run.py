@@ -42,6 +42,9 @@ PATH_ORDER = (
     "chunk_search_semantic_1",
     "chunk_search_fulltext",
     "chunk_search_hybrid",
+    "chunk_search_restricted_1",
+    "chunk_search_restricted_10",
+    "chunk_search_restricted_50",
     "ingestion",
     "version_writers",
     "audit_version_write",
@@ -116,7 +119,7 @@ def server_info(conn) -> dict:
 
 
 def measure(args: argparse.Namespace, name: str, progress):
-    from benchmarks import admin_lists, audit, data, database, reads, schema, search, writes
+    from benchmarks import access, admin_lists, audit, data, database, reads, schema, search, writes
     from benchmarks.reference import Reference
     from benchmarks.report import Report
     from documents.embedding import get_embedder
@@ -146,6 +149,13 @@ def measure(args: argparse.Namespace, name: str, progress):
         progress("search")
         search_paths, report.recall = search.measure(dataset, ref, scale, seed=args.seed)
         paths += search_paths
+        # On the generated data, before the writes add documents (the same text ingested
+        # again and again); every document it restricts is open again when it returns.
+        progress("search as a member who sees part of the tenant")
+        access_paths, access_recall = access.measure(dataset, owner, ref, scale, seed=args.seed)
+        paths += access_paths
+        report.recall["access"] = access_recall["by_visible_share"]
+        report.recall["summary"] += access_recall["summary"]
         progress("admin changelists")
         paths += admin_lists.measure(dataset, ref, scale)
         progress("version writers")

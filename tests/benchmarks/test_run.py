@@ -84,6 +84,24 @@ def test_recall_is_measured_over_the_ef_search_sweep_and_the_tenant_shares(tiny_
     assert all(0 <= recall <= 1 for recall in recalls)
 
 
+def test_search_as_a_member_is_measured_at_each_visible_share_with_its_recall(tiny_run):
+    report, table, _out = tiny_run
+    # Measured from the largest share down: each hides more of the tenant.
+    shares = [point["share"] for point in report["recall"]["access"]]
+    assert shares == [0.50, 0.10, 0.01]
+    for point in report["recall"]["access"]:
+        assert 0 < point["visible_share"] <= 0.5 + 0.1
+        assert 0 <= point["recall"] <= 1
+        assert 0 <= point["unrestricted"]["recall"] <= 1
+    paths = {path["key"]: path for path in report["paths"]}
+    for share in (1, 10, 50):
+        notes = paths[f"chunk_search_restricted_{share}"]["notes"]
+        assert notes["visible_chunks"] < notes["tenant_chunks"]
+        assert notes["viewer_plans"], share  # the kNN statements, explained
+    assert "member sees 1% of the 50% tenant" in table
+    assert "(goal >= 0.95" in table
+
+
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="--plot needs matplotlib (pip install matplotlib)")
 def test_the_plots_are_written(tiny_run):
     _report, _table, out = tiny_run
