@@ -26,9 +26,16 @@ from django.contrib import admin
 from django.core.management import call_command
 from playwright.sync_api import Page, sync_playwright
 
-from documents.services import project_template_create
+from documents.models import Document, Project
+from documents.services import (
+    document_access_grant,
+    document_restrict,
+    project_access_grant,
+    project_restrict,
+    project_template_create,
+)
 from tenancy.context import tenant_context
-from tenancy.models import AuditEvent, GlobalAuditEvent, Tenant
+from tenancy.models import AuditEvent, GlobalAuditEvent, Tenant, User
 from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
 
@@ -167,12 +174,18 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     # One argument with "=": a token that starts with "-" would read as an option.
     call_command("seed", f"--owner-password={owner_password}", stdout=StringIO())
     demo = Tenant.objects.get(slug="demo")
-    make_member(demo, VIEWER_EMAIL, role="viewer", is_staff=True)
-    # The seed writes no project template; each changelist needs a row to open.
+    viewer = make_member(demo, VIEWER_EMAIL, role="viewer", is_staff=True)
+    # The seed writes no project template nor grant; each changelist needs a row to open.
     with tenant_context(demo):
         project_template_create(
             tenant=demo, name="Browser test", files={"about.md": "About {project_name}"}
         )
+        project, document = Project.objects.first(), Document.objects.first()
+    owner = User.objects.get(email=OWNER_EMAIL)
+    project_restrict(tenant=demo, project=project, by=owner)
+    project_access_grant(tenant=demo, project=project, user=viewer, by=owner)
+    document_restrict(tenant=demo, document=document, by=owner)
+    document_access_grant(tenant=demo, document=document, user=viewer, by=owner)
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
 
 
