@@ -298,7 +298,9 @@ def _upper(now: datetime, days: int) -> uuid.UUID:
     return uuid7_floor(now - timedelta(days=days))
 
 
-def _record(summary: RetentionSummary, days: dict[uuid.UUID, dict[str, int]], *, started) -> None:
+def _record(
+    summary: RetentionSummary, days: dict[uuid.UUID, dict[str, int]], *, started: datetime
+) -> None:
     finished = timezone.now()
     with system_context("retention: record the run", level=logging.INFO):
         RetentionRun.objects.bulk_create(
@@ -367,7 +369,7 @@ def _in_batches(
     below = upper
     while True:
 
-        def batch(cursor, below: uuid.UUID = below) -> list[uuid.UUID]:
+        def batch(cursor: Any, below: uuid.UUID = below) -> list[uuid.UUID]:
             cursor.execute(select, [tenant_id, below, floor, run.batch_size])
             ids = [pk for (pk,) in cursor.fetchall()]
             if ids:
@@ -391,7 +393,7 @@ def _in_batches(
 def _delete_rows(run: _Run, tenant_id: uuid.UUID, table: str) -> Callable[[Any, list], None]:
     """The act of a batch that removes its rows from `table` (nothing references them)."""
 
-    def act(cursor, ids: list[uuid.UUID]) -> None:
+    def act(cursor: Any, ids: list[uuid.UUID]) -> None:
         if not run.dry_run:
             cursor.execute(
                 sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = ANY(%s)").format(
@@ -438,7 +440,7 @@ def _remove_exports(run: _Run, tenant_id: uuid.UUID, upper: uuid.UUID) -> None:
     kept = Q(pk__gte=upper) | Q(status__in=unfinished)
     files: list[str] = []
 
-    def act(cursor, ids: list[uuid.UUID]) -> None:
+    def act(cursor: Any, ids: list[uuid.UUID]) -> None:
         cursor.execute(
             "SELECT storage_key FROM exports WHERE tenant_id = %s AND id = ANY(%s) "
             "AND storage_key <> ''",
@@ -492,7 +494,7 @@ def _remove_executions(
             if reference[0] != EXECUTIONS
         ]
 
-    def act(cursor, ids: list[uuid.UUID]) -> None:
+    def act(cursor: Any, ids: list[uuid.UUID]) -> None:
         for table, action, column in references:
             if action not in ("c", "n"):
                 raise ValueError(f"{table}.{column}: no ON DELETE rule retention knows")
@@ -569,7 +571,7 @@ def _drop_whole_months(
     if run.dry_run:
         return names, floor
 
-    def drop(cursor) -> list[str] | None:
+    def drop(cursor: Any) -> list[str] | None:
         cursor.execute(f"LOCK TABLE {EXECUTIONS} IN SHARE ROW EXCLUSIVE MODE")
         if any(history_still_needed(floor)):
             return None
