@@ -28,8 +28,8 @@ def days_field(category: str) -> str:
     return f"{category}_days"
 
 
-def _days(label: str) -> models.PositiveIntegerField:
-    return models.PositiveIntegerField(
+def _days(label: str) -> models.IntegerField:
+    return models.IntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_DAYS)],

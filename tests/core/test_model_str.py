@@ -2,6 +2,7 @@
 Project.DoesNotExist, since row-level security hides the project outside a tenant
 context, and a list of rows cost a query each."""
 
+import uuid
 from io import StringIO
 
 import pytest
@@ -9,11 +10,14 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from documents.services import project_template_create
+from retention.models import RetentionPolicy, RetentionRun
 from tenancy.context import system_context
+from tenancy.models import Tenant
 
-PROJECT_APPS = ("core", "tenancy", "documents", "agents", "exports")
+PROJECT_APPS = ("core", "tenancy", "documents", "agents", "exports", "retention")
 
 
 def project_models() -> list:
@@ -29,8 +33,14 @@ def project_models() -> list:
 def test_str_of_a_row_of_every_model_runs_no_query_outside_a_tenant_context(file_storages):
     call_command("seed", "--chunks=2", stdout=StringIO())
     with system_context("test: one row of every model"):
-        # The one model the seed leaves empty.
+        # The models the seed leaves empty.
         project_template_create(name="Blank", files={"README.md": "# A project"})
+        tenant = Tenant.objects.order_by("pk").first()
+        RetentionPolicy.objects.create(tenant=tenant, exports_days=30)
+        now = timezone.now()
+        RetentionRun.objects.create(
+            tenant=tenant, run_id=uuid.uuid4(), started_at=now, finished_at=now, dry_run=True
+        )
         rows = {model: model._base_manager.first() for model in project_models()}
     assert [model for model, row in rows.items() if row is None] == []
 

@@ -332,10 +332,11 @@ def test_a_month_is_dropped_only_when_every_tenants_policy_lets_it_go(
 def test_a_writer_is_never_queued_behind_a_run_longer_than_the_lock_timeout(
     tenant_a, owner_a, settings
 ):
-    """A second connection writes the tenant's conversation while a run removes 3,000 of
-    its old messages and executions in batches of 200; the longest wait of its writes
-    is measured and must stay under RETENTION_LOCK_TIMEOUT (1 s)."""
-    settings.RETENTION_BATCH_SIZE = 200
+    """A second connection writes the tenant's conversation and runs while a run removes
+    3,000 of its old messages and executions in batches of RETENTION_BATCH_SIZE (1,000);
+    the longest of its writes is measured and must stay under RETENTION_LOCK_TIMEOUT
+    (1 s). What a writer of the same tenant can wait for is the rest of one batch: every
+    audited write of a tenant takes its audit chain's lock until it commits."""
     months_from(OLD)
     retention_policy_set(tenant=tenant_a, by=owner_a, messages_days=30, executions_days=30)
     rows = make_tenant_rows(tenant_a)
