@@ -395,6 +395,10 @@ RETENTION_DEFAULT_DAYS = {
 }
 # Rows per delete of `manage.py retention`, each batch its own short transaction.
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+# A batch that took longer than this halves the next one's rows (a quick one doubles them
+# again, up to RETENTION_BATCH_SIZE): a batch holds its tenant's audit chain lock until it
+# commits, so a writer of that tenant waits at most about this long for it.
+RETENTION_BATCH_MAX_SECONDS = env.float("RETENTION_BATCH_MAX_SECONDS", default=0.2)
 # How long a retention statement waits for a lock before it gives the batch up (and
 # tries again later): a PostgreSQL duration, so it never queues writers behind it longer.
 RETENTION_LOCK_TIMEOUT = env.str("RETENTION_LOCK_TIMEOUT", default="1s")

@@ -19,13 +19,16 @@ of the primary key.
    without the execution (their keys' ON DELETE rule). An execution a change proposal
    under review comes from is kept, as the partitions job keeps its month.
 
-Each batch is its own short transaction of RETENTION_BATCH_SIZE rows of one tenant, the
-tenant named in every statement (a Citus cluster routes it to one shard), taken by id
-(keyset), under the logged bypass and `lock_timeout` RETENTION_LOCK_TIMEOUT: a batch that
-would wait longer for a lock gives up and is tried again, then left to the next run; it
-never queues writers behind it. A dry run reads the same batches and counts what they
-would remove, excluding what an earlier step would already have removed, so it reports
-the counts a real run then finds. Idempotent: a second run finds nothing left.
+Each batch is its own short transaction of rows of one tenant, the tenant named in every
+statement (a Citus cluster routes it to one shard), taken by id (keyset), under the
+logged bypass and `lock_timeout` RETENTION_LOCK_TIMEOUT: a batch that would wait longer
+for a lock gives up and is tried again, then left to the next run. Its size adapts per
+table (at most RETENTION_BATCH_SIZE rows, halved after a batch slower than
+RETENTION_BATCH_MAX_SECONDS): a batch holds its tenant's audit chain lock until it
+commits, which is what a writer of the same tenant may wait for. A dry run reads the
+same batches and counts what they would remove, excluding what an earlier step would
+already have removed, so it reports the counts a real run then finds. Idempotent: a
+second run finds nothing left.
 """
 
 from __future__ import annotations
@@ -224,7 +227,26 @@ class _Run:
     # On a dry run, per tenant, the rows an earlier step counted (table -> ids below):
     # a later step's count leaves them out, as a real run would no longer find them.
     counted_below: dict[uuid.UUID, dict[str, uuid.UUID]]
+    # The rows of the next batch: RETENTION_BATCH_SIZE at most, halved after a full
+    # batch that took longer than RETENTION_BATCH_MAX_SECONDS and doubled again after a
+    # quick one. A batch holds its tenant's audit chain lock (core.db.audit) from its first
+    # delete to its commit, so that writers of the tenant wait at most about one batch.
+    # Per table, as a row of one costs more than a row of another (its cascades, its
+    # indexes); a slow start, so the first batch of a table learns what its rows cost.
+    sizes: dict[str, int] = field(default_factory=dict)
+    max_seconds: float = 0.2
     deferred: list[str] = field(default_factory=list)
+
+    def size(self, table: str) -> int:
+        return self.sizes.setdefault(table, max(1, self.batch_size // 8))
+
+    def adapt(self, table: str, seconds: float) -> None:
+        """After a full batch of `table` that took `seconds`."""
+        size = self.size(table)
+        if seconds > self.max_seconds:
+            self.sizes[table] = max(1, size // 2)
+        elif seconds < self.max_seconds / 2:
+            self.sizes[table] = min(self.batch_size, size * 2)
 
     def already_counted(self, tenant_id: uuid.UUID, table: str) -> tuple[sql.Composable, list]:
         """The condition leaving out what an earlier step of a dry run counted already."""
@@ -245,6 +267,15 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
     batch_size = settings.RETENTION_BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ImproperlyConfigured(f"RETENTION_BATCH_SIZE must be 1 or more, not {batch_size!r}.")
+    max_seconds = settings.RETENTION_BATCH_MAX_SECONDS
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int | float)
+        or max_seconds <= 0
+    ):
+        raise ImproperlyConfigured(
+            f"RETENTION_BATCH_MAX_SECONDS must be more than 0, not {max_seconds!r}."
+        )
     logger.warning(
         "retention: row-level security bypass, batch by batch", extra={"dry_run": dry_run}
     )
@@ -258,6 +289,7 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         now=now,
         dry_run=dry_run,
         batch_size=batch_size,
+        max_seconds=max_seconds,
         lock_timeout=settings.RETENTION_LOCK_TIMEOUT,
         removed={tenant_id: Counter() for tenant_id in names},
         counted_below={tenant_id: {} for tenant_id in names},
@@ -368,14 +400,16 @@ def _in_batches(
     floor = lower or uuid.UUID(int=0)
     below = upper
     while True:
+        size = run.size(table)
 
-        def batch(cursor: Any, below: uuid.UUID = below) -> list[uuid.UUID]:
-            cursor.execute(select, [tenant_id, below, floor, run.batch_size])
+        def batch(cursor: Any, below: uuid.UUID = below, size: int = size) -> list[uuid.UUID]:
+            cursor.execute(select, [tenant_id, below, floor, size])
             ids = [pk for (pk,) in cursor.fetchall()]
             if ids:
                 act(cursor, ids)
             return ids
 
+        started = time.monotonic()
         try:
             ids = _short_transaction(run, f"{table} of tenant {tenant_id}", batch)
         except OperationalError as error:
@@ -383,9 +417,11 @@ def _in_batches(
                 raise
             run.deferred.append(f"{table} of tenant {tenant_id}: a lock was not granted in time")
             return
+        if len(ids) == size:
+            run.adapt(table, time.monotonic() - started)
         if ids and after_commit:
             after_commit()
-        if len(ids) < run.batch_size:
+        if len(ids) < size:
             return
         below = ids[-1]
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
@@ -333,10 +334,11 @@ def test_a_writer_is_never_queued_behind_a_run_longer_than_the_lock_timeout(
     tenant_a, owner_a, settings
 ):
     """A second connection writes the tenant's conversation and runs while a run removes
-    3,000 of its old messages and executions in batches of RETENTION_BATCH_SIZE (1,000);
-    the longest of its writes is measured and must stay under RETENTION_LOCK_TIMEOUT
-    (1 s). What a writer of the same tenant can wait for is the rest of one batch: every
-    audited write of a tenant takes its audit chain's lock until it commits."""
+    3,000 of its old messages and executions with the default settings; the longest of
+    its writes is measured and must stay under RETENTION_LOCK_TIMEOUT (1 s). What a
+    writer of the same tenant can wait for is the rest of one batch (every audited write
+    of a tenant takes its audit chain's lock until it commits), which the batches' size
+    keeps near RETENTION_BATCH_MAX_SECONDS."""
     months_from(OLD)
     retention_policy_set(tenant=tenant_a, by=owner_a, messages_days=30, executions_days=30)
     rows = make_tenant_rows(tenant_a)
@@ -361,24 +363,42 @@ def test_a_writer_is_never_queued_behind_a_run_longer_than_the_lock_timeout(
     waits: list[float] = []
     errors: list[BaseException] = []
     done = threading.Event()
+    # Its own psycopg connection as the runtime role: the job switches Django's
+    # connections to the owner process-wide (core.db.connections.owner_connection).
+    params = {
+        key: value
+        for key, value in connection.get_connection_params().items()
+        if key in ("dbname", "user", "password", "host", "port")
+    }
 
     def write() -> None:
         try:
-            while not done.is_set():
-                started = time.monotonic()
-                message_add(tenant=tenant_a, project=project, role="user", content="now")
-                with tenant_context(tenant_a):
-                    AgentExecution.objects.create(
-                        tenant=tenant_a,
-                        project=project,
-                        agent_type="writer",
-                        correlation_id=uuid.uuid4(),
-                    )
-                waits.append(time.monotonic() - started)
+            with psycopg.connect(**params) as writer:
+                position = 1_000_000
+                while not done.is_set():
+                    position += 1
+                    started = time.monotonic()
+                    with writer.transaction():
+                        writer.execute(
+                            "SELECT set_config('app.tenant_ids', %s, true)", [str(tenant_a.pk)]
+                        )
+                        writer.execute(
+                            "INSERT INTO conversation_messages (tenant_id, project_id, "
+                            "position, role, content, metadata) "
+                            "VALUES (%s, %s, %s, 'user', 'now', '{}')",
+                            [tenant_a.pk, project.pk, position],
+                        )
+                        writer.execute(
+                            "INSERT INTO agent_executions (tenant_id, project_id, agent_type, "
+                            "correlation_id, attempt, status, input_data, output_data, "
+                            "error_type, error_message, retry_count, model, prompt_tokens, "
+                            "completion_tokens, cost_usd) VALUES (%s, %s, 'writer', "
+                            "gen_random_uuid(), 1, 'running', '{}', '{}', '', '', 0, '', 0, 0, 0)",
+                            [tenant_a.pk, project.pk],
+                        )
+                    waits.append(time.monotonic() - started)
         except BaseException as error:
             errors.append(error)
-        finally:
-            connections.close_all()
 
     writer = threading.Thread(target=write)
     writer.start()
