@@ -227,12 +227,11 @@ class _Run:
     # On a dry run, per tenant, the rows an earlier step counted (table -> ids below):
     # a later step's count leaves them out, as a real run would no longer find them.
     counted_below: dict[uuid.UUID, dict[str, uuid.UUID]]
-    # The rows of the next batch: RETENTION_BATCH_SIZE at most, halved after a full
-    # batch that took longer than RETENTION_BATCH_MAX_SECONDS and doubled again after a
-    # quick one. A batch holds its tenant's audit chain lock (core.db.audit) from its first
-    # delete to its commit, so that writers of the tenant wait at most about one batch.
-    # Per table, as a row of one costs more than a row of another (its cascades, its
-    # indexes); a slow start, so the first batch of a table learns what its rows cost.
+    # The rows of a table's next batch: RETENTION_BATCH_SIZE at most, halved after a full
+    # batch slower than RETENTION_BATCH_MAX_SECONDS, doubled after a quick one. A batch
+    # holds its tenant's audit chain lock (core.db.audit) from its first delete to its
+    # commit, and a writer of the tenant waits that long. Per table, as rows of one cost
+    # more than another's (cascades, indexes); the first batch is small, to learn it.
     sizes: dict[str, int] = field(default_factory=dict)
     max_seconds: float = 0.2
     deferred: list[str] = field(default_factory=list)

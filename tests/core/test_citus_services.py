@@ -328,7 +328,12 @@ def test_retention_removes_one_tenants_old_rows_on_the_cluster(two_tenants, file
                 correlation_id=uuid.uuid4(),
             )
             ExecutionError.objects.create(
-                tenant=tenant, execution=execution, node="w", error_type="E", message="m"
+                tenant=tenant,
+                execution=execution,
+                node="w",
+                error_type="E",
+                message="m",
+                attempt=1,
             )
             old_export = uuid7_at(old)
             Export.objects.filter(tenant=tenant, pk=export.pk).update(id=old_export)
