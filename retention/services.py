@@ -39,7 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -54,7 +54,7 @@ from agents.services.history import UNDER_REVIEW, history_still_needed
 from core.db import partitions
 from core.db.roles import require_sees_every_row
 from core.ids import uuid7_floor
-from core.jobs import JobSummary
+from core.jobs import JobSummary, job_cutoff
 from exports.models import Export
 from exports.services import UNFINISHED_STATUSES, export_files_delete, export_files_unshared
 from retention.models import (
@@ -88,6 +88,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 LOCK_RETRIES = 3
 FILES = "files"
 NO_CONDITION = sql.SQL("")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # Policies ---------------------------------------------------------------------------
@@ -219,7 +220,6 @@ class RetentionSummary(JobSummary):
 
 @dataclass
 class _Run:
-    now: datetime
     dry_run: bool
     batch_size: int
     lock_timeout: str
@@ -284,8 +284,15 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         names = dict(Tenant.objects.order_by("pk").values_list("pk", "name"))
         policies = {policy.tenant_id: policy for policy in RetentionPolicy.objects.all()}
     days = {tenant_id: _effective(policies.get(tenant_id), defaults) for tenant_id in names}
+    # Every cutoff first: a `now` the days cannot go back from is refused before any work.
+    cutoffs = {
+        tenant_id: {
+            category: job_cutoff(now, timedelta(days=kept[category]), field="now")
+            for category in ENFORCED
+        }
+        for tenant_id, kept in days.items()
+    }
     run = _Run(
-        now=now,
         dry_run=dry_run,
         batch_size=batch_size,
         max_seconds=max_seconds,
@@ -293,14 +300,14 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         removed={tenant_id: Counter() for tenant_id in names},
         counted_below={tenant_id: {} for tenant_id in names},
     )
-    for tenant_id, kept in days.items():
-        _remove_evaluations(run, tenant_id, _upper(now, kept["evaluation_runs"]))
-        _remove_messages(run, tenant_id, _upper(now, kept["messages"]))
-        _remove_exports(run, tenant_id, _upper(now, kept["exports"]))
-    dropped, floor = _drop_whole_months(run, days)
-    for tenant_id, kept in days.items():
+    for tenant_id, cutoff in cutoffs.items():
+        _remove_evaluations(run, tenant_id, id_below(cutoff["evaluation_runs"]))
+        _remove_messages(run, tenant_id, id_below(cutoff["messages"]))
+        _remove_exports(run, tenant_id, id_below(cutoff["exports"]))
+    dropped, floor = _drop_whole_months(run, [cutoff["executions"] for cutoff in cutoffs.values()])
+    for tenant_id, cutoff in cutoffs.items():
         _remove_executions(
-            run, tenant_id, lower=floor, upper=_upper(now, kept["executions"]), delete=True
+            run, tenant_id, lower=floor, upper=id_below(cutoff["executions"]), delete=True
         )
     summary = RetentionSummary(
         dry_run=dry_run,
@@ -324,9 +331,13 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
     return summary
 
 
-def _upper(now: datetime, days: int) -> uuid.UUID:
-    """The first id kept: rows made before `days` days ago have smaller ids."""
-    return uuid7_floor(now - timedelta(days=days))
+def id_below(moment: datetime) -> uuid.UUID:
+    """The first id kept when removing what was made before `moment`: every row made
+    before it has a smaller id. Nothing is older than 1970 (a UUIDv7's time starts
+    there), where uuid7_floor's 48 bits would wrap around to a far later time."""
+    if moment <= EPOCH:
+        return uuid.UUID(int=0)
+    return uuid7_floor(moment)
 
 
 def _record(
@@ -569,9 +580,7 @@ def _remove_executions(
     )
 
 
-def _drop_whole_months(
-    run: _Run, days: dict[uuid.UUID, dict[str, int]]
-) -> tuple[list[str], uuid.UUID | None]:
+def _drop_whole_months(run: _Run, cutoffs: list[datetime]) -> tuple[list[str], uuid.UUID | None]:
     """Drop agent_executions' months that every tenant's policy lets go; (the partitions
     dropped, or on a dry run those that would be; the first id left to the batches).
 
@@ -581,11 +590,10 @@ def _drop_whole_months(
     exports being built) and drops them with what little was added meanwhile. Where
     something needs them, or the lock is not granted in time, nothing is dropped and the
     batches remove the executions instead."""
-    if not days:
+    if not cutoffs:
         return [], None
-    oldest_kept = min(run.now - timedelta(days=kept["executions"]) for kept in days.values())
-    month = partitions.month_start(oldest_kept)
-    floor = uuid7_floor(month)
+    month = partitions.month_start(min(cutoffs))
+    floor = id_below(month)
     with system_context("retention: plan the partition drop", level=logging.INFO):
         with connection.cursor() as cursor:
             names = sorted(
@@ -600,8 +608,8 @@ def _drop_whole_months(
             f"and {building} exports being built need them; removed in batches instead"
         )
         return [], None
-    before = {tenant_id: run.removed[tenant_id][EXECUTIONS] for tenant_id in days}
-    for tenant_id in days:
+    before = {tenant_id: counts[EXECUTIONS] for tenant_id, counts in run.removed.items()}
+    for tenant_id in run.removed:
         _remove_executions(run, tenant_id, lower=None, upper=floor, delete=False)
     if run.dry_run:
         return names, floor
