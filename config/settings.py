@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "documents",
     "agents",
     "exports",
+    "retention",
 ]
 
 MIDDLEWARE = [
@@ -379,6 +380,28 @@ ORPHAN_FILE_GRACE_SECONDS = env.int("ORPHAN_FILE_GRACE_SECONDS", default=3600)
 # An export still pending or running this long after its last change was left by a build
 # that died (a crash, a killed process): purge_exports marks it failed, saying so.
 EXPORT_BUILD_LEASE_SECONDS = env.int("EXPORT_BUILD_LEASE_SECONDS", default=900)
+
+# Retention (retention app, `manage.py retention`): how many days each category of a
+# tenant's data is kept where its policy leaves the category empty. Each 1 to 36500
+# (retention.models.MAX_DAYS, checked when the job runs); audit_events and search_queries
+# are stored and validated but not enforced yet (docs/operations.md, "Retention").
+RETENTION_DEFAULT_DAYS = {
+    "executions": env.int("RETENTION_EXECUTIONS_DAYS", default=365),
+    "messages": env.int("RETENTION_MESSAGES_DAYS", default=365),
+    "evaluation_runs": env.int("RETENTION_EVALUATION_RUNS_DAYS", default=365),
+    "exports": env.int("RETENTION_EXPORTS_DAYS", default=90),
+    "audit_events": env.int("RETENTION_AUDIT_EVENTS_DAYS", default=730),
+    "search_queries": env.int("RETENTION_SEARCH_QUERIES_DAYS", default=90),
+}
+# Rows per delete of `manage.py retention`, each batch its own short transaction.
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+# A batch that took longer than this halves the next one's rows (a quick one doubles them
+# again, up to RETENTION_BATCH_SIZE): a batch holds its tenant's audit chain lock until it
+# commits, so a writer of that tenant waits at most about this long for it.
+RETENTION_BATCH_MAX_SECONDS = env.float("RETENTION_BATCH_MAX_SECONDS", default=0.2)
+# How long a retention statement waits for a lock before it gives the batch up (and
+# tries again later): a PostgreSQL duration, so it never queues writers behind it longer.
+RETENTION_LOCK_TIMEOUT = env.str("RETENTION_LOCK_TIMEOUT", default="1s")
 
 # Longest traceback kept in an execution_errors record, in characters; a longer one keeps
 # its end (agents.services.bounded_traceback).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -456,3 +457,25 @@ def exports_purge_expired(*, now: datetime | None = None, dry_run: bool = False)
     )
     logger.info("exports purged", extra=dataclasses.asdict(summary))
     return summary
+
+
+def export_files_unshared(*, tenant_id: uuid.UUID, keys: list[str], kept: Q) -> list[str]:
+    """Of `keys` (the files of exports being removed), those that exist in the exports
+    storage and that no export of the tenant matching `kept` (the ones that stay) points
+    at: only a copied row can share a key, and a file a kept export needs must stay.
+    Read in the caller's context (the retention job's bypass)."""
+    shared = set(
+        Export.objects.filter(kept, tenant_id=tenant_id, storage_key__in=keys).values_list(
+            "storage_key", flat=True
+        )
+    )
+    storage = _storage()
+    return sorted(key for key in set(keys) - shared if key and storage.exists(key))
+
+
+def export_files_delete(keys: list[str]) -> None:
+    """Delete these export files and their emptied folders; the caller has committed the
+    removal of their rows (a rollback then leaves no row without its file)."""
+    storage = _storage()
+    for key in keys:
+        delete_file(storage, key)

@@ -290,6 +290,33 @@ def _audit_event(b: _Build):
         return AuditEvent.objects.filter(tenant=b.tenant).order_by("-id").first()
 
 
+def _retention_policy(b: _Build):
+    from retention.models import RetentionPolicy
+
+    # One per tenant, whichever call makes it; a category not enforced yet, so the rows
+    # made beside it keep the defaults.
+    policy, _ = RetentionPolicy.objects.get_or_create(
+        tenant=b.tenant, defaults={"search_queries_days": 30}
+    )
+    return policy
+
+
+def _retention_run(b: _Build):
+    from django.utils import timezone
+
+    from retention.models import RetentionRun
+
+    now = timezone.now()
+    return RetentionRun.objects.create(
+        tenant=b.tenant,
+        run_id=uuid.uuid4(),
+        started_at=now,
+        finished_at=now,
+        dry_run=True,
+        removed={"agent_executions": 0},
+    )
+
+
 # Insertion order matters: parents first; the audit trail last.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
@@ -309,6 +336,8 @@ TENANT_ROW_BUILDERS = {
     "agents.Decision": _decision,
     "agents.ExecutionError": _execution_error,
     "exports.Export": _export,
+    "retention.RetentionPolicy": _retention_policy,
+    "retention.RetentionRun": _retention_run,
     "tenancy.AuditEvent": _audit_event,
 }
 

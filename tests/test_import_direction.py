@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "documents": KERNEL | {"tenancy"},
     "agents": KERNEL | {"tenancy", "documents"},
     "exports": KERNEL | {"tenancy", "documents"},
+    "retention": KERNEL | {"tenancy", "documents", "agents", "exports"},
 }
 UNITS = set(ALLOWED)
 APPS = {unit for unit in UNITS if "." not in unit}

@@ -6,6 +6,7 @@ Creating the coming months' partitions, and dropping the months past retention.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,6 +83,31 @@ def execution_partitions_ensure(
     return created
 
 
+# A change proposal under review keeps the execution it comes from: removing it would
+# clear the proposal's execution_id while a reviewer reads it.
+UNDER_REVIEW = (ChangeProposal.Status.PENDING, ChangeProposal.Status.APPROVED)
+
+
+def history_still_needed(upper: uuid.UUID) -> tuple[int, int]:
+    """(change proposals under review that come from an execution with an id below
+    `upper`, exports being built for a project that has such executions): while either
+    is nonzero, whole months below `upper` are not dropped."""
+    reviewing = ChangeProposal.objects.filter(
+        execution_id__lt=upper, status__in=UNDER_REVIEW
+    ).count()
+    # The exports table by its contract name (docs/architecture.md): the exports app
+    # builds on documents, not on agents, so neither imports the other.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM exports e WHERE e.status IN ('pending', 'running') "
+            "AND EXISTS (SELECT 1 FROM agent_executions x WHERE x.tenant_id = e.tenant_id "
+            "AND x.project_id = e.project_id AND x.id < %s)",
+            [upper],
+        )
+        building = cursor.fetchone()[0]
+    return reviewing, building
+
+
 def execution_history_retain(
     *, months: int, now: datetime | None = None, dry_run: bool = False
 ) -> dict[str, int]:
@@ -106,20 +132,7 @@ def execution_history_retain(
         # a new proposal, between the checks and the drop.
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {EXECUTIONS_TABLE} IN SHARE ROW EXCLUSIVE MODE")
-        reviewing = ChangeProposal.objects.filter(
-            execution_id__lt=upper,
-            status__in=[ChangeProposal.Status.PENDING, ChangeProposal.Status.APPROVED],
-        ).count()
-        # The exports table by its contract name (docs/architecture.md): the exports app
-        # builds on documents, not on agents, so neither imports the other.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM exports e WHERE e.status IN ('pending', 'running') "
-                "AND EXISTS (SELECT 1 FROM agent_executions x WHERE x.tenant_id = e.tenant_id "
-                "AND x.project_id = e.project_id AND x.id < %s)",
-                [upper],
-            )
-            building = cursor.fetchone()[0]
+        reviewing, building = history_still_needed(upper)
         if reviewing or building:
             raise ValidationError(
                 {

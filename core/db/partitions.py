@@ -299,6 +299,23 @@ def _cleared_by_trigger_as_set_null(
     ]
 
 
+def references_to(cursor, table: str) -> list[tuple[str, str, str]]:
+    """(referencing table, ON DELETE action, column) of every foreign key to `table`'s id,
+    `table`'s own self-references included, from the catalog; a key whose trigger sets
+    the column NULL counts as SET NULL ("n"), CASCADE is "c"."""
+    cursor.execute(
+        "SELECT conrelid::regclass::text, confdeltype, a.attname::text, c.conname::text "
+        "FROM pg_constraint c "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid "
+        "AND a.attnum = c.conkey[array_position(c.confkey, (SELECT attnum FROM pg_attribute "
+        "WHERE attrelid = c.confrelid AND attname = 'id'))] "
+        "WHERE c.contype = 'f' AND c.confrelid = %s::regclass AND c.conparentid = 0 "
+        "ORDER BY 1, 3",
+        [table],
+    )
+    return _cleared_by_trigger_as_set_null(cursor, table, cursor.fetchall())
+
+
 def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     """Remove every monthly partition of `table` older than `cutoff`, with what depends on it.
 
@@ -318,17 +335,7 @@ def drop_months_before(cursor, table: str, cutoff: datetime) -> dict[str, int]:
     one_connection_per_node(cursor)
     upper = str(uuid7_floor(cutoff))
     counts: dict[str, int] = {}
-    cursor.execute(
-        "SELECT conrelid::regclass::text, confdeltype, a.attname::text, c.conname::text "
-        "FROM pg_constraint c "
-        "JOIN pg_attribute a ON a.attrelid = c.conrelid "
-        "AND a.attnum = c.conkey[array_position(c.confkey, (SELECT attnum FROM pg_attribute "
-        "WHERE attrelid = c.confrelid AND attname = 'id'))] "
-        "WHERE c.contype = 'f' AND c.confrelid = %s::regclass AND c.conparentid = 0 "
-        "ORDER BY 1, 3",
-        [table],
-    )
-    references = _cleared_by_trigger_as_set_null(cursor, table, cursor.fetchall())
+    references = references_to(cursor, table)
     for referencing, _action, column in references:
         if referencing != table:
             continue

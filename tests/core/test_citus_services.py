@@ -329,3 +329,63 @@ def test_the_audit_trail_is_sealed_and_verified_on_the_cluster(two_tenants, caps
     out = capsys.readouterr().out
     assert f"ok      tenant {first.slug}: {written} events" in out
     assert f"ok      tenant {second.slug}: " in out and " 0 broken" in out
+
+
+def test_retention_removes_one_tenants_old_rows_on_the_cluster(two_tenants, file_storages):
+    """`manage.py retention` on the cluster: every statement filtered on its tenant, the
+    context and the bypass reaching the workers; tenant A keeps 30 days, tenant B the
+    defaults, so only A's old rows go, and a dry run first reports the same counts."""
+    from core.db import partitions
+    from core.ids import uuid7_at
+    from retention.models import RetentionRun
+    from retention.services import retention_enforce, retention_policy_set
+
+    first, second = two_tenants
+    old = timezone.now() - timedelta(days=60)
+    with system_context("test: the months of old runs"), connection.cursor() as cursor:
+        partitions.ensure_months(cursor, "agent_executions", old, timezone.now())
+    owner = make_member(first, f"owner-{uuid.uuid4().hex[:8]}@example.com", "owner")
+    retention_policy_set(
+        tenant=first, by=owner, executions_days=30, messages_days=30, exports_days=30
+    )
+    made = {}
+    for tenant in (first, second):
+        project = project_create(tenant=tenant, name="kept or not")
+        document_version_create(
+            tenant=tenant, project=project, document_type="specification", content="# Spec"
+        )
+        export = export_create(tenant=tenant, project=project)
+        with tenant_context(tenant):
+            execution = AgentExecution.objects.create(
+                id=uuid7_at(old),
+                tenant=tenant,
+                project=project,
+                agent_type="writer",
+                correlation_id=uuid.uuid4(),
+            )
+            ExecutionError.objects.create(
+                tenant=tenant,
+                execution=execution,
+                node="w",
+                error_type="E",
+                message="m",
+                attempt=1,
+            )
+            old_export = uuid7_at(old)
+            Export.objects.filter(tenant=tenant, pk=export.pk).update(id=old_export)
+        made[tenant.pk] = (execution.pk, old_export)
+
+    dry = retention_enforce(dry_run=True)
+    real = retention_enforce()
+
+    assert dry.removed[first.pk] == real.removed[first.pk]
+    removed = real.removed[first.pk]
+    assert (removed["agent_executions"], removed["execution_errors"]) == (1, 1)
+    assert (removed["exports"], removed["files"]) == (1, 1)
+    assert sum(real.removed[second.pk].values()) == 0
+    with tenant_context(first, second):
+        executions = set(AgentExecution.objects.values_list("pk", flat=True))
+        exports = set(Export.objects.values_list("pk", flat=True))
+        assert RetentionRun.objects.filter(run_id=real.run_id).count() == 2
+    assert made[first.pk][0] not in executions and made[first.pk][1] not in exports
+    assert made[second.pk][0] in executions and made[second.pk][1] in exports

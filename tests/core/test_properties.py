@@ -6,7 +6,8 @@ Generated with hypothesis (profile in tests/conftest.py) against the real databa
   is covered without editing this file), gets JSON values with NaN, infinities, huge
   numbers, deep nesting, long text, NUL characters and unpaired surrogates: the field
   refuses it naming itself, or PostgreSQL stores it and gives the same value back;
-- every public function of the services (tenancy, documents, agents, exports), found
+- every public function of the services (tenancy, documents, agents, exports,
+  retention), found
   from the modules, is called with generated text, numbers, dates and JSON for its
   arguments and the rows of a small world for the rest: it returns, or raises
   ValidationError or PermissionDenied having written no row and no file.
@@ -149,6 +150,7 @@ SERVICE_MODULES = (
     "documents.services",
     "agents.services",
     "exports.services",
+    "retention.services",
 )
 
 
@@ -179,6 +181,7 @@ SYSTEM_JOBS = {
     "documents.services.documents_sweep_orphan_files": {"dry_run": True},
     "exports.services.exports_purge_expired": {"dry_run": True},
     "exports.services.expired_exports_due": {},
+    "retention.services.retention_enforce": {"dry_run": True},
 }
 # Not called: creating and dropping partitions is DDL that outlives a test's transaction
 # on the shared test database. Their arguments are checked in tests/agents.
@@ -188,6 +191,10 @@ NOT_CALLED = {
     # A row lock that another service takes inside its own transaction, on ids read from
     # rows (change_proposal_apply): it writes nothing and takes nothing from outside.
     "documents.services.project_share_lock",
+    # The retention job's file steps (retention.services): they take the storage keys of
+    # rows its batch removes, and deleting the files given is what one of them is for.
+    "exports.services.export_files_unshared",
+    "exports.services.export_files_delete",
 }
 
 # A value of the allowed choices often enough that the calls also get past the first check.

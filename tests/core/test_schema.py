@@ -20,8 +20,8 @@ from django.db import IntegrityError, connection, models, transaction
 
 from tenancy.context import tenant_context
 from tests.factories import make_member
+from tests.schema_fingerprint import OUR_APPS
 
-OUR_APPS = ("core", "tenancy", "documents", "agents", "exports")
 OLD = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 VECTOR = "[" + ",".join(["0"] * 1535 + ["1"]) + "]"
 
@@ -215,6 +215,19 @@ class Rows:
                 "tenant_id": tenant_id,
                 "document_id": self.insert("documents", tenant_id),
                 "user_id": self.insert("users"),
+            },
+            "retention_policies": lambda: {
+                "tenant_id": tenant_id,  # one per tenant: one per test
+                "executions_days": 30,
+            },
+            "retention_runs": lambda: {
+                "tenant_id": tenant_id,
+                "run_id": str(uuid.uuid4()),
+                "started_at": STARTED,
+                "finished_at": STARTED,
+                "dry_run": False,
+                "days": "{}",
+                "removed": "{}",
             },
             # Written by triggers, but a raw insert (the runtime role may insert) is
             # checked the same way.
@@ -433,6 +446,24 @@ BAD_ROWS = [
     BadRow("execution_errors_attempt_gte_1", "execution_errors", {"attempt": 0}),
     BadRow("project_templates_complexity_valid", "project_templates", {"complexity": "hard"}),
     BadRow("project_templates_setup_minutes_gte_0", "project_templates", {"setup_minutes": -1}),
+    *(
+        BadRow(f"retention_policies_{category}_days_range", "retention_policies", {field: days})
+        for category in (
+            "executions",
+            "messages",
+            "evaluation_runs",
+            "exports",
+            "audit_events",
+            "search_queries",
+        )
+        for field in [f"{category}_days"]
+        for days in (0, 36501)
+    ),
+    BadRow(
+        "retention_runs_finished_after_started",
+        "retention_runs",
+        {"finished_at": STARTED - dt.timedelta(seconds=1)},
+    ),
     BadRow("exports_status_valid", "exports", {"status": "done"}),
     BadRow("exports_format_valid", "exports", {"format": "pdf"}),
     BadRow("exports_download_count_gte_0", "exports", {"download_count": -1}),
@@ -582,6 +613,8 @@ TOUCH = {
     "execution_idempotency_keys": ("idempotency_key", "touched"),
     "project_access": ("created_by_id", None),  # a grant is given or revoked, never edited
     "document_access": ("created_by_id", None),
+    "retention_policies": ("exports_days", 30),
+    "retention_runs": ("dry_run", True),
 }
 
 
