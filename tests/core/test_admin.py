@@ -30,6 +30,7 @@ from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
+from retention.models import RetentionRun
 from tenancy.context import tenant_context
 from tenancy.models import AuditEvent, GlobalAuditEvent, Membership, Tenant, User
 from tests.admin_helpers import admin_url
@@ -62,6 +63,7 @@ NOT_ADDABLE = {
     ExecutionIdempotencyKey,
     AuditEvent,
     GlobalAuditEvent,
+    RetentionRun,  # written by `manage.py retention` only
 }
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [
