@@ -12,7 +12,7 @@ from django.contrib import admin
 
 from core.admin import LargeTableAdminMixin, RecentValuesListFilter, UUIDValueListFilter
 from tenancy.admin_base import TenantOwnedAdmin
-from tenancy.admin_roles import TENANT_MANAGER_ROLES, is_superuser, tenants_with_role
+from tenancy.admin_roles import TENANT_MANAGER_ROLES, is_superuser
 from tenancy.models import AuditEvent, GlobalAuditEvent
 
 
@@ -81,13 +81,6 @@ class AuditEventAdmin(ReadOnlyAuditAdmin, TenantOwnedAdmin):
     fields = readonly_fields
     autocomplete_fields = ()
     uuid_search_fields = ("id", "row_id", "actor_user_id")
-
-    def has_view_permission(self, request, obj=None):
-        # Not the changelist for every staff member: a viewer or an editor is refused it
-        # (403, and no menu entry) rather than shown an empty log.
-        if obj is None:
-            return is_superuser(request) or bool(tenants_with_role(request, self.view_roles))
-        return super().has_view_permission(request, obj)
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)

@@ -280,8 +280,12 @@ class TenantOwnedAdmin(AuditHistoryMixin, admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         if obj is None:
-            # Any staff member gets the changelist; get_queryset decides what is in it.
-            return request.user.is_active and request.user.is_staff
+            if set(ALL_ROLES) <= set(self.view_roles):
+                # Any staff member gets the changelist; get_queryset decides what is in it.
+                return request.user.is_active and request.user.is_staff
+            # A list for some roles only (an audit log, retention): the others are refused
+            # it (403, and no menu entry) rather than shown an empty list.
+            return is_superuser(request) or bool(tenants_with_role(request, self.view_roles))
         return has_tenant_role(request, self.tenant_id_of(obj), self.view_roles)
 
     def has_add_permission(self, request):

@@ -34,6 +34,8 @@ from documents.services import (
     project_restrict,
     project_template_create,
 )
+from retention.models import RetentionPolicy, RetentionRun
+from retention.services import retention_policy_set
 from tenancy.context import tenant_context
 from tenancy.models import AuditEvent, GlobalAuditEvent, Tenant, User
 from tests.factories import PASSWORD, make_member
@@ -44,13 +46,13 @@ pytestmark = pytest.mark.slow
 OWNER_EMAIL = "owner@demo.example.com"
 VIEWER_EMAIL = "viewer@demo.example.com"
 # Apps whose admins decide by tenant role: a viewer reads there and changes nothing.
-TENANT_APPS = {"tenancy", "documents", "agents", "exports"}
+TENANT_APPS = {"tenancy", "documents", "agents", "exports", "retention"}
 # The viewer's answer elsewhere (the login lockout's records): Django's own permission
 # check, which a staff member without model permissions does not pass.
 REFUSED = 403
-# Tenant models whose lists are not for a viewer: the tenant's audit log (owners and
+# Tenant models whose lists are not for a viewer: the tenant's audit log and retention (owners and
 # admins) and the global one (superusers).
-MANAGERS_ONLY = {AuditEvent, GlobalAuditEvent}
+MANAGERS_ONLY = {AuditEvent, GlobalAuditEvent, RetentionPolicy, RetentionRun}
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}
 # How far a changelist's table scrolls sideways in its `.results` box: 0 when it fits.
@@ -186,6 +188,9 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     project_access_grant(tenant=demo, project=project, user=viewer, by=owner)
     document_restrict(tenant=demo, document=document, by=owner)
     document_access_grant(tenant=demo, document=document, user=viewer, by=owner)
+    # Nor a retention policy, nor a run of it (a dry run records one too).
+    retention_policy_set(tenant=demo, by=owner, exports_days=90)
+    call_command("retention", "--dry-run", stdout=StringIO())
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
 
 
