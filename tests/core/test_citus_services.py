@@ -46,7 +46,7 @@ from documents.services import (
 from exports.models import Export
 from exports.services import export_create, exports_purge_expired
 from tenancy.context import current_tenant_ids, request_scope, system_context, tenant_context
-from tenancy.models import Membership, Tenant
+from tenancy.models import Membership, Tenant, User
 from tenancy.selectors import tenant_access_for_user
 from tests.factories import make_member, tenant_id_on_worker
 from tests.locks import run_together
@@ -303,6 +303,8 @@ def test_the_audit_trail_is_sealed_and_verified_on_the_cluster(two_tenants, caps
     from tenancy.models import AuditEvent
 
     first, second = two_tenants
+    # Events are read by owners, admins and superusers only.
+    auditor = User.objects.create_superuser(email=f"auditor-{uuid.uuid4().hex[:8]}@example.com")
     projects = [project_create(tenant=first, name=f"audited {n}") for n in range(WRITERS)]
     project_create(tenant=second, name="audited elsewhere")
 
@@ -317,11 +319,11 @@ def test_the_audit_trail_is_sealed_and_verified_on_the_cluster(two_tenants, caps
 
     assert run_together([writer(project) for project in projects]) == []
     sealed = audit_seal().sealed
-    with tenant_context(first):
+    with tenant_context(first, user=auditor):
         written = AuditEvent.objects.filter(tenant=first).count()
     assert sealed[f"tenant {first.slug}"] == written
     assert sealed[f"tenant {second.slug}"] >= 1
-    with tenant_context(first):
+    with tenant_context(first, user=auditor):
         chain = list(AuditEvent.objects.filter(tenant=first).order_by("seq"))
     assert [event.seq for event in chain] == list(range(1, written + 1))
     assert audit_seal(tenant_slug=first.slug).sealed == {}
