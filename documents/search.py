@@ -79,13 +79,18 @@ def _validate_search(query: str, k: int, mode: str) -> None:
         raise ValidationError(errors)
 
 
-def _scope(project: Project | None, documents: Sequence[Document | uuid.UUID] | None) -> Q:
-    """The chunks a search is limited to, by project and/or documents, beyond its tenant."""
+def _scope(
+    project: Project | None,
+    documents: Sequence[Document | uuid.UUID] | None,
+    through: str = "document__",
+) -> Q:
+    """The chunks a search is limited to, by project and/or documents, beyond its tenant;
+    with `through=""`, the documents it is limited to."""
     scope = Q()
     if project is not None:
-        scope &= Q(document__project_id=project.pk)
+        scope &= Q(**{f"{through}project_id": project.pk})
     if documents is not None:
-        scope &= Q(document_id__in=[getattr(d, "pk", d) for d in documents])
+        scope &= Q(**{f"{through}pk__in": [getattr(d, "pk", d) for d in documents]})
     return scope
 
 
@@ -212,20 +217,42 @@ INDEX_VISIT_COST = 6
 INDEX_HINT_MIN_TABLE_ROWS = 10_000
 
 
-def _index_threshold(limit: int) -> int | None:
+@dataclass(frozen=True)
+class _SearchFacts:
+    """What a semantic search reads before choosing its plan, in one statement."""
+
+    # The planner's estimates of the chunks and documents of every tenant: every role
+    # may read them (pg_class), whatever row-level security hides.
+    table_chunks: float
+    table_documents: float
+    # The transaction sees every chunk of the tenant (an owner or admin there, or an
+    # active superuser): app.full_access_tenant_ids, as the row-level security policy
+    # reads it.
+    full_access: bool
+
+
+def _search_facts(tenant_id: uuid.UUID) -> _SearchFacts:
+    with _chunk_reads().cursor() as cursor:
+        cursor.execute(
+            "SELECT c.reltuples, d.reltuples, %s = ANY (app_full_access_tenant_ids())"
+            " FROM pg_class c, pg_class d"
+            " WHERE c.oid = 'chunks'::regclass AND d.oid = 'documents'::regclass",
+            [tenant_id],
+        )
+        chunks, documents, full_access = cursor.fetchone()
+    return _SearchFacts(chunks, documents, bool(full_access))
+
+
+def _index_threshold(limit: int, table_chunks: float) -> int | None:
     """Candidates above which the index is cheaper: n > sqrt(cost * limit * all chunks).
 
     From n (rows sorted) > cost * limit * all / n (entries the index visits at
-    selectivity n / all). The table's size is the planner's estimate, which every role
-    may read whatever row-level security hides; None for a small (or never analysed)
-    table, where the planner decides alone.
+    selectivity n / all). The table's size is the planner's estimate (_search_facts);
+    None for a small (or never analysed) table, where the planner decides alone.
     """
-    with _chunk_reads().cursor() as cursor:
-        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass")
-        total = cursor.fetchone()[0]
-    if total < INDEX_HINT_MIN_TABLE_ROWS:
+    if table_chunks < INDEX_HINT_MIN_TABLE_ROWS:
         return None
-    return math.isqrt(int(INDEX_VISIT_COST * limit * total))
+    return math.isqrt(int(INDEX_VISIT_COST * limit * table_chunks))
 
 
 def _candidates_estimate(scope: Q, model: str) -> float:
@@ -242,9 +269,30 @@ def _candidates_estimate(scope: Q, model: str) -> float:
     return plan["Plan"]["Plan Rows"]
 
 
+def _visible_documents(
+    tenant_id: uuid.UUID, document_scope: Q, facts: _SearchFacts, threshold: int
+) -> list[uuid.UUID] | None:
+    """The documents in scope a member who sees part of the tenant may search, when
+    their chunks are fewer than `threshold`; None when they may be more.
+
+    Read under row-level security from documents, which is small beside chunks: the
+    member's visible documents are exactly those whose chunks they see (a chunk's access
+    list is its document's). Their chunks are estimated at the table's average per
+    document, so at most threshold / average ids are read, whatever the tenant holds.
+    """
+    per_document = max(facts.table_chunks / facts.table_documents, 1.0)
+    most = int(threshold / per_document)
+    visible = Document.objects.filter(document_scope, tenant_id=tenant_id).values_list(
+        "pk", flat=True
+    )[: most + 1]
+    ids = list(visible)
+    return ids if len(ids) <= most else None
+
+
 def _semantic(
     tenant_id: uuid.UUID,
     scope: Q,
+    document_scope: Q,
     query: str,
     limit: int,
     embedder: Embedder,
@@ -253,8 +301,27 @@ def _semantic(
 ) -> list:
     [vector] = embed_texts(embedder, [query])
     chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
-    threshold = _index_threshold(limit)
-    index_order = threshold is not None and _candidates_estimate(scope, embedder.model) > threshold
+    facts = _search_facts(tenant_id)
+    threshold = _index_threshold(limit, facts.table_chunks)
+    if threshold is None:
+        index_order = False  # a small table: the planner's choice is good enough
+    elif facts.full_access or facts.table_documents < 1:
+        index_order = _candidates_estimate(scope, embedder.model) > threshold
+    else:
+        # A member who may see only part of the tenant. The planner cannot tell how much:
+        # it knows the share of open chunks across the whole table, not this tenant's or
+        # this user's, and would walk the HNSW graph past every hidden chunk near the
+        # query. The documents they may see tell: when they hold few chunks, reading
+        # exactly those (chunks_tenant_document_idx) is both exact and cheaper;
+        # otherwise the index is, as for any large set of candidates.
+        visible = _visible_documents(tenant_id, document_scope, facts, threshold)
+        if visible is not None:
+            if not visible:
+                return []
+            scoped = chunks.filter(document_id__in=visible)
+            rows = _knn_rows(semantic_queryset(scoped, vector, embedder.model, exact=True)[:limit])
+            return [(*row[:4], 1.0 - row[4]) for row in rows]
+        index_order = True
     settings_before = set_hnsw_iterative_scan(limit, index_order=index_order)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:limit])
     if len(rows) < limit:
@@ -319,6 +386,7 @@ def chunk_search(
         raise ValidationError({"documents": "A document belongs to another tenant."})
     embedder = chunk_embedder(embedder)
     scope = _scope(project, documents)
+    document_scope = _scope(project, documents, through="")
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.
     transaction_continues = not begins_transaction()
@@ -327,7 +395,13 @@ def chunk_search(
             rows = _fulltext(tenant_id, scope, query, k)
         elif mode == "semantic":
             rows = _semantic(
-                tenant_id, scope, query, k, embedder, transaction_continues=transaction_continues
+                tenant_id,
+                scope,
+                document_scope,
+                query,
+                k,
+                embedder,
+                transaction_continues=transaction_continues,
             )
         else:
             candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
@@ -337,6 +411,7 @@ def chunk_search(
             semantic = _semantic(
                 tenant_id,
                 scope,
+                document_scope,
                 query,
                 candidates,
                 embedder,

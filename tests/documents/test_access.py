@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
 
 from documents import search
 from documents.embedding import get_embedder
@@ -207,6 +210,82 @@ def test_search_finds_what_a_grant_opens(tenant_a, grace, alice, shelves, mode):
         tenant=tenant_a, query="harbour crane quay", k=36, mode=mode, user=alice
     )
     assert len(everything) == 36
+
+
+def searched_with_plans(tenant, user, **arguments) -> tuple[list, list[tuple[str, str]]]:
+    """chunk_search's results, and (statement, EXPLAIN) of each kNN statement it sent,
+    explained just before it ran, in its transaction (under the search's settings)."""
+    plans = []
+
+    def explain(execute, sql, params, many, context):
+        if "<=>" in sql and sql.lstrip().upper().startswith("SELECT"):
+            context["cursor"].execute("EXPLAIN " + sql, params)
+            plans.append((sql, "\n".join(row[0] for row in context["cursor"].fetchall())))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain):
+        results = search.chunk_search(
+            tenant=tenant, query="harbour crane quay", k=10, user=user, **arguments
+        )
+    return results, plans
+
+
+@pytest.fixture
+def big_table(monkeypatch):
+    """As on a table of 10,000 chunks in documents of 12 (the index threshold for k = 10
+    is then 774 chunks, 64 documents), without writing them: the search's facts are the
+    planner's estimates, whatever rows the test holds."""
+    facts = search._search_facts
+
+    def as_on_a_big_table(tenant_id):
+        return dataclasses.replace(
+            facts(tenant_id), table_chunks=10_000, table_documents=10_000 / 12
+        )
+
+    monkeypatch.setattr(search, "_search_facts", as_on_a_big_table)
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_member_who_sees_few_documents_reads_only_their_chunks(
+    tenant_a, mallory, shelves, big_table, mode
+):
+    results, [(sql, plan)] = searched_with_plans(tenant_a, mallory, mode=mode)
+    assert len(results) == 10
+    assert {r.document_id for r in results} == {shelves[0].pk}
+    # One exact read of the visible document's chunks, through the (tenant, document)
+    # index: not the HNSW walk past the hidden ones.
+    assert "chunks_embedding_hnsw_idx" not in plan
+    assert "chunks_tenant_document_idx" in plan and str(shelves[0].pk) in plan
+    assert not any(str(document.pk) in sql + plan for document in shelves[1:])
+
+
+def test_an_owner_keeps_the_plain_knn(tenant_a, alice, shelves, big_table):
+    results, [(sql, _)] = searched_with_plans(tenant_a, alice, mode="semantic")
+    assert len(results) == 10
+    assert not any(str(document.pk) in sql for document in shelves)
+
+
+def test_a_member_who_sees_many_chunks_keeps_the_plain_knn(
+    tenant_a, mallory, shelves, big_table, monkeypatch
+):
+    # Her visible documents may hold more chunks than the threshold.
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 11)
+    results, [(sql, _)] = searched_with_plans(tenant_a, mallory, mode="semantic")
+    assert len(results) == 10
+    assert {r.document_id for r in results} == {shelves[0].pk}
+    assert not any(str(document.pk) in sql for document in shelves)
+
+
+def test_a_member_who_sees_no_document_in_scope_gets_nothing(tenant_a, mallory, shelves, big_table):
+    results = search.chunk_search(
+        tenant=tenant_a,
+        query="harbour crane quay",
+        k=10,
+        mode="semantic",
+        user=mallory,
+        documents=shelves[1:],
+    )
+    assert results == []
 
 
 # --- Admin ---------------------------------------------------------------------------

@@ -346,7 +346,7 @@ def test_search_vector_is_a_generated_column_under_a_gin_index(db):
 def test_a_large_candidate_set_is_searched_through_the_hnsw_index(tenant_a, monkeypatch):
     bulk_chunks(tenant_a, 30, seed=3)
     # As on a big table holding many of the tenant's chunks (the estimate is tested below).
-    monkeypatch.setattr(search, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 10)
     monkeypatch.setattr(search, "_candidates_estimate", lambda scope, model: 30)
     with tenant_context(tenant_a), CaptureQueriesContext(connection) as queries:
         results = search.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode="semantic")
@@ -369,9 +369,13 @@ def test_the_index_threshold_grows_with_k_and_the_table(tenant_a, monkeypatch):
     with owner_connection(), connection.cursor() as cursor:
         cursor.execute("ANALYZE chunks")
     with tenant_context(tenant_a):
-        assert search._index_threshold(10) is None  # a small table: the planner decides
-        monkeypatch.setattr(search, "INDEX_HINT_MIN_TABLE_ROWS", 100)
-        small, large = search._index_threshold(10), search._index_threshold(1000)
+        table_chunks = search._search_facts(tenant_a.pk).table_chunks
+    assert search._index_threshold(10, table_chunks) is None  # a small table: the planner decides
+    monkeypatch.setattr(search, "INDEX_HINT_MIN_TABLE_ROWS", 100)
+    small, large = (
+        search._index_threshold(10, table_chunks),
+        search._index_threshold(1000, table_chunks),
+    )
     # sqrt(6 * limit * 200 chunks)
     assert (small, large) == (109, 1095)
 
@@ -407,7 +411,7 @@ def test_a_search_counts_no_rows_and_restores_nothing_when_its_transaction_ends(
     tenant_a, monkeypatch, mode
 ):
     bulk_chunks(tenant_a, 30, seed=3)
-    monkeypatch.setattr(search, "_index_threshold", lambda limit: 10)
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 10)
     monkeypatch.setattr(search, "_candidates_estimate", lambda scope, model: 30)
     with CaptureQueriesContext(connection) as queries:
         results = search.chunk_search(tenant=tenant_a, query="term1 term2", k=5, mode=mode)
