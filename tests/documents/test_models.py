@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.models import AgentExecution
+from core.db.connections import owner_connection
 from documents.embedding import get_embedder
 from documents.models import Chunk, Document, DocumentVersion, Project
 from exports.models import Export
@@ -278,40 +279,42 @@ TOPICS = ["postgres", "python", "django", "vector", "tenant", "export", "agent",
 COLOURS = ["red", "green", "blue", "amber", "violet", "cyan"]
 
 
-def test_nearest_neighbour_query_uses_the_hnsw_index_and_finds_the_match(in_tenant_a):
+@pytest.mark.django_db(transaction=True)
+def test_nearest_neighbour_query_uses_the_hnsw_index_and_finds_the_match(tenant_a):
     embedder = get_embedder()
     texts = [f"notes on {topic} in {colour} ink" for topic in TOPICS for colour in COLOURS]
-    document = Document.objects.create(
-        tenant=in_tenant_a, title="Notes", storage_key="uploads/notes"
-    )
-    Chunk.objects.bulk_create(
-        Chunk(
-            tenant=in_tenant_a,
-            document=document,
-            ordinal=ordinal,
-            content=text,
-            embedding=vector,
-            embedding_model=embedder.model,
+    with tenant_context(tenant_a):
+        document = Document.objects.create(
+            tenant=tenant_a, title="Notes", storage_key="uploads/notes"
         )
-        for ordinal, (text, vector) in enumerate(zip(texts, embedder.embed(texts), strict=True))
-    )
+        Chunk.objects.bulk_create(
+            Chunk(
+                tenant=tenant_a,
+                document=document,
+                ordinal=ordinal,
+                content=text,
+                embedding=vector,
+                embedding_model=embedder.model,
+            )
+            for ordinal, (text, vector) in enumerate(zip(texts, embedder.embed(texts), strict=True))
+        )
+    # The match, not the index's recall under churn: the rolled-back inserts of earlier
+    # tests stay in the shared graph until a vacuum (copies of these very vectors among
+    # them), and a scan can spend its candidates and its memory on such dead entries.
+    # Rebuilt from the committed rows, the graph holds this test's rows only.
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute("REINDEX INDEX chunks_embedding_hnsw_idx")
     target = "notes on django in amber ink"
     query_vector = str(embedder.embed([target])[0])
     sql = "SELECT content FROM chunks ORDER BY embedding <=> %s::vector LIMIT 3"
-    # A tiny, never analysed table is cheaper to sort through the tenant index; with
-    # sequential scans and sorts off, only an index that yields rows by distance can serve.
-    raw("SET LOCAL enable_seqscan = off")
-    raw("SET LOCAL enable_sort = off")
-    # The match, not the index's recall: the rolled-back inserts of earlier tests stay in
-    # the shared graph until a vacuum (copies of these very vectors among them), and a
-    # plain scan's ef_search candidates can all be such dead entries. An iterative scan
-    # goes on past them in distance order, as chunk_search's does.
-    raw("SET LOCAL hnsw.iterative_scan = strict_order")
-    raw("SET LOCAL hnsw.max_scan_tuples = 1000000")
-
-    plan = "\n".join(line for (line,) in raw(f"EXPLAIN {sql}", [query_vector]))
-    assert "chunks_embedding_hnsw_idx" in plan
-
-    nearest = [content for (content,) in raw(sql, [query_vector])]
+    with tenant_context(tenant_a):
+        # A tiny, never analysed table is cheaper to sort through the tenant index; with
+        # sequential scans and sorts off, only an index that yields rows by distance can
+        # serve.
+        raw("SET LOCAL enable_seqscan = off")
+        raw("SET LOCAL enable_sort = off")
+        plan = "\n".join(line for (line,) in raw(f"EXPLAIN {sql}", [query_vector]))
+        assert "chunks_embedding_hnsw_idx" in plan
+        nearest = [content for (content,) in raw(sql, [query_vector])]
     assert nearest[0] == target
     assert all("django" in text or "amber" in text for text in nearest[1:])
