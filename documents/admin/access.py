@@ -14,6 +14,7 @@ from collections.abc import Callable
 from django.contrib import admin
 
 from core.admin import TIMESTAMP_FIELDS
+from core.admin_sections import RelatedRows
 from documents.models import DocumentAccess, ProjectAccess
 from documents.services import (
     document_access_grant,
@@ -23,6 +24,22 @@ from documents.services import (
 )
 from tenancy.admin_base import TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
+
+
+def who_has_access(grants: type[ProjectAccess | DocumentAccess], field: str) -> RelatedRows:
+    """The "Who has access" section of a restricted row's page: its grants."""
+    return RelatedRows(
+        title="Who has access",
+        model=grants,
+        field=field,
+        columns=(
+            ("user", lambda grant: grant.user),
+            ("granted by", lambda grant: grant.created_by),
+            ("since", lambda grant: grant.created_at),
+        ),
+        prepare=lambda rows: rows.select_related("user", "created_by"),
+        add_label="Grant access",
+    )
 
 
 class RestrictActions(TenantOwnedAdmin):

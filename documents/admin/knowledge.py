@@ -18,7 +18,7 @@ from core.admin import (
     vector_summary,
 )
 from core.admin_sections import RelatedRows, related_sections
-from documents.admin.access import RestrictActions
+from documents.admin.access import RestrictActions, who_has_access
 from documents.models import Chunk, Document, DocumentAccess
 from documents.services import (
     document_create,
@@ -44,18 +44,7 @@ EMBEDDING_HEAD = 5
 
 # A document's page lists who may see it while it is restricted.
 DOCUMENT_SECTIONS: list[RelatedRows] = [
-    RelatedRows(
-        title="Who has access",
-        model=DocumentAccess,
-        field="document",
-        columns=(
-            ("user", lambda grant: grant.user),
-            ("granted by", lambda grant: grant.created_by),
-            ("since", lambda grant: grant.created_at),
-        ),
-        prepare=lambda grants: grants.select_related("user", "created_by"),
-        add_label="Grant access",
-    ),
+    who_has_access(DocumentAccess, "document"),
 ]
 
 

@@ -16,7 +16,7 @@ from core.admin import (
     preview_text,
 )
 from core.admin_sections import RelatedRows, related_sections
-from documents.admin.access import RestrictActions
+from documents.admin.access import RestrictActions, who_has_access
 from documents.admin.versions import version_label
 from documents.models import Document, DocumentVersion, Project, ProjectAccess
 from documents.services import (
@@ -78,18 +78,7 @@ PROJECT_SECTIONS: list[RelatedRows[Any]] = [
             ("written", lambda version: version.created_at),
         ),
     ),
-    RelatedRows(
-        title="Who has access",
-        model=ProjectAccess,
-        field="project",
-        columns=(
-            ("user", lambda grant: grant.user),
-            ("granted by", lambda grant: grant.created_by),
-            ("since", lambda grant: grant.created_at),
-        ),
-        prepare=lambda grants: grants.select_related("user", "created_by"),
-        add_label="Grant access",
-    ),
+    who_has_access(ProjectAccess, "project"),
     RelatedRows(
         title="Knowledge documents",
         model=Document,
