@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "agents",
     "exports",
     "retention",
+    "erasure",
 ]
 
 MIDDLEWARE = [

@@ -8,7 +8,7 @@ from django.apps import apps
 
 from tenancy.context import tenant_context
 
-OUR_APPS = ("tenancy", "documents", "agents", "exports", "retention")
+OUR_APPS = ("tenancy", "documents", "agents", "exports", "retention", "erasure")
 
 
 def written(tenant, root: Path) -> tuple[dict[str, int], list[str]]:

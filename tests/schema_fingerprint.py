@@ -23,7 +23,7 @@ from django.db.migrations.loader import MigrationLoader
 from core.db.connections import owner_role_name, runtime_role_name
 
 GOLDEN = Path(__file__).parent / "core" / "schema_fingerprint.json"
-OUR_APPS = ("core", "tenancy", "documents", "agents", "exports", "retention")
+OUR_APPS = ("core", "tenancy", "documents", "agents", "exports", "retention", "erasure")
 
 # `role(oid)` below stands for the role placeholder; PUBLIC (oid 0) keeps its name.
 _ROLE = """CASE WHEN {oid} = 0 THEN 'PUBLIC'

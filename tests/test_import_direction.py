@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "agents": KERNEL | {"tenancy", "documents"},
     "exports": KERNEL | {"tenancy", "documents"},
     "retention": KERNEL | {"tenancy", "documents", "agents", "exports"},
+    "erasure": KERNEL | {"tenancy", "documents", "agents", "exports"},
 }
 UNITS = set(ALLOWED)
 APPS = {unit for unit in UNITS if "." not in unit}

@@ -39,6 +39,8 @@ COORDINATOR_TABLES = {
     "axes_accessfailurelog": "the admin login lockout",
     "axes_accesslog": "the admin login lockout",
     "audit_events_global": "the audit trail of users, tenants and shared templates",
+    "erasure_receipts": "proof of each erasure, outliving the tenant erased; written by the "
+    "operator's commands on the coordinator",
 }
 # Coordinator tables that the triggers of reference tables may read and write: the
 # global audit trail (core.db.audit). Citus runs a reference table's trigger on every

@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow
 OWNER_EMAIL = "owner@demo.example.com"
 VIEWER_EMAIL = "viewer@demo.example.com"
 # Apps whose admins decide by tenant role: a viewer reads there and changes nothing.
-TENANT_APPS = {"tenancy", "documents", "agents", "exports", "retention"}
+TENANT_APPS = {"tenancy", "documents", "agents", "exports", "retention", "erasure"}
 # The viewer's answer elsewhere (the login lockout's records): Django's own permission
 # check, which a staff member without model permissions does not pass.
 REFUSED = 403
