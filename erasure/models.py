@@ -14,8 +14,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from core.models import BaseModel, JSONField
 from core.hashing import SHA256_HEX_PATTERN
+from core.models import BaseModel, JSONField
 
 
 class Subject(models.TextChoices):
