@@ -180,6 +180,10 @@ class DocumentType(models.TextChoices):
     PLAN = "plan", "Plan"
 
 
+# What a redacted version's content becomes (erasure app): the tombstone of an erasure.
+REDACTED_CONTENT = "[erased]"
+
+
 class DocumentVersion(TenantOwnedModel):
     """One immutable version of one of a project's documents."""
 
@@ -196,6 +200,9 @@ class DocumentVersion(TenantOwnedModel):
     content_sha256 = models.CharField(max_length=64)
     prev_sha256 = models.CharField(max_length=64, null=True, blank=True)
     metadata = JSONField(default=dict, blank=True)
+    # Set by an erasure (erasure app): the content is then REDACTED_CONTENT, while
+    # content_sha256 keeps the erased content's hash, so the chain still links.
+    redacted_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The range of the *_range constraints, for full_clean() (which skips constraints here).
     readability_score = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
@@ -235,10 +242,15 @@ class DocumentVersion(TenantOwnedModel):
                 condition=Q(content_sha256__regex=SHA256_HEX_PATTERN),
                 name="document_versions_content_sha256_hex",
             ),
-            # The stored hash is the content's hash, whoever wrote the row.
+            # The stored hash is the content's hash, whoever wrote the row; a redacted
+            # version keeps the hash of the content it had.
             models.CheckConstraint(
-                condition=Q(content_sha256=Sha256Hex("content")),
+                condition=Q(content_sha256=Sha256Hex("content")) | Q(redacted_at__isnull=False),
                 name="document_versions_content_sha256_matches",
+            ),
+            models.CheckConstraint(
+                condition=Q(redacted_at__isnull=True) | Q(content=REDACTED_CONTENT),
+                name="document_versions_redacted_tombstone",
             ),
             models.CheckConstraint(
                 condition=Q(prev_sha256__isnull=True) | Q(prev_sha256__regex=SHA256_HEX_PATTERN),
@@ -274,18 +286,22 @@ class DocumentVersion(TenantOwnedModel):
                 name="versions_immutable",
                 when=pgtrigger.Before,
                 operation=pgtrigger.Update,
-                condition=pgtrigger.AnyChange(
-                    "content",
-                    "content_sha256",
-                    "prev_sha256",
-                    "version",
-                    "document_type",
-                    "project",
-                    "tenant",
+                # Everything that makes the version, except its one redaction: content
+                # to the tombstone (document_versions_redacted_tombstone) with
+                # redacted_at set, once, nothing else changing.
+                condition=pgtrigger.Condition(
+                    "ROW(OLD.content, OLD.redacted_at) IS DISTINCT FROM "
+                    "ROW(NEW.content, NEW.redacted_at) "
+                    "AND NOT (OLD.redacted_at IS NULL AND NEW.redacted_at IS NOT NULL) "
+                    "OR ROW(OLD.content_sha256, OLD.prev_sha256, OLD.version, "
+                    "OLD.document_type, OLD.project_id, OLD.tenant_id) IS DISTINCT FROM "
+                    "ROW(NEW.content_sha256, NEW.prev_sha256, NEW.version, "
+                    "NEW.document_type, NEW.project_id, NEW.tenant_id)"
                 ),
                 func=(
                     "RAISE EXCEPTION 'document version % is immutable: content, hashes, version, "
-                    "type, project and tenant cannot change', OLD.id "
+                    "type, project and tenant cannot change (only an erasure redacts the "
+                    "content, once)', OLD.id "
                     "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
                 ),
             ),

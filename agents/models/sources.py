@@ -39,6 +39,9 @@ class ExecutionSource(TenantOwnedModel):
     document_title = models.CharField(max_length=300, blank=True)
     ordinal = models.IntegerField(null=True, blank=True, validators=[MinValueValidator(0)])
     content = models.TextField()
+    # Set when the chunk's document was erased (erasure app): the row stays, saying a
+    # source was used and erased, with chunk_sha256 and no content or title.
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta(TenantOwnedModel.Meta):
         db_table = "execution_sources"
@@ -55,8 +58,12 @@ class ExecutionSource(TenantOwnedModel):
             ),
             # The stored hash is the snapshot's hash, whoever wrote the row.
             models.CheckConstraint(
-                condition=Q(chunk_sha256=Sha256Hex("content")),
+                condition=Q(chunk_sha256=Sha256Hex("content")) | Q(erased_at__isnull=False),
                 name="execution_sources_chunk_sha256_matches",
+            ),
+            models.CheckConstraint(
+                condition=Q(erased_at__isnull=True) | Q(content="", document_title=""),
+                name="execution_sources_erased_empty",
             ),
             models.CheckConstraint(
                 condition=Q(ordinal__isnull=True) | Q(ordinal__gte=0),
@@ -74,7 +81,8 @@ class ExecutionSource(TenantOwnedModel):
         triggers = [
             *TenantOwnedModel.Meta.triggers,
             # Provenance is a record: only chunk_id may change, and only to NULL (the
-            # chunk's deletion).
+            # chunk's deletion), except for its one erasure: erased_at set, once, with
+            # the content and title emptied (execution_sources_erased_empty).
             pgtrigger.Trigger(
                 name="sources_immutable",
                 when=pgtrigger.Before,
@@ -82,16 +90,17 @@ class ExecutionSource(TenantOwnedModel):
                 condition=pgtrigger.Condition(
                     "NEW.chunk_id IS NOT NULL AND NEW.chunk_id IS DISTINCT FROM OLD.chunk_id "
                     "OR ROW(OLD.tenant_id, OLD.execution_id, OLD.rank, OLD.score, "
-                    "OLD.chunk_sha256, OLD.document_id, OLD.document_title, OLD.ordinal, "
-                    "OLD.content) "
+                    "OLD.chunk_sha256, OLD.document_id, OLD.ordinal) "
                     "IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.rank, NEW.score, "
-                    "NEW.chunk_sha256, NEW.document_id, NEW.document_title, NEW.ordinal, "
-                    "NEW.content)"
+                    "NEW.chunk_sha256, NEW.document_id, NEW.ordinal) "
+                    "OR ROW(OLD.document_title, OLD.content, OLD.erased_at) "
+                    "IS DISTINCT FROM ROW(NEW.document_title, NEW.content, NEW.erased_at) "
+                    "AND NOT (OLD.erased_at IS NULL AND NEW.erased_at IS NOT NULL)"
                 ),
                 func=(
                     "RAISE EXCEPTION 'execution source % is immutable: only chunk_id may be "
-                    "cleared', OLD.id USING ERRCODE = 'integrity_constraint_violation'; "
-                    "RETURN NULL;"
+                    "cleared, and the content erased once', OLD.id "
+                    "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
                 ),
             ),
         ]
