@@ -17,7 +17,7 @@ CATEGORIES = (
     "audit_events",
     "search_queries",
 )
-ENFORCED = ("executions", "messages", "evaluation_runs", "exports")
+ENFORCED = ("executions", "messages", "evaluation_runs", "exports", "audit_events")
 # The bound of every days column; also the bound of the RETENTION_DEFAULT_DAYS values
 # (config.settings.RETENTION_MAX_DAYS, which checks use; the model holds the constant so
 # the constraints do not read settings at import time). A hundred years.
@@ -44,7 +44,7 @@ class RetentionPolicy(TenantOwnedModel):
     messages_days = _days("conversation messages")
     evaluation_runs_days = _days("evaluation runs")
     exports_days = _days("exports, with their files")
-    audit_events_days = _days("audit events (not enforced yet)")
+    audit_events_days = _days("audit events (the chain is cut, not broken)")
     search_queries_days = _days("search queries (not enforced yet)")
 
     class Meta(TenantOwnedModel.Meta):

@@ -17,7 +17,15 @@ of the primary key.
 3. the rest of its executions past its policy, in batches, with their errors, sources,
    evaluations and idempotency keys; messages, decisions and proposals keep their row
    without the execution (their keys' ON DELETE rule). An execution a change proposal
-   under review comes from is kept, as the partitions job keeps its month.
+   under review comes from is kept, as the partitions job keeps its month;
+4. its audit events past its policy (docs/operations.md, "Retention of audit events"),
+   sealed first: the chain is cut at the longest sealed prefix made before the cutoff
+   (tenancy.audit.chain_cut), whose last event's seq and hash become the chain's anchor
+   (audit_chain_anchors, written before anything is removed: audit_verify starts from
+   it, and the append-only trigger lets the owner delete only what is below it). Then
+   the months of audit_events whose every event is below its tenant's anchor are
+   dropped whole, and the rest of each prefix is deleted in batches. The global chain
+   (users, tenants, shared templates) has no tenant and no policy: it is kept.
 
 Each batch is its own short transaction of rows of one tenant, the tenant named in every
 statement (a Citus cluster routes it to one shard), taken by id (keyset), under the
@@ -65,8 +73,9 @@ from retention.models import (
     RetentionRun,
     days_field,
 )
+from tenancy.audit import Anchor, audit_seal, chain_anchor_set, chain_cut
 from tenancy.context import require_tenant, system_context, tenant_context
-from tenancy.models import Membership, MembershipRole, Tenant, TenantRef, User
+from tenancy.models import AuditEvent, Membership, MembershipRole, Tenant, TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +83,14 @@ EXECUTIONS = AgentExecution._meta.db_table
 MESSAGES = ConversationMessage._meta.db_table
 EVALUATIONS = EvaluationRun._meta.db_table
 EXPORTS = Export._meta.db_table
+AUDIT_EVENTS = AuditEvent._meta.db_table
 # The table each enforced category removes rows of.
 TABLE_OF_CATEGORY = {
     "executions": EXECUTIONS,
     "messages": MESSAGES,
     "evaluation_runs": EVALUATIONS,
     "exports": EXPORTS,
+    "audit_events": AUDIT_EVENTS,
 }
 NOT_ENFORCED = tuple(category for category in CATEGORIES if category not in ENFORCED)
 FIELDS = tuple(days_field(category) for category in CATEGORIES)
@@ -309,11 +320,16 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         _remove_executions(
             run, tenant_id, lower=floor, upper=id_below(cutoff["executions"]), delete=True
         )
+    audit_dropped = _remove_audit_events(
+        run,
+        {tenant_id: cutoff["audit_events"] for tenant_id, cutoff in cutoffs.items()},
+        cut_at=started,
+    )
     summary = RetentionSummary(
         dry_run=dry_run,
         run_id=uuid.uuid4(),
         removed={tenant_id: dict(counts) for tenant_id, counts in run.removed.items()},
-        partitions_dropped=tuple(dropped),
+        partitions_dropped=(*dropped, *audit_dropped),
         deferred=tuple(run.deferred),
         names={tenant_id: str(name) for tenant_id, name in names.items()},
     )
@@ -634,3 +650,107 @@ def _drop_whole_months(run: _Run, cutoffs: list[datetime]) -> tuple[list[str], u
         run.deferred.append(f"{EXECUTIONS} months before {month:%Y-%m}: not dropped this run")
         return [], None
     return dropped, floor
+
+
+# Audit events -------------------------------------------------------------------------
+
+
+def _remove_audit_events(
+    run: _Run, cutoffs: dict[uuid.UUID, datetime], *, cut_at: datetime
+) -> list[str]:
+    """Cut each tenant's audit chain at its policy's cutoff (see the module's docstring);
+    the audit_events partitions dropped (or, dry, that would be).
+
+    A real run seals first, so that what is removed is sealed and the cut lands as far
+    as the policy allows; a dry run seals nothing and counts the events sealed already,
+    what a real run would remove at least."""
+    if not run.dry_run:
+        audit_seal()
+    below = {tenant_id: id_below(cutoff) for tenant_id, cutoff in cutoffs.items()}
+    with system_context("retention: plan the audit chains' cuts", level=logging.INFO):
+        with connection.cursor() as cursor:
+            cuts = {
+                tenant_id: cut
+                for tenant_id, upper in below.items()
+                if (cut := chain_cut(cursor, tenant_id, before=upper)) is not None
+            }
+    if not run.dry_run:
+        for tenant_id, cut in cuts.items():
+
+            def anchor(cursor: Any, tenant_id: uuid.UUID = tenant_id, cut: Anchor = cut) -> None:
+                chain_anchor_set(cursor, tenant_id, cut, cut_at=cut_at)
+
+            _short_transaction(run, f"anchor the audit chain of tenant {tenant_id}", anchor)
+    dropped, floor = _drop_whole_audit_months(run, cuts, max(cutoffs.values(), default=None))
+    for tenant_id, cut in cuts.items():
+        _in_batches(
+            run,
+            tenant_id,
+            AUDIT_EVENTS,
+            lower=floor,
+            upper=below[tenant_id],
+            act=_delete_rows(run, tenant_id, AUDIT_EVENTS),
+            where=sql.SQL(" AND seq <= {}").format(sql.Literal(cut.seq)),
+        )
+    return dropped
+
+
+def _drop_whole_audit_months(
+    run: _Run, cuts: dict[uuid.UUID, Anchor], latest: datetime | None
+) -> tuple[list[str], uuid.UUID | None]:
+    """Drop the oldest months of audit_events whose every event is sealed and at or
+    below its tenant's cut (so every tenant's policy lets the month go); (the partitions
+    dropped, or on a dry run those that would be; the first id left to the batches).
+
+    Only months before the latest cutoff can qualify. Each is read once, grouped by
+    tenant, before the drop's transaction: what the check found stays true, since new
+    events get ids of today (never of an old month), seals only reach unsealed events
+    (which fail the check) and an anchor only moves forward. The drop itself waits at
+    most RETENTION_LOCK_TIMEOUT for the table's lock; not granted, the batches remove
+    those events instead."""
+    if latest is None or not cuts:
+        return [], None
+    counted: Counter[uuid.UUID] = Counter()
+    months: list[tuple[datetime, str]] = []
+    with system_context("retention: plan the audit partition drop", level=logging.INFO):
+        with connection.cursor() as cursor:
+            candidates = sorted(
+                (month, name)
+                for month, name in partitions.partitions(cursor, AUDIT_EVENTS).items()
+                if month < partitions.month_start(latest)
+            )
+            for month, name in candidates:
+                lower, upper = partitions.month_bounds(month)
+                cursor.execute(
+                    f"SELECT tenant_id, count(*), count(seq), max(seq) FROM {AUDIT_EVENTS} "
+                    "WHERE id >= %s AND id < %s GROUP BY tenant_id",
+                    [lower, upper],
+                )
+                found = cursor.fetchall()
+                if not all(
+                    tenant_id in cuts and sealed == count and last <= cuts[tenant_id].seq
+                    for tenant_id, count, sealed, last in found
+                ):
+                    break
+                months.append((month, name))
+                counted.update({tenant_id: count for tenant_id, count, _, _ in found})
+    if not months:
+        return [], None
+    end = partitions.add_months(months[-1][0], 1)
+    names = [name for _, name in months]
+
+    def drop(cursor: Any) -> list[str]:
+        partitions.drop_months_before(cursor, AUDIT_EVENTS, end)
+        return names
+
+    if not run.dry_run:
+        try:
+            _short_transaction(run, "drop whole audit months", drop)
+        except OperationalError as error:
+            if not _is_lock_timeout(error):
+                raise
+            run.deferred.append(f"{AUDIT_EVENTS} months before {end:%Y-%m}: not dropped this run")
+            return [], None
+    for tenant_id, count in counted.items():
+        run.removed.setdefault(tenant_id, Counter())[AUDIT_EVENTS] += count
+    return names, id_below(end)

@@ -1,5 +1,6 @@
-"""The audit trail's hash chains: sealed (`manage.py audit_seal`) and verified
-(`manage.py audit_verify`) here (docs/security.md, "The hash chain").
+"""The audit trail's hash chains: sealed (`manage.py audit_seal`), verified
+(`manage.py audit_verify`), redacted (redact_events) and cut (anchors, for retention)
+here (docs/security.md, "The hash chain").
 
 The events are written by triggers only (core.db.audit), unsealed: seq, prev_hash and
 hash NULL, so a tenant's writers never wait for each other. `audit_seal` gives the
@@ -8,12 +9,19 @@ short transactions of its own; `canonical_content` and `event_hash` are the one
 definition of an event's hash, used by the seal to write it and by the verification to
 check it.
 
+An event's hash covers `changes_sha256`, the digest of its changes the trigger stored
+with it, not the changes themselves: an erasure replaces the changes with
+REDACTED_CHANGES (redact_events) and the chain still verifies. Verifying an event
+checks the digest against the changes, unless the event is redacted (its changes are
+then the marker exactly), and its hash against its canonical content either way.
+
 Verifying a chain rebuilds each sealed event's hash from its stored columns, and checks
-that seq counts from 1 with no gap and that each prev_hash is the previous event's hash.
-The first event that fails is named; the chains' last hashes are returned so an operator
-can keep them elsewhere: a chain proves nothing was changed or removed before its head,
-and a head kept elsewhere proves nothing was cut off after it. An event is
-tamper-evident from its seal on, not before.
+that seq counts on with no gap and that each prev_hash is the previous event's hash,
+from seq 1, or from the chain's anchor (the last event retention removed: its seq and
+hash, in audit_chain_anchors). The first event that fails is named; the chains' last
+hashes are returned so an operator can keep them elsewhere: a chain proves nothing was
+changed or removed before its head, and a head kept elsewhere proves nothing was cut off
+after it. An event is tamper-evident from its seal on, not before.
 """
 
 from __future__ import annotations
@@ -30,17 +38,25 @@ from datetime import UTC, datetime
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from core.db.audit import GLOBAL_EVENTS, TENANT_EVENTS
+from core.db.audit import (
+    ANCHORS,
+    GLOBAL_AUDITED_TABLES,
+    GLOBAL_EVENTS,
+    REDACTED_CHANGES,
+    TENANT_EVENTS,
+)
 from core.db.connections import owner_connection
+from core.db.roles import require_sees_every_row
 from tenancy.context import system_context
 from tenancy.models import Tenant
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The columns the canonical content is built from; changes as jsonb's own text (its
-# output is canonical: keys sorted, one spacing).
+# What verification reads of an event: the columns of its canonical content, its
+# changes as jsonb's own text (canonical: keys sorted, one spacing) to check their
+# digest against, whether it was redacted, and its place in the chain.
 _COLUMNS = (
     "id, seq, table_name, row_id, action, actor_user_id, actor, request_id, "
-    "created_at, changes::text, prev_hash, hash"
+    "created_at, changes::text, changes_sha256, redacted_at IS NOT NULL, prev_hash, hash"
 )
 # Events read per round trip: a chain of millions is verified in constant memory.
 BATCH = 5000
@@ -71,14 +87,20 @@ def canonical_content(
     actor: str,
     request_id: str,
     created_at: datetime,
-    changes_text: str,
+    changes_sha256: str,
 ) -> str:
     micros = (created_at - _EPOCH) // _MICROSECOND
     values = (
         id, tenant_id, seq, table_name, row_id, action, actor_user_id, actor, request_id,
-        micros, changes_text,
+        micros, changes_sha256,
     )  # fmt: skip
     return "|".join(_field(value) for value in values)
+
+
+def changes_sha256(changes_text: str) -> str:
+    """The digest of an event's changes, from their jsonb text (`changes::text`); the
+    trigger computes the same in SQL (core.db.audit.changes_sha256_sql)."""
+    return hashlib.sha256(changes_text.encode()).hexdigest()
 
 
 def event_hash(prev_hash: str | None, content: str) -> str:
@@ -99,6 +121,8 @@ class ChainResult:
     head: str | None
     broken: str | None = None
     unsealed: int = 0
+    # The seq the chain was verified from: 1, or the one after its anchor.
+    first_seq: int = 1
 
     @property
     def ok(self) -> bool:
@@ -117,7 +141,10 @@ class AuditVerification:
         lines = []
         for chain in self.chains:
             if chain.ok:
-                lines.append(f"ok      {chain.chain}: {chain.events} events, head {chain.head}")
+                cut = f" from seq {chain.first_seq}" if chain.first_seq > 1 else ""
+                lines.append(
+                    f"ok      {chain.chain}: {chain.events} events{cut}, head {chain.head}"
+                )
             else:
                 lines.append(f"BROKEN  {chain.chain}: {chain.broken}")
             if chain.unsealed:
@@ -134,41 +161,69 @@ class AuditVerification:
         return lines
 
 
-def _verify_rows(chain: str, batches: Iterable[list[tuple]], tenant_id) -> ChainResult:
-    previous_hash, expected_seq, count = None, 1, 0
+@dataclass(frozen=True)
+class Anchor:
+    """Where a tenant chain starts after retention cut it: the last removed event."""
+
+    seq: int
+    hash: str
+
+
+def chain_anchor(cursor, tenant_id: uuid.UUID) -> Anchor | None:
+    """The tenant chain's anchor, if retention has cut it. In a system_context."""
+    cursor.execute(f"SELECT seq, hash FROM {ANCHORS} WHERE tenant_id = %s", [tenant_id])
+    row = cursor.fetchone()
+    return Anchor(row[0], row[1]) if row else None
+
+
+def _event_problem(row: tuple, previous_hash: str | None, expected_seq: int, tenant_id) -> str:
+    """What is wrong with one sealed event, or ''."""
+    (
+        id, seq, table_name, row_id, action, actor_user_id, actor, request_id,
+        created_at, changes_text, stored_digest, redacted, prev_hash, stored_hash,
+    ) = row  # fmt: skip
+    if seq != expected_seq:
+        return f"seq {expected_seq} expected"
+    if prev_hash != previous_hash:
+        return "prev_hash is not the previous hash"
+    if redacted:
+        if changes_text != REDACTED_CHANGES:
+            return "redacted, but its changes are not the redaction marker"
+    elif changes_sha256(changes_text) != stored_digest:
+        return "changes do not match their changes_sha256"
+    content = canonical_content(
+        id=id, tenant_id=tenant_id, seq=seq, table_name=table_name, row_id=row_id,
+        action=action, actor_user_id=actor_user_id, actor=actor, request_id=request_id,
+        created_at=created_at, changes_sha256=stored_digest,
+    )  # fmt: skip
+    if event_hash(prev_hash, content) != stored_hash:
+        return "hash does not match its content"
+    return ""
+
+
+def _verify_rows(
+    chain: str, batches: Iterable[list[tuple]], tenant_id, anchor: Anchor | None = None
+) -> ChainResult:
+    previous_hash = anchor.hash if anchor else None
+    first_seq = anchor.seq + 1 if anchor else 1
+    expected_seq, count = first_seq, 0
     for rows in batches:
         for row in rows:
-            (
-                id, seq, table_name, row_id, action, actor_user_id, actor, request_id,
-                created_at, changes_text, prev_hash, stored_hash,
-            ) = row  # fmt: skip
-            where = f"event {id} (seq {seq}, {action} {table_name} {row_id})"
-            if seq != expected_seq:
+            problem = _event_problem(row, previous_hash, expected_seq, tenant_id)
+            if problem:
+                id, seq, table_name, row_id, action = row[:5]
+                where = f"event {id} (seq {seq}, {action} {table_name} {row_id})"
                 return ChainResult(
-                    chain, count, previous_hash, f"{where}: seq {expected_seq} expected"
+                    chain, count, previous_hash, f"{where}: {problem}", first_seq=first_seq
                 )
-            if prev_hash != previous_hash:
-                return ChainResult(
-                    chain, count, previous_hash, f"{where}: prev_hash is not the previous hash"
-                )
-            content = canonical_content(
-                id=id, tenant_id=tenant_id, seq=seq, table_name=table_name, row_id=row_id,
-                action=action, actor_user_id=actor_user_id, actor=actor, request_id=request_id,
-                created_at=created_at, changes_text=changes_text,
-            )  # fmt: skip
-            if event_hash(prev_hash, content) != stored_hash:
-                return ChainResult(
-                    chain, count, previous_hash, f"{where}: hash does not match its content"
-                )
-            previous_hash, expected_seq, count = stored_hash, expected_seq + 1, count + 1
-    return ChainResult(chain, count, previous_hash)
+            previous_hash, expected_seq, count = row[-1], expected_seq + 1, count + 1
+    return ChainResult(chain, count, previous_hash, first_seq=first_seq)
 
 
-def _batches(cursor, table: str, tenant_id: uuid.UUID | None):
-    """The chain's sealed events in seq order, BATCH at a time (keyset on seq, by its
-    index; the unsealed ones, seq NULL, are not in the chain yet)."""
+def _batches(cursor, table: str, tenant_id: uuid.UUID | None, *, after: int = 0):
+    """The chain's sealed events after seq `after` in seq order, BATCH at a time (keyset
+    on seq, by its index; the unsealed ones, seq NULL, are not in the chain yet)."""
     tenant_filter = "tenant_id = %s AND " if tenant_id else ""
-    after = 0
     while True:
         params = [tenant_id, after] if tenant_id else [after]
         cursor.execute(
@@ -222,8 +277,9 @@ def audit_verify(*, tenant_slug: str | None = None, seal: bool = True) -> AuditV
     result = AuditVerification()
     with system_context("audit_verify"), connection.cursor() as cursor:
         for tenant_id, slug in _tenants(cursor, tenant_slug, unsealed_only=False):
-            batches = _batches(cursor, TENANT_EVENTS, tenant_id)
-            chain = _verify_rows(f"tenant {slug}", batches, tenant_id)
+            anchor = chain_anchor(cursor, tenant_id)
+            batches = _batches(cursor, TENANT_EVENTS, tenant_id, after=anchor.seq if anchor else 0)
+            chain = _verify_rows(f"tenant {slug}", batches, tenant_id, anchor)
             unsealed = _unsealed(cursor, TENANT_EVENTS, tenant_id)
             result.chains.append(dataclasses.replace(chain, unsealed=unsealed))
         if tenant_slug is None:
@@ -265,7 +321,7 @@ _HEAD_SQL = "SELECT seq, hash FROM {table} WHERE {tenant}seq IS NOT NULL ORDER B
 # The committed unsealed events, oldest first, through the partial *_unsealed_idx.
 _UNSEALED_SQL = (
     "SELECT id, table_name, row_id, action, actor_user_id, actor, request_id, created_at, "
-    "changes::text FROM {table} WHERE {tenant}hash IS NULL ORDER BY created_at, id LIMIT %s"
+    "changes_sha256 FROM {table} WHERE {tenant}hash IS NULL ORDER BY created_at, id LIMIT %s"
 )
 # One UPDATE per batch; the id range lets the planner skip the months (partitions) the
 # batch has no event in. `hash IS NULL`: never a second seal (the append-only trigger
@@ -287,6 +343,10 @@ def _seal_batch(cursor, table: str, tenant_id: uuid.UUID | None, lock_key: str) 
     cursor.execute(_LOCK_SQL, [lock_key])
     cursor.execute(_HEAD_SQL.format(table=table, tenant=tenant), tenant_params)
     head = cursor.fetchone()
+    if head is None and tenant_id is not None:
+        # Retention may have removed every sealed event: the chain goes on from its anchor.
+        anchor = chain_anchor(cursor, tenant_id)
+        head = (anchor.seq, anchor.hash) if anchor else None
     seq, prev_hash = (head[0], head[1]) if head else (0, None)
     cursor.execute(_UNSEALED_SQL.format(table=table, tenant=tenant), [*tenant_params, SEAL_BATCH])
     rows = cursor.fetchall()
@@ -294,12 +354,12 @@ def _seal_batch(cursor, table: str, tenant_id: uuid.UUID | None, lock_key: str) 
         return 0
     values: list[object] = []
     for row in rows:
-        id, table_name, row_id, action, actor_user_id, actor, request_id, created_at, changes = row
+        id, table_name, row_id, action, actor_user_id, actor, request_id, created_at, digest = row
         seq += 1
         content = canonical_content(
             id=id, tenant_id=tenant_id, seq=seq, table_name=table_name, row_id=row_id,
             action=action, actor_user_id=actor_user_id, actor=actor, request_id=request_id,
-            created_at=created_at, changes_text=changes,
+            created_at=created_at, changes_sha256=digest,
         )  # fmt: skip
         hash = event_hash(prev_hash, content)
         values += [id, seq, prev_hash, hash]
@@ -366,3 +426,128 @@ def audit_seal(*, tenant_slug: str | None = None) -> AuditSeal:
             if count:
                 result.sealed["global"] = count
     return result
+
+
+# --- Redaction ----------------------------------------------------------------------------
+
+
+def _require_uuid(value: object, field: str) -> None:
+    if not isinstance(value, uuid.UUID):
+        raise ValidationError({field: f"A UUID, not {value!r}."})
+
+
+def redact_events(
+    *,
+    rows: Iterable[tuple[str, uuid.UUID]] = (),
+    actor_user_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+) -> int:
+    """Redact the audit events of the given rows ((table name, row id) pairs) and every
+    event acted by `actor_user_id`, in both event tables; how many events were redacted
+    (those redacted already are left as they are).
+
+    A redacted event keeps its row, seq, hash, prev_hash and changes_sha256 (the digest
+    the trigger stored with it, so an unsealed event is sealed later over its original
+    changes); its changes become REDACTED_CHANGES and redacted_at is set, the one change
+    the append-only trigger lets through besides a seal. The chains still verify.
+
+    In the caller's transaction (RuntimeError outside one), so that an erasure and the
+    redaction of its events commit together, the events its own deletes just wrote
+    included; as the owner with the system bypass (tenancy.context.system_context,
+    which connects as the owner and opens the transaction; ImproperlyConfigured
+    otherwise). `tenant_id`
+    limits the tenant events to that tenant (one shard on Citus); the events of the
+    global tables (GLOBAL_AUDITED_TABLES: users, tenants, shared templates) are in the
+    global chain, which has no tenant. Bad input is a ValidationError naming the
+    argument; nothing is written.
+    """
+    rows = list(rows)
+    for pair in rows:
+        if not (
+            isinstance(pair, tuple)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], uuid.UUID)
+        ):
+            raise ValidationError({"rows": f"(table name, row UUID) pairs, not {pair!r}."})
+    if actor_user_id is not None:
+        _require_uuid(actor_user_id, "actor_user_id")
+    if tenant_id is not None:
+        _require_uuid(tenant_id, "tenant_id")
+    if not connection.in_atomic_block:
+        raise RuntimeError("redact_events runs inside the caller's transaction.")
+    if not rows and actor_user_id is None:
+        return 0
+    require_sees_every_row(TENANT_EVENTS, job="redact_events")
+    by_table: dict[str, list[uuid.UUID]] = {}
+    for table_name, row_id in rows:
+        by_table.setdefault(table_name, []).append(row_id)
+    statements: list[tuple[str, str, list]] = []
+    for table_name, row_ids in sorted(by_table.items()):
+        target = GLOBAL_EVENTS if table_name in GLOBAL_AUDITED_TABLES else TENANT_EVENTS
+        statements.append((target, "table_name = %s AND row_id = ANY(%s)", [table_name, row_ids]))
+    if actor_user_id is not None:
+        for target in (TENANT_EVENTS, GLOBAL_EVENTS):
+            statements.append((target, "actor_user_id = %s", [actor_user_id]))
+    redacted = 0
+    with connection.cursor() as cursor:
+        for target, condition, params in statements:
+            tenant = "tenant_id = %s AND " if target == TENANT_EVENTS and tenant_id else ""
+            cursor.execute(
+                f"UPDATE {target} SET changes = %s::jsonb, redacted_at = now() "
+                f"WHERE {tenant}{condition} AND redacted_at IS NULL",
+                [REDACTED_CHANGES, *([tenant_id] if tenant else []), *params],
+            )
+            redacted += cursor.rowcount
+    return redacted
+
+
+# --- Anchors (retention) ------------------------------------------------------------------
+
+
+def chain_cut(cursor, tenant_id: uuid.UUID, *, before: uuid.UUID) -> Anchor | None:
+    """Where retention may cut the tenant's chain to remove its events made before
+    `before` (an id: a UUIDv7, made when its event was): at the last event of the
+    longest sealed prefix of the chain made before it all, or at the chain's anchor if
+    that is further; None when the chain has neither.
+
+    A prefix by seq, not every event older than `before`: an event committed late is
+    sealed after younger ones, and removing it would leave a gap in the chain; it goes
+    with a later cut. The events at or below the cut are the ones retention removes.
+    In a system_context."""
+    anchor = chain_anchor(cursor, tenant_id)
+    cursor.execute(
+        f"SELECT seq FROM {TENANT_EVENTS} WHERE tenant_id = %s AND seq IS NOT NULL "
+        "AND id >= %s ORDER BY seq LIMIT 1",
+        [tenant_id, before],
+    )
+    first_kept = cursor.fetchone()
+    if first_kept:
+        last = first_kept[0] - 1
+    else:
+        cursor.execute(
+            _HEAD_SQL.format(table=TENANT_EVENTS, tenant="tenant_id = %s AND "), [tenant_id]
+        )
+        head = cursor.fetchone()
+        last = head[0] if head else 0
+    if anchor and anchor.seq >= last:
+        return anchor
+    if last == 0:
+        return None
+    cursor.execute(
+        f"SELECT hash FROM {TENANT_EVENTS} WHERE tenant_id = %s AND seq = %s", [tenant_id, last]
+    )
+    return Anchor(last, cursor.fetchone()[0])
+
+
+def chain_anchor_set(cursor, tenant_id: uuid.UUID, anchor: Anchor, *, cut_at: datetime) -> None:
+    """Record the tenant chain's anchor before the events at or below it are removed
+    (the append-only trigger lets those deletes through only then); an anchor only moves
+    forward. The anchor's own write is audited, in the chain it anchors. In a
+    system_context, as the owner."""
+    cursor.execute(
+        f"INSERT INTO {ANCHORS} (tenant_id, seq, hash, cut_at) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, "
+        f"cut_at = EXCLUDED.cut_at WHERE {ANCHORS}.seq < EXCLUDED.seq",
+        [tenant_id, anchor.seq, anchor.hash, cut_at],
+    )

@@ -290,6 +290,11 @@ class AuditEventBase(BaseModel):
     actor = models.CharField(max_length=200)
     request_id = models.CharField(max_length=100, blank=True, default="")
     changes = JSONField(default=dict)
+    # The hex SHA-256 of `changes`' jsonb text, written with the event: what the chain's
+    # hash covers, so `changes` can be redacted and the chain still verifies.
+    changes_sha256 = models.CharField(max_length=64)
+    # Set when the event's changes were replaced by {"redacted": true} (an erasure).
+    redacted_at = models.DateTimeField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64, null=True, blank=True)
     hash = models.CharField(max_length=64, null=True, blank=True)
 
@@ -362,3 +367,25 @@ class GlobalAuditEvent(AuditEventBase):
             ),
             models.Index(fields=["table_name", "row_id"], name="audit_events_global_row_idx"),
         ]
+
+
+class AuditChainAnchor(TenantOwnedModel):
+    """Where a tenant's audit chain starts once retention has removed its oldest events:
+    the last removed event's seq and hash (tenancy.audit, retention.services)."""
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    # When retention last moved the anchor.
+    cut_at = models.DateTimeField()
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "audit_chain_anchors"
+        constraints = [
+            # One anchor per chain; also the tenant-first index the append-only
+            # trigger's and audit_verify's reads take.
+            models.UniqueConstraint(fields=["tenant"], name="audit_chain_anchors_tenant_uniq"),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_chain_anchors_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Audit chain of tenant {self.tenant_id} from seq {self.seq + 1}"

@@ -24,6 +24,16 @@ longer than LONG_VALUE_CHARS, and every value of a `hashed` column (vectors), is
 replaced by "sha256:<hex>" of its text. Columns listed as `ignored` (generated ones) are
 left out.
 
+The trigger also stores `changes_sha256`, the SHA-256 of the changes' jsonb text
+(CHANGES_SHA256_SQL): the seal hashes that digest, not the values, so an erasure can
+replace `changes` with REDACTED_CHANGES and set `redacted_at` (redaction_allowed_sql)
+and the chain still verifies (tenancy.audit.redact_events).
+
+Retention cuts a tenant chain's oldest events (retention.services): it first records
+the chain's anchor in `audit_chain_anchors` (the last removed event's seq and hash),
+then deletes sealed events at or below it, the one DELETE the append-only trigger lets
+through (anchored_delete_allowed_sql). audit_verify starts from the anchor.
+
 Who: `actor_user_id` from app.user_id, `actor` from app.actor (`admin`, `service`,
 `job:<name>`, `api:<key id>`; 'service' when unset) and `request_id` from
 app.request_id, the transaction's settings of tenancy.context.
@@ -54,8 +64,21 @@ ACTIONS = ("insert", "update", "delete")
 # never recorded: they are derived from the restrictions and grants, which are recorded
 # themselves, and a grant that reaches thousands of rows below records one event.
 DERIVED_COLUMNS = ("restricted_to", "access_user_ids")
-# The columns a seal writes; every other column of an event is fixed at its insert.
+# The columns a seal writes; every other column of an event is fixed at its insert,
+# but for the two a redaction writes.
 SEAL_COLUMNS = ("seq", "prev_hash", "hash")
+REDACTION_COLUMNS = ("changes", "redacted_at")
+# What a redacted event's `changes` become (jsonb's own text of it).
+REDACTED_CHANGES = '{"redacted": true}'
+# Each tenant chain's cut: the last event retention removed (its seq and hash).
+ANCHORS = "audit_chain_anchors"
+
+
+def changes_sha256_sql(changes: str) -> str:
+    """The SQL of a changes value's digest: hex SHA-256 of its jsonb text in UTF-8, the
+    text psycopg reads as `changes::text` (tenancy.audit.changes_sha256, the same in
+    Python)."""
+    return f"encode(sha256(convert_to({changes}::text, 'UTF8')), 'hex')"
 
 
 def _value_sql(key: str, value: str) -> str:
@@ -99,6 +122,7 @@ _CHANGES = f"""
     event.actor := coalesce(nullif(current_setting('app.actor', true), ''), '{DEFAULT_ACTOR}');
     event.request_id := coalesce(current_setting('app.request_id', true), '');
     event.changes := changes;
+    event.changes_sha256 := {changes_sha256_sql("changes")};
     event.created_at := now();
 """
 
@@ -168,9 +192,9 @@ BEGIN
         event.row_id := NEW.id;
     END IF;
     INSERT INTO public.{GLOBAL_EVENTS} (id, table_name, row_id, action, actor_user_id, actor,
-        request_id, changes, created_at)
+        request_id, changes, changes_sha256, created_at)
     VALUES (event.id, event.table_name, event.row_id, event.action, event.actor_user_id,
-        event.actor, event.request_id, event.changes, event.created_at);
+        event.actor, event.request_id, event.changes, event.changes_sha256, event.created_at);
     RETURN NULL;
 END
 $fn$"""
@@ -188,18 +212,52 @@ def seal_allowed_sql() -> str:
     )
 
 
+def redaction_allowed_sql() -> str:
+    """The change a redaction makes (tenancy.audit.redact_events): an event not yet
+    redacted gets REDACTED_CHANGES and redacted_at, and no other column changes, so its
+    changes_sha256 and, sealed or not, its place in the chain stay."""
+    kept = "'{" + ",".join(REDACTION_COLUMNS) + "}'::text[]"
+    return (
+        "TG_OP = 'UPDATE' AND OLD.redacted_at IS NULL AND NEW.redacted_at IS NOT NULL "
+        f"AND NEW.changes = '{REDACTED_CHANGES}'::jsonb "
+        f"AND to_jsonb(NEW) - {kept} = to_jsonb(OLD) - {kept}"
+    )
+
+
+def anchored_delete_allowed_sql() -> str:
+    """The one DELETE let through, of a tenant event: sealed, and at or below its chain's
+    anchor (retention records the anchor first). Read under row-level security: only
+    the owner with the system bypass sees an anchor, and only it has DELETE. The
+    anchor is read for the row's own tenant, as a trigger on a Citus shard must."""
+    return (
+        "OLD.hash IS NOT NULL AND EXISTS (SELECT 1 FROM public."
+        f"{ANCHORS} a WHERE a.tenant_id = OLD.tenant_id AND a.seq >= OLD.seq)"
+    )
+
+
 def refuse_function_sql() -> str:
     """The BEFORE UPDATE OR DELETE trigger function of the event tables: refuses all but
-    the seal of an unsealed event (which only the owner, who has UPDATE, can try)."""
+    the seal of an unsealed event, the redaction of an event, and retention's delete of
+    a tenant event below its chain's anchor (which only the owner, who has UPDATE and
+    DELETE, can try). The delete's test reads OLD.tenant_id, which audit_events_global
+    has not: it runs for audit_events only."""
     return f"""
 CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {seal_allowed_sql()} THEN
+    IF TG_OP = 'DELETE' THEN
+        IF TG_ARGV[0] = '{TENANT_EVENTS}' THEN
+            IF {anchored_delete_allowed_sql()} THEN
+                RETURN OLD;
+            END IF;
+        END IF;
+    ELSIF ({seal_allowed_sql()}) OR ({redaction_allowed_sql()}) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash) is allowed.';
+              DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash), the '
+                       'redaction of its changes, and the delete of a sealed event below '
+                       'its chain''s anchor are allowed.';
 END
 $fn$"""
 

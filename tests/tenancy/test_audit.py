@@ -5,11 +5,14 @@ hash-chained per tenant after commit by `manage.py audit_seal`, verified by
 from __future__ import annotations
 
 import hashlib
+import importlib
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
@@ -19,7 +22,7 @@ from core.db.connections import owner_connection
 from core.ops.distribution import read_tables
 from documents.models import Chunk, Document, Project
 from tenancy import audit
-from tenancy.audit import audit_seal, audit_verify
+from tenancy.audit import audit_seal, audit_verify, changes_sha256, redact_events
 from tenancy.context import system_context, tenant_context
 from tenancy.models import AuditEvent, GlobalAuditEvent, Membership, Tenant, User
 from tests.admin_helpers import admin_url, logged_in
@@ -443,15 +446,280 @@ def test_editors_do_not_see_the_audit_log(client, tenant_a):
     assert b"auditevent" not in client.get("/admin/").content
 
 
+# --- Redaction ------------------------------------------------------------------------------
+
+REDACTED = {"redacted": True}
+
+
+def tamper(statement: str, params: list) -> None:
+    """A change made with the append-only trigger off, as the owner: what a superuser
+    could do. The chain must still tell."""
+    with owner_connection(), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('app.rls_bypass', 'on', true)")
+        cursor.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_append_only")
+        cursor.execute(statement, params)
+        cursor.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_append_only")
+
+
+def redacted_as_the_erasure_does(**arguments) -> int:
+    """In a transaction of the owner's with the bypass, as the erasure services run."""
+    with system_context("test: erasure"):
+        return redact_events(**arguments)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_stores_the_sha256_of_its_changes_text(tenant_a):
+    with tenant_context(tenant_a):
+        project = Project.objects.create(tenant=tenant_a, name="digest")
+    (event,) = events(tenant_a, row_id=project.pk)
+    with system_context("test: read"), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT changes::text, changes_sha256 FROM audit_events WHERE tenant_id = %s "
+            "AND id = %s",
+            [tenant_a.pk, event.pk],
+        )
+        text, stored = cursor.fetchone()
+    assert stored == changes_sha256(text) == hashlib.sha256(text.encode()).hexdigest()
+    assert event.redacted_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redacted_events_keep_their_row_digest_and_hash_and_the_chains_verify(
+    tenant_a, tenant_b, alice
+):
+    """A row's events and a user's events, sealed and unsealed, in both chains; the other
+    tenant's events and the user's other rows' are left as they are."""
+    with tenant_context(tenant_a, user=alice):
+        erased = Project.objects.create(tenant=tenant_a, name="Erase me")
+        kept = Project.objects.create(tenant=tenant_a, name="Keep me")
+    with tenant_context(tenant_b):
+        other = Project.objects.create(tenant=tenant_b, name="Erase me")
+    audit_seal()
+    before = {e.pk: e for e in sealed_chain(tenant_a)}
+    with tenant_context(tenant_a, user=alice):
+        erased.name = "Erase me too"
+        erased.save(update_fields=["name"])  # unsealed when redacted
+    unsealed = [e for e in events(tenant_a, row_id=erased.pk) if not e.sealed]
+    assert len(unsealed) == 1
+    count = redacted_as_the_erasure_does(
+        rows=[("projects", erased.pk), ("users", alice.pk)], tenant_id=tenant_a.pk
+    )
+    assert count == 2 + GlobalAuditEvent.objects.filter(row_id=alice.pk).count()
+    recorded = events(tenant_a, row_id=erased.pk)
+    assert all(e.changes == REDACTED and e.redacted_at is not None for e in recorded)
+    for event in recorded:
+        if event.pk in before:
+            original = before[event.pk]
+            assert (event.seq, event.prev_hash, event.hash, event.changes_sha256) == (
+                original.seq, original.prev_hash, original.hash, original.changes_sha256,
+            )  # fmt: skip
+    assert events(tenant_a, row_id=kept.pk)[0].changes["new"]["name"] == "Keep me"
+    assert events(tenant_b, row_id=other.pk)[0].changes["new"]["name"] == "Erase me"
+    assert all(e.changes == REDACTED for e in GlobalAuditEvent.objects.filter(row_id=alice.pk))
+    # The unsealed one is sealed over its original changes' digest, stored at its write.
+    assert unsealed[0].changes_sha256 == recorded[-1].changes_sha256
+    assert audit_seal().sealed[f"tenant {tenant_a.slug}"] == 1
+    assert audit_verify().ok
+    # By actor: every event alice acted, in tenant a's chain; twice changes nothing more.
+    assert redacted_as_the_erasure_does(actor_user_id=alice.pk) == 1
+    assert events(tenant_a, row_id=kept.pk)[0].changes == REDACTED
+    assert redacted_as_the_erasure_does(actor_user_id=alice.pk, rows=[("projects", kept.pk)]) == 0
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasures_own_delete_events_are_redacted_in_its_transaction(tenant_a):
+    """The delete trigger records the old values; redacted before the commit, they are
+    never readable in audit_events. Rolled back with the erasure, nothing changes."""
+    with tenant_context(tenant_a):
+        project = Project.objects.create(tenant=tenant_a, name="Canary 7f3a")
+    for commit in (False, True):
+        with system_context("test: erasure"):
+            savepoint = transaction.savepoint()
+            Project.objects.filter(tenant=tenant_a, pk=project.pk).delete()
+            assert redact_events(rows=[("projects", project.pk)], tenant_id=tenant_a.pk) == 2
+            if not commit:
+                transaction.savepoint_rollback(savepoint)
+        recorded = events(tenant_a, row_id=project.pk)
+        if not commit:
+            assert [e.action for e in recorded] == ["insert"]
+            assert recorded[0].changes["new"]["name"] == "Canary 7f3a"
+    assert [e.action for e in recorded] == ["insert", "delete"]
+    assert all(e.changes == REDACTED for e in recorded)
+    with system_context("test: scan"), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM audit_events WHERE changes::text LIKE '%%Canary 7f3a%%'"
+        )
+        assert cursor.fetchone()[0] == 0
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tampering_with_a_redacted_event_is_still_detected(tenant_a):
+    with tenant_context(tenant_a):
+        for name in ("one", "two", "three"):
+            Project.objects.create(tenant=tenant_a, name=name)
+    audit_seal()
+    victim = sealed_chain(tenant_a)[1]
+    redacted_as_the_erasure_does(rows=[("projects", victim.row_id)], tenant_id=tenant_a.pk)
+    assert audit_verify().ok
+    where = f"event {victim.pk} (seq {victim.seq}"
+    changes = [
+        # Another digest: the hash covers it.
+        ("changes_sha256 = repeat('0', 64)", "hash does not match its content"),
+        # Another hash.
+        ("hash = repeat('0', 64)", "hash does not match its content"),
+        # Values put back behind the redaction mark.
+        ("""changes = '{"new": {"name": "forged"}}'""", "not the redaction marker"),
+        # Unredacted again with other values: the digest tells.
+        (
+            """redacted_at = NULL, changes = '{"new": {"name": "forged"}}'""",
+            "changes do not match their changes_sha256",
+        ),
+    ]
+    with system_context("test: read"), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT changes_sha256, hash, redacted_at FROM audit_events WHERE tenant_id = %s "
+            "AND id = %s",
+            [tenant_a.pk, victim.pk],
+        )
+        stored = cursor.fetchone()
+    restore = (
+        "UPDATE audit_events SET changes = '{\"redacted\": true}', changes_sha256 = %s, "
+        "hash = %s, redacted_at = %s WHERE tenant_id = %s AND id = %s"
+    )
+    for assignment, problem in changes:
+        tamper(
+            f"UPDATE audit_events SET {assignment} WHERE tenant_id = %s AND id = %s",
+            [tenant_a.pk, victim.pk],
+        )
+        (chain,) = audit_verify(tenant_slug=tenant_a.slug, seal=False).chains
+        tamper(restore, [*stored, tenant_a.pk, victim.pk])
+        assert chain.broken is not None and chain.broken.startswith(where), assignment
+        assert problem in chain.broken, assignment
+    assert audit_verify(tenant_slug=tenant_a.slug, seal=False).ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_whole_redaction_is_let_through_and_only_once(tenant_a):
+    with tenant_context(tenant_a):
+        project = Project.objects.create(tenant=tenant_a, name="once")
+    refused = [
+        # Another value instead of the marker.
+        """changes = '{"new": {"name": "other"}}', redacted_at = now()""",
+        # The marker without redacted_at.
+        """changes = '{"redacted": true}'""",
+        # The marker with another column.
+        """changes = '{"redacted": true}', redacted_at = now(), actor = 'forged'""",
+        # The digest.
+        """changes = '{"redacted": true}', redacted_at = now(), changes_sha256 = ''""",
+    ]
+    statement = "UPDATE audit_events SET {} WHERE tenant_id = %s AND row_id = %s"
+    for assignments in refused:
+        with pytest.raises(DatabaseError, match="append-only"):
+            with system_context("test: redact by hand"), connection.cursor() as cursor:
+                cursor.execute(statement.format(assignments), [tenant_a.pk, project.pk])
+    assert redacted_as_the_erasure_does(rows=[("projects", project.pk)]) == 1
+    with pytest.raises(DatabaseError, match="append-only"):
+        with system_context("test: again"), connection.cursor() as cursor:
+            cursor.execute(
+                statement.format("""changes = '{"redacted": true}', redacted_at = now()"""),
+                [tenant_a.pk, project.pk],
+            )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redaction_refuses_bad_input_the_runtime_role_and_no_transaction(tenant_a):
+    bad = [
+        ({"rows": [("projects", "not a uuid")]}, "rows"),
+        ({"rows": ["projects"]}, "rows"),
+        ({"actor_user_id": "someone"}, "actor_user_id"),
+        ({"rows": [("projects", uuid.uuid4())], "tenant_id": tenant_a.slug}, "tenant_id"),
+    ]
+    for arguments, field in bad:
+        with pytest.raises(ValidationError) as refused, transaction.atomic():
+            redact_events(**arguments)
+        assert field in refused.value.message_dict
+    with pytest.raises(RuntimeError, match="inside the caller's transaction"):
+        redact_events(actor_user_id=uuid.uuid4())
+    # A tenant's context, as the runtime role: it may not read every event, nor update one.
+    with pytest.raises(ImproperlyConfigured, match="owner role"):
+        with tenant_context(tenant_a):
+            redact_events(actor_user_id=uuid.uuid4())
+
+
+# --- The migration to digests (tenancy.0008) ---------------------------------------------
+
+DIGESTS = importlib.import_module("tenancy.migrations.0008_audit_erasable_values_and_anchors")
+
+
+def verified_by_changes_text(tenant) -> int:
+    """The tenant's sealed chain checked by the rule before tenancy.0008 (the migration's
+    frozen copy), where the tables have no changes_sha256; how many events."""
+    with system_context("test: old rule"), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, seq, table_name, row_id, action, actor_user_id, actor, request_id, "
+            "created_at, changes::text, prev_hash, hash FROM audit_events "
+            "WHERE tenant_id = %s AND seq IS NOT NULL ORDER BY seq",
+            [tenant.pk],
+        )
+        fields = [column.name for column in cursor.description]
+        rows = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
+    previous = None
+    for seq, row in enumerate(rows, start=1):
+        row["changes_text"] = row.pop("changes")
+        assert (row["seq"], row["prev_hash"]) == (seq, previous)
+        assert DIGESTS._hash(previous, DIGESTS.changes_text_rule(row, tenant.pk)) == row["hash"]
+        previous = row["hash"]
+    return len(rows)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_reseals_verified_chains_by_their_digest_and_back(tenant_a):
+    with tenant_context(tenant_a):
+        Project.objects.create(tenant=tenant_a, name="sealed")
+    audit_seal()
+    with tenant_context(tenant_a):
+        Project.objects.create(tenant=tenant_a, name="unsealed")
+    by_digest = {event.pk: event.hash for event in sealed_chain(tenant_a)}
+    try:
+        call_command("migrate", "tenancy", "0007", verbosity=0)
+        assert verified_by_changes_text(tenant_a) == 1
+        with system_context("test: read"), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, hash FROM audit_events WHERE tenant_id = %s AND seq = 1", [tenant_a.pk]
+            )
+            first, old_hash = cursor.fetchone()
+        assert old_hash != by_digest[first]
+        # A chain that does not verify by the old rule: refused, nothing changed.
+        tamper("UPDATE audit_events SET actor = 'forged' WHERE id = %s", [first])
+        with pytest.raises(RuntimeError, match=f"does not verify at event {first} \\(seq 1"):
+            call_command("migrate", "tenancy", "0008", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('audit_chain_anchors')")
+            assert cursor.fetchone() == (None,)
+        tamper("UPDATE audit_events SET actor = 'service' WHERE id = %s", [first])
+        call_command("migrate", "tenancy", "0008", verbosity=0)
+        # The same hashes as sealed by digest in the first place; the unsealed one too.
+        assert {e.pk: e.hash for e in sealed_chain(tenant_a)} == by_digest
+        assert audit_verify().ok
+        assert_chain(sealed_chain(tenant_a), 2)
+        assert all(e.changes_sha256 for e in events(tenant_a))
+    finally:
+        call_command("migrate", verbosity=0)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_going_back_to_the_chain_in_the_trigger_waits_for_every_event_sealed(tenant_a):
     """tenancy.0006 backwards: refused while an event is unsealed; after a seal, the
-    functions of tenancy.0004 extend the sealed chain again, with the same hashes."""
+    functions of tenancy.0004 extend the sealed chain again, by the rule of then."""
     with tenant_context(tenant_a):
         Project.objects.create(tenant=tenant_a, name="unsealed")
     try:
+        call_command("migrate", "tenancy", "0007", verbosity=0)
         with pytest.raises(DatabaseError, match="unsealed events: run manage.py audit_seal"):
             call_command("migrate", "tenancy", "0005", verbosity=0)
+        call_command("migrate", "tenancy", verbosity=0)
         audit_seal()
         call_command("migrate", "tenancy", "0005", verbosity=0)
         # A membership, whose table the later migrations leave as it is (going back
@@ -460,7 +728,17 @@ def test_going_back_to_the_chain_in_the_trigger_waits_for_every_event_sealed(ten
             Membership.objects.create(
                 tenant=tenant_a, user=User.objects.create_user(email="back@example.com")
             )
-        assert_chain(sealed_chain(tenant_a), 2)
-        assert audit_verify(tenant_slug=tenant_a.slug, seal=False).ok
+        assert verified_by_changes_text(tenant_a) == 2
     finally:
         call_command("migrate", verbosity=0)
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redacted_event_stops_the_migration_going_back(tenant_a):
+    with tenant_context(tenant_a):
+        project = Project.objects.create(tenant=tenant_a, name="redacted")
+    redacted_as_the_erasure_does(rows=[("projects", project.pk)])
+    with pytest.raises(RuntimeError, match="1 audit events are redacted .* cannot be undone"):
+        call_command("migrate", "tenancy", "0007", verbosity=0)
+    assert audit_verify().ok

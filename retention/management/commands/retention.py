@@ -13,7 +13,9 @@ class Command(SystemJobCommand):
         "files) older than its retention policy allows (RETENTION_DEFAULT_DAYS where the "
         "policy says nothing): whole monthly partitions where every tenant's policy lets "
         "them go, short batches otherwise (docs/operations.md, 'Retention'). Records the "
-        "run in retention_runs. Audit events and search queries are not enforced yet. "
+        "run in retention_runs. Audit events go too, sealed first, the oldest part of each "
+        "tenant's chain cut at an anchor that audit_verify starts from. Search queries "
+        "are not enforced yet. "
         "--dry-run reports the same counts and removes nothing."
     )
 
