@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from core.files import delete_file
 from core.hashing import sha256_hex
+from core.jobs import JobSummary
 from erasure.models import ErasureReceipt, Subject
 from tenancy.audit import redact_events
 
@@ -82,7 +83,7 @@ class Tally:
     ) -> ErasureReceipt:
         """Redact the audit events of what was touched, write the receipt, and remove the
         files once the transaction commits. Called last, inside the erasure's transaction."""
-        redact_events(rows=self.audited)
+        redact_events(rows=self.audited, tenant_id=tenant_id)
         receipt = ErasureReceipt.objects.create(
             tenant_id=tenant_id,
             subject_type=subject_type,
@@ -106,3 +107,19 @@ def remove_files(files: Iterable[tuple[str, str]]) -> None:
 def json_sha256(value: object) -> str:
     """The SHA-256 of a JSON value, dumped canonically (sorted keys, no spaces)."""
     return sha256_hex(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class ErasureSummary(JobSummary):
+    """An erasure's receipt, as its command prints it."""
+
+    receipt: ErasureReceipt
+
+    def report(self) -> list[str]:
+        receipt = self.receipt
+        verb = "Would erase" if self.dry_run else "Erased"
+        lines = [f"{verb} {receipt.get_subject_type_display().lower()} {receipt.subject_id}."]
+        lines += [f"  {table}: {count}" for table, count in receipt.rows_touched.items()]
+        if not self.dry_run:
+            lines.append(f"Receipt {receipt.pk} (erasure_receipts).")
+        return lines

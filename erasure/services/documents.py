@@ -99,9 +99,7 @@ def _erase(document: Document, tally: Tally, *, now) -> None:
     sources.update(content="", document_title="", erased_at=now)
     tally.touched("execution_sources", [row[0] for row in used], [row[2] for row in used])
 
-    executions = AgentExecution.objects.filter(
-        tenant_id=tenant_id, id__in={row[1] for row in used}
-    )
+    executions = AgentExecution.objects.filter(tenant_id=tenant_id, id__in={row[1] for row in used})
     runs = list(executions.values_list("id", "input_data", "output_data", "produced_version_id"))
     executions.update(input_data=ERASED_JSON, output_data=ERASED_JSON)
     tally.touched(
