@@ -221,7 +221,7 @@ class ChangeProposal(TenantOwnedModel):
             # (execution_id only to NULL, its ON DELETE SET NULL); the review is written
             # while pending or by leaving pending; the applied version and the failure
             # reason only by the transition that sets them; a user's deletion may clear
-            # reviewed_by_id.
+            # reviewed_by_id, and their erasure the note with it (erasure app).
             pgtrigger.Trigger(
                 name="proposal_immutable",
                 when=pgtrigger.Before,
@@ -235,7 +235,8 @@ class ChangeProposal(TenantOwnedModel):
                     "OR (NEW.execution_id IS NOT NULL "
                     "AND NEW.execution_id IS DISTINCT FROM OLD.execution_id) "
                     "OR (OLD.status <> 'pending' AND (NEW.reviewed_at IS DISTINCT FROM "
-                    "OLD.reviewed_at OR NEW.review_note IS DISTINCT FROM OLD.review_note "
+                    "OLD.reviewed_at OR (NEW.review_note IS DISTINCT FROM OLD.review_note "
+                    "AND NOT (NEW.review_note = '' AND NEW.reviewed_by_id IS NULL)) "
                     "OR (NEW.reviewed_by_id IS NOT NULL "
                     "AND NEW.reviewed_by_id IS DISTINCT FROM OLD.reviewed_by_id))) "
                     "OR (NEW.applied_version_id IS DISTINCT FROM OLD.applied_version_id "

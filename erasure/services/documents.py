@@ -56,7 +56,7 @@ def erase_document(
         with rolled_back_on_dry_run(dry_run) as done, transaction.atomic():
             document = _document(document_id, tenant_slug)
             tally = Tally()
-            _erase(document, tally, now=timezone.now())
+            erase_document_rows(document, tally, now=timezone.now())
             receipt = tally.finish(
                 tenant_id=document.tenant_id,
                 subject_type=Subject.DOCUMENT,
@@ -85,7 +85,8 @@ def _document(document_id: uuid.UUID, tenant_slug: str | None) -> Document:
     return Document.objects.select_for_update().get(tenant_id=found, pk=document_id)
 
 
-def _erase(document: Document, tally: Tally, *, now) -> None:
+def erase_document_rows(document: Document, tally: Tally, *, now) -> None:
+    """Erase the (locked) document and what was built on it, tallied."""
     tenant_id = document.tenant_id
     chunks = list(
         Chunk.objects.filter(tenant_id=tenant_id, document_id=document.pk).values_list(
@@ -99,23 +100,7 @@ def _erase(document: Document, tally: Tally, *, now) -> None:
     sources.update(content="", document_title="", erased_at=now)
     tally.touched("execution_sources", [row[0] for row in used], [row[2] for row in used])
 
-    executions = AgentExecution.objects.filter(tenant_id=tenant_id, id__in={row[1] for row in used})
-    runs = list(executions.values_list("id", "input_data", "output_data", "produced_version_id"))
-    executions.update(input_data=ERASED_JSON, output_data=ERASED_JSON)
-    tally.touched(
-        "agent_executions",
-        [run[0] for run in runs],
-        [json_sha256(value) for run in runs for value in run[1:3] if value not in (None, {})],
-    )
-
-    version_ids = {run[3] for run in runs if run[3] is not None}
-    versions = DocumentVersion.objects.filter(
-        tenant_id=tenant_id, id__in=version_ids, redacted_at__isnull=True
-    )
-    redacted = list(versions.values_list("id", "content_sha256"))
-    versions.update(content=REDACTED_CONTENT, redacted_at=now)
-    tally.touched("document_versions", [row[0] for row in redacted], [row[1] for row in redacted])
-    _remove_exports_of(tenant_id, [row[0] for row in redacted], tally)
+    redact_runs(tenant_id, {row[1] for row in used}, tally, now=now)
 
     tally.touched(
         "chunks", [chunk_id for chunk_id, _ in chunks], [sha256_hex(text) for _, text in chunks]
@@ -126,9 +111,9 @@ def _erase(document: Document, tally: Tally, *, now) -> None:
     Document.objects.filter(tenant_id=tenant_id, pk=document.pk).delete()
 
 
-def _remove_exports_of(tenant_id: uuid.UUID, version_ids: list[uuid.UUID], tally: Tally) -> None:
+def remove_exports_of(tenant_id: uuid.UUID, version_ids: list[uuid.UUID], tally: Tally) -> None:
     """Remove the exports whose file holds one of these versions, and (after the commit)
-    their files. An export's manifest lists the versions its file holds."""
+    their files. An export's manifest lists the versions its file holds (GIN on manifest)."""
     if not version_ids:
         return
     holds = Q()
@@ -140,3 +125,30 @@ def _remove_exports_of(tenant_id: uuid.UUID, version_ids: list[uuid.UUID], tally
     for _, key, sha256 in found:
         tally.file("exports", key, sha256)
     exports.delete()
+
+
+def redact_runs(tenant_id: uuid.UUID, execution_ids: set[uuid.UUID], tally: Tally, *, now) -> None:
+    """Erase these runs' inputs and outputs, and redact the versions they wrote."""
+    executions = AgentExecution.objects.filter(tenant_id=tenant_id, id__in=execution_ids)
+    runs = list(executions.values_list("id", "input_data", "output_data", "produced_version_id"))
+    executions.update(input_data=ERASED_JSON, output_data=ERASED_JSON)
+    tally.touched(
+        "agent_executions",
+        [run[0] for run in runs],
+        [json_sha256(value) for run in runs for value in run[1:3] if value not in (None, {})],
+    )
+    redact_versions(tenant_id, {run[3] for run in runs if run[3] is not None}, tally, now=now)
+
+
+def redact_versions(
+    tenant_id: uuid.UUID, version_ids: set[uuid.UUID], tally: Tally, *, now
+) -> None:
+    """Redact these versions (the tombstone, `redacted_at`; hashes kept) and remove the
+    exports that hold them."""
+    versions = DocumentVersion.objects.filter(
+        tenant_id=tenant_id, id__in=version_ids, redacted_at__isnull=True
+    )
+    redacted = list(versions.values_list("id", "content_sha256"))
+    versions.update(content=REDACTED_CONTENT, redacted_at=now)
+    tally.touched("document_versions", [row[0] for row in redacted], [row[1] for row in redacted])
+    remove_exports_of(tenant_id, [row[0] for row in redacted], tally)
