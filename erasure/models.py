@@ -16,6 +16,7 @@ from django.db.models import Q
 
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import BaseModel, JSONField
+from tenancy.models import Tenant
 
 
 class Subject(models.TextChoices):
@@ -30,8 +31,17 @@ class ErasureReceipt(BaseModel):
 
     Subject = Subject
 
-    tenant_id = models.UUIDField(
-        null=True, blank=True, help_text="The tenant erased in; empty for a person's account."
+    # No database key (db_constraint=False), as the audit events': the receipt of a
+    # tenant's offboarding outlives the tenant's row.
+    tenant = models.ForeignKey(
+        Tenant,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        help_text="The tenant erased in; empty for a person's account.",
     )
     subject_type = models.CharField(max_length=16, choices=Subject.choices)
     subject_id = models.UUIDField()
@@ -60,7 +70,7 @@ class ErasureReceipt(BaseModel):
             ),
         ]
         indexes = [
-            models.Index(fields=["tenant_id", "-created_at"], name="erasure_receipts_tenant_idx"),
+            models.Index(fields=["tenant", "-created_at"], name="erasure_receipts_tenant_idx"),
             models.Index(fields=["subject_id"], name="erasure_receipts_subject_idx"),
         ]
 

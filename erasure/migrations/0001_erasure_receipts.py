@@ -5,6 +5,7 @@ bypass), never updated or deleted (AppendOnlyTable)."""
 import core.db.operations
 import core.ids
 import core.models
+import django.db.models.deletion
 from django.db import migrations, models
 
 
@@ -24,7 +25,6 @@ class Migration(core.db.operations.Migration):
             fields=[
                 ('id', models.UUIDField(db_default=core.models.UUIDv7(), default=core.ids.uuid7, editable=False, primary_key=True, serialize=False)),
                 ('created_at', models.DateTimeField(db_default=core.models.TransactionNow(), editable=False)),
-                ('tenant_id', models.UUIDField(blank=True, help_text="The tenant erased in; empty for a person's account.", null=True)),
                 ('subject_type', models.CharField(choices=[('user', 'Person'), ('document', 'Knowledge document'), ('tenant', 'Tenant')], max_length=16)),
                 ('subject_id', models.UUIDField()),
                 ('subject_sha256', models.CharField(max_length=64)),
@@ -32,12 +32,13 @@ class Migration(core.db.operations.Migration):
                 ('rows_touched', core.models.JSONField(blank=True, default=dict)),
                 ('removed_sha256', core.models.JSONField(blank=True, default=dict)),
                 ('completed_at', models.DateTimeField()),
+                ('tenant', models.ForeignKey(blank=True, db_constraint=False, db_index=False, help_text="The tenant erased in; empty for a person's account.", null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='tenancy.tenant')),
             ],
             options={
                 'db_table': 'erasure_receipts',
                 'get_latest_by': 'created_at',
                 'abstract': False,
-                'indexes': [models.Index(fields=['tenant_id', '-created_at'], name='erasure_receipts_tenant_idx'), models.Index(fields=['subject_id'], name='erasure_receipts_subject_idx')],
+                'indexes': [models.Index(fields=['tenant', '-created_at'], name='erasure_receipts_tenant_idx'), models.Index(fields=['subject_id'], name='erasure_receipts_subject_idx')],
                 'constraints': [models.CheckConstraint(condition=models.Q(('subject_type__in', ['user', 'document', 'tenant'])), name='erasure_receipts_subject_type_valid'), models.CheckConstraint(condition=models.Q(('subject_sha256__regex', '^[0-9a-f]{64}$')), name='erasure_receipts_subject_sha256_hex')],
             },
         ),

@@ -48,7 +48,7 @@ ERASE_UPLOADS_SETTING = "erase_uploads_with_user"
 
 
 def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[ErasureReceipt]:
-    """Erase the person with this e-mail address everywhere; their receipts, the
+    """Erase the person with this e-mail address (or id) everywhere; their receipts, the
     account's last. ValidationError naming `email` or `requested_by` when there is
     nothing to erase; nothing is changed then. A dry run rolls everything back and
     returns the receipts unsaved."""
@@ -57,9 +57,7 @@ def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[
     receipts: list[ErasureReceipt] = []
     with system_context("erase_user"):
         with rolled_back_on_dry_run(dry_run) as done, transaction.atomic():
-            user = User.objects.select_for_update().filter(email__iexact=address).first()
-            if user is None:
-                raise ValidationError({"email": f"No user has the e-mail address {address!r}."})
+            user = _user(address)
             now = timezone.now()
             tenant_ids = set(
                 Membership.objects.filter(user=user).values_list("tenant_id", flat=True)
@@ -75,6 +73,19 @@ def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[
             receipts.append(_erase_account(user, requested_by))
             done()
     return receipts
+
+
+def _user(address: str) -> User:
+    """The person by e-mail address, or by id: the receipts name their subject by id,
+    which is how erasures are applied again after a restore (docs/operations.md)."""
+    users = User.objects.select_for_update()
+    try:
+        user = users.filter(pk=uuid.UUID(address)).first()
+    except ValueError:
+        user = users.filter(email__iexact=address).first()
+    if user is None:
+        raise ValidationError({"email": f"No user has the e-mail address or id {address!r}."})
+    return user
 
 
 def _authored(user: User, tenant_id: uuid.UUID, table: str) -> set[uuid.UUID]:

@@ -137,16 +137,18 @@ def test_a_persons_uploads_stay_unless_the_tenant_says_so(tenant_a, file_storage
 
 def test_bad_input_is_refused_by_name_and_changes_nothing(tenant_a):
     make_member(tenant_a, "carol@example.com")
-    with pytest.raises(CommandError, match="No user has the e-mail address 'nobody@example.com'"):
+    with pytest.raises(
+        CommandError, match="No user has the e-mail address or id 'nobody@example.com'"
+    ):
         call_command("erase_user", "nobody@example.com", "--requested-by", "dpo")
     with pytest.raises(ValidationError, match="requested_by"):
         erase_user(email="carol@example.com", requested_by="")
     assert User.objects.filter(email="carol@example.com").exists()
 
 
-def test_the_command_prints_each_receipt(tenant_a, capsys):
-    make_member(tenant_a, "carol@example.com")
-    call_command("erase_user", "carol@example.com", "--requested-by", "dpo@example.com")
+def test_the_command_prints_each_receipt_and_takes_the_id_a_receipt_names(tenant_a, capsys):
+    carol = make_member(tenant_a, "carol@example.com")
+    call_command("erase_user", str(carol.pk), "--requested-by", "dpo@example.com")
     printed = capsys.readouterr().out
     assert printed.count("Erased person") == 2 and "memberships: 1" in printed
     assert not User.objects.filter(email="carol@example.com").exists()

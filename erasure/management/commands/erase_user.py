@@ -21,7 +21,11 @@ class Command(SystemJobCommand):
     options_of_fields = {"email": "EMAIL", "requested_by": "--requested-by"}
 
     def add_job_arguments(self, parser) -> None:
-        parser.add_argument("email", metavar="EMAIL", help="The person's e-mail address.")
+        parser.add_argument(
+            "email",
+            metavar="EMAIL",
+            help="The person's e-mail address, or their id (a receipt's subject).",
+        )
         parser.add_argument(
             "--requested-by",
             required=True,
