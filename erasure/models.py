@@ -4,8 +4,8 @@ A receipt outlives its subject (a person, a knowledge document, a whole tenant) 
 retention job: it is the proof that the erasure happened. So it holds no foreign key
 (its tenant may be the one erased), and the table is not a tenant table in the Citus
 sense: a coordinator table beside audit_events_global (core.ops.distribution). Row-level
-security still applies: a tenant's owners and admins read their tenant's receipts; the
-rows of an erased tenant, and of a person erased across tenants, only the operator
+security still applies: a tenant's owners and admins read (and may write) their tenant's
+receipts; the rows of an erased tenant, and of a person's account, only the operator
 (the owner role, under the logged system bypass). Nobody updates or deletes one.
 """
 

@@ -317,6 +317,24 @@ def _retention_run(b: _Build):
     )
 
 
+def _erasure_receipt(b: _Build):
+    from django.utils import timezone
+
+    from erasure.models import ErasureReceipt
+
+    # Written (and read) by owners and admins only.
+    with tenant_context(b.tenant, user=_grant_writer(b)):
+        return ErasureReceipt.objects.create(
+            tenant=b.tenant,
+            subject_type=ErasureReceipt.Subject.DOCUMENT,
+            subject_id=uuid.uuid4(),
+            subject_sha256="0" * 64,
+            requested_by=f"Receipt {b.label}",
+            rows_touched={"documents": 1},
+            completed_at=timezone.now(),
+        )
+
+
 # Insertion order matters: parents first; the audit trail last.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
@@ -338,6 +356,7 @@ TENANT_ROW_BUILDERS = {
     "exports.Export": _export,
     "retention.RetentionPolicy": _retention_policy,
     "retention.RetentionRun": _retention_run,
+    "erasure.ErasureReceipt": _erasure_receipt,
     "tenancy.AuditEvent": _audit_event,
 }
 

@@ -1,5 +1,5 @@
-"""Erasure receipts (docs/security.md, "Erasure"): row-level security forced, read by
-the tenant's owners and admins, written only by the operator's commands (the system
+"""Erasure receipts (docs/security.md, "Erasure"): row-level security forced, read and
+written by the tenant's owners and admins (and the erasure commands, under the system
 bypass), never updated or deleted (AppendOnlyTable)."""
 
 import core.db.operations
@@ -46,7 +46,6 @@ class Migration(core.db.operations.Migration):
         core.db.operations.NarrowTenantPolicy(
             'erasure_receipts',
             using="tenant_id = ANY (app_full_access_tenant_ids())",
-            check="false",
         ),
         core.db.operations.AppendOnlyTable('erasure_receipts'),
     ]

@@ -29,6 +29,7 @@ from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_sum
 from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
+from erasure.models import ErasureReceipt
 from exports.models import Export
 from retention.models import RetentionRun
 from tenancy.context import tenant_context
@@ -64,6 +65,7 @@ NOT_ADDABLE = {
     AuditEvent,
     GlobalAuditEvent,
     RetentionRun,  # written by `manage.py retention` only
+    ErasureReceipt,  # written by the erasures only
 }
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [

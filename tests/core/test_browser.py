@@ -29,11 +29,14 @@ from playwright.sync_api import Page, sync_playwright
 from documents.models import Document, Project
 from documents.services import (
     document_access_grant,
+    document_ingest,
     document_restrict,
     project_access_grant,
     project_restrict,
     project_template_create,
 )
+from erasure.models import ErasureReceipt
+from erasure.services import erase_document
 from retention.models import RetentionPolicy, RetentionRun
 from retention.services import retention_policy_set
 from tenancy.context import tenant_context
@@ -50,9 +53,9 @@ TENANT_APPS = {"tenancy", "documents", "agents", "exports", "retention", "erasur
 # The viewer's answer elsewhere (the login lockout's records): Django's own permission
 # check, which a staff member without model permissions does not pass.
 REFUSED = 403
-# Tenant models whose lists are not for a viewer: the tenant's audit log and retention (owners and
-# admins) and the global one (superusers).
-MANAGERS_ONLY = {AuditEvent, GlobalAuditEvent, RetentionPolicy, RetentionRun}
+# Tenant models whose lists are not for a viewer: the tenant's audit log, retention and erasure
+# receipts (owners and admins) and the global one (superusers).
+MANAGERS_ONLY = {AuditEvent, GlobalAuditEvent, RetentionPolicy, RetentionRun, ErasureReceipt}
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}
 # How far a changelist's table scrolls sideways in its `.results` box: 0 when it fits.
@@ -191,6 +194,10 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     # Nor a retention policy, nor a run of it (a dry run records one too).
     retention_policy_set(tenant=demo, by=owner, exports_days=90)
     call_command("retention", "--dry-run", stdout=StringIO())
+    # Nor an erasure and its receipt.
+    with tenant_context(demo):
+        forgotten = document_ingest(tenant=demo, title="To forget", text="forget me")
+    erase_document(document_id=forgotten.pk, requested_by="the browser test")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
 
 
