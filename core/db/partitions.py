@@ -81,8 +81,10 @@ def create_month_partition(cursor, table: str, month: datetime, *, parent: str =
 
 def one_connection_per_node(cursor) -> None:
     """On a Citus coordinator, DDL on a distributed table in a transaction that has read a
-    reference table it has a key to must go over one connection per node, or Citus
-    refuses it; the job's transaction says so first. Nothing on plain PostgreSQL, nor
+    reference table it has a key to, or a write to a reference table after a write to
+    several shards (a person's erasure: their keys cleared everywhere, then the users
+    row), must go over one connection per node, or Citus refuses it; the job's
+    transaction says so first. Nothing on plain PostgreSQL, nor
     from a plain psycopg cursor (the bench's loader), which has no Django connection."""
     if getattr(getattr(cursor, "db", None), "citus", None):
         cursor.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")

@@ -28,10 +28,11 @@ import uuid
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import ChangeProposal, ConversationMessage, Decision
+from core.db.partitions import one_connection_per_node
 from core.hashing import sha256_hex
 from core.jobs import rolled_back_on_dry_run
 from documents.models import Document, DocumentAccess, DocumentVersion, ProjectAccess
@@ -57,6 +58,8 @@ def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[
     receipts: list[ErasureReceipt] = []
     with system_context("erase_user"):
         with rolled_back_on_dry_run(dry_run) as done, transaction.atomic():
+            with connection.cursor() as cursor:
+                one_connection_per_node(cursor)
             user = _user(address)
             now = timezone.now()
             tenant_ids = set(

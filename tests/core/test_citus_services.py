@@ -391,3 +391,43 @@ def test_retention_removes_one_tenants_old_rows_on_the_cluster(two_tenants, file
         assert RetentionRun.objects.filter(run_id=real.run_id).count() == 2
     assert made[first.pk][0] not in executions and made[first.pk][1] not in exports
     assert made[second.pk][0] in executions and made[second.pk][1] in exports
+
+
+def test_erasures_on_the_cluster(two_tenants, file_storages):
+    """erase_document and erase_user on the cluster: their reads, updates and deletes
+    routed to the tenant's shard (the person's account across shards), the receipts on
+    the coordinator; the canary scan finds nothing of them, and the other tenant's rows
+    stay."""
+    from erasure.models import ErasureReceipt
+    from erasure.services import erase_document, erase_user
+    from tests.erasure.canary import find_canary
+    from tests.erasure.test_erase_document import grounded_work
+    from tests.erasure.test_erase_user import their_work
+
+    first, second = two_tenants
+    with system_context("test: both tenants erase a person's uploads with them"):
+        Tenant.objects.filter(pk__in=[first.pk, second.pk]).update(
+            settings={"erase_uploads_with_user": True}
+        )
+    document_canary, person_canary, kept_canary = (f"canary-{uuid.uuid4().hex}" for _ in range(3))
+    work = grounded_work(first, document_canary)
+    grounded_work(second, kept_canary)
+    email = f"{person_canary}@example.com"
+    person = make_member(first, email, role="editor")
+    with tenant_context(second):
+        Membership.objects.create(tenant=second, user=person, role="editor")
+    their_work(first, person, person_canary)
+    their_work(second, person, person_canary)
+
+    erase_document(document_id=work["document"].pk, requested_by="dpo")
+    receipts = erase_user(email=email, requested_by="dpo")
+
+    assert find_canary(person_canary, first) + find_canary(person_canary, second) == []
+    assert find_canary(document_canary, first) == []
+    assert {"chunks.content", "document_versions.content", "chunk_search:fulltext"} <= set(
+        find_canary(kept_canary, second)
+    )
+    assert len(receipts) == 3
+    with system_context("test: the receipts"):
+        assert ErasureReceipt.objects.filter(subject_id=person.pk).count() == 3
+    call_command("audit_verify")
