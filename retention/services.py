@@ -669,11 +669,11 @@ def _remove_audit_events(
     below = {tenant_id: id_below(cutoff) for tenant_id, cutoff in cutoffs.items()}
     with system_context("retention: plan the audit chains' cuts", level=logging.INFO):
         with connection.cursor() as cursor:
-            cuts = {
-                tenant_id: cut
+            planned = {
+                tenant_id: chain_cut(cursor, tenant_id, before=upper)
                 for tenant_id, upper in below.items()
-                if (cut := chain_cut(cursor, tenant_id, before=upper)) is not None
             }
+    cuts = {tenant_id: cut for tenant_id, cut in planned.items() if cut is not None}
     if not run.dry_run:
         for tenant_id, cut in cuts.items():
 
