@@ -13,7 +13,7 @@ from django.contrib import admin
 from core.admin import LargeTableAdminMixin, RecentValuesListFilter, UUIDValueListFilter
 from tenancy.admin_base import TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, is_superuser
-from tenancy.models import AuditEvent, GlobalAuditEvent
+from tenancy.models import AuditChainAnchor, AuditEvent, GlobalAuditEvent
 
 
 class ActorFilter(RecentValuesListFilter):
@@ -54,6 +54,9 @@ AUDIT_LIST_FILTER = (
     RowFilter,
 )
 
+# An event's values, when they were redacted, and what its place in the chain covers.
+AUDIT_EVENT_FIELDS = ("changes", "redacted_at", "changes_sha256", "prev_hash", "hash")
+
 
 class ReadOnlyAuditAdmin(LargeTableAdminMixin):
     """Nobody adds, changes or deletes an event: the database refuses it anyway."""
@@ -77,7 +80,7 @@ class AuditEventAdmin(ReadOnlyAuditAdmin, TenantOwnedAdmin):
     list_filter = AUDIT_LIST_FILTER
     list_select_related = ("tenant",)
     # The tenant's chain position is the event's identity in audit_verify's report.
-    readonly_fields = ("tenant", "seq", *AUDIT_LIST_DISPLAY, "changes", "prev_hash", "hash")
+    readonly_fields = ("tenant", "seq", *AUDIT_LIST_DISPLAY, *AUDIT_EVENT_FIELDS)
     fields = readonly_fields
     autocomplete_fields = ()
     uuid_search_fields = ("id", "row_id", "actor_user_id")
@@ -92,7 +95,7 @@ class GlobalAuditEventAdmin(ReadOnlyAuditAdmin, admin.ModelAdmin):
 
     list_display = AUDIT_LIST_DISPLAY
     list_filter = AUDIT_LIST_FILTER
-    readonly_fields = ("seq", *AUDIT_LIST_DISPLAY, "changes", "prev_hash", "hash")
+    readonly_fields = ("seq", *AUDIT_LIST_DISPLAY, *AUDIT_EVENT_FIELDS)
     fields = readonly_fields
 
     def has_view_permission(self, request, obj=None):
@@ -100,3 +103,27 @@ class GlobalAuditEventAdmin(ReadOnlyAuditAdmin, admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return is_superuser(request)
+
+
+@admin.register(AuditChainAnchor)
+class AuditChainAnchorAdmin(TenantOwnedAdmin):
+    """Where each tenant's chain starts after retention cut it; written by retention only."""
+
+    view_roles = TENANT_MANAGER_ROLES
+    list_display = ("tenant", "seq", "hash", "cut_at")
+    list_select_related = ("tenant",)
+    readonly_fields = list_display
+    fields = readonly_fields
+    autocomplete_fields = ()
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)

@@ -201,15 +201,34 @@ def _event_problem(row: tuple, previous_hash: str | None, expected_seq: int, ten
     return ""
 
 
+def _start(first: tuple, anchor: Anchor | None) -> tuple[int, str | None]:
+    """(seq, prev_hash) the chain's first stored event must have: seq 1 and none; after
+    an anchor, the anchor's next and hash; or, where a cut is still under way (the
+    anchor written, not every event below it deleted yet), the first event left, whose
+    own prev_hash is taken as given: the events from it on are verified through the
+    anchor's own event."""
+    seq, prev_hash = first[1], first[-2]
+    if anchor is None:
+        return 1, None
+    if seq <= anchor.seq:
+        return seq, prev_hash
+    return anchor.seq + 1, anchor.hash
+
+
 def _verify_rows(
     chain: str, batches: Iterable[list[tuple]], tenant_id, anchor: Anchor | None = None
 ) -> ChainResult:
-    previous_hash = anchor.hash if anchor else None
-    first_seq = anchor.seq + 1 if anchor else 1
-    expected_seq, count = first_seq, 0
+    previous_hash: str | None = None
+    expected_seq = first_seq = anchor.seq + 1 if anchor else 1
+    count = 0
     for rows in batches:
         for row in rows:
+            if count == 0:
+                expected_seq, previous_hash = _start(row, anchor)
+                first_seq = expected_seq
             problem = _event_problem(row, previous_hash, expected_seq, tenant_id)
+            if not problem and anchor and row[1] == anchor.seq and row[-1] != anchor.hash:
+                problem = "its hash is not the one the chain's anchor holds"
             if problem:
                 id, seq, table_name, row_id, action = row[:5]
                 where = f"event {id} (seq {seq}, {action} {table_name} {row_id})"
@@ -220,10 +239,11 @@ def _verify_rows(
     return ChainResult(chain, count, previous_hash, first_seq=first_seq)
 
 
-def _batches(cursor, table: str, tenant_id: uuid.UUID | None, *, after: int = 0):
-    """The chain's sealed events after seq `after` in seq order, BATCH at a time (keyset
-    on seq, by its index; the unsealed ones, seq NULL, are not in the chain yet)."""
+def _batches(cursor, table: str, tenant_id: uuid.UUID | None):
+    """The chain's sealed events in seq order, BATCH at a time (keyset on seq, by its
+    index; the unsealed ones, seq NULL, are not in the chain yet)."""
     tenant_filter = "tenant_id = %s AND " if tenant_id else ""
+    after = 0
     while True:
         params = [tenant_id, after] if tenant_id else [after]
         cursor.execute(
@@ -278,7 +298,7 @@ def audit_verify(*, tenant_slug: str | None = None, seal: bool = True) -> AuditV
     with system_context("audit_verify"), connection.cursor() as cursor:
         for tenant_id, slug in _tenants(cursor, tenant_slug, unsealed_only=False):
             anchor = chain_anchor(cursor, tenant_id)
-            batches = _batches(cursor, TENANT_EVENTS, tenant_id, after=anchor.seq if anchor else 0)
+            batches = _batches(cursor, TENANT_EVENTS, tenant_id)
             chain = _verify_rows(f"tenant {slug}", batches, tenant_id, anchor)
             unsealed = _unsealed(cursor, TENANT_EVENTS, tenant_id)
             result.chains.append(dataclasses.replace(chain, unsealed=unsealed))

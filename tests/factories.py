@@ -335,6 +335,19 @@ def _erasure_receipt(b: _Build):
         )
 
 
+def _audit_chain_anchor(b: _Build):
+    from django.utils import timezone
+
+    from tenancy.models import AuditChainAnchor
+
+    # One per tenant, whichever call makes it: as if retention had cut the chain's first
+    # event, so the chain's next seal goes on after it (tenancy.audit).
+    anchor, _ = AuditChainAnchor.objects.get_or_create(
+        tenant=b.tenant, defaults={"seq": 1, "hash": "0" * 64, "cut_at": timezone.now()}
+    )
+    return anchor
+
+
 # Insertion order matters: parents first; the audit trail last.
 TENANT_ROW_BUILDERS = {
     "tenancy.Membership": _membership,
@@ -357,6 +370,9 @@ TENANT_ROW_BUILDERS = {
     "retention.RetentionPolicy": _retention_policy,
     "retention.RetentionRun": _retention_run,
     "erasure.ErasureReceipt": _erasure_receipt,
+
+
+    "tenancy.AuditChainAnchor": _audit_chain_anchor,
     "tenancy.AuditEvent": _audit_event,
 }
 

@@ -333,6 +333,39 @@ def test_the_audit_trail_is_sealed_and_verified_on_the_cluster(two_tenants, caps
     assert f"ok      tenant {second.slug}: " in out and " 0 broken" in out
 
 
+def test_audit_events_are_redacted_and_cut_on_the_cluster(two_tenants):
+    """An erasure's redaction (one UPDATE on the tenant's shard, let through by the
+    append-only trigger there) and retention's cut of a chain (the anchor written on the
+    shard, read by the append-only trigger of each deleted event on its shard): both
+    chains still verify, the other tenant's untouched."""
+    from retention.services import retention_enforce, retention_policy_set
+    from tenancy.audit import audit_seal, audit_verify, redact_events
+    from tenancy.models import AuditChainAnchor, AuditEvent
+
+    first, second = two_tenants
+    owner = make_member(first, f"owner-{uuid.uuid4().hex[:8]}@example.com", "owner")
+    retention_policy_set(tenant=first, by=owner, audit_events_days=1)
+    erased = project_create(tenant=first, name="Canary 4e1d")
+    project_create(tenant=second, name="kept")
+    audit_seal()
+    with system_context("test: erasure"):
+        assert redact_events(rows=[("projects", erased.pk)], tenant_id=first.pk) == 1
+        (event,) = AuditEvent.objects.filter(tenant=first, row_id=erased.pk)
+        assert event.changes == {"redacted": True} and event.hash is not None
+    assert audit_verify().ok
+
+    # Two days on, all of the first tenant's events are past its policy.
+    summary = retention_enforce(now=timezone.now() + timedelta(days=2))
+
+    assert summary.removed[first.pk]["audit_events"] >= 3
+    assert summary.removed[second.pk].get("audit_events", 0) == 0
+    with system_context("test: the cut"):
+        anchor = AuditChainAnchor.objects.get(tenant=first)
+        assert not AuditEvent.objects.filter(tenant=first, seq__lte=anchor.seq).exists()
+        assert AuditEvent.objects.filter(tenant=second, table_name="projects").exists()
+    assert audit_verify().ok
+
+
 def test_retention_removes_one_tenants_old_rows_on_the_cluster(two_tenants, file_storages):
     """`manage.py retention` on the cluster: every statement filtered on its tenant, the
     context and the bypass reaching the workers; tenant A keeps 30 days, tenant B the

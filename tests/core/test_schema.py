@@ -233,6 +233,12 @@ class Rows:
             # checked the same way.
             "audit_events": lambda: self.audit_event(n) | {"tenant_id": tenant_id},
             "audit_events_global": lambda: self.audit_event(n),
+            "audit_chain_anchors": lambda: {
+                "tenant_id": tenant_id,  # one per tenant: one per test
+                "seq": n,
+                "hash": "0" * 64,
+                "cut_at": STARTED,
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -256,6 +262,7 @@ class Rows:
             "actor": "service",
             "request_id": "",
             "changes": "{}",
+            "changes_sha256": sha("{}"),
             "hash": "0" * 64,
         }
 
@@ -315,6 +322,7 @@ BAD_ROWS = [
     BadRow("audit_events_seq_gte_1", "audit_events", {"seq": 0}),
     BadRow("audit_events_global_action_valid", "audit_events_global", {"action": "upsert"}),
     BadRow("audit_events_global_seq_gte_1", "audit_events_global", {"seq": 0}),
+    BadRow("audit_chain_anchors_seq", "audit_chain_anchors", {"seq": 0}),
     BadRow("memberships_role_valid", "memberships", {"role": "superuser"}),
     BadRow("projects_status_valid", "projects", {"status": "deleted"}),
     BadRow("projects_current_step_range", "projects", {"current_step": 0}),
@@ -615,6 +623,7 @@ TOUCH = {
     "document_access": ("created_by_id", None),
     "retention_policies": ("exports_days", 30),
     "retention_runs": ("dry_run", True),
+    "audit_chain_anchors": ("hash", "1" * 64),
 }
 
 

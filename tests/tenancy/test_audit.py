@@ -15,6 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 from psycopg import sql
 
 from core.db.audit import AUDIT_TRIGGER, GLOBAL_AUDITED_TABLES, GLOBAL_EVENTS, TENANT_EVENTS
@@ -24,7 +25,14 @@ from documents.models import Chunk, Document, Project
 from tenancy import audit
 from tenancy.audit import audit_seal, audit_verify, changes_sha256, redact_events
 from tenancy.context import system_context, tenant_context
-from tenancy.models import AuditEvent, GlobalAuditEvent, Membership, Tenant, User
+from tenancy.models import (
+    AuditChainAnchor,
+    AuditEvent,
+    GlobalAuditEvent,
+    Membership,
+    Tenant,
+    User,
+)
 from tests.admin_helpers import admin_url, logged_in
 from tests.factories import make_tenant_rows
 from tests.locks import in_thread, run_together
@@ -742,3 +750,30 @@ def test_a_redacted_event_stops_the_migration_going_back(tenant_a):
     with pytest.raises(RuntimeError, match="1 audit events are redacted .* cannot be undone"):
         call_command("migrate", "tenancy", "0007", verbosity=0)
     assert audit_verify().ok
+
+
+# --- Anchors (retention's cuts, tests/retention/test_audit_retention.py) ------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chain_is_verified_through_its_anchor_while_a_cut_is_under_way(tenant_a):
+    """The anchor written and the events below it not all deleted yet (a run stopped half
+    way): the events left are verified from the first, through the anchor's event; an
+    anchor whose hash is not its event's is a break."""
+    with tenant_context(tenant_a):
+        for name in ("one", "two", "three", "four"):
+            Project.objects.create(tenant=tenant_a, name=name)
+    audit_seal()
+    chain = sealed_chain(tenant_a)
+    with system_context("test: anchor"), connection.cursor() as cursor:
+        anchor = AuditChainAnchor.objects.create(
+            tenant=tenant_a, seq=3, hash=chain[2].hash, cut_at=timezone.now()
+        )
+        cursor.execute("DELETE FROM audit_events WHERE tenant_id = %s AND seq = 1", [tenant_a.pk])
+    (result,) = audit_verify(tenant_slug=tenant_a.slug, seal=False).chains
+    assert (result.ok, result.first_seq, result.events) == (True, 2, 3)
+    with system_context("test: forged anchor"):
+        AuditChainAnchor.objects.filter(pk=anchor.pk).update(hash="0" * 64)
+    (result,) = audit_verify(tenant_slug=tenant_a.slug, seal=False).chains
+    assert result.broken.startswith(f"event {chain[2].pk} (seq 3")
+    assert "not the one the chain's anchor holds" in result.broken
