@@ -370,8 +370,6 @@ TENANT_ROW_BUILDERS = {
     "retention.RetentionPolicy": _retention_policy,
     "retention.RetentionRun": _retention_run,
     "erasure.ErasureReceipt": _erasure_receipt,
-
-
     "tenancy.AuditChainAnchor": _audit_chain_anchor,
     "tenancy.AuditEvent": _audit_event,
 }

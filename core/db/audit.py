@@ -244,14 +244,18 @@ def refuse_function_sql() -> str:
     return f"""
 CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF TG_ARGV[0] = '{TENANT_EVENTS}' THEN
-            IF {anchored_delete_allowed_sql()} THEN
-                RETURN OLD;
+    -- The exceptions read the event tables' own columns: tested for them alone (another
+    -- append-only table, erasure_receipts, has none of them and no exception).
+    IF TG_ARGV[0] IN ('{TENANT_EVENTS}', '{GLOBAL_EVENTS}') THEN
+        IF TG_OP = 'DELETE' THEN
+            IF TG_ARGV[0] = '{TENANT_EVENTS}' THEN
+                IF {anchored_delete_allowed_sql()} THEN
+                    RETURN OLD;
+                END IF;
             END IF;
+        ELSIF ({seal_allowed_sql()}) OR ({redaction_allowed_sql()}) THEN
+            RETURN NEW;
         END IF;
-    ELSIF ({seal_allowed_sql()}) OR ({redaction_allowed_sql()}) THEN
-        RETURN NEW;
     END IF;
     RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'insufficient_privilege',

@@ -152,3 +152,20 @@ def test_the_command_erases_and_prints_the_receipt(tenant_a, file_storages, caps
     printed = capsys.readouterr().out
     assert "Erased knowledge document" in printed and "chunks" in printed
     assert find_canary("cli-canary", tenant_a) == []
+
+
+def test_a_receipt_is_never_changed_nor_deleted_not_even_by_the_owner(tenant_a, file_storages):
+    from django.db import DatabaseError, transaction
+
+    work = grounded_work(tenant_a, "kept-receipt")
+    receipt = erase_document(document_id=work["document"].pk, requested_by="dpo@example.com")
+    for change in (
+        lambda: ErasureReceipt.objects.filter(pk=receipt.pk).update(requested_by="someone"),
+        lambda: ErasureReceipt.objects.filter(pk=receipt.pk).delete(),
+    ):
+        with (
+            system_context("test: tamper with a receipt"),
+            pytest.raises(DatabaseError, match="erasure_receipts is append-only"),
+            transaction.atomic(),
+        ):
+            change()
