@@ -204,6 +204,8 @@ class RetentionSummary(JobSummary):
     # What was left for the next run (a lock not granted in time, held history).
     deferred: tuple[str, ...] = ()
     names: dict[uuid.UUID, str] = field(default_factory=dict)
+    # Its longest transaction (seconds, what it did): no lock it took was held longer.
+    longest_transaction: tuple[float, str] = (0.0, "")
 
     def totals(self) -> dict[str, int]:
         total: Counter[str] = Counter()
@@ -220,6 +222,9 @@ class RetentionSummary(JobSummary):
             label = self.names.get(tenant_id, str(tenant_id))
             lines.append(f"{label} ({tenant_id}): {verb} {shown or 'nothing'}")
         lines.append(f"partitions {drop}: {', '.join(self.partitions_dropped) or 'none'}")
+        seconds, what = self.longest_transaction
+        if what:
+            lines.append(f"longest transaction: {seconds:.3f} s ({what})")
         lines.extend(f"deferred: {reason}" for reason in self.deferred)
         lines.append(
             "not enforced yet: "
@@ -246,6 +251,9 @@ class _Run:
     sizes: dict[str, int] = field(default_factory=dict)
     max_seconds: float = 0.2
     deferred: list[str] = field(default_factory=list)
+    # The longest of its transactions (seconds, what it did): the longest any lock it
+    # took was held.
+    longest: tuple[float, str] = (0.0, "")
 
     def size(self, table: str) -> int:
         return self.sizes.setdefault(table, max(1, self.batch_size // 8))
@@ -332,6 +340,7 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         partitions_dropped=(*dropped, *audit_dropped),
         deferred=tuple(run.deferred),
         names={tenant_id: str(name) for tenant_id, name in names.items()},
+        longest_transaction=run.longest,
     )
     _record(summary, days, started=started)
     logger.info(
@@ -387,6 +396,7 @@ def _short_transaction(run: _Run, reason: str, work: Callable[[Any], Any]) -> An
     RETENTION_LOCK_TIMEOUT for any lock; tried again LOCK_RETRIES times when a lock is
     not granted in time. Raises the last lock timeout's OperationalError."""
     for attempt in range(1, LOCK_RETRIES + 1):
+        started = time.monotonic()
         try:
             with system_context(f"retention: {reason}", level=logging.DEBUG):
                 with connection.cursor() as cursor:
@@ -399,6 +409,9 @@ def _short_transaction(run: _Run, reason: str, work: Callable[[Any], Any]) -> An
                 raise
             logger.info("retention: lock not granted in time, again", extra={"reason": reason})
             time.sleep(0.1 * attempt)
+        finally:
+            # Its locks are held from its first statement to its end (commit or not).
+            run.longest = max(run.longest, (time.monotonic() - started, reason))
     raise AssertionError("unreachable")
 
 

@@ -501,6 +501,7 @@ def test_the_command_reports_and_a_bad_setting_exits_non_zero(tenant_a, settings
     out = io.StringIO()
     call_command("retention", "--dry-run", stdout=out)
     assert "not enforced yet: search_queries" in out.getvalue()
+    assert "longest transaction: " in out.getvalue()  # the bound of any lock it held
     assert "Dry run" in out.getvalue()
     settings.RETENTION_DEFAULT_DAYS = {**settings.RETENTION_DEFAULT_DAYS, "messages": 0}
     with pytest.raises(CommandError, match=r"RETENTION_DEFAULT_DAYS\['messages'\]"):
