@@ -5,8 +5,10 @@ import pgtrigger.compiler
 import pgtrigger.migrations
 from django.db import migrations
 
+import core.db.operations
 
-class Migration(migrations.Migration):
+
+class Migration(core.db.operations.Migration):
 
     dependencies = [
         ('agents', '0019_validate_sources_erasure'),
