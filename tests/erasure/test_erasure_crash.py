@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from io import StringIO
 from pathlib import Path
 
 import psycopg
@@ -33,7 +34,7 @@ from erasure.services import _common, erase_document
 from tenancy.models import Tenant
 from tests.erasure.canary import find_canary
 from tests.erasure.test_erase_document import grounded_work
-from tests.postgres_servers import data_folder, postmaster_pid, running_server
+from tests.postgres_servers import bin_path, data_folder, postmaster_pid, running_server
 from tests.streaming_replica import django_on, superuser_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +96,8 @@ def erase_document_process(document_id: uuid.UUID, socket_dir: str, files) -> su
         "EXPORTS_ROOT": str(files.exports),
         # The default (10 s) would end the wait on the row lock by itself on a slow machine.
         "DATABASE_LOCK_TIMEOUT": "10min",
+        # After the kill it gives up on the pool soon rather than in the default 30 s.
+        "DATABASE_POOL_TIMEOUT": "3",
     }
     return subprocess.Popen(
         [sys.executable, "manage.py", "erase_document", str(document_id)]
@@ -217,24 +220,50 @@ def test_a_kill_9_of_postgresql_mid_erasure_leaves_none_of_it_and_it_runs_again(
                     if erasure.poll() is None:
                         erasure.kill()
                         erasure.wait()
-            print("the erasure's process, after the kill:", stderr.strip().splitlines()[-1:])
+            print("the erasure's process, after the kill:", stderr.strip().splitlines()[-1])
             assert erasure.returncode != 0
+            # Stopped without a shutdown checkpoint: the next start is a crash recovery.
+            assert (
+                "Database cluster state:               in production"
+                in subprocess.run(
+                    [bin_path() / "pg_controldata", data],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
 
         # The same data again: the server recovers from the crash before it accepts logins.
         with running_server(data) as socket_dir:
             with superuser_connection(socket_dir) as conn:
-                assert database_state(conn, work, canary) == before
-                assert conn.execute("SELECT count(*) FROM erasure_receipts").fetchone() == (0,)
-            assert stored_files(file_storages) == files
-            assert canary in before["run"][0][0]["brief"]
-            assert {"chunks.content", "documents.title", "document_versions.content"} <= set(
-                find_canary(canary, tenant)
+                after = database_state(conn, work, canary)
+            assert after == before
+            # ... and before, everything held the canary, unerased:
+            [(title, _)] = before["document"]
+            assert canary in title and all(canary in text for text, _ in before["chunks"])
+            assert before["sources"] and all(
+                canary in content and erased_at is None
+                for content, _, erased_at in before["sources"]
             )
+            assert before["run"] == [({"brief": canary}, {"answer": canary})]
+            [(content, redacted_at)] = before["version"]
+            assert canary in content and redacted_at is None
+            assert len(before["exports"]) == 1 and before["receipts"] == [(0,)]
+            [(events, redacted_events, events_with_canary)] = before["audit"]
+            assert redacted_events == 0 and events_with_canary > 0
+            assert stored_files(file_storages) == files
 
             receipt = erase_document(document_id=work["document"].pk, requested_by="dpo")
             assert receipt.rows_touched["documents"] == 1 and receipt.rows_touched["files"] == 2
             assert find_canary(canary, tenant) == []
             assert stored_files(file_storages) == []
+
+
+def sweeps(out: StringIO) -> None:
+    """The two sweeps of files whose row is gone: uploads (documents_sweep_orphan_files,
+    run by purge_deleted) and exports (exports_purge_expired)."""
+    call_command("purge_deleted", stdout=out)
+    call_command("purge_exports", stdout=out)
 
 
 def test_files_left_by_a_crash_after_the_commit_are_swept(
@@ -251,11 +280,13 @@ def test_files_left_by_a_crash_after_the_commit_are_swept(
     assert [place for place in find_canary(canary, tenant_a) if not place.startswith("/")] == []
 
     # Kept while younger than the grace (a writer's uncommitted file looks the same).
-    call_command("purge_deleted")
-    call_command("purge_exports")
+    sweeps(out := StringIO())
     assert stored_files(file_storages) == files
+    assert "(1 recent folder(s) kept)" in out.getvalue()
     settings.ORPHAN_FILE_GRACE_SECONDS = 0
-    call_command("purge_deleted")  # documents_sweep_orphan_files: the upload
-    call_command("purge_exports")  # the export's folder, its row gone
+    sweeps(out := StringIO())
+    print(out.getvalue())
+    assert "Deleted 1 file(s) in 1 folder(s) of documents/ whose row is gone" in out.getvalue()
+    assert "Swept 1 orphaned folder(s) (1 file(s)) of exports" in out.getvalue()
     assert stored_files(file_storages) == []
     assert find_canary(canary, tenant_a) == []
