@@ -185,11 +185,11 @@ def test_a_kill_9_of_postgresql_mid_erasure_leaves_none_of_it_and_it_runs_again(
                 # The erasure deletes the export after it has erased the sources and the
                 # run and redacted the version (erasure/services/documents.py): held here,
                 # it has changed rows and not committed.
-                holder = superuser_connection(socket_dir)
-                holder.execute("BEGIN")
-                holder.execute("SELECT 1 FROM exports WHERE id = %s FOR UPDATE", [export_id])
-                erasure = erase_document_process(work["document"].pk, socket_dir, file_storages)
+                holder, erasure = superuser_connection(socket_dir), None
                 try:
+                    holder.execute("BEGIN")
+                    holder.execute("SELECT 1 FROM exports WHERE id = %s FOR UPDATE", [export_id])
+                    erasure = erase_document_process(work["document"].pk, socket_dir, file_storages)
                     backend = wait_until_blocked(watcher, holder.info.backend_pid, erasure)
                     # The rows it has changed already: their old versions end at one of
                     # its transaction ids (the top one or a savepoint's), still running.
@@ -217,7 +217,7 @@ def test_a_kill_9_of_postgresql_mid_erasure_leaves_none_of_it_and_it_runs_again(
                     _, stderr = erasure.communicate(timeout=WAIT_SECONDS)
                 finally:
                     holder.close()
-                    if erasure.poll() is None:
+                    if erasure is not None and erasure.poll() is None:
                         erasure.kill()
                         erasure.wait()
             print("the erasure's process, after the kill:", stderr.strip().splitlines()[-1])
