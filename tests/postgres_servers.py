@@ -89,6 +89,9 @@ def running_server(
     its socket folder; the server is stopped (fast shutdown, then killed if it does not
     stop) when the block ends. It listens on TCP only where `listen_addresses` says."""
     extra = [part for name, value in (settings or {}).items() for part in ("-c", f"{name}={value}")]
+    # A server killed with SIGKILL leaves its postmaster.pid, which still says "ready":
+    # the new server's file is the one naming another pid or start time.
+    stale = _postmaster_identity(data)
     server = subprocess.Popen(
         [*prefix, (binaries or bin_path()) / "postgres", "-D", data, "-k", data, "-p", str(port)]
         + ["-c", f"listen_addresses={listen_addresses}", "-c", "fsync=off", *extra],
@@ -100,7 +103,10 @@ def running_server(
         deadline = time.monotonic() + START_SECONDS
         # The socket appears before the server accepts logins; postmaster.pid's status
         # line says "ready" once it does ("standby" for a hot standby).
-        while _postmaster_status(data) not in ("ready", "standby"):
+        while (
+            _postmaster_status(data) not in ("ready", "standby")
+            or _postmaster_identity(data) == stale
+        ):
             assert server.poll() is None, "the throwaway server exited"
             assert time.monotonic() < deadline, "the throwaway server did not start"
             time.sleep(0.1)
@@ -114,13 +120,28 @@ def running_server(
             server.wait()
 
 
-def _postmaster_status(data: Path) -> str:
+def _postmaster_lines(data: Path) -> list[str]:
     try:
-        lines = (data / "postmaster.pid").read_text().splitlines()
+        return (data / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
-        return ""
+        return []
+
+
+def _postmaster_status(data: Path) -> str:
+    lines = _postmaster_lines(data)
     # Line 8 of postmaster.pid: "starting", "ready", "stopping" (PostgreSQL 10+).
     return lines[7].strip() if len(lines) > 7 else ""
+
+
+def _postmaster_identity(data: Path) -> tuple[str, ...]:
+    """The pid and start time postmaster.pid names (lines 1 and 3), if it exists."""
+    lines = _postmaster_lines(data)
+    return (lines[0].strip(), lines[2].strip()) if len(lines) > 2 else ()
+
+
+def postmaster_pid(data: Path) -> int:
+    """The pid of the server running on `data` (line 1 of its postmaster.pid)."""
+    return int(_postmaster_lines(data)[0])
 
 
 @contextmanager
