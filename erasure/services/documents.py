@@ -18,6 +18,7 @@ chunks an earlier re-ingestion replaced are found too):
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -85,7 +86,7 @@ def _document(document_id: uuid.UUID, tenant_slug: str | None) -> Document:
     return Document.objects.select_for_update().get(tenant_id=found, pk=document_id)
 
 
-def erase_document_rows(document: Document, tally: Tally, *, now) -> None:
+def erase_document_rows(document: Document, tally: Tally, *, now: datetime) -> None:
     """Erase the (locked) document and what was built on it, tallied."""
     tenant_id = document.tenant_id
     chunks = list(
@@ -127,7 +128,9 @@ def remove_exports_of(tenant_id: uuid.UUID, version_ids: list[uuid.UUID], tally:
     exports.delete()
 
 
-def redact_runs(tenant_id: uuid.UUID, execution_ids: set[uuid.UUID], tally: Tally, *, now) -> None:
+def redact_runs(
+    tenant_id: uuid.UUID, execution_ids: set[uuid.UUID], tally: Tally, *, now: datetime
+) -> None:
     """Erase these runs' inputs and outputs, and redact the versions they wrote."""
     executions = AgentExecution.objects.filter(tenant_id=tenant_id, id__in=execution_ids)
     runs = list(executions.values_list("id", "input_data", "output_data", "produced_version_id"))
@@ -141,7 +144,7 @@ def redact_runs(tenant_id: uuid.UUID, execution_ids: set[uuid.UUID], tally: Tall
 
 
 def redact_versions(
-    tenant_id: uuid.UUID, version_ids: set[uuid.UUID], tally: Tally, *, now
+    tenant_id: uuid.UUID, version_ids: set[uuid.UUID], tally: Tally, *, now: datetime
 ) -> None:
     """Redact these versions (the tombstone, `redacted_at`; hashes kept) and remove the
     exports that hold them."""

@@ -24,11 +24,13 @@ tenant for the account.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import ChangeProposal, ConversationMessage, Decision
@@ -100,7 +102,7 @@ def _authored(user: User, tenant_id: uuid.UUID, table: str) -> set[uuid.UUID]:
     )
 
 
-def _erase_in_tenant(user: User, tenant: Tenant, tally: Tally, *, now) -> None:
+def _erase_in_tenant(user: User, tenant: Tenant, tally: Tally, *, now: datetime) -> None:
     tenant_id = tenant.pk
     messages = ConversationMessage.objects.filter(
         tenant_id=tenant_id, id__in=_authored(user, tenant_id, "conversation_messages")
@@ -137,7 +139,7 @@ def _erase_in_tenant(user: User, tenant: Tenant, tally: Tally, *, now) -> None:
     _delete(tally, "memberships", Membership.objects.filter(tenant_id=tenant_id, user=user))
 
 
-def _delete(tally: Tally, table: str, rows, content_field: str | None = None) -> None:
+def _delete(tally: Tally, table: str, rows: QuerySet, content_field: str | None = None) -> None:
     fields = ("id", content_field) if content_field else ("id",)
     found = list(rows.values_list(*fields))
     tally.touched(

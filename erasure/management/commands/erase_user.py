@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.jobs import SystemJobCommand
+from core.jobs import JobSummary, SystemJobCommand
 from erasure.services import erase_user
 from erasure.services._common import ErasureSummary
 
@@ -32,7 +32,7 @@ class Command(SystemJobCommand):
             help="Who asked for the erasure (a name or an address); kept on the receipts.",
         )
 
-    def run(self, *, dry_run: bool, **options: Any) -> list[ErasureSummary]:
+    def run(self, *, dry_run: bool, **options: Any) -> list[JobSummary]:
         receipts = erase_user(
             email=options["email"], requested_by=options["requested_by"], dry_run=dry_run
         )
