@@ -52,7 +52,7 @@ HNSW_MAX_SCAN_TUPLES = 500_000
 # the query's nearest chunks of every tenant and access list; the member's nearest ones
 # lie deeper in it, where one pass finds fewer of them, and the iterative scan's later
 # passes (relaxed_order) return nearer chunks after further ones. Measured at 50% of a
-# tenant visible (docs/security.md): 1x misses about 8% of the exact top 10, 3x about 4%.
+# tenant visible (docs/security.md): 1x missed 7-9% of the exact top 10, 3x 3-5%.
 PARTIAL_ACCESS_OVERFETCH = 3
 # Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
 # planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
