@@ -47,12 +47,15 @@ HNSW_MIN_EF_SEARCH = 100
 HNSW_MIN_SCAN_TUPLES = 40_000
 HNSW_SCAN_TUPLES_PER_ROW = 200
 HNSW_MAX_SCAN_TUPLES = 500_000
-# A member who sees part of a tenant through the HNSW index reads this many times the
-# rows asked for and keeps the nearest (see _semantic). The graph's first pass holds
-# the query's nearest chunks of every tenant and access list; the member's nearest ones
-# lie deeper in it, where one pass finds fewer of them, and the iterative scan's later
-# passes (relaxed_order) return nearer chunks after further ones. Measured at 50% of a
-# tenant visible (docs/security.md): 1x missed 7-9% of the exact top 10, 3x 3-5%.
+# A member (a user without full access to the tenant) searched through the HNSW index
+# reads this many times the rows asked for and keeps the nearest (see _semantic). The
+# graph's first pass holds the query's nearest chunks of every tenant and access list;
+# the member's nearest ones lie deeper in it, where one pass finds fewer of them, and
+# the iterative scan's later passes (relaxed_order) return nearer chunks after further
+# ones. Measured at 50% of a tenant visible (docs/security.md): 1x missed 7-9% of the
+# exact top 10, 3x 3-5%. A search without a user (a system job) reads k, as before: it
+# is the unrestricted search of a tenant that restricts nothing, which the extra rows
+# would slow by 6-10%.
 PARTIAL_ACCESS_OVERFETCH = 3
 # Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
 # planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
@@ -305,6 +308,7 @@ def _semantic(
     embedder: Embedder,
     *,
     transaction_continues: bool,
+    member: bool,
 ) -> list:
     [vector] = embed_texts(embedder, [query])
     chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
@@ -330,8 +334,9 @@ def _semantic(
             rows = _knn_rows(semantic_queryset(scoped, vector, embedder.model, exact=True)[:limit])
             return [(*row[:4], 1.0 - row[4]) for row in rows]
         index_order = True
-        # At most SEARCH_MAX_K, which also keeps ef_search within pgvector's bound.
-        fetch = min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K)
+        if member:
+            # At most SEARCH_MAX_K, which also keeps ef_search within pgvector's bound.
+            fetch = min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K)
     settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:fetch])
     if len(rows) < limit:
@@ -412,6 +417,7 @@ def chunk_search(
                 k,
                 embedder,
                 transaction_continues=transaction_continues,
+                member=user is not None,
             )
         else:
             candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
@@ -426,6 +432,7 @@ def chunk_search(
                 candidates,
                 embedder,
                 transaction_continues=transaction_continues,
+                member=user is not None,
             )
             rows = _fuse([semantic, text], k)
     return [

@@ -287,6 +287,16 @@ def test_a_member_who_sees_many_chunks_keeps_the_plain_knn_reading_more_rows(
     assert [r.chunk_id for r in results] == [r.chunk_id for r in nearest[:10]]
 
 
+def test_a_search_without_a_user_reads_k_rows_from_the_index(
+    tenant_a, shelves, big_table, monkeypatch
+):
+    # A system job's search: open rows only, and no wider read than the owner's.
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 11)
+    results, [(sql, _)] = searched_with_plans(tenant_a, None, mode="semantic")
+    assert sql.rstrip().endswith("LIMIT 10")
+    assert {r.document_id for r in results} == {shelves[0].pk}
+
+
 def test_a_member_reads_at_most_the_largest_k_from_the_index(
     tenant_a, mallory, shelves, big_table, monkeypatch
 ):
