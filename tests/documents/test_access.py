@@ -212,7 +212,9 @@ def test_search_finds_what_a_grant_opens(tenant_a, grace, alice, shelves, mode):
     assert len(everything) == 36
 
 
-def searched_with_plans(tenant, user, **arguments) -> tuple[list, list[tuple[str, str]]]:
+def searched_with_plans(
+    tenant, user, k: int = 10, **arguments
+) -> tuple[list, list[tuple[str, str]]]:
     """chunk_search's results, and (statement, EXPLAIN) of each kNN statement it sent,
     explained just before it ran, in its transaction (under the search's settings)."""
     plans = []
@@ -225,7 +227,7 @@ def searched_with_plans(tenant, user, **arguments) -> tuple[list, list[tuple[str
 
     with connection.execute_wrapper(explain):
         results = search.chunk_search(
-            tenant=tenant, query="harbour crane quay", k=10, user=user, **arguments
+            tenant=tenant, query="harbour crane quay", k=k, user=user, **arguments
         )
     return results, plans
 
@@ -263,17 +265,49 @@ def test_an_owner_keeps_the_plain_knn(tenant_a, alice, shelves, big_table):
     results, [(sql, _)] = searched_with_plans(tenant_a, alice, mode="semantic")
     assert len(results) == 10
     assert not any(str(document.pk) in sql for document in shelves)
+    assert sql.rstrip().endswith("LIMIT 10")  # no over-fetch: the owner sees every chunk
 
 
-def test_a_member_who_sees_many_chunks_keeps_the_plain_knn(
+def test_a_member_who_sees_many_chunks_keeps_the_plain_knn_reading_more_rows(
     tenant_a, mallory, shelves, big_table, monkeypatch
 ):
     # Her visible documents may hold more chunks than the threshold.
     monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 11)
     results, [(sql, _)] = searched_with_plans(tenant_a, mallory, mode="semantic")
+    assert not any(str(document.pk) in sql for document in shelves)
+    # The index is asked for more rows than k, and the k nearest of them are kept.
+    assert sql.rstrip().endswith(f"LIMIT {10 * search.PARTIAL_ACCESS_OVERFETCH}")
     assert len(results) == 10
     assert {r.document_id for r in results} == {shelves[0].pk}
-    assert not any(str(document.pk) in sql for document in shelves)
+    assert [r.rank for r in results] == list(range(1, 11))
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    nearest = search.chunk_search(
+        tenant=tenant_a, query="harbour crane quay", k=12, mode="semantic", user=mallory
+    )
+    assert [r.chunk_id for r in results] == [r.chunk_id for r in nearest[:10]]
+
+
+def test_a_search_without_a_user_reads_k_rows_from_the_index(
+    tenant_a, shelves, big_table, monkeypatch
+):
+    # A system job's search: open rows only, and no wider read than the owner's.
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 11)
+    results, [(sql, _)] = searched_with_plans(tenant_a, None, mode="semantic")
+    assert sql.rstrip().endswith("LIMIT 10")
+    assert {r.document_id for r in results} == {shelves[0].pk}
+
+
+def test_a_member_reads_at_most_the_largest_k_from_the_index(
+    tenant_a, mallory, shelves, big_table, monkeypatch
+):
+    # k * PARTIAL_ACCESS_OVERFETCH would be beyond pgvector's largest ef_search (1,000).
+    monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 11)
+    results, [(sql, _), *exact] = searched_with_plans(
+        tenant_a, mallory, mode="semantic", k=search.SEARCH_MAX_K
+    )
+    assert sql.rstrip().endswith(f"LIMIT {search.SEARCH_MAX_K}")
+    assert len(exact) == 1  # her 12 chunks are fewer than k: read again exactly
+    assert {r.document_id for r in results} == {shelves[0].pk}
 
 
 def test_a_member_who_sees_no_document_in_scope_gets_nothing(tenant_a, mallory, shelves, big_table):
