@@ -15,7 +15,8 @@ tenancy.audit.audit_seal (`manage.py audit_seal`, as the owner) later gives the 
 unsealed events their place: seq counts from 1, `prev_hash` is the previous event's
 `hash`, `hash` the SHA-256 of `prev_hash` and the canonical content, computed in Python
 (tenancy.audit, the one place that defines them). The append-only trigger refuses every
-UPDATE and DELETE but that one seal of an unsealed event (`seal_allowed_sql`).
+UPDATE and DELETE but that one seal of an unsealed event (`seal_allowed_sql`) and the
+offboarding's delete of an erased tenant's events (`tenant_erasure_delete_allowed_sql`).
 
 What an event records in `changes`: for an insert {"new": {column: value}}, for a delete
 {"old": {...}}, for an update {"old": {...}, "new": {...}} of the changed columns only
@@ -56,6 +57,9 @@ ACTIONS = ("insert", "update", "delete")
 DERIVED_COLUMNS = ("restricted_to", "access_user_ids")
 # The columns a seal writes; every other column of an event is fixed at its insert.
 SEAL_COLUMNS = ("seq", "prev_hash", "hash")
+# Set (transaction-local) by the offboarding of a tenant (erasure.services.erase_tenant)
+# to the id of the tenant it erases: the one tenant whose events may then be deleted.
+ERASING_TENANT_SETTING = "app.erasing_tenant_id"
 
 
 def _value_sql(key: str, value: str) -> str:
@@ -188,18 +192,43 @@ def seal_allowed_sql() -> str:
     )
 
 
+def tenant_erasure_delete_allowed_sql() -> str:
+    """The one DELETE let through, of a tenant event (audit_events only): by the offboarding
+    of its tenant, which sets ERASING_TENANT_SETTING to that tenant's id in its own
+    transaction, after that transaction deleted the tenant's row, as the role that owns
+    the table (the only role granted DELETE; the runtime role never is). A tenant that
+    still exists keeps its chain whole; a stray setting cannot reach another tenant's.
+    The tenants row is read for the event's own tenant (a reference table, on every
+    Citus node), the owner from the catalog of the table (or shard) the trigger fires on.
+    """
+    return (
+        f"OLD.tenant_id::text = current_setting('{ERASING_TENANT_SETTING}', true) "
+        "AND NOT EXISTS (SELECT 1 FROM public.tenants t WHERE t.id = OLD.tenant_id) "
+        "AND current_user = (SELECT pg_get_userbyid(c.relowner) FROM pg_class c "
+        "WHERE c.oid = TG_RELID)"
+    )
+
+
 def refuse_function_sql() -> str:
     """The BEFORE UPDATE OR DELETE trigger function of the event tables: refuses all but
-    the seal of an unsealed event (which only the owner, who has UPDATE, can try)."""
+    the seal of an unsealed event (which only the owner, who has UPDATE, can try) and the
+    delete of an erased tenant's events by its offboarding. The delete's test reads
+    OLD.tenant_id, which audit_events_global has not: it runs for audit_events only."""
     return f"""
 CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
+    IF TG_OP = 'DELETE' AND TG_ARGV[0] = '{TENANT_EVENTS}' THEN
+        IF {tenant_erasure_delete_allowed_sql()} THEN
+            RETURN OLD;
+        END IF;
+    END IF;
     IF {seal_allowed_sql()} THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'insufficient_privilege',
-              DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash) is allowed.';
+              DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash) and the '
+                       'delete of an erased tenant''s events by its offboarding are allowed.';
 END
 $fn$"""
 
