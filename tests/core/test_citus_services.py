@@ -391,3 +391,33 @@ def test_retention_removes_one_tenants_old_rows_on_the_cluster(two_tenants, file
         assert RetentionRun.objects.filter(run_id=real.run_id).count() == 2
     assert made[first.pk][0] not in executions and made[first.pk][1] not in exports
     assert made[second.pk][0] in executions and made[second.pk][1] in exports
+
+
+def test_erase_tenant_removes_one_tenant_on_the_cluster(two_tenants, file_storages):
+    """`erase_tenant` on the cluster: every delete names its tenant (one shard each), the
+    tenants row is a reference table's, the audit events' delete passes the shard's
+    append-only trigger (the erasing setting reaching the workers), the receipt is a
+    coordinator table's; the other tenant, on the other worker, keeps every row."""
+    from erasure.services import erase_tenant
+    from tests.erasure.canary import find_canary, put_canary
+
+    first, second = two_tenants
+    canaries = {}
+    for tenant in (first, second):
+        owner = make_member(tenant, f"owner-{uuid.uuid4().hex[:8]}@example.com", "owner")
+        canaries[tenant.pk] = f"canary{uuid.uuid4().hex}"
+        put_canary(tenant, canaries[tenant.pk], by=owner)
+    kept_before = find_canary(canaries[second.pk])
+
+    receipt = erase_tenant(slug=first.slug, requested_by="cluster test")
+
+    assert receipt.rows_touched["tenants"] == 1 and receipt.rows_touched["files"] == 2
+    # The erased tenant's own template's events stay in the global chain (see
+    # tests/erasure/test_erase_tenant.py, GLOBAL_CHAIN).
+    assert find_canary(canaries[first.pk]) == ["audit_events_global.changes"]
+    assert find_canary(canaries[second.pk]) == kept_before
+    assert not Tenant.objects.filter(pk=first.pk).exists()
+    with tenant_context(second):
+        assert Project.objects.filter(tenant=second).exists()
+        assert Chunk.objects.filter(tenant=second).exists()
+    call_command("audit_verify", tenant=second.slug)
