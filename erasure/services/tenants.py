@@ -11,6 +11,8 @@ added later is erased the day it exists. Apart from that rule:
 - its audit events go last (audit_events is append-only; its trigger lets this one
   delete through, core.db.audit.tenant_erasure_delete_allowed_sql), with the events the
   erasure's own deletes wrote. The global chain (users, tenants, shared templates) stays;
+- the admin's history entries (django_admin_log, which has no tenant_id) of the tenant's
+  rows and of the tenant go first, found by their object ids: they hold each row's text;
 - users stay: they may belong to other tenants.
 
 The database part is one transaction, as the owner under the logged bypass
@@ -31,6 +33,9 @@ import posixpath
 import uuid
 from graphlib import TopologicalSorter
 
+from django.apps import apps
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.files.storage import Storage, storages
 from django.db import connection, transaction
@@ -48,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 RECEIPTS = ErasureReceipt._meta.db_table
 TENANTS = Tenant._meta.db_table
+ADMIN_HISTORY = LogEntry._meta.db_table
 FILES = "files"
 REQUESTED_BY_MAX_LENGTH = ErasureReceipt._meta.get_field("requested_by").max_length
 
@@ -109,6 +115,38 @@ def _allow_audit_delete(cursor, tenant_id: uuid.UUID) -> None:
         .format(name, sql.Literal(str(tenant_id)))
         .as_string(connection.connection)
     )
+
+
+def _delete_admin_history(tenant_id: uuid.UUID, tables: list[str]) -> int:
+    """Delete the admin's history entries (django_admin_log, no tenant_id of its own) of
+    the tenant's rows and of the tenant itself: their `object_repr` is the row's text (a
+    project's name). Found per model through the entries' object ids, which are few
+    (the admin's actions), checked against the tenant's rows before those go."""
+    models = {model._meta.db_table: model for model in apps.get_models()}
+    deleted = 0
+    for table in [*tables, TENANTS]:
+        model = models.get(table)
+        if model is None:
+            continue
+        content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+        entries = LogEntry.objects.filter(content_type=content_type)
+        ids = set()
+        for object_id in entries.values_list("object_id", flat=True).distinct():
+            try:
+                ids.add(uuid.UUID(object_id))
+            except (TypeError, ValueError):
+                continue  # not a row of ours: its key is not a UUID
+        if not ids:
+            continue
+        rows = model._base_manager.filter(pk__in=ids)
+        if table != TENANTS:
+            rows = rows.filter(tenant_id=tenant_id)
+        else:
+            rows = rows.filter(pk=tenant_id)
+        mine = [str(pk) for pk in rows.values_list("pk", flat=True)]
+        if mine:
+            deleted += entries.filter(object_id__in=mine).delete()[0]
+    return deleted
 
 
 def _recorded_file_hashes(tenant_id: uuid.UUID) -> list[str]:
@@ -221,9 +259,9 @@ def erase_tenant(
             raise ValidationError({"tenant": f"No tenant with the id {tenant_id}."})
         tenant_id, slug = row
         file_hashes = _recorded_file_hashes(tenant_id)
-        rows_touched = {
-            table: _delete(cursor, table, tenant_id) for table in _erasure_order(cursor)
-        }
+        tables = _erasure_order(cursor)
+        rows_touched = {ADMIN_HISTORY: _delete_admin_history(tenant_id, tables)}
+        rows_touched |= {table: _delete(cursor, table, tenant_id) for table in tables}
         rows_touched[TENANTS] = _delete_tenant_row(cursor, tenant_id)
         _allow_audit_delete(cursor, tenant_id)
         rows_touched[TENANT_EVENTS] = _delete(cursor, TENANT_EVENTS, tenant_id)

@@ -26,6 +26,8 @@ import zipfile
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connection
 from psycopg import sql
@@ -118,7 +120,7 @@ def put_canary(tenant: Tenant, canary: str, *, by: User) -> dict[str, object]:
     make_tenant_rows (the project's name, a document version, a knowledge document, a
     chunk, a message, a decision, an execution error, a template, ...), plus a knowledge
     document ingested with its file and chunks, a run with its input and output, and a
-    completed export with its file. Returns those three, and the rows, by name."""
+    completed export with its file, and an admin history entry of the project. Returns those three, and the rows, by name."""
     rows = make_tenant_rows(tenant, by=by, label=canary)
     project = rows[Project]
     document = document_ingest(
@@ -136,6 +138,15 @@ def put_canary(tenant: Tenant, canary: str, *, by: User) -> dict[str, object]:
     run = execution_finish(tenant=tenant, execution=run, output_data={"text": f"Wrote {canary}"})
     export = export_create(tenant=tenant, project=project, format=ExportFormat.MARKDOWN, by=by)
     assert export.status == Export.Status.COMPLETED, export.error_message
+    # The admin's history of a change to the project: its text is the project's name.
+    LogEntry.objects.create(
+        user=by,
+        content_type=ContentType.objects.get_for_model(Project),
+        object_id=str(project.pk),
+        object_repr=project.name,
+        action_flag=CHANGE,
+        change_message='[{"changed": {"fields": ["Name"]}}]',
+    )
     return {"rows": rows, "document": document, "run": run, "export": export}
 
 
