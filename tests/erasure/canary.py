@@ -119,8 +119,9 @@ def put_canary(tenant: Tenant, canary: str, *, by: User) -> dict[str, object]:
     """`canary` in a row of every kind of `tenant` (by `by`, one of its owners): through
     make_tenant_rows (the project's name, a document version, a knowledge document, a
     chunk, a message, a decision, an execution error, a template, ...), plus a knowledge
-    document ingested with its file and chunks, a run with its input and output, and a
-    completed export with its file, and an admin history entry of the project. Returns those three, and the rows, by name."""
+    document ingested with its file and chunks, a run with its input and output, a
+    completed export with its file, and an admin history entry of the project. Returns
+    those three, and the rows, by name."""
     rows = make_tenant_rows(tenant, by=by, label=canary)
     project = rows[Project]
     document = document_ingest(
