@@ -104,8 +104,8 @@ def _allow_audit_delete(cursor, tenant_id: uuid.UUID) -> None:
 
     SET LOCAL, not set_config: on Citus, with citus.propagate_set_commands 'local' (which
     system_context has set for this transaction already; set again so this does not
-    depend on it), it reaches the workers whose shard triggers read it. The value is a
-    UUID's canonical text, so it is written into the statement as is.
+    depend on it), it reaches the workers whose shard triggers read it. SET takes no
+    parameters: the value, a UUID's text, is composed into the statement as a literal.
     """
     if connection.citus:
         cursor.execute("SET LOCAL citus.propagate_set_commands TO 'local'")
