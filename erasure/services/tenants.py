@@ -17,8 +17,10 @@ added later is erased the day it exists. Apart from that rule:
 
 The database part is one transaction, as the owner under the logged bypass
 (system_context "erase_tenant:<slug>"), holding the tenant's row locked from the first
-statement: a crash leaves all of it or none, and a writer of the tenant waits for it,
-then finds the tenant gone. Every statement names the tenant (a Citus cluster routes it
+statement: a crash leaves all of it or none. A transaction of the tenant's that commits
+while it runs, or after, fails at its commit: its keys to the tenant (Django's are
+deferred) are checked then, wait for the lock, and find the tenant gone; so nothing
+written meanwhile stays. Every statement names the tenant (a Citus cluster routes it
 to the tenant's shards). The files, the folder ROOT/<tenant_id>/ under every top-level
 folder of every storage that holds the models' files (core.files.StoredFile), are
 deleted only once that transaction has committed (transaction.on_commit): a crash in
@@ -249,7 +251,7 @@ def erase_tenant(
     slug, tenant_id, requested_by = _validated(slug, tenant, requested_by)
     reason = f"erase_tenant:{slug if slug is not None else tenant_id}"
     with system_context(reason), connection.cursor() as cursor:
-        # Locked first: the tenant's writers (their key checks on tenants) wait from here.
+        # Locked first: the tenant's writers' key checks on tenants wait from here.
         found = Tenant.objects.select_for_update().order_by()
         found = found.filter(slug=slug) if slug is not None else found.filter(pk=tenant_id)
         row = found.values_list("pk", "slug").first()

@@ -21,13 +21,13 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, OperationalError, connection
+from django.db import DatabaseError, IntegrityError, OperationalError, connection
 from django.utils import timezone
 
 from core.db.audit import ERASING_TENANT_SETTING
 from core.hashing import sha256_hex
-from documents.models import ProjectTemplate
-from documents.services import documents_sweep_orphan_files
+from documents.models import Project, ProjectTemplate
+from documents.services import documents_sweep_orphan_files, project_create
 from erasure.models import ErasureReceipt
 from erasure.services import erase_tenant
 from exports.services import exports_purge_expired
@@ -345,12 +345,30 @@ def _wait_for(condition, what: str):
     pytest.fail(f"waited {DEADLINE_SECONDS} s for {what}")
 
 
-def _erasure_waiting_for_its_receipt(watcher: psycopg.Connection, eraser) -> int | None:
-    """The server pid of the erasure once it waits for the lock on erasure_receipts."""
+def _start_eraser(tmp_path, slug: str, file_storages) -> subprocess.Popen:
+    (tmp_path / "eraser.py").write_text(ERASER)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONPATH": str(django_settings.BASE_DIR),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / "eraser.py"), connection.settings_dict["NAME"],
+         slug, str(file_storages.media), str(file_storages.exports)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+# The statement the erasure is caught waiting at: its last, the receipt's insert.
+RECEIPT_INSERT = 'INSERT INTO "erasure_receipts"%%'
+
+
+def _erasure_waiting(watcher: psycopg.Connection, eraser, statement: str) -> int | None:
+    """The server pid of the erasure once it waits for a lock at `statement`."""
     assert eraser.poll() is None, eraser.communicate()
     row = watcher.execute(
-        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND query LIKE 'INSERT INTO \"erasure_receipts\"%%'"
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        [statement],
     ).fetchone()
     return row[0] if row else None
 
@@ -369,21 +387,11 @@ def test_a_kill_9_of_postgresql_mid_erasure_leaves_every_row_and_file(
     places_a = find_canary(canary_a)
     blocker = _owner_session()
     blocker.execute("LOCK TABLE erasure_receipts IN ACCESS EXCLUSIVE MODE")
-    (tmp_path / "eraser.py").write_text(ERASER)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "PYTHONPATH": str(django_settings.BASE_DIR),
-    }
-    eraser = subprocess.Popen(
-        [sys.executable, str(tmp_path / "eraser.py"), connection.settings_dict["NAME"],
-         erased.slug, str(file_storages.media), str(file_storages.exports)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    eraser = _start_eraser(tmp_path, erased.slug, file_storages)
     watcher = _owner_session(autocommit=True)
     try:
         pid = _wait_for(
-            lambda: _erasure_waiting_for_its_receipt(watcher, eraser),
+            lambda: _erasure_waiting(watcher, eraser, RECEIPT_INSERT),
             "the erasure to wait for its receipt",
         )
         os.kill(pid, signal.SIGKILL)
@@ -407,3 +415,21 @@ def test_a_kill_9_of_postgresql_mid_erasure_leaves_every_row_and_file(
     erase_tenant(slug=erased.slug, requested_by="after the crash")
     assert find_canary(canary_a) == [GLOBAL_CHAIN]
     assert find_canary(canary_b) != []
+
+
+def test_a_writer_of_the_tenant_that_commits_after_the_erasure_is_refused(
+    tenant_a, tenant_b, file_storages, tmp_path
+):
+    """A transaction of the tenant's open across the erasure: its keys to the tenant are
+    checked at its commit (Django's keys are deferred), which the erased tenant fails, so
+    nothing it wrote stays."""
+    with pytest.raises(IntegrityError, match="tenants"):
+        with tenant_context(tenant_a):
+            project = project_create(tenant=tenant_a, name="written meanwhile")
+            eraser = _start_eraser(tmp_path, tenant_a.slug, file_storages)
+            stdout, stderr = eraser.communicate(timeout=DEADLINE_SECONDS)
+            assert eraser.returncode == 0 and "erased" in stdout, stderr
+    with system_context("test: the project"):
+        assert not Project.objects.filter(pk=project.pk).exists()
+        assert not Tenant.objects.filter(pk=tenant_a.pk).exists()
+    assert Tenant.objects.filter(pk=tenant_b.pk).exists()
