@@ -18,6 +18,9 @@ from core.hashing import SHA256_HEX_PATTERN
 from core.models import BaseModel, JSONField
 from tenancy.models import Tenant
 
+# The longest "who asked" a receipt holds.
+REQUESTED_BY_MAX_LENGTH = 200
+
 
 class Subject(models.TextChoices):
     USER = "user", "Person"
@@ -49,7 +52,8 @@ class ErasureReceipt(BaseModel):
     # hash, a tenant's slug): who asked can check a receipt against what they asked for.
     subject_sha256 = models.CharField(max_length=64)
     requested_by = models.CharField(
-        max_length=200, help_text="Who asked: the operator's name given to the command."
+        max_length=REQUESTED_BY_MAX_LENGTH,
+        help_text="Who asked: the operator's name given to the command.",
     )
     # {table: rows deleted or redacted}; files under the key "files".
     rows_touched = JSONField(default=dict, blank=True)

@@ -15,7 +15,8 @@ tenancy.audit.audit_seal (`manage.py audit_seal`, as the owner) later gives the 
 unsealed events their place: seq counts from 1, `prev_hash` is the previous event's
 `hash`, `hash` the SHA-256 of `prev_hash` and the canonical content, computed in Python
 (tenancy.audit, the one place that defines them). The append-only trigger refuses every
-UPDATE and DELETE but that one seal of an unsealed event (`seal_allowed_sql`).
+UPDATE and DELETE but that one seal of an unsealed event (`seal_allowed_sql`) and the
+offboarding's delete of an erased tenant's events (`tenant_erasure_delete_allowed_sql`).
 
 What an event records in `changes`: for an insert {"new": {column: value}}, for a delete
 {"old": {...}}, for an update {"old": {...}, "new": {...}} of the changed columns only
@@ -72,6 +73,9 @@ REDACTION_COLUMNS = ("changes", "redacted_at")
 REDACTED_CHANGES = '{"redacted": true}'
 # Each tenant chain's cut: the last event retention removed (its seq and hash).
 ANCHORS = "audit_chain_anchors"
+# Set (transaction-local) by the offboarding of a tenant (erasure.services.erase_tenant)
+# to the id of the tenant it erases: the one tenant whose events may then be deleted.
+ERASING_TENANT_SETTING = "app.erasing_tenant_id"
 
 
 def changes_sha256_sql(changes: str) -> str:
@@ -235,21 +239,39 @@ def anchored_delete_allowed_sql() -> str:
     )
 
 
+def tenant_erasure_delete_allowed_sql() -> str:
+    """The one DELETE let through, of a tenant event (audit_events only): by the offboarding
+    of its tenant, which sets ERASING_TENANT_SETTING to that tenant's id in its own
+    transaction, after that transaction deleted the tenant's row, as the role that owns
+    the table (the only role granted DELETE; the runtime role never is). A tenant that
+    still exists keeps its chain whole; a stray setting cannot reach another tenant's.
+    The tenants row is read for the event's own tenant (a reference table, on every
+    Citus node), the owner from the catalog of the table (or shard) the trigger fires on.
+    """
+    return (
+        f"OLD.tenant_id::text = current_setting('{ERASING_TENANT_SETTING}', true) "
+        "AND NOT EXISTS (SELECT 1 FROM public.tenants t WHERE t.id = OLD.tenant_id) "
+        "AND current_user = (SELECT pg_get_userbyid(c.relowner) FROM pg_class c "
+        "WHERE c.oid = TG_RELID)"
+    )
+
+
 def refuse_function_sql() -> str:
     """The BEFORE UPDATE OR DELETE trigger function of the event tables: refuses all but
-    the seal of an unsealed event, the redaction of an event, and retention's delete of
-    a tenant event below its chain's anchor (which only the owner, who has UPDATE and
-    DELETE, can try). The delete's test reads OLD.tenant_id, which audit_events_global
-    has not: it runs for audit_events only."""
+    the seal of an unsealed event, the redaction of an event, retention's delete of a
+    tenant event below its chain's anchor, and the offboarding's delete of an erased
+    tenant's events (deletes only the owner, who has UPDATE and DELETE, can try). The
+    exceptions read the event tables' own columns, the deletes' OLD.tenant_id too, which
+    audit_events_global has not: tested for those tables alone (erasure_receipts shares
+    the function and has no exception)."""
     return f"""
 CREATE OR REPLACE FUNCTION {REFUSE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    -- The exceptions read the event tables' own columns: tested for them alone (another
-    -- append-only table, erasure_receipts, has none of them and no exception).
     IF TG_ARGV[0] IN ('{TENANT_EVENTS}', '{GLOBAL_EVENTS}') THEN
         IF TG_OP = 'DELETE' THEN
             IF TG_ARGV[0] = '{TENANT_EVENTS}' THEN
-                IF {anchored_delete_allowed_sql()} THEN
+                IF ({anchored_delete_allowed_sql()})
+                   OR ({tenant_erasure_delete_allowed_sql()}) THEN
                     RETURN OLD;
                 END IF;
             END IF;
@@ -260,8 +282,9 @@ BEGIN
     RAISE EXCEPTION '% is append-only: % refused', TG_ARGV[0], TG_OP
         USING ERRCODE = 'insufficient_privilege',
               DETAIL = 'Only the seal of an unsealed event (seq, prev_hash, hash), the '
-                       'redaction of its changes, and the delete of a sealed event below '
-                       'its chain''s anchor are allowed.';
+                       'redaction of its changes, the delete of a sealed event below its '
+                       'chain''s anchor and the delete of an erased tenant''s events by its '
+                       'offboarding are allowed.';
 END
 $fn$"""
 

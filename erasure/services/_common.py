@@ -26,7 +26,7 @@ from django.utils import timezone
 from core.files import delete_file
 from core.hashing import sha256_hex
 from core.jobs import JobSummary
-from erasure.models import ErasureReceipt, Subject
+from erasure.models import REQUESTED_BY_MAX_LENGTH, ErasureReceipt, Subject
 from tenancy.audit import redact_events
 
 # What an erased JSON value (a run's input or output) becomes.
@@ -34,11 +34,22 @@ ERASED_JSON = {"erased": True}
 FILES = "files"
 
 
-def required_text(value: str | None, *, field: str) -> str:
-    text = (value or "").strip()
-    if not text:
-        raise ValidationError({field: f"{field} is required: say who asked for the erasure."})
-    return text
+def requested_by_error(value: object) -> str | None:
+    """Why `value` cannot be a receipt's requested_by, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return "Who asked for the erasure (a name), recorded on the receipt."
+    if len(value.strip()) > REQUESTED_BY_MAX_LENGTH:
+        return f"At most {REQUESTED_BY_MAX_LENGTH} characters."
+    return None
+
+
+def required_requested_by(value: object) -> str:
+    """`value`, stripped; ValidationError naming requested_by when it cannot be one."""
+    error = requested_by_error(value)
+    if error is not None:
+        raise ValidationError({"requested_by": error})
+    assert isinstance(value, str)
+    return value.strip()
 
 
 def as_uuid(value: object, *, field: str, what: str) -> uuid.UUID:

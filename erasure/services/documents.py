@@ -30,7 +30,7 @@ from core.hashing import sha256_hex
 from core.jobs import rolled_back_on_dry_run
 from documents.models import REDACTED_CONTENT, Chunk, Document, DocumentVersion
 from erasure.models import ErasureReceipt, Subject
-from erasure.services._common import ERASED_JSON, Tally, as_uuid, json_sha256, required_text
+from erasure.services._common import ERASED_JSON, Tally, as_uuid, json_sha256, required_requested_by
 from exports.models import Export
 from tenancy.context import system_context
 from tenancy.models import Tenant
@@ -50,7 +50,7 @@ def erase_document(
     returns the receipt unsaved. ValidationError naming `document`, `tenant` or
     `requested_by` when there is nothing to erase; nothing is changed then.
     """
-    requested_by = required_text(requested_by, field="requested_by")
+    requested_by = required_requested_by(requested_by)
     document_id = as_uuid(document_id, field="document", what="a knowledge document")
     receipt = None
     with system_context(f"erase_document:{document_id}"):

@@ -39,7 +39,7 @@ from core.hashing import sha256_hex
 from core.jobs import rolled_back_on_dry_run
 from documents.models import Document, DocumentAccess, DocumentVersion, ProjectAccess
 from erasure.models import ErasureReceipt, Subject
-from erasure.services._common import Tally, required_text
+from erasure.services._common import Tally, required_requested_by
 from erasure.services.documents import erase_document_rows, redact_runs, redact_versions
 from exports.models import Export
 from tenancy.audit import redact_events
@@ -55,7 +55,7 @@ def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[
     account's last. ValidationError naming `email` or `requested_by` when there is
     nothing to erase; nothing is changed then. A dry run rolls everything back and
     returns the receipts unsaved."""
-    requested_by = required_text(requested_by, field="requested_by")
+    requested_by = required_requested_by(requested_by)
     address = (email or "").strip()
     receipts: list[ErasureReceipt] = []
     with system_context("erase_user"):

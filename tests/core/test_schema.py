@@ -233,6 +233,16 @@ class Rows:
             # checked the same way.
             "audit_events": lambda: self.audit_event(n) | {"tenant_id": tenant_id},
             "audit_events_global": lambda: self.audit_event(n),
+            "erasure_receipts": lambda: {
+                "tenant_id": tenant_id,
+                "subject_type": "document",
+                "subject_id": str(uuid.uuid4()),
+                "subject_sha256": sha(f"subject {n}"),
+                "requested_by": "the schema test",
+                "rows_touched": "{}",
+                "removed_sha256": "{}",
+                "completed_at": STARTED,
+            },
             "audit_chain_anchors": lambda: {
                 "tenant_id": tenant_id,  # one per tenant: one per test
                 "seq": n,
@@ -323,6 +333,8 @@ BAD_ROWS = [
     BadRow("audit_events_global_action_valid", "audit_events_global", {"action": "upsert"}),
     BadRow("audit_events_global_seq_gte_1", "audit_events_global", {"seq": 0}),
     BadRow("audit_chain_anchors_seq", "audit_chain_anchors", {"seq": 0}),
+    BadRow("erasure_receipts_subject_type_valid", "erasure_receipts", {"subject_type": "row"}),
+    BadRow("erasure_receipts_subject_sha256_hex", "erasure_receipts", {"subject_sha256": "x"}),
     BadRow("memberships_role_valid", "memberships", {"role": "superuser"}),
     BadRow("projects_status_valid", "projects", {"status": "deleted"}),
     BadRow("projects_current_step_range", "projects", {"current_step": 0}),
@@ -346,6 +358,12 @@ BAD_ROWS = [
         "document_versions_content_sha256_matches",
         "document_versions",
         {"content": "x", "content_sha256": sha("y")},
+    ),
+    # Redacted, the hash is the erased content's: the content must be the tombstone.
+    BadRow(
+        "document_versions_redacted_tombstone",
+        "document_versions",
+        {"content": "x", "content_sha256": sha("y"), "redacted_at": STARTED},
     ),
     BadRow(
         "document_versions_prev_sha256_hex",
@@ -400,6 +418,11 @@ BAD_ROWS = [
         "execution_sources_chunk_sha256_matches",
         "execution_sources",
         {"content": "x", "chunk_sha256": sha("y")},
+    ),
+    BadRow(
+        "execution_sources_erased_empty",
+        "execution_sources",
+        {"content": "x", "chunk_sha256": sha("y"), "erased_at": STARTED},
     ),
     BadRow("conversation_messages_role_valid", "conversation_messages", {"role": "bot"}),
     BadRow("conversation_messages_position_gte_1", "conversation_messages", {"position": 0}),
