@@ -19,11 +19,13 @@ its own here. Without chromium the test skips naming the package, and fails unde
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.contrib import admin
 from django.core.management import call_command
+from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
 from documents.models import Document, Project
@@ -38,9 +40,9 @@ from documents.services import (
 from erasure.models import ErasureReceipt
 from erasure.services import erase_document
 from retention.models import RetentionPolicy, RetentionRun
-from retention.services import retention_policy_set
+from retention.services import retention_enforce, retention_policy_set
 from tenancy.context import tenant_context
-from tenancy.models import AuditEvent, GlobalAuditEvent, Tenant, User
+from tenancy.models import AuditChainAnchor, AuditEvent, GlobalAuditEvent, Tenant, User
 from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
 
@@ -53,9 +55,16 @@ TENANT_APPS = {"tenancy", "documents", "agents", "exports", "retention", "erasur
 # The viewer's answer elsewhere (the login lockout's records): Django's own permission
 # check, which a staff member without model permissions does not pass.
 REFUSED = 403
-# Tenant models whose lists are not for a viewer: the tenant's audit log, retention and erasure
-# receipts (owners and admins) and the global one (superusers).
-MANAGERS_ONLY = {AuditEvent, GlobalAuditEvent, RetentionPolicy, RetentionRun, ErasureReceipt}
+# Tenant models whose lists are not for a viewer: the tenant's audit log and its anchors,
+# retention and erasure receipts (owners and admins) and the global log (superusers).
+MANAGERS_ONLY = {
+    AuditEvent,
+    AuditChainAnchor,
+    GlobalAuditEvent,
+    RetentionPolicy,
+    RetentionRun,
+    ErasureReceipt,
+}
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}
 # How far a changelist's table scrolls sideways in its `.results` box: 0 when it fits.
@@ -191,9 +200,10 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     project_access_grant(tenant=demo, project=project, user=viewer, by=owner)
     document_restrict(tenant=demo, document=document, by=owner)
     document_access_grant(tenant=demo, document=document, user=viewer, by=owner)
-    # Nor a retention policy, nor a run of it (a dry run records one too).
-    retention_policy_set(tenant=demo, by=owner, exports_days=90)
-    call_command("retention", "--dry-run", stdout=StringIO())
+    # Nor a retention policy, nor a run of it, nor an audit chain cut by one: the demo's
+    # events are a day past a one-day policy two days from now (nothing else is).
+    retention_policy_set(tenant=demo, by=owner, exports_days=90, audit_events_days=1)
+    retention_enforce(now=timezone.now() + timedelta(days=2))
     # Nor an erasure and its receipt.
     with tenant_context(demo):
         forgotten = document_ingest(tenant=demo, title="To forget", text="forget me")
