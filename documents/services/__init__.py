@@ -21,6 +21,7 @@ from documents.services.access import (
 )
 from documents.services.ingestion import (
     REEMBED_BATCH_SIZE,
+    REEMBED_MAX_BATCH_SIZE,
     IngestionError,
     ReembedProgress,
     chunks_reembed,
@@ -48,6 +49,7 @@ __all__ = [
     "IngestionError",
     "PurgeSummary",
     "REEMBED_BATCH_SIZE",
+    "REEMBED_MAX_BATCH_SIZE",
     "ReembedProgress",
     "VersionConflict",
     "chunks_reembed",

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 EMBED_BATCH_SIZE = 64
 # Chunks per transaction while re-embedding a tenant.
 REEMBED_BATCH_SIZE = 256
+# A batch's chunks are read, locked and embedded in one transaction: bounded, so a typo
+# cannot lock a whole tenant's chunks (or overflow the LIMIT).
+REEMBED_MAX_BATCH_SIZE = 10_000
 ERROR_MESSAGE_MAX_LENGTH = 2000
 # SQLSTATEs with a reason of their own: lock_timeout, and statement_timeout (or a cancel).
 LOCK_NOT_AVAILABLE = "55P03"
@@ -406,8 +409,14 @@ def chunks_reembed(
     model are left alone. Returns the number of chunks re-embedded.
     """
     tenant_id = require_tenant(tenant)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValidationError({"batch_size": "batch_size must be an integer >= 1."})
+    if (
+        not isinstance(batch_size, int)
+        or isinstance(batch_size, bool)
+        or not 1 <= batch_size <= REEMBED_MAX_BATCH_SIZE
+    ):
+        raise ValidationError(
+            {"batch_size": f"batch_size must be an integer from 1 to {REEMBED_MAX_BATCH_SIZE}."}
+        )
     embedder = chunk_embedder(embedder)
     progress = ReembedProgress()
     while True:

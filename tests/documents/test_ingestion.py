@@ -637,3 +637,9 @@ def test_reembed_accepts_a_tenant_id_and_the_default_embedder(tenant_a, two_tena
 def test_reembed_refuses_bad_options(tenant_a, options, message):
     with pytest.raises(CommandError, match=message):
         call_command("reembed_chunks", stdout=io.StringIO(), **options)
+
+
+@pytest.mark.parametrize("batch_size", [0, True, 10_001, 2**63])
+def test_reembedding_refuses_a_batch_size_out_of_range(tenant_a, batch_size):
+    with pytest.raises(ValidationError, match="batch_size must be an integer from 1 to 10000"):
+        services.chunks_reembed(tenant=tenant_a, embedder=get_embedder(), batch_size=batch_size)

@@ -7,7 +7,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from documents.embedding import get_embedder
 from documents.models import EMBEDDING_DIMENSION
-from documents.services import REEMBED_BATCH_SIZE, ReembedProgress, chunks_reembed
+from documents.services import (
+    REEMBED_BATCH_SIZE,
+    REEMBED_MAX_BATCH_SIZE,
+    ReembedProgress,
+    chunks_reembed,
+)
 from tenancy.models import Tenant
 
 
@@ -42,8 +47,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         tenant = self._tenant(options["tenant"])
         embedder = self._embedder(options["embedder"], options["model"], options["dimension"])
-        if options["batch_size"] < 1:
-            raise CommandError(f"--batch-size must be 1 or more, not {options['batch_size']}.")
+        if not 1 <= options["batch_size"] <= REEMBED_MAX_BATCH_SIZE:
+            raise CommandError(
+                f"--batch-size must be from 1 to {REEMBED_MAX_BATCH_SIZE}, "
+                f"not {options['batch_size']}."
+            )
 
         def report(progress: ReembedProgress) -> None:
             if options["verbosity"] > 1:
