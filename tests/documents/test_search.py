@@ -361,7 +361,9 @@ def test_a_large_candidate_set_is_searched_through_the_hnsw_index(tenant_a, monk
     # Sorting is off for exactly that query, so its plan is the ordered HNSW index scan
     # (tests/tenancy/test_rls.py shows that plan under row-level security).
     assert "set_config('enable_sort', 'off', true)" in sqls[knn - 1]
-    assert "set_config('enable_sort'" in sqls[knn + 1]
+    # Set back after it: at once, or after the exact read that follows a short index scan
+    # (the shared graph also holds dead entries of earlier tests' rolled-back chunks).
+    assert any("set_config('enable_sort'" in sql for sql in sqls[knn + 1 :])
 
 
 @pytest.mark.django_db(transaction=True)
