@@ -1,7 +1,8 @@
 """A fingerprint of the database schema, read from the catalogs: what migrations made.
 
 Every object a migration can create or change, by name and definition, never by oid:
-tables and their row-level security flags, columns in order, constraints (with their
+tables and their row-level security flags and storage parameters, columns in order
+(and their storage where it is not their type's), constraints (with their
 definition and validity), indexes (with validity), triggers, policies, functions,
 sequences, types, extensions, comments and the privileges of every role. Role names
 are replaced by what they stand for (`<owner>`, `<runtime>`), so the fingerprint of
@@ -57,6 +58,15 @@ QUERIES = {
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND a.attnum > 0 AND NOT a.attisdropped
+    """,
+    # A column stored otherwise than its type says (ALTER COLUMN ... SET STORAGE).
+    "column_storage": """
+        SELECT c.relname, a.attname, a.attstorage
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_type t ON t.oid = a.atttypid
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'm')
+          AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage <> t.typstorage
     """,
     "constraints": """
         SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid),

@@ -13,6 +13,7 @@
 - The audit trail (docs/security.md; its SQL is core.db.audit): `CreateAuditFunctions`,
   `AuditTable` on every tenant table and the global ones, `AppendOnlyTable` on the
   event tables.
+- `KeepColumnInHeap`: a column out of TOAST while its row fits a page (chunks' vectors).
 - `create_extension_if_missing`.
 
 In the style of django.contrib.postgres.operations.CreateExtension: each operation is one
@@ -831,3 +832,79 @@ class AppendOnlyTable(_SQLOperation):
     @property
     def migration_name_fragment(self) -> str:
         return f"append_only_{self.table}"
+
+
+# The largest toast_tuple_target PostgreSQL accepts on 8 KB pages (TOAST_TUPLE_TARGET_MAIN):
+# a row is toasted only when it does not fit in a page.
+WHOLE_PAGE_TUPLE_TARGET = 8160
+
+
+def _set_storage_sql(quote, table: str, column: str, storage: str) -> str:
+    """ALTER COLUMN ... SET STORAGE, also on a table Citus has already distributed.
+
+    Citus carries a column's storage to the shards it creates, but refuses the ALTER on a
+    distributed table ("alter table command is currently unsupported"): there it is run
+    on the coordinator's table without propagation, then on every shard, and a shard
+    that refuses fails the migration.
+    """
+    alter = f"ALTER TABLE %s ALTER COLUMN {quote(column)} SET STORAGE {storage}"
+    relation = quote(table)
+    return f"""DO $$
+DECLARE
+    propagation text;
+    failed text;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = '{relation}'::regclass) THEN
+            propagation := current_setting('citus.enable_ddl_propagation');
+            PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+            EXECUTE format('{alter}', '{relation}');
+            PERFORM set_config('citus.enable_ddl_propagation', propagation, true);
+            SELECT string_agg(shardid || ': ' || result, '; ') INTO failed
+            FROM run_command_on_shards('{relation}', '{alter}')
+            WHERE NOT success;
+            IF failed IS NOT NULL THEN
+                RAISE EXCEPTION 'SET STORAGE {storage} failed on shards of {table}: %', failed;
+            END IF;
+            RETURN;
+        END IF;
+    END IF;
+    EXECUTE format('{alter}', '{relation}');
+END $$"""
+
+
+class KeepColumnInHeap(_SQLOperation):
+    """`column` of `table` stays in the table's rows; TOAST only for a row that cannot fit.
+
+    Two settings (docs/architecture.md, "Chunks' storage"): the column's storage MAIN,
+    so it is the last value PostgreSQL moves out of a row too big for a page (the
+    others, compressed first, go before it), and the table's toast_tuple_target at a
+    whole page, so a row that fits is not toasted at all. Both are catalog changes: SET
+    STORAGE takes an ACCESS EXCLUSIVE lock for that instant (under the migration's
+    lock_timeout), the storage parameter a SHARE UPDATE EXCLUSIVE one. Rows already
+    written keep their layout until rewritten. Backwards: the type's storage and the
+    default target.
+    """
+
+    def __init__(self, table: str, column: str) -> None:
+        self.table = table
+        self.column = column
+
+    def forwards_sql(self, quote) -> list[str]:
+        return [
+            _set_storage_sql(quote, self.table, self.column, "MAIN"),
+            f"ALTER TABLE {quote(self.table)} SET (toast_tuple_target = {WHOLE_PAGE_TUPLE_TARGET})",
+        ]
+
+    def backwards_sql(self, quote) -> list[str]:
+        return [
+            f"ALTER TABLE {quote(self.table)} RESET (toast_tuple_target)",
+            _set_storage_sql(quote, self.table, self.column, "DEFAULT"),
+        ]
+
+    def describe(self) -> str:
+        return f"Keep {self.table}.{self.column} in the table's rows"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"keep_{self.table}_{self.column}_in_heap"
