@@ -845,7 +845,9 @@ def _set_storage_sql(quote, table: str, column: str, storage: str) -> str:
     Citus carries a column's storage to the shards it creates, but refuses the ALTER on a
     distributed table ("alter table command is currently unsupported"): there it is run
     on the coordinator's table without propagation, then on every shard, and a shard
-    that refuses fails the migration.
+    that refuses fails the migration. The shards are altered over connections of their
+    own, outside the migration's transaction: it must come before anything else in its
+    migration that touches the table, whose shard locks they would wait for.
     """
     alter = f"ALTER TABLE %s ALTER COLUMN {quote(column)} SET STORAGE {storage}"
     relation = quote(table)
@@ -897,9 +899,12 @@ class KeepColumnInHeap(_SQLOperation):
         ]
 
     def backwards_sql(self, quote) -> list[str]:
+        # The storage first, both ways: on a distributed table run_command_on_shards
+        # uses connections of its own, which would wait for ever on the shards' locks
+        # that this transaction's propagated ALTER TABLE ... (RE)SET already holds.
         return [
-            f"ALTER TABLE {quote(self.table)} RESET (toast_tuple_target)",
             _set_storage_sql(quote, self.table, self.column, "DEFAULT"),
+            f"ALTER TABLE {quote(self.table)} RESET (toast_tuple_target)",
         ]
 
     def describe(self) -> str:

@@ -174,3 +174,45 @@ def test_the_isolation_tests_pass_on_a_distributed_database(
     print(summary)
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary
+
+
+# Each shard of chunks on a worker: the embedding's storage and the table's options.
+_CHUNK_SHARDS_STORAGE = (
+    "SELECT c.relname, a.attstorage, c.reloptions::text FROM pg_class c "
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding' "
+    "WHERE c.relname ~ '^chunks_[0-9]+$' ORDER BY 1"
+)
+
+
+def _chunk_shards_storage(citus_cluster, database: str) -> set[tuple[str, str | None]]:
+    found: set[tuple[str, str | None]] = set()
+    for worker in citus_cluster.workers:
+        with worker.connect(database) as conn:
+            conn.execute(SHOW_SHARDS)
+            shards = conn.execute(_CHUNK_SHARDS_STORAGE).fetchall()
+        assert shards, f"worker {worker.port} holds no shard of chunks"
+        found |= {(storage, options) for _, storage, options in shards}
+    return found
+
+
+def test_chunks_keep_their_vectors_in_their_rows_on_every_shard_even_when_migrated_after(
+    citus_cluster, fresh_database
+):
+    """documents.0022 (KeepColumnInHeap) on a cluster: shards made after it get the
+    column's storage and the table's toast_tuple_target from Citus; on chunks already
+    distributed, where Citus refuses ALTER COLUMN ... SET STORAGE, the operation sets
+    both on every shard, backwards and forwards."""
+    in_rows = {("m", "{toast_tuple_target=8160}")}
+    call_command("citus_distribute", verbosity=0)
+    assert _chunk_shards_storage(citus_cluster, fresh_database) == in_rows
+
+    call_command("migrate", "documents", "0017", verbosity=0)
+    assert _chunk_shards_storage(citus_cluster, fresh_database) == {("e", None)}
+    call_command("migrate", "documents", verbosity=0)
+    assert _chunk_shards_storage(citus_cluster, fresh_database) == in_rows
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attstorage, c.reloptions::text FROM pg_class c JOIN pg_attribute a"
+            " ON a.attrelid = c.oid AND a.attname = 'embedding' WHERE c.oid = 'chunks'::regclass"
+        )
+        assert cursor.fetchone() == ("m", "{toast_tuple_target=8160}")
