@@ -215,7 +215,9 @@ def fulltext_queryset(chunks: QuerySet[Chunk], query: str) -> QuerySet:
 
 
 # Choosing between the two plans of a kNN query. Sorting the candidates exactly reads
-# every one of them (each 1536-d vector is a TOASTed read); the HNSW index visits about
+# every one of them (each a 1536-d vector: from its row since documents.0022, which made
+# 500 of them some ten times cheaper to read, from TOAST before; the figures below are
+# from before, and the crossing point was not measured again); the HNSW index visits about
 # limit / selectivity entries, each costing some six sorted rows here (measured: 2,000
 # candidates sorted in 16 ms; 50 of them through the index, with the tenant holding 9%
 # of the chunks, in 27 ms). The planner prices a distance like any cheap operator and
