@@ -42,7 +42,8 @@ class Command(BaseCommand):
             "worker": [*manage, "procrastinate", "worker"],
         }
         children = {
-            name: subprocess.Popen(command, start_new_session=True)
+            # Our own manage.py, no shell.
+            name: subprocess.Popen(command, start_new_session=True)  # noqa: S603
             for name, command in commands.items()
         }
         stopping: list[int] = []
