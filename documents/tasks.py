@@ -1,4 +1,5 @@
-"""The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload.
+"""The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload, and
+re-embedding a tenant's chunks (`documents.reembed`, queued by chunks_reembed_queue).
 
 document_create queues `documents.ingest` in the transaction that creates the document;
 the worker runs document_process, the same code a synchronous caller runs, with the
@@ -20,7 +21,13 @@ import logging
 import uuid
 
 from documents.models import Document
-from documents.services import INGEST_TASK, DocumentStillProcessing, document_process
+from documents.services import (
+    INGEST_TASK,
+    REEMBED_TASK,
+    DocumentStillProcessing,
+    chunks_reembed,
+    document_process,
+)
 from tenancy.context import tenant_context
 from tenancy.jobs import JobAttempt, JobFailed, RetryLater, TransientJobError, tenant_task
 
@@ -49,3 +56,14 @@ def ingest(tenant_id: uuid.UUID, attempt: JobAttempt, *, document_id: str) -> st
     if document.status == Document.Status.FAILED:
         raise JobFailed(document.error_message)
     return str(document.status)
+
+
+# Not atomic: chunks_reembed commits batch by batch, so a retry carries on where it stopped.
+@tenant_task(REEMBED_TASK, atomic=False)
+def reembed(tenant_id: uuid.UUID, attempt: JobAttempt) -> int:
+    """Re-embed the tenant's chunks not of the configured model; how many."""
+    try:
+        return chunks_reembed(tenant=tenant_id)
+    except Exception as error:
+        # The embedder raising or answering wrongly may pass; the batches done are kept.
+        raise TransientJobError(f"{type(error).__name__}: {error}") from error

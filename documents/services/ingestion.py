@@ -37,6 +37,7 @@ from documents.models import (
 )
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
+from tenancy.jobs import defer_tenant_job
 from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
@@ -473,6 +474,20 @@ def document_ingest(
         chunk_overlap=chunk_overlap,
         embedder=embedder,
     )
+
+
+# The worker's re-embedding task (documents.tasks), queued by name.
+REEMBED_TASK = "documents.reembed"
+
+
+def chunks_reembed_queue(*, tenant: TenantRef) -> bool:
+    """Queue chunks_reembed of the tenant for the worker, with the embedder the worker is
+    configured with (EMBEDDER). False when one is already waiting for the tenant: the
+    waiting job re-embeds whatever is stale when it runs."""
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        job = defer_tenant_job(REEMBED_TASK, tenant_id, queueing_lock=f"{REEMBED_TASK}:{tenant_id}")
+    return job is not None
 
 
 @dataclass

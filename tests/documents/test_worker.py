@@ -207,3 +207,24 @@ def test_the_worker_queue_check_reports_the_oldest_waiting_job_and_fails_past_th
     )
     settings.WORKER_QUEUE_MAX_AGE_SECONDS = 900
     check.run()
+
+
+@pytest.mark.slow
+def test_a_tenants_chunks_are_reembedded_by_the_worker(tenant_a, tenant_b, worker_factory):
+    document = services.document_ingest(tenant=tenant_a, title="Old model", text=TEXT)
+    other = services.document_ingest(tenant=tenant_b, title="Untouched", text=TEXT)
+    assert services.chunks_reembed_queue(tenant=tenant_a) is True
+    # One waiting job per tenant is enough.
+    assert services.chunks_reembed_queue(tenant=tenant_a) is False
+    worker = worker_factory(EMBEDDER_MODEL="hashing-v2")
+
+    def models(tenant, doc) -> set[str]:
+        with tenant_context(tenant):
+            return set(
+                Chunk.objects.filter(document_id=doc.pk).values_list("embedding_model", flat=True)
+            )
+
+    wait_for(lambda: models(tenant_a, document) == {"hashing-v2"}, "re-embedded", worker)
+    assert models(tenant_b, other) == {"hashing-v1"}
+    wait_for(lambda: jobs(services.REEMBED_TASK)[0]["status"] == "succeeded", "done", worker)
+    assert jobs(services.REEMBED_TASK)[0]["args"] == {"tenant_id": str(tenant_a.pk)}
