@@ -148,7 +148,11 @@ def test_a_job_whose_worker_was_killed_is_taken_over_after_its_lease(tenant_a, w
     first.kill()
     assert document_state(tenant_a, document)[:2] == (Document.Status.EMBEDDING, 1)
     second = worker_factory("survivor")
-    status, attempts, error, chunks = wait_for(ended(tenant_a, document), "ready", second)
+    # Its start, the stall (3 s), the next round of queue.retry_stalled_jobs (10 s) and
+    # the rest of the lease (3 s), on a machine that may be busy.
+    status, attempts, error, chunks = wait_for(
+        ended(tenant_a, document), "ready", second, seconds=120
+    )
     assert (status, attempts, error) == (Document.Status.READY, 2, "")
     assert chunks > 1
     (job,) = jobs(services.INGEST_TASK)
