@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine with Python 3.11+ and make:
-#   make run    virtualenv, install, embedded PostgreSQL, migrate, seed, serve
+#   make run    virtualenv, install, embedded PostgreSQL, migrate, seed, serve (web + worker)
 #   make test   the whole test suite against the real PostgreSQL 18 + pgvector
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -36,8 +36,10 @@ $(INSTALLED): pyproject.toml
 
 run: install migrate seed serve
 
+# The web server and the worker (manage.py serve): Ctrl-C stops both, and either one
+# ending stops the other.
 serve: install
-	$(MANAGE) runserver $(HOST):$(PORT)
+	$(MANAGE) serve $(HOST):$(PORT)
 
 test: install
 	$(BIN)/pytest

@@ -200,7 +200,7 @@ def measure_ingestion(dataset: Dataset, ref: Reference, scale: Scale, *, seed: i
             cursor.execute(
                 "INSERT INTO documents (tenant_id, title, storage_key, content_type, size_bytes,"
                 " sha256, status, error_message, metadata) VALUES (%s, 'bench ingestion',"
-                " 'bench/' || uuidv7(), 'text/plain', %s, '', 'processing', '', '{}')"
+                " 'bench/' || uuidv7(), 'text/plain', %s, '', 'embedding', '', '{}')"
                 " RETURNING id",
                 [tenant.pk, len(text.encode())],
             )

@@ -39,6 +39,9 @@ INSTALLED_APPS = [
     "pgtrigger",
     "health_check",
     "axes",
+    # The worker's queue: its tables come from its own Django migrations (docs/operations.md,
+    # "The worker"). Before the apps whose tasks.py it discovers.
+    "procrastinate.contrib.django",
     "core",
     "core.ops",
     "tenancy",
@@ -350,6 +353,10 @@ EMBEDDER = {
     "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
 }
 
+# An embedder's call (a batch of texts) that has not answered after this many seconds
+# fails the ingestion, which the worker tries again.
+EMBEDDER_TIMEOUT_SECONDS = env.float("EMBEDDER_TIMEOUT_SECONDS", default=120.0)
+
 # Knowledge ingestion: chunk size and overlap, in tokens (runs of non-space characters).
 CHUNK_SIZE_TOKENS = env.int("CHUNK_SIZE_TOKENS", default=200)
 CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)
@@ -369,8 +376,32 @@ if not 1 <= JSON_MAX_DEPTH <= 500 or JSON_MAX_BYTES < 2:
     raise ImproperlyConfigured(
         "JSON_MAX_DEPTH must be between 1 and 500 and JSON_MAX_BYTES at least 2."
     )
-# A document left in `processing` this long (a worker died) may be processed again.
+# A document left in `chunking` or `embedding` this long (a worker died) may be processed
+# again.
 DOCUMENT_PROCESSING_LEASE_SECONDS = env.int("DOCUMENT_PROCESSING_LEASE_SECONDS", default=900)
+
+# --- The worker (docs/operations.md, "The worker") ----------------------------
+# Attempts of a job whose failure may pass (an embedder down, a timeout) before it ends
+# failed, and the base of the exponential wait between them: 2 s, 4 s, 8 s... for 2.
+WORKER_JOB_ATTEMPTS = env.int("WORKER_JOB_ATTEMPTS", default=3)
+WORKER_JOB_BACKOFF_SECONDS = env.int("WORKER_JOB_BACKOFF_SECONDS", default=2)
+# A worker sends a heartbeat every WORKER_HEARTBEAT_SECONDS; one silent for
+# WORKER_STALLED_SECONDS is dead (kill -9, a lost host), and its running jobs are retried.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
+WORKER_STALLED_SECONDS = env.float("WORKER_STALLED_SECONDS", default=60.0)
+# Jobs one worker process runs at once (threads; each holds a database connection).
+WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+# /health/'s worker_queue check fails when the oldest job waiting to run is older.
+WORKER_QUEUE_MAX_AGE_SECONDS = env.int("WORKER_QUEUE_MAX_AGE_SECONDS", default=300)
+# The worker's own connection (LISTEN for new jobs, fetching them) must reach PostgreSQL
+# directly: PgBouncer's transaction pooling drops LISTEN. Empty: DATABASE_URL's server.
+DATABASE_WORKER_URL = env.str("DATABASE_WORKER_URL", default="")
+PROCRASTINATE_ON_APP_READY = "tenancy.jobs.configure_queue"
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "concurrency": WORKER_CONCURRENCY,
+    "update_heartbeat_interval": WORKER_HEARTBEAT_SECONDS,
+    "stalled_worker_timeout": WORKER_STALLED_SECONDS,
+}
 
 # System jobs (core.jobs): each grace period or lease they wait out, read when they run.
 # purge_deleted removes projects soft-deleted more than this many days ago (its --days).
@@ -425,6 +456,9 @@ LOGGING = {
         "health_check": {"level": "ERROR"},
         # Failed logins and lockouts are WARNINGs; its INFO start-up banner is noise.
         "axes": {"level": "WARNING"},
+        # Every process registers the tasks at start-up; the worker's job lines stay INFO.
+        "procrastinate.periodic": {"level": "WARNING"},
+        "procrastinate.blueprints": {"level": "WARNING"},
     },
 }
 

@@ -312,10 +312,23 @@ class DocumentVersion(TenantOwnedModel):
 
 
 class DocumentStatus(models.TextChoices):
-    UPLOADED = "uploaded", "Uploaded"
-    PROCESSING = "processing", "Processing"
+    """A document's stage of ingestion: queued -> chunking -> embedding -> ready, or failed.
+
+    Queued: a job waits for the worker (after a failed attempt that will be retried, too:
+    error_message then says why). Chunking and embedding: a worker holds the document
+    (for DOCUMENT_PROCESSING_LEASE_SECONDS at most; past it, another may take it over).
+    Failed: error_message says why, after `attempts` attempts.
+    """
+
+    QUEUED = "queued", "Queued"
+    CHUNKING = "chunking", "Chunking"
+    EMBEDDING = "embedding", "Embedding"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
+
+
+# The stages a worker holds a document in, under its processing lease.
+PROCESSING_STAGES = (DocumentStatus.CHUNKING, DocumentStatus.EMBEDDING)
 
 
 class Document(TenantOwnedModel):
@@ -337,8 +350,10 @@ class Document(TenantOwnedModel):
     content_type = models.CharField(max_length=100, default="text/plain")
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error_message = models.TextField(blank=True)
+    # Times a worker (or a synchronous document_process) took the document on.
+    attempts = models.SmallIntegerField(default=0, db_default=0)
     metadata = JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -365,6 +380,7 @@ class Document(TenantOwnedModel):
                 condition=Q(status__in=DocumentStatus.values), name="documents_status_valid"
             ),
             models.CheckConstraint(condition=Q(size_bytes__gte=0), name="documents_size_gte_0"),
+            models.CheckConstraint(condition=Q(attempts__gte=0), name="documents_attempts_gte_0"),
             models.CheckConstraint(
                 condition=Q(sha256="") | Q(sha256__regex=SHA256_HEX_PATTERN),
                 name="documents_sha256_hex",

@@ -41,6 +41,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +267,48 @@ def _refuse_other_user(previous: dict[str, str], user_id: str | None) -> None:
         raise PermissionDenied("tenant_context cannot change the request's user")
 
 
+@dataclass(frozen=True)
+class _Job:
+    actor: str
+    tenant_id: uuid.UUID
+
+
+# The background job running in this thread (tenancy.jobs.tenant_task), if any.
+_current_job: ContextVar[_Job | None] = ContextVar("current_job", default=None)
+
+
+@contextmanager
+def job_scope(name: str, tenant: TenantRef) -> Iterator[uuid.UUID]:
+    """The block is the job `name` of `tenant`: its tenant contexts are limited to it.
+
+    Every tenant_context opened inside says who acts, `job:<name>`, for the audit trail
+    (app.actor is transaction-scoped, so each transaction of the job carries it), and
+    one for another tenant raises PermissionDenied, as inside a request's locked scope:
+    a job's arguments cannot take it to a tenant it was not queued for.
+    """
+    if not name:
+        raise ValueError("job_scope needs the job's name; it is audited")
+    tenant_id = _as_uuid(tenant)
+    token = _current_job.set(_Job(JOB_ACTOR_PREFIX + name, tenant_id))
+    try:
+        yield tenant_id
+    finally:
+        _current_job.reset(token)
+
+
+def _job_values(ids: list[uuid.UUID]) -> dict[str, str]:
+    """The running job's actor; PermissionDenied for tenants other than the job's."""
+    job = _current_job.get()
+    if job is None:
+        return {}
+    outside = sorted(str(pk) for pk in ids if pk != job.tenant_id)
+    if outside:
+        raise PermissionDenied(
+            f"the job {job.actor} runs for tenant {job.tenant_id}, not {', '.join(outside)}"
+        )
+    return {ACTOR_SETTING: job.actor}
+
+
 def _ids_text(ids: list[uuid.UUID]) -> str:
     return ",".join(map(str, ids))
 
@@ -289,7 +332,7 @@ def tenant_scope(
     outer settings are restored when the block ends.
     """
     ids = normalize_tenant_ids(tenant_ids)
-    values = {TENANT_IDS_SETTING: _ids_text(ids)}
+    values = {TENANT_IDS_SETTING: _ids_text(ids), **_job_values(ids)}
     if locked:
         values[SCOPE_SETTING] = LOCKED
     then = None

@@ -41,6 +41,13 @@ COORDINATOR_TABLES = {
     "audit_events_global": "the audit trail of users, tenants and shared templates",
     "erasure_receipts": "proof of each erasure, outliving the tenant erased; written by the "
     "operator's commands on the coordinator",
+    # The worker's queue (tenancy.jobs): a job names its tenant in its arguments; the
+    # queue's functions, triggers and LISTEN/NOTIFY live on the coordinator, where every
+    # job is deferred and fetched. Their keys point only at each other.
+    "procrastinate_jobs": "the worker's queue: its jobs",
+    "procrastinate_events": "the worker's queue: each job's history",
+    "procrastinate_periodic_defers": "the worker's queue: periodic jobs already deferred",
+    "procrastinate_workers": "the worker's queue: running workers and their heartbeats",
 }
 # Coordinator tables that the triggers of reference tables may read and write: the
 # global audit trail (core.db.audit). Citus runs a reference table's trigger on every

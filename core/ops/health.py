@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import psycopg
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -413,6 +414,50 @@ class ReplicasLag(NamedCheck):
         return f"OK: {self.summary}" if self.summary else "OK"
 
 
+# The oldest job due to run and not taken: since its retry time, or since it was deferred
+# (procrastinate records that as an event; its jobs have no creation time of their own).
+OLDEST_WAITING_JOB_SQL = """
+SELECT extract(epoch FROM now() - min(coalesce(j.scheduled_at, e.at)))::float8, count(*)
+FROM procrastinate_jobs j
+LEFT JOIN LATERAL (
+    SELECT max(at) AS at FROM procrastinate_events
+    WHERE job_id = j.id AND type = 'deferred'
+) e ON true
+WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+"""
+
+
+@dataclasses.dataclass(repr=False)
+class WorkerQueue(NamedCheck):
+    """The worker keeps up: no job due to run has waited longer than
+    WORKER_QUEUE_MAX_AGE_SECONDS (no worker running, or too few for the work).
+
+    Passing with jobs waiting, it says the oldest one's age and how many wait.
+    """
+
+    key = "worker_queue"
+    title = "Worker queue moving"
+    summary: str = dataclasses.field(default="", init=False, repr=False)
+
+    def run(self) -> None:
+        limit = settings.WORKER_QUEUE_MAX_AGE_SECONDS
+        with probe_cursor() as cursor:
+            cursor.execute(OLDEST_WAITING_JOB_SQL)
+            oldest, waiting = one_row(cursor)
+        if not waiting:
+            return
+        age = max(oldest or 0.0, 0.0)
+        self.summary = f"oldest waiting job {age:.0f} s old, {waiting} waiting"
+        if age > limit:
+            raise ServiceUnavailable(
+                f"{self.summary}: past WORKER_QUEUE_MAX_AGE_SECONDS ({limit} s); is a worker "
+                "running (manage.py procrastinate worker)?"
+            )
+
+    def pretty_status(self) -> str:
+        return f"OK: {self.summary}" if self.summary else "OK"
+
+
 class HealthView(HealthCheckView):
     """/health/: HTML for people, `?format=json` or `Accept: application/json` for machines."""
 
@@ -430,6 +475,7 @@ class HealthView(HealthCheckView):
         RuntimeRoleRestricted,
         (StorageWritable, {"alias": "exports"}),
         ReplicasLag,
+        WorkerQueue,
     )
 
     def render_to_response_json(self, status: int) -> JsonResponse:

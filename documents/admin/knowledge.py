@@ -22,7 +22,7 @@ from documents.admin.access import RestrictActions, who_has_access
 from documents.models import Chunk, Document, DocumentAccess
 from documents.services import (
     document_create,
-    document_process,
+    document_queue,
     document_restrict,
     document_unrestrict,
 )
@@ -87,7 +87,7 @@ class DocumentAdmin(RestrictActions):
     date_hierarchy = "created_at"
     ordering = ("-id",)
     add_fields = ("tenant", "project", "file", "title", "metadata")
-    # The stored file's description, and the processing state document_process owns.
+    # The stored file's description, and the ingestion stage the worker owns.
     change_readonly_fields = (
         "tenant",
         "storage_key",
@@ -95,6 +95,7 @@ class DocumentAdmin(RestrictActions):
         "size_bytes",
         "sha256",
         "status",
+        "attempts",
         "error_message",
         # Restricting is an action of owners and admins (document_restrict).
         "restricted",
@@ -127,11 +128,12 @@ class DocumentAdmin(RestrictActions):
 
     @admin.action(permissions=["change"], description="Chunk and embed selected documents")
     def process(self, request, queryset):
+        # Queued for the worker (documents.tasks), which shows each one's stage.
         self.apply_to_selection(
             request,
             queryset,
-            lambda document: document_process(tenant=document.tenant_id, document=document),
-            "Processed documents (see each one's status)",
+            lambda document: document_queue(tenant=document.tenant_id, document=document),
+            "Queued documents for the worker (see each one's status)",
         )
 
 

@@ -22,9 +22,12 @@ from documents.services.access import (
 from documents.services.ingestion import (
     REEMBED_BATCH_SIZE,
     REEMBED_MAX_BATCH_SIZE,
+    REEMBED_TASK,
+    DocumentStillProcessing,
     IngestionError,
     ReembedProgress,
     chunks_reembed,
+    chunks_reembed_queue,
     document_ingest,
     document_process,
 )
@@ -38,7 +41,7 @@ from documents.services.projects import (
 )
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
-from documents.services.uploads import document_create, document_delete
+from documents.services.uploads import INGEST_TASK, document_create, document_delete, document_queue
 from documents.services.versions import (
     VersionConflict,
     document_version_create,
@@ -46,19 +49,24 @@ from documents.services.versions import (
 )
 
 __all__ = [
+    "INGEST_TASK",
+    "DocumentStillProcessing",
     "IngestionError",
     "PurgeSummary",
     "REEMBED_BATCH_SIZE",
     "REEMBED_MAX_BATCH_SIZE",
+    "REEMBED_TASK",
     "ReembedProgress",
     "VersionConflict",
     "chunks_reembed",
+    "chunks_reembed_queue",
     "document_access_grant",
     "document_access_revoke",
     "document_create",
     "document_delete",
     "document_ingest",
     "document_process",
+    "document_queue",
     "document_restrict",
     "document_unrestrict",
     "document_version_create",

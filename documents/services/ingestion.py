@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -17,7 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection
-from django.db.models import Q
+from django.db.models import F, Q
+from django.utils import timezone
 from pgvector import Vector
 from pgvector.psycopg.vector import register_vector_info
 from psycopg.types import TypeInfo
@@ -28,12 +30,14 @@ from documents.chunking import has_tokens, resolve_chunking, split_text
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.models import (
+    PROCESSING_STAGES,
     Chunk,
     Document,
     Project,
 )
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
+from tenancy.jobs import defer_tenant_job
 from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,10 @@ QUERY_CANCELED = "57014"
 
 class IngestionError(Exception):
     """A document could not be turned into chunks; the message is stored on the document."""
+
+
+class IngestionTimeout(Exception):
+    """The embedder did not answer in time; the message is stored on the document."""
 
 
 class _Superseded(Exception):
@@ -78,7 +86,7 @@ def _read_text(document: Document) -> str:
 def _failure_message(error: Exception) -> str:
     """The reason stored on a failed document, which the admin shows: never the database's
     own error text (it may quote data and internals); the log has the detail."""
-    if isinstance(error, IngestionError):
+    if isinstance(error, IngestionError | IngestionTimeout):
         message = str(error)
     elif isinstance(error, ValidationError) and hasattr(error, "error_dict"):
         message = "; ".join(
@@ -112,10 +120,36 @@ def _database_failure(error: Exception) -> str:
 
 
 def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[list[float]]:
-    vectors: list[list[float]] = []
-    for start in range(0, len(texts), batch_size):
-        vectors.extend(embed_texts(embedder, texts[start : start + batch_size]))
-    return vectors
+    """The vectors of `texts`, `batch_size` to a call, all within EMBEDDER_TIMEOUT_SECONDS.
+
+    The embedder is outside code that may hang (a service that never answers): it runs
+    in a daemon thread, and past the timeout the ingestion fails saying so, which the
+    worker retries. Python cannot stop the thread; it ends when the embedder returns,
+    its answer dropped, and never keeps the process from exiting.
+    """
+    timeout = settings.EMBEDDER_TIMEOUT_SECONDS
+    outcome: list[Any] = []
+
+    def embed_all() -> None:
+        try:
+            vectors: list[list[float]] = []
+            for start in range(0, len(texts), batch_size):
+                vectors.extend(embed_texts(embedder, texts[start : start + batch_size]))
+            outcome.append(vectors)
+        except BaseException as error:  # handed to the caller's thread, raised there
+            outcome.append(error)
+
+    thread = threading.Thread(target=embed_all, name="embedder", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise IngestionTimeout(
+            f"The embedder {embedder.model} did not answer within {timeout:g} seconds "
+            "(EMBEDDER_TIMEOUT_SECONDS)."
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 # The chunks of a document in multi-row INSERT ... VALUES statements whose parameters
@@ -191,80 +225,126 @@ def _processing_lease() -> timedelta:
     return timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
 
 
+class DocumentStillProcessing(ValidationError):
+    """The document is held by a worker whose lease has `seconds_left` to run."""
+
+    def __init__(self, message: str, seconds_left: float) -> None:
+        super().__init__({"status": message})
+        self.seconds_left = seconds_left
+
+
 def _claimable() -> Q:
-    """Documents a worker may claim: uploaded, failed, or processing for longer than the
-    lease (its worker died)."""
-    return Q(status__in=[Document.Status.UPLOADED, Document.Status.FAILED]) | Q(
-        status=Document.Status.PROCESSING, updated_at__lt=TransactionNow() - _processing_lease()
+    """Documents a worker may claim: queued, failed, or in a processing stage for longer
+    than the lease (its worker died)."""
+    return Q(status__in=[Document.Status.QUEUED, Document.Status.FAILED]) | Q(
+        status__in=PROCESSING_STAGES, updated_at__lt=TransactionNow() - _processing_lease()
     )
 
 
 def _claim_for_processing(tenant_id: uuid.UUID, document: Document) -> None:
-    """Move the document to processing in one conditional UPDATE, or refuse naming 'status'.
+    """Move the document to chunking in one conditional UPDATE, counting the attempt, or
+    refuse naming 'status'.
 
-    Claimable: uploaded, failed, or processing for longer than the lease (its worker
-    died). The row lock of the UPDATE makes a concurrent claim wait and then find the
-    row freshly processing, so only one worker gets it.
+    The row lock of the UPDATE makes a concurrent claim wait and then find the row
+    freshly chunking, so only one worker gets it.
     """
     lease = _processing_lease()
     with tenant_context(tenant_id):
         documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
         claimed = documents.filter(_claimable()).update(
-            status=Document.Status.PROCESSING, error_message=""
+            status=Document.Status.CHUNKING, error_message="", attempts=F("attempts") + 1
         )
         if not claimed:
-            status = documents.values_list("status", flat=True).get()
-            if status == Document.Status.PROCESSING:
-                message = (
-                    "The document is being processed; it can be processed again once it "
-                    f"has been processing for {int(lease.total_seconds())} seconds."
+            status, updated_at = documents.values_list("status", "updated_at").get()
+            if status in PROCESSING_STAGES:
+                left = (updated_at + lease - timezone.now()).total_seconds()
+                raise DocumentStillProcessing(
+                    f"The document is being processed ({status}); it can be processed again "
+                    f"once it has been so for {int(lease.total_seconds())} seconds.",
+                    seconds_left=max(left, 0.0),
                 )
-            else:
-                message = f"Only uploaded or failed documents are processed, not {status}."
-            raise ValidationError({"status": message})
-    document.status, document.error_message = Document.Status.PROCESSING, ""
+            raise ValidationError(
+                {"status": f"Only queued or failed documents are processed, not {status}."}
+            )
+    document.status, document.error_message = Document.Status.CHUNKING, ""
+    document.attempts += 1
+
+
+def _advance(tenant_id: uuid.UUID, document: Document, before: str, after: str) -> None:
+    """Move the document from stage `before` to `after` (renewing its lease), committed so
+    the admin shows it; _Superseded when another worker took it over meanwhile."""
+    with tenant_context(tenant_id):
+        moved = Document.objects.filter(tenant_id=tenant_id, pk=document.pk, status=before).update(
+            status=after
+        )
+    if not moved:
+        raise _Superseded(before)
+    document.status = after
 
 
 def _lock_claim(tenant_id: uuid.UUID, document: Document) -> None:
-    """Lock the row and check it is still processing (no other worker finished it)."""
+    """Lock the row and check it is still embedding (no other worker finished it)."""
     status = (
         Document.objects.select_for_update()
         .values_list("status", flat=True)
         .get(tenant_id=tenant_id, pk=document.pk)
     )
-    if status != Document.Status.PROCESSING:
+    if status != Document.Status.EMBEDDING:
         raise _Superseded(status)
 
 
+def failure_passes(error: Exception) -> bool:
+    """Whether trying again may succeed: not for the file itself (IngestionError: not
+    text, no text), which the next attempt would read the same; yes for the embedder
+    (raising, timing out, a wrong answer) and the database."""
+    return not isinstance(error, IngestionError)
+
+
 def _record_failure(
-    tenant_id: uuid.UUID, document: Document, error: Exception, *, own_claim: bool
+    tenant_id: uuid.UUID,
+    document: Document,
+    error: Exception,
+    *,
+    own_claim: bool,
+    retry: bool = False,
 ) -> None:
     """Commit the document as failed with the reason of `error`, logged in full.
 
     `own_claim`: the failure came after this worker claimed the document, and only that
     claim turns failed (a worker that finished first keeps its result). Otherwise the
     claim itself failed, and the document turns failed if it could have been claimed
-    (uploaded, failed, or processing past the lease), not while another worker holds
-    a fresh claim. Failed, not left processing: it is what the admin lists as needing
-    attention, its reason shown, and it can be processed again at once, where a stale
-    "processing" would claim work that is not going on for the rest of the lease.
+    (queued, failed, or processing past the lease), not while another worker holds
+    a fresh claim. Failed, not left in a processing stage: it is what the admin lists as
+    needing attention, its reason shown, and it can be processed again at once, where
+    a stale stage would claim work that is not going on for the rest of the lease.
+    `retry` (a job with attempts left, and a failure that may pass): queued instead,
+    the reason kept for the next attempt to replace.
     Where the row cannot be written either (still locked), a ValidationError naming
     'status' gives the reason to the caller instead.
     """
     message = _failure_message(error)
+    status = Document.Status.FAILED
+    if retry and failure_passes(error):
+        status = Document.Status.QUEUED
+        message = f"Attempt {document.attempts} failed, to be tried again: {message}"[
+            :ERROR_MESSAGE_MAX_LENGTH
+        ]
     logger.warning(
         "document processing failed",
-        extra={"document_id": str(document.pk), "tenant_id": str(tenant_id)},
+        extra={
+            "document_id": str(document.pk),
+            "tenant_id": str(tenant_id),
+            "attempts": document.attempts,
+            "status": str(status),
+        },
         exc_info=not isinstance(error, IngestionError | ValidationError),
     )
     try:
         with tenant_context(tenant_id):
             documents = Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
-            mine = documents.filter(
-                Q(status=Document.Status.PROCESSING) if own_claim else _claimable()
-            )
-            mine.update(status=Document.Status.FAILED, error_message=message)
-            document.refresh_from_db(fields=["status", "error_message"])
+            mine = documents.filter(Q(status__in=PROCESSING_STAGES) if own_claim else _claimable())
+            mine.update(status=status, error_message=message)
+            document.refresh_from_db(fields=["status", "error_message", "attempts"])
     except DatabaseError as recording:
         logger.exception(
             "document failure not recorded",
@@ -282,20 +362,28 @@ def document_process(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     embedder: Embedder | None = None,
+    retry: bool = False,
 ) -> Document:
-    """Split an uploaded (or failed) document into embedded chunks: processing -> ready.
+    """Split a queued (or failed) document into embedded chunks: chunking -> embedding -> ready.
 
-    On any failure (bytes not UTF-8, no text, the embedder raising or giving an answer
-    embed_texts refuses, the database failing the work or the claim of a retry: a row
-    still locked past lock_timeout) no chunk is kept and the document is committed as
-    failed with the reason in error_message, never the database's own text (that goes
-    to the log); it is returned, not raised, so check `document.status`. Bad arguments
-    (chunking, an embedder of the wrong dimension) are refused with a ValidationError
-    before anything changes, and so is a document that is ready, or processing for less
-    than settings.DOCUMENT_PROCESSING_LEASE_SECONDS (a worker that died leaves it
-    processing; after the lease it can be claimed again). Where even the failure cannot
-    be written (the row still locked), a ValidationError naming 'status' says why.
-    If another worker claimed it meanwhile and finished first, its result stands.
+    The worker's job runs this (documents.tasks); so can a tool or a test, synchronously,
+    by the same path. Each stage is committed as it starts, so the admin shows it, and
+    counts in `attempts` when claimed. The embedder is called outside any transaction,
+    within EMBEDDER_TIMEOUT_SECONDS; the chunks and "ready" then commit together.
+
+    On any failure (bytes not UTF-8, no text, the embedder raising, timing out or giving
+    an answer embed_texts refuses, the database failing the work or the claim of a
+    retry: a row still locked past lock_timeout) no chunk is kept and the document is
+    committed as failed with the reason in error_message, never the database's own text
+    (that goes to the log); it is returned, not raised, so check `document.status`.
+    With `retry` (a job with attempts left) a failure that may pass (failure_passes)
+    leaves it queued instead, its reason kept. Bad arguments (chunking, an embedder of
+    the wrong dimension) are refused with a ValidationError before anything changes, and
+    so is a document that is ready, or in a processing stage for less than
+    settings.DOCUMENT_PROCESSING_LEASE_SECONDS (DocumentStillProcessing: a worker that
+    died leaves it there; after the lease it can be claimed again). Where even the
+    failure cannot be written (the row still locked), a ValidationError naming 'status'
+    says why. If another worker claimed it meanwhile and finished first, its result stands.
     """
     tenant_id = require_tenant(tenant, document=document)
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
@@ -306,18 +394,19 @@ def document_process(
         # A retry past the lease waits on the row lock of a transaction still running
         # (a dead worker's, until the server ends it: client_connection_check_interval),
         # or the database fails it otherwise: recorded on the document like any failure.
-        _record_failure(tenant_id, document, error, own_claim=False)
+        _record_failure(tenant_id, document, error, own_claim=False, retry=retry)
         return document
     try:
+        pieces = split_text(
+            _read_text(document), chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        )
+        if not pieces:
+            raise IngestionError("The document has no text to index.")
+        _advance(tenant_id, document, Document.Status.CHUNKING, Document.Status.EMBEDDING)
+        vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
         # One transaction (a savepoint inside the caller's): chunks and "ready" commit
         # together or not at all.
         with tenant_context(tenant_id):
-            pieces = split_text(
-                _read_text(document), chunk_size=chunk_size, chunk_overlap=chunk_overlap
-            )
-            if not pieces:
-                raise IngestionError("The document has no text to index.")
-            vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
             _lock_claim(tenant_id, document)
             _insert_chunks(tenant_id, document, pieces, vectors, embedder.model)
             document.status = Document.Status.READY
@@ -332,9 +421,9 @@ def document_process(
             },
         )
         with tenant_context(tenant_id):
-            document.refresh_from_db(fields=["status", "error_message"])
+            document.refresh_from_db(fields=["status", "error_message", "attempts"])
     except Exception as error:
-        _record_failure(tenant_id, document, error, own_claim=True)
+        _record_failure(tenant_id, document, error, own_claim=True, retry=retry)
     return document
 
 
@@ -352,7 +441,8 @@ def document_ingest(
     chunk_overlap: int | None = None,
     embedder: Embedder | None = None,
 ) -> Document:
-    """document_create then document_process: uploaded -> processing -> ready (or failed).
+    """document_create then document_process, synchronously, without the worker's job:
+    queued -> chunking -> embedding -> ready (or failed).
 
     Arguments that can never work (chunking, an embedder of the wrong dimension, a
     `text` with nothing to index or with characters PostgreSQL cannot store) are
@@ -368,6 +458,7 @@ def document_ingest(
             raise ValidationError({"text": "The text has nothing to index."})
     document = document_create(
         tenant=tenant,
+        queue=False,
         title=title,
         text=text,
         file=file,
@@ -383,6 +474,20 @@ def document_ingest(
         chunk_overlap=chunk_overlap,
         embedder=embedder,
     )
+
+
+# The worker's re-embedding task (documents.tasks), queued by name.
+REEMBED_TASK = "documents.reembed"
+
+
+def chunks_reembed_queue(*, tenant: TenantRef) -> bool:
+    """Queue chunks_reembed of the tenant for the worker, with the embedder the worker is
+    configured with (EMBEDDER). False when one is already waiting for the tenant: the
+    waiting job re-embeds whatever is stale when it runs."""
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        job = defer_tenant_job(REEMBED_TASK, tenant_id, queueing_lock=f"{REEMBED_TASK}:{tenant_id}")
+    return job is not None
 
 
 @dataclass

@@ -25,11 +25,14 @@ from documents.models import (
     Project,
 )
 from tenancy.context import require_tenant, tenant_context
+from tenancy.jobs import defer_tenant_job
 from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
 
+# The worker's ingestion task (documents.tasks), queued by name.
+INGEST_TASK = "documents.ingest"
 # Uploaded files live under documents/<tenant_id>/<document_id>/ in the default storage.
 DOCUMENTS_FOLDER = "documents"
 
@@ -77,6 +80,16 @@ def _measure_upload(file: File, limit: int) -> tuple[File, int, str]:
     return (file if rewinds else ContentFile(b"".join(kept))), size, digest.hexdigest()
 
 
+def _queue_ingestion(tenant_id: uuid.UUID, document: Document) -> None:
+    """The document's ingestion job, unless one is already waiting for it."""
+    defer_tenant_job(
+        INGEST_TASK,
+        tenant_id,
+        queueing_lock=f"{INGEST_TASK}:{document.pk}",
+        document_id=str(document.pk),
+    )
+
+
 def document_create(
     *,
     tenant: TenantRef,
@@ -87,15 +100,19 @@ def document_create(
     content_type: str | None = None,
     metadata: dict | None = None,
     by: User | None = None,
+    queue: bool = True,
 ) -> Document:
-    """Store a knowledge document's bytes (from `text` or an uploaded `file`) as uploaded.
+    """Store a knowledge document's bytes (from `text` or an uploaded `file`), queued.
 
     The bytes go to the `default` storage under a generated key; the row records
     their size, SHA-256 and content type. More than settings.DOCUMENT_MAX_UPLOAD_BYTES
     is refused (ValidationError on "file" or "text") before anything is stored, and so
     is a full storage, after removing what was written.
-    document_process() makes the chunks. Should the caller's transaction roll back,
-    the stored file is left for documents_sweep_orphan_files.
+    The worker's ingestion job (documents.tasks) is queued in the same transaction as
+    the row: both commit or neither, so a document never waits for a job that does not
+    exist. `queue=False` leaves that to the caller (document_ingest processes it at once,
+    synchronously). Should the caller's transaction roll back, the stored file is left
+    for documents_sweep_orphan_files.
     """
     tenant_id = require_tenant(tenant, project=project)
     if (text is None) == (file is None):
@@ -142,9 +159,41 @@ def document_create(
         )
         try:
             document.save()
+            if queue:
+                _queue_ingestion(tenant_id, document)
         except BaseException:
             default_storage.delete(document.storage_key)
             raise
+    return document
+
+
+def document_queue(*, tenant: TenantRef, document: Document) -> Document:
+    """Queue the ingestion of a failed (or queued) document again: the admin's "Chunk and
+    embed", and the way back for a document whose job was lost.
+
+    The document turns queued, its last reason kept until the worker replaces it, and
+    its job is queued in the same transaction (unless one already waits for it). A ready
+    document, or one a worker holds
+    (chunking, embedding), is refused naming 'status'.
+    """
+    tenant_id = require_tenant(tenant, document=document)
+    with tenant_context(tenant_id):
+        queued = Document.objects.filter(
+            tenant_id=tenant_id,
+            pk=document.pk,
+            status__in=[Document.Status.QUEUED, Document.Status.FAILED],
+        ).update(status=Document.Status.QUEUED)
+        if not queued:
+            status = (
+                Document.objects.filter(tenant_id=tenant_id, pk=document.pk)
+                .values_list("status", flat=True)
+                .first()
+            )
+            raise ValidationError(
+                {"status": f"Only queued or failed documents are queued again, not {status}."}
+            )
+        _queue_ingestion(tenant_id, document)
+    document.status = Document.Status.QUEUED
     return document
 
 

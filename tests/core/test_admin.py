@@ -29,6 +29,7 @@ from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_sum
 from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.services import INGEST_TASK
 from erasure.models import ErasureReceipt
 from exports.models import Export
 from retention.models import RetentionRun
@@ -43,6 +44,7 @@ from tenancy.models import (
 )
 from tests.admin_helpers import admin_url
 from tests.factories import VECTOR, make_tenant_rows
+from tests.worker import jobs
 
 TAIL_NUMBER = str(VECTOR[-1])  # "0.51535"
 
@@ -475,7 +477,7 @@ def test_superuser_uploads_a_document(root_client, rows, file_storages):
     assert document.storage_key.startswith(f"documents/{project.tenant_id}/")
 
 
-def test_process_action_chunks_a_document(root_client, rows, file_storages):
+def test_process_action_queues_a_failed_document_for_the_worker(root_client, rows, file_storages):
     project = rows[Project]
     upload = SimpleUploadedFile("notes.txt", b"Retrieval needs chunks.", "text/plain")
     root_client.post(
@@ -484,14 +486,21 @@ def test_process_action_chunks_a_document(root_client, rows, file_storages):
     )
     with tenant_context(project.tenant_id):
         document = Document.objects.get(title="notes.txt")
-    root_client.post(
-        admin_url(Document, "changelist"),
-        {"action": "process", "_selected_action": [document.pk]},
-    )
+    # The upload queued its job (the worker runs it: tests/documents/test_worker.py).
+    assert (document.status, len(jobs(INGEST_TASK))) == (Document.Status.QUEUED, 1)
+    # Queued again while its job waits: still one job.
+    process = {"action": "process", "_selected_action": [document.pk]}
+    root_client.post(admin_url(Document, "changelist"), process)
+    assert len(jobs(INGEST_TASK)) == 1
+    with tenant_context(project.tenant_id):
+        Document.objects.filter(pk=document.pk).update(status="failed", error_message="down")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE procrastinate_jobs SET status = 'failed'")
+    root_client.post(admin_url(Document, "changelist"), process)
     with tenant_context(project.tenant_id):
         document.refresh_from_db()
-        assert document.status == Document.Status.READY
-        assert document.chunks.exists()
+    assert document.status == Document.Status.QUEUED
+    assert [job["status"] for job in jobs(INGEST_TASK)] == ["failed", "todo"]
 
 
 def test_superuser_adds_an_export_that_is_built(root_client, rows, file_storages):

@@ -172,6 +172,41 @@ def test_an_ingestion_and_chunk_search_in_every_mode(two_tenants):
         assert {result.document_id for result in results} == {document.pk}, mode
 
 
+def test_a_worker_ingests_an_upload_on_the_cluster(two_tenants, file_storages):
+    """The queue's tables stay on the coordinator, beside the distributed ones: the upload
+    and its job commit in one transaction, and a real worker (procrastinate's, in this
+    process, on its own connection to the coordinator) runs the job in the tenant's
+    context, its stages and chunks written on the tenant's shard."""
+    from procrastinate.contrib.django import app
+
+    from documents.models import Document
+    from documents.services import INGEST_TASK, document_create
+
+    tenant, _ = two_tenants
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT logicalrelid::text FROM pg_dist_partition "
+            "WHERE logicalrelid::text LIKE 'procrastinate%%'"
+        )
+        assert cursor.fetchall() == []
+    document = document_create(tenant=tenant, title="Queued handbook", text=TEXT)
+    with app.replace_connector(app.connector.get_worker_connector()):
+        app.run_worker(
+            queues=["default"], wait=False, install_signal_handlers=False, listen_notify=False
+        )
+    with tenant_context(tenant):
+        document.refresh_from_db()
+        chunks = Chunk.objects.filter(document=document).count()
+    assert (document.status, document.attempts, chunks) == (Document.Status.READY, 1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT status FROM procrastinate_jobs "
+            "WHERE task_name = %s AND args->>'document_id' = %s",
+            [INGEST_TASK, str(document.pk)],
+        )
+        assert cursor.fetchall() == [("succeeded",)]
+
+
 def test_an_export(two_tenants, file_storages):
     tenant, _ = two_tenants
     project = project_create(tenant=tenant, name="exported")

@@ -79,11 +79,11 @@ def variables_read_by_settings() -> set[str]:
     return names
 
 
-def test_compose_defines_database_pooler_migrate_and_web():
-    assert {"db", "pgbouncer", "migrate", "web"} <= compose_services().keys()
+def test_compose_defines_database_pooler_migrate_web_and_worker():
+    assert {"db", "pgbouncer", "migrate", "web", "worker"} <= compose_services().keys()
 
 
-@pytest.mark.parametrize("service", ["db", "pgbouncer", "web"])
+@pytest.mark.parametrize("service", ["db", "pgbouncer", "web", "worker"])
 def test_long_running_services_have_a_health_check(service):
     assert re.search(r"^    healthcheck:", compose_services()[service], re.M)
 
@@ -110,6 +110,19 @@ def test_web_uses_the_runtime_role_through_pgbouncer_without_server_side_cursors
 def test_web_starts_only_after_migrations_succeeded():
     web = compose_services()["web"]
     assert re.search(r"^      migrate:\n\s+condition: service_completed_successfully", web, re.M)
+
+
+def test_worker_runs_jobs_as_the_runtime_role_listening_straight_to_postgres():
+    worker = uncommented(compose_services()["worker"])
+    assert '["python", "manage.py", "procrastinate", "worker"]' in worker
+    # Its jobs' queries through PgBouncer, like web's; its LISTEN on a session of its own.
+    assert re.search(r"DATABASE_URL: postgres://\$\{APP_DB_USER.*@pgbouncer:6432/", worker)
+    assert re.search(r"DATABASE_WORKER_URL: postgres://\$\{APP_DB_USER.*@db:5432/", worker)
+    assert 'DATABASE_DISABLE_SERVER_SIDE_CURSORS: "true"' in worker
+    assert "OWNER" not in worker
+    # Stopped as Ctrl-C stops it: running jobs finish first.
+    assert "stop_signal: SIGINT" in worker
+    assert re.search(r"^      migrate:\n\s+condition: service_completed_successfully", worker, re.M)
 
 
 def test_migrate_creates_the_runtime_role_before_migrating():
@@ -264,7 +277,8 @@ def test_compose_writes_no_secret_into_the_file():
     url_passwords = re.findall(r"postgres://\$\{[^}]+\}:(\$\{[^}]+\})@", text)
     # SECRET_KEY; db's POSTGRES_PASSWORD and OWNER_DB_PASSWORD; pgbouncer's RUNTIME_PASSWORD.
     assert len(secret_values) == 4
-    assert len(url_passwords) == 3  # the owner's URL, the runtime role's two
+    # The owner's URL; the runtime role's: migrate's, web's, and the worker's two.
+    assert len(url_passwords) == 5
     for value in secret_values + url_passwords:
         assert re.fullmatch(REQUIRED, value), value
 

@@ -95,6 +95,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         "runtime_role_restricted",
         STORAGE_CHECK,
         REPLICAS_CHECK,
+        "worker_queue",
     ]
 
 
@@ -115,7 +116,11 @@ def test_healthy_html_for_people(client, db):
         escape(title) for title in TITLES
     ]
     assert TITLES[0] == "Database reachable"
-    assert TITLES[-2:] == ["Storage 'exports' writable", "Read replicas within their lag bound"]
+    assert TITLES[-3:] == [
+        "Storage 'exports' writable",
+        "Read replicas within their lag bound",
+        "Worker queue moving",
+    ]
     assert 'class="error"' not in html
     assert_no_secrets(html)
 

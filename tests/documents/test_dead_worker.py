@@ -130,7 +130,7 @@ def test_the_server_ends_the_work_of_a_killed_worker_and_a_retry_then_succeeds(
         if pid is not None and activity(pid) is not None:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    assert status_of(tenant_a, document) == Document.Status.PROCESSING
+    assert status_of(tenant_a, document) == Document.Status.EMBEDDING
     settings.DOCUMENT_PROCESSING_LEASE_SECONDS = 0
     services.document_process(tenant=tenant_a, document=document)
     assert (document.status, status_of(tenant_a, document)) == (Document.Status.READY,) * 2

@@ -322,7 +322,7 @@ def mark_processing(tenant, document, age=timedelta(0)):
     """Put the document in processing, as a worker would, `age` ago."""
     with tenant_context(tenant):
         rows = Document.objects.filter(pk=document.pk)
-        rows.update(status=Document.Status.PROCESSING)
+        rows.update(status=Document.Status.EMBEDDING)
         if age:
             # The trigger would stamp now(); set the past by hand. pgtrigger.ignore sends
             # its setting and each statement as one SQL text: client-side binding only.
@@ -358,7 +358,7 @@ def test_a_document_processing_within_the_lease_is_refused(tenant_a, settings, a
     with pytest.raises(ValidationError) as error:
         services.document_process(tenant=tenant_a, document=document)
     assert "being processed" in " ".join(error.value.message_dict["status"])
-    assert status_of(tenant_a, document) == Document.Status.PROCESSING
+    assert status_of(tenant_a, document) == Document.Status.EMBEDDING
     assert chunks_of(tenant_a, document) == []
 
 

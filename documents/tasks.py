@@ -1,0 +1,69 @@
+"""The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload, and
+re-embedding a tenant's chunks (`documents.reembed`, queued by chunks_reembed_queue).
+
+document_create queues `documents.ingest` in the transaction that creates the document;
+the worker runs document_process, the same code a synchronous caller runs, with the
+job's attempts deciding what a failure becomes:
+
+- a failure that may pass (the embedder raising, timing out or answering wrongly, the
+  database) with attempts left: the document goes back to queued with its reason, and
+  the job is retried after its backoff (TransientJobError);
+- the last attempt, or a failure that cannot pass (the file is not text): failed, with
+  its reason and its attempt count, and the job fails too (JobFailed);
+- a document another worker holds under its lease (that worker died, and its job was
+  queued again by queue.retry_stalled_jobs): the job waits out the rest of the lease,
+  then takes the document over (RetryLater).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from documents.models import Document
+from documents.services import (
+    INGEST_TASK,
+    REEMBED_TASK,
+    DocumentStillProcessing,
+    chunks_reembed,
+    document_process,
+)
+from tenancy.context import tenant_context
+from tenancy.jobs import JobAttempt, JobFailed, RetryLater, TransientJobError, tenant_task
+
+logger = logging.getLogger(__name__)
+
+
+# Not atomic: each stage commits as it starts, so the document shows it.
+@tenant_task(INGEST_TASK, atomic=False)
+def ingest(tenant_id: uuid.UUID, attempt: JobAttempt, *, document_id: str) -> str:
+    """Chunk and embed the document; its final status is the job's result."""
+    with tenant_context(tenant_id):
+        document = Document.objects.filter(tenant_id=tenant_id, pk=document_id).first()
+    if document is None:
+        # Deleted (or erased) since its upload: nothing is left to do.
+        logger.info("document to ingest is gone", extra={"document_id": document_id})
+        return "gone"
+    if document.status == Document.Status.READY:
+        # Queued twice (the admin's action while a job ran): the first one did the work.
+        return "ready"
+    try:
+        document = document_process(tenant=tenant_id, document=document, retry=not attempt.last)
+    except DocumentStillProcessing as held:
+        raise RetryLater(held.seconds_left + 1, " ".join(held.messages)) from held
+    if document.status == Document.Status.QUEUED:
+        raise TransientJobError(document.error_message)
+    if document.status == Document.Status.FAILED:
+        raise JobFailed(document.error_message)
+    return str(document.status)
+
+
+# Not atomic: chunks_reembed commits batch by batch, so a retry carries on where it stopped.
+@tenant_task(REEMBED_TASK, atomic=False)
+def reembed(tenant_id: uuid.UUID, attempt: JobAttempt) -> int:
+    """Re-embed the tenant's chunks not of the configured model; how many."""
+    try:
+        return chunks_reembed(tenant=tenant_id)
+    except Exception as error:
+        # The embedder raising or answering wrongly may pass; the batches done are kept.
+        raise TransientJobError(f"{type(error).__name__}: {error}") from error

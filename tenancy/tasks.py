@@ -1,0 +1,42 @@
+"""The queue's own upkeep, run by the worker (procrastinate discovers every app's tasks.py).
+
+A worker killed mid-job (kill -9, a lost host) leaves its job `doing` for ever: nothing in
+the queue takes it back by itself. Every worker sends a heartbeat; this periodic task
+puts the running jobs of a worker silent for WORKER_STALLED_SECONDS back in the queue,
+where another worker picks them up (the attempt counts). Each task then decides whether
+its work can be taken over (documents: once its processing lease has passed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from procrastinate import JobContext
+from procrastinate.contrib.django import app
+
+from tenancy.jobs import QUEUE
+
+logger = logging.getLogger(__name__)
+
+RETRY_STALLED_TASK = "queue.retry_stalled_jobs"
+
+
+# The sixth field is the seconds.
+@app.periodic(cron="* * * * * */10", periodic_id="every_10_seconds")
+@app.task(name=RETRY_STALLED_TASK, queue=QUEUE, pass_context=True, queueing_lock=RETRY_STALLED_TASK)
+async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
+    """Queue again the running jobs of workers silent for WORKER_STALLED_SECONDS."""
+    manager = context.app.job_manager
+    stalled = list(
+        await manager.get_stalled_jobs(
+            seconds_since_heartbeat=float(settings.WORKER_STALLED_SECONDS)
+        )
+    )
+    for job in stalled:
+        logger.warning(
+            "job of a stalled worker queued again",
+            extra={"job_id": job.id, "task": job.task_name, "attempts": job.attempts},
+        )
+        await manager.retry_job(job)
+    return len(stalled)
