@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
@@ -26,6 +26,7 @@ from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
+from documents.filters import MetadataFilter, parse_filters
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
@@ -57,6 +58,10 @@ HNSW_MAX_SCAN_TUPLES = 500_000
 # is the unrestricted search of a tenant that restricts nothing, which the extra rows
 # would slow by 6-10%.
 PARTIAL_ACCESS_OVERFETCH = 3
+# A metadata filter hides chunks near the query as access does, so a filtered search
+# read through the index reads as many more rows, for the same reason (docs/architecture.md,
+# "Filtered search").
+FILTER_OVERFETCH = PARTIAL_ACCESS_OVERFETCH
 # Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
 # planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
 # concern HNSW scans.
@@ -102,6 +107,38 @@ def _scope(
     if documents is not None:
         scope &= Q(**{f"{through}pk__in": [getattr(d, "pk", d) for d in documents]})
     return scope
+
+
+@dataclass(frozen=True)
+class _SearchScope:
+    """What a search is limited to beyond its tenant, as the queries need it."""
+
+    # The chunks in scope: project, documents, and every metadata condition (the
+    # document's through a join).
+    chunks: Q
+    # The documents in scope: project, documents and the document conditions.
+    documents: Q
+    # The chunk conditions alone, for a read of chosen documents' chunks.
+    chunk_conditions: Q
+    # The chunk conditions a GIN index serves (chunks_metadata_gin), or None.
+    indexed_chunk_conditions: Q | None
+    by_document_metadata: bool
+    filtered: bool
+
+
+def _search_scope(
+    project: Project | None,
+    documents: Sequence[Document | uuid.UUID] | None,
+    metadata: MetadataFilter,
+) -> _SearchScope:
+    return _SearchScope(
+        chunks=_scope(project, documents) & metadata.document_q() & metadata.chunk_q(),
+        documents=_scope(project, documents, through="") & metadata.document_q(through=""),
+        chunk_conditions=metadata.chunk_q(),
+        indexed_chunk_conditions=metadata.indexed_chunk_q(),
+        by_document_metadata=bool(metadata.of("document")),
+        filtered=bool(metadata),
+    )
 
 
 def _chunk_reads() -> BaseDatabaseWrapper:
@@ -299,10 +336,30 @@ def _visible_documents(
     return ids if len(ids) <= most else None
 
 
+def _few_matching_chunks(
+    tenant_id: uuid.UUID, scope: _SearchScope, model: str, threshold: int
+) -> list[uuid.UUID] | None:
+    """The ids of the chunks in scope when they are at most `threshold`; None when more.
+
+    For chunk conditions a GIN index serves (JSON containment on chunks_metadata_gin):
+    at most threshold + 1 ids are read, from the index's matches, so the read stays
+    small however many chunks match.
+    """
+    matching = Chunk.objects.filter(
+        scope.chunks, tenant_id=tenant_id, embedding__isnull=False, embedding_model=model
+    ).values_list("pk", flat=True)[: threshold + 1]
+    ids = list(matching)
+    return ids if len(ids) <= threshold else None
+
+
+def _exact_rows(chunks: QuerySet[Chunk], vector: Sequence[float], model: str, limit: int) -> list:
+    rows = _knn_rows(semantic_queryset(chunks, vector, model, exact=True)[:limit])
+    return [(*row[:4], 1.0 - row[4]) for row in rows]
+
+
 def _semantic(
     tenant_id: uuid.UUID,
-    scope: Q,
-    document_scope: Q,
+    scope: _SearchScope,
     query: str,
     limit: int,
     embedder: Embedder,
@@ -311,32 +368,44 @@ def _semantic(
     member: bool,
 ) -> list:
     [vector] = embed_texts(embedder, [query])
-    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
+    chunks = Chunk.objects.filter(scope.chunks, tenant_id=tenant_id)
     facts = _search_facts(tenant_id)
     fetch = limit  # rows read from the index, of which the nearest `limit` are kept
     threshold = _index_threshold(limit, facts.table_chunks)
+    partial_access = not facts.full_access and facts.table_documents >= 1
     if threshold is None:
         index_order = False  # a small table: the planner's choice is good enough
-    elif facts.full_access or facts.table_documents < 1:
-        index_order = _candidates_estimate(scope, embedder.model) > threshold
+    elif not partial_access and not scope.filtered:
+        index_order = _candidates_estimate(scope.chunks, embedder.model) > threshold
     else:
-        # A member who may see only part of the tenant. The planner cannot tell how much:
-        # it knows the share of open chunks across the whole table, not this tenant's or
-        # this user's, and would walk the HNSW graph past every hidden chunk near the
-        # query. The documents they may see tell: when they hold few chunks, reading
-        # exactly those (chunks_tenant_document_idx) is both exact and cheaper;
-        # otherwise the index is, as for any large set of candidates.
-        visible = _visible_documents(tenant_id, document_scope, facts, threshold)
-        if visible is not None:
-            if not visible:
-                return []
-            scoped = chunks.filter(document_id__in=visible)
-            rows = _knn_rows(semantic_queryset(scoped, vector, embedder.model, exact=True)[:limit])
-            return [(*row[:4], 1.0 - row[4]) for row in rows]
+        # A member who may see only part of the tenant, or a metadata filter: the
+        # planner cannot tell how many chunks remain (it knows the share of open chunks
+        # and of a JSON value across the whole table, not this tenant's or this user's),
+        # and would walk the HNSW graph past every hidden or filtered-out chunk near the
+        # query. The documents that remain tell, and the GIN index of the chunks'
+        # metadata: when they hold few chunks, reading exactly those is both exact and
+        # cheaper; otherwise the index is, as for any large set of candidates.
+        if partial_access or scope.by_document_metadata:
+            visible = _visible_documents(tenant_id, scope.documents, facts, threshold)
+            if visible is not None:
+                if not visible:
+                    return []
+                chosen = Chunk.objects.filter(
+                    scope.chunk_conditions, tenant_id=tenant_id, document_id__in=visible
+                )
+                return _exact_rows(chosen, vector, embedder.model, limit)
+        if scope.indexed_chunk_conditions is not None:
+            few = _few_matching_chunks(tenant_id, scope, embedder.model, threshold)
+            if few is not None:
+                if not few:
+                    return []
+                chosen = Chunk.objects.filter(tenant_id=tenant_id, pk__in=few)
+                return _exact_rows(chosen, vector, embedder.model, limit)
         index_order = True
-        if member:
+        if member or scope.filtered:
             # At most SEARCH_MAX_K, which also keeps ef_search within pgvector's bound.
-            fetch = min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K)
+            overfetch = FILTER_OVERFETCH if scope.filtered else PARTIAL_ACCESS_OVERFETCH
+            fetch = min(limit * overfetch, SEARCH_MAX_K)
     settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:fetch])
     if len(rows) < limit:
@@ -379,6 +448,7 @@ def chunk_search(
     documents: Sequence[Document | uuid.UUID] | None = None,
     embedder: Embedder | None = None,
     user: User | None = None,
+    filters: Mapping[str, Any] | None = None,
 ) -> list[SearchResult]:
     """The tenant's k chunks most relevant to `query`, best first.
 
@@ -392,27 +462,31 @@ def chunk_search(
     the chunks of restricted documents (and of restricted projects' documents) are
     searched only where `user` may see them, and the k results come from what they may
     see (without a user, and outside a request, unrestricted chunks only).
+
+    `filters` limits the search further by the metadata of the chunks' documents and of
+    the chunks themselves (documents.filters: equality, `in`, ranges, `exists`,
+    `contains`), in every mode; a malformed filter is a ValidationError on `filters`
+    naming its key.
     """
     _validate_search(query, k, mode)
+    metadata = parse_filters(filters)
     tenant_id = require_tenant(tenant, project=project)
     if documents is not None and any(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
     embedder = chunk_embedder(embedder)
-    scope = _scope(project, documents)
-    document_scope = _scope(project, documents, through="")
+    scope = _search_scope(project, documents, metadata)
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.
     transaction_continues = not begins_transaction()
     with tenant_context(tenant_id, user=user):
         if mode == "fulltext":
-            rows = _fulltext(tenant_id, scope, query, k)
+            rows = _fulltext(tenant_id, scope.chunks, query, k)
         elif mode == "semantic":
             rows = _semantic(
                 tenant_id,
                 scope,
-                document_scope,
                 query,
                 k,
                 embedder,
@@ -423,11 +497,10 @@ def chunk_search(
             candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
             # Full-text first: the semantic query's settings then end with the
             # transaction and need no restoring.
-            text = _fulltext(tenant_id, scope, query, candidates)
+            text = _fulltext(tenant_id, scope.chunks, query, candidates)
             semantic = _semantic(
                 tenant_id,
                 scope,
-                document_scope,
                 query,
                 candidates,
                 embedder,
