@@ -158,13 +158,17 @@ class _MetadataPredicate(Func):
     output_field = BooleanField()
     conditional = True
 
-    def __init__(self, column: str, path: tuple[str, ...], template: str, operands: list):
+    def __init__(
+        self, column: str, path: tuple[str, ...], template: str, operands: list[Any]
+    ) -> None:
         path_value = Value(list(path), output_field=ArrayField(TextField()))
         super().__init__(F(column), path_value)
         self.sql_template = template
         self.operands = operands
 
-    def as_sql(self, compiler, connection, **extra_context):  # type: ignore[override]
+    def as_sql(  # type: ignore[override]  # Func's signature names more arguments
+        self, compiler: Any, connection: Any, **extra_context: Any
+    ) -> tuple[str, list[Any]]:
         column_sql, column_params = compiler.compile(self.source_expressions[0])
         path_sql, path_params = compiler.compile(self.source_expressions[1])
         value_sql = f"({column_sql} #> ({path_sql})::text[])"

@@ -8,12 +8,14 @@ import random
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pgvector import Vector
 
 from core.db.connections import owner_connection
 from documents import search
 from documents.embedding import get_embedder
-from documents.filters import parse_filters
+from documents.filters import OPERATORS, parse_filters
 from documents.models import Chunk, Document, Project
 from documents.services import document_restrict
 from tenancy.context import tenant_context
@@ -383,3 +385,66 @@ def test_k_results_and_recall_at_one_ten_and_fifty_percent(
     assert min(recalls.values()) >= 0.95, recalls
     # Both plans were exercised: the 10 % and 50 % cases read the index.
     assert paths["index"] >= 2 * 2 * QUERIES
+
+
+# --- Property tests of the parser (hypothesis, the project's profile: tests/conftest.py) --
+
+KEY_PARTS = st.one_of(
+    st.sampled_from(["lang", "a", "_x", "page-no", "a'; DROP", "a->>b", "a b", "", "1a", "é"]),
+    st.text(max_size=12),
+)
+KEYS = st.one_of(
+    st.builds(
+        lambda target, parts: ".".join([target, *parts]),
+        st.sampled_from(["document", "chunk", "project", "", "Document"]),
+        st.lists(KEY_PARTS, min_size=0, max_size=6),
+    ),
+    st.text(max_size=20),
+    st.integers(),
+    st.none(),
+)
+SCALAR_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(10**400), 10**400),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(["2024-01-01", "2024-13-45", "0001-01-01T00:00:00+14:00", "9999-12-31"]),
+    st.dates(),
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
+    st.just("x\x00y"),
+)
+VALUES = st.recursive(
+    SCALAR_VALUES,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+OPERATOR_NAMES = st.one_of(st.sampled_from(OPERATORS), st.text(max_size=8), st.integers())
+CONDITIONS = st.one_of(VALUES, st.dictionaries(OPERATOR_NAMES, VALUES, max_size=3))
+FILTERS = st.one_of(st.dictionaries(KEYS, CONDITIONS, max_size=4), VALUES)
+
+
+@settings(max_examples=500)
+@given(filters=FILTERS)
+def test_any_input_parses_or_is_refused_on_filters(filters):
+    try:
+        parse_filters(filters)
+    except ValidationError as error:
+        assert list(error.message_dict) == ["filters"]
+
+
+@pytest.mark.slow
+@given(filters=FILTERS)
+def test_a_filter_that_parses_never_fails_in_the_database(tenant_a, library, filters):
+    # Rows whose metadata holds every JSON type (library), so each predicate is evaluated.
+    try:
+        metadata = parse_filters(filters)
+    except ValidationError:
+        return
+    with tenant_context(tenant_a):
+        list(Chunk.objects.filter(metadata.document_q(), metadata.chunk_q()).values("pk"))
+        list(Document.objects.filter(metadata.document_q(through="")).values("pk"))
+    search.chunk_search(tenant=tenant_a, query=SHARED, k=5, mode="hybrid", filters=filters)
