@@ -1,22 +1,25 @@
 """chunk_search with a metadata filter that keeps 1 %, 10 % or 50 % of the tenant (issue 22).
 
 In the 50% tenant, as the database owner, every knowledge document gets a rank 0-99
-(`{"rank": r}`, its place in a seeded shuffle, spread evenly) and every chunk a bucket
-0-99 (`{"bucket": b}`, by its place in id order); then the chunks are vacuumed and
-analysed, as autovacuum would. Two filters per share s:
+(`{"rank": r}`, its place in a seeded shuffle, spread evenly) and every chunk a tier
+by its place in id order (`{"tier": "a"}` for 1 % of them, "b" for 9 %, "c" for 40 %,
+"d" for the other half); then the chunks are vacuumed and analysed, as autovacuum would.
+Two filters per share s:
 
 - on the document's metadata, `{"document.rank": {"lt": s}}`: a range, which chunk_search
   serves from the matching documents (read exactly when they are few, else an HNSW
   iterative scan with the filter);
-- on the chunk's metadata, `{"chunk.bucket": {"in": [0, ..., s - 1]}}`: JSON containment,
-  which chunks_metadata_gin serves (read exactly when few, else the HNSW scan).
+- on the chunk's metadata, `{"chunk.tier": {"in": [...]}}` with the tiers that make up
+  s (["a"], ["a", "b"], ["a", "b", "c"]): JSON containment, which chunks_metadata_gin
+  serves (read exactly when the planner expects few, else the HNSW scan).
 
 For each: latency of the filtered semantic chunk_search (k = 10, no user) against the
 same search unfiltered in the same tenant (the reference), interleaved query by query;
 recall@10 against the exact answer over the chunks the filter keeps (a scan ordered by
 distance over rows selected in SQL written here, not through documents/filters.py),
 counted as in benchmarks.search (goal >= 0.95). Every result must satisfy the filter
-and k must come back (every kept chunk, where fewer), or the run stops. At the end the metadata is as it was.
+and k must come back (every kept chunk, where fewer), or the run stops. At the end the
+metadata is as it was.
 """
 
 from __future__ import annotations
@@ -52,12 +55,18 @@ WHERE = {
     "document": "(d.metadata ->> 'rank')::int < %(share)s",
     "chunk": "(c.metadata ->> 'bucket')::int < %(share)s",
 }
+# A chunk's tier from its bucket (0-99): each share s is the tiers of the buckets below s.
+TIERS = {1: "a", 10: "b", 50: "c", 100: "d"}
+
+
+def tiers_below(share: int) -> list[str]:
+    return [tier for bound, tier in TIERS.items() if bound <= share]
 
 
 def filters_for(target: str, share: int) -> dict:
     if target == "document":
         return {"document.rank": {"lt": share}}
-    return {"chunk.bucket": {"in": list(range(share))}}
+    return {"chunk.tier": {"in": tiers_below(share)}}
 
 
 def _label(owner: psycopg.Connection, tenant_id, seed: int) -> None:
@@ -78,8 +87,11 @@ def _label(owner: psycopg.Connection, tenant_id, seed: int) -> None:
             " WHERE d.tenant_id = %s AND d.id = r.id",
             [documents, ranks, tenant_id],
         )
+        # The bucket (kept for the exact answer's SQL) and its tier (what the filter asks).
         owner.execute(
-            "UPDATE chunks c SET metadata = c.metadata || jsonb_build_object('bucket', n.bucket)"
+            "UPDATE chunks c SET metadata = c.metadata"
+            " || jsonb_build_object('bucket', n.bucket, 'tier', CASE WHEN n.bucket < 1 THEN 'a'"
+            " WHEN n.bucket < 10 THEN 'b' WHEN n.bucket < 50 THEN 'c' ELSE 'd' END)"
             " FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) %% 100 AS bucket"
             "       FROM chunks WHERE tenant_id = %s) n"
             " WHERE c.tenant_id = %s AND c.id = n.id",
@@ -95,7 +107,8 @@ def _unlabel(owner: psycopg.Connection, tenant_id) -> None:
             "UPDATE documents SET metadata = metadata - 'rank' WHERE tenant_id = %s", [tenant_id]
         )
         owner.execute(
-            "UPDATE chunks SET metadata = metadata - 'bucket' WHERE tenant_id = %s", [tenant_id]
+            "UPDATE chunks SET metadata = metadata - 'bucket' - 'tier' WHERE tenant_id = %s",
+            [tenant_id],
         )
     owner.execute("VACUUM ANALYZE chunks, documents")
 

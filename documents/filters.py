@@ -106,11 +106,6 @@ class Condition:
         template = DATE_SQL if isinstance(self.value, datetime) else NUMBER_SQL
         return Q(_MetadataPredicate(column, self.path, template.replace("{op}", op), [self.value]))
 
-    @property
-    def indexed(self) -> bool:
-        """Served by a GIN index on the metadata (JSON containment)."""
-        return self.operator in ("eq", "in", "contains")
-
 
 @dataclass(frozen=True)
 class MetadataFilter:
@@ -134,16 +129,6 @@ class MetadataFilter:
     def chunk_q(self) -> Q:
         q = Q()
         for condition in self.of("chunk"):
-            q &= condition.q("")
-        return q
-
-    def indexed_chunk_q(self) -> Q | None:
-        """The chunk conditions a GIN index serves, or None when there are none."""
-        indexed = [c for c in self.of("chunk") if c.indexed]
-        if not indexed:
-            return None
-        q = Q()
-        for condition in indexed:
             q &= condition.q("")
         return q
 
