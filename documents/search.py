@@ -59,10 +59,13 @@ HNSW_MAX_SCAN_TUPLES = 500_000
 # would slow by 6-10%.
 PARTIAL_ACCESS_OVERFETCH = 3
 # A metadata filter hides chunks near the query as access does, so a filtered search
-# read through the index reads more rows, for the same reason (docs/architecture.md,
-# "Filtered search"): 4x, as 3x left recall@10 at 0.941-0.961 with half the tenant kept
-# (make bench, two builds), at the goal's edge.
-FILTER_OVERFETCH = 4
+# read through the index reads more rows and, above all, makes the scan's first pass
+# wider (docs/architecture.md, "Filtered search"): when the filter keeps half the
+# tenant, the rows asked for come from that first pass, whose width (ef_search) bounds
+# their recall. Measured with half the tenant kept (make bench, one build each):
+# 3k rows at ef_search 100 gave recall@10 0.941-0.961, 4k rows 0.934-0.937.
+FILTER_OVERFETCH = 2
+FILTER_EF_SEARCH = 2 * HNSW_MIN_EF_SEARCH
 # Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
 # planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
 # concern HNSW scans.
@@ -152,10 +155,13 @@ def hnsw_max_scan_tuples(limit: int) -> int:
     return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
 
 
-def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> dict[str, str]:
+def set_hnsw_iterative_scan(
+    limit: int, *, index_order: bool = False, ef_search: int = HNSW_MIN_EF_SEARCH
+) -> dict[str, str]:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
-    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
+    ef_search is at least the LIMIT so one pass can return it (and `ef_search`, wider for
+    a filtered search, up to pgvector's 1000); max_scan_tuples grows
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
     index. `index_order` also turns sorting off, which leaves the ordered index scan as
     the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold).
@@ -169,7 +175,8 @@ def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> dict[st
     """
     settings = {
         "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
-        "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, limit)),
+        # pgvector's bound is 1000; so is SEARCH_MAX_K, the largest limit.
+        "hnsw.ef_search": str(min(max(ef_search, limit), SEARCH_MAX_K)),
         "hnsw.max_scan_tuples": str(hnsw_max_scan_tuples(limit)),
         "plan_cache_mode": "force_custom_plan",
     }
@@ -355,6 +362,7 @@ def _semantic(
     chunks = Chunk.objects.filter(scope.chunks, tenant_id=tenant_id)
     facts = _search_facts(tenant_id)
     fetch = limit  # rows read from the index, of which the nearest `limit` are kept
+    ef_search = HNSW_MIN_EF_SEARCH
     threshold = _index_threshold(limit, facts.table_chunks)
     partial_access = not facts.full_access and facts.table_documents >= 1
     if threshold is None:
@@ -388,11 +396,13 @@ def _semantic(
             # never rows (the index path below falls back to the exact read when short).
             return _exact_rows(chunks, vector, embedder.model, limit)
         index_order = True
-        if member or scope.filtered:
+        if scope.filtered:
+            fetch = min(limit * FILTER_OVERFETCH, SEARCH_MAX_K)
+            ef_search = FILTER_EF_SEARCH
+        elif member:
             # At most SEARCH_MAX_K, which also keeps ef_search within pgvector's bound.
-            overfetch = FILTER_OVERFETCH if scope.filtered else PARTIAL_ACCESS_OVERFETCH
-            fetch = min(limit * overfetch, SEARCH_MAX_K)
-    settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order)
+            fetch = min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K)
+    settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order, ef_search=ef_search)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:fetch])
     if len(rows) < limit:
         # The index scan gave up at max_scan_tuples, or the tenant has fewer matching

@@ -12,7 +12,7 @@ from django.db.models import Count
 
 from core.jobs import JobSummary
 from documents.filters import FIELD, parse_filters
-from documents.models import Document, Project
+from documents.models import Chunk, Document, Project
 from documents.services.uploads import document_delete
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
@@ -88,11 +88,16 @@ def documents_delete_by_filter(
         matching = Document.objects.filter(metadata.document_q(through=""), tenant_id=tenant_id)
         if project is not None:
             matching = matching.filter(project_id=project.pk)
-        found = list(
-            matching.annotate(chunk_count=Count("chunks"))
-            .order_by("created_at", "id")
-            .values_list("pk", "title", "chunk_count")
+        documents = list(matching.order_by("created_at", "id").values_list("pk", "title"))
+        # Counted apart: a GROUP BY the document's id alone is refused on Citus, where the
+        # primary key is (tenant_id, id).
+        counts = dict(
+            Chunk.objects.filter(tenant_id=tenant_id, document_id__in=[pk for pk, _ in documents])
+            .values_list("document_id")
+            .annotate(chunks=Count("id"))
+            .values_list("document_id", "chunks")
         )
+        found = [(pk, title, counts.get(pk, 0)) for pk, title in documents]
         if not dry_run:
             for document_id, _title, _chunks in found:
                 document_delete(
