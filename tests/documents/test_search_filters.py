@@ -351,8 +351,9 @@ def test_k_results_and_recall_at_one_ten_and_fifty_percent(
     path reads the documents first)."""
     queries = generated
     viewer = make_member(tenant_a, "v@example.com", role="viewer")
-    # As on a big table: the exact reads stop at 120 chunks, so 1 % is read exactly and
-    # 10 % and 50 % go through the HNSW index with the filter.
+    # As on a big table: the exact reads stop at 120 chunks, so 1 % is read exactly, and
+    # 50 % (and 10 % of the documents, 10 of 101: more than 120 chunks by the average)
+    # goes through the HNSW index with the filter.
     monkeypatch.setattr(search, "_index_threshold", lambda limit, table_chunks: 120)
     paths = {"index": 0}
     original = search.set_hnsw_iterative_scan
