@@ -2,7 +2,7 @@
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
                          [--database NAME] [--keep-database] [--seed N] [--replica]
-                         [--citus]
+                         [--citus] [--only filters]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -45,6 +45,12 @@ PATH_ORDER = (
     "chunk_search_restricted_1",
     "chunk_search_restricted_10",
     "chunk_search_restricted_50",
+    "chunk_search_filter_document_1",
+    "chunk_search_filter_document_10",
+    "chunk_search_filter_document_50",
+    "chunk_search_filter_chunk_1",
+    "chunk_search_filter_chunk_10",
+    "chunk_search_filter_chunk_50",
     "ingestion",
     "version_writers",
     "audit_version_write",
@@ -61,6 +67,11 @@ PATH_ORDER = (
     "citus_chunk_search_hybrid",
     "citus_version_write",
 )
+
+
+# Row groups `--only` selects: the database is still migrated, the data generated and
+# the HNSW index built (one run each), but only that group's rows are measured.
+ONLY = {"filters"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--citus",
         action="store_true",
         help="also chunk_search and a version write on a Citus cluster (benchmarks.citus)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(ONLY),
+        help="measure only these rows, on the same generated data and index (a quicker run)",
     )
     return parser.parse_args(argv)
 
@@ -119,15 +135,29 @@ def server_info(conn) -> dict:
 
 
 def measure(args: argparse.Namespace, name: str, progress):
-    from benchmarks import access, admin_lists, audit, data, database, reads, schema, search, writes
+    from benchmarks import (
+        access,
+        admin_lists,
+        audit,
+        data,
+        database,
+        filters,
+        reads,
+        schema,
+        search,
+        writes,
+    )
     from benchmarks.reference import Reference
     from benchmarks.report import Report
     from documents.embedding import get_embedder
 
     scale = SCALES[args.scale]
     started = time.perf_counter()
-    progress(f"scale {scale.name}: migrate into {name}, {scale.migrate_runs} run(s) each side")
-    paths = [schema.measure_migrate(name, scale.migrate_runs, progress)]
+    only = args.only
+    migrate_runs = 1 if only else scale.migrate_runs
+    progress(f"scale {scale.name}: migrate into {name}, {migrate_runs} run(s) each side")
+    migrate = schema.measure_migrate(name, migrate_runs, progress)
+    paths = [] if only else [migrate]
     with (
         database.django_database(name),
         database.connect(database.owner_kwargs(name)) as owner,
@@ -140,10 +170,17 @@ def measure(args: argparse.Namespace, name: str, progress):
             owner, scale, seed=args.seed, embedder=get_embedder(), progress=progress
         )
         progress("HNSW builds")
-        paths.append(schema.measure_hnsw_build(scale.hnsw_runs, progress))
+        build = schema.measure_hnsw_build(1 if only else scale.hnsw_runs, progress)
+        paths += [] if only else [build]
         owner.execute("VACUUM ANALYZE")
         ref = Reference(runtime)
         report = Report(scale=scale.name, seed=args.seed, server=server_info(runtime))
+        if only == "filters":
+            progress("search with metadata filters")
+            paths, report.recall = filters.measure(dataset, owner, scale, seed=args.seed)
+            report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
+            report.seconds = time.perf_counter() - started
+            return report
         progress("read paths")
         paths += reads.measure(dataset, ref, scale)
         progress("search")
@@ -156,6 +193,11 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths += access_paths
         report.recall["access"] = access_recall["by_visible_share"]
         report.recall["summary"] += access_recall["summary"]
+        progress("search with metadata filters")
+        filter_paths, filter_recall = filters.measure(dataset, owner, scale, seed=args.seed)
+        paths += filter_paths
+        report.recall["filters"] = filter_recall["by_filter_share"]
+        report.recall["summary"] += filter_recall["summary"]
         progress("admin changelists")
         paths += admin_lists.measure(dataset, ref, scale)
         progress("version writers")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
@@ -26,6 +26,7 @@ from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
+from documents.filters import MetadataFilter, parse_filters
 from documents.models import SEARCH_CONFIG, Chunk, Document, Project
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
@@ -57,6 +58,14 @@ HNSW_MAX_SCAN_TUPLES = 500_000
 # is the unrestricted search of a tenant that restricts nothing, which the extra rows
 # would slow by 6-10%.
 PARTIAL_ACCESS_OVERFETCH = 3
+# A metadata filter hides chunks near the query as access does, so a filtered search
+# read through the index reads more rows and, above all, makes the scan's first pass
+# wider (docs/architecture.md, "Filtered search"): when the filter keeps half the
+# tenant, the rows asked for come from that first pass, whose width (ef_search) bounds
+# their recall. Measured with half the tenant kept (make bench, one build each):
+# 3k rows at ef_search 100 gave recall@10 0.941-0.961, 4k rows 0.934-0.937.
+FILTER_OVERFETCH = 2
+FILTER_EF_SEARCH = 2 * HNSW_MIN_EF_SEARCH
 # Settings of set_hnsw_iterative_scan that change how the caller's own later queries are
 # planned, so a search inside a longer transaction puts them back; the hnsw.* ones only
 # concern HNSW scans.
@@ -104,6 +113,37 @@ def _scope(
     return scope
 
 
+@dataclass(frozen=True)
+class _SearchScope:
+    """What a search is limited to beyond its tenant, as the queries need it."""
+
+    # The chunks in scope: project, documents, and every metadata condition (the
+    # document's through a join).
+    chunks: Q
+    # The documents in scope: project, documents and the document conditions.
+    documents: Q
+    # The chunk conditions alone, for a read of chosen documents' chunks.
+    chunk_conditions: Q
+    by_document_metadata: bool
+    by_chunk_metadata: bool
+    filtered: bool
+
+
+def _search_scope(
+    project: Project | None,
+    documents: Sequence[Document | uuid.UUID] | None,
+    metadata: MetadataFilter,
+) -> _SearchScope:
+    return _SearchScope(
+        chunks=_scope(project, documents) & metadata.document_q() & metadata.chunk_q(),
+        documents=_scope(project, documents, through="") & metadata.document_q(through=""),
+        chunk_conditions=metadata.chunk_q(),
+        by_document_metadata=bool(metadata.of("document")),
+        by_chunk_metadata=bool(metadata.of("chunk")),
+        filtered=bool(metadata),
+    )
+
+
 def _chunk_reads() -> BaseDatabaseWrapper:
     """The connection chunk reads are routed to (a replica, core.db.replicas): the search
     settings must be set in the transaction the search query runs in."""
@@ -115,10 +155,13 @@ def hnsw_max_scan_tuples(limit: int) -> int:
     return min(max(HNSW_MIN_SCAN_TUPLES, limit * HNSW_SCAN_TUPLES_PER_ROW), HNSW_MAX_SCAN_TUPLES)
 
 
-def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> dict[str, str]:
+def set_hnsw_iterative_scan(
+    limit: int, *, index_order: bool = False, ef_search: int = HNSW_MIN_EF_SEARCH
+) -> dict[str, str]:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
-    ef_search is at least the LIMIT so one pass can return it; max_scan_tuples grows
+    ef_search is at least the LIMIT so one pass can return it (and `ef_search`, wider for
+    a filtered search, up to pgvector's 1000); max_scan_tuples grows
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
     index. `index_order` also turns sorting off, which leaves the ordered index scan as
     the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold).
@@ -132,7 +175,8 @@ def set_hnsw_iterative_scan(limit: int, *, index_order: bool = False) -> dict[st
     """
     settings = {
         "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
-        "hnsw.ef_search": str(max(HNSW_MIN_EF_SEARCH, limit)),
+        # pgvector's bound is 1000; so is SEARCH_MAX_K, the largest limit.
+        "hnsw.ef_search": str(min(max(ef_search, limit), SEARCH_MAX_K)),
         "hnsw.max_scan_tuples": str(hnsw_max_scan_tuples(limit)),
         "plan_cache_mode": "force_custom_plan",
     }
@@ -301,10 +345,14 @@ def _visible_documents(
     return ids if len(ids) <= most else None
 
 
+def _exact_rows(chunks: QuerySet[Chunk], vector: Sequence[float], model: str, limit: int) -> list:
+    rows = _knn_rows(semantic_queryset(chunks, vector, model, exact=True)[:limit])
+    return [(*row[:4], 1.0 - row[4]) for row in rows]
+
+
 def _semantic(
     tenant_id: uuid.UUID,
-    scope: Q,
-    document_scope: Q,
+    scope: _SearchScope,
     query: str,
     limit: int,
     embedder: Embedder,
@@ -313,33 +361,50 @@ def _semantic(
     member: bool,
 ) -> list:
     [vector] = embed_texts(embedder, [query])
-    chunks = Chunk.objects.filter(scope, tenant_id=tenant_id)
+    chunks = Chunk.objects.filter(scope.chunks, tenant_id=tenant_id)
     facts = _search_facts(tenant_id)
     fetch = limit  # rows read from the index, of which the nearest `limit` are kept
+    ef_search = HNSW_MIN_EF_SEARCH
     threshold = _index_threshold(limit, facts.table_chunks)
+    partial_access = not facts.full_access and facts.table_documents >= 1
     if threshold is None:
         index_order = False  # a small table: the planner's choice is good enough
-    elif facts.full_access or facts.table_documents < 1:
-        index_order = _candidates_estimate(scope, embedder.model) > threshold
+    elif not partial_access and not scope.filtered:
+        index_order = _candidates_estimate(scope.chunks, embedder.model) > threshold
     else:
-        # A member who may see only part of the tenant. The planner cannot tell how much:
-        # it knows the share of open chunks across the whole table, not this tenant's or
-        # this user's, and would walk the HNSW graph past every hidden chunk near the
-        # query. The documents they may see tell: when they hold few chunks, reading
-        # exactly those (chunks_tenant_document_idx) is both exact and cheaper;
-        # otherwise the index is, as for any large set of candidates.
-        visible = _visible_documents(tenant_id, document_scope, facts, threshold)
-        if visible is not None:
-            if not visible:
-                return []
-            scoped = chunks.filter(document_id__in=visible)
-            rows = _knn_rows(semantic_queryset(scoped, vector, embedder.model, exact=True)[:limit])
-            return [(*row[:4], 1.0 - row[4]) for row in rows]
+        # A member who may see only part of the tenant, or a metadata filter: the
+        # planner cannot tell how many chunks remain (it knows the share of open chunks
+        # and of a JSON value across the whole table, not this tenant's or this user's),
+        # and would walk the HNSW graph past every hidden or filtered-out chunk near the
+        # query. The documents that remain tell, and the GIN index of the chunks'
+        # metadata: when they hold few chunks, reading exactly those is both exact and
+        # cheaper; otherwise the index is, as for any large set of candidates.
+        if partial_access or scope.by_document_metadata:
+            visible = _visible_documents(tenant_id, scope.documents, facts, threshold)
+            if visible is not None:
+                if not visible:
+                    return []
+                chosen = Chunk.objects.filter(
+                    scope.chunk_conditions, tenant_id=tenant_id, document_id__in=visible
+                )
+                return _exact_rows(chosen, vector, embedder.model, limit)
+        if scope.by_chunk_metadata and (
+            _candidates_estimate(scope.chunks, embedder.model) <= threshold
+        ):
+            # Few chunks match by the planner's estimate, which reads the statistics of
+            # chunks.metadata for JSON containment (jsonb_contains is LEAKPROOF, so row-level
+            # security does not hide them from it): read them exactly, through
+            # chunks_metadata_gin. Planned only, nothing counted; a wrong guess costs time,
+            # never rows (the index path below falls back to the exact read when short).
+            return _exact_rows(chunks, vector, embedder.model, limit)
         index_order = True
-        if member:
+        if scope.filtered:
+            fetch = min(limit * FILTER_OVERFETCH, SEARCH_MAX_K)
+            ef_search = FILTER_EF_SEARCH
+        elif member:
             # At most SEARCH_MAX_K, which also keeps ef_search within pgvector's bound.
             fetch = min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K)
-    settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order)
+    settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order, ef_search=ef_search)
     rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:fetch])
     if len(rows) < limit:
         # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
@@ -381,6 +446,7 @@ def chunk_search(
     documents: Sequence[Document | uuid.UUID] | None = None,
     embedder: Embedder | None = None,
     user: User | None = None,
+    filters: Mapping[str, Any] | None = None,
 ) -> list[SearchResult]:
     """The tenant's k chunks most relevant to `query`, best first.
 
@@ -394,27 +460,31 @@ def chunk_search(
     the chunks of restricted documents (and of restricted projects' documents) are
     searched only where `user` may see them, and the k results come from what they may
     see (without a user, and outside a request, unrestricted chunks only).
+
+    `filters` limits the search further by the metadata of the chunks' documents and of
+    the chunks themselves (documents.filters: equality, `in`, ranges, `exists`,
+    `contains`), in every mode; a malformed filter is a ValidationError on `filters`
+    naming its key.
     """
     _validate_search(query, k, mode)
+    metadata = parse_filters(filters)
     tenant_id = require_tenant(tenant, project=project)
     if documents is not None and any(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
     embedder = chunk_embedder(embedder)
-    scope = _scope(project, documents)
-    document_scope = _scope(project, documents, through="")
+    scope = _search_scope(project, documents, metadata)
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.
     transaction_continues = not begins_transaction()
     with tenant_context(tenant_id, user=user):
         if mode == "fulltext":
-            rows = _fulltext(tenant_id, scope, query, k)
+            rows = _fulltext(tenant_id, scope.chunks, query, k)
         elif mode == "semantic":
             rows = _semantic(
                 tenant_id,
                 scope,
-                document_scope,
                 query,
                 k,
                 embedder,
@@ -425,11 +495,10 @@ def chunk_search(
             candidates = min(max(2 * k, HYBRID_MIN_CANDIDATES), SEARCH_MAX_K)
             # Full-text first: the semantic query's settings then end with the
             # transaction and need no restoring.
-            text = _fulltext(tenant_id, scope, query, candidates)
+            text = _fulltext(tenant_id, scope.chunks, query, candidates)
             semantic = _semantic(
                 tenant_id,
                 scope,
-                document_scope,
                 query,
                 candidates,
                 embedder,

@@ -6,7 +6,8 @@
 - uploads: knowledge documents' stored files;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
 - sweep: upload folders no document points at;
-- access: restricted projects and documents, and who may see them.
+- access: restricted projects and documents, and who may see them;
+- filtered_delete: deleting knowledge documents by a metadata filter.
 """
 
 from documents.services.access import (
@@ -19,6 +20,7 @@ from documents.services.access import (
     project_restrict,
     project_unrestrict,
 )
+from documents.services.filtered_delete import FilteredDeletion, documents_delete_by_filter
 from documents.services.ingestion import (
     REEMBED_BATCH_SIZE,
     REEMBED_MAX_BATCH_SIZE,
@@ -51,6 +53,7 @@ from documents.services.versions import (
 __all__ = [
     "INGEST_TASK",
     "DocumentStillProcessing",
+    "FilteredDeletion",
     "IngestionError",
     "PurgeSummary",
     "REEMBED_BATCH_SIZE",
@@ -65,6 +68,7 @@ __all__ = [
     "document_create",
     "document_delete",
     "document_ingest",
+    "documents_delete_by_filter",
     "document_process",
     "document_queue",
     "document_restrict",

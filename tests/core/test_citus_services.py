@@ -34,11 +34,12 @@ from agents.services import (
     execution_retry,
     execution_start,
 )
-from documents.models import Chunk, DocumentVersion, Project
+from documents.models import Chunk, Document, DocumentVersion, Project
 from documents.search import chunk_search
 from documents.services import (
     document_ingest,
     document_version_create,
+    documents_delete_by_filter,
     project_create,
     project_soft_delete,
     projects_purge_deleted,
@@ -205,6 +206,37 @@ def test_a_worker_ingests_an_upload_on_the_cluster(two_tenants, file_storages):
             [INGEST_TASK, str(document.pk)],
         )
         assert cursor.fetchall() == [("succeeded",)]
+
+def test_a_filtered_chunk_search_and_a_deletion_by_filter(two_tenants, file_storages):
+    """Metadata filters (documents/filters.py) on the cluster: the document's through a
+    join that Citus routes to the tenant's shard (the tenants equated), the chunk's on
+    the shard's rows; another tenant's matching document stays out, then goes by filter
+    in its own tenant only."""
+    tenant, other = two_tenants
+    wanted = document_ingest(
+        tenant=tenant, title="Billing", text=TEXT, chunk_size=20, metadata={"team": "billing"}
+    )
+    document_ingest(
+        tenant=tenant, title="Ops", text=TEXT, chunk_size=20, metadata={"team": "ops", "v": 2}
+    )
+    document_ingest(
+        tenant=other, title="Theirs", text=TEXT, chunk_size=20, metadata={"team": "billing"}
+    )
+    filters = {"document.team": {"in": ["billing"]}, "chunk.start": {"gte": 0}}
+    for mode in ("semantic", "fulltext", "hybrid"):
+        results = chunk_search(
+            tenant=tenant, query="billing refunds", k=5, mode=mode, filters=filters
+        )
+        assert results, mode
+        assert {result.document_id for result in results} == {wanted.pk}, mode
+    first_chunks = chunk_search(
+        tenant=tenant, query="retries", k=5, mode="semantic", filters={"chunk.start": 0}
+    )
+    assert len(first_chunks) == 2  # the first chunk of each of the tenant's documents
+    deleted = documents_delete_by_filter(tenant=tenant, filters={"document.v": {"exists": True}})
+    assert [title for _id, title, _chunks in deleted.documents] == ["Ops"]
+    with tenant_context(tenant, other):
+        assert set(Document.objects.values_list("title", flat=True)) == {"Billing", "Theirs"}
 
 
 def test_an_export(two_tenants, file_storages):
