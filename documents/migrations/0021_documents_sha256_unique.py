@@ -50,10 +50,12 @@ class Migration(core.db.operations.Migration):
                 # Going back keeps the marks: they only exempt documents from a rule
                 # that is then gone.
                 migrations.RunSQL(sql=MARK_EARLIER_DUPLICATES, reverse_sql=migrations.RunSQL.noop),
-                # The index Django makes for the constraint below, concurrently.
+                # The index Django makes for the constraint below, concurrently. IF NOT
+                # EXISTS cannot keep an INVALID index of a failed build: the DROP above
+                # removed it.
                 migrations.RunSQL(
                     sql=(
-                        f'CREATE UNIQUE INDEX CONCURRENTLY "{INDEX}" ON "documents" '
+                        f'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "{INDEX}" ON "documents" '
                         '("tenant_id", "sha256") '
                         """WHERE (NOT "duplicate_allowed" AND NOT ("sha256" = ''));"""
                     ),

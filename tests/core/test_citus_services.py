@@ -18,6 +18,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -34,7 +35,8 @@ from agents.services import (
     execution_retry,
     execution_start,
 )
-from documents.models import Chunk, DocumentVersion, Project
+from documents.embedding import Embedder, hashing_embedder
+from documents.models import Chunk, DocumentVersion, EmbeddingCacheEntry, Project
 from documents.search import chunk_search
 from documents.services import (
     document_ingest,
@@ -170,6 +172,41 @@ def test_an_ingestion_and_chunk_search_in_every_mode(two_tenants):
         results = chunk_search(tenant=tenant, query="billing refunds", k=5, mode=mode)
         assert results, mode
         assert {result.document_id for result in results} == {document.pk}, mode
+
+
+def test_duplicate_uploads_and_the_embedding_cache_on_the_cluster(two_tenants):
+    """The unique SHA-256 index refuses a duplicate on the tenant's shard, and the
+    embedding cache's read and ON CONFLICT write are routed there too: per tenant."""
+    tenant, other = two_tenants
+    calls: list[int] = []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return hashing_embedder(texts)
+
+    counting = Embedder(function=counted, model="counting", dimension=1536)
+    first = document_ingest(
+        tenant=tenant, title="Handbook", text=TEXT, chunk_size=20, embedder=counting
+    )
+    embedded = sum(calls)
+    assert first.status == "ready" and embedded > 1
+    with pytest.raises(ValidationError) as refused:
+        document_ingest(tenant=tenant, title="Again", text=TEXT, chunk_size=20, embedder=counting)
+    assert refused.value.error_dict["text"][0].params["document_id"] == str(first.pk)
+    again = document_ingest(
+        tenant=tenant,
+        title="Again",
+        text=TEXT,
+        chunk_size=20,
+        embedder=counting,
+        allow_duplicate=True,
+    )
+    assert again.status == "ready" and sum(calls) == embedded, "all from the cache"
+    document_ingest(tenant=other, title="Theirs", text=TEXT, chunk_size=20, embedder=counting)
+    assert sum(calls) == 2 * embedded, "the other tenant embeds its own"
+    for owner in (tenant, other):
+        with tenant_context(owner):
+            assert EmbeddingCacheEntry.objects.filter(tenant=owner).count() == embedded
 
 
 def test_an_export(two_tenants, file_storages):
