@@ -116,7 +116,15 @@ def measure(dataset: Dataset, owner: psycopg.Connection, scale: Scale, *, seed: 
     )
 
     def ingest() -> int:
-        document_ingest(tenant=tenant, title="bench audit ingestion", text=text, embedder=ready)
+        # The same text each run (kept: allow_duplicate); its vectors come from the
+        # tenant's embedding cache after the first, as the embedder is left out anyway.
+        document_ingest(
+            tenant=tenant,
+            title="bench audit ingestion",
+            text=text,
+            embedder=ready,
+            allow_duplicate=True,
+        )
         return len(pieces)
 
     ingest_on, ingest_off = interleave(

@@ -52,6 +52,7 @@ PATH_ORDER = (
     "chunk_search_filter_chunk_10",
     "chunk_search_filter_chunk_50",
     "ingestion",
+    "ingestion_cache",
     "version_writers",
     "audit_version_write",
     "audit_ingestion",
@@ -204,6 +205,7 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths.append(writes.measure_writers(dataset, scale))
         progress("ingestion")
         paths.append(writes.measure_ingestion(dataset, ref, scale, seed=args.seed))
+        paths.append(writes.measure_embedding_cache(dataset, scale, seed=args.seed))
         progress("audit trail on and off")
         paths += audit.measure(dataset, owner, scale, seed=args.seed)
     if args.replica:

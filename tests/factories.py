@@ -19,6 +19,7 @@ from documents.models import (
     Document,
     DocumentAccess,
     DocumentVersion,
+    EmbeddingCacheEntry,
     Project,
     ProjectAccess,
 )
@@ -99,6 +100,15 @@ def _membership(b: _Build):
         return Membership.objects.get(tenant=b.tenant, user=b.by)
     user = User.objects.create_user(email=f"member-{uuid.uuid4().hex[:8]}@example.com")
     return Membership.objects.create(tenant=b.tenant, user=user, role="viewer")
+
+
+def _embedding_cache_entry(b: _Build):
+    return EmbeddingCacheEntry.objects.create(
+        tenant=b.tenant,
+        model="test-embedder",
+        content_sha256=sha256_hex(f"Chunk text {b.label}"),
+        embedding=VECTOR,
+    )
 
 
 def _project(b: _Build):
@@ -355,6 +365,7 @@ TENANT_ROW_BUILDERS = {
     "documents.DocumentVersion": _version,
     "documents.Document": _document,
     "documents.Chunk": _chunk,
+    "documents.EmbeddingCacheEntry": _embedding_cache_entry,
     "documents.ProjectAccess": _project_access,
     "documents.DocumentAccess": _document_access,
     "documents.ProjectTemplate": _template,

@@ -1,4 +1,5 @@
-"""Admin for knowledge documents (uploads) and their chunks, which come from ingestion only."""
+"""Admin for knowledge documents (uploads), their chunks and the embedding cache, which
+come from ingestion only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import F, Func, IntegerField, Value
+from django.urls import reverse
+from django.utils.html import format_html
 from pgvector.django import VectorField
 
 from core.admin import (
@@ -19,15 +23,16 @@ from core.admin import (
 )
 from core.admin_sections import RelatedRows, related_sections
 from documents.admin.access import RestrictActions, who_has_access
-from documents.models import Chunk, Document, DocumentAccess
+from documents.models import Chunk, Document, DocumentAccess, EmbeddingCacheEntry
 from documents.services import (
     document_create,
     document_queue,
     document_restrict,
     document_unrestrict,
 )
-from tenancy.admin_base import TenantOwnedAdmin, TenantOwnedAdminForm
-from tenancy.admin_roles import TenantListFilter
+from documents.services.uploads import DUPLICATE_CODE
+from tenancy.admin_base import RecordAdminMixin, TenantOwnedAdmin, TenantOwnedAdminForm
+from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -52,6 +57,12 @@ class DocumentAddForm(TenantOwnedAdminForm):
     """Upload a file: documents.services.document_create stores it under a generated key."""
 
     file = forms.FileField()
+    allow_duplicate = forms.BooleanField(
+        required=False,
+        label="Keep both",
+        help_text="Store the file even if the tenant already holds a document with the same "
+        "content (SHA-256); otherwise such an upload is refused.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -86,7 +97,7 @@ class DocumentAdmin(RestrictActions):
     list_defer = ("metadata", "error_message")
     date_hierarchy = "created_at"
     ordering = ("-id",)
-    add_fields = ("tenant", "project", "file", "title", "metadata")
+    add_fields = ("tenant", "project", "file", "title", "metadata", "allow_duplicate")
     # The stored file's description, and the ingestion stage the worker owns.
     change_readonly_fields = (
         "tenant",
@@ -94,6 +105,8 @@ class DocumentAdmin(RestrictActions):
         "content_type",
         "size_bytes",
         "sha256",
+        # Set by the upload (Keep both); clearing it could break the one-per-SHA-256 rule.
+        "duplicate_allowed",
         "status",
         "attempts",
         "error_message",
@@ -117,14 +130,18 @@ class DocumentAdmin(RestrictActions):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def create_object(self, request, obj, form):
-        return document_create(
-            tenant=obj.tenant_id,
-            title=obj.title,
-            file=form.cleaned_data["file"],
-            project=obj.project,
-            metadata=obj.metadata,
-            by=request.user,
-        )
+        try:
+            return document_create(
+                tenant=obj.tenant_id,
+                title=obj.title,
+                file=form.cleaned_data["file"],
+                project=obj.project,
+                metadata=obj.metadata,
+                by=request.user,
+                allow_duplicate=form.cleaned_data.get("allow_duplicate", False),
+            )
+        except ValidationError as error:
+            raise _with_document_link(error) from error
 
     @admin.action(permissions=["change"], description="Chunk and embed selected documents")
     def process(self, request, queryset):
@@ -135,6 +152,24 @@ class DocumentAdmin(RestrictActions):
             lambda document: document_queue(tenant=document.tenant_id, document=document),
             "Queued documents for the worker (see each one's status)",
         )
+
+
+def _with_document_link(error: ValidationError) -> ValidationError:
+    """The service's refusal of a duplicate upload with a link to the document it names
+    (only when the user may see it: the service names it only then)."""
+    if not hasattr(error, "error_dict"):
+        return error
+    fields: dict[str, list[ValidationError]] = {}
+    for name, errors in error.error_dict.items():
+        fields[name] = []
+        for item in errors:
+            document_id = (item.params or {}).get("document_id")
+            if item.code == DUPLICATE_CODE and document_id:
+                url = reverse("admin:documents_document_change", args=[document_id])
+                message = format_html('{} <a href="{}">Open it</a>.', next(iter(item)), url)
+                item = ValidationError(message, code=DUPLICATE_CODE)
+            fields[name].append(item)
+    return ValidationError(fields)
 
 
 class EmbeddingFilter(admin.SimpleListFilter):
@@ -226,3 +261,23 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         return vector_summary(
             getattr(obj, "embedding_dims", None), getattr(obj, "embedding_head", None)
         )
+
+
+@admin.register(EmbeddingCacheEntry)
+class EmbeddingCacheEntryAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    """Written by ingestion and re-embedding only (documents.services.embedding_cache):
+    read here, to see what a tenant's cache holds; a text's entry is found by its hash.
+    For owners and admins only: the hashes cover restricted documents' texts too, and a
+    member could confirm a guessed text of one by its hash."""
+
+    view_roles = TENANT_MANAGER_ROLES
+    list_display = ("content_sha256", "model", "tenant", "created_at")
+    list_filter = (TenantListFilter,)
+    search_fields = ("content_sha256__exact",)
+    uuid_search_fields = ("id",)
+    list_select_related = ("tenant",)
+    # The vector is never read for a page, nor sent to a browser.
+    exclude = ("embedding",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("embedding")

@@ -3,8 +3,9 @@
 - projects: create, soft delete, restore, and the purge of soft-deleted projects;
 - versions: the append-only, hash-chained document versions;
 - templates: project templates and projects made from them;
-- uploads: knowledge documents' stored files;
+- uploads: knowledge documents' stored files, one per tenant and SHA-256 unless kept;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
+- embedding_cache: each tenant's vectors by model and text hash, read before embedding;
 - sweep: upload folders no document points at;
 - access: restricted projects and documents, and who may see them;
 - filtered_delete: deleting knowledge documents by a metadata filter.

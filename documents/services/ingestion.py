@@ -6,7 +6,6 @@ import functools
 import logging
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,12 +16,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.models import F, Q
 from django.utils import timezone
 from pgvector import Vector
-from pgvector.psycopg.vector import register_vector_info
-from psycopg.types import TypeInfo
 
 from core.models import TransactionNow
 from core.validators import unstorable, validate_storable_arguments
@@ -34,6 +31,12 @@ from documents.models import (
     Chunk,
     Document,
     Project,
+)
+from documents.services.embedding_cache import (
+    cache_complete,
+    cache_lookup,
+    embed_with_cache,
+    vector_cursor,
 )
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
@@ -127,6 +130,8 @@ def _embed(embedder: Embedder, texts: Sequence[str], batch_size: int) -> list[li
     worker retries. Python cannot stop the thread; it ends when the embedder returns,
     its answer dropped, and never keeps the process from exiting.
     """
+    if not texts:  # every text was in the embedding cache
+        return []
     timeout = settings.EMBEDDER_TIMEOUT_SECONDS
     outcome: list[Any] = []
 
@@ -174,10 +179,6 @@ def _insert_chunks_sql(rows: int) -> str:
     return f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES " + ", ".join([_CHUNK_ROW] * rows)
 
 
-# The vector type of each connection's database (its oid differs between databases).
-_vector_types: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _insert_chunks(
     tenant_id: uuid.UUID,
     document: Document,
@@ -190,16 +191,6 @@ def _insert_chunks(
     Bulk_create sent each vector as 1536 numbers in text, which Python formats and the
     server parses again: most of an ingestion's time besides the HNSW index.
     """
-    raw = connection.connection
-    if raw not in _vector_types:
-        _vector_types[raw] = TypeInfo.fetch(raw, "vector")
-    # A cursor of its own: psycopg binds its parameters on the server, in binary, where
-    # Django's cursors interpolate text. It runs no prepared statement (prepare_threshold
-    # is None), so it is safe behind PgBouncer's transaction pooling.
-    binary = psycopg.Cursor(raw)
-    # A cursor is an adaptation context as a connection is; pgvector's types say connection.
-    register_vector_info(binary, _vector_types[raw])  # type: ignore[arg-type]
-    wrapped = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
     rows: list[tuple[Any, ...]] = [
         (
             tenant_id,
@@ -214,8 +205,9 @@ def _insert_chunks(
         )
         for piece, vector in zip(pieces, vectors, strict=True)
     ]
-    # make_cursor wraps a driver cursor; django-stubs types its argument as the wrapper.
-    with wrapped(binary) as cursor:  # type: ignore[arg-type]
+    # Parameters bound on the server, in binary (vector_cursor), where Django's cursors
+    # interpolate text.
+    with vector_cursor() as cursor:
         for start in range(0, len(rows), CHUNK_INSERT_BATCH):
             batch = rows[start : start + CHUNK_INSERT_BATCH]
             cursor.execute(_insert_chunks_sql(len(batch)), [v for row in batch for v in row])
@@ -384,6 +376,9 @@ def document_process(
     died leaves it there; after the lease it can be claimed again). Where even the
     failure cannot be written (the row still locked), a ValidationError naming 'status'
     says why. If another worker claimed it meanwhile and finished first, its result stands.
+    Chunk texts the tenant's embedding cache holds for the embedder's model are not
+    embedded again (embedding_cache): processing the same text twice calls the embedder
+    once.
     """
     tenant_id = require_tenant(tenant, document=document)
     chunk_size, chunk_overlap = resolve_chunking(chunk_size, chunk_overlap)
@@ -403,11 +398,15 @@ def document_process(
         if not pieces:
             raise IngestionError("The document has no text to index.")
         _advance(tenant_id, document, Document.Status.CHUNKING, Document.Status.EMBEDDING)
-        vectors = _embed(embedder, [piece.content for piece in pieces], EMBED_BATCH_SIZE)
-        # One transaction (a savepoint inside the caller's): chunks and "ready" commit
-        # together or not at all.
+        # Texts the tenant's cache holds for this model are not embedded again.
+        with tenant_context(tenant_id):
+            cached = cache_lookup(tenant_id, embedder.model, [piece.content for piece in pieces])
+        embedded = _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE)
+        # One transaction (a savepoint inside the caller's): chunks, the cache's new
+        # entries and "ready" commit together or not at all.
         with tenant_context(tenant_id):
             _lock_claim(tenant_id, document)
+            vectors = cache_complete(cached, embedded)
             _insert_chunks(tenant_id, document, pieces, vectors, embedder.model)
             document.status = Document.Status.READY
             document.save(update_fields=["status"])
@@ -440,9 +439,13 @@ def document_ingest(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     embedder: Embedder | None = None,
+    allow_duplicate: bool = False,
 ) -> Document:
     """document_create then document_process, synchronously, without the worker's job:
     queued -> chunking -> embedding -> ready (or failed).
+
+    Bytes the tenant already holds are refused unless `allow_duplicate` (document_create);
+    ingesting them again with it embeds nothing the embedding cache holds.
 
     Arguments that can never work (chunking, an embedder of the wrong dimension, a
     `text` with nothing to index or with characters PostgreSQL cannot store) are
@@ -466,6 +469,7 @@ def document_ingest(
         content_type=content_type,
         metadata=metadata,
         by=by,
+        allow_duplicate=allow_duplicate,
     )
     return document_process(
         tenant=tenant,
@@ -511,7 +515,9 @@ def chunks_reembed(
     written, each in its own transaction, until none is left: a long run holds no lock
     for long, chunks ingested meanwhile with the old model are picked up too, and an
     interrupted run started again carries on where it stopped. Chunks already of this
-    model are left alone. Returns the number of chunks re-embedded.
+    model are left alone. Texts the tenant's embedding cache holds for the model take
+    their vector from it (embedding_cache.embed_with_cache): switching back to a model
+    used before embeds nothing already cached. Returns the number of chunks re-embedded.
     """
     tenant_id = require_tenant(tenant)
     if (
@@ -536,7 +542,7 @@ def chunks_reembed(
             batch = list(locked[:batch_size])
             if not batch:
                 break
-            vectors = embed_texts(embedder, [chunk.content for chunk in batch])
+            vectors = embed_with_cache(tenant_id, embedder, [chunk.content for chunk in batch])
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding, chunk.embedding_model = vector, embedder.model
             # Filtered on the tenant, as a save() is (TenantOwnedModel._do_update): one shard.

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from core.files import delete_file, save_new_file
 from core.hashing import sha256_hex
@@ -90,6 +90,48 @@ def _queue_ingestion(tenant_id: uuid.UUID, document: Document) -> None:
     )
 
 
+# The unique index of one document per tenant and SHA-256 (Document.Meta).
+DUPLICATE_KEY = "documents_tenant_sha256_uniq"
+DUPLICATE_CODE = "duplicate"
+
+
+def _duplicate_error(field_name: str, tenant_id: uuid.UUID, sha256: str) -> ValidationError:
+    """The refusal of bytes the tenant already holds, naming the document if the caller
+    may see it.
+
+    Read in the caller's context: a restricted document the caller may not see is not
+    found, and the message then says only that such a document exists (the rule is
+    tenant-wide, so that much is told), never its title or id. The id is in the error's
+    params (`document_id`) for a caller that links to it (the admin).
+    """
+    existing = (
+        Document.objects.filter(tenant_id=tenant_id, sha256=sha256)
+        .order_by("id")
+        .values_list("id", "title")
+        .first()
+    )
+    keep = "Pass allow_duplicate=True (the admin's “Keep both”) to store it again."
+    if existing is None:
+        error = ValidationError(
+            "The tenant already holds a document with the same content (the same SHA-256), "
+            f"one you may not see: ask an owner or admin of the tenant. {keep}",
+            code=DUPLICATE_CODE,
+        )
+    else:
+        error = ValidationError(
+            "The tenant already holds this content: document %(document_id)s "
+            f"(“%(title)s”) has the same SHA-256. {keep}",
+            code=DUPLICATE_CODE,
+            params={"document_id": str(existing[0]), "title": existing[1]},
+        )
+    return ValidationError({field_name: error})
+
+
+def _is_duplicate(error: IntegrityError) -> bool:
+    diag = getattr(error.__cause__, "diag", None)
+    return diag is not None and diag.constraint_name == DUPLICATE_KEY
+
+
 def document_create(
     *,
     tenant: TenantRef,
@@ -101,6 +143,7 @@ def document_create(
     metadata: dict | None = None,
     by: User | None = None,
     queue: bool = True,
+    allow_duplicate: bool = False,
 ) -> Document:
     """Store a knowledge document's bytes (from `text` or an uploaded `file`), queued.
 
@@ -108,6 +151,11 @@ def document_create(
     their size, SHA-256 and content type. More than settings.DOCUMENT_MAX_UPLOAD_BYTES
     is refused (ValidationError on "file" or "text") before anything is stored, and so
     is a full storage, after removing what was written.
+    Bytes the tenant already holds (a document with the same SHA-256) are refused with
+    a ValidationError on "file" or "text" (code "duplicate") naming that document when
+    the caller may see it, unless `allow_duplicate`: then both are kept, and the new
+    one is marked `duplicate_allowed`. Two concurrent uploads of the same bytes: the
+    database's unique index lets one through and the other is refused the same way.
     The worker's ingestion job (documents.tasks) is queued in the same transaction as
     the row: both commit or neither, so a document never waits for a job that does not
     exist. `queue=False` leaves that to the caller (document_ingest processes it at once,
@@ -139,6 +187,7 @@ def document_create(
         )
     if not title:
         raise ValidationError({"title": "A title is required for a document from text."})
+    field_name = "text" if file is None else "file"
     document = Document(
         id=uuid7(),
         tenant_id=tenant_id,
@@ -149,18 +198,35 @@ def document_create(
         sha256=sha256,
         metadata=metadata or {},
         created_by=by,
+        duplicate_allowed=allow_duplicate,
     )
     document.storage_key = _document_storage_key(tenant_id, document.id)
     with tenant_context(tenant_id):
+        # Checked before the bytes are stored, and before full_clean (its check of the
+        # unique constraint says less); the unique index decides between two uploads
+        # that both pass (below).
+        if (
+            not allow_duplicate
+            and Document.objects.filter(tenant_id=tenant_id, sha256=sha256).exists()
+        ):
+            raise _duplicate_error(field_name, tenant_id, sha256)
         # Inside the context: validating the project foreign key reads the project row.
         document.full_clean()
         document.storage_key = save_new_file(
-            default_storage, document.storage_key, content, field="text" if file is None else "file"
+            default_storage, document.storage_key, content, field=field_name
         )
         try:
-            document.save()
+            # A savepoint: after a refused insert the transaction reads on (the error's
+            # message reads the existing document).
+            with transaction.atomic():
+                document.save()
             if queue:
                 _queue_ingestion(tenant_id, document)
+        except IntegrityError as error:
+            default_storage.delete(document.storage_key)
+            if _is_duplicate(error):
+                raise _duplicate_error(field_name, tenant_id, sha256) from error
+            raise
         except BaseException:
             default_storage.delete(document.storage_key)
             raise

@@ -2,9 +2,11 @@
 "Erasure").
 
 Removed: the uploaded file, the document's row, its chunks with their embeddings (and
-its access grants, by their keys). What was built on it is reached through the
-provenance the runs recorded (execution_sources, by the document's id, so the sources of
-chunks an earlier re-ingestion replaced are found too):
+its access grants, by their keys), and the tenant's cached embeddings of its chunks'
+texts (embedding_cache, by the texts' SHA-256, every model: a vector is derived from
+the text; another document with the same text then embeds it again). What was built on
+it is reached through the provenance the runs recorded (execution_sources, by the
+document's id, so the sources of chunks an earlier re-ingestion replaced are found too):
 
 - each source keeps its row, rank, score and chunk_sha256, with no content or title and
   `erased_at` set: the run says it used a source that was erased;
@@ -28,7 +30,13 @@ from django.utils import timezone
 from agents.models import AgentExecution, ExecutionSource
 from core.hashing import sha256_hex
 from core.jobs import rolled_back_on_dry_run
-from documents.models import REDACTED_CONTENT, Chunk, Document, DocumentVersion
+from documents.models import (
+    REDACTED_CONTENT,
+    Chunk,
+    Document,
+    DocumentVersion,
+    EmbeddingCacheEntry,
+)
 from erasure.models import ErasureReceipt, Subject
 from erasure.services._common import ERASED_JSON, Tally, as_uuid, json_sha256, required_requested_by
 from exports.models import Export
@@ -103,9 +111,14 @@ def erase_document_rows(document: Document, tally: Tally, *, now: datetime) -> N
 
     redact_runs(tenant_id, {row[1] for row in used}, tally, now=now)
 
-    tally.touched(
-        "chunks", [chunk_id for chunk_id, _ in chunks], [sha256_hex(text) for _, text in chunks]
+    chunk_hashes = [sha256_hex(text) for _, text in chunks]
+    tally.touched("chunks", [chunk_id for chunk_id, _ in chunks], chunk_hashes)
+    cached = EmbeddingCacheEntry.objects.filter(
+        tenant_id=tenant_id, content_sha256__in=set(chunk_hashes)
     )
+    entries = list(cached.values_list("id", "content_sha256"))
+    tally.touched("embedding_cache", [row[0] for row in entries], [row[1] for row in entries])
+    cached.delete()
     tally.touched("documents", [document.pk], [document.sha256])
     tally.file("default", document.storage_key, document.sha256)
     # Its chunks and access grants go with it (their keys' ON DELETE CASCADE).

@@ -28,7 +28,7 @@ from agents.models import (
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection
 from core.ids import uuid7
-from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.models import Chunk, Document, DocumentVersion, EmbeddingCacheEntry, Project
 from documents.services import INGEST_TASK
 from erasure.models import ErasureReceipt
 from exports.models import Export
@@ -69,6 +69,7 @@ ADMIN_MODELS = project_models()
 NOT_ADDABLE = {
     ExecutionSource,
     Chunk,
+    EmbeddingCacheEntry,  # written by ingestion only
     ExecutionError,
     ExecutionIdempotencyKey,
     AuditEvent,

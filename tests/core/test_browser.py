@@ -28,7 +28,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from documents.models import Document, Project
+from documents.models import Document, EmbeddingCacheEntry, Project
 from documents.services import (
     document_access_grant,
     document_ingest,
@@ -59,6 +59,7 @@ REFUSED = 403
 # retention and erasure receipts (owners and admins) and the global log (superusers).
 MANAGERS_ONLY = {
     AuditEvent,
+    EmbeddingCacheEntry,
     AuditChainAnchor,
     GlobalAuditEvent,
     RetentionPolicy,

@@ -18,6 +18,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -34,7 +35,8 @@ from agents.services import (
     execution_retry,
     execution_start,
 )
-from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.embedding import Embedder, hashing_embedder
+from documents.models import Chunk, Document, DocumentVersion, EmbeddingCacheEntry, Project
 from documents.search import chunk_search
 from documents.services import (
     document_ingest,
@@ -237,6 +239,40 @@ def test_a_filtered_chunk_search_and_a_deletion_by_filter(two_tenants, file_stor
     assert [title for _id, title, _chunks in deleted.documents] == ["Ops"]
     with tenant_context(tenant, other):
         assert set(Document.objects.values_list("title", flat=True)) == {"Billing", "Theirs"}
+
+def test_duplicate_uploads_and_the_embedding_cache_on_the_cluster(two_tenants):
+    """The unique SHA-256 index refuses a duplicate on the tenant's shard, and the
+    embedding cache's read and ON CONFLICT write are routed there too: per tenant."""
+    tenant, other = two_tenants
+    calls: list[int] = []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return hashing_embedder(texts)
+
+    counting = Embedder(function=counted, model="counting", dimension=1536)
+    first = document_ingest(
+        tenant=tenant, title="Handbook", text=TEXT, chunk_size=20, embedder=counting
+    )
+    embedded = sum(calls)
+    assert first.status == "ready" and embedded > 1
+    with pytest.raises(ValidationError) as refused:
+        document_ingest(tenant=tenant, title="Again", text=TEXT, chunk_size=20, embedder=counting)
+    assert refused.value.error_dict["text"][0].params["document_id"] == str(first.pk)
+    again = document_ingest(
+        tenant=tenant,
+        title="Again",
+        text=TEXT,
+        chunk_size=20,
+        embedder=counting,
+        allow_duplicate=True,
+    )
+    assert again.status == "ready" and sum(calls) == embedded, "all from the cache"
+    document_ingest(tenant=other, title="Theirs", text=TEXT, chunk_size=20, embedder=counting)
+    assert sum(calls) == 2 * embedded, "the other tenant embeds its own"
+    for owner in (tenant, other):
+        with tenant_context(owner):
+            assert EmbeddingCacheEntry.objects.filter(tenant=owner).count() == embedded
 
 
 def test_an_export(two_tenants, file_storages):

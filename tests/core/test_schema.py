@@ -201,6 +201,12 @@ class Rows:
                 "selected": "here",
                 "reasoning": "",
             },
+            "embedding_cache": lambda: {
+                "tenant_id": tenant_id,
+                "model": "test-model",
+                "content_sha256": sha(f"cached {n}"),
+                "embedding": VECTOR,
+            },
             "execution_idempotency_keys": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -391,6 +397,8 @@ BAD_ROWS = [
     BadRow("documents_sha256_hex", "documents", {"sha256": "xyz"}),
     BadRow("documents_failed_has_error", "documents", {"status": "failed", "error_message": ""}),
     BadRow("chunks_ordinal_gte_0", "chunks", {"ordinal": -1}),
+    BadRow("embedding_cache_content_sha256_hex", "embedding_cache", {"content_sha256": "xyz"}),
+    BadRow("embedding_cache_model_not_empty", "embedding_cache", {"model": ""}),
     BadRow("chunks_token_count_gte_0", "chunks", {"token_count": -1}),
     BadRow("chunks_embedding_has_model", "chunks", {"embedding": VECTOR, "embedding_model": ""}),
     BadRow(
@@ -644,6 +652,7 @@ TOUCH = {
     "decisions": ("reasoning", "touched"),
     "execution_errors": ("recovery_strategy", "touched"),  # editable, unlike the error
     "execution_idempotency_keys": ("idempotency_key", "touched"),
+    "embedding_cache": ("model", "touched"),
     "project_access": ("created_by_id", None),  # a grant is given or revoked, never edited
     "document_access": ("created_by_id", None),
     "retention_policies": ("exports_days", 30),

@@ -1,9 +1,14 @@
-"""The chunks migration gives its HNSW build the memory to build in RAM."""
+"""The chunks migration gives its HNSW build the memory to build in RAM; the unique
+SHA-256 index of documents keeps the duplicates uploaded before it."""
 
 import importlib
 
 import pytest
-from django.db import connection, transaction
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+
+from documents.models import Document
+from tenancy.context import tenant_context
 
 initial = importlib.import_module("documents.migrations.0001_initial")
 
@@ -37,3 +42,38 @@ def test_the_raised_memory_comes_before_the_hnsw_index_in_the_migration():
         if getattr(operation, "sql", None) == initial.RAISE_MAINTENANCE_WORK_MEM
     )
     assert raise_at < names.index("Chunk")
+
+
+def _sha256_rows(tenant) -> list[tuple[str, bool]]:
+    with tenant_context(tenant):
+        return list(Document.objects.order_by("id").values_list("title", "duplicate_allowed"))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_unique_sha256_index_keeps_earlier_duplicates_marked(tenant_a, tenant_b):
+    """documents.0022 on a database where a tenant already holds the same bytes twice:
+    it cannot fail on them; all but the oldest are marked duplicate_allowed, then the
+    index is built (valid) and refuses the next one."""
+    digest = "a" * 64
+    try:
+        call_command("migrate", "documents", "0021", verbosity=0)
+        for tenant, titles in ((tenant_a, ["first", "second", "third"]), (tenant_b, ["only"])):
+            with tenant_context(tenant):
+                for title in titles:
+                    Document.objects.create(
+                        tenant=tenant, title=title, storage_key=f"k/{title}", sha256=digest
+                    )
+        call_command("migrate", "documents", "0022", verbosity=0)
+        assert _sha256_rows(tenant_a) == [("first", False), ("second", True), ("third", True)]
+        assert _sha256_rows(tenant_b) == [("only", False)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT indisvalid FROM pg_index "
+                "WHERE indexrelid = 'documents_tenant_sha256_uniq'::regclass"
+            )
+            assert cursor.fetchone() == (True,)
+        with tenant_context(tenant_a), pytest.raises(IntegrityError):
+            Document.objects.create(tenant=tenant_a, title="4th", storage_key="k/4", sha256=digest)
+    finally:
+        call_command("migrate", verbosity=0)

@@ -16,7 +16,13 @@ from agents.services import (
     execution_record_sources,
     execution_start,
 )
-from documents.models import REDACTED_CONTENT, Chunk, Document, DocumentVersion
+from documents.models import (
+    REDACTED_CONTENT,
+    Chunk,
+    Document,
+    DocumentVersion,
+    EmbeddingCacheEntry,
+)
 from documents.search import chunk_search
 from documents.services import document_ingest, document_version_create, project_create
 from erasure.models import ErasureReceipt
@@ -27,6 +33,12 @@ from tenancy.context import system_context, tenant_context
 from tests.erasure.canary import find_canary
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def cached_embeddings(tenant) -> list[str]:
+    """The text hashes of the tenant's embedding cache."""
+    with tenant_context(tenant):
+        return sorted(EmbeddingCacheEntry.objects.values_list("content_sha256", flat=True))
 
 
 def grounded_work(tenant, canary: str) -> dict:
@@ -72,6 +84,8 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
         f"chunk_search:fulltext:{tenant_a.pk}",
     } <= set(before)
     assert sum(place.startswith("file:") for place in before) == 2, "the upload and the export"
+    cached_a, cached_b = cached_embeddings(tenant_a), cached_embeddings(tenant_b)
+    assert cached_a, "the ingestion cached its chunks' vectors"
 
     receipt = erase_document(document_id=work["document"].pk, requested_by="dpo@example.com")
 
@@ -93,6 +107,11 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
     assert run.input_data == run.output_data == {"erased": True}
     assert receipt.tenant_id == tenant_a.pk and receipt.subject_id == work["document"].pk
     assert receipt.rows_touched["documents"] == 1 and receipt.rows_touched["files"] == 2
+    # Its cached embeddings go too (derived from its text), counted; the other tenant's stay.
+    assert cached_embeddings(tenant_a) == []
+    assert cached_embeddings(tenant_b) == cached_b
+    assert receipt.rows_touched["embedding_cache"] == len(cached_a)
+    assert receipt.removed_sha256["embedding_cache"] == sorted(cached_a)
     assert receipt.removed_sha256["documents"] == [work["document"].sha256]
     assert canary_a not in str(receipt.removed_sha256) + str(receipt.rows_touched)
     call_command("audit_verify")  # every chain still verifies, the redacted events' too

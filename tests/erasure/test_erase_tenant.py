@@ -101,6 +101,7 @@ def test_erasing_a_tenant_removes_every_canary_of_it_and_none_of_the_other(
     (erased, canary_a, _, made_a), (kept, canary_b, _, _) = two_filled_tenants
     before_a, before_b = find_canary(canary_a), find_canary(canary_b)
     kept_counts, erased_counts = _counts(kept.pk), _counts(erased.pk)
+    assert erased_counts["embedding_cache"] > 0, "its ingestion cached its chunks' vectors"
     with capsys.disabled():
         print(
             f"\ncanary scan before, tenant A: {before_a}\ncanary scan before, tenant B: {before_b}"
