@@ -209,6 +209,7 @@ def test_a_worker_ingests_an_upload_on_the_cluster(two_tenants, file_storages):
         )
         assert cursor.fetchall() == [("succeeded",)]
 
+
 def test_a_filtered_chunk_search_and_a_deletion_by_filter(two_tenants, file_storages):
     """Metadata filters (documents/filters.py) on the cluster: the document's through a
     join that Citus routes to the tenant's shard (the tenants equated), the chunk's on
@@ -239,6 +240,7 @@ def test_a_filtered_chunk_search_and_a_deletion_by_filter(two_tenants, file_stor
     assert [title for _id, title, _chunks in deleted.documents] == ["Ops"]
     with tenant_context(tenant, other):
         assert set(Document.objects.values_list("title", flat=True)) == {"Billing", "Theirs"}
+
 
 def test_duplicate_uploads_and_the_embedding_cache_on_the_cluster(two_tenants):
     """The unique SHA-256 index refuses a duplicate on the tenant's shard, and the
