@@ -105,7 +105,9 @@ def test_an_upload_becomes_ready_through_the_worker_in_its_tenant_context(
 def test_an_embedder_that_keeps_failing_ends_failed_after_the_retries(
     tenant_a, worker_factory, embedder, reason
 ):
-    text = "alpha beta gamma delta " * 30  # two chunks of 60 tokens: one embedder call
+    # Two different chunks of 60 tokens (the embedding cache embeds a repeated text once):
+    # one embedder call.
+    text = " ".join(f"word{number}" for number in range(120))
     document = services.document_create(tenant=tenant_a, title="Fails", text=text)
     worker = worker_factory(
         EMBEDDER_CALLABLE=f"{EMBEDDERS}.{embedder}",
