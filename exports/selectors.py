@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from documents.models import DocumentVersion, Project
 from exports.models import Export
@@ -28,6 +29,23 @@ def holding_versions(exports: QuerySet[Export], versions: list[DocumentVersion])
     for version in versions:
         holds |= Q(manifest__contains={"documents": [{"version_id": str(version.pk)}]})
     return exports.filter(holds)
+
+
+def holds_changed_version() -> RawSQL:
+    """Whether an export's file holds a version built on changed sources: an annotation
+    of a queryset of exports (the admin's badge and filter). The versions are read by the
+    export's tenant and project (docversions_tenant_proj_idx; one shard on Citus); a
+    manifest's documents that are not objects name no version."""
+    return RawSQL(
+        "EXISTS (SELECT 1 FROM document_versions v WHERE v.tenant_id = exports.tenant_id "
+        "AND v.project_id = exports.project_id AND v.sources_changed_at IS NOT NULL "
+        "AND v.id::text IN (SELECT d ->> 'version_id' FROM jsonb_array_elements("
+        "CASE WHEN jsonb_typeof(exports.manifest -> 'documents') = 'array' "
+        "THEN exports.manifest -> 'documents' ELSE '[]'::jsonb END) d "
+        "WHERE jsonb_typeof(d) = 'object'))",
+        [],
+        output_field=BooleanField(),
+    )
 
 
 def manifest_version_ids(export: Export) -> set[str]:

@@ -189,19 +189,7 @@ class Migration(core.db.operations.Migration):
                         ),
                         name="stale_sources_new_sha256_hex",
                     ),
-                    models.CheckConstraint(
-                        condition=models.Q(
-                            models.Q(
-                                ("new_sha256__isnull", True), ("reason__in", ["erased", "removed"])
-                            ),
-                            models.Q(
-                                ("new_sha256__isnull", False),
-                                ("reason__in", ["reingested", "reembedded"]),
-                            ),
-                            _connector="OR",
-                        ),
-                        name="stale_sources_new_sha256_by_reason",
-                    ),
+                    models.CheckConstraint(condition=models.Q(models.Q(('new_sha256__isnull', True), ('reason__in', ['erased', 'removed'])), models.Q(models.Q(('reason__in', ['erased', 'removed']), _negated=True), ('new_sha256__isnull', False)), _connector='OR'), name='stale_sources_new_sha256_by_reason'),
                 ],
             },
         ),

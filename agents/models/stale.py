@@ -33,6 +33,10 @@ class StaleReason(models.TextChoices):
     REMOVED = "removed", "Removed"
 
 
+# The reasons whose chunk no longer exists.
+GONE = [StaleReason.ERASED, StaleReason.REMOVED]
+
+
 class StaleSource(TenantOwnedModel):
     """A chunk an execution read that has changed since: which, how, and the hashes."""
 
@@ -78,10 +82,11 @@ class StaleSource(TenantOwnedModel):
                 condition=Q(new_sha256__isnull=True) | Q(new_sha256__regex=SHA256_HEX_PATTERN),
                 name="stale_sources_new_sha256_hex",
             ),
-            # Gone means no new text; changed means some.
+            # Gone means no new text; changed means some (what a reason may be is
+            # stale_sources_reason_valid's to say).
             models.CheckConstraint(
-                condition=Q(reason__in=["erased", "removed"], new_sha256__isnull=True)
-                | Q(reason__in=["reingested", "reembedded"], new_sha256__isnull=False),
+                condition=Q(reason__in=GONE, new_sha256__isnull=True)
+                | (~Q(reason__in=GONE) & Q(new_sha256__isnull=False)),
                 name="stale_sources_new_sha256_by_reason",
             ),
         ]

@@ -5,6 +5,7 @@
 - templates: project templates and projects made from them;
 - uploads: knowledge documents' stored files;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
+- reingestion: a ready document chunked again, its chunks updated in place;
 - sweep: upload folders no document points at;
 - access: restricted projects and documents, and who may see them.
 """
@@ -36,6 +37,7 @@ from documents.services.projects import (
     project_soft_delete,
     projects_purge_deleted,
 )
+from documents.services.reingestion import ReingestResult, document_reingest
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
 from documents.services.uploads import document_create, document_delete
@@ -51,6 +53,7 @@ __all__ = [
     "REEMBED_BATCH_SIZE",
     "REEMBED_MAX_BATCH_SIZE",
     "ReembedProgress",
+    "ReingestResult",
     "VersionConflict",
     "chunks_reembed",
     "document_access_grant",
@@ -59,6 +62,7 @@ __all__ = [
     "document_delete",
     "document_ingest",
     "document_process",
+    "document_reingest",
     "document_restrict",
     "document_unrestrict",
     "document_version_create",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -134,7 +135,7 @@ def document_reingest(
 
 
 def _rechunk(
-    tenant_id,
+    tenant_id: uuid.UUID,
     document: Document,
     embedder: Embedder,
     chunk_size: int,

@@ -24,11 +24,11 @@ from documents.services import (
     chunks_reembed,
     document_delete,
     document_ingest,
+    document_reingest,
     document_version_create,
     project_create,
     project_restrict,
 )
-from documents.services.reingestion import document_reingest
 from erasure.services import erase_document
 from exports.models import Export
 from exports.selectors import exports_on_changed_sources
