@@ -192,6 +192,21 @@ def test_reembedding_with_another_model_flags_every_chunk_read(tenant_a, file_st
     assert len(flags(tenant_a)) == 3
 
 
+def test_a_reingested_chunk_reembedded_is_still_the_one_change(tenant_a, file_storages):
+    work = grounded_run(tenant_a)
+    document_reingest(tenant=tenant_a, document=work["document"], text=CHANGED_MIDDLE, **CHUNKING)
+
+    chunks_reembed(tenant=tenant_a, embedder=CountingEmbedder("hashing-v2").embedder)
+
+    # The run read the middle chunk's old text: that it is now another text under another
+    # vector is the change flagged already; the two others are re-embedded.
+    assert [(flag.ordinal, flag.reason) for flag in flags(tenant_a)] == [
+        (0, StaleSource.Reason.REEMBEDDED),
+        (1, StaleSource.Reason.REINGESTED),
+        (2, StaleSource.Reason.REEMBEDDED),
+    ]
+
+
 def test_a_raw_sql_change_of_a_chunk_is_flagged_too(tenant_a, file_storages):
     work = grounded_run(tenant_a)
     chunk = work["chunks"][0]
