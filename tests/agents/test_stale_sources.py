@@ -19,7 +19,7 @@ from agents.services import (
 )
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, get_embedder, hashing_embedder
-from documents.models import Chunk, DocumentVersion
+from documents.models import Chunk, DocumentVersion, Project
 from documents.services import (
     chunks_reembed,
     document_delete,
@@ -34,6 +34,7 @@ from exports.models import Export
 from exports.selectors import exports_on_changed_sources
 from exports.services import export_create
 from tenancy.context import tenant_context
+from tests.admin_helpers import admin_url, listed, logged_in
 from tests.factories import make_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -290,3 +291,38 @@ def test_a_restricted_projects_flags_are_hidden_from_who_may_not_see_it(
         assert StaleSource.objects.count() == 0
         outputs = stale_outputs(tenant=tenant_a, project=work["project"])
         assert outputs.executions == [] and outputs.versions == []
+
+
+def test_the_admin_shows_the_badges_the_changed_chunks_and_the_projects_lists(
+    client, tenant_a, alice, file_storages
+):
+    work = grounded_run(tenant_a)
+    document_reingest(tenant=tenant_a, document=work["document"], text=CHANGED_MIDDLE, **CHUNKING)
+    logged_in(client, alice)
+
+    stale_runs = listed(client, AgentExecution, sources_changed="True")
+    assert stale_runs == [work["retriever"].pk]
+    assert work["retriever"].pk not in listed(client, AgentExecution, sources_changed="False")
+    assert listed(client, DocumentVersion, sources_changed_at__isempty="0") == [work["version"].pk]
+    assert listed(client, Export, sources_changed="True") == [work["export"].pk]
+    assert listed(client, Export, sources_changed="False") == []
+    changelist = client.get(admin_url(AgentExecution, "changelist")).content.decode()
+    assert changelist.count('class="status-badge sources-changed"') == 1
+
+    page = client.get(admin_url(AgentExecution, "change", work["retriever"].pk)).content.decode()
+    assert "sources changed" in page and "Re-ingested (text changed)" in page
+    assert sha256_hex("EPSILON ZETA ETA THETA")[:16] in page
+    for model, row in [(DocumentVersion, work["version"]), (Export, work["export"])]:
+        assert "sources-changed" in client.get(admin_url(model, "change", row.pk)).content.decode()
+
+    hub = client.get(admin_url(Project, "change", work["project"].pk)).content.decode()
+    for title in (
+        "Executions built on changed sources",
+        "Changed sources",
+        "Versions built on changed sources",
+        "Exports built on changed sources",
+    ):
+        assert title in hub
+    # The changed chunks' "see all": the flags of the project's executions.
+    flags_of_project = listed(client, StaleSource, execution__project__id__exact=work["project"].pk)
+    assert flags_of_project == [flag.pk for flag in flags(tenant_a)]
