@@ -250,5 +250,6 @@ add_project_sections(
         # ExportAdmin.get_queryset annotates it; the "see all" link is its filter.
         filters={"sources_changed": True},
         prepare=lambda exports: exports.defer("manifest", "error_message"),
+        only_when_rows=True,
     ),
 )

@@ -56,6 +56,7 @@ add_project_sections(
         # AgentExecutionAdmin.get_queryset annotates it; the "see all" link is its filter.
         filters={"sources_changed": True},
         prepare=lambda executions: executions.defer(*EXECUTION_HEAVY_COLUMNS),
+        only_when_rows=True,
     ),
     RelatedRows(
         title="Changed sources",
@@ -72,6 +73,7 @@ add_project_sections(
         prepare=lambda flags: flags.select_related("execution").defer(
             *(f"execution__{column}" for column in EXECUTION_HEAVY_COLUMNS)
         ),
+        only_when_rows=True,
     ),
     RelatedRows(
         title="Conversation",

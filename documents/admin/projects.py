@@ -91,6 +91,7 @@ PROJECT_SECTIONS: list[RelatedRows[Any]] = [
         # Set by agents' stale-source triggers (the runs and chunks: the agents' sections).
         filters={"sources_changed_at__isnull": False},
         prepare=lambda versions: versions.defer("content", "metadata"),
+        only_when_rows=True,
     ),
     who_has_access(ProjectAccess, "project"),
     RelatedRows(
