@@ -201,9 +201,12 @@ class Migration(core.db.operations.Migration):
             on_delete="CASCADE",
         ),
         core.db.operations.EnableTenantRLS("stale_sources"),
-        # A flag of a restricted project's run is hidden with the run.
+        # A flag is hidden with its run (a restricted project) and with the document of the
+        # chunk (a restricted document; a snapshot that may outlive it), as its source is.
         core.db.operations.AddRowAccess(
-            "stale_sources", parents={"execution_id": "agent_executions"}
+            "stale_sources",
+            parents={"execution_id": "agent_executions"},
+            loose={"document_id": "documents"},
         ),
         core.db.operations.AuditTable("stale_sources"),
         migrations.RunSQL(
