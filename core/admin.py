@@ -343,7 +343,7 @@ class AnnotationFlagFilter(admin.SimpleListFilter):
         return queryset.filter(**{self.parameter_name: value == "True"})
 
 
-SOURCES_CHANGED = "sources changed"
+SOURCES_CHANGED = "changed"  # short: the lists fit 1400 pixels; the column says "sources"
 
 
 def sources_changed_badge(changed: bool, title: str = "") -> SafeString | str:

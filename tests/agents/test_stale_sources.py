@@ -310,7 +310,7 @@ def test_the_admin_shows_the_badges_the_changed_chunks_and_the_projects_lists(
     assert changelist.count('class="status-badge sources-changed"') == 1
 
     page = client.get(admin_url(AgentExecution, "change", work["retriever"].pk)).content.decode()
-    assert "sources changed" in page and "Re-ingested (text changed)" in page
+    assert "sources-changed" in page and "Re-ingested (text changed)" in page
     assert sha256_hex("EPSILON ZETA ETA THETA")[:16] in page
     for model, row in [(DocumentVersion, work["version"]), (Export, work["export"])]:
         assert "sources-changed" in client.get(admin_url(model, "change", row.pk)).content.decode()
