@@ -1,5 +1,5 @@
 """Reads of agent executions: runs as step trees, provenance, conversations, evaluations,
-change proposals, decisions and failures by node.
+change proposals, decisions, failures by node, and the outputs built on changed sources.
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set, since row-level
@@ -25,6 +25,7 @@ from agents.models import (
     EvaluationRun,
     ExecutionError,
     ExecutionSource,
+    StaleSource,
 )
 from core.ids import uuid7_floor
 from documents.models import DocumentVersion, Project
@@ -326,3 +327,81 @@ def failures_by_node(
             .order_by("-failures", "node")
         )
         return [NodeFailures(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class StaleExecution:
+    """An execution that read chunks which changed since, and how each changed."""
+
+    execution: AgentExecution
+    changes: list[StaleSource]
+
+
+@dataclass(frozen=True)
+class StaleVersion:
+    """A version produced by a run with a flagged execution, and those executions."""
+
+    version: DocumentVersion
+    executions: list[AgentExecution]
+
+
+@dataclass(frozen=True)
+class StaleOutputs:
+    """A project's outputs built on changed sources (docs/services.md, "Stale outputs")."""
+
+    executions: list[StaleExecution]
+    versions: list[StaleVersion]
+
+
+def stale_outputs(*, tenant: TenantRef, project: Project) -> StaleOutputs:
+    """The project's executions that read a chunk that changed since (re-ingested,
+    re-embedded, removed or erased), each with its changes (oldest first), and the
+    document versions their runs produced, newest first.
+
+    As the user of the surrounding scope may see them: a restricted project's flags are
+    hidden with its runs. The exports holding these versions are
+    exports.selectors.exports_on_changed_sources (agents does not import exports).
+    """
+    tenant_id = require_tenant(tenant, project=project)
+    with tenant_context(tenant_id):
+        flags = list(
+            StaleSource.objects.filter(tenant_id=tenant_id, execution__project=project)
+            .select_related("execution")
+            .order_by("created_at", "id")
+        )
+        changes: dict[uuid.UUID, list[StaleSource]] = defaultdict(list)
+        executions: dict[uuid.UUID, AgentExecution] = {}
+        for flag in flags:
+            changes[flag.execution_id].append(flag)
+            executions[flag.execution_id] = flag.execution
+        by_run: dict[uuid.UUID, list[AgentExecution]] = defaultdict(list)
+        for execution in executions.values():
+            by_run[execution.correlation_id].append(execution)
+        producers = AgentExecution.objects.filter(
+            tenant_id=tenant_id, correlation_id__in=list(by_run), produced_version__isnull=False
+        ).values_list("correlation_id", "produced_version_id")
+        runs_of_version: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+        for correlation_id, version_id in producers:
+            runs_of_version[version_id].add(correlation_id)
+        versions = DocumentVersion.objects.filter(
+            tenant_id=tenant_id, id__in=list(runs_of_version)
+        ).order_by("-created_at", "-id")
+        stale_versions = [
+            StaleVersion(
+                version=version,
+                executions=[
+                    execution
+                    for correlation_id in sorted(runs_of_version[version.pk])
+                    for execution in by_run[correlation_id]
+                ],
+            )
+            for version in versions
+        ]
+    return StaleOutputs(
+        executions=[
+            StaleExecution(execution=execution, changes=changes[execution_id])
+            # By id: UUIDv7, so in the order the executions were created.
+            for execution_id, execution in sorted(executions.items())
+        ],
+        versions=stale_versions,
+    )

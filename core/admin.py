@@ -4,8 +4,9 @@
   millions of rows (docs/operations.md); DeferringChangeList leaves vectors and long
   text unread.
 - Filters: RecentValuesListFilter and UUIDValueListFilter filter big tables without a
-  DISTINCT over them.
-- Displays: short previews of long text, foreign keys as links, vectors as a summary.
+  DISTINCT over them; AnnotationFlagFilter filters on a yes/no the admin annotates.
+- Displays: short previews of long text, foreign keys as links, vectors as a summary,
+  the "built on changed sources" badge.
 
 The tenant-scoped ModelAdmin every app's admin builds on, and the role helpers behind
 it, are in tenancy (tenancy.admin_base, tenancy.admin_roles): they know the tenant and
@@ -322,3 +323,34 @@ class UUIDValueListFilter(admin.SimpleListFilter):
             return queryset.filter(**{self.field_name or self.parameter_name: uuid.UUID(value)})
         except ValueError as error:
             raise IncorrectLookupParameters(error) from error
+
+
+class AnnotationFlagFilter(admin.SimpleListFilter):
+    """Yes or no on a boolean the admin's get_queryset annotates, named `parameter_name`
+    (an EXISTS over an indexed table: "built on changed sources"). The values are "True"
+    and "False", so a RelatedRows section's `filters={name: True}` links here too."""
+
+    yes = "Yes"
+    no = "No"
+
+    def lookups(self, request, model_admin):
+        return [("True", self.yes), ("False", self.no)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value not in ("True", "False"):
+            return queryset
+        return queryset.filter(**{self.parameter_name: value == "True"})
+
+
+SOURCES_CHANGED = "changed"  # short: the lists fit 1400 pixels; the column says "sources"
+
+
+def sources_changed_badge(changed: bool, title: str = "") -> SafeString | str:
+    """The badge of an output built on sources that changed since (agents' stale-source
+    flags: an execution, the version its run wrote, an export holding it); "—" if not."""
+    if not changed:
+        return "—"
+    return format_html(
+        '<span class="status-badge sources-changed" title="{}">{}</span>', title, SOURCES_CHANGED
+    )

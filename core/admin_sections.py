@@ -43,7 +43,8 @@ class RelatedRows(Generic[RowModel]):
     page. `filters` are further lookups (root steps only), applied to the rows and to the
     "see all" link alike; `prepare` adds what the columns read (select_related) or narrows
     the rows in ways a URL cannot say (one per document type). `add_label` offers an add
-    form with the foreign key (and the tenant) filled in.
+    form with the foreign key (and the tenant) filled in. `only_when_rows` leaves the
+    section out while it has none (a warning list: outputs built on changed sources).
     """
 
     title: str
@@ -55,6 +56,7 @@ class RelatedRows(Generic[RowModel]):
     prepare: Callable[[QuerySet], QuerySet] | None = None
     add_label: str | None = None
     limit: int = LATEST
+    only_when_rows: bool = False
 
     def context(self, request: HttpRequest, site: admin.AdminSite, obj: Model) -> dict | None:
         """What templates/admin/core/related_rows.html shows, or None if the user may not."""
@@ -69,6 +71,8 @@ class RelatedRows(Generic[RowModel]):
         if self.prepare is not None:
             queryset = self.prepare(queryset)
         count, count_is_estimated = _count(queryset)
+        if self.only_when_rows and not count:
+            return None
         rows = list(queryset[: self.limit])
         opts = self.model._meta
         changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")

@@ -203,6 +203,10 @@ class DocumentVersion(TenantOwnedModel):
     # Set by an erasure (erasure app): the content is then REDACTED_CONTENT, while
     # content_sha256 keeps the erased content's hash, so the chain still links.
     redacted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set by the database (agents' flag_stale_sources trigger on chunks) when a chunk
+    # the run that wrote this version read has changed since: the version was built on
+    # changed sources. On the version, so the exports that hold it can tell too.
+    sources_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The range of the *_range constraints, for full_clean() (which skips constraints here).
     readability_score = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]

@@ -27,11 +27,17 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from core.admin import TIMESTAMP_FIELDS, admin_change_url
+from core.admin import (
+    TIMESTAMP_FIELDS,
+    AnnotationFlagFilter,
+    admin_change_url,
+    sources_changed_badge,
+)
 from core.admin_sections import RelatedRows
 from documents.admin import add_project_action, add_project_sections
 from documents.models import DocumentVersion, Project
 from exports.models import Export
+from exports.selectors import holds_changed_version
 from exports.services import export_create, export_download
 from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TenantListFilter
@@ -41,12 +47,26 @@ from tenancy.models import User
 MANIFEST_DOCUMENTS = "documents"
 
 
+class SourcesChangedFilter(AnnotationFlagFilter):
+    title = "built on changed sources"
+    parameter_name = "sources_changed"
+
+
+def export_sources_badge(export: Export) -> SafeString | str:
+    """The badge of an export from a queryset annotated with holds_changed_version()."""
+    return sources_changed_badge(
+        getattr(export, "sources_changed", False),
+        "A version in this file was written by a run whose sources changed since.",
+    )
+
+
 @admin.register(Export)
 class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
     list_display = (
         "project",
         "format",
         "status",
+        "sources_badge",
         "expires_at",
         "size",
         "downloads",
@@ -54,7 +74,7 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
         "created_at",
         "tenant",
     )
-    list_filter = ("status", "format", TenantListFilter)
+    list_filter = ("status", "format", SourcesChangedFilter, TenantListFilter)
     search_fields = ("project__name", "storage_key")
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
@@ -74,9 +94,16 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
     # The manifest is shown as a table, not as its JSON.
     exclude = ("manifest",)
     change_sections = (
-        ("File", ("size", "download_link")),
+        ("File", ("size", "download_link", "sources_badge")),
         ("Manifest", ("manifest_table",)),
     )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(sources_changed=holds_changed_version())
+
+    @admin.display(description="sources", ordering="sources_changed")
+    def sources_badge(self, obj: Export) -> SafeString | str:
+        return export_sources_badge(obj)
 
     def deletable_alone(self, obj: Export) -> bool:
         # A completed or expired export records what was handed out (its manifest,
@@ -209,5 +236,20 @@ add_project_sections(
         ),
         prepare=lambda exports: exports.defer("manifest", "error_message"),
         add_label="New export",
+    ),
+    RelatedRows(
+        title="Exports built on changed sources",
+        model=Export,
+        field="project",
+        columns=(
+            ("format", lambda export: export.get_format_display()),
+            ("sources", export_sources_badge),
+            ("status", lambda export: export.get_status_display()),
+            ("created", lambda export: export.created_at),
+        ),
+        # ExportAdmin.get_queryset annotates it; the "see all" link is its filter.
+        filters={"sources_changed": True},
+        prepare=lambda exports: exports.defer("manifest", "error_message"),
+        only_when_rows=True,
     ),
 )

@@ -256,6 +256,25 @@ def _execution_error(b: _Build):
     )
 
 
+def _stale_source(b: _Build):
+    from agents.models import AgentExecution, ExecutionSource, StaleSource
+    from documents.models import Chunk
+
+    # As the trigger writes it when the source's chunk changes; inserted directly, so the
+    # other rows (the chunk, the source) stay as they are.
+    source = b[ExecutionSource]
+    return StaleSource.objects.create(
+        tenant=b.tenant,
+        execution=b[AgentExecution],
+        chunk_id=b[Chunk].pk,
+        document_id=source.document_id,
+        ordinal=source.ordinal,
+        read_sha256=source.chunk_sha256,
+        new_sha256=sha256_hex(f"changed {b.label}"),
+        reason=StaleSource.Reason.REINGESTED,
+    )
+
+
 def _export(b: _Build):
     from exports.models import Export
 
@@ -377,6 +396,7 @@ TENANT_ROW_BUILDERS = {
     "agents.ChangeProposal": _proposal,
     "agents.Decision": _decision,
     "agents.ExecutionError": _execution_error,
+    "agents.StaleSource": _stale_source,
     "exports.Export": _export,
     "retention.RetentionPolicy": _retention_policy,
     "retention.RetentionRun": _retention_run,

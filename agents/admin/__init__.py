@@ -7,7 +7,8 @@ module per concern; importing this package registers them all:
 
 - executions: agent executions (a run's step tree, its sources, cancel and retry), and how
   an execution is shown wherever it is listed;
-- records: what an execution leaves behind, read-only: idempotency keys, sources, errors;
+- records: what an execution leaves behind, read-only: idempotency keys, sources, errors,
+  and the flags of sources that changed since;
 - conversations: a project's conversation messages and evaluation runs;
 - review: change proposals (approve, reject, apply) and decisions;
 - project_sections: the agents' sections of a project's page.
@@ -21,6 +22,7 @@ from agents.admin.records import (
     ExecutionErrorAdmin,
     ExecutionIdempotencyKeyAdmin,
     ExecutionSourceAdmin,
+    StaleSourceAdmin,
 )
 from agents.admin.review import ChangeProposalAdmin, DecisionAdmin
 
@@ -34,5 +36,6 @@ __all__ = [
     "ExecutionErrorAdmin",
     "ExecutionIdempotencyKeyAdmin",
     "ExecutionSourceAdmin",
+    "StaleSourceAdmin",
     "duration_text",
 ]

@@ -4,7 +4,9 @@ The lifecycle (status, timestamps, attempts) belongs to agents.services and its
 triggers: the admin creates executions through execution_create and moves them only
 through the cancel and retry actions. A pending execution's input_data and model may be
 corrected; once it has left pending it is a record, read-only. An execution's page shows
-its run as a step tree (agents.selectors.run_tree) and the chunks it retrieved.
+its run as a step tree (agents.selectors.run_tree), the chunks it retrieved and, once
+one of them changed (re-ingested, re-embedded, removed, erased), the "sources changed"
+badge and which chunks changed how (agents.models.StaleSource).
 
 The helpers before the admin (status badge, start, duration, run link, the execution
 columns a changelist defers) show an execution wherever it is listed: the package's other
@@ -17,12 +19,13 @@ from datetime import timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from agents.models import AgentExecution, ExecutionSource
+from agents.models import AgentExecution, ExecutionSource, StaleSource
 from agents.selectors import ExecutionNode, run_tree
 from agents.services import (
     execution_cancel,
@@ -32,11 +35,13 @@ from agents.services import (
 )
 from core.admin import (
     TIMESTAMP_FIELDS,
+    AnnotationFlagFilter,
     LargeTableAdminMixin,
     RecentValuesListFilter,
     UUIDValueListFilter,
     change_link,
     preview_text,
+    sources_changed_badge,
 )
 from documents.models import Chunk
 from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin, TenantOwnedAdminForm
@@ -111,9 +116,62 @@ def run_correlation_link(execution: AgentExecution) -> SafeString:
     )
 
 
+def sources_changed() -> Exists:
+    """Whether an execution read a chunk that changed since (one index probe a row)."""
+    return Exists(
+        StaleSource.objects.filter(tenant_id=OuterRef("tenant_id"), execution_id=OuterRef("pk"))
+    )
+
+
+class SourcesChangedFilter(AnnotationFlagFilter):
+    title = "built on changed sources"
+    parameter_name = "sources_changed"
+
+
+def execution_sources_badge(execution: AgentExecution) -> SafeString | str:
+    """The badge of an execution from a queryset annotated with sources_changed()."""
+    return sources_changed_badge(
+        getattr(execution, "sources_changed", False),
+        "A chunk this execution read was re-ingested, re-embedded, removed or erased since.",
+    )
+
+
 def started_text(execution: AgentExecution) -> str:
     """Down to the second, on one line (the admin's date format takes two)."""
     return execution.started_at.strftime("%Y-%m-%d %H:%M:%S") if execution.started_at else "—"
+
+
+def changed_sources_html(flags) -> SafeString:
+    """A table of stale-source flags: which chunk, how it changed, the hashes, when."""
+    flags = list(flags)
+    if not flags:
+        return format_html("<p>{}</p>", "No chunk this execution read has changed since.")
+    headings = ("chunk", "document", "ordinal", "change", "read sha256", "now sha256", "when")
+    return format_html(
+        '{}<table class="execution-sources"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        sources_changed_badge(True),
+        format_html_join("", "<th>{}</th>", ((heading,) for heading in headings)),
+        format_html_join(
+            "",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td>"
+            '<td><code title="{}">{}…</code></td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    change_link(StaleSource, flag.pk, str(flag.chunk_id)[-8:]),
+                    flag.document_id or "—",
+                    "—" if flag.ordinal is None else flag.ordinal,
+                    flag.get_reason_display(),
+                    flag.read_sha256,
+                    flag.read_sha256[:16],
+                    format_html("<code>{}…</code>", flag.new_sha256[:16])
+                    if flag.new_sha256
+                    else "gone",
+                    flag.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+                for flag in flags
+            ),
+        ),
+    )
 
 
 @admin.register(AgentExecution)
@@ -124,6 +182,7 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     list_display = (
         "agent_type",
         "status_label",
+        "sources_badge",
         "started",
         "run_duration",
         "correlation",
@@ -135,6 +194,7 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     )
     list_filter = (
         "status",
+        SourcesChangedFilter,
         AgentTypeFilter,
         CorrelationIdFilter,
         TenantListFilter,
@@ -165,12 +225,17 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     change_sections = (
         ("Run", ("all_steps_link", "step_tree")),
         ("Retrieved sources", ("sources_table",)),
+        ("Changed sources", ("changed_sources_table",)),
     )
     actions = ("cancel", "retry")
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: AgentExecution) -> SafeString:
         return status_badge(obj)
+
+    @admin.display(description="sources", ordering="sources_changed")
+    def sources_badge(self, obj: AgentExecution) -> SafeString | str:
+        return execution_sources_badge(obj)
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: AgentExecution) -> str:
@@ -187,6 +252,9 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     @admin.display(description="duration")
     def run_duration(self, obj: AgentExecution) -> str:
         return duration_text(obj.duration)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(sources_changed=sources_changed())
 
     # Rights -------------------------------------------------------------------------
 
@@ -292,6 +360,14 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
                     for source in sources
                 ),
             ),
+        )
+
+    @admin.display(description="changed since this execution read them")
+    def changed_sources_table(self, obj: AgentExecution) -> SafeString:
+        return changed_sources_html(
+            StaleSource.objects.filter(tenant_id=obj.tenant_id, execution_id=obj.pk).order_by(
+                "ordinal", "created_at"
+            )
         )
 
     # Writes -------------------------------------------------------------------------

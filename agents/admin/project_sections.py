@@ -1,5 +1,6 @@
-"""The agents' sections of a project's page: its runs, conversation, evaluations,
-change proposals and decisions (documents.admin.add_project_sections)."""
+"""The agents' sections of a project's page: its runs, those built on changed sources and
+which chunks changed, conversation, evaluations, change proposals and decisions
+(documents.admin.add_project_sections)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from agents.admin.conversations import evaluation_target
 from agents.admin.executions import (
     EXECUTION_HEAVY_COLUMNS,
     duration_text,
+    execution_sources_badge,
     run_correlation_link,
     started_text,
     status_badge,
@@ -17,6 +19,7 @@ from agents.models import (
     ConversationMessage,
     Decision,
     EvaluationRun,
+    StaleSource,
 )
 from core.admin import preview_text
 from core.admin_sections import RelatedRows
@@ -38,6 +41,39 @@ add_project_sections(
         # A run is its root step; "see all" lists the roots too.
         filters={"parent__isnull": True},
         prepare=lambda executions: executions.defer(*EXECUTION_HEAVY_COLUMNS),
+    ),
+    RelatedRows(
+        title="Executions built on changed sources",
+        model=AgentExecution,
+        field="project",
+        columns=(
+            ("agent", lambda execution: execution.agent_type),
+            ("sources", execution_sources_badge),
+            ("status", status_badge),
+            ("started", started_text),
+            ("run", run_correlation_link),
+        ),
+        # AgentExecutionAdmin.get_queryset annotates it; the "see all" link is its filter.
+        filters={"sources_changed": True},
+        prepare=lambda executions: executions.defer(*EXECUTION_HEAVY_COLUMNS),
+        only_when_rows=True,
+    ),
+    RelatedRows(
+        title="Changed sources",
+        model=StaleSource,
+        field="execution__project",
+        columns=(
+            ("change", lambda flag: flag.get_reason_display()),
+            ("execution", lambda flag: flag.execution.agent_type),
+            ("chunk", lambda flag: f"{flag.ordinal} of {flag.document_id}"),
+            ("read sha256", lambda flag: flag.read_sha256[:12]),
+            ("now sha256", lambda flag: (flag.new_sha256 or "gone")[:12]),
+            ("when", lambda flag: flag.created_at),
+        ),
+        prepare=lambda flags: flags.select_related("execution").defer(
+            *(f"execution__{column}" for column in EXECUTION_HEAVY_COLUMNS)
+        ),
+        only_when_rows=True,
     ),
     RelatedRows(
         title="Conversation",

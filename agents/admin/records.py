@@ -1,8 +1,9 @@
-"""Admin for what an execution leaves behind: its idempotency key, its sources, its errors.
+"""Admin for what an execution leaves behind: its idempotency key, its sources, its errors,
+and the flags of its sources that changed since.
 
-All three are records, read-only here. Keys are written by agent_executions' trigger,
+All four are records, read-only here. Keys are written by agent_executions' trigger,
 sources by execution_record_sources, errors by execution_fail (listed by node and
-whether they recovered).
+whether they recovered), stale-source flags by the triggers of agents.0021.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from agents.admin.executions import deferred_execution_columns, run_changelist_url
-from agents.models import ExecutionError, ExecutionIdempotencyKey, ExecutionSource
+from agents.models import ExecutionError, ExecutionIdempotencyKey, ExecutionSource, StaleSource
 from core.admin import (
     LargeTableAdminMixin,
     RecentValuesListFilter,
@@ -150,3 +151,44 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
             run_changelist_url(obj.execution),
             f"All steps and attempts of run {obj.execution.correlation_id}",
         )
+
+
+@admin.register(StaleSource)
+class StaleSourceAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
+    """Which chunk an execution read changed since, and how (the triggers write them)."""
+
+    list_display = (
+        "execution",
+        "reason",
+        "chunk_link",
+        "ordinal",
+        "short_read_sha256",
+        "short_new_sha256",
+        "created_at",
+        "tenant",
+    )
+    list_filter = ("reason", TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    uuid_search_fields = ("id", "execution_id", "chunk_id", "document_id")
+    raw_id_fields = ("execution",)
+    list_select_related = ("execution", "tenant")
+    list_defer = deferred_execution_columns("execution")
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # A project page's "see all" link: the flags of the project's executions.
+        return lookup == "execution__project__id__exact" or super().lookup_allowed(
+            lookup, value, request
+        )
+
+    @admin.display(description="chunk")
+    def chunk_link(self, obj: StaleSource) -> str:
+        if obj.reason in (StaleSource.Reason.REMOVED, StaleSource.Reason.ERASED):
+            return "gone"
+        return change_link(Chunk, obj.chunk_id, "chunk")
+
+    @admin.display(description="read sha256")
+    def short_read_sha256(self, obj: StaleSource) -> str:
+        return obj.read_sha256[:12]
+
+    @admin.display(description="now sha256")
+    def short_new_sha256(self, obj: StaleSource) -> str:
+        return obj.new_sha256[:12] if obj.new_sha256 else "—"

@@ -9,7 +9,8 @@ Callers import from here (`from agents.models import AgentExecution`).
 - evaluations: scores of document versions and executions;
 - review: change proposals and the lifecycle of their review;
 - decisions: choices made for a project, by a user or an agent;
-- errors: execution errors, recovered once a later attempt of the step succeeds.
+- errors: execution errors, recovered once a later attempt of the step succeeds;
+- stale: the chunks an execution read that changed since (flagged by the database).
 """
 
 # isort: off
@@ -32,6 +33,7 @@ from agents.models.review import (
 )
 from agents.models.decisions import Decision
 from agents.models.errors import ExecutionError
+from agents.models.stale import StaleReason, StaleSource
 
 # isort: on
 
@@ -49,4 +51,6 @@ __all__ = [
     "ExecutionStatus",
     "MessageRole",
     "ProposalStatus",
+    "StaleReason",
+    "StaleSource",
 ]

@@ -17,7 +17,7 @@ from core.admin import (
 )
 from core.admin_sections import RelatedRows, related_sections
 from documents.admin.access import RestrictActions, who_has_access
-from documents.admin.versions import version_label
+from documents.admin.versions import version_label, version_sources_badge
 from documents.models import Document, DocumentVersion, Project, ProjectAccess
 from documents.services import (
     project_create,
@@ -77,6 +77,21 @@ PROJECT_SECTIONS: list[RelatedRows[Any]] = [
             ("sha256", lambda version: version.content_sha256[:12]),
             ("written", lambda version: version.created_at),
         ),
+    ),
+    RelatedRows(
+        title="Versions built on changed sources",
+        model=DocumentVersion,
+        field="project",
+        columns=(
+            ("version", version_label),
+            ("sources", version_sources_badge),
+            ("since", lambda version: version.sources_changed_at),
+            ("written", lambda version: version.created_at),
+        ),
+        # Set by agents' stale-source triggers (the runs and chunks: the agents' sections).
+        filters={"sources_changed_at__isnull": False},
+        prepare=lambda versions: versions.defer("content", "metadata"),
+        only_when_rows=True,
     ),
     who_has_access(ProjectAccess, "project"),
     RelatedRows(

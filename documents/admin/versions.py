@@ -1,5 +1,7 @@
 """Admin for document versions: never changed (but for their metadata and scores) nor
-deleted on their own; a version's page shows its diff with the previous one."""
+deleted on their own; a version's page shows its diff with the previous one, and the
+"sources changed" badge once a chunk its run read changed since (`sources_changed_at`,
+set by agents' stale-source triggers)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from core.admin import (
     change_link,
     preview_head,
     preview_text,
+    sources_changed_badge,
 )
 from documents.models import DocumentVersion
 from documents.selectors import VersionDiff, latest_versions, previous_version, version_diff
@@ -72,6 +75,13 @@ def metadata_changes_html(diff: VersionDiff) -> SafeString:
     )
 
 
+def version_sources_badge(version: DocumentVersion) -> SafeString | str:
+    return sources_changed_badge(
+        version.sources_changed_at is not None,
+        "A run that wrote this version read a chunk that changed since.",
+    )
+
+
 @admin.register(DocumentVersion)
 class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     list_display = (
@@ -80,13 +90,19 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "version",
         "content_preview",
         "short_sha256",
+        "sources_badge",
         "scores",
         "created_at",
         "tenant",
     )
     # The version opens from its type and number; the project column opens the project.
     list_display_links = ("document_type", "version")
-    list_filter = ("document_type", TenantListFilter, ("created_at", admin.DateFieldListFilter))
+    list_filter = (
+        "document_type",
+        ("sources_changed_at", admin.EmptyFieldListFilter),
+        TenantListFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("project__name__trigram_icontains",)
     uuid_search_fields = ("id", "project_id")
     autocomplete_fields = ("tenant", "project")
@@ -116,6 +132,7 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     # The diff's colours: templates/admin/documents/documentversion/change_form.html.
     change_sections = (
         ("Changes from the previous version", ("previous_version_link", "diff_with_previous")),
+        ("Sources", ("sources_note",)),
     )
 
     def get_queryset(self, request):
@@ -129,6 +146,21 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     @admin.display(description="sha256")
     def short_sha256(self, obj: DocumentVersion) -> str:
         return obj.content_sha256[:12]
+
+    @admin.display(description="sources", ordering="sources_changed_at")
+    def sources_badge(self, obj: DocumentVersion) -> SafeString | str:
+        return version_sources_badge(obj)
+
+    @admin.display(description="sources")
+    def sources_note(self, obj: DocumentVersion) -> SafeString | str:
+        if obj.sources_changed_at is None:
+            return "No chunk the runs that wrote this version read has changed since."
+        return format_html(
+            "{} since {}. Which chunks changed, and how, is on the page of each execution "
+            "of the run that wrote it (the project's page lists them).",
+            version_sources_badge(obj),
+            obj.sources_changed_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
 
     # Readability, then grammar: one column instead of two wide headers.
     @admin.display(description="scores", ordering="readability_score")

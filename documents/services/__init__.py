@@ -6,6 +6,7 @@
 - uploads: knowledge documents' stored files, one per tenant and SHA-256 unless kept;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
 - embedding_cache: each tenant's vectors by model and text hash, read before embedding;
+- reingestion: a ready document chunked again, its chunks updated in place;
 - sweep: upload folders no document points at;
 - access: restricted projects and documents, and who may see them;
 - filtered_delete: deleting knowledge documents by a metadata filter.
@@ -42,6 +43,7 @@ from documents.services.projects import (
     project_soft_delete,
     projects_purge_deleted,
 )
+from documents.services.reingestion import ReingestResult, document_reingest
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
 from documents.services.uploads import INGEST_TASK, document_create, document_delete, document_queue
@@ -61,6 +63,7 @@ __all__ = [
     "REEMBED_MAX_BATCH_SIZE",
     "REEMBED_TASK",
     "ReembedProgress",
+    "ReingestResult",
     "VersionConflict",
     "chunks_reembed",
     "chunks_reembed_queue",
@@ -72,6 +75,7 @@ __all__ = [
     "documents_delete_by_filter",
     "document_process",
     "document_queue",
+    "document_reingest",
     "document_restrict",
     "document_unrestrict",
     "document_version_create",

@@ -24,6 +24,7 @@ from agents.models import (
     ExecutionError,
     ExecutionIdempotencyKey,
     ExecutionSource,
+    StaleSource,
 )
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection
@@ -72,6 +73,7 @@ NOT_ADDABLE = {
     EmbeddingCacheEntry,  # written by ingestion only
     ExecutionError,
     ExecutionIdempotencyKey,
+    StaleSource,  # written by the stale-source triggers only
     AuditEvent,
     GlobalAuditEvent,
     RetentionRun,  # written by `manage.py retention` only

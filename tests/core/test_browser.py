@@ -28,10 +28,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from documents.models import Document, EmbeddingCacheEntry, Project
+from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
 from documents.services import (
     document_access_grant,
     document_ingest,
+    document_reingest,
     document_restrict,
     project_access_grant,
     project_restrict,
@@ -209,6 +210,14 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     with tenant_context(demo):
         forgotten = document_ingest(tenant=demo, title="To forget", text="forget me")
     erase_document(document_id=forgotten.pk, requested_by="the browser test")
+    # Nor a run built on changed sources: a document a seeded run read is re-ingested.
+    with tenant_context(demo):
+        read = Chunk.objects.filter(execution_sources__isnull=False).select_related("document")
+        document = read.first().document
+    # As the owner: a shorter text deletes chunks, and clearing them from the sources of
+    # the restricted project's runs takes someone who sees those runs.
+    with tenant_context(demo, user=owner):
+        document_reingest(tenant=demo, document=document, text="Rewritten for the browser test.")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
 
 

@@ -597,3 +597,43 @@ def test_erase_tenant_removes_one_tenant_on_the_cluster(two_tenants, file_storag
         assert Project.objects.filter(tenant=second).exists()
         assert Chunk.objects.filter(tenant=second).exists()
     call_command("audit_verify", tenant=second.slug)
+
+
+def test_stale_source_flags_on_the_cluster(two_tenants, file_storages):
+    """The stale-source triggers on the workers: a re-ingestion, a re-embedding and an
+    erasure each flag the run on the tenant's shard (their reads and writes filtered on
+    its tenant, the bypass reaching the worker), the selectors read them back, and the
+    other tenant sees none."""
+    from agents.models import StaleSource
+    from agents.selectors import stale_outputs
+    from documents.services import chunks_reembed, document_reingest
+    from erasure.services import erase_document
+    from exports.selectors import exports_on_changed_sources
+    from tests.agents.test_stale_sources import (
+        CHANGED_MIDDLE,
+        CHUNKING,
+        CountingEmbedder,
+        grounded_run,
+    )
+
+    first, second = two_tenants
+    work = grounded_run(first)
+
+    document_reingest(tenant=first, document=work["document"], text=CHANGED_MIDDLE, **CHUNKING)
+    chunks_reembed(tenant=first, embedder=CountingEmbedder("hashing-v2").embedder)
+    erase_document(document_id=work["document"].pk, requested_by="dpo")
+
+    with tenant_context(first):
+        reasons = sorted(StaleSource.objects.values_list("reason", flat=True))
+    # The middle chunk re-ingested; the two others re-embedded (the middle one's new text
+    # under another model is the change already flagged); all three erased.
+    assert reasons == ["erased"] * 3 + ["reembedded"] * 2 + ["reingested"]
+    outputs = stale_outputs(tenant=first, project=work["project"])
+    assert [item.execution.pk for item in outputs.executions] == [work["retriever"].pk]
+    assert [item.version.pk for item in outputs.versions] == [work["version"].pk]
+    # The version was written by the run's other step (not the one that read the
+    # document), so the erasure left it and its export; both are flagged.
+    stale_exports = exports_on_changed_sources(tenant=first, project=work["project"])
+    assert [item.export.pk for item in stale_exports] == [work["export"].pk]
+    with tenant_context(second):
+        assert not StaleSource.objects.exists()

@@ -255,6 +255,14 @@ class Rows:
                 "hash": "0" * 64,
                 "cut_at": STARTED,
             },
+            "stale_sources": lambda: {
+                "tenant_id": tenant_id,
+                "execution_id": self.insert("agent_executions", tenant_id),
+                "chunk_id": str(uuid.uuid4()),
+                "read_sha256": sha(f"read {n}"),
+                "new_sha256": sha(f"now {n}"),
+                "reason": "reingested",
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -485,6 +493,15 @@ BAD_ROWS = [
     BadRow("decisions_selected_is_an_option", "decisions", {"selected": "there"}),
     BadRow("decisions_selected_is_an_option", "decisions", {"options": '{"name": "here"}'}),
     BadRow("execution_errors_attempt_gte_1", "execution_errors", {"attempt": 0}),
+    BadRow("stale_sources_reason_valid", "stale_sources", {"reason": "renamed"}),
+    BadRow("stale_sources_read_sha256_hex", "stale_sources", {"read_sha256": "not hex"}),
+    BadRow("stale_sources_new_sha256_hex", "stale_sources", {"new_sha256": "X" * 64}),
+    BadRow("stale_sources_new_sha256_by_reason", "stale_sources", {"new_sha256": None}),
+    BadRow(
+        "stale_sources_new_sha256_by_reason",
+        "stale_sources",
+        {"reason": "removed"},
+    ),
     BadRow("project_templates_complexity_valid", "project_templates", {"complexity": "hard"}),
     BadRow("project_templates_setup_minutes_gte_0", "project_templates", {"setup_minutes": -1}),
     *(
@@ -651,6 +668,7 @@ TOUCH = {
     "change_proposals": ("review_note", "touched"),  # editable while pending
     "decisions": ("reasoning", "touched"),
     "execution_errors": ("recovery_strategy", "touched"),  # editable, unlike the error
+    "stale_sources": ("ordinal", 3),
     "execution_idempotency_keys": ("idempotency_key", "touched"),
     "embedding_cache": ("model", "touched"),
     "project_access": ("created_by_id", None),  # a grant is given or revoked, never edited

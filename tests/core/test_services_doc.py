@@ -34,3 +34,4 @@ def test_the_services_examples_run_twice_after_the_seed(file_storages):
         assert namespace["export"].status == "completed"
         assert namespace["proposal"].status == "applied"
         assert namespace["retry"].attempt == 2
+        assert [item.version for item in namespace["stale"].versions] == [namespace["v1"]]
