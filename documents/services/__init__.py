@@ -41,7 +41,13 @@ from documents.services.projects import (
 )
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
-from documents.services.uploads import INGEST_TASK, document_create, document_delete, document_queue
+from documents.services.uploads import (
+    INGEST_TASK,
+    document_create,
+    document_delete,
+    document_queue,
+    documents_queue_stranded,
+)
 from documents.services.versions import (
     VersionConflict,
     document_version_create,
@@ -67,6 +73,7 @@ __all__ = [
     "document_ingest",
     "document_process",
     "document_queue",
+    "documents_queue_stranded",
     "document_restrict",
     "document_unrestrict",
     "document_version_create",

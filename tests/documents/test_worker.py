@@ -232,3 +232,26 @@ def test_a_tenants_chunks_are_reembedded_by_the_worker(tenant_a, tenant_b, worke
     assert models(tenant_b, other) == {"hashing-v1"}
     wait_for(lambda: jobs(services.REEMBED_TASK)[0]["status"] == "succeeded", "done", worker)
     assert jobs(services.REEMBED_TASK)[0]["args"] == {"tenant_id": str(tenant_a.pk)}
+
+
+@pytest.mark.slow
+def test_a_queued_document_without_a_job_is_queued_again_and_becomes_ready(
+    tenant_a, worker_factory, settings
+):
+    # As a document migrated from the old `uploaded` status: queued, no job behind it.
+    document = services.document_create(tenant=tenant_a, title="Stranded", text=TEXT, queue=False)
+    waiting = services.document_create(tenant=tenant_a, title="Waiting", text=TEXT)
+    assert [job["args"]["document_id"] for job in jobs(services.INGEST_TASK)] == [str(waiting.pk)]
+    # Nothing is queued for a document younger than the lease (its job may be committing).
+    assert services.documents_queue_stranded() == 0
+    settings.DOCUMENT_PROCESSING_LEASE_SECONDS = 0
+    # The one with a waiting job keeps it alone; the stranded one gets its job.
+    assert services.documents_queue_stranded() == 1
+    assert services.documents_queue_stranded() == 0
+    clear_queue()
+    # Now through the worker's periodic sweep alone: neither has a job.
+    worker = worker_factory()
+    for each in (document, waiting):
+        status, attempts, error, chunks = wait_for(ended(tenant_a, each), "ready", worker)
+        assert (status, attempts, error) == (Document.Status.READY, 1, "")
+    assert "queued document without a job queued again" in worker.output()
