@@ -391,6 +391,9 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 WORKER_STALLED_SECONDS = env.float("WORKER_STALLED_SECONDS", default=60.0)
 # Jobs one worker process runs at once (threads; each holds a database connection).
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+# queue.remove_finished_jobs (daily, 03:15) removes the jobs that succeeded or were
+# cancelled this many hours ago, with their events; failed jobs stay.
+WORKER_KEEP_FINISHED_JOBS_HOURS = env.int("WORKER_KEEP_FINISHED_JOBS_HOURS", default=72)
 # /health/'s worker_queue check fails when the oldest job waiting to run is older.
 WORKER_QUEUE_MAX_AGE_SECONDS = env.int("WORKER_QUEUE_MAX_AGE_SECONDS", default=300)
 # The worker's own connection (LISTEN for new jobs, fetching them) must reach PostgreSQL

@@ -5,6 +5,10 @@ the queue takes it back by itself. Every worker sends a heartbeat; this periodic
 puts the running jobs of a worker silent for WORKER_STALLED_SECONDS back in the queue,
 where another worker picks them up (the attempt counts). Each task then decides whether
 its work can be taken over (documents: once its processing lease has passed).
+
+Finished jobs stay in the queue's tables (with their events) until removed:
+queue.remove_finished_jobs, daily, removes those that succeeded (or were cancelled)
+WORKER_KEEP_FINISHED_JOBS_HOURS ago; failed jobs stay, to be looked at.
 """
 
 from __future__ import annotations
@@ -40,3 +44,21 @@ async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
         )
         await manager.retry_job(job)
     return len(stalled)
+
+
+REMOVE_FINISHED_TASK = "queue.remove_finished_jobs"
+
+
+# procrastinate's builtin remove_old_jobs takes no periodic timestamp: the same call here.
+@app.periodic(cron="15 3 * * *", periodic_id="daily")
+@app.task(
+    name=REMOVE_FINISHED_TASK, queue=QUEUE, pass_context=True, queueing_lock=REMOVE_FINISHED_TASK
+)
+async def remove_finished_jobs(context: JobContext, timestamp: int) -> None:
+    """Remove the jobs that succeeded or were cancelled WORKER_KEEP_FINISHED_JOBS_HOURS ago."""
+    await context.app.job_manager.delete_old_jobs(
+        nb_hours=int(settings.WORKER_KEEP_FINISHED_JOBS_HOURS),
+        queue=None,
+        include_failed=False,
+        include_cancelled=True,
+    )

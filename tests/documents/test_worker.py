@@ -255,3 +255,47 @@ def test_a_queued_document_without_a_job_is_queued_again_and_becomes_ready(
         status, attempts, error, chunks = wait_for(ended(tenant_a, each), "ready", worker)
         assert (status, attempts, error) == (Document.Status.READY, 1, "")
     assert "queued document without a job queued again" in worker.output()
+
+
+def test_the_queues_upkeep_tasks_are_scheduled():
+    from procrastinate.contrib.django import app
+
+    schedules = {
+        (periodic.task.name, periodic.cron)
+        for periodic in app.periodic_registry.periodic_tasks.values()
+    }
+    assert {
+        ("queue.retry_stalled_jobs", "* * * * * */10"),
+        ("documents.queue_stranded", "* * * * * */10"),
+        ("queue.remove_finished_jobs", "15 3 * * *"),
+    } <= schedules
+
+
+@pytest.mark.slow
+def test_finished_jobs_older_than_the_setting_are_removed_by_the_worker(tenant_a, worker_factory):
+    from django.db import connection
+    from procrastinate.contrib.django import app
+
+    old = services.document_create(tenant=tenant_a, title="Old", text=TEXT)
+    recent = services.document_create(tenant=tenant_a, title="Recent", text=TEXT)
+    worker = worker_factory(WORKER_KEEP_FINISHED_JOBS_HOURS="24")
+    for each in (old, recent):
+        wait_for(ended(tenant_a, each), "ready", worker)
+    wait_for(
+        lambda: [job["status"] for job in jobs(services.INGEST_TASK)] == ["succeeded"] * 2,
+        "both jobs succeeded",
+        worker,
+    )
+    old_job, recent_job = jobs(services.INGEST_TASK)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE procrastinate_events SET at = at - interval '25 hours' WHERE job_id = %s",
+            [old_job["id"]],
+        )
+    with transaction.atomic():
+        app.configure_task("queue.remove_finished_jobs").defer(timestamp=0)
+    wait_for(
+        lambda: [job["id"] for job in jobs(services.INGEST_TASK)] == [recent_job["id"]],
+        "the old job removed",
+        worker,
+    )
