@@ -416,6 +416,11 @@ ORPHAN_FILE_GRACE_SECONDS = env.int("ORPHAN_FILE_GRACE_SECONDS", default=3600)
 # that died (a crash, a killed process): purge_exports marks it failed, saying so.
 EXPORT_BUILD_LEASE_SECONDS = env.int("EXPORT_BUILD_LEASE_SECONDS", default=900)
 
+# When the worker runs the system jobs (cron lines, five fields; docs/operations.md,
+# "The worker"): retention daily, the audit trail's seal every minute.
+RETENTION_SCHEDULE = env.str("RETENTION_SCHEDULE", default="30 3 * * *")
+AUDIT_SEAL_SCHEDULE = env.str("AUDIT_SEAL_SCHEDULE", default="* * * * *")
+
 # Retention (retention app, `manage.py retention`): how many days each category of a
 # tenant's data is kept where its policy leaves the category empty. Each 1 to 36500
 # (retention.models.MAX_DAYS, checked when the job runs); audit_events and search_queries

@@ -9,6 +9,10 @@ its work can be taken over (documents: once its processing lease has passed).
 Finished jobs stay in the queue's tables (with their events) until removed:
 queue.remove_finished_jobs, daily, removes those that succeeded (or were cancelled)
 WORKER_KEEP_FINISHED_JOBS_HOURS ago; failed jobs stay, to be looked at.
+
+tenancy.audit_seal seals the audit trail's committed events on AUDIT_SEAL_SCHEDULE
+(every minute), the system job `manage.py audit_seal` run as a child process
+(run_system_command).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from django.conf import settings
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
-from tenancy.jobs import QUEUE
+from tenancy.jobs import QUEUE, run_system_command
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +66,13 @@ async def remove_finished_jobs(context: JobContext, timestamp: int) -> None:
         include_failed=False,
         include_cancelled=True,
     )
+
+
+AUDIT_SEAL_TASK = "tenancy.audit_seal"
+
+
+@app.periodic(cron=settings.AUDIT_SEAL_SCHEDULE, periodic_id="audit_seal_schedule")
+@app.task(name=AUDIT_SEAL_TASK, queue=QUEUE, queueing_lock=AUDIT_SEAL_TASK)
+def audit_seal(timestamp: int) -> str:
+    """`manage.py audit_seal`: seal every chain's committed events."""
+    return run_system_command("audit_seal")

@@ -268,6 +268,8 @@ def test_the_queues_upkeep_tasks_are_scheduled():
         ("queue.retry_stalled_jobs", "* * * * * */10"),
         ("documents.queue_stranded", "* * * * * */10"),
         ("queue.remove_finished_jobs", "15 3 * * *"),
+        ("tenancy.audit_seal", "* * * * *"),
+        ("retention.enforce", "30 3 * * *"),
     } <= schedules
 
 
