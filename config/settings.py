@@ -391,6 +391,9 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 WORKER_STALLED_SECONDS = env.float("WORKER_STALLED_SECONDS", default=60.0)
 # Jobs one worker process runs at once (threads; each holds a database connection).
 WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=2)
+# queue.remove_finished_jobs (daily, 03:15) removes the jobs that succeeded or were
+# cancelled this many hours ago, with their events; failed jobs stay.
+WORKER_KEEP_FINISHED_JOBS_HOURS = env.int("WORKER_KEEP_FINISHED_JOBS_HOURS", default=72)
 # /health/'s worker_queue check fails when the oldest job waiting to run is older.
 WORKER_QUEUE_MAX_AGE_SECONDS = env.int("WORKER_QUEUE_MAX_AGE_SECONDS", default=300)
 # The worker's own connection (LISTEN for new jobs, fetching them) must reach PostgreSQL
@@ -412,6 +415,11 @@ ORPHAN_FILE_GRACE_SECONDS = env.int("ORPHAN_FILE_GRACE_SECONDS", default=3600)
 # An export still pending or running this long after its last change was left by a build
 # that died (a crash, a killed process): purge_exports marks it failed, saying so.
 EXPORT_BUILD_LEASE_SECONDS = env.int("EXPORT_BUILD_LEASE_SECONDS", default=900)
+
+# When the worker runs the system jobs (cron lines, five fields; docs/operations.md,
+# "The worker"): retention daily, the audit trail's seal every minute.
+RETENTION_SCHEDULE = env.str("RETENTION_SCHEDULE", default="30 3 * * *")
+AUDIT_SEAL_SCHEDULE = env.str("AUDIT_SEAL_SCHEDULE", default="* * * * *")
 
 # Retention (retention app, `manage.py retention`): how many days each category of a
 # tenant's data is kept where its policy leaves the category empty. Each 1 to 36500

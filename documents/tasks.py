@@ -13,12 +13,17 @@ job's attempts deciding what a failure becomes:
 - a document another worker holds under its lease (that worker died, and its job was
   queued again by queue.retry_stalled_jobs): the job waits out the rest of the lease,
   then takes the document over (RetryLater).
+
+A document `queued` with no job behind it (migrated from the old `uploaded` status, its
+job removed by hand) is queued again by the periodic `documents.queue_stranded`.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+
+from procrastinate.contrib.django import app
 
 from documents.models import Document
 from documents.services import (
@@ -27,9 +32,17 @@ from documents.services import (
     DocumentStillProcessing,
     chunks_reembed,
     document_process,
+    documents_queue_stranded,
 )
 from tenancy.context import tenant_context
-from tenancy.jobs import JobAttempt, JobFailed, RetryLater, TransientJobError, tenant_task
+from tenancy.jobs import (
+    QUEUE,
+    JobAttempt,
+    JobFailed,
+    RetryLater,
+    TransientJobError,
+    tenant_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +80,15 @@ def reembed(tenant_id: uuid.UUID, attempt: JobAttempt) -> int:
     except Exception as error:
         # The embedder raising or answering wrongly may pass; the batches done are kept.
         raise TransientJobError(f"{type(error).__name__}: {error}") from error
+
+
+QUEUE_STRANDED_TASK = "documents.queue_stranded"
+
+
+# Every 10 seconds, like queue.retry_stalled_jobs (the sixth field is the seconds): two
+# short queries.
+@app.periodic(cron="* * * * * */10", periodic_id="every_10_seconds")
+@app.task(name=QUEUE_STRANDED_TASK, queue=QUEUE, queueing_lock=QUEUE_STRANDED_TASK)
+def queue_stranded(timestamp: int) -> int:
+    """Queue the ingestion of queued documents no job waits for (documents_queue_stranded)."""
+    return documents_queue_stranded()

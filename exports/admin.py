@@ -197,23 +197,19 @@ class ExportAdmin(HistoryRecordMixin, TenantOwnedAdmin):
 # --- A project's page and the project changelist ------------------------------------------
 
 
-@admin.action(permissions=["change"], description="Export selected projects (zip)")
+@admin.action(permissions=["change"], description="Export selected projects (zip, on the worker)")
 def export_projects(modeladmin, request: HttpRequest, queryset) -> None:
-    """Build a zip export of each selected project the user may change (export_create).
-
-    A build that fails (a project without versions) is reported with its reason; its
-    failed export is kept, as export_create records it.
+    """Queue a zip export of each selected project the user may change (export_create
+    with queue=True): the worker builds it, and its page shows it running, then
+    completed or failed with the reason (a project without versions).
     """
 
     def export(project: Project) -> Export:
         # The admin's views let only a logged-in (staff) user in: never AnonymousUser.
         user = cast(User, request.user)
-        built = export_create(tenant=project.tenant_id, project=project, by=user)
-        if built.status != Export.Status.COMPLETED:
-            raise ValidationError(built.error_message or f"The export is {built.status}.")
-        return built
+        return export_create(tenant=project.tenant_id, project=project, by=user, queue=True)
 
-    modeladmin.apply_to_selection(request, queryset, export, "Exported projects")
+    modeladmin.apply_to_selection(request, queryset, export, "Exports queued")
 
 
 def export_size(export: Export) -> str:

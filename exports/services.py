@@ -38,10 +38,13 @@ from documents.selectors import latest_versions
 from exports import builders
 from exports.models import Export, ExportFormat, ExportStatus
 from tenancy.context import require_tenant, system_context, tenant_context
+from tenancy.jobs import defer_tenant_job
 from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
 
+# The worker's build task (exports.tasks), queued by name.
+BUILD_TASK = "exports.build"
 STORAGE_ALIAS = "exports"
 # Every export's file lives in its own folder, FOLDER_ROOT/<tenant_id>/<export_id>/.
 FOLDER_ROOT = "exports"
@@ -187,6 +190,7 @@ def export_create(
     format: str = ExportFormat.ZIP,
     by: User | None = None,
     ttl: timedelta | None = None,
+    queue: bool = False,
 ) -> Export:
     """Build an export of the latest version of each of the project's documents.
 
@@ -200,6 +204,11 @@ def export_create(
     transaction the steps are savepoints, visible to others only when the caller
     commits; if the caller rolls back, the row goes but the written file stays, and
     `purge_exports` sweeps it once it is older than ORPHAN_FILE_GRACE_SECONDS.
+
+    `queue=True` (the admin's action) builds it on the worker instead: the export comes
+    back pending, and its `exports.build` job is queued in the transaction that creates
+    it (both commit or neither). A build job whose worker died leaves it running; the
+    purge fails it after EXPORT_BUILD_LEASE_SECONDS, as for any build that died.
     """
     tenant_id = require_tenant(tenant, project=project)
     if format not in ExportFormat.values:
@@ -219,10 +228,28 @@ def export_create(
             export.expires_at = timezone.now() + ttl
         export.full_clean()
         export.save()  # created_at and a defaulted expires_at come back by RETURNING
+        if queue:
+            defer_tenant_job(BUILD_TASK, tenant_id, export_id=str(export.pk))
     logger.info(
         "export created",
         extra={"export_id": str(export.pk), "project_id": str(project.pk), "format": format},
     )
+    return export if queue else _build(export, project)
+
+
+def export_build(*, tenant: TenantRef, export_id: uuid.UUID) -> Export | None:
+    """Build the pending export `export_id` (the worker's exports.build); None when it is
+    gone (erased, purged). One no longer pending (built by an earlier attempt, failed by
+    the purge) is returned as it is.
+    """
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        export = Export.objects.filter(tenant_id=tenant_id, pk=export_id).first()
+        project = export.project if export is not None else None
+    if export is None or project is None:
+        return None
+    if export.status != ExportStatus.PENDING:
+        return export
     return _build(export, project)
 
 

@@ -31,25 +31,30 @@ JobFailed, fails the job at once.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from procrastinate import App, JobContext, PsycopgConnector, RetryDecision, RetryStrategy
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.django_connector import DjangoConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Job
 
-from core.db.connections import ensure_database_server
+from core.db.connections import ensure_database_server, owner_role_name, runtime_role_name
 from tenancy.context import job_scope, require_tenant, tenant_context
 from tenancy.models import TenantRef
 
 R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
 
 # Every job of this project goes to one queue: the worker serves it whole.
 QUEUE = "default"
@@ -157,6 +162,50 @@ def defer_tenant_job(
             return task.defer(tenant_id=str(tenant_id), **kwargs)
     except AlreadyEnqueued:
         return None
+
+
+# A system job's child process: Django on the worker's own database, then the command.
+_SYSTEM_COMMAND = """
+import sys
+
+import django
+
+django.setup()
+from django.conf import settings
+
+settings.DATABASES["default"]["NAME"] = sys.argv[1]
+from django.core.management import call_command
+
+call_command(*sys.argv[2:])
+"""
+
+
+def run_system_command(*command: str) -> str:
+    """Run the system job `manage.py <command>` (retention, audit_seal) as the worker's
+    child process, on the worker's database; what it printed. A failure is JobFailed
+    with the command's last lines; the next scheduled run tries again.
+
+    A child, not the worker's own thread: a system job logs in as the owner role
+    process-wide (core.db.connections.owner_connection, for its logged bypass), while
+    the worker's other threads run tenants' jobs, which must stay the runtime role.
+    The child needs what the cron line needs, DATABASE_OWNER_URL: a worker without it
+    (compose's, on purpose) skips the job and says so in its result, and the cron line
+    stays where that worker runs.
+    """
+    name = " ".join(command)
+    if owner_role_name() == runtime_role_name():
+        logger.info("system job skipped: no owner credentials", extra={"command": name})
+        return f"skipped: manage.py {name} needs DATABASE_OWNER_URL"
+    done = subprocess.run(  # noqa: S603 (our own interpreter and command, no shell)
+        [sys.executable, "-c", _SYSTEM_COMMAND, connection.settings_dict["NAME"], *command],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise JobFailed(f"manage.py {name} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout
 
 
 class QueueConnector(DjangoConnector):

@@ -5,6 +5,14 @@ the queue takes it back by itself. Every worker sends a heartbeat; this periodic
 puts the running jobs of a worker silent for WORKER_STALLED_SECONDS back in the queue,
 where another worker picks them up (the attempt counts). Each task then decides whether
 its work can be taken over (documents: once its processing lease has passed).
+
+Finished jobs stay in the queue's tables (with their events) until removed:
+queue.remove_finished_jobs, daily, removes those that succeeded (or were cancelled)
+WORKER_KEEP_FINISHED_JOBS_HOURS ago; failed jobs stay, to be looked at.
+
+tenancy.audit_seal seals the audit trail's committed events on AUDIT_SEAL_SCHEDULE
+(every minute), the system job `manage.py audit_seal` run as a child process
+(run_system_command).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from django.conf import settings
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
-from tenancy.jobs import QUEUE
+from tenancy.jobs import QUEUE, run_system_command
 
 logger = logging.getLogger(__name__)
 
@@ -40,3 +48,31 @@ async def retry_stalled_jobs(context: JobContext, timestamp: int) -> int:
         )
         await manager.retry_job(job)
     return len(stalled)
+
+
+REMOVE_FINISHED_TASK = "queue.remove_finished_jobs"
+
+
+# procrastinate's builtin remove_old_jobs takes no periodic timestamp: the same call here.
+@app.periodic(cron="15 3 * * *", periodic_id="daily")
+@app.task(
+    name=REMOVE_FINISHED_TASK, queue=QUEUE, pass_context=True, queueing_lock=REMOVE_FINISHED_TASK
+)
+async def remove_finished_jobs(context: JobContext, timestamp: int) -> None:
+    """Remove the jobs that succeeded or were cancelled WORKER_KEEP_FINISHED_JOBS_HOURS ago."""
+    await context.app.job_manager.delete_old_jobs(
+        nb_hours=int(settings.WORKER_KEEP_FINISHED_JOBS_HOURS),
+        queue=None,
+        include_failed=False,
+        include_cancelled=True,
+    )
+
+
+AUDIT_SEAL_TASK = "tenancy.audit_seal"
+
+
+@app.periodic(cron=settings.AUDIT_SEAL_SCHEDULE, periodic_id="audit_seal_schedule")
+@app.task(name=AUDIT_SEAL_TASK, queue=QUEUE, queueing_lock=AUDIT_SEAL_TASK)
+def audit_seal(timestamp: int) -> str:
+    """`manage.py audit_seal`: seal every chain's committed events."""
+    return run_system_command("audit_seal")

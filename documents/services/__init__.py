@@ -46,7 +46,13 @@ from documents.services.projects import (
 from documents.services.reingestion import ReingestResult, document_reingest
 from documents.services.sweep import documents_sweep_orphan_files
 from documents.services.templates import project_create_from_template, project_template_create
-from documents.services.uploads import INGEST_TASK, document_create, document_delete, document_queue
+from documents.services.uploads import (
+    INGEST_TASK,
+    document_create,
+    document_delete,
+    document_queue,
+    documents_queue_stranded,
+)
 from documents.services.versions import (
     VersionConflict,
     document_version_create,
@@ -76,6 +82,7 @@ __all__ = [
     "document_process",
     "document_queue",
     "document_reingest",
+    "documents_queue_stranded",
     "document_restrict",
     "document_unrestrict",
     "document_version_create",

@@ -8,17 +8,19 @@ import logging
 import mimetypes
 import os
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.files import delete_file, save_new_file
 from core.hashing import sha256_hex
 from core.ids import uuid7
+from core.models import TransactionNow
 from core.validators import validate_storable_arguments
 from documents.models import (
     Document,
@@ -26,7 +28,7 @@ from documents.models import (
 )
 from tenancy.context import require_tenant, tenant_context
 from tenancy.jobs import defer_tenant_job
-from tenancy.models import TenantRef, User
+from tenancy.models import Tenant, TenantRef, User
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +263,48 @@ def document_queue(*, tenant: TenantRef, document: Document) -> Document:
         _queue_ingestion(tenant_id, document)
     document.status = Document.Status.QUEUED
     return document
+
+
+def documents_queue_stranded() -> int:
+    """Queue the ingestion of every document left `queued` with no job behind it; how many.
+
+    Such a document waits for nothing: one migrated from the old `uploaded` status on a
+    live database, or one whose job was removed by hand. The worker's periodic
+    `documents.queue_stranded` runs this. A document must have been queued for
+    DOCUMENT_PROCESSING_LEASE_SECONDS first: its own job commits with it, so a younger
+    one is never mistaken for stranded between the two reads below.
+
+    Two queries, never a join: the queue's tables stay on the coordinator under Citus
+    while documents are distributed. First the documents a job waits or runs for, then
+    the queued documents of every tenant but those.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT args->>'document_id' FROM procrastinate_jobs "
+            "WHERE task_name = %s AND status IN ('todo', 'doing')",
+            [INGEST_TASK],
+        )
+        with_job = [row[0] for row in cursor.fetchall() if row[0]]
+    tenant_ids = list(Tenant.objects.values_list("pk", flat=True))
+    if not tenant_ids:
+        return 0
+    lease = timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
+    with tenant_context(*tenant_ids):
+        stranded = list(
+            Document.objects.filter(
+                status=Document.Status.QUEUED, updated_at__lt=TransactionNow() - lease
+            )
+            .exclude(pk__in=with_job)
+            .values_list("tenant_id", "pk")
+        )
+    for tenant_id, document_id in stranded:
+        logger.warning(
+            "queued document without a job queued again",
+            extra={"tenant_id": str(tenant_id), "document_id": str(document_id)},
+        )
+        with tenant_context(tenant_id):
+            _queue_ingestion(tenant_id, Document(pk=document_id, tenant_id=tenant_id))
+    return len(stranded)
 
 
 def document_delete(*, tenant: TenantRef, document: Document) -> None:

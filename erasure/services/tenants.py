@@ -60,6 +60,8 @@ RECEIPTS = ErasureReceipt._meta.db_table
 TENANTS = Tenant._meta.db_table
 ADMIN_HISTORY = LogEntry._meta.db_table
 FILES = "files"
+# The worker's queue (tenancy.jobs): a tenant's jobs carry its id in their arguments.
+QUEUE_JOBS = "procrastinate_jobs"
 
 # Every table of the public schema with a tenant_id column (a partitioned table once,
 # not its partitions), and the foreign keys between them (a key to a partitioned table
@@ -240,8 +242,9 @@ def erase_tenant(
 ) -> ErasureReceipt:
     """Erase the tenant named by `slug` (or given as `tenant`, a Tenant or its id): every
     row of it in every table, its row in `tenants`, its audit events, and, after the
-    commit, its files. Returns the receipt, written in the same transaction: the counts
-    per table (files under "files"), the SHA-256 recorded for each removed file, the
+    commit, its files; its jobs in the worker's queue too. Returns the receipt, written
+    in the same transaction: the counts per table (files under "files", the queue's jobs
+    under "procrastinate_jobs"), the SHA-256 recorded for each removed file, the
     slug's SHA-256, who asked; never any content.
 
     Bad input (neither or both of slug and tenant, no `requested_by`) and a tenant that
@@ -270,6 +273,7 @@ def erase_tenant(
         rows_touched = {ADMIN_HISTORY: _delete_admin_history(tenant_id, tables)}
         rows_touched |= {table: _delete(cursor, table, tenant_id) for table in tables}
         rows_touched[TENANTS] = _delete_tenant_row(cursor, tenant_id)
+        rows_touched[QUEUE_JOBS] = _delete_queue_jobs(cursor, tenant_id)
         _allow_audit_delete(cursor, tenant_id)
         rows_touched[TENANT_EVENTS] = _delete(cursor, TENANT_EVENTS, tenant_id)
         redact_events(rows=global_rows, tenant_id=tenant_id)
@@ -298,6 +302,21 @@ def erase_tenant(
         },
     )
     return receipt
+
+
+def _delete_queue_jobs(cursor: CursorWrapper, tenant_id: uuid.UUID) -> int:
+    """The tenant's jobs, whatever their status, with their events (ON DELETE CASCADE).
+
+    Their arguments name its documents; a waiting one would only find its tenant gone.
+    The queue has no tenant_id column (the catalog-driven deletes pass it by) and, under
+    Citus, stays on the coordinator, in the same transaction. A job a worker is running
+    now ends in an error when it tries to record its end, as it would for a cancelled one.
+    """
+    cursor.execute(
+        sql.SQL("DELETE FROM {} WHERE args->>'tenant_id' = %s").format(sql.Identifier(QUEUE_JOBS)),
+        [str(tenant_id)],
+    )
+    return cursor.rowcount
 
 
 def _delete_tenant_row(cursor: CursorWrapper, tenant_id: uuid.UUID) -> int:

@@ -234,3 +234,72 @@ def test_a_tenants_chunks_are_reembedded_by_the_worker(tenant_a, tenant_b, worke
     assert models(tenant_b, other) == {"hashing-v1"}
     wait_for(lambda: jobs(services.REEMBED_TASK)[0]["status"] == "succeeded", "done", worker)
     assert jobs(services.REEMBED_TASK)[0]["args"] == {"tenant_id": str(tenant_a.pk)}
+
+
+@pytest.mark.slow
+def test_a_queued_document_without_a_job_is_queued_again_and_becomes_ready(
+    tenant_a, worker_factory, settings
+):
+    # As a document migrated from the old `uploaded` status: queued, no job behind it.
+    document = services.document_create(tenant=tenant_a, title="Stranded", text=TEXT, queue=False)
+    waiting = services.document_create(tenant=tenant_a, title="Waiting", text=TEXT)
+    assert [job["args"]["document_id"] for job in jobs(services.INGEST_TASK)] == [str(waiting.pk)]
+    # Nothing is queued for a document younger than the lease (its job may be committing).
+    assert services.documents_queue_stranded() == 0
+    settings.DOCUMENT_PROCESSING_LEASE_SECONDS = 0
+    # The one with a waiting job keeps it alone; the stranded one gets its job.
+    assert services.documents_queue_stranded() == 1
+    assert services.documents_queue_stranded() == 0
+    clear_queue()
+    # Now through the worker's periodic sweep alone: neither has a job.
+    worker = worker_factory()
+    for each in (document, waiting):
+        status, attempts, error, chunks = wait_for(ended(tenant_a, each), "ready", worker)
+        assert (status, attempts, error) == (Document.Status.READY, 1, "")
+    assert "queued document without a job queued again" in worker.output()
+
+
+def test_the_queues_upkeep_tasks_are_scheduled():
+    from procrastinate.contrib.django import app
+
+    schedules = {
+        (periodic.task.name, periodic.cron)
+        for periodic in app.periodic_registry.periodic_tasks.values()
+    }
+    assert {
+        ("queue.retry_stalled_jobs", "* * * * * */10"),
+        ("documents.queue_stranded", "* * * * * */10"),
+        ("queue.remove_finished_jobs", "15 3 * * *"),
+        ("tenancy.audit_seal", "* * * * *"),
+        ("retention.enforce", "30 3 * * *"),
+    } <= schedules
+
+
+@pytest.mark.slow
+def test_finished_jobs_older_than_the_setting_are_removed_by_the_worker(tenant_a, worker_factory):
+    from django.db import connection
+    from procrastinate.contrib.django import app
+
+    old = services.document_create(tenant=tenant_a, title="Old", text=TEXT)
+    recent = services.document_create(tenant=tenant_a, title="Recent", text=TEXT)
+    worker = worker_factory(WORKER_KEEP_FINISHED_JOBS_HOURS="24")
+    for each in (old, recent):
+        wait_for(ended(tenant_a, each), "ready", worker)
+    wait_for(
+        lambda: [job["status"] for job in jobs(services.INGEST_TASK)] == ["succeeded"] * 2,
+        "both jobs succeeded",
+        worker,
+    )
+    old_job, recent_job = jobs(services.INGEST_TASK)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE procrastinate_events SET at = at - interval '25 hours' WHERE job_id = %s",
+            [old_job["id"]],
+        )
+    with transaction.atomic():
+        app.configure_task("queue.remove_finished_jobs").defer(timestamp=0)
+    wait_for(
+        lambda: [job["id"] for job in jobs(services.INGEST_TASK)] == [recent_job["id"]],
+        "the old job removed",
+        worker,
+    )

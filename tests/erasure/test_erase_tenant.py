@@ -139,6 +139,8 @@ def test_erasing_a_tenant_removes_every_canary_of_it_and_none_of_the_other(
     touched = dict(stored.rows_touched)
     assert touched.pop("files") == 2  # the ingested document's, the export's
     assert touched.pop("django_admin_log") == 1  # the project's change in the admin
+    # Its rows were made without the worker's queue: no job (test_the_tenants_jobs_...).
+    assert touched.pop("procrastinate_jobs") == 0
     # Every table with the tenant's rows, as many as there were; the audit events with
     # those the erasure's own deletes wrote.
     assert touched.pop("audit_events") > erased_counts.pop("audit_events")
@@ -415,3 +417,25 @@ def test_a_writer_of_the_tenant_that_commits_after_the_erasure_is_refused(
         assert not Project.objects.filter(pk=project.pk).exists()
         assert not Tenant.objects.filter(pk=tenant_a.pk).exists()
     assert Tenant.objects.filter(pk=tenant_b.pk).exists()
+
+
+def test_the_tenants_jobs_in_the_queue_are_erased_and_counted(tenant_a, tenant_b):
+    from documents.services import INGEST_TASK, document_create
+    from tests.worker import clear_queue, jobs
+
+    clear_queue()
+    for tenant in (tenant_a, tenant_a, tenant_b):
+        document_create(tenant=tenant, title="Queued", text="some words")
+    done = jobs(INGEST_TASK)[0]
+    with connection.cursor() as cursor:
+        # A finished job (with its events) goes as well as the waiting ones.
+        cursor.execute(
+            "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", [done["id"]]
+        )
+    receipt = erase_tenant(tenant=tenant_a, requested_by="ops")
+    assert receipt.rows_touched["procrastinate_jobs"] == 2
+    assert [job["args"]["tenant_id"] for job in jobs()] == [str(tenant_b.pk)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM procrastinate_events WHERE job_id = %s", [done["id"]])
+        assert cursor.fetchone()[0] == 0
+    clear_queue()

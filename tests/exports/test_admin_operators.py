@@ -11,10 +11,11 @@ from django.contrib.messages import get_messages
 from documents.models import DocumentVersion, Project
 from documents.services import document_version_create, project_create, project_soft_delete
 from exports.models import Export
-from exports.services import export_create
+from exports.services import BUILD_TASK, export_build, export_create
 from tenancy.context import tenant_context
 from tests.admin_helpers import admin_url, logged_in
 from tests.factories import make_member
+from tests.worker import jobs
 
 pytestmark = pytest.mark.usefixtures("file_storages")
 
@@ -47,13 +48,18 @@ def export_action(client, *projects):
 # --- The projects' "export" action ----------------------------------------------------------
 
 
-def test_the_action_builds_a_completed_export(client, alice, project):
+def test_the_action_queues_an_export_that_the_worker_builds(client, alice, project):
     response = export_action(logged_in(client, alice), project)
     assert response.status_code == 200
     [export] = exports_of(project)
-    assert (export.status, export.format, export.created_by_id) == ("completed", "zip", alice.pk)
-    assert export.manifest["project_name"] == "Apollo"
-    assert "Exported projects: 1." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert (export.status, export.format, export.created_by_id) == ("pending", "zip", alice.pk)
+    assert "Exports queued: 1." in [str(m) for m in get_messages(response.wsgi_request)]
+    [job] = jobs(BUILD_TASK)
+    assert job["args"] == {"tenant_id": str(project.tenant_id), "export_id": str(export.pk)}
+    # What the worker's job runs (a real worker: tests/exports/test_export_worker.py).
+    built = export_build(tenant=project.tenant_id, export_id=export.pk)
+    assert built.status == "completed"
+    assert built.manifest["project_name"] == "Apollo"
 
 
 def test_the_action_reports_a_project_that_cannot_be_exported(
@@ -62,13 +68,17 @@ def test_the_action_reports_a_project_that_cannot_be_exported(
     project_soft_delete(tenant=tenant_a, project=project)
     response = export_action(logged_in(client, alice), project, empty_project)
     messages = [str(m) for m in get_messages(response.wsgi_request)]
-    assert "Exported projects: 0." in messages
+    assert "Exports queued: 1." in messages
     refused = next(message for message in messages if message.startswith("Refused: "))
     assert 'Apollo: The project "Apollo" was deleted; it takes no new exports.' in refused
-    assert "Empty: The project has no document versions to export." in refused
     assert exports_of(project) == []
-    # export_create records the failed build of the empty project, as it does elsewhere.
-    assert [export.status for export in exports_of(empty_project)] == ["failed"]
+    # The empty project's export is queued, and its build fails saying why.
+    [export] = exports_of(empty_project)
+    failed = export_build(tenant=tenant_a, export_id=export.pk)
+    assert (failed.status, failed.error_message) == (
+        "failed",
+        "The project has no document versions to export.",
+    )
 
 
 def test_a_viewer_is_not_offered_the_action(client, tenant_a, project):
