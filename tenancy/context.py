@@ -270,7 +270,7 @@ def _refuse_other_user(previous: dict[str, str], user_id: str | None) -> None:
 @dataclass(frozen=True)
 class _Job:
     actor: str
-    tenant_id: uuid.UUID
+    tenant_ids: frozenset[uuid.UUID]
 
 
 # The background job running in this thread (tenancy.jobs.tenant_task), if any.
@@ -278,35 +278,43 @@ _current_job: ContextVar[_Job | None] = ContextVar("current_job", default=None)
 
 
 @contextmanager
-def job_scope(name: str, tenant: TenantRef) -> Iterator[uuid.UUID]:
-    """The block is the job `name` of `tenant`: its tenant contexts are limited to it.
+def job_scope(name: str, *tenants: TenantRef) -> Iterator[list[uuid.UUID]]:
+    """The block is the job `name` of `tenants` (a tenant's job: one): its tenant contexts
+    are limited to them and see them whole.
 
     Every tenant_context opened inside says who acts, `job:<name>`, for the audit trail
     (app.actor is transaction-scoped, so each transaction of the job carries it), and
     one for another tenant raises PermissionDenied, as inside a request's locked scope:
-    a job's arguments cannot take it to a tenant it was not queued for.
+    a job's arguments cannot take it to a tenant it was not queued for. Without a user
+    of its own the job sees its tenants' restricted rows too, as their owners do: the
+    work was queued by someone allowed to ask for it (an upload into a restricted
+    project is ingested like any other), and a job has no member's view to keep.
     """
     if not name:
         raise ValueError("job_scope needs the job's name; it is audited")
-    tenant_id = _as_uuid(tenant)
-    token = _current_job.set(_Job(JOB_ACTOR_PREFIX + name, tenant_id))
+    if not tenants:
+        raise ValueError("job_scope needs the job's tenant")
+    ids = normalize_tenant_ids(tenants)
+    token = _current_job.set(_Job(JOB_ACTOR_PREFIX + name, frozenset(ids)))
     try:
-        yield tenant_id
+        yield ids
     finally:
         _current_job.reset(token)
 
 
 def _job_values(ids: list[uuid.UUID]) -> dict[str, str]:
-    """The running job's actor; PermissionDenied for tenants other than the job's."""
+    """The running job's actor and full access; PermissionDenied for other tenants."""
     job = _current_job.get()
     if job is None:
         return {}
-    outside = sorted(str(pk) for pk in ids if pk != job.tenant_id)
+    outside = sorted(str(pk) for pk in ids if pk not in job.tenant_ids)
     if outside:
         raise PermissionDenied(
-            f"the job {job.actor} runs for tenant {job.tenant_id}, not {', '.join(outside)}"
+            f"the job {job.actor} runs for tenants {', '.join(sorted(map(str, job.tenant_ids)))}"
+            f", not {', '.join(outside)}"
         )
-    return {ACTOR_SETTING: job.actor}
+    # A tenant_context with a user replaces it with that user's (tenant_scope).
+    return {ACTOR_SETTING: job.actor, FULL_ACCESS_SETTING: _ids_text(ids)}
 
 
 def _ids_text(ids: list[uuid.UUID]) -> str:

@@ -26,7 +26,7 @@ from documents.models import (
     Document,
     Project,
 )
-from tenancy.context import require_tenant, tenant_context
+from tenancy.context import job_scope, require_tenant, tenant_context
 from tenancy.jobs import defer_tenant_job
 from tenancy.models import Tenant, TenantRef, User
 
@@ -289,7 +289,8 @@ def documents_queue_stranded() -> int:
     if not tenant_ids:
         return 0
     lease = timedelta(seconds=settings.DOCUMENT_PROCESSING_LEASE_SECONDS)
-    with tenant_context(*tenant_ids):
+    # As the worker's job: every tenant seen whole, restricted documents included.
+    with job_scope("documents.queue_stranded", *tenant_ids), tenant_context(*tenant_ids):
         stranded = list(
             Document.objects.filter(
                 status=Document.Status.QUEUED, updated_at__lt=TransactionNow() - lease

@@ -303,3 +303,40 @@ def test_finished_jobs_older_than_the_setting_are_removed_by_the_worker(tenant_a
         "the old job removed",
         worker,
     )
+
+
+@pytest.mark.slow
+def test_documents_of_a_restricted_project_are_ingested_and_swept_like_any_other(
+    tenant_a, alice, worker_factory, settings
+):
+    """A job has no member's view: it sees its tenant whole (tenancy.context.job_scope),
+    so an upload into a restricted project is ingested, and one stranded there is found
+    by the sweep, although a context without a user sees neither."""
+    project = services.project_create(tenant=tenant_a, name="Merger", by=alice)
+    services.project_restrict(tenant=tenant_a, project=project, by=alice)
+    # Uploaded as the owner (a request's context is its user's).
+    with tenant_context(tenant_a, user=alice):
+        uploaded = services.document_create(
+            tenant=tenant_a, project=project, title="Terms", text=TEXT, by=alice
+        )
+        stranded = services.document_create(
+            tenant=tenant_a, project=project, title="Letter", text=TEXT + "eleven", queue=False
+        )
+    with tenant_context(tenant_a):
+        assert not Document.objects.filter(pk__in=[uploaded.pk, stranded.pk]).exists()
+    settings.DOCUMENT_PROCESSING_LEASE_SECONDS = 0
+    assert services.documents_queue_stranded() == 1
+    worker = worker_factory()
+
+    def ended_as_owner(document):
+        def check():
+            with tenant_context(tenant_a, user=alice):
+                row = Document.objects.get(pk=document.pk)
+                chunks = Chunk.objects.filter(document_id=document.pk).count()
+            return (row.status, chunks) if row.status in ("ready", "failed") else None
+
+        return check
+
+    for document in (uploaded, stranded):
+        status, chunks = wait_for(ended_as_owner(document), "ready", worker)
+        assert status == Document.Status.READY and chunks > 0
