@@ -350,6 +350,10 @@ EMBEDDER = {
     "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
 }
 
+# The search log (documents.search, docs/security.md "The search log"): keep each query's
+# text, or (false) only its SHA-256.
+SEARCH_LOG_QUERY_TEXT = env.bool("SEARCH_LOG_QUERY_TEXT", default=True)
+
 # Knowledge ingestion: chunk size and overlap, in tokens (runs of non-space characters).
 CHUNK_SIZE_TOKENS = env.int("CHUNK_SIZE_TOKENS", default=200)
 CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)

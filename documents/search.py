@@ -1,36 +1,55 @@
 """Retrieval over chunks: semantic (HNSW), full-text and hybrid search, and the planner
 tuning that keeps a tenant's kNN query both fast and complete under row-level security.
 
-`chunk_search` runs inside `tenant_context(tenant)` itself and returns rows.
+`chunk_search` runs inside `tenant_context(tenant)` itself and returns rows; each search
+is written to the search log (search_queries, `_log_search`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db import connections, router
+from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Expression, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
+from django.db.models import (
+    Expression,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Model,
+    Q,
+    QuerySet,
+    UUIDField,
+    Value,
+)
 from pgvector.django import CosineDistance
 
 from core.db.backend.base import DatabaseWrapper
 from core.db.connections import begins_transaction
+from core.db.replicas import unpinned_write
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
-from documents.models import SEARCH_CONFIG, Chunk, Document, Project
+from documents.models import SEARCH_CONFIG, Chunk, Document, Project, SearchMode
+from documents.models import SearchQuery as LoggedSearch  # not the tsquery above
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
 
-SEARCH_MODES = ("semantic", "fulltext", "hybrid")
+logger = logging.getLogger(__name__)
+
+SEARCH_MODES = tuple(SearchMode.values)
 SEARCH_MAX_K = 1000
 # Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (60 + rank).
 RRF_K = 60
@@ -379,6 +398,7 @@ def chunk_search(
     documents: Sequence[Document | uuid.UUID] | None = None,
     embedder: Embedder | None = None,
     user: User | None = None,
+    execution: Model | uuid.UUID | None = None,
 ) -> list[SearchResult]:
     """The tenant's k chunks most relevant to `query`, best first.
 
@@ -392,9 +412,17 @@ def chunk_search(
     the chunks of restricted documents (and of restricted projects' documents) are
     searched only where `user` may see them, and the k results come from what they may
     see (without a user, and outside a request, unrestricted chunks only).
+
+    Every search is logged in search_queries (`_log_search`): the user of the tenant
+    context (`user`, or a request's), `execution` (an agent execution, or its id) when
+    an agent searched, the mode, the query (or only its SHA-256, SEARCH_LOG_QUERY_TEXT),
+    k, the latency and the chunk ids returned. A log that cannot be written is a
+    warning, never the search's failure.
     """
+    started = time.perf_counter()
     _validate_search(query, k, mode)
     tenant_id = require_tenant(tenant, project=project)
+    execution_id = _execution_id(execution, tenant_id)
     if documents is not None and any(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
@@ -435,6 +463,17 @@ def chunk_search(
                 member=user is not None,
             )
             rows = _fuse([semantic, text], k)
+        _log_search(
+            tenant_id,
+            execution_id=execution_id,
+            mode=mode,
+            query=query,
+            # What chunk_search's `filters` argument receives, once it has one.
+            filters={},
+            k=k,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            chunk_ids=[row[0] for row in rows],
+        )
     return [
         SearchResult(
             chunk_id=chunk_id,
@@ -447,3 +486,75 @@ def chunk_search(
         )
         for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
     ]
+
+
+# The search log -----------------------------------------------------------------------
+
+
+def _execution_id(execution: Model | uuid.UUID | None, tenant_id: uuid.UUID) -> uuid.UUID | None:
+    """The id of the agent execution a search is made for (a row, or its id), checked to be
+    of the tenant when a row is given; documents does not import agents, so any row with
+    a UUID `pk` and `tenant_id` is taken for one."""
+    if execution is None:
+        return None
+    execution_id = execution if isinstance(execution, uuid.UUID) else getattr(execution, "pk", None)
+    if not isinstance(execution_id, uuid.UUID):
+        raise ValidationError({"execution": "An agent execution, or its id (a UUID)."})
+    if getattr(execution, "tenant_id", tenant_id) != tenant_id:
+        raise ValidationError({"execution": "The execution belongs to another tenant."})
+    return execution_id
+
+
+class _CurrentUserId(Func):
+    """The user of the transaction's tenant context (app.user_id; NULL without one)."""
+
+    function = "app_current_user_id"
+    template = "%(function)s()"
+    output_field = UUIDField()
+
+
+def _log_search(
+    tenant_id: uuid.UUID,
+    *,
+    execution_id: uuid.UUID | None,
+    mode: str,
+    query: str,
+    filters: dict,
+    k: int,
+    latency_ms: float,
+    chunk_ids: list[uuid.UUID],
+) -> None:
+    """Write one search_queries row, inside the search's tenant context.
+
+    On the primary (writes always are, core.db.replicas), in the transaction of the
+    tenant context, whose settings give the row its tenant and user: a search whose
+    chunks were read on a replica writes nothing there. The insert runs in a savepoint:
+    when it fails (a read-only transaction of the caller's, a missing month partition,
+    a lock or statement timeout) the savepoint is rolled back, the caller's transaction
+    goes on and the search returns its results; the failure is logged as a warning. It
+    does not pin the unit of work's later reads to the primary (unpinned_write): nothing
+    the request reads depends on its own log row. Inside a caller's transaction the row
+    commits or rolls back with it.
+    """
+    keep_text = settings.SEARCH_LOG_QUERY_TEXT
+    entry = LoggedSearch(
+        tenant_id=tenant_id,
+        user_id=_CurrentUserId(),
+        execution_id=execution_id,
+        mode=mode,
+        query=query if keep_text else "",
+        query_sha256=sha256_hex(query),
+        filters=filters,
+        k=k,
+        latency_ms=latency_ms,
+        chunk_ids=chunk_ids,
+    )
+    try:
+        with unpinned_write(), transaction.atomic(using=router.db_for_write(LoggedSearch)):
+            entry.save(force_insert=True)
+    except DatabaseError as error:
+        logger.warning(
+            "search log not written: %s",
+            error,
+            extra={"tenant_id": str(tenant_id), "mode": mode},
+        )

@@ -1,4 +1,5 @@
-"""Reads of projects, document versions and templates (search over chunks: documents.search).
+"""Reads of projects, document versions, templates and chunks' search hits (search over
+chunks: documents.search).
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set (a request, or the
@@ -15,9 +16,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from documents.models import (
+    Chunk,
     DocumentVersion,
     Project,
     ProjectTemplate,
+    SearchQuery,
 )
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef
@@ -179,3 +182,35 @@ def templates_find(
         if complexity:
             templates = templates.filter(complexity=complexity)
         return list(templates.order_by("name", "id"))
+
+
+# A chunk's hits in the search log -----------------------------------------------------
+
+CHUNK_HITS_LATEST = 10
+
+
+@dataclass(frozen=True)
+class ChunkHits:
+    """How many logged searches returned a chunk, and the latest of them, newest first."""
+
+    count: int
+    latest: list[SearchQuery]
+
+
+def chunk_hits(*, tenant: TenantRef, chunk: Chunk, latest: int = CHUNK_HITS_LATEST) -> ChunkHits:
+    """The chunk's hits: the searches of the log (search_queries) that returned it.
+
+    Counted from the log itself through search_queries_chunk_ids_gin (chunk_ids @>
+    ARRAY[id]), not kept on the chunk: a counter there would rewrite the chunk's row
+    (and its HNSW index entry's heap tuple, and an audit event) on every search. The
+    count is what the log still holds: retention and erasure shorten it.
+    """
+    tenant_id = require_tenant(tenant, chunk=chunk)
+    if isinstance(latest, bool) or not isinstance(latest, int) or not 0 <= latest <= 100:
+        raise ValidationError({"latest": "A whole number from 0 to 100."})
+    with tenant_context(tenant_id):
+        hits = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__contains=[chunk.pk])
+        return ChunkHits(
+            count=hits.count(),
+            latest=list(hits.defer("chunk_ids", "filters").order_by("-id")[:latest]),
+        )

@@ -265,6 +265,19 @@ def unit_of_work(*, read_only: bool = False, on_primary: bool = False) -> Iterat
         routing.pinned, routing.read_only = saved
 
 
+@contextmanager
+def unpinned_write() -> Iterator[None]:
+    """A write the unit of work never reads back (the search log, documents.search): it
+    leaves the pin as it was, so the reads after it may still go to a replica. Writes
+    themselves always go to the primary."""
+    routing = _routing()
+    pinned = routing.pinned
+    try:
+        yield
+    finally:
+        routing.pinned = pinned
+
+
 class ReplicaRoutingMiddleware:
     """Each request is a unit of work: GET and HEAD may read on a replica, posts may not."""
 

@@ -1,0 +1,177 @@
+"""The search log (search_queries): every chunk_search leaves one row; chunks' hits."""
+
+import logging
+import uuid
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from core.hashing import sha256_hex
+from documents import search, services
+from documents.models import Document, SearchQuery
+from documents.selectors import chunk_hits
+from tenancy.context import tenant_context
+from tests.factories import make_member
+
+pytestmark = pytest.mark.usefixtures("file_storages")
+
+TEXTS = [
+    "The billing service charges invoices to customers every month.",
+    "Kubernetes deployment rolls containers out across the cluster nodes.",
+    "Vector embeddings power semantic retrieval of document chunks.",
+]
+
+
+@pytest.fixture
+def corpus(tenant_a):
+    documents = [
+        services.document_ingest(tenant=tenant_a, title=text[:20], text=text) for text in TEXTS
+    ]
+    assert {d.status for d in documents} == {Document.Status.READY}
+    return documents
+
+
+def logged(tenant) -> list[SearchQuery]:
+    with tenant_context(tenant):
+        return list(SearchQuery.objects.order_by("id"))
+
+
+@pytest.mark.parametrize("mode", search.SEARCH_MODES)
+def test_every_mode_logs_one_row_with_what_was_asked_and_returned(tenant_a, corpus, mode):
+    results = search.chunk_search(tenant=tenant_a, query="billing invoices", k=2, mode=mode)
+    [entry] = logged(tenant_a)
+    assert (entry.tenant_id, entry.mode, entry.k, entry.filters) == (tenant_a.pk, mode, 2, {})
+    assert entry.query == "billing invoices"
+    assert entry.query_sha256 == sha256_hex("billing invoices")
+    assert entry.chunk_ids == [result.chunk_id for result in results] != []
+    assert entry.user_id is None and entry.execution_id is None
+    assert 0 < entry.latency_ms < 60_000
+
+
+def test_a_search_that_finds_nothing_is_logged_too(tenant_a, corpus):
+    assert search.chunk_search(tenant=tenant_a, query="zeppelin", mode="fulltext") == []
+    [entry] = logged(tenant_a)
+    assert entry.chunk_ids == []
+
+
+def test_hash_only_setting_stores_no_text(tenant_a, corpus, settings):
+    settings.SEARCH_LOG_QUERY_TEXT = False
+    search.chunk_search(tenant=tenant_a, query="secret billing plan", mode="hybrid")
+    [entry] = logged(tenant_a)
+    assert entry.query == ""
+    assert entry.query_sha256 == sha256_hex("secret billing plan")
+    with tenant_context(tenant_a), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM search_queries WHERE strpos(search_queries::text, %s) > 0",
+            ["secret billing plan"],
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def test_a_members_search_logs_the_member(tenant_a, corpus):
+    viewer = make_member(tenant_a, "viewer@example.com", role="viewer")
+    search.chunk_search(tenant=tenant_a, query="kubernetes", user=viewer)
+    [entry] = logged(tenant_a)
+    assert entry.user_id == viewer.pk
+
+
+def test_the_user_of_an_enclosing_context_is_logged(tenant_a, corpus):
+    """A request's user (its tenant context), when the call names none."""
+    editor = make_member(tenant_a, "editor@example.com", role="editor")
+    with tenant_context(tenant_a, user=editor):
+        search.chunk_search(tenant=tenant_a, query="kubernetes", mode="fulltext")
+    [entry] = logged(tenant_a)
+    assert entry.user_id == editor.pk
+
+
+def test_an_agent_execution_is_recorded(tenant_a, corpus):
+    run_id = uuid.uuid4()
+    search.chunk_search(tenant=tenant_a, query="embeddings", execution=run_id)
+    [entry] = logged(tenant_a)
+    assert (entry.execution_id, entry.user_id) == (run_id, None)
+
+
+def test_a_bad_execution_is_refused_naming_it_and_nothing_is_logged(tenant_a, tenant_b, corpus):
+    with pytest.raises(ValidationError) as refused:
+        search.chunk_search(tenant=tenant_a, query="embeddings", execution="not-a-run")  # type: ignore[arg-type]
+    assert "execution" in refused.value.message_dict
+    # A row of another tenant (any row with a pk and a tenant_id stands for a run here).
+    with pytest.raises(ValidationError) as refused:
+        search.chunk_search(
+            tenant=tenant_a,
+            query="embeddings",
+            execution=corpus[0].__class__(id=uuid.uuid4(), tenant_id=tenant_b.pk),
+        )
+    assert "another tenant" in str(refused.value.message_dict["execution"])
+    assert logged(tenant_a) == []
+
+
+def test_another_tenant_sees_none_of_the_log(tenant_a, tenant_b, corpus):
+    search.chunk_search(tenant=tenant_a, query="billing")
+    assert len(logged(tenant_a)) == 1
+    assert logged(tenant_b) == []
+    # Outside any tenant context, row-level security shows nothing.
+    assert not SearchQuery.objects.exists()
+    with tenant_context(tenant_b), pytest.raises(Exception, match="row-level security"):
+        with transaction.atomic():
+            SearchQuery.objects.create(
+                tenant_id=tenant_a.pk,
+                mode="semantic",
+                query_sha256=sha256_hex(""),
+                k=1,
+                latency_ms=0,
+            )
+
+
+def test_chunk_hits_count_the_searches_that_returned_the_chunk(tenant_a, tenant_b, corpus):
+    for query in ("billing invoices", "billing customers", "kubernetes cluster"):
+        search.chunk_search(tenant=tenant_a, query=query, k=1, mode="fulltext")
+    with tenant_context(tenant_a):
+        billing = corpus[0].chunks.get()
+        kubernetes = corpus[1].chunks.get()
+        never = corpus[2].chunks.get()
+    hits = chunk_hits(tenant=tenant_a, chunk=billing)
+    assert hits.count == 2
+    assert [entry.query for entry in hits.latest] == ["billing customers", "billing invoices"]
+    assert chunk_hits(tenant=tenant_a, chunk=kubernetes).count == 1
+    assert chunk_hits(tenant=tenant_a, chunk=never) == search_hits_none()
+    assert len(chunk_hits(tenant=tenant_a, chunk=billing, latest=1).latest) == 1
+    with pytest.raises(ValidationError, match="latest"):
+        chunk_hits(tenant=tenant_a, chunk=billing, latest=-1)
+    with pytest.raises(Exception):  # noqa: B017 (require_tenant's refusal)
+        chunk_hits(tenant=tenant_b, chunk=billing)
+
+
+def search_hits_none():
+    from documents.selectors import ChunkHits
+
+    return ChunkHits(count=0, latest=[])
+
+
+def test_a_log_that_cannot_be_written_fails_neither_the_search_nor_the_transaction(
+    tenant_a, corpus, caplog
+):
+    """The caller's transaction is read-only: the insert fails in its savepoint, the
+    search returns its results and the transaction is still usable."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        with caplog.at_level(logging.WARNING, logger="documents.search"):
+            results = search.chunk_search(tenant=tenant_a, query="billing", mode="hybrid")
+        assert results and results[0].document_id == corpus[0].pk
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+    assert "search log not written" in caplog.text
+    assert "read-only transaction" in caplog.text
+    assert logged(tenant_a) == []
+
+
+def test_a_log_row_goes_with_the_callers_transaction(tenant_a, corpus):
+    """Inside a caller's transaction the row commits or rolls back with it."""
+    with pytest.raises(RuntimeError), transaction.atomic():
+        search.chunk_search(tenant=tenant_a, query="billing")
+        assert len(logged(tenant_a)) == 1
+        raise RuntimeError("the caller gives up")
+    assert logged(tenant_a) == []
