@@ -60,8 +60,8 @@ def execution_partitions_ensure(
     *, ahead: int, now: datetime | None = None, dry_run: bool = False
 ) -> list[str]:
     """Create the partitions of agent_executions, the audit trail and the search log from
-    this month to `ahead` months on; the new ones. The audit trail's new months are append-only for the
-    runtime role like the others (core.db.roles.revoke_append_only_writes).
+    this month to `ahead` months on; the new ones. The audit trail's new months are
+    append-only for the runtime role like the others (core.db.roles.revoke_append_only_writes).
 
     Idempotent. As the owner (system_context): only the owner may create partitions. A
     dry run creates them in a transaction it rolls back (core.jobs.rolled_back_on_dry_run).
