@@ -678,5 +678,30 @@ class SearchQuery(TenantOwnedModel):
             ),
         ]
 
+        triggers = [
+            *TenantOwnedModel.Meta.triggers,
+            # A log is a record: only the query text may change, and only to empty (an
+            # erasure's redaction), and the user only to NULL (the users key's SET NULL).
+            pgtrigger.Trigger(
+                name="search_queries_immutable",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition(
+                    "NEW.query <> '' AND NEW.query IS DISTINCT FROM OLD.query "
+                    "OR NEW.user_id IS NOT NULL AND NEW.user_id IS DISTINCT FROM OLD.user_id "
+                    "OR ROW(OLD.tenant_id, OLD.execution_id, OLD.mode, OLD.query_sha256, "
+                    "OLD.filters, OLD.k, OLD.latency_ms, OLD.chunk_ids, OLD.created_at) "
+                    "IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.mode, "
+                    "NEW.query_sha256, NEW.filters, NEW.k, NEW.latency_ms, NEW.chunk_ids, "
+                    "NEW.created_at)"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'search query % is a record: only its text may be "
+                    "erased and its user cleared', OLD.id "
+                    "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
+                ),
+            ),
+        ]
+
     def __str__(self) -> str:
         return f"{self.mode} search of {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -21,6 +21,7 @@ from documents.models import (
     DocumentVersion,
     Project,
     ProjectAccess,
+    SearchQuery,
 )
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
@@ -137,6 +138,21 @@ def _chunk(b: _Build):
         token_count=3,
         embedding=VECTOR,
         embedding_model="test-embedder",
+    )
+
+
+def _search_query(b: _Build):
+    query = f"Where is {b.label}"
+    return SearchQuery.objects.create(
+        tenant=b.tenant,
+        user=b.by,
+        mode="hybrid",
+        query=query,
+        query_sha256=sha256_hex(query),
+        filters={"topic": b.label},
+        k=10,
+        latency_ms=4.2,
+        chunk_ids=[b[Chunk].pk],
     )
 
 
@@ -357,6 +373,7 @@ TENANT_ROW_BUILDERS = {
     "documents.Chunk": _chunk,
     "documents.ProjectAccess": _project_access,
     "documents.DocumentAccess": _document_access,
+    "documents.SearchQuery": _search_query,
     "documents.ProjectTemplate": _template,
     "agents.AgentExecution": _execution,
     "agents.ExecutionIdempotencyKey": _idempotency_key,

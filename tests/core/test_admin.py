@@ -28,7 +28,7 @@ from agents.models import (
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection
 from core.ids import uuid7
-from documents.models import Chunk, Document, DocumentVersion, Project
+from documents.models import Chunk, Document, DocumentVersion, Project, SearchQuery
 from erasure.models import ErasureReceipt
 from exports.models import Export
 from retention.models import RetentionRun
@@ -74,6 +74,7 @@ NOT_ADDABLE = {
     RetentionRun,  # written by `manage.py retention` only
     ErasureReceipt,  # written by the erasures only
     AuditChainAnchor,  # written by the retention job's cuts only
+    SearchQuery,  # written by documents.search only
 }
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [
@@ -85,6 +86,7 @@ BIG_TABLES = [
     ExecutionError,
     AuditEvent,
     GlobalAuditEvent,
+    SearchQuery,
 ]
 
 

@@ -249,6 +249,16 @@ class Rows:
                 "hash": "0" * 64,
                 "cut_at": STARTED,
             },
+            "search_queries": lambda: {
+                "tenant_id": tenant_id,
+                "mode": "hybrid",
+                "query": f"query {n}",
+                "query_sha256": sha(f"query {n}"),
+                "filters": "{}",
+                "k": 10,
+                "latency_ms": 1.5,
+                "chunk_ids": "{}",
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -423,6 +433,19 @@ BAD_ROWS = [
         "execution_sources_erased_empty",
         "execution_sources",
         {"content": "x", "chunk_sha256": sha("y"), "erased_at": STARTED},
+    ),
+    BadRow("search_queries_mode_valid", "search_queries", {"mode": "vector"}),
+    BadRow("search_queries_k_gte_1", "search_queries", {"k": 0}),
+    BadRow("search_queries_latency_gte_0", "search_queries", {"latency_ms": -0.5}),
+    BadRow(
+        "search_queries_query_sha256_hex",
+        "search_queries",
+        {"query": "", "query_sha256": sha("x").upper()},
+    ),
+    BadRow(
+        "search_queries_query_sha256_matches",
+        "search_queries",
+        {"query": "x", "query_sha256": sha("y")},
     ),
     BadRow("conversation_messages_role_valid", "conversation_messages", {"role": "bot"}),
     BadRow("conversation_messages_position_gte_1", "conversation_messages", {"position": 0}),
@@ -647,6 +670,7 @@ TOUCH = {
     "retention_policies": ("exports_days", 30),
     "retention_runs": ("dry_run", True),
     "audit_chain_anchors": ("hash", "1" * 64),
+    "search_queries": ("query", ""),  # the one change of its text its immutability allows
 }
 
 

@@ -9,9 +9,10 @@ from django.db import connection, transaction
 
 from core.hashing import sha256_hex
 from documents import search, services
-from documents.models import Document, SearchQuery
+from documents.models import Chunk, Document, SearchQuery
 from documents.selectors import chunk_hits
 from tenancy.context import tenant_context
+from tests.admin_helpers import admin_url, logged_in
 from tests.factories import make_member
 
 pytestmark = pytest.mark.usefixtures("file_storages")
@@ -175,3 +176,47 @@ def test_a_log_row_goes_with_the_callers_transaction(tenant_a, corpus):
         assert len(logged(tenant_a)) == 1
         raise RuntimeError("the caller gives up")
     assert logged(tenant_a) == []
+
+
+# The admin ------------------------------------------------------------------------------
+
+
+def test_owners_read_the_log_filtered_by_mode_user_and_chunk(client, tenant_a, corpus):
+    owner = make_member(tenant_a, "owner@example.com", is_staff=True)
+    viewer = make_member(tenant_a, "viewer@example.com", role="viewer")
+    search.chunk_search(tenant=tenant_a, query="billing invoices", mode="fulltext", k=1)
+    [found] = search.chunk_search(
+        tenant=tenant_a, query="kubernetes deployment cluster", mode="semantic", k=1, user=viewer
+    )
+    assert found.document_id == corpus[1].pk
+    with tenant_context(tenant_a):
+        billing = corpus[0].chunks.get()
+    logged_in(client, owner)
+    url = admin_url(SearchQuery, "changelist")
+
+    page = client.get(url).content.decode()
+    assert "billing invoices" in page and "kubernetes deployment cluster" in page
+    by_mode = client.get(url, {"mode__exact": "fulltext"}).content.decode()
+    assert "billing invoices" in by_mode and "kubernetes deployment cluster" not in by_mode
+    by_user = client.get(url, {"user": "viewer@example.com"}).content.decode()
+    assert "kubernetes deployment cluster" in by_user and "billing invoices" not in by_user
+    by_chunk = client.get(url, {"chunk": str(billing.pk)}).content.decode()
+    assert "billing invoices" in by_chunk and "kubernetes deployment cluster" not in by_chunk
+    [entry] = [e for e in logged(tenant_a) if e.mode == "fulltext"]
+    entry_page = client.get(admin_url(SearchQuery, "change", entry.pk))
+    assert entry_page.status_code == 200
+    assert admin_url(Chunk, "change", billing.pk) in entry_page.content.decode()
+    assert b'name="_save"' not in entry_page.content
+
+
+def test_a_viewer_may_not_read_the_log_but_sees_a_chunks_hits(client, tenant_a, corpus):
+    viewer = make_member(tenant_a, "viewer@example.com", role="viewer", is_staff=True)
+    for _ in range(2):
+        search.chunk_search(tenant=tenant_a, query="invoices billing", mode="fulltext", k=1)
+    with tenant_context(tenant_a):
+        billing = corpus[0].chunks.get()
+    logged_in(client, viewer)
+    assert client.get(admin_url(SearchQuery, "changelist")).status_code == 403
+    page = client.get(admin_url(Chunk, "change", billing.pk)).content.decode()
+    assert "Returned by 2 logged searches" in page
+    assert "invoices billing" not in page, "the query text is for owners and admins"

@@ -16,7 +16,8 @@ from agents.services import (
     execution_record_sources,
     execution_start,
 )
-from documents.models import REDACTED_CONTENT, Chunk, Document, DocumentVersion
+from core.hashing import sha256_hex
+from documents.models import REDACTED_CONTENT, Chunk, Document, DocumentVersion, SearchQuery
 from documents.search import chunk_search
 from documents.services import document_ingest, document_version_create, project_create
 from erasure.models import ErasureReceipt
@@ -40,7 +41,8 @@ def grounded_work(tenant, canary: str) -> dict:
         tenant=tenant, project=project, agent_type="writer", input_data={"brief": canary}
     )
     run = execution_start(tenant=tenant, execution=run)
-    results = chunk_search(tenant=tenant, query=canary, mode="fulltext")
+    # The run's search, logged with the run (search_queries).
+    results = chunk_search(tenant=tenant, query=canary, mode="fulltext", execution=run)
     assert results, "the document's chunks are found before the erasure"
     execution_record_sources(tenant=tenant, execution=run, results=results)
     version = document_version_create(
@@ -70,6 +72,7 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
         "execution_sources.content",
         "audit_events.changes",
         f"chunk_search:fulltext:{tenant_a.pk}",
+        "search_queries.query",
     } <= set(before)
     assert sum(place.startswith("file:") for place in before) == 2, "the upload and the export"
 
@@ -93,6 +96,12 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
     assert run.input_data == run.output_data == {"erased": True}
     assert receipt.tenant_id == tenant_a.pk and receipt.subject_id == work["document"].pk
     assert receipt.rows_touched["documents"] == 1 and receipt.rows_touched["files"] == 2
+    # The run's logged search stays, without its text: who searched, when, the hash.
+    with tenant_context(tenant_a):
+        [search] = SearchQuery.objects.all()
+    assert (search.execution_id, search.query) == (work["run"].pk, "")
+    assert search.query_sha256 == sha256_hex(canary_a)
+    assert receipt.rows_touched["search_queries"] == 1
     assert receipt.removed_sha256["documents"] == [work["document"].sha256]
     assert canary_a not in str(receipt.removed_sha256) + str(receipt.rows_touched)
     call_command("audit_verify")  # every chain still verifies, the redacted events' too
