@@ -667,9 +667,8 @@ class SearchQuery(TenantOwnedModel):
             # A chunk's hits: chunk_ids @> ARRAY[id] (documents.selectors.chunk_hits).
             GinIndex(fields=["chunk_ids"], name="search_queries_chunk_ids_gin"),
             # A person's searches (the admin's filter, erase_user, the users key).
-            models.Index(
-                fields=["user"], name="search_queries_user_idx", condition=Q(user__isnull=False)
-            ),
+            # Not partial: it also covers the users key (ON DELETE SET NULL).
+            models.Index(fields=["user"], name="search_queries_user_idx"),
             # An execution's searches.
             models.Index(
                 fields=["tenant", "execution_id"],

@@ -9,6 +9,7 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 from __future__ import annotations
 
 import difflib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -197,19 +198,25 @@ class ChunkHits:
     latest: list[SearchQuery]
 
 
-def chunk_hits(*, tenant: TenantRef, chunk: Chunk, latest: int = CHUNK_HITS_LATEST) -> ChunkHits:
-    """The chunk's hits: the searches of the log (search_queries) that returned it.
+def chunk_hits(
+    *, tenant: TenantRef, chunk: Chunk | uuid.UUID, latest: int = CHUNK_HITS_LATEST
+) -> ChunkHits:
+    """The chunk's hits (a chunk, or its id: a SearchResult's chunk_id): the searches of
+    the log (search_queries) that returned it, in the tenant.
 
     Counted from the log itself through search_queries_chunk_ids_gin (chunk_ids @>
     ARRAY[id]), not kept on the chunk: a counter there would rewrite the chunk's row
     (and its HNSW index entry's heap tuple, and an audit event) on every search. The
     count is what the log still holds: retention and erasure shorten it.
     """
-    tenant_id = require_tenant(tenant, chunk=chunk)
+    tenant_id = require_tenant(tenant, chunk=chunk if isinstance(chunk, Chunk) else None)
+    chunk_id = chunk.pk if isinstance(chunk, Chunk) else chunk
+    if not isinstance(chunk_id, uuid.UUID):
+        raise ValidationError({"chunk": "A chunk, or its id (a UUID)."})
     if isinstance(latest, bool) or not isinstance(latest, int) or not 0 <= latest <= 100:
         raise ValidationError({"latest": "A whole number from 0 to 100."})
     with tenant_context(tenant_id):
-        hits = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__contains=[chunk.pk])
+        hits = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__contains=[chunk_id])
         return ChunkHits(
             count=hits.count(),
             latest=list(hits.defer("chunk_ids", "filters").order_by("-id")[:latest]),

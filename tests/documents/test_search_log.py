@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.hashing import sha256_hex
 from documents import search, services
@@ -220,3 +220,14 @@ def test_a_viewer_may_not_read_the_log_but_sees_a_chunks_hits(client, tenant_a, 
     page = client.get(admin_url(Chunk, "change", billing.pk)).content.decode()
     assert "Returned by 2 logged searches" in page
     assert "invoices billing" not in page, "the query text is for owners and admins"
+
+
+def test_a_logged_search_is_a_record_only_its_text_may_be_emptied(tenant_a, corpus):
+    search.chunk_search(tenant=tenant_a, query="billing", mode="fulltext")
+    with tenant_context(tenant_a):
+        rows = SearchQuery.objects.all()
+        for change in ({"query": "something else"}, {"k": 3}, {"chunk_ids": []}):
+            with pytest.raises(IntegrityError, match="is a record"), transaction.atomic():
+                rows.update(**change)
+        assert rows.update(query="") == 1
+        assert rows.get().query_sha256 == sha256_hex("billing")
