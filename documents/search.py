@@ -537,7 +537,7 @@ def _log_search(
     commits or rolls back with it.
     """
     keep_text = settings.SEARCH_LOG_QUERY_TEXT
-    entry = LoggedSearch(
+    entry = LoggedSearch(  # type: ignore[misc]  # the stubs type user_id's value, not an expression the INSERT evaluates
         tenant_id=tenant_id,
         user_id=_CurrentUserId(),
         execution_id=execution_id,

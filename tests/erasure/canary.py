@@ -121,9 +121,7 @@ def search_places(canary: str, *, user: User | None = None) -> list[str]:
             if any(canary in result.content for result in results):
                 places.append(f"chunk_search:{mode}:{tenant_id}")
     with system_context("test: canary scan, its own search log"):
-        SearchQuery.objects.filter(
-            id__gte=scan_started, query_sha256=sha256_hex(canary)
-        ).delete()
+        SearchQuery.objects.filter(id__gte=scan_started, query_sha256=sha256_hex(canary)).delete()
     return places
 
 
