@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from django.db import connections, router
 from django.db.models import Q, QuerySet
 
 from documents.models import (
@@ -208,6 +209,12 @@ def chunk_hits(
     ARRAY[id]), not kept on the chunk: a counter there would rewrite the chunk's row
     (and its HNSW index entry's heap tuple, and an audit event) on every search. The
     count is what the log still holds: retention and erasure shorten it.
+
+    Every member who sees the chunk gets the whole count, from
+    search_queries_chunk_hits (documents.0022): it counts the tenant's searches under
+    the owner's bypass, only once the caller's policies show the chunk (0 otherwise).
+    `latest` is what the caller may read of the log: a member's own searches, every
+    search for the tenant's owners and admins (docs/security.md, "The search log").
     """
     tenant_id = require_tenant(tenant, chunk=chunk if isinstance(chunk, Chunk) else None)
     chunk_id = chunk.pk if isinstance(chunk, Chunk) else chunk
@@ -215,9 +222,11 @@ def chunk_hits(
         raise ValidationError({"chunk": "A chunk, or its id (a UUID)."})
     if isinstance(latest, bool) or not isinstance(latest, int) or not 0 <= latest <= 100:
         raise ValidationError({"latest": "A whole number from 0 to 100."})
-    with tenant_context(tenant_id):
+    with tenant_context(tenant_id), connections[router.db_for_read(SearchQuery)].cursor() as cursor:
+        cursor.execute("SELECT search_queries_chunk_hits(%s, %s)", [tenant_id, chunk_id])
+        (count,) = cursor.fetchone()
         hits = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__contains=[chunk_id])
         return ChunkHits(
-            count=hits.count(),
+            count=count or 0,
             latest=list(hits.defer("chunk_ids", "filters").order_by("-id")[:latest]),
         )

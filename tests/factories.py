@@ -143,17 +143,21 @@ def _chunk(b: _Build):
 
 def _search_query(b: _Build):
     query = f"Where is {b.label}"
-    return SearchQuery.objects.create(
-        tenant=b.tenant,
-        user=b.by,
-        mode="hybrid",
-        query=query,
-        query_sha256=sha256_hex(query),
-        filters={"topic": b.label},
-        k=10,
-        latency_ms=4.2,
-        chunk_ids=[b[Chunk].pk],
-    )
+    # A search is logged as its own user's (the policy's WITH CHECK) and read by that
+    # user or the tenant's owners and admins.
+    searcher = _grant_writer(b)
+    with tenant_context(b.tenant, user=searcher):
+        return SearchQuery.objects.create(
+            tenant=b.tenant,
+            user=searcher,
+            mode="hybrid",
+            query=query,
+            query_sha256=sha256_hex(query),
+            filters={"topic": b.label},
+            k=10,
+            latency_ms=4.2,
+            chunk_ids=[b[Chunk].pk],
+        )
 
 
 def _template(b: _Build):

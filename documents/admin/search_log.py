@@ -176,7 +176,7 @@ def chunk_search_hits(chunk: Chunk) -> SafeString:
     )
     return format_html(
         '<p>Returned by {} logged searches (<a href="{}">see them in the search log</a>).'
-        "</p><p>The latest:</p><ul>{}</ul>",
+        "</p><p>The latest of those you may read:</p><ul>{}</ul>",
         hits.count,
         search_log_url(chunk.pk),
         latest,

@@ -27,7 +27,7 @@ from core.ops.health import ReplicasLag
 from documents.models import Project, SearchQuery
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_member
 from tests.streaming_replica import (
     django_on,
     extra_replica,
@@ -198,7 +198,8 @@ def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, file_st
     assert any('FROM "chunks"' in sql for sql in sent)
     # The log went to the primary (a standby's read-only transaction would refuse it).
     assert not any("search_queries" in sql for sql in sent)
-    with tenant_context(tenant):
+    # Read as an owner: a search without a user is read by owners and admins only.
+    with tenant_context(tenant, user=make_member(tenant, "log-reader@example.com")):
         [logged] = SearchQuery.objects.using("default").values_list("query", "chunk_ids")
     assert logged == ("harbour cranes", [results[0].chunk_id])
 

@@ -59,8 +59,10 @@ def constraint_name(error: IntegrityError) -> str | None:
 class Rows:
     """Valid rows of every table of ours, each with fresh unique values and parents."""
 
-    def __init__(self, tenant_id: uuid.UUID) -> None:
+    def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> None:
         self.tenant_id = tenant_id
+        # The context's user: a search is logged as its own user's (the log's policy).
+        self.user_id = user_id
         self.counter = itertools.count(1)
 
     def values(self, table: str, tenant_id: uuid.UUID | None = None) -> dict:
@@ -251,6 +253,7 @@ class Rows:
             },
             "search_queries": lambda: {
                 "tenant_id": tenant_id,
+                "user_id": self.user_id,
                 "mode": "hybrid",
                 "query": f"query {n}",
                 "query_sha256": sha(f"query {n}"),
@@ -313,7 +316,7 @@ def rows(tenant_a) -> Iterator[Rows]:
     # As an admin of tenant A: the access grants take writes from owners and admins only.
     admin = make_member(tenant_a, "schema-admin@example.com", "admin")
     with tenant_context(tenant_a, user=admin):
-        yield Rows(tenant_a.pk)
+        yield Rows(tenant_a.pk, admin.pk)
 
 
 # --- CHECK constraints -------------------------------------------------------------

@@ -8,10 +8,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 
 from core.hashing import sha256_hex
+from core.ids import uuid7
 from documents import search, services
 from documents.models import Chunk, Document, SearchQuery
 from documents.selectors import chunk_hits
 from tenancy.context import tenant_context
+from tenancy.models import User
 from tests.admin_helpers import admin_url, logged_in
 from tests.factories import make_member
 
@@ -33,8 +35,15 @@ def corpus(tenant_a):
     return documents
 
 
-def logged(tenant) -> list[SearchQuery]:
-    with tenant_context(tenant):
+def log_reader(tenant):
+    """An owner of `tenant`: the log is read whole by its owners and admins only."""
+    email = f"log-reader-{tenant.pk}@example.com"
+    return User.objects.filter(email=email).first() or make_member(tenant, email)
+
+
+def logged(tenant, user=None) -> list[SearchQuery]:
+    """The log as `user` reads it (by default, as an owner of the tenant)."""
+    with tenant_context(tenant, user=user or log_reader(tenant)):
         return list(SearchQuery.objects.order_by("id"))
 
 
@@ -132,12 +141,13 @@ def test_chunk_hits_count_the_searches_that_returned_the_chunk(tenant_a, tenant_
         billing = corpus[0].chunks.get()
         kubernetes = corpus[1].chunks.get()
         never = corpus[2].chunks.get()
-    hits = chunk_hits(tenant=tenant_a, chunk=billing)
-    assert hits.count == 2
-    assert [entry.query for entry in hits.latest] == ["billing customers", "billing invoices"]
-    assert chunk_hits(tenant=tenant_a, chunk=kubernetes).count == 1
-    assert chunk_hits(tenant=tenant_a, chunk=never) == search_hits_none()
-    assert len(chunk_hits(tenant=tenant_a, chunk=billing, latest=1).latest) == 1
+    with tenant_context(tenant_a, user=log_reader(tenant_a)):
+        hits = chunk_hits(tenant=tenant_a, chunk=billing)
+        assert hits.count == 2
+        assert [entry.query for entry in hits.latest] == ["billing customers", "billing invoices"]
+        assert chunk_hits(tenant=tenant_a, chunk=kubernetes).count == 1
+        assert chunk_hits(tenant=tenant_a, chunk=never) == search_hits_none()
+        assert len(chunk_hits(tenant=tenant_a, chunk=billing, latest=1).latest) == 1
     with pytest.raises(ValidationError, match="latest"):
         chunk_hits(tenant=tenant_a, chunk=billing, latest=-1)
     with pytest.raises(Exception):  # noqa: B017 (require_tenant's refusal)
@@ -223,11 +233,91 @@ def test_a_viewer_may_not_read_the_log_but_sees_a_chunks_hits(client, tenant_a, 
 
 
 def test_a_logged_search_is_a_record_only_its_text_may_be_emptied(tenant_a, corpus):
-    search.chunk_search(tenant=tenant_a, query="billing", mode="fulltext")
-    with tenant_context(tenant_a):
+    viewer = make_member(tenant_a, "viewer@example.com", role="viewer")
+    search.chunk_search(tenant=tenant_a, query="billing", mode="fulltext", user=viewer)
+    with tenant_context(tenant_a, user=viewer):
         rows = SearchQuery.objects.all()
         for change in ({"query": "something else"}, {"k": 3}, {"chunk_ids": []}):
             with pytest.raises(IntegrityError, match="is a record"), transaction.atomic():
                 rows.update(**change)
         assert rows.update(query="") == 1
         assert rows.get().query_sha256 == sha256_hex("billing")
+
+
+# Who reads the log below the tenant ----------------------------------------------------
+
+
+@pytest.fixture
+def three_searchers(tenant_a, corpus):
+    """A viewer's, an editor's and a userless search (an agent's) that all return the
+    billing chunk."""
+    viewer = make_member(tenant_a, "viewer@example.com", role="viewer")
+    editor = make_member(tenant_a, "editor@example.com", role="editor")
+    for user in (viewer, editor, None):
+        search.chunk_search(tenant=tenant_a, query="billing", mode="fulltext", k=1, user=user)
+    return viewer, editor
+
+
+def test_a_member_reads_only_their_own_searches_through_the_orm_and_raw_sql(
+    tenant_a, three_searchers
+):
+    viewer, editor = three_searchers
+    for member in (viewer, editor):
+        assert [entry.user_id for entry in logged(tenant_a, member)] == [member.pk]
+        with tenant_context(tenant_a, user=member), connection.cursor() as cursor:
+            cursor.execute("SELECT current_user, user_id FROM search_queries")
+            rows = cursor.fetchall()
+            assert [row[1] for row in rows] == [member.pk]
+            assert rows[0][0] != "postgres"  # the runtime role, under forced RLS
+
+
+def test_a_member_may_not_log_a_search_as_someone_else(tenant_a, three_searchers):
+    viewer, editor = three_searchers
+
+    def insert(cursor, user_id) -> None:
+        cursor.execute(
+            "INSERT INTO search_queries (id, tenant_id, user_id, mode, query, "
+            "query_sha256, filters, k, latency_ms, chunk_ids) "
+            "VALUES (%s, %s, %s, 'fulltext', '', %s, '{}', 1, 0, '{}')",
+            [uuid7(), tenant_a.pk, user_id, sha256_hex("")],
+        )
+
+    with tenant_context(tenant_a, user=viewer), connection.cursor() as cursor:
+        for someone_else in (editor.pk, None):
+            with pytest.raises(Exception, match="row-level security"), transaction.atomic():
+                insert(cursor, someone_else)
+        insert(cursor, viewer.pk)
+    assert len(logged(tenant_a, viewer)) == 2
+
+
+def test_owners_read_every_search_and_no_user_reads_none(tenant_a, three_searchers):
+    viewer, editor = three_searchers
+    assert [entry.user_id for entry in logged(tenant_a)] == [viewer.pk, editor.pk, None]
+    with tenant_context(tenant_a):
+        assert not SearchQuery.objects.exists()
+    with tenant_context(tenant_a), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM search_queries")
+        assert cursor.fetchone() == (0,)
+
+
+def test_a_member_counts_every_hit_of_a_chunk_but_lists_only_their_own(tenant_a, three_searchers):
+    viewer, _ = three_searchers
+    with tenant_context(tenant_a):
+        billing = Chunk.objects.get(document__title__startswith="The billing")
+    with tenant_context(tenant_a, user=viewer):
+        hits = chunk_hits(tenant=tenant_a, chunk=billing)
+    assert hits.count == 3
+    assert [entry.user_id for entry in hits.latest] == [viewer.pk]
+    with tenant_context(tenant_a, user=log_reader(tenant_a)):
+        assert len(chunk_hits(tenant=tenant_a, chunk=billing).latest) == 3
+
+
+def test_no_count_for_a_chunk_the_caller_may_not_see(tenant_a, tenant_b, three_searchers):
+    with tenant_context(tenant_a):
+        billing = Chunk.objects.get(document__title__startswith="The billing")
+    # Another tenant's context: the chunk is not visible, the function counts nothing.
+    with tenant_context(tenant_b), connection.cursor() as cursor:
+        cursor.execute("SELECT search_queries_chunk_hits(%s, %s)", [tenant_a.pk, billing.pk])
+        assert cursor.fetchone() == (None,)
+        cursor.execute("SELECT current_setting('app.rls_bypass', true)")
+        assert cursor.fetchone()[0] in (None, "")

@@ -128,7 +128,8 @@ def test_erasing_a_person_leaves_no_trace_of_them_and_spares_everyone_else(
         assert ErasureReceipt.objects.filter(subject_id=carol.pk).count() == 3
     # Their search in each tenant, deleted; dave's stays (find_canary(kept) above).
     assert [receipt.rows_touched.get("search_queries") for receipt in receipts] == [1, 1, None]
-    with tenant_context(tenant_a):
+    # Read as an owner: a member reads only their own searches.
+    with tenant_context(tenant_a, user=make_member(tenant_a, "log-reader@example.com")):
         assert not SearchQuery.objects.filter(user=carol.pk).exists()
         assert SearchQuery.objects.filter(user=dave).count() == 1
     call_command("audit_verify")
