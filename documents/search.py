@@ -19,7 +19,7 @@ from typing import cast
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     Expression,
@@ -419,6 +419,35 @@ def chunk_search(
     k, the latency and the chunk ids returned. A log that cannot be written is a
     warning, never the search's failure.
     """
+    return _chunk_search(
+        tenant=tenant,
+        query=query,
+        k=k,
+        mode=mode,
+        project=project,
+        documents=documents,
+        embedder=embedder,
+        user=user,
+        execution=execution,
+        log=True,
+    )
+
+
+def _chunk_search(
+    *,
+    tenant: TenantRef,
+    query: str,
+    k: int,
+    mode: str,
+    project: Project | None,
+    documents: Sequence[Document | uuid.UUID] | None,
+    embedder: Embedder | None,
+    user: User | None,
+    execution: Model | uuid.UUID | None,
+    log: bool,
+) -> list[SearchResult]:
+    """chunk_search; `log=False` skips the log's write, for `make bench` alone
+    (benchmarks/search.py measures what the log costs a search against it)."""
     started = time.perf_counter()
     _validate_search(query, k, mode)
     tenant_id = require_tenant(tenant, project=project)
@@ -463,17 +492,19 @@ def chunk_search(
                 member=user is not None,
             )
             rows = _fuse([semantic, text], k)
-        _log_search(
-            tenant_id,
-            execution_id=execution_id,
-            mode=mode,
-            query=query,
-            # What chunk_search's `filters` argument receives, once it has one.
-            filters={},
-            k=k,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            chunk_ids=[row[0] for row in rows],
-        )
+        if log:
+            _log_search(
+                tenant_id,
+                execution_id=execution_id,
+                mode=mode,
+                query=query,
+                # What chunk_search's `filters` argument receives, once it has one.
+                filters={},
+                k=k,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                chunk_ids=[row[0] for row in rows],
+                search_transaction=not transaction_continues,
+            )
     return [
         SearchResult(
             chunk_id=chunk_id,
@@ -523,8 +554,10 @@ def _log_search(
     k: int,
     latency_ms: float,
     chunk_ids: list[uuid.UUID],
+    search_transaction: bool,
 ) -> None:
-    """Write one search_queries row, inside the search's tenant context.
+    """Write one search_queries row, inside the search's tenant context
+    (`search_transaction`: chunk_search began the default connection's transaction).
 
     On the primary (writes always are, core.db.replicas), in the transaction of the
     tenant context, whose settings give the row its tenant and user: a search whose
@@ -550,8 +583,18 @@ def _log_search(
         chunk_ids=chunk_ids,
     )
     using = router.db_for_write(LoggedSearch)
+    # A transaction of the search's own (chunk_search began it, on this connection, or
+    # the atomic block below does): its commit need not wait for the WAL flush. The log
+    # row is all it writes, and a crash may lose it; a caller's transaction keeps its
+    # own durability (docs/operations.md, "The search log").
+    own_transaction = begins_transaction(using) or (
+        search_transaction and using == DEFAULT_DB_ALIAS
+    )
     try:
         with unpinned_write(), transaction.atomic(using=using):
+            if own_transaction:
+                with connections[using].cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
             # An INSERT without RETURNING (save() would return the database defaults):
             # RETURNING needs the new row to pass the read policy too, and a search
             # without a user writes a row that no context without a user may read

@@ -321,3 +321,13 @@ def test_no_count_for_a_chunk_the_caller_may_not_see(tenant_a, tenant_b, three_s
         assert cursor.fetchone() == (None,)
         cursor.execute("SELECT current_setting('app.rls_bypass', true)")
         assert cursor.fetchone()[0] in (None, "")
+
+
+def test_a_callers_transaction_keeps_its_durability(tenant_a, corpus):
+    """The log's write skips the WAL flush at commit only in a transaction the search
+    began itself (documents.search._log_search): a caller's keeps synchronous_commit."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        search.chunk_search(tenant=tenant_a, query="billing", mode="fulltext")
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
+    assert len(logged(tenant_a)) == 1
