@@ -70,7 +70,8 @@ def _successful_run(run: SeedRun, tenant, project, root) -> None:
         model=MODEL,
     )
     execution_start(tenant=tenant, execution=retriever)
-    results = chunk_search(tenant=tenant, query=question, k=4, mode="hybrid")
+    # The retriever step searches: the search log records it with the run (execution=).
+    results = chunk_search(tenant=tenant, query=question, k=4, mode="hybrid", execution=retriever)
     execution_record_sources(tenant=tenant, execution=retriever, results=results)
     execution_finish(
         tenant=tenant, execution=retriever, output_data={"chunks": len(results)}, **_usage(run)

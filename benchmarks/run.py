@@ -42,6 +42,7 @@ PATH_ORDER = (
     "chunk_search_semantic_1",
     "chunk_search_fulltext",
     "chunk_search_hybrid",
+    "chunk_search_log",
     "chunk_search_restricted_1",
     "chunk_search_restricted_10",
     "chunk_search_restricted_50",

@@ -17,6 +17,8 @@ beforehand, and the embedder's time per query is reported apart).
   iterative scan gives up before k rows, it answers exactly, as chunk_search does
   (the notes count how often).
 - full-text and hybrid chunk_search against their own statements replayed raw.
+- chunk_search hybrid with its search log row against the same search with the write
+  skipped (`chunk_search_log`): what logging costs a search.
 - recall@10 of the index over an ef_search sweep (every tenant in scope, no iterative
   scan): the curve every vector-search user compares; and recall@10 per tenant share
   of chunk_search and of the raw kNN (means over the queries). A result counts when
@@ -283,6 +285,50 @@ def _replayed(
     )
 
 
+def measure_log_cost(dataset: Dataset, texts: list[str], rounds: int) -> PathResult:
+    """What the search log costs a search: chunk_search (hybrid, the default mode), which
+    writes its search_queries row, against the same search with the write skipped
+    (documents.search._chunk_search(log=False)), query by query, interleaved. Each call
+    is its own transaction, as a request's search outside an atomic block is."""
+    from documents.search import _chunk_search, chunk_search
+
+    tenant = dataset.hot.tenant
+    logged_queries, unlogged_queries = _cycle(texts), _cycle(texts)
+
+    def logged() -> int:
+        return len(chunk_search(tenant=tenant, query=next(logged_queries), k=K, mode="hybrid"))
+
+    def unlogged() -> int:
+        return len(
+            _chunk_search(
+                tenant=tenant,
+                query=next(unlogged_queries),
+                k=K,
+                mode="hybrid",
+                project=None,
+                documents=None,
+                embedder=None,
+                user=None,
+                filters=None,
+                execution=None,
+                log=False,
+            )
+        )
+
+    project_times, reference_times = interleave(
+        "chunk_search with its log", logged, unlogged, rounds=rounds, warmup=1
+    )
+    return PathResult(
+        key="chunk_search_log",
+        group="search",
+        title=f"chunk_search hybrid with its log row, {dataset.hot.label} tenant",
+        reference_title="the same search, log write skipped",
+        unit="ms",
+        project=milliseconds(project_times),
+        reference=milliseconds(reference_times),
+    )
+
+
 def measure(
     dataset: Dataset, ref: Reference, scale: Scale, *, seed: int
 ) -> tuple[list[PathResult], dict]:
@@ -315,6 +361,7 @@ def measure(
     results += [
         _replayed(dataset, ref, keywords, mode, scale.queries) for mode in ("fulltext", "hybrid")
     ]
+    results.append(measure_log_cost(dataset, keywords, scale.rounds))
     sweep = _ef_sweep(dataset, searcher, queries[dataset.hot.slug], vectors)
     summary = [
         {"label": f"ef_search {point['ef_search']}", **point}

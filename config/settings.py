@@ -357,6 +357,10 @@ EMBEDDER = {
 # fails the ingestion, which the worker tries again.
 EMBEDDER_TIMEOUT_SECONDS = env.float("EMBEDDER_TIMEOUT_SECONDS", default=120.0)
 
+# The search log (documents.search, docs/security.md "The search log"): keep each query's
+# text, or (false) only its SHA-256.
+SEARCH_LOG_QUERY_TEXT = env.bool("SEARCH_LOG_QUERY_TEXT", default=True)
+
 # Knowledge ingestion: chunk size and overlap, in tokens (runs of non-space characters).
 CHUNK_SIZE_TOKENS = env.int("CHUNK_SIZE_TOKENS", default=200)
 CHUNK_OVERLAP_TOKENS = env.int("CHUNK_OVERLAP_TOKENS", default=40)

@@ -664,3 +664,110 @@ class ProjectTemplate(TimestampedModel):
     @property
     def is_shared(self) -> bool:
         return self.tenant_id is None
+
+
+class SearchMode(models.TextChoices):
+    """The modes of documents.search.chunk_search."""
+
+    SEMANTIC = "semantic"
+    FULLTEXT = "fulltext"
+    HYBRID = "hybrid"
+
+
+class SearchQuery(TenantOwnedModel):
+    """One chunk_search: who searched (a user, an agent execution, or neither for a system
+    job), how, for what, how long it took and which chunks it returned, best first.
+
+    Written by documents.search after each search (docs/services.md, "The search log").
+    Partitioned by month of its UUIDv7 id like the run history, so retention drops whole
+    months. `query` is empty when SEARCH_LOG_QUERY_TEXT is off (only its SHA-256 is
+    kept) or after an erasure redacted it; `query_sha256` is always the hash of the text
+    searched for. Not audited: it is itself the record of a read (docs/security.md).
+    """
+
+    Mode = SearchMode
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    # The agent execution that searched. A plain uuid, no foreign key: documents comes
+    # before agents (docs/architecture.md), and a key into the partitioned run history
+    # would cost every search a lookup there and make its retention rewrite log rows.
+    execution_id = models.UUIDField(null=True, blank=True)
+    mode = models.CharField(max_length=16, choices=SearchMode.choices)
+    query = models.TextField(blank=True)
+    query_sha256 = models.CharField(max_length=64)
+    filters = JSONField(default=dict, blank=True)
+    k = models.IntegerField(validators=[MinValueValidator(1)])
+    latency_ms = models.FloatField(validators=[MinValueValidator(0)])
+    chunk_ids = ArrayField(models.UUIDField(), default=list, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "search_queries"
+        verbose_name_plural = "search queries"
+        constraints = [
+            # Tenant-first, and it holds the partition key (id).
+            models.UniqueConstraint(fields=["tenant", "id"], name="search_queries_tenant_id_uniq"),
+            models.CheckConstraint(
+                condition=Q(mode__in=SearchMode.values), name="search_queries_mode_valid"
+            ),
+            models.CheckConstraint(condition=Q(k__gte=1), name="search_queries_k_gte_1"),
+            models.CheckConstraint(
+                condition=Q(latency_ms__gte=0), name="search_queries_latency_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=Q(query_sha256__regex=SHA256_HEX_PATTERN),
+                name="search_queries_query_sha256_hex",
+            ),
+            # The hash is the text's, when the text is kept.
+            models.CheckConstraint(
+                condition=Q(query="") | Q(query_sha256=Sha256Hex("query")),
+                name="search_queries_query_sha256_matches",
+            ),
+        ]
+        indexes = [
+            # A chunk's hits: chunk_ids @> ARRAY[id] (documents.selectors.chunk_hits).
+            GinIndex(fields=["chunk_ids"], name="search_queries_chunk_ids_gin"),
+            # A person's searches (the admin's filter, erase_user, the users key).
+            # Not partial: it also covers the users key (ON DELETE SET NULL).
+            models.Index(fields=["user"], name="search_queries_user_idx"),
+            # An execution's searches.
+            models.Index(
+                fields=["tenant", "execution_id"],
+                name="search_queries_execution_idx",
+                condition=Q(execution_id__isnull=False),
+            ),
+        ]
+
+        triggers = [
+            *TenantOwnedModel.Meta.triggers,
+            # A log is a record: only the query text may change, and only to empty (an
+            # erasure's redaction), and the user only to NULL (the users key's SET NULL).
+            pgtrigger.Trigger(
+                name="search_queries_immutable",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition(
+                    "NEW.query <> '' AND NEW.query IS DISTINCT FROM OLD.query "
+                    "OR NEW.user_id IS NOT NULL AND NEW.user_id IS DISTINCT FROM OLD.user_id "
+                    "OR ROW(OLD.tenant_id, OLD.execution_id, OLD.mode, OLD.query_sha256, "
+                    "OLD.filters, OLD.k, OLD.latency_ms, OLD.chunk_ids, OLD.created_at) "
+                    "IS DISTINCT FROM ROW(NEW.tenant_id, NEW.execution_id, NEW.mode, "
+                    "NEW.query_sha256, NEW.filters, NEW.k, NEW.latency_ms, NEW.chunk_ids, "
+                    "NEW.created_at)"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'search query % is a record: only its text may be "
+                    "erased and its user cleared', OLD.id "
+                    "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} search of {self.created_at:%Y-%m-%d %H:%M:%S}"

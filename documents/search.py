@@ -1,37 +1,56 @@
 """Retrieval over chunks: semantic (HNSW), full-text and hybrid search, and the planner
 tuning that keeps a tenant's kNN query both fast and complete under row-level security.
 
-`chunk_search` runs inside `tenant_context(tenant)` itself and returns rows.
+`chunk_search` runs inside `tenant_context(tenant)` itself and returns rows; each search
+is written to the search log (search_queries, `_log_search`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db import connections, router
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Expression, ExpressionWrapper, F, FloatField, Q, QuerySet, Value
+from django.db.models import (
+    Expression,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Model,
+    Q,
+    QuerySet,
+    UUIDField,
+    Value,
+)
 from pgvector.django import CosineDistance
 
 from core.db.backend.base import DatabaseWrapper
 from core.db.connections import begins_transaction
+from core.db.replicas import unpinned_write
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
 from documents.filters import MetadataFilter, parse_filters
-from documents.models import SEARCH_CONFIG, Chunk, Document, Project
+from documents.models import SEARCH_CONFIG, Chunk, Document, Project, SearchMode
+from documents.models import SearchQuery as LoggedSearch  # not the tsquery above
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
 
-SEARCH_MODES = ("semantic", "fulltext", "hybrid")
+logger = logging.getLogger(__name__)
+
+SEARCH_MODES = tuple(SearchMode.values)
 SEARCH_MAX_K = 1000
 # Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (60 + rank).
 RRF_K = 60
@@ -447,6 +466,7 @@ def chunk_search(
     embedder: Embedder | None = None,
     user: User | None = None,
     filters: Mapping[str, Any] | None = None,
+    execution: Model | uuid.UUID | None = None,
 ) -> list[SearchResult]:
     """The tenant's k chunks most relevant to `query`, best first.
 
@@ -465,10 +485,49 @@ def chunk_search(
     the chunks themselves (documents.filters: equality, `in`, ranges, `exists`,
     `contains`), in every mode; a malformed filter is a ValidationError on `filters`
     naming its key.
+
+    Every search is logged in search_queries (`_log_search`): the user of the tenant
+    context (`user`, or a request's), `execution` (an agent execution, or its id) when
+    an agent searched, the mode, the query, the filters (or only its SHA-256, SEARCH_LOG_QUERY_TEXT),
+    k, the latency and the chunk ids returned. A log that cannot be written is a
+    warning, never the search's failure.
     """
+    return _chunk_search(
+        tenant=tenant,
+        query=query,
+        k=k,
+        mode=mode,
+        project=project,
+        documents=documents,
+        embedder=embedder,
+        user=user,
+        filters=filters,
+        execution=execution,
+        log=True,
+    )
+
+
+def _chunk_search(
+    *,
+    tenant: TenantRef,
+    query: str,
+    k: int,
+    mode: str,
+    project: Project | None,
+    documents: Sequence[Document | uuid.UUID] | None,
+    embedder: Embedder | None,
+    user: User | None,
+    filters: Mapping[str, Any] | None,
+    execution: Model | uuid.UUID | None,
+    log: bool,
+) -> list[SearchResult]:
+    """chunk_search; `log=False` skips the log's write, for `make bench` alone
+    (benchmarks/search.py measures what the log costs a search against it)."""
+    started = time.perf_counter()
     _validate_search(query, k, mode)
     metadata = parse_filters(filters)
     tenant_id = require_tenant(tenant, project=project)
+    execution_id = _execution_id(execution, tenant_id)
     if documents is not None and any(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
@@ -506,6 +565,19 @@ def chunk_search(
                 member=user is not None,
             )
             rows = _fuse([semantic, text], k)
+        if log:
+            _log_search(
+                tenant_id,
+                execution_id=execution_id,
+                mode=mode,
+                query=query,
+                # As given: parse_filters accepted it, so it is JSON of bounded size.
+                filters=dict(filters or {}),
+                k=k,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                chunk_ids=[row[0] for row in rows],
+                search_transaction=not transaction_continues,
+            )
     return [
         SearchResult(
             chunk_id=chunk_id,
@@ -518,3 +590,95 @@ def chunk_search(
         )
         for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
     ]
+
+
+# The search log -----------------------------------------------------------------------
+
+
+def _execution_id(execution: Model | uuid.UUID | None, tenant_id: uuid.UUID) -> uuid.UUID | None:
+    """The id of the agent execution a search is made for (a row, or its id), checked to be
+    of the tenant when a row is given; documents does not import agents, so any row with
+    a UUID `pk` and `tenant_id` is taken for one."""
+    if execution is None:
+        return None
+    execution_id = execution if isinstance(execution, uuid.UUID) else getattr(execution, "pk", None)
+    if not isinstance(execution_id, uuid.UUID):
+        raise ValidationError({"execution": "An agent execution, or its id (a UUID)."})
+    if getattr(execution, "tenant_id", tenant_id) != tenant_id:
+        raise ValidationError({"execution": "The execution belongs to another tenant."})
+    return execution_id
+
+
+class _CurrentUserId(Func):
+    """The user of the transaction's tenant context (app.user_id; NULL without one)."""
+
+    function = "app_current_user_id"
+    template = "%(function)s()"
+    output_field = UUIDField()
+
+
+def _log_search(
+    tenant_id: uuid.UUID,
+    *,
+    execution_id: uuid.UUID | None,
+    mode: str,
+    query: str,
+    filters: dict,
+    k: int,
+    latency_ms: float,
+    chunk_ids: list[uuid.UUID],
+    search_transaction: bool,
+) -> None:
+    """Write one search_queries row, inside the search's tenant context
+    (`search_transaction`: chunk_search began the default connection's transaction).
+
+    On the primary (writes always are, core.db.replicas), in the transaction of the
+    tenant context, whose settings give the row its tenant and user: a search whose
+    chunks were read on a replica writes nothing there. The insert runs in a savepoint:
+    when it fails (a read-only transaction of the caller's, a missing month partition,
+    a lock or statement timeout) the savepoint is rolled back, the caller's transaction
+    goes on and the search returns its results; the failure is logged as a warning. It
+    does not pin the unit of work's later reads to the primary (unpinned_write): nothing
+    the request reads depends on its own log row. Inside a caller's transaction the row
+    commits or rolls back with it.
+    """
+    keep_text = settings.SEARCH_LOG_QUERY_TEXT
+    entry = LoggedSearch(  # type: ignore[misc]  # the stubs type user_id's value, not an expression the INSERT evaluates
+        tenant_id=tenant_id,
+        user_id=_CurrentUserId(),
+        execution_id=execution_id,
+        mode=mode,
+        query=query if keep_text else "",
+        query_sha256=sha256_hex(query),
+        filters=filters,
+        k=k,
+        latency_ms=latency_ms,
+        chunk_ids=chunk_ids,
+    )
+    using = router.db_for_write(LoggedSearch)
+    # A transaction of the search's own (chunk_search began it, on this connection, or
+    # the atomic block below does): its commit need not wait for the WAL flush. The log
+    # row is all it writes, and a crash may lose it; a caller's transaction keeps its
+    # own durability (docs/operations.md, "The search log").
+    own_transaction = begins_transaction(using) or (
+        search_transaction and using == DEFAULT_DB_ALIAS
+    )
+    try:
+        with unpinned_write(), transaction.atomic(using=using):
+            if own_transaction:
+                with connections[using].cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+            # An INSERT without RETURNING (save() would return the database defaults):
+            # RETURNING needs the new row to pass the read policy too, and a search
+            # without a user writes a row that no context without a user may read
+            # (docs/security.md, "The search log"). The id is made here (uuid7).
+            fields = [f for f in LoggedSearch._meta.local_concrete_fields if not f.generated]
+            LoggedSearch._base_manager._insert(  # type: ignore[attr-defined]  # save()'s own insert; the stubs leave it out
+                [entry], fields=fields, using=using
+            )
+    except DatabaseError as error:
+        logger.warning(
+            "search log not written: %s",
+            error,
+            extra={"tenant_id": str(tenant_id), "mode": mode},
+        )

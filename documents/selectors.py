@@ -1,4 +1,5 @@
-"""Reads of projects, document versions and templates (search over chunks: documents.search).
+"""Reads of projects, document versions, templates and chunks' search hits (search over
+chunks: documents.search).
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set (a request, or the
@@ -8,16 +9,20 @@ caller's `tenant_context`), since row-level security hides everything elsewhere.
 from __future__ import annotations
 
 import difflib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from django.db import connections, router
 from django.db.models import Q, QuerySet
 
 from documents.models import (
+    Chunk,
     DocumentVersion,
     Project,
     ProjectTemplate,
+    SearchQuery,
 )
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef
@@ -179,3 +184,49 @@ def templates_find(
         if complexity:
             templates = templates.filter(complexity=complexity)
         return list(templates.order_by("name", "id"))
+
+
+# A chunk's hits in the search log -----------------------------------------------------
+
+CHUNK_HITS_LATEST = 10
+
+
+@dataclass(frozen=True)
+class ChunkHits:
+    """How many logged searches returned a chunk, and the latest of them, newest first."""
+
+    count: int
+    latest: list[SearchQuery]
+
+
+def chunk_hits(
+    *, tenant: TenantRef, chunk: Chunk | uuid.UUID, latest: int = CHUNK_HITS_LATEST
+) -> ChunkHits:
+    """The chunk's hits (a chunk, or its id: a SearchResult's chunk_id): the searches of
+    the log (search_queries) that returned it, in the tenant.
+
+    Counted from the log itself through search_queries_chunk_ids_gin (chunk_ids @>
+    ARRAY[id]), not kept on the chunk: a counter there would rewrite the chunk's row
+    (and its HNSW index entry's heap tuple, and an audit event) on every search. The
+    count is what the log still holds: retention and erasure shorten it.
+
+    Every member who sees the chunk gets the whole count, from
+    search_queries_chunk_hits (documents.0026): it counts the tenant's searches under
+    the owner's bypass, only once the caller's policies show the chunk (0 otherwise).
+    `latest` is what the caller may read of the log: a member's own searches, every
+    search for the tenant's owners and admins (docs/security.md, "The search log").
+    """
+    tenant_id = require_tenant(tenant, chunk=chunk if isinstance(chunk, Chunk) else None)
+    chunk_id = chunk.pk if isinstance(chunk, Chunk) else chunk
+    if not isinstance(chunk_id, uuid.UUID):
+        raise ValidationError({"chunk": "A chunk, or its id (a UUID)."})
+    if isinstance(latest, bool) or not isinstance(latest, int) or not 0 <= latest <= 100:
+        raise ValidationError({"latest": "A whole number from 0 to 100."})
+    with tenant_context(tenant_id), connections[router.db_for_read(SearchQuery)].cursor() as cursor:
+        cursor.execute("SELECT search_queries_chunk_hits(%s, %s)", [tenant_id, chunk_id])
+        (count,) = cursor.fetchone()
+        hits = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__contains=[chunk_id])
+        return ChunkHits(
+            count=count or 0,
+            latest=list(hits.defer("chunk_ids", "filters").order_by("-id")[:latest]),
+        )

@@ -25,7 +25,9 @@ of the primary key.
    it, and the append-only trigger lets the owner delete only what is below it). Then
    the months of audit_events whose every event is below its tenant's anchor are
    dropped whole, and the rest of each prefix is deleted in batches. The global chain
-   (users, tenants, shared templates) has no tenant and no policy: it is kept.
+   (users, tenants, shared templates) has no tenant and no policy: it is kept;
+5. its search log (search_queries) past its policy: the months every tenant's policy
+   lets go are dropped whole (nothing references the log), the rest deleted in batches.
 
 Each batch is its own short transaction of rows of one tenant, the tenant named in every
 statement (a Citus cluster routes it to one shard), taken by id (keyset), under the
@@ -63,6 +65,7 @@ from core.db import partitions
 from core.db.roles import require_sees_every_row
 from core.ids import uuid7_floor
 from core.jobs import JobSummary, job_cutoff
+from documents.models import SearchQuery
 from exports.models import Export
 from exports.services import UNFINISHED_STATUSES, export_files_delete, export_files_unshared
 from retention.models import (
@@ -84,6 +87,7 @@ MESSAGES = ConversationMessage._meta.db_table
 EVALUATIONS = EvaluationRun._meta.db_table
 EXPORTS = Export._meta.db_table
 AUDIT_EVENTS = AuditEvent._meta.db_table
+SEARCH_QUERIES = SearchQuery._meta.db_table
 # The table each enforced category removes rows of.
 TABLE_OF_CATEGORY = {
     "executions": EXECUTIONS,
@@ -91,6 +95,7 @@ TABLE_OF_CATEGORY = {
     "evaluation_runs": EVALUATIONS,
     "exports": EXPORTS,
     "audit_events": AUDIT_EVENTS,
+    "search_queries": SEARCH_QUERIES,
 }
 NOT_ENFORCED = tuple(category for category in CATEGORIES if category not in ENFORCED)
 FIELDS = tuple(days_field(category) for category in CATEGORIES)
@@ -226,11 +231,12 @@ class RetentionSummary(JobSummary):
         if what:
             lines.append(f"longest transaction: {seconds:.3f} s ({what})")
         lines.extend(f"deferred: {reason}" for reason in self.deferred)
-        lines.append(
-            "not enforced yet: "
-            + ", ".join(NOT_ENFORCED)
-            + " (their days are kept in the policies; nothing is removed for them)"
-        )
+        if NOT_ENFORCED:
+            lines.append(
+                "not enforced yet: "
+                + ", ".join(NOT_ENFORCED)
+                + " (their days are kept in the policies; nothing is removed for them)"
+            )
         return lines
 
 
@@ -333,11 +339,14 @@ def retention_enforce(*, now: datetime | None = None, dry_run: bool = False) -> 
         {tenant_id: cutoff["audit_events"] for tenant_id, cutoff in cutoffs.items()},
         cut_at=started,
     )
+    search_dropped = _remove_search_queries(
+        run, {tenant_id: cutoff["search_queries"] for tenant_id, cutoff in cutoffs.items()}
+    )
     summary = RetentionSummary(
         dry_run=dry_run,
         run_id=uuid.uuid4(),
         removed={tenant_id: dict(counts) for tenant_id, counts in run.removed.items()},
-        partitions_dropped=(*dropped, *audit_dropped),
+        partitions_dropped=(*dropped, *audit_dropped, *search_dropped),
         deferred=tuple(run.deferred),
         names={tenant_id: str(name) for tenant_id, name in names.items()},
         longest_transaction=run.longest,
@@ -774,3 +783,72 @@ def _drop_whole_audit_months(
     for tenant_id, count in counted.items():
         run.removed.setdefault(tenant_id, Counter())[AUDIT_EVENTS] += count
     return names, id_below(end)
+
+
+# The search log -----------------------------------------------------------------------
+
+
+def _remove_search_queries(run: _Run, cutoffs: dict[uuid.UUID, datetime]) -> list[str]:
+    """Each tenant's logged searches made before its cutoff; the partitions dropped (or,
+    dry, that would be). The months before every tenant's cutoff go whole, the rest in
+    batches."""
+    dropped, floor = _drop_whole_search_months(run, list(cutoffs.values()))
+    for tenant_id, cutoff in cutoffs.items():
+        _in_batches(
+            run,
+            tenant_id,
+            SEARCH_QUERIES,
+            lower=floor,
+            upper=id_below(cutoff),
+            act=_delete_rows(run, tenant_id, SEARCH_QUERIES),
+        )
+    return dropped
+
+
+def _drop_whole_search_months(
+    run: _Run, cutoffs: list[datetime]
+) -> tuple[list[str], uuid.UUID | None]:
+    """Drop the months of search_queries before every tenant's cutoff; (the partitions
+    dropped, or on a dry run those that would be; the first id left to the batches).
+
+    Nothing references the log, so nothing else is removed with them. Each month's rows
+    are counted per tenant first, for the run's record: no row is added to a past month
+    meanwhile (a new row's id is of its own time). The drop waits at most
+    RETENTION_LOCK_TIMEOUT for the table's lock; not granted, the batches remove those
+    rows instead."""
+    if not cutoffs:
+        return [], None
+    month = partitions.month_start(min(cutoffs))
+    counted: Counter[uuid.UUID] = Counter()
+    with system_context("retention: plan the search log's partition drop", level=logging.INFO):
+        with connection.cursor() as cursor:
+            names = sorted(
+                name
+                for start, name in partitions.partitions(cursor, SEARCH_QUERIES).items()
+                if start < month
+            )
+            if not names:
+                return [], None
+            cursor.execute(
+                f"SELECT tenant_id, count(*) FROM {SEARCH_QUERIES} WHERE id < %s GROUP BY 1",
+                [id_below(month)],
+            )
+            counted.update(dict(cursor.fetchall()))
+
+    def drop(cursor: Any) -> list[str]:
+        partitions.drop_months_before(cursor, SEARCH_QUERIES, month)
+        return names
+
+    if not run.dry_run:
+        try:
+            _short_transaction(run, "drop whole months of the search log", drop)
+        except OperationalError as error:
+            if not _is_lock_timeout(error):
+                raise
+            run.deferred.append(
+                f"{SEARCH_QUERIES} months before {month:%Y-%m}: not dropped this run"
+            )
+            return [], None
+    for tenant_id, count in counted.items():
+        run.removed.setdefault(tenant_id, Counter())[SEARCH_QUERIES] += count
+    return names, id_below(month)

@@ -22,6 +22,7 @@ from documents.models import (
     EmbeddingCacheEntry,
     Project,
     ProjectAccess,
+    SearchQuery,
 )
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
@@ -148,6 +149,25 @@ def _chunk(b: _Build):
         embedding=VECTOR,
         embedding_model="test-embedder",
     )
+
+
+def _search_query(b: _Build):
+    query = f"Where is {b.label}"
+    # A search is logged as its own user's (the policy's WITH CHECK) and read by that
+    # user or the tenant's owners and admins.
+    searcher = _grant_writer(b)
+    with tenant_context(b.tenant, user=searcher):
+        return SearchQuery.objects.create(
+            tenant=b.tenant,
+            user=searcher,
+            mode="hybrid",
+            query=query,
+            query_sha256=sha256_hex(query),
+            filters={"topic": b.label},
+            k=10,
+            latency_ms=4.2,
+            chunk_ids=[b[Chunk].pk],
+        )
 
 
 def _template(b: _Build):
@@ -387,6 +407,7 @@ TENANT_ROW_BUILDERS = {
     "documents.EmbeddingCacheEntry": _embedding_cache_entry,
     "documents.ProjectAccess": _project_access,
     "documents.DocumentAccess": _document_access,
+    "documents.SearchQuery": _search_query,
     "documents.ProjectTemplate": _template,
     "agents.AgentExecution": _execution,
     "agents.ExecutionIdempotencyKey": _idempotency_key,

@@ -1,4 +1,5 @@
-"""Run history partitions (core.db.partitions): agent_executions is split by month.
+"""Run history partitions (core.db.partitions): agent_executions is split by month, as are
+the audit trail and the search log, whose months this job creates too.
 
 Creating the coming months' partitions, and dropping the months past retention.
 """
@@ -20,17 +21,19 @@ from core.db.connections import owner_role_name, runtime_role_name
 from core.db.roles import revoke_append_only_writes
 from core.ids import uuid7_floor
 from core.jobs import JobSummary, rolled_back_on_dry_run
+from documents.models import SearchQuery
 from tenancy.context import system_context
 from tenancy.models import AuditEvent, GlobalAuditEvent
 
 logger = logging.getLogger(__name__)
 
 EXECUTIONS_TABLE = AgentExecution._meta.db_table
-# Every table partitioned by month: the run history and the audit trail.
+# Every table partitioned by month: the run history, the audit trail and the search log.
 PARTITIONED_TABLES = (
     EXECUTIONS_TABLE,
     AuditEvent._meta.db_table,
     GlobalAuditEvent._meta.db_table,
+    SearchQuery._meta.db_table,
 )
 
 
@@ -56,9 +59,9 @@ class PartitionsSummary(JobSummary):
 def execution_partitions_ensure(
     *, ahead: int, now: datetime | None = None, dry_run: bool = False
 ) -> list[str]:
-    """Create the partitions of agent_executions and of the audit trail from this month to
-    `ahead` months on; the new ones. The audit trail's new months are append-only for the
-    runtime role like the others (core.db.roles.revoke_append_only_writes).
+    """Create the partitions of agent_executions, the audit trail and the search log from
+    this month to `ahead` months on; the new ones. The audit trail's new months are
+    append-only for the runtime role like the others (core.db.roles.revoke_append_only_writes).
 
     Idempotent. As the owner (system_context): only the owner may create partitions. A
     dry run creates them in a transaction it rolls back (core.jobs.rolled_back_on_dry_run).

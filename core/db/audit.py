@@ -58,6 +58,12 @@ AUDIT_TRIGGER = "audit_row"
 APPEND_ONLY_TRIGGER = "audit_append_only"
 # The audited tables without tenant_id (a shared template has none): the global chain.
 GLOBAL_AUDITED_TABLES = ("users", "tenants", "project_templates")
+# Tenant tables whose writes are not recorded, and why (docs/security.md, "The search
+# log"). search_queries is itself the record of a read: an event per search would double
+# every search's writes and copy the query text into the append-only chain, where an
+# erasure can only redact it. Its rows cannot be rewritten either: a trigger allows only
+# an erasure's emptying of the text and the users key's SET NULL.
+UNAUDITED_TABLES = {"search_queries": "a log of reads, itself the record"}
 LONG_VALUE_CHARS = 1024
 DEFAULT_ACTOR = "service"
 ACTIONS = ("insert", "update", "delete")

@@ -6,7 +6,8 @@ replica unless the unit of work needs the primary's view of the data:
 
 - once it has written: any statement other than a plain SELECT on the primary pins the
   rest of the request (outside a request: of the thread) to the primary, so a read
-  after a write, in its transaction or after it, sees it;
+  after a write, in its transaction or after it, sees it (except a write made inside
+  `unpinned_write`, which nothing reads back: the search log);
 - in a request that is not GET, HEAD or OPTIONS (a form post reads what it changes);
 - outside GET/HEAD requests, inside a `transaction.atomic()` block on the primary other
   than the tenant-context ones (a service may read, then write what it read);
@@ -263,6 +264,19 @@ def unit_of_work(*, read_only: bool = False, on_primary: bool = False) -> Iterat
         yield
     finally:
         routing.pinned, routing.read_only = saved
+
+
+@contextmanager
+def unpinned_write() -> Iterator[None]:
+    """A write the unit of work never reads back (the search log, documents.search): it
+    leaves the pin as it was, so the reads after it may still go to a replica. Writes
+    themselves always go to the primary."""
+    routing = _routing()
+    pinned = routing.pinned
+    try:
+        yield
+    finally:
+        routing.pinned = pinned
 
 
 class ReplicaRoutingMiddleware:

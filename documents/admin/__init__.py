@@ -1,4 +1,5 @@
-"""Admin for projects, document versions, knowledge documents, chunks and project templates.
+"""Admin for projects, document versions, knowledge documents, chunks, project templates
+and the search log.
 
 Rights: tenancy.admin_roles. New rows go through documents.services, which compute what a form
 should not ask for (version numbers and hash chains, stored files and their checksums,
@@ -7,7 +8,14 @@ model family; importing this package registers them all. The apps to the right (
 exports) add their sections and actions to a project's page through the names below.
 """
 
-from documents.admin import access, knowledge, project_templates, projects, versions
+from documents.admin import (
+    access,
+    knowledge,
+    project_templates,
+    projects,
+    search_log,
+    versions,
+)
 from documents.admin.projects import add_project_action, add_project_sections
 from documents.admin.versions import diff_html, version_label
 
@@ -19,6 +27,7 @@ __all__ = [
     "knowledge",
     "project_templates",
     "projects",
+    "search_log",
     "version_label",
     "versions",
 ]

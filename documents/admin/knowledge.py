@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import F, Func, IntegerField, Value
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from pgvector.django import VectorField
 
 from core.admin import (
@@ -23,6 +24,7 @@ from core.admin import (
 )
 from core.admin_sections import RelatedRows, related_sections
 from documents.admin.access import RestrictActions, who_has_access
+from documents.admin.search_log import chunk_search_hits
 from documents.models import Chunk, Document, DocumentAccess, EmbeddingCacheEntry
 from documents.services import (
     document_create,
@@ -208,7 +210,9 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     # The vector is never sent to a browser in full: the form leaves it out and the change
     # page shows its dimension and first numbers, computed in SQL.
     exclude = ("embedding",)
-    readonly_fields = (*TIMESTAMP_FIELDS, "embedding_summary")
+    readonly_fields = (*TIMESTAMP_FIELDS, "embedding_summary", "search_hits")
+    # Its hits in the search log, counted from the log (documents.selectors.chunk_hits).
+    change_sections = (("Search hits", ("search_hits",)),)
     # What ingestion wrote describes the document's text and its vector: only notes change.
     change_readonly_fields = (
         "tenant",
@@ -255,6 +259,10 @@ class ChunkAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     @admin.display(description="dims")
     def embedding_dimensions(self, obj: WithAnnotations[Chunk, EmbeddingDims]) -> int | None:
         return obj.embedding_dims
+
+    @admin.display(description="searches that returned it")
+    def search_hits(self, obj: Chunk) -> SafeString:
+        return chunk_search_hits(obj)
 
     @admin.display(description="embedding")
     def embedding_summary(self, obj: Chunk) -> str:

@@ -14,7 +14,12 @@ document's id, so the sources of chunks an earlier re-ingestion replaced are fou
 - each document version such a run produced is redacted: its content becomes the
   tombstone (documents.models.REDACTED_CONTENT), `redacted_at` is set, content_sha256
   and prev_sha256 stay, so the versions' chain still links;
-- each export holding such a version is removed with its file.
+- each export holding such a version is removed with its file;
+- each logged search (search_queries) that returned one of its chunks keeps its row
+  (who searched, when, how, the chunk ids: ids are not content) but loses its query
+  text, which may quote the document; query_sha256 stays, as with
+  SEARCH_LOG_QUERY_TEXT off. Searches that returned the chunks of an earlier
+  ingestion of it (replaced since) are not found: the log keeps chunk ids only.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from documents.models import (
     Document,
     DocumentVersion,
     EmbeddingCacheEntry,
+    SearchQuery,
 )
 from erasure.models import ErasureReceipt, Subject
 from erasure.services._common import ERASED_JSON, Tally, as_uuid, json_sha256, required_requested_by
@@ -110,6 +116,7 @@ def erase_document_rows(document: Document, tally: Tally, *, now: datetime) -> N
     tally.touched("execution_sources", [row[0] for row in used], [row[2] for row in used])
 
     redact_runs(tenant_id, {row[1] for row in used}, tally, now=now)
+    _redact_searches(tenant_id, [chunk_id for chunk_id, _ in chunks], tally)
 
     chunk_hashes = [sha256_hex(text) for _, text in chunks]
     tally.touched("chunks", [chunk_id for chunk_id, _ in chunks], chunk_hashes)
@@ -123,6 +130,17 @@ def erase_document_rows(document: Document, tally: Tally, *, now: datetime) -> N
     tally.file("default", document.storage_key, document.sha256)
     # Its chunks and access grants go with it (their keys' ON DELETE CASCADE).
     Document.objects.filter(tenant_id=tenant_id, pk=document.pk).delete()
+
+
+def _redact_searches(tenant_id: uuid.UUID, chunk_ids: list[uuid.UUID], tally: Tally) -> None:
+    """Empty the query text of the logged searches that returned one of these chunks
+    (chunk_ids && ARRAY[...], search_queries_chunk_ids_gin)."""
+    if not chunk_ids:
+        return
+    searches = SearchQuery.objects.filter(tenant_id=tenant_id, chunk_ids__overlap=chunk_ids)
+    found = list(searches.exclude(query="").values_list("id", "query_sha256"))
+    searches.filter(id__in=[row[0] for row in found]).update(query="")
+    tally.touched("search_queries", [row[0] for row in found], [row[1] for row in found])
 
 
 def remove_exports_of(tenant_id: uuid.UUID, version_ids: list[uuid.UUID], tally: Tally) -> None:

@@ -12,7 +12,9 @@ entries, their login records), and in every tenant they were in, what they wrote
   made: removed with their files;
 - knowledge documents they uploaded, where the tenant's settings say
   `"erase_uploads_with_user": true` (a tenant's knowledge base outlives its authors by
-  default): erased as `erase_document` does.
+  default): erased as `erase_document` does;
+- their searches (search_queries rows with their user_id): deleted, the text they
+  searched for being theirs. A tenant they searched in counts as one they were in.
 
 Who wrote a message or started a run is what the audit trail recorded when the row was
 inserted (actor_user_id): those tables have no author column, and the trail is written by
@@ -37,7 +39,13 @@ from agents.models import ChangeProposal, ConversationMessage, Decision
 from core.db.partitions import one_connection_per_node
 from core.hashing import sha256_hex
 from core.jobs import rolled_back_on_dry_run
-from documents.models import Document, DocumentAccess, DocumentVersion, ProjectAccess
+from documents.models import (
+    Document,
+    DocumentAccess,
+    DocumentVersion,
+    ProjectAccess,
+    SearchQuery,
+)
 from erasure.models import ErasureReceipt, Subject
 from erasure.services._common import Tally, required_requested_by
 from erasure.services.documents import erase_document_rows, redact_runs, redact_versions
@@ -64,12 +72,18 @@ def erase_user(*, email: str, requested_by: str, dry_run: bool = False) -> list[
                 one_connection_per_node(cursor)
             user = _user(address)
             now = timezone.now()
-            tenant_ids = set(
-                Membership.objects.filter(user=user).values_list("tenant_id", flat=True)
-            ) | set(
-                AuditEvent.objects.filter(actor_user_id=user.pk)
-                .values_list("tenant_id", flat=True)
-                .distinct()
+            tenant_ids = (
+                set(Membership.objects.filter(user=user).values_list("tenant_id", flat=True))
+                | set(
+                    AuditEvent.objects.filter(actor_user_id=user.pk)
+                    .values_list("tenant_id", flat=True)
+                    .distinct()
+                )
+                | set(
+                    SearchQuery.objects.filter(user=user)
+                    .values_list("tenant_id", flat=True)
+                    .distinct()
+                )
             )
             for tenant in Tenant.objects.filter(pk__in=tenant_ids).order_by("pk"):
                 tally = Tally()
@@ -124,6 +138,8 @@ def _erase_in_tenant(user: User, tenant: Tenant, tally: Tally, *, now: datetime)
     redact_runs(tenant_id, _authored(user, tenant_id, "agent_executions"), tally, now=now)
     written = DocumentVersion.objects.filter(tenant_id=tenant_id, created_by=user)
     redact_versions(tenant_id, set(written.values_list("id", flat=True)), tally, now=now)
+    searches = SearchQuery.objects.filter(tenant_id=tenant_id, user=user)
+    _delete(tally, "search_queries", searches, "query")
     exports = Export.objects.filter(tenant_id=tenant_id, created_by=user)
     for export_id, key, sha256 in exports.values_list("id", "storage_key", "sha256"):
         tally.touched("exports", [export_id], [sha256])

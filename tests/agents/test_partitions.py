@@ -190,6 +190,7 @@ def test_partitions_ahead_are_created_once():
     later = datetime(2031, 1, 10, tzinfo=UTC)
     created = execution_partitions_ensure(ahead=3, now=later)
     assert {"agent_executions_p2031_02", "agent_executions_p2031_03"} <= set(created)
+    assert {"search_queries_p2031_02", "audit_events_p2031_02"} <= set(created)
     assert execution_partitions_ensure(ahead=3, now=later) == []
     assert {"2031-01", "2031-02", "2031-03", "2031-04"} <= set(partition_months())
 

@@ -29,7 +29,14 @@ from agents.models import (
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection
 from core.ids import uuid7
-from documents.models import Chunk, Document, DocumentVersion, EmbeddingCacheEntry, Project
+from documents.models import (
+    Chunk,
+    Document,
+    DocumentVersion,
+    EmbeddingCacheEntry,
+    Project,
+    SearchQuery,
+)
 from documents.services import INGEST_TASK
 from erasure.models import ErasureReceipt
 from exports.models import Export
@@ -79,6 +86,7 @@ NOT_ADDABLE = {
     RetentionRun,  # written by `manage.py retention` only
     ErasureReceipt,  # written by the erasures only
     AuditChainAnchor,  # written by the retention job's cuts only
+    SearchQuery,  # written by documents.search only
 }
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [
@@ -90,6 +98,7 @@ BIG_TABLES = [
     ExecutionError,
     AuditEvent,
     GlobalAuditEvent,
+    SearchQuery,
 ]
 
 

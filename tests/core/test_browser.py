@@ -28,7 +28,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from documents.models import Chunk, Document, EmbeddingCacheEntry, Project
+from documents.models import Chunk, Document, EmbeddingCacheEntry, Project, SearchQuery
 from documents.services import (
     document_access_grant,
     document_ingest,
@@ -66,6 +66,7 @@ MANAGERS_ONLY = {
     RetentionPolicy,
     RetentionRun,
     ErasureReceipt,
+    SearchQuery,  # people's queries
 }
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}

@@ -276,6 +276,67 @@ def test_duplicate_uploads_and_the_embedding_cache_on_the_cluster(two_tenants):
         with tenant_context(owner):
             assert EmbeddingCacheEntry.objects.filter(tenant=owner).count() == embedded
 
+def test_the_search_log_on_the_cluster(two_tenants, file_storages):
+    """search_queries is distributed by tenant_id with the other tenant tables; each
+    search writes its row on the tenant's shard, a chunk's hits are counted there, the
+    other tenant sees none, and retention removes one tenant's old searches only."""
+    from core.db import partitions
+    from core.hashing import sha256_hex
+    from core.ids import uuid7_at
+    from documents.models import SearchQuery
+    from documents.selectors import chunk_hits
+    from retention.services import retention_enforce, retention_policy_set
+
+    tenant, other = two_tenants
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.partmethod, p.colocationid = c.colocationid FROM pg_dist_partition p, "
+            "pg_dist_partition c WHERE p.logicalrelid = 'search_queries'::regclass "
+            "AND c.logicalrelid = 'chunks'::regclass"
+        )
+        assert cursor.fetchone() == ("h", True)
+    document_ingest(tenant=tenant, title="Handbook", text=TEXT, chunk_size=20)
+    document_ingest(tenant=other, title="Other handbook", text=TEXT, chunk_size=20)
+    member = make_member(tenant, f"searcher-{uuid.uuid4().hex[:8]}@example.com", "viewer")
+    for mode in ("semantic", "fulltext", "hybrid"):
+        [best] = chunk_search(tenant=tenant, query="billing refunds", k=1, mode=mode, user=member)
+    # The member reads their own searches, which is all of them here.
+    with tenant_context(tenant, user=member):
+        logged = list(SearchQuery.objects.order_by("id"))
+    assert [(e.mode, e.user_id, len(e.chunk_ids)) for e in logged] == [
+        (mode, member.pk, 1) for mode in ("semantic", "fulltext", "hybrid")
+    ]
+    with tenant_context(tenant, user=member):
+        assert chunk_hits(tenant=tenant, chunk=best.chunk_id).count >= 1
+    with tenant_context(other):
+        assert not SearchQuery.objects.exists()
+
+    old = timezone.now() - timedelta(days=60)
+    with system_context("test: an old month of the log"), connection.cursor() as cursor:
+        partitions.ensure_months(cursor, "search_queries", old, timezone.now())
+    for each in (tenant, other):
+        with system_context("test: an old search"):
+            SearchQuery.objects.create(
+                id=uuid7_at(old),
+                tenant=each,
+                mode="fulltext",
+                query="old",
+                query_sha256=sha256_hex("old"),
+                k=1,
+                latency_ms=1.0,
+            )
+    owner = make_member(tenant, f"owner-{uuid.uuid4().hex[:8]}@example.com", "owner")
+    retention_policy_set(tenant=tenant, by=owner, search_queries_days=30)
+    removed = retention_enforce().removed
+    assert removed[tenant.pk]["search_queries"] == 1
+    assert removed[other.pk].get("search_queries", 0) == 0
+    with system_context("test: what retention left"):
+        assert sorted(
+            SearchQuery.objects.filter(query="old", tenant__in=[tenant, other]).values_list(
+                "tenant_id", flat=True
+            )
+        ) == [other.pk]
+
 
 def test_an_export(two_tenants, file_storages):
     tenant, _ = two_tenants

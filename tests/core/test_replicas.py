@@ -24,10 +24,10 @@ from health_check.exceptions import ServiceUnavailable
 
 from core.db import replicas
 from core.ops.health import ReplicasLag
-from documents.models import Project
+from documents.models import Project, SearchQuery
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_member
 from tests.streaming_replica import (
     django_on,
     extra_replica,
@@ -189,11 +189,19 @@ def test_chunk_search_runs_on_the_standby_with_its_search_settings(pair, file_st
     standby = connections["replica_1"]
     with replicas.unit_of_work(read_only=True), CaptureQueriesContext(standby) as on_standby:
         results = search.chunk_search(tenant=tenant, query="harbour cranes", k=5)
+        # The search log's row, written on the primary, pins no read after it there.
+        assert read_on_standby()
     assert [result.content for result in results] == ["replicated harbour cranes"]
     sent = [query["sql"] for query in on_standby.captured_queries]
     # The HNSW settings went to the transaction the search ran in, on the standby.
     assert any("hnsw.ef_search" in sql for sql in sent)
     assert any('FROM "chunks"' in sql for sql in sent)
+    # The log went to the primary (a standby's read-only transaction would refuse it).
+    assert not any("search_queries" in sql for sql in sent)
+    # Read as an owner: a search without a user is read by owners and admins only.
+    with tenant_context(tenant, user=make_member(tenant, "log-reader@example.com")):
+        [logged] = SearchQuery.objects.using("default").values_list("query", "chunk_ids")
+    assert logged == ("harbour cranes", [results[0].chunk_id])
 
 
 def wait_for_state(alias: str, wanted, seconds: float = 15) -> replicas.ReplicaState:

@@ -59,8 +59,10 @@ def constraint_name(error: IntegrityError) -> str | None:
 class Rows:
     """Valid rows of every table of ours, each with fresh unique values and parents."""
 
-    def __init__(self, tenant_id: uuid.UUID) -> None:
+    def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None) -> None:
         self.tenant_id = tenant_id
+        # The context's user: a search is logged as its own user's (the log's policy).
+        self.user_id = user_id
         self.counter = itertools.count(1)
 
     def values(self, table: str, tenant_id: uuid.UUID | None = None) -> dict:
@@ -263,6 +265,17 @@ class Rows:
                 "new_sha256": sha(f"now {n}"),
                 "reason": "reingested",
             },
+            "search_queries": lambda: {
+                "tenant_id": tenant_id,
+                "user_id": self.user_id,
+                "mode": "hybrid",
+                "query": f"query {n}",
+                "query_sha256": sha(f"query {n}"),
+                "filters": "{}",
+                "k": 10,
+                "latency_ms": 1.5,
+                "chunk_ids": "{}",
+            },
             "execution_errors": lambda: {
                 "tenant_id": tenant_id,
                 "execution_id": self.insert("agent_executions", tenant_id),
@@ -317,7 +330,7 @@ def rows(tenant_a) -> Iterator[Rows]:
     # As an admin of tenant A: the access grants take writes from owners and admins only.
     admin = make_member(tenant_a, "schema-admin@example.com", "admin")
     with tenant_context(tenant_a, user=admin):
-        yield Rows(tenant_a.pk)
+        yield Rows(tenant_a.pk, admin.pk)
 
 
 # --- CHECK constraints -------------------------------------------------------------
@@ -441,6 +454,19 @@ BAD_ROWS = [
         "execution_sources_erased_empty",
         "execution_sources",
         {"content": "x", "chunk_sha256": sha("y"), "erased_at": STARTED},
+    ),
+    BadRow("search_queries_mode_valid", "search_queries", {"mode": "vector"}),
+    BadRow("search_queries_k_gte_1", "search_queries", {"k": 0}),
+    BadRow("search_queries_latency_gte_0", "search_queries", {"latency_ms": -0.5}),
+    BadRow(
+        "search_queries_query_sha256_hex",
+        "search_queries",
+        {"query": "", "query_sha256": sha("x").upper()},
+    ),
+    BadRow(
+        "search_queries_query_sha256_matches",
+        "search_queries",
+        {"query": "x", "query_sha256": sha("y")},
     ),
     BadRow("conversation_messages_role_valid", "conversation_messages", {"role": "bot"}),
     BadRow("conversation_messages_position_gte_1", "conversation_messages", {"position": 0}),
@@ -676,6 +702,7 @@ TOUCH = {
     "retention_policies": ("exports_days", 30),
     "retention_runs": ("dry_run", True),
     "audit_chain_anchors": ("hash", "1" * 64),
+    "search_queries": ("query", ""),  # the one change of its text its immutability allows
 }
 
 

@@ -140,7 +140,7 @@ def test_seed_covers_every_project_status_and_step():
 @pytest.mark.django_db(transaction=True)
 def test_seed_covers_knowledge_agent_runs_and_exports():
     from agents.models import AgentExecution, ConversationMessage, EvaluationRun, ExecutionSource
-    from documents.models import Chunk, Document
+    from documents.models import Chunk, Document, SearchQuery
     from exports.models import Export
 
     seed("--documents", "2", "--chunks", "5")
@@ -158,6 +158,8 @@ def test_seed_covers_knowledge_agent_runs_and_exports():
         assert AgentExecution.objects.filter(attempt=2).exists()
         assert AgentExecution.objects.filter(produced_version__isnull=False).exists()
         assert ExecutionSource.objects.exists()
+        # The retriever steps' searches, in the search log with their runs.
+        assert SearchQuery.objects.filter(execution_id__isnull=False).exists()
         assert ConversationMessage.objects.exists()
         assert EvaluationRun.objects.exists()
         assert set(Export.objects.values_list("status", "format")) == {

@@ -30,10 +30,13 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connection
+from django.utils import timezone
 from psycopg import sql
 
 from agents.services import execution_create, execution_finish, execution_start
-from documents.models import Project
+from core.hashing import sha256_hex
+from core.ids import uuid7_floor
+from documents.models import Project, SearchQuery
 from documents.search import SEARCH_MODES, chunk_search
 from documents.services import document_ingest
 from exports.models import Export, ExportFormat
@@ -102,16 +105,23 @@ def file_places(canary: str) -> list[str]:
 
 
 def search_places(canary: str, *, user: User | None = None) -> list[str]:
-    """The "chunk_search:<mode>:<tenant id>" places whose results hold `canary`."""
+    """The "chunk_search:<mode>:<tenant id>" places whose results hold `canary`.
+
+    Every chunk_search is logged with its query (search_queries), so the scan's own
+    searches would leave the canary in every tenant's log, which no erasure of the
+    subject could or should remove: the scan deletes the log rows it made."""
     with system_context("test: canary scan, the tenants"), connection.cursor() as cursor:
         cursor.execute("SELECT id FROM tenants UNION SELECT DISTINCT tenant_id FROM chunks")
         tenant_ids = sorted(row[0] for row in cursor.fetchall())
+    scan_started = uuid7_floor(timezone.now())
     places = []
     for tenant_id in tenant_ids:
         for mode in SEARCH_MODES:
             results = chunk_search(tenant=tenant_id, query=canary, k=SEARCH_K, mode=mode, user=user)
             if any(canary in result.content for result in results):
                 places.append(f"chunk_search:{mode}:{tenant_id}")
+    with system_context("test: canary scan, its own search log"):
+        SearchQuery.objects.filter(id__gte=scan_started, query_sha256=sha256_hex(canary)).delete()
     return places
 
 

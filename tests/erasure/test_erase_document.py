@@ -16,12 +16,14 @@ from agents.services import (
     execution_record_sources,
     execution_start,
 )
+from core.hashing import sha256_hex
 from documents.models import (
     REDACTED_CONTENT,
     Chunk,
     Document,
     DocumentVersion,
     EmbeddingCacheEntry,
+    SearchQuery,
 )
 from documents.search import chunk_search
 from documents.services import document_ingest, document_version_create, project_create
@@ -31,6 +33,7 @@ from exports.models import Export
 from exports.services import export_create
 from tenancy.context import system_context, tenant_context
 from tests.erasure.canary import find_canary
+from tests.factories import make_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +55,8 @@ def grounded_work(tenant, canary: str) -> dict:
         tenant=tenant, project=project, agent_type="writer", input_data={"brief": canary}
     )
     run = execution_start(tenant=tenant, execution=run)
-    results = chunk_search(tenant=tenant, query=canary, mode="fulltext")
+    # The run's search, logged with the run (search_queries).
+    results = chunk_search(tenant=tenant, query=canary, mode="fulltext", execution=run)
     assert results, "the document's chunks are found before the erasure"
     execution_record_sources(tenant=tenant, execution=run, results=results)
     version = document_version_create(
@@ -82,6 +86,7 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
         "execution_sources.content",
         "audit_events.changes",
         f"chunk_search:fulltext:{tenant_a.pk}",
+        "search_queries.query",
     } <= set(before)
     assert sum(place.startswith("file:") for place in before) == 2, "the upload and the export"
     cached_a, cached_b = cached_embeddings(tenant_a), cached_embeddings(tenant_b)
@@ -112,6 +117,13 @@ def test_erasing_a_document_leaves_no_trace_of_it_and_spares_the_other_tenant(
     assert cached_embeddings(tenant_b) == cached_b
     assert receipt.rows_touched["embedding_cache"] == len(cached_a)
     assert receipt.removed_sha256["embedding_cache"] == sorted(cached_a)
+    # The run's logged search stays, without its text: who searched, when, the hash.
+    # Read as an owner: the run's search has no user, and is read by owners and admins.
+    with tenant_context(tenant_a, user=make_member(tenant_a, "log-reader@example.com")):
+        [search] = SearchQuery.objects.all()
+    assert (search.execution_id, search.query) == (work["run"].pk, "")
+    assert search.query_sha256 == sha256_hex(canary_a)
+    assert receipt.rows_touched["search_queries"] == 1
     assert receipt.removed_sha256["documents"] == [work["document"].sha256]
     assert canary_a not in str(receipt.removed_sha256) + str(receipt.rows_touched)
     call_command("audit_verify")  # every chain still verifies, the redacted events' too

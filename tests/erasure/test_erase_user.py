@@ -19,7 +19,8 @@ from agents.services import (
     execution_start,
     message_add,
 )
-from documents.models import REDACTED_CONTENT, DocumentVersion
+from documents.models import REDACTED_CONTENT, DocumentVersion, SearchQuery
+from documents.search import chunk_search
 from documents.services import document_ingest, document_version_create, project_create
 from erasure.models import ErasureReceipt
 from erasure.services import erase_user
@@ -34,7 +35,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def their_work(tenant: Tenant, user: User, canary: str) -> dict:
     """In `user`'s name: a message, a decision, a review note, a run with its input and
-    output, a version, an export of it and an uploaded knowledge document."""
+    output, a version, an export of it, an uploaded knowledge document and a search for
+    it (full-text: it finds this document only, not another person's)."""
     with tenant_context(tenant, user=user):
         project = project_create(tenant=tenant, name=f"Plans of {tenant.slug}")
         message_add(tenant=tenant, project=project, role="user", content=f"Please {canary}")
@@ -62,6 +64,7 @@ def their_work(tenant: Tenant, user: User, canary: str) -> dict:
         )
         change_proposal_reject(tenant=tenant, proposal=proposal, by=user, note=f"No, {canary}")
         document_ingest(tenant=tenant, title=f"Notes {canary}", text=f"{canary} " * 5, by=user)
+        assert chunk_search(tenant=tenant, query=canary, mode="fulltext", user=user)
     return {"project": project, "version": version, "proposal": proposal}
 
 
@@ -95,6 +98,7 @@ def test_erasing_a_person_leaves_no_trace_of_them_and_spares_everyone_else(
         "chunks.content",
         "audit_events.changes",
         "audit_events_global.changes",
+        "search_queries.query",
     } <= set(before)
     kept_before = find_canary(kept)
 
@@ -122,6 +126,12 @@ def test_erasing_a_person_leaves_no_trace_of_them_and_spares_everyone_else(
     ]
     with system_context("test"):
         assert ErasureReceipt.objects.filter(subject_id=carol.pk).count() == 3
+    # Their search in each tenant, deleted; dave's stays (find_canary(kept) above).
+    assert [receipt.rows_touched.get("search_queries") for receipt in receipts] == [1, 1, None]
+    # Read as an owner: a member reads only their own searches.
+    with tenant_context(tenant_a, user=make_member(tenant_a, "log-reader@example.com")):
+        assert not SearchQuery.objects.filter(user=carol.pk).exists()
+        assert SearchQuery.objects.filter(user=dave).count() == 1
     call_command("audit_verify")
 
 

@@ -500,7 +500,7 @@ def test_setting_a_field_to_none_returns_it_to_the_default(tenant_a, owner_a, se
 def test_the_command_reports_and_a_bad_setting_exits_non_zero(tenant_a, settings):
     out = io.StringIO()
     call_command("retention", "--dry-run", stdout=out)
-    assert "not enforced yet: search_queries" in out.getvalue()
+    assert "not enforced yet" not in out.getvalue()  # every category is
     assert "longest transaction: " in out.getvalue()  # the bound of any lock it held
     assert "Dry run" in out.getvalue()
     settings.RETENTION_DEFAULT_DAYS = {**settings.RETENTION_DEFAULT_DAYS, "messages": 0}
@@ -529,7 +529,7 @@ def test_an_owner_changes_the_policy_in_the_admin_and_sees_the_last_run(client, 
     page = client.get(url)
     assert page.status_code == 200
     text = page.content.decode()
-    assert "Last run" in text and "not enforced yet" in text
+    assert "Last run" in text and "not enforced yet" not in text
     response = client.post(
         url, {"executions_days": "15", "exports_days": "40", "messages_days": ""}
     )

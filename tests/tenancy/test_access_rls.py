@@ -37,6 +37,23 @@ from tests.factories import make_member, make_tenant_rows
 
 HANGING_COLUMNS = ("project_id", "execution_id", "document_id")
 
+# Tables that name a run but whose rows are their writer's own, not the run's project's:
+# the search log (documents.0026) is read by the searcher and by the tenant's owners and
+# admins only, which is narrower than any access list, so it carries none. Each is
+# checked below for that policy instead (tests/documents/test_search_log.py tests it).
+OWN_ROWS = {"search_queries": "(user_id = app_current_user_id())"}
+
+
+def _own_rows_tables() -> set[str]:
+    """OWN_ROWS and their partitions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = ANY (%s::text[]::regclass[])",
+            [list(OWN_ROWS)],
+        )
+        return set(OWN_ROWS) | {row[0] for row in cursor.fetchall()}
+
 
 def tables_below_projects_and_documents() -> dict[str, list[str]]:
     """Every tenant table (partitions too) holding a project's, a run's or a document's
@@ -53,7 +70,26 @@ def tables_below_projects_and_documents() -> dict[str, list[str]]:
             [list(HANGING_COLUMNS)],
         )
         tables = dict(cursor.fetchall())
+    own_rows = _own_rows_tables()
+    tables = {table: columns for table, columns in tables.items() if table not in own_rows}
     return {"projects": [], "documents": ["project_id"], **tables}
+
+
+def test_tables_of_own_rows_are_read_by_their_writer_and_full_access_only(db):
+    """The tables left out of the access lists above hold the writer's own rows: each
+    (and each partition) reads them by the row's user or the tenant's full access."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, qual FROM pg_policies WHERE schemaname = 'public' "
+            "AND policyname = 'tenant_isolation' AND tablename = ANY (%s)",
+            [sorted(_own_rows_tables())],
+        )
+        policies = dict(cursor.fetchall())
+    assert set(policies) == _own_rows_tables() and len(policies) > len(OWN_ROWS)
+    for table, qual in policies.items():
+        parent = next(own for own in OWN_ROWS if table == own or table.startswith(own + "_"))
+        assert OWN_ROWS[parent] in qual, (table, qual)
+        assert "app_full_access_tenant_ids()" in qual, (table, qual)
 
 
 @pytest.fixture

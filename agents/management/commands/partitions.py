@@ -1,5 +1,5 @@
 """`manage.py partitions [--ahead N] [--retain-months N] [--dry-run]`: the monthly
-partitions of agent_executions and of the audit trail."""
+partitions of agent_executions, the audit trail and the search log."""
 
 from typing import Any
 
@@ -13,8 +13,8 @@ from core.jobs import SystemJobCommand
 
 class Command(SystemJobCommand):
     help = (
-        "Create the monthly partitions of agent_executions and the audit trail from this "
-        "month to N months ahead "
+        "Create the monthly partitions of agent_executions, the audit trail and the search "
+        "log (search_queries) from this month to N months ahead "
         "(idempotent), and with --retain-months remove whole months of run history older "
         "than the last N months (docs/operations.md, 'Partitions and retention'). Runs as "
         "the owner. --dry-run does it in a transaction it rolls back and reports what it did."

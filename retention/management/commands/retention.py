@@ -14,8 +14,8 @@ class Command(SystemJobCommand):
         "policy says nothing): whole monthly partitions where every tenant's policy lets "
         "them go, short batches otherwise (docs/operations.md, 'Retention'). Records the "
         "run in retention_runs. Audit events go too, sealed first, the oldest part of each "
-        "tenant's chain cut at an anchor that audit_verify starts from. Search queries "
-        "are not enforced yet. "
+        "tenant's chain cut at an anchor that audit_verify starts from, and the "
+        "search log (search_queries), by whole months or in batches likewise. "
         "--dry-run reports the same counts and removes nothing."
     )
 
