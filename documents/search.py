@@ -488,8 +488,8 @@ def chunk_search(
 
     Every search is logged in search_queries (`_log_search`): the user of the tenant
     context (`user`, or a request's), `execution` (an agent execution, or its id) when
-    an agent searched, the mode, the query, the filters (or only its SHA-256, SEARCH_LOG_QUERY_TEXT),
-    k, the latency and the chunk ids returned. A log that cannot be written is a
+    an agent searched, the mode, the query (or only its SHA-256, SEARCH_LOG_QUERY_TEXT),
+    the filters, k, the latency and the chunk ids returned. A log that cannot be written is a
     warning, never the search's failure.
     """
     return _chunk_search(

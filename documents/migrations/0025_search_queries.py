@@ -3,7 +3,7 @@
 Tenant-first unique key, forced row-level security with the usual two policies, a GIN
 index on the returned chunk ids (a chunk's hits) and partial indexes for a person's and
 an execution's searches. Not audited (docs/security.md, "The search log"): it is itself
-the record of a read. 0022 partitions it by month; a migration of its own because the
+the record of a read. 0026 partitions it by month; a migration of its own because the
 rebuild reads the table's definition from the catalog.
 """
 

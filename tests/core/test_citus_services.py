@@ -276,6 +276,7 @@ def test_duplicate_uploads_and_the_embedding_cache_on_the_cluster(two_tenants):
         with tenant_context(owner):
             assert EmbeddingCacheEntry.objects.filter(tenant=owner).count() == embedded
 
+
 def test_the_search_log_on_the_cluster(two_tenants, file_storages):
     """search_queries is distributed by tenant_id with the other tenant tables; each
     search writes its row on the tenant's shard, a chunk's hits are counted there, the
