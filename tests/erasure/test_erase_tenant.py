@@ -424,8 +424,8 @@ def test_the_tenants_jobs_in_the_queue_are_erased_and_counted(tenant_a, tenant_b
     from tests.worker import clear_queue, jobs
 
     clear_queue()
-    for tenant in (tenant_a, tenant_a, tenant_b):
-        document_create(tenant=tenant, title="Queued", text="some words")
+    for number, tenant in enumerate((tenant_a, tenant_a, tenant_b)):
+        document_create(tenant=tenant, title="Queued", text=f"some words {number}")
     done = jobs(INGEST_TASK)[0]
     with connection.cursor() as cursor:
         # A finished job (with its events) goes as well as the waiting ones.
