@@ -175,12 +175,13 @@ def hnsw_max_scan_tuples(limit: int) -> int:
 
 
 def set_hnsw_iterative_scan(
-    limit: int, *, index_order: bool = False, ef_search: int = HNSW_MIN_EF_SEARCH
+    limit: int, *, index_order: bool = False, ef_search: int | None = None
 ) -> dict[str, str]:
     """Iterative HNSW index scans for the current transaction only (SET LOCAL).
 
-    ef_search is at least the LIMIT so one pass can return it (and `ef_search`, wider for
-    a filtered search, up to pgvector's 1000); max_scan_tuples grows
+    ef_search is at least the LIMIT so one pass can return it (and `ef_search`, by
+    default HNSW_MIN_EF_SEARCH as it is when called, wider for a filtered search, up to
+    pgvector's 1000); max_scan_tuples grows
     with the LIMIT and bounds the work when the tenant's rows are rare in the shared
     index. `index_order` also turns sorting off, which leaves the ordered index scan as
     the plan of an `ORDER BY distance LIMIT n` query (see _index_threshold).
@@ -192,6 +193,8 @@ def set_hnsw_iterative_scan(
     small tenant's sort reused for a big tenant). Returns the settings that outlive
     the search in its transaction as they were, for restoring; all in one statement.
     """
+    if ef_search is None:
+        ef_search = HNSW_MIN_EF_SEARCH
     settings = {
         "hnsw.iterative_scan": HNSW_ITERATIVE_SCAN,
         # pgvector's bound is 1000; so is SEARCH_MAX_K, the largest limit.
