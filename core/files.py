@@ -116,7 +116,7 @@ def _canonical_uuid(name: str) -> uuid.UUID | None:
     return value if str(value) == name else None
 
 
-def _listdir(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+def list_folder(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
     try:
         return storage.listdir(folder)
     except FileNotFoundError:
@@ -130,25 +130,25 @@ def _id_folders(storage: Storage, root: str) -> list[tuple[uuid.UUID, uuid.UUID,
     never touched.
     """
     folders = []
-    for tenant_name in sorted(_listdir(storage, root)[0]):
+    for tenant_name in sorted(list_folder(storage, root)[0]):
         tenant_id = _canonical_uuid(tenant_name)
         if tenant_id is None:
             continue
         tenant_folder = posixpath.join(root, tenant_name)
-        for row_name in sorted(_listdir(storage, tenant_folder)[0]):
+        for row_name in sorted(list_folder(storage, tenant_folder)[0]):
             row_id = _canonical_uuid(row_name)
             if row_id is not None:
                 folders.append((tenant_id, row_id, posixpath.join(tenant_folder, row_name)))
     return folders
 
 
-def _walk(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
+def walk_folder(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
     """The files under `folder`, and the folder with its subfolders, deepest first."""
-    subfolders, names = _listdir(storage, folder)
+    subfolders, names = list_folder(storage, folder)
     files = [posixpath.join(folder, name) for name in names]
     folders = []
     for name in subfolders:
-        inner_files, inner_folders = _walk(storage, posixpath.join(folder, name))
+        inner_files, inner_folders = walk_folder(storage, posixpath.join(folder, name))
         files += inner_files
         folders += inner_folders
     return files, [*folders, folder]
@@ -224,7 +224,7 @@ def sweep_orphan_folders(
     for tenant_id, row_id, folder in folders:
         if (tenant_id, row_id) in existing:
             continue
-        files, subfolders = _walk(storage, folder)
+        files, subfolders = walk_folder(storage, folder)
         if _changed_after(storage, files, subfolders, cutoff):
             recent += 1
             continue

@@ -46,7 +46,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from core.db.audit import ERASING_TENANT_SETTING, TENANT_EVENTS
-from core.files import remove_empty_folder, stored_files
+from core.files import list_folder, remove_empty_folder, stored_files, walk_folder
 from core.hashing import sha256_hex
 from erasure.models import ErasureReceipt, Subject
 from erasure.services._common import requested_by_error
@@ -168,13 +168,6 @@ def _recorded_file_hashes(tenant_id: uuid.UUID) -> list[str]:
     return sorted(hashes)
 
 
-def _listdir(storage: Storage, folder: str) -> tuple[list[str], list[str]]:
-    try:
-        return storage.listdir(folder)
-    except FileNotFoundError:
-        return [], []
-
-
 def _tenant_folders(tenant_id: uuid.UUID) -> list[tuple[str, str]]:
     """(storage alias, ROOT/<tenant_id>) of every folder of the tenant's files: under
     each top-level folder of each storage the models keep files in, whichever app wrote
@@ -182,29 +175,20 @@ def _tenant_folders(tenant_id: uuid.UUID) -> list[tuple[str, str]]:
     folders = []
     for alias in sorted({declared.storage for _model, declared in stored_files()}):
         storage = storages[alias]
-        for root in sorted(_listdir(storage, "")[0]):
+        for root in sorted(list_folder(storage, "")[0]):
             folder = posixpath.join(root, str(tenant_id))
             if storage.exists(folder):
                 folders.append((alias, folder))
     return folders
 
 
-def _files_under(storage: Storage, folder: str) -> list[str]:
-    subfolders, names = _listdir(storage, folder)
-    files = [posixpath.join(folder, name) for name in names]
-    for name in subfolders:
-        files += _files_under(storage, posixpath.join(folder, name))
-    return files
-
-
 def _remove_tree(storage: Storage, folder: str) -> None:
     """Delete every file under `folder`, then the emptied folders (on a file system)."""
-    subfolders, names = _listdir(storage, folder)
-    for name in names:
-        storage.delete(posixpath.join(folder, name))
-    for name in subfolders:
-        _remove_tree(storage, posixpath.join(folder, name))
-    remove_empty_folder(storage, folder)
+    files, folders = walk_folder(storage, folder)
+    for name in files:
+        storage.delete(name)
+    for name in folders:  # deepest first
+        remove_empty_folder(storage, name)
 
 
 def _remove_folders_after_commit(tenant_id: uuid.UUID, folders: list[tuple[str, str]]) -> None:
@@ -279,7 +263,7 @@ def erase_tenant(
         redact_events(rows=global_rows, tenant_id=tenant_id)
         folders = _tenant_folders(tenant_id)
         rows_touched[FILES] = sum(
-            len(_files_under(storages[alias], folder)) for alias, folder in folders
+            len(walk_folder(storages[alias], folder)[0]) for alias, folder in folders
         )
         receipt = ErasureReceipt.objects.create(
             tenant_id=tenant_id,
