@@ -217,8 +217,11 @@ class Migration(core.db.operations.Migration):
                 "DROP TRIGGER IF EXISTS flag_stale_sources ON chunks",
                 "CREATE TRIGGER flag_stale_sources AFTER UPDATE OF content, embedding, "
                 "embedding_model ON chunks FOR EACH ROW WHEN (OLD.content IS DISTINCT FROM "
-                "NEW.content OR OLD.embedding IS DISTINCT FROM NEW.embedding OR "
-                "OLD.embedding_model IS DISTINCT FROM NEW.embedding_model) "
+                "NEW.content OR OLD.embedding_model IS DISTINCT FROM NEW.embedding_model OR "
+                # Not IS DISTINCT FROM on the vectors: pg_dump writes that without the
+                # schema of vector's = operator, and a restore (empty search_path) fails.
+                "(OLD.embedding IS NULL) <> (NEW.embedding IS NULL) OR "
+                "NOT (OLD.embedding = NEW.embedding)) "
                 "EXECUTE FUNCTION flag_stale_sources()",
                 core.db.operations.access_trigger_function_sql(
                     "flag_stale_source_cleared", SOURCE_CLEARED

@@ -244,6 +244,10 @@ def strategy_for(annotation: str, dates: Dates, rows: dict) -> st.SearchStrategy
             choices.append(dates.timedeltas)
         elif kind in {"dict", "dict[str, str]"}:
             choices.append(st.one_of(JSON_OBJECTS, st.dictionaries(TEXT, TEXT, max_size=3)))
+        elif kind == "uuid.UUID":
+            # A row's id (the worker's jobs take ids): any world row's, or none's.
+            ids = [row.pk for row in rows.values()]
+            choices.append(st.one_of(st.uuids(), st.sampled_from(ids)) if ids else st.uuids())
         elif kind == "Sequence[str]":
             choices.append(st.lists(TEXT, max_size=3))
         elif kind in {"list[dict]", "object"}:

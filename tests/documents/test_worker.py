@@ -198,7 +198,7 @@ def test_the_worker_queue_check_reports_the_oldest_waiting_job_and_fails_past_th
     check = WorkerQueue()
     check.run()
     assert check.pretty_status() == "OK"
-    services.document_create(tenant=tenant_a, title="Waiting", text=TEXT)
+    services.document_create(tenant=tenant_a, title="Waiting", text=TEXT + " waiting")
     settings.WORKER_QUEUE_MAX_AGE_SECONDS = 300
     check.run()
     assert check.pretty_status().startswith("OK: oldest waiting job 0 s old, 1 waiting")
@@ -242,7 +242,7 @@ def test_a_queued_document_without_a_job_is_queued_again_and_becomes_ready(
 ):
     # As a document migrated from the old `uploaded` status: queued, no job behind it.
     document = services.document_create(tenant=tenant_a, title="Stranded", text=TEXT, queue=False)
-    waiting = services.document_create(tenant=tenant_a, title="Waiting", text=TEXT)
+    waiting = services.document_create(tenant=tenant_a, title="Waiting", text=TEXT + " waiting")
     assert [job["args"]["document_id"] for job in jobs(services.INGEST_TASK)] == [str(waiting.pk)]
     # Nothing is queued for a document younger than the lease (its job may be committing).
     assert services.documents_queue_stranded() == 0
@@ -281,7 +281,7 @@ def test_finished_jobs_older_than_the_setting_are_removed_by_the_worker(tenant_a
     from procrastinate.contrib.django import app
 
     old = services.document_create(tenant=tenant_a, title="Old", text=TEXT)
-    recent = services.document_create(tenant=tenant_a, title="Recent", text=TEXT)
+    recent = services.document_create(tenant=tenant_a, title="Recent", text=TEXT + " recent")
     worker = worker_factory(WORKER_KEEP_FINISHED_JOBS_HOURS="24")
     for each in (old, recent):
         wait_for(ended(tenant_a, each), "ready", worker)
