@@ -31,6 +31,7 @@ from playwright.sync_api import Page, sync_playwright
 from documents.models import Chunk, Document, EmbeddingCacheEntry, Project, SearchQuery
 from documents.services import (
     document_access_grant,
+    document_create,
     document_ingest,
     document_reingest,
     document_restrict,
@@ -219,6 +220,8 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     # the restricted project's runs takes someone who sees those runs.
     with tenant_context(demo, user=owner):
         document_reingest(tenant=demo, document=document, text="Rewritten for the browser test.")
+    # Nor a job for the worker (none runs here): an upload waits in the queue.
+    document_create(tenant=demo, title="Waiting for the worker", text="Queued, not yet read.")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
 
 
