@@ -10,12 +10,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from erasure.models import ErasureReceipt
-from tenancy.admin_base import TenantOwnedAdmin
+from tenancy.admin_base import ReadOnlyAdminMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES
 
 
 @admin.register(ErasureReceipt)
-class ErasureReceiptAdmin(TenantOwnedAdmin):
+class ErasureReceiptAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
     view_roles = TENANT_MANAGER_ROLES
     list_display = ("completed_at", "tenant", "subject_type", "subject_id", "requested_by")
     list_filter = ("subject_type", ("completed_at", admin.DateFieldListFilter))
@@ -34,15 +34,6 @@ class ErasureReceiptAdmin(TenantOwnedAdmin):
     )
     fields = readonly_fields
     autocomplete_fields = ()
-
-    def has_add_permission(self, request, *args):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)

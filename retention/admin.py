@@ -19,7 +19,7 @@ from retention.services import (
     default_days,
     retention_policy_set,
 )
-from tenancy.admin_base import TenantOwnedAdmin
+from tenancy.admin_base import ReadOnlyAdminMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES
 from tenancy.models import MembershipRole
 
@@ -105,7 +105,7 @@ class RetentionPolicyAdmin(TenantOwnedAdmin):
 
 
 @admin.register(RetentionRun)
-class RetentionRunAdmin(TenantOwnedAdmin):
+class RetentionRunAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
     """What each retention run removed in a tenant; written by the job only."""
 
     view_roles = TENANT_MANAGER_ROLES
@@ -123,15 +123,6 @@ class RetentionRunAdmin(TenantOwnedAdmin):
         "removed_rows",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="removed")
     def removed_summary(self, obj: RetentionRun) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from core.admin import LargeTableAdminMixin, RecentValuesListFilter, UUIDValueListFilter
-from tenancy.admin_base import TenantOwnedAdmin
+from tenancy.admin_base import ReadOnlyAdminMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, is_superuser
 from tenancy.models import AuditChainAnchor, AuditEvent, GlobalAuditEvent
 
@@ -58,21 +58,8 @@ AUDIT_LIST_FILTER = (
 AUDIT_EVENT_FIELDS = ("changes", "redacted_at", "changes_sha256", "prev_hash", "hash")
 
 
-class ReadOnlyAuditAdmin(LargeTableAdminMixin):
-    """Nobody adds, changes or deletes an event: the database refuses it anyway."""
-
-    def has_add_permission(self, request, *args):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAuditAdmin, TenantOwnedAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     """A tenant's audit log, for its owners and admins."""
 
     view_roles = TENANT_MANAGER_ROLES
@@ -90,7 +77,7 @@ class AuditEventAdmin(ReadOnlyAuditAdmin, TenantOwnedAdmin):
 
 
 @admin.register(GlobalAuditEvent)
-class GlobalAuditEventAdmin(ReadOnlyAuditAdmin, admin.ModelAdmin):
+class GlobalAuditEventAdmin(ReadOnlyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     """The events of users, tenants and shared templates: superusers only."""
 
     list_display = AUDIT_LIST_DISPLAY
@@ -106,7 +93,7 @@ class GlobalAuditEventAdmin(ReadOnlyAuditAdmin, admin.ModelAdmin):
 
 
 @admin.register(AuditChainAnchor)
-class AuditChainAnchorAdmin(TenantOwnedAdmin):
+class AuditChainAnchorAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
     """Where each tenant's chain starts after retention cut it; written by retention only."""
 
     view_roles = TENANT_MANAGER_ROLES
@@ -115,15 +102,6 @@ class AuditChainAnchorAdmin(TenantOwnedAdmin):
     readonly_fields = list_display
     fields = readonly_fields
     autocomplete_fields = ()
-
-    def has_add_permission(self, request, *args):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)

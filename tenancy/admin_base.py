@@ -13,7 +13,8 @@ Rows that services add: `create_object` calls the service, and a ValidationError
 raises comes back as errors on the add form (TenantOwnedAdmin.changeform_view), not as a
 server error. Edits go through `update_object` the same way: the model's update service,
 or core.services.model_update on the fields the form changed. Record tables that only
-services write use RecordAdminMixin, rows that history depends on HistoryRecordMixin.
+services write use RecordAdminMixin, rows that history depends on HistoryRecordMixin,
+rows nobody may touch ReadOnlyAdminMixin.
 Foreign keys in a changelist are links to the related row
 (core.admin.with_foreign_key_links).
 """
@@ -61,6 +62,23 @@ def audit_history_url(model, pk) -> str:
     events = GlobalAuditEvent if table in GLOBAL_AUDITED_TABLES else AuditEvent
     url = reverse(f"admin:tenancy_{events._meta.model_name}_changelist")
     return f"{url}?{urlencode({'table_name': table, 'row_id': str(pk)})}"
+
+
+class ReadOnlyAdminMixin:
+    """Rows nobody adds, changes or deletes in the admin, not even with their tenant's
+    other rows (an audit event, a retention run, an erasure receipt, a logged search):
+    triggers, services and retention write and remove them, and the database refuses the
+    runtime role most of that anyway. Compare RecordAdminMixin, which lets a row go with
+    its owner."""
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class AuditHistoryMixin:

@@ -28,7 +28,7 @@ from core.admin import (
 )
 from documents.models import Chunk, SearchQuery
 from documents.selectors import chunk_hits
-from tenancy.admin_base import TenantOwnedAdmin
+from tenancy.admin_base import ReadOnlyAdminMixin, TenantOwnedAdmin
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
 
 
@@ -69,7 +69,7 @@ def search_log_url(chunk_id: uuid.UUID) -> str:
 
 
 @admin.register(SearchQuery)
-class SearchQueryAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
+class SearchQueryAdmin(ReadOnlyAdminMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     view_roles = TENANT_MANAGER_ROLES
     list_display = (
         "created_at",
@@ -109,16 +109,6 @@ class SearchQueryAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
     )
     readonly_fields = fields
     autocomplete_fields = ()
-
-    def has_add_permission(self, request, *args):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Retention and erasure remove rows; a log is not edited by hand.
-        return False
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
