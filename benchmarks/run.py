@@ -2,7 +2,7 @@
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
                          [--database NAME] [--keep-database] [--seed N] [--replica]
-                         [--citus] [--only filters]
+                         [--citus] [--only access|filters]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -73,7 +73,7 @@ PATH_ORDER = (
 
 # Row groups `--only` selects: the database is still migrated, the data generated and
 # the HNSW index built (one run each), but only that group's rows are measured.
-ONLY = {"filters"}
+ONLY = {"access", "filters"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -177,9 +177,12 @@ def measure(args: argparse.Namespace, name: str, progress):
         owner.execute("VACUUM ANALYZE")
         ref = Reference(runtime)
         report = Report(scale=scale.name, seed=args.seed, server=server_info(runtime))
-        if only == "filters":
-            progress("search with metadata filters")
-            paths, report.recall = filters.measure(dataset, owner, scale, seed=args.seed)
+        if only:
+            progress(f"only the {only} rows")
+            if only == "filters":
+                paths, report.recall = filters.measure(dataset, owner, scale, seed=args.seed)
+            else:
+                paths, report.recall = access.measure(dataset, owner, ref, scale, seed=args.seed)
             report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
             report.seconds = time.perf_counter() - started
             return report

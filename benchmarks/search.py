@@ -39,6 +39,7 @@ from benchmarks.reference import Reference, Statement, own_statements
 from benchmarks.report import PathResult
 from benchmarks.scales import Scale
 from benchmarks.timing import interleave, milliseconds, profile
+from core.ids import uuid7
 
 K = 10
 SEMANTIC_QUERY_WORDS = 16
@@ -244,6 +245,18 @@ def _ef_sweep(dataset: Dataset, searcher: Searcher, texts: list[str], vectors: d
     return [{"ef_search": ef, "recall": fmean(recalls[ef]), **_ms(times[ef])} for ef in EF_SWEEP]
 
 
+def _with_a_new_log_id(statement: Statement) -> Statement:
+    """The search log's INSERT (the project's call makes the row's id) with an id of its
+    own, as the project's next call would: replayed as captured, its key is taken."""
+    sql, params = statement
+    if not sql.startswith('INSERT INTO "search_queries" '):
+        return statement
+    columns = sql[sql.index("(") + 1 : sql.index(")")].split(", ")
+    fresh = list(params)
+    fresh[columns.index('"id"')] = uuid7()
+    return sql, fresh
+
+
 def _replayed(
     dataset: Dataset, ref: Reference, texts: list[str], mode: str, rounds: int
 ) -> PathResult:
@@ -261,7 +274,10 @@ def _replayed(
     project_queries, reference_queries = _cycle(texts), _cycle(texts)
 
     def reference() -> int:
-        results = ref.run([tenant.pk], replays[next(reference_queries)])
+        statements = [
+            _with_a_new_log_id(statement) for statement in replays[next(reference_queries)]
+        ]
+        results = ref.run([tenant.pk], statements)
         # The chunk rows the statements returned, fused to k as chunk_search does.
         ids = {row[0] for rows in results for row in rows if len(row) == 5}
         return min(K, len(ids))

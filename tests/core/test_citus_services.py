@@ -219,8 +219,14 @@ def test_a_filtered_chunk_search_and_a_deletion_by_filter(two_tenants, file_stor
     wanted = document_ingest(
         tenant=tenant, title="Billing", text=TEXT, chunk_size=20, metadata={"team": "billing"}
     )
+    # The same text on purpose (only the filter tells them apart): kept as a duplicate.
     document_ingest(
-        tenant=tenant, title="Ops", text=TEXT, chunk_size=20, metadata={"team": "ops", "v": 2}
+        tenant=tenant,
+        title="Ops",
+        text=TEXT,
+        chunk_size=20,
+        metadata={"team": "ops", "v": 2},
+        allow_duplicate=True,
     )
     document_ingest(
         tenant=other, title="Theirs", text=TEXT, chunk_size=20, metadata={"team": "billing"}
