@@ -143,6 +143,35 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         _reconnect(connection, current)
 
 
+@contextmanager
+def owner_autocommit_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
+    """A psycopg connection of its own, logged in as the owner role, in autocommit.
+
+    For the DDL a service runs outside any transaction (CREATE INDEX CONCURRENTLY needs
+    the table's owner), from a process whose own connection must stay as it is: a
+    worker runs other jobs meanwhile, which owner_connection's process-wide switch
+    would move to the owner role too. Closed on leaving the block.
+    """
+    import psycopg  # the backend's driver; imported here as the backend does
+
+    params = connections[using].get_connection_params()
+    owner = settings.DATABASE_OWNER
+    connect = {
+        "dbname": params.get("dbname"),
+        "user": owner.get("USER") or params.get("user"),
+        "password": owner.get("PASSWORD") or params.get("password"),
+        "host": owner.get("HOST") or params.get("host"),
+        "port": owner.get("PORT") or params.get("port"),
+        **libpq_options(owner.get("OPTIONS", {})),
+    }
+    ensure_database_server()
+    connection = psycopg.connect(**{k: v for k, v in connect.items() if v}, autocommit=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def begins_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:
     """Whether an atomic block entered now begins the transaction, and so also ends it.
 
