@@ -32,7 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from pgvector import Vector
 from psycopg import sql
@@ -54,6 +54,8 @@ BACKFILL_TASK = "documents.backfill_embeddings"
 # Chunks embedded and written per transaction of a backfill.
 BACKFILL_BATCH_SIZE = 256
 BACKFILL_MAX_BATCH_SIZE = 10_000
+# Rows per INSERT: 5 parameters a row, a statement's vectors a few megabytes.
+VECTOR_INSERT_BATCH = 500
 # Vectors deleted per statement by the prune.
 PRUNE_BATCH_SIZE = 5_000
 # HNSW build parameters of every model's index, as chunks_embedding_hnsw_idx's.
@@ -292,13 +294,13 @@ def write_model_vectors(
     transaction, parameters bound on the server in binary (vector_cursor)."""
     if not chunk_ids:
         return
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (tenant_id, chunk_id, embedder.model, embedder.dimension, Vector(vector))
         for chunk_id, vector in zip(chunk_ids, vectors, strict=True)
     ]
     with vector_cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            batch = rows[start : start + 500]
+        for start in range(0, len(rows), VECTOR_INSERT_BATCH):
+            batch = rows[start : start + VECTOR_INSERT_BATCH]
             values = ", ".join(["(%s, %s, %s, %s, %b)"] * len(batch))
             cursor.execute(
                 f"INSERT INTO chunk_embeddings ({_INSERT_COLUMNS}) VALUES {values} "
@@ -308,7 +310,7 @@ def write_model_vectors(
             )
 
 
-def write_kept_vectors(tenant_id: uuid.UUID, chunks: Any) -> None:
+def write_kept_vectors(tenant_id: uuid.UUID, chunks: QuerySet[Chunk]) -> None:
     """Embed `chunks` (a queryset of the tenant's, new or with a new text) with every other
     model the tenant keeps and write their vectors, in the caller's transaction (the
     embedder called inside it, as chunks_reembed does): re-ingestion keeps them current."""
@@ -321,7 +323,7 @@ def write_kept_vectors(tenant_id: uuid.UUID, chunks: Any) -> None:
         write_model_vectors(tenant_id, embedder, [pk for pk, _ in rows], vectors)
 
 
-def _lacking(tenant_id: uuid.UUID, model: str):
+def _lacking(tenant_id: uuid.UUID, model: str) -> QuerySet[Chunk]:
     """The tenant's chunks without a vector of `model`."""
     vectors = ChunkEmbedding.objects.filter(
         tenant_id=tenant_id, model=model, chunk_id=OuterRef("pk")
@@ -422,8 +424,13 @@ def _update_row(tenant_id: uuid.UUID, model: str, **values: Any) -> None:
 # Switch, rollback, forget -----------------------------------------------------------------
 
 
+def missing_vectors(tenant_id: uuid.UUID, model: str) -> int:
+    """The tenant's chunks without a vector of `model` (those the caller's context sees)."""
+    return _lacking(tenant_id, model).count()
+
+
 def _require_complete(tenant_id: uuid.UUID, model: str) -> None:
-    missing = _lacking(tenant_id, model).count()
+    missing = missing_vectors(tenant_id, model)
     if missing:
         raise ValidationError(
             {

@@ -28,7 +28,14 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from documents.models import Chunk, Document, EmbeddingCacheEntry, Project, SearchQuery
+from documents.models import (
+    Chunk,
+    ChunkEmbedding,
+    Document,
+    EmbeddingCacheEntry,
+    Project,
+    SearchQuery,
+)
 from documents.services import (
     document_access_grant,
     document_create,
@@ -62,6 +69,7 @@ REFUSED = 403
 MANAGERS_ONLY = {
     AuditEvent,
     EmbeddingCacheEntry,
+    ChunkEmbedding,  # the tenant's index data
     AuditChainAnchor,
     GlobalAuditEvent,
     RetentionPolicy,

@@ -6,11 +6,15 @@ Transactional tests: the backfill builds its index CONCURRENTLY, which waits for
 open transaction, a test's own included.
 """
 
+import io
+import re
+
 import numpy
 import psycopg
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from core.db.connections import owner_autocommit_connection
 from documents import search, services
@@ -19,6 +23,8 @@ from documents.models import Chunk, ChunkEmbedding, Document, TenantEmbeddingMod
 from documents.services.embedding_models import model_index_name, model_index_state
 from tenancy.context import job_scope, tenant_context
 from tests.factories import make_member
+from tests.tenancy.test_audit import events
+from tests.worker import clear_queue, jobs, start_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
 
@@ -176,9 +182,10 @@ def test_a_switch_is_refused_until_every_chunk_has_the_new_vector(tenant_a):
         backfill(tenant_a, batch_size=2, on_batch=lambda progress: (_ for _ in ()).throw(Stop()))
     with pytest.raises(ValidationError) as refused:
         services.embedding_model_switch(tenant=tenant_a, model=MODEL)
-    assert "3 chunk(s) of the tenant have no hashing-v2 vector" in refused.value.message_dict[
-        "model"
-    ][0]
+    assert (
+        "3 chunk(s) of the tenant have no hashing-v2 vector"
+        in refused.value.message_dict["model"][0]
+    )
     backfill(tenant_a)
     services.embedding_model_switch(tenant=tenant_a, model=MODEL)
     assert row(tenant_a).role == TenantEmbeddingModel.Role.CURRENT
@@ -304,3 +311,147 @@ def test_status_reports_each_model_with_its_progress(tenant_a):
     assert (states[MODEL].chunks_done, states[MODEL].chunks_total) == (3, 3)
     assert states[MODEL].index == "valid"
     assert states[get_embedder().model].role == "previous"
+
+
+@pytest.mark.slow
+def test_the_worker_backfills_a_tenant_with_progress_then_it_switches(tenant_a, tenant_b, tmp_path):
+    clear_queue()
+    ingest_all(tenant_a)
+    services.embedding_backfill_start(tenant=tenant_a, model=MODEL)
+    # Queued once: a second start while it waits adds no job.
+    services.embedding_backfill_start(tenant=tenant_a, model=MODEL)
+    [job] = jobs(services.BACKFILL_TASK)
+    assert job["args"] == {"tenant_id": str(tenant_a.pk), "model": MODEL}
+    worker = start_worker(tmp_path, name="backfill-worker")
+    try:
+
+        def complete():
+            found = row(tenant_a)
+            return found if found.status == TenantEmbeddingModel.Status.COMPLETE else None
+
+        done = wait_for(complete, "the backfill", worker)
+        wait_for(lambda: jobs(services.BACKFILL_TASK)[0]["status"] == "succeeded", "job", worker)
+    finally:
+        worker.stop()
+        clear_queue()
+    assert (done.chunks_done, done.chunks_total) == (5, 5)
+    assert set(vectors_of(tenant_a)) == chunk_ids(tenant_a)
+    assert model_index_state(MODEL) == "valid"
+    # Written as the job, for the audit trail.
+    actors = {event.actor for event in events(tenant_a, table_name="chunk_embeddings")}
+    assert actors == {f"job:{services.BACKFILL_TASK}"}
+    assert vectors_of(tenant_b) == {}
+    services.embedding_model_switch(tenant=tenant_a, model=MODEL)
+    [first, *_] = search.chunk_search(tenant=tenant_a, query="new york city", mode="semantic")
+    assert first.content == TEXTS[1]
+
+
+def run(*arguments: str) -> str:
+    out = io.StringIO()
+    call_command(*arguments, stdout=out)
+    return out.getvalue()
+
+
+def test_the_commands_of_an_operator(tenant_a, tenant_b, settings):
+    ingest_all(tenant_a)
+    listing = run("embedding_models", "--tenant", tenant_a.slug)
+    assert f"{get_embedder().model}" in listing and "current" in listing and "5/5" in listing
+    assert "Queued the backfill of hashing-v2" in run(
+        "backfill_embeddings", "--tenant", tenant_a.slug, "--model", MODEL
+    )
+    assert "Backfilled 5 chunk(s)" in run(
+        "backfill_embeddings", "--tenant", tenant_a.slug, "--model", MODEL, "--now"
+    )
+    listing = run("embedding_models", "--tenant", tenant_a.slug)
+    assert "hashing-v2" in listing and "complete" in listing and "valid" in listing
+    assert "searches with hashing-v2" in run(
+        "switch_embedding_model", "--tenant", tenant_a.slug, "--model", MODEL
+    )
+
+    # Searches logged with their text, then compared on both models.
+    for query in ("red fox", "new york city", "tiny particles"):
+        search.chunk_search(tenant=tenant_a, query=query, k=3)
+    report = run(
+        "compare_embedding_models",
+        "--tenant",
+        tenant_a.slug,
+        "--model",
+        get_embedder().model,
+        "--sample",
+        "3",
+        "--k",
+        "3",
+    )
+    assert "hashing-v2 (current) against hashing-v1, 3 logged queries, k=3." in report
+    mean, least = re.search(r"overlap@3: mean ([\d.]+), min ([\d.]+)", report).groups()
+    assert 0 <= float(least) <= float(mean) <= 1
+    assert re.search(r"hashing-v1\s+[\d.]+\s+[\d.]+", report)
+    assert re.search(r"hashing-v2\s+[\d.]+\s+[\d.]+", report)
+
+    assert "hashing-v1 again" in run(
+        "switch_embedding_model", "--tenant", tenant_a.slug, "--rollback"
+    )
+    assert "no longer keeps hashing-v2" in run(
+        "switch_embedding_model", "--tenant", tenant_a.slug, "--forget", MODEL
+    )
+    dry = run("prune_embeddings", "--dry-run")
+    assert f"Would delete 5 hashing-v2 vector(s) of tenant {tenant_a.slug}." in dry
+    assert f"Would drop index {model_index_name(MODEL)}." in dry
+    done = run("prune_embeddings")
+    assert f"Deleted 5 hashing-v2 vector(s) of tenant {tenant_a.slug}." in done
+    assert model_index_state(MODEL) is None
+    assert "No vectors of a model no tenant keeps." in run("prune_embeddings")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("embedding_models", "--tenant", "nobody"), "--tenant: no tenant has the slug"),
+        (
+            ("backfill_embeddings", "--tenant", "{a}", "--model", "nope"),
+            "--model: Unknown embedding model 'nope'",
+        ),
+        (
+            ("switch_embedding_model", "--tenant", "{a}", "--model", "hashing-v2"),
+            "--model: hashing-v2 was never backfilled",
+        ),
+        (
+            ("switch_embedding_model", "--tenant", "{a}", "--rollback"),
+            "--rollback: The tenant has no previous model",
+        ),
+        (
+            ("switch_embedding_model", "--tenant", "{a}", "--forget", "hashing-v2"),
+            "--forget: The tenant keeps no",
+        ),
+        (
+            ("compare_embedding_models", "--tenant", "{a}", "--model", "hashing-v2"),
+            "--model: 1 chunk(s) have no hashing-v2 vector",
+        ),
+        (
+            ("compare_embedding_models", "--tenant", "{a}", "--model", "hashing-v2", "--k", "0"),
+            "--k: k must be an integer from 1",
+        ),
+    ],
+)
+def test_bad_command_input_exits_saying_what_to_fix(tenant_a, arguments, message):
+    ingest_all(tenant_a, TEXTS[:1])
+    arguments = [argument.format(a=tenant_a.slug) for argument in arguments]
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command(*arguments, stdout=io.StringIO())
+
+
+def test_compare_says_when_the_log_kept_no_query_text(tenant_a, settings):
+    ingest_all(tenant_a, TEXTS[:2])
+    settings.SEARCH_LOG_QUERY_TEXT = False
+    search.chunk_search(tenant=tenant_a, query="red fox", k=3)
+    services.embedding_backfill_start(tenant=tenant_a, model=MODEL)
+    backfill(tenant_a)
+    with pytest.raises(CommandError, match="SEARCH_LOG_QUERY_TEXT off"):
+        call_command(
+            "compare_embedding_models",
+            "--tenant",
+            tenant_a.slug,
+            "--model",
+            MODEL,
+            stdout=io.StringIO(),
+        )
