@@ -127,7 +127,7 @@ def _chunk_embedding(b: _Build):
 def _tenant_embedding_model(b: _Build):
     return TenantEmbeddingModel.objects.create(
         tenant=b.tenant,
-        model="test-model-v2",
+        model=f"test-model-{b.label}",
         role="kept",
         status="complete",
         chunks_done=1,

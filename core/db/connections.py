@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.utils.module_loading import import_string
@@ -144,7 +145,7 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
 
 
 @contextmanager
-def owner_autocommit_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
+def owner_autocommit_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Connection]:
     """A psycopg connection of its own, logged in as the owner role, in autocommit.
 
     For the DDL a service runs outside any transaction (CREATE INDEX CONCURRENTLY needs
@@ -152,8 +153,6 @@ def owner_autocommit_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
     worker runs other jobs meanwhile, which owner_connection's process-wide switch
     would move to the owner role too. Closed on leaving the block.
     """
-    import psycopg  # the backend's driver; imported here as the backend does
-
     params = connections[using].get_connection_params()
     owner = settings.DATABASE_OWNER
     connect = {

@@ -455,3 +455,18 @@ def test_compare_says_when_the_log_kept_no_query_text(tenant_a, settings):
             MODEL,
             stdout=io.StringIO(),
         )
+
+
+def test_erasing_a_tenant_removes_its_models_and_vectors_only(tenant_a, tenant_b):
+    from erasure.services.tenants import erase_tenant
+
+    for tenant in (tenant_a, tenant_b):
+        ingest_all(tenant, TEXTS[:2])
+        services.embedding_backfill_start(tenant=tenant, model=MODEL)
+        backfill(tenant)
+    services.embedding_model_switch(tenant=tenant_a, model=MODEL)
+    receipt = erase_tenant(tenant=tenant_a, requested_by="test")
+    assert receipt.rows_touched["chunk_embeddings"] == 2
+    assert receipt.rows_touched["tenant_embedding_models"] == 2  # hashing-v2 and previous
+    assert len(vectors_of(tenant_b)) == 2 and row(tenant_b).status == "complete"
+    assert search.chunk_search(tenant=tenant_b, query="red fox", k=1, mode="semantic")
