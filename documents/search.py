@@ -355,10 +355,10 @@ class _SearchFacts:
     full_access: bool
 
 
-def _search_facts(tenant_id: uuid.UUID, model: str) -> _SearchFacts:
+def _search_facts(tenant_id: uuid.UUID, model: str | None = None) -> _SearchFacts:
     """For a model of chunk_embeddings, the vectors are its index's entries (the rows of
     every tenant that keeps it), the chunks' count until it is built."""
-    index = model_index_name(model) if in_chunk_embeddings(model) else None
+    index = model_index_name(model) if model and in_chunk_embeddings(model) else None
     with _chunk_reads().cursor() as cursor:
         cursor.execute(
             "SELECT COALESCE((SELECT i.reltuples FROM pg_class i WHERE i.oid = to_regclass(%s)"

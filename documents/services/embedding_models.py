@@ -7,12 +7,13 @@ keeps vectors of, which one its searches use (`current`; none: EMBEDDER's) and w
 it can roll back to (`previous`), and each backfill's progress. The steps:
 
 1. embedding_backfill_start queues the worker's `documents.backfill_embeddings` job
-   (embeddings_backfill): it builds the model's index CONCURRENTLY, then embeds the
-   tenant's chunks that lack the model's vector, in batches of their own transaction,
-   recording its progress; run again (a retry, a crash) it carries on where it stopped.
+   (embeddings_backfill): it embeds the tenant's chunks that lack the model's vector,
+   in batches of their own transaction, recording its progress, then builds the model's
+   index CONCURRENTLY; run again (a retry, a crash) it carries on where it stopped.
    From the start, ingestion and re-ingestion write the model's vectors of new chunks
    too (`kept_embedders`), so nothing uploaded meanwhile is missed.
-2. embedding_model_switch, once every chunk of the tenant has the model's vector: the
+2. embedding_model_switch, once every chunk of the tenant has the model's vector and its
+   index is valid: the
    tenant's searches embed their query with it; the model searched before is kept as
    `previous`.
 3. embedding_model_rollback puts the previous model back; embedding_model_forget stops
@@ -339,9 +340,9 @@ def embeddings_backfill(
     on_batch: Callable[[BackfillProgress], None] | None = None,
 ) -> int:
     """The worker's backfill (documents.tasks.backfill_embeddings), in the job's scope:
-    build the model's index, then embed every chunk of the tenant lacking the model's
-    vector, `batch_size` a transaction, through the tenant's embedding cache, recording
-    the progress on the tenant's row. Returns the chunks embedded. A failure marks the
+    embed every chunk of the tenant lacking the model's vector, `batch_size` a
+    transaction, through the tenant's embedding cache, recording the progress on the
+    tenant's row, then build the model's index (CONCURRENTLY) unless it exists. Returns the chunks embedded. A failure marks the
     row failed with its reason and is raised (the job retries it); the batches done stay.
     """
     tenant_id = require_tenant(tenant)
@@ -362,7 +363,6 @@ def embeddings_backfill(
         return 0
     progress = BackfillProgress()
     try:
-        ensure_model_index(embedder)
         with tenant_context(tenant_id):
             total = Chunk.objects.filter(tenant_id=tenant_id).count()
             done = total - _lacking(tenant_id, embedder.model).count()
@@ -395,13 +395,18 @@ def embeddings_backfill(
             progress.batches += 1
             if on_batch:
                 on_batch(progress)
+        # Built once the vectors are in: one bulk build is far cheaper than growing the
+        # graph row by row (pgvector's advice), and nothing searches the model before the
+        # switch, which checks the index. A second tenant's backfill finds it built and
+        # adds its rows to it as they come.
+        ensure_model_index(embedder)
         with tenant_context(tenant_id):
             total = Chunk.objects.filter(tenant_id=tenant_id).count()
             _update_row(
                 tenant_id,
                 embedder.model,
                 status=Status.COMPLETE,
-                chunks_done=total,
+                chunks_done=total - _lacking(tenant_id, embedder.model).count(),
                 chunks_total=total,
                 finished_at=timezone.now(),
             )
@@ -430,12 +435,21 @@ def missing_vectors(tenant_id: uuid.UUID, model: str) -> int:
 
 
 def _require_complete(tenant_id: uuid.UUID, model: str) -> None:
+    """Refused naming 'model' unless every chunk of the tenant has the model's vector and
+    the model's index is built and valid: a search of it then misses nothing, fast."""
     missing = missing_vectors(tenant_id, model)
     if missing:
         raise ValidationError(
             {
                 "model": f"{missing} chunk(s) of the tenant have no {model} vector yet: run its "
                 "backfill (backfill_embeddings) to the end, then switch."
+            }
+        )
+    if model_index_state(model) != "valid":
+        raise ValidationError(
+            {
+                "model": f"The index of {model} is not built yet (the backfill builds it at "
+                "its end): run the backfill again, then switch."
             }
         )
 

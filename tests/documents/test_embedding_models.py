@@ -97,14 +97,15 @@ def test_a_backfill_records_its_progress_and_resumes_after_a_crash(tenant_a):
     assert "worker killed" in crashed.error_message
     assert (crashed.chunks_done, crashed.chunks_total) == (2, 5)
     assert len(vectors_of(tenant_a)) == 2
-    # The index was built before the first batch, concurrently, and is valid.
-    assert model_index_state(MODEL) == "valid"
+    # The index comes once every vector is in.
+    assert model_index_state(MODEL) is None
 
     # Run again: only the three chunks still lacking a vector are embedded.
     assert backfill(tenant_a, batch_size=2) == 3
     done = row(tenant_a)
     assert done.status == TenantEmbeddingModel.Status.COMPLETE
     assert (done.chunks_done, done.chunks_total, done.error_message) == (5, 5, "")
+    assert model_index_state(MODEL) == "valid"
     assert done.started_at is not None and done.finished_at >= done.started_at
     stored = vectors_of(tenant_a)
     assert set(stored) == chunk_ids(tenant_a)
@@ -132,6 +133,9 @@ def test_an_invalid_index_left_by_a_crashed_build_is_rebuilt(tenant_a):
                 "USING hnsw ((embedding::vector(3)) vector_cosine_ops) WHERE model = 'hashing-v2'"
             )
     assert model_index_state(MODEL) == "invalid"
+    # Every vector is there, but a search would read the whole table: refused.
+    with pytest.raises(ValidationError, match="The index of hashing-v2 is not built"):
+        services.embedding_model_switch(tenant=tenant_a, model=MODEL)
     backfill(tenant_a)
     assert model_index_state(MODEL) == "valid"
 
