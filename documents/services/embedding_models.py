@@ -342,8 +342,9 @@ def embeddings_backfill(
     """The worker's backfill (documents.tasks.backfill_embeddings), in the job's scope:
     embed every chunk of the tenant lacking the model's vector, `batch_size` a
     transaction, through the tenant's embedding cache, recording the progress on the
-    tenant's row, then build the model's index (CONCURRENTLY) unless it exists. Returns the chunks embedded. A failure marks the
-    row failed with its reason and is raised (the job retries it); the batches done stay.
+    tenant's row, then build the model's index (CONCURRENTLY) unless it exists. Returns
+    the chunks embedded. A failure marks the row failed with its reason and is raised
+    (the job retries it); the batches done stay.
     """
     tenant_id = require_tenant(tenant)
     if (
