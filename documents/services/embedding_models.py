@@ -401,6 +401,10 @@ def embeddings_backfill(
         # switch, which checks the index. A second tenant's backfill finds it built and
         # adds its rows to it as they come.
         ensure_model_index(embedder)
+        # Fresh statistics: a new table has none, and the planner then takes the
+        # tenant's thousands of vectors for one row (a nested loop over all of them).
+        with owner_autocommit_connection() as owner:
+            owner.execute("ANALYZE chunk_embeddings")
         with tenant_context(tenant_id):
             total = Chunk.objects.filter(tenant_id=tenant_id).count()
             _update_row(
