@@ -78,7 +78,7 @@ def model_index_sql(embedder: Embedder) -> sql.Composed:
     of the expression `embedding::vector(D)` (a column without a dimension cannot be
     indexed), which documents.search orders by so the planner can use it."""
     return sql.SQL(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON chunk_embeddings USING hnsw "
+        "CREATE INDEX CONCURRENTLY {name} ON chunk_embeddings USING hnsw "
         "((embedding::vector({dimension})) vector_cosine_ops) "
         "WITH (m = {m}, ef_construction = {ef}) WHERE model = {model}"
     ).format(
@@ -119,11 +119,19 @@ def model_index_state(model: str) -> str | None:
 
 def ensure_model_index(embedder: Embedder) -> None:
     """Build `embedder`'s model index concurrently, outside any transaction, unless a valid
-    one exists; an invalid one (a build that crashed) is dropped and built again."""
-    name = sql.Identifier(model_index_name(embedder.model))
+    one exists; an invalid one (a build that crashed) is dropped and built again.
+
+    Checked under the model's advisory lock rather than left to `IF NOT EXISTS`: on
+    Citus, CREATE INDEX CONCURRENTLY IF NOT EXISTS of an index that exists skips the
+    build but marks the index invalid (citusdata/citus issue 8338), which a second
+    tenant's backfill would do to the first one's index.
+    """
     with owner_autocommit_connection() as owner, _model_lock(owner, embedder.model):
-        if model_index_state(embedder.model) == "invalid":
-            owner.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+        state = model_index_state(embedder.model)
+        if state == "valid":
+            return
+        if state == "invalid":
+            _drop_model_index(owner, embedder.model)
         owner.execute(model_index_sql(embedder))
 
 
