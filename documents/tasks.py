@@ -1,6 +1,6 @@
 """The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload,
 re-embedding a tenant's chunks (`documents.reembed`, queued by chunks_reembed_queue), and
-backfilling another model's vectors (`documents.backfill_embeddings`, queued by
+backfilling another model's vectors (`documents.backfill`, queued by
 embedding_backfill_start).
 
 document_create queues `documents.ingest` in the transaction that creates the document;

@@ -6,7 +6,7 @@ keeps its own in chunk_embeddings, searched through a partial HNSW index of its 
 keeps vectors of, which one its searches use (`current`; none: EMBEDDER's) and which one
 it can roll back to (`previous`), and each backfill's progress. The steps:
 
-1. embedding_backfill_start queues the worker's `documents.backfill_embeddings` job
+1. embedding_backfill_start queues the worker's `documents.backfill` job
    (embeddings_backfill): it embeds the tenant's chunks that lack the model's vector,
    in batches of their own transaction, recording its progress, then builds the model's
    index CONCURRENTLY; run again (a retry, a crash) it carries on where it stopped.
@@ -51,7 +51,7 @@ from tenancy.models import FULL_ACCESS_ROLES, Membership, TenantRef, User
 
 logger = logging.getLogger(__name__)
 
-BACKFILL_TASK = "documents.backfill_embeddings"
+BACKFILL_TASK = "documents.backfill"
 # Chunks embedded and written per transaction of a backfill.
 BACKFILL_BATCH_SIZE = 256
 BACKFILL_MAX_BATCH_SIZE = 10_000
