@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -214,14 +215,15 @@ class ModelState:
     status: str
     chunks_done: int
     chunks_total: int
-    started_at: Any = None
-    finished_at: Any = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     error_message: str = ""
     index: str | None = None  # valid, invalid or None; "chunks" for EMBEDDER's
 
 
 def embedding_models_status(*, tenant: TenantRef, by: User | None = None) -> list[ModelState]:
-    """The tenant's models with their role and backfill progress, EMBEDDER's first."""
+    """The tenant's models with their role and backfill progress (EMBEDDER's first while it
+    has no row, its vectors being the chunks')."""
     tenant_id = require_tenant(tenant)
     with _whole_tenant(tenant_id, by, "documents.embedding_models_status"):
         rows = list(TenantEmbeddingModel.objects.filter(tenant_id=tenant_id).order_by("model"))
