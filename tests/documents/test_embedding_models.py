@@ -474,3 +474,26 @@ def test_erasing_a_tenant_removes_its_models_and_vectors_only(tenant_a, tenant_b
     assert receipt.rows_touched["tenant_embedding_models"] == 2  # hashing-v2 and previous
     assert len(vectors_of(tenant_b)) == 2 and row(tenant_b).status == "complete"
     assert search.chunk_search(tenant=tenant_b, query="red fox", k=1, mode="semantic")
+
+
+def test_access_and_filters_hold_on_the_new_model(tenant_a, alice):
+    documents = [
+        services.document_ingest(
+            tenant=tenant_a, title=f"Doc {n}", text=text, metadata={"topic": f"t{n % 2}"}
+        )
+        for n, text in enumerate(TEXTS)
+    ]
+    services.embedding_backfill_start(tenant=tenant_a, model=MODEL)
+    backfill(tenant_a)
+    services.embedding_model_switch(tenant=tenant_a, model=MODEL, by=alice)
+    services.document_restrict(tenant=tenant_a, document=documents[1], by=alice)
+    member = make_member(tenant_a, "reader@example.com", role="editor")
+    query = "new york city"
+    seen = search.chunk_search(tenant=tenant_a, query=query, k=5, mode="semantic", user=member)
+    assert TEXTS[1] not in {r.content for r in seen} and len(seen) == 4
+    owners = search.chunk_search(tenant=tenant_a, query=query, k=5, mode="semantic", user=alice)
+    assert owners[0].content == TEXTS[1]
+    filtered = search.chunk_search(
+        tenant=tenant_a, query=query, k=5, mode="semantic", filters={"document.topic": "t0"}
+    )
+    assert {r.content for r in filtered} == {TEXTS[0], TEXTS[2], TEXTS[4]}
