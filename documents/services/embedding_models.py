@@ -234,13 +234,17 @@ def embedding_models_status(*, tenant: TenantRef, by: User | None = None) -> lis
         role = Role.KEPT if any(row.role == Role.CURRENT for row in rows) else Role.CURRENT
         states.append(ModelState(default, role, Status.COMPLETE, chunks, chunks, index="chunks"))
     for row in rows:
+        # EMBEDDER's row (a previous model) counts nothing of its own: every chunk has it.
+        done, total = (
+            (chunks, chunks) if row.model == default else (row.chunks_done, row.chunks_total)
+        )
         states.append(
             ModelState(
                 row.model,
                 row.role,
                 row.status,
-                row.chunks_done,
-                row.chunks_total,
+                done,
+                total,
                 row.started_at,
                 row.finished_at,
                 row.error_message,

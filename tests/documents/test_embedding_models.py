@@ -315,6 +315,10 @@ def test_status_reports_each_model_with_its_progress(tenant_a):
     assert (states[MODEL].chunks_done, states[MODEL].chunks_total) == (3, 3)
     assert states[MODEL].index == "valid"
     assert states[get_embedder().model].role == "previous"
+    assert (states[get_embedder().model].chunks_done, states[get_embedder().model].index) == (
+        3,
+        "chunks",
+    )
 
 
 @pytest.mark.slow
