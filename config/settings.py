@@ -353,6 +353,17 @@ EMBEDDER = {
     "DIMENSION": env.int("EMBEDDER_DIMENSION", default=1536),
 }
 
+# The other models a tenant may switch to (docs/operations.md, "Switching embedding
+# models"): a JSON object, model name -> {"CALLABLE": dotted path, "DIMENSION": n}. Their
+# vectors live in chunk_embeddings; EMBEDDER's stay in chunks.embedding. The default,
+# `hashing-v2`, is built in so the tests, the seed and the demo can switch.
+EMBEDDING_MODELS = env.json(
+    "EMBEDDING_MODELS",
+    default={
+        "hashing-v2": {"CALLABLE": "documents.embedding.hashing_embedder_v2", "DIMENSION": 768}
+    },
+)
+
 # An embedder's call (a batch of texts) that has not answered after this many seconds
 # fails the ingestion, which the worker tries again.
 EMBEDDER_TIMEOUT_SECONDS = env.float("EMBEDDER_TIMEOUT_SECONDS", default=120.0)

@@ -15,6 +15,13 @@ class Sha256Hex(models.Func):
     output_field = models.CharField()
 
 
+class VectorDims(models.Func):
+    """pgvector's vector_dims(v): the number of dimensions of a vector."""
+
+    function = "vector_dims"
+    output_field = models.IntegerField()
+
+
 class StatementTimestamp(models.Func):
     """PostgreSQL's statement_timestamp(): when the statement began, not the transaction.
 

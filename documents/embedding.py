@@ -28,19 +28,37 @@ def hashing_embedder(texts: Sequence[str], dimension: int = HASHING_DIMENSION) -
     similarity. A signed hash keeps unrelated words from adding up on collisions.
     A text without words embeds as the zero vector's stand-in, one fixed bucket.
     """
+    return [_hashed_vector(tokenize(text) or [""], dimension) for text in texts]
+
+
+# The built-in second model (EMBEDDING_MODELS' default, `hashing-v2`): another dimension
+# and another feature set, so a switch to it changes answers as a real one would.
+HASHING_V2_DIMENSION = 768
+
+
+def hashing_embedder_v2(
+    texts: Sequence[str], dimension: int = HASHING_V2_DIMENSION
+) -> list[list[float]]:
+    """Feature hashing of words and of adjacent word pairs into `dimension` buckets:
+    texts sharing phrases, not only words, come closer."""
     vectors = []
     for text in texts:
-        vector = [0.0] * dimension
-        tokens = tokenize(text) or [""]
-        for token in tokens:
-            digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
-            value = int.from_bytes(digest, "big")
-            bucket = value % dimension
-            sign = 1.0 if (value >> 63) & 1 else -1.0
-            vector[bucket] += sign
-        norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-        vectors.append([x / norm for x in vector])
+        words = tokenize(text)
+        pairs = [f"{first} {second}" for first, second in zip(words, words[1:], strict=False)]
+        vectors.append(_hashed_vector([*words, *pairs] or [""], dimension))
     return vectors
+
+
+def _hashed_vector(features: Sequence[str], dimension: int) -> list[float]:
+    vector = [0.0] * dimension
+    for feature in features:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        value = int.from_bytes(digest, "big")
+        bucket = value % dimension
+        sign = 1.0 if (value >> 63) & 1 else -1.0
+        vector[bucket] += sign
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
 
 
 # The largest magnitude a pgvector component (a 4-byte float) holds; beyond it a
@@ -107,8 +125,14 @@ def _bad_answer(embedder: Embedder, problem: str) -> ValidationError:
     return ValidationError({"embedding": f"embedder {embedder.model} {problem}."})
 
 
-def get_embedder(config: dict | None = None) -> Embedder:
-    """The embedder named by `config`, by default the EMBEDDER setting."""
+def get_embedder(config: dict | str | None = None) -> Embedder:
+    """The embedder named by `config`: by default the EMBEDDER setting; a model's name
+    (EMBEDDER's, or one of EMBEDDING_MODELS: documents.embeddings.model_embedder); or a
+    configuration {"CALLABLE", "MODEL", "DIMENSION"}."""
+    if isinstance(config, str):
+        from documents.embeddings import model_embedder  # it builds on this module
+
+        return model_embedder(config)
     config = config or settings.EMBEDDER
     function = config["CALLABLE"]
     if isinstance(function, str):

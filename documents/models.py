@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import F, Q
 from pgvector.django import HnswIndex, VectorField
 
-from core.expressions import Sha256Hex
+from core.expressions import Sha256Hex, VectorDims
 from core.files import StoredFile
 from core.hashing import SHA256_HEX_PATTERN
 from core.models import JSONField, TimestampedModel, related_label
@@ -521,6 +521,130 @@ class EmbeddingCacheEntry(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.model} {self.content_sha256[:12]}"
+
+
+# The largest dimension pgvector's HNSW index takes for the `vector` type.
+HNSW_MAX_DIMENSION = 2000
+
+
+class ChunkEmbedding(TenantOwnedModel):
+    """A chunk's vector by a model other than EMBEDDER's (whose vectors stay in
+    chunks.embedding): a second model backfilled beside the first, so a tenant can switch
+    to it and back (docs/operations.md, "Switching embedding models")."""
+
+    chunk = TenantForeignKey(Chunk, on_delete=models.CASCADE, related_name="model_embeddings")
+    model = models.CharField(max_length=200)
+    dimension = models.IntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(HNSW_MAX_DIMENSION)]
+    )
+    # No fixed dimension: each model has its own. Each model's HNSW index is a partial
+    # expression index over `embedding::vector(dimension)` (documents.services
+    # .embedding_models), built concurrently by the backfill.
+    embedding = VectorField()
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "chunk_embeddings"
+        constraints = [
+            # One vector per chunk and model; it also serves the chunks key (tenant, chunk).
+            models.UniqueConstraint(
+                fields=["tenant", "chunk", "model"], name="chunk_embeddings_tenant_chunk_model_uniq"
+            ),
+            models.CheckConstraint(condition=~Q(model=""), name="chunk_embeddings_model_not_empty"),
+            models.CheckConstraint(
+                condition=Q(dimension__gte=1, dimension__lte=HNSW_MAX_DIMENSION),
+                name="chunk_embeddings_dimension_range",
+            ),
+            # The vector is of the dimension the row says, which its index casts to.
+            models.CheckConstraint(
+                condition=Q(dimension=VectorDims("embedding")),
+                name="chunk_embeddings_dimension_matches",
+            ),
+        ]
+        indexes = [
+            # A tenant's vectors of one model: the backfill's progress, the prune's batches.
+            models.Index(fields=["tenant", "model"], name="chunk_emb_tenant_model_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {related_label(self, 'chunk')}"
+
+
+class EmbeddingModelRole(models.TextChoices):
+    """What a model is to a tenant (TenantEmbeddingModel.role)."""
+
+    # Backfilled (or being backfilled), not searched yet.
+    KEPT = "kept"
+    # The model the tenant's searches embed their query with.
+    CURRENT = "current"
+    # The model searched before the last switch, kept for a rollback.
+    PREVIOUS = "previous"
+
+
+class BackfillStatus(models.TextChoices):
+    """Where a model's backfill of a tenant's chunks stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class TenantEmbeddingModel(TenantOwnedModel):
+    """A model a tenant keeps vectors of: its role (current, previous, kept) and the
+    progress of its backfill. No row for a tenant: it searches EMBEDDER's model.
+
+    While a row exists its model's vectors are written for the tenant's new chunks, and
+    the prune keeps them (docs/operations.md, "Switching embedding models").
+    """
+
+    Role = EmbeddingModelRole
+    Status = BackfillStatus
+
+    model = models.CharField(max_length=200)
+    role = models.CharField(max_length=16, choices=EmbeddingModelRole.choices)
+    status = models.CharField(max_length=16, choices=BackfillStatus.choices)
+    chunks_done = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    chunks_total = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        db_table = "tenant_embedding_models"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "model"], name="tenant_embedding_models_tenant_model_uniq"
+            ),
+            # One current and one previous model per tenant.
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(role=EmbeddingModelRole.CURRENT),
+                name="tenant_embedding_models_one_current",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(role=EmbeddingModelRole.PREVIOUS),
+                name="tenant_embedding_models_one_previous",
+            ),
+            models.CheckConstraint(
+                condition=~Q(model=""), name="tenant_embedding_models_model_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=EmbeddingModelRole.values),
+                name="tenant_embedding_models_role_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=BackfillStatus.values),
+                name="tenant_embedding_models_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(chunks_done__gte=0, chunks_total__gte=0),
+                name="tenant_embedding_models_counts_gte_0",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.role})"
 
 
 class AccessGrant(TenantOwnedModel):

@@ -33,7 +33,8 @@ from django.db.models import (
     UUIDField,
     Value,
 )
-from pgvector.django import CosineDistance
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, VectorField
 
 from core.db.backend.base import DatabaseWrapper
 from core.db.connections import begins_transaction
@@ -41,10 +42,11 @@ from core.db.replicas import unpinned_write
 from core.expressions import QueryVector
 from core.hashing import sha256_hex
 from documents.embedding import Embedder, embed_texts
-from documents.embeddings import chunk_embedder
+from documents.embeddings import chunk_embedder, in_chunk_embeddings, model_embedder
 from documents.filters import MetadataFilter, parse_filters
-from documents.models import SEARCH_CONFIG, Chunk, Document, Project, SearchMode
+from documents.models import SEARCH_CONFIG, Chunk, ChunkEmbedding, Document, Project, SearchMode
 from documents.models import SearchQuery as LoggedSearch  # not the tsquery above
+from documents.services.embedding_models import current_model, model_index_name
 from tenancy.context import require_tenant, tenant_context
 from tenancy.models import TenantRef, User
 
@@ -222,11 +224,21 @@ def _restore_settings(previous: dict[str, str]) -> None:
 
 
 def semantic_queryset(
-    chunks: QuerySet[Chunk], vector: Sequence[float], model: str, *, exact: bool = False
+    chunks: QuerySet[Chunk],
+    vector: Sequence[float],
+    model: str,
+    *,
+    exact: bool = False,
+    tenant_id: uuid.UUID | None = None,
 ) -> QuerySet:
     """Chunks nearest to `vector` by cosine distance, as `ORDER BY embedding <=> q`.
 
     Only vectors of the same embedding model are comparable, so others are skipped.
+    The vectors are read where `model` keeps them (_vector_source): chunks.embedding for
+    EMBEDDER's model, chunk_embeddings for one of EMBEDDING_MODELS, whose rows of
+    `tenant_id` are ordered by `(embedding::vector(D)) <=> q`, the expression of the
+    model's partial HNSW index, and kept when their chunk is one of `chunks` (the
+    search's scope, filters and access); the rows are the same either way.
     The planner picks the plan: chunks_embedding_hnsw_idx with the tenant filter
     applied after the scan for a big tenant, or the tenant's rows from
     chunks_tenant_document_idx sorted exactly when they are few (a tiny tenant would
@@ -236,17 +248,51 @@ def semantic_queryset(
     vector is one parameter (QueryVector): read the rows with _knn_rows to send it in
     binary.
     """
-    distance: Expression = CosineDistance("embedding", QueryVector(vector))
+    source = _vector_source(chunks, model, tenant_id)
+    distance: Expression = CosineDistance(source.column, QueryVector(vector))
     # Ties go by id when sorting exactly; the index gives one order key only.
     order: tuple[str, ...] = ("distance",)
     if exact:
         distance = ExpressionWrapper(distance + Value(0.0), output_field=FloatField())
-        order = ("distance", "id")
+        order = ("distance", source.columns[0])
     return (
-        chunks.filter(embedding__isnull=False, embedding_model=model)
-        .annotate(distance=distance)
+        source.rows.annotate(distance=distance)
         .order_by(*order)
-        .values_list("id", "document_id", "ordinal", "content", "distance")
+        .values_list(*source.columns, "distance")
+    )
+
+
+@dataclass(frozen=True)
+class _VectorSource:
+    """Where a model's vectors are read: the rows, the vector's expression, and the
+    columns giving (chunk id, document id, ordinal, content)."""
+
+    rows: QuerySet
+    column: Expression | str
+    columns: tuple[str, str, str, str]
+
+
+def _vector_source(
+    chunks: QuerySet[Chunk], model: str, tenant_id: uuid.UUID | None
+) -> _VectorSource:
+    if not in_chunk_embeddings(model):
+        return _VectorSource(
+            chunks.filter(embedding__isnull=False, embedding_model=model),
+            "embedding",
+            ("id", "document_id", "ordinal", "content"),
+        )
+    if tenant_id is None:
+        raise ValueError("a search of chunk_embeddings needs its tenant_id")
+    dimension = model_embedder(model).dimension
+    # tenant_id and model as constants of the query: the partial index's predicate, and
+    # on Citus the tenant's shard.
+    rows = ChunkEmbedding.objects.filter(
+        tenant_id=tenant_id, model=model, chunk__in=chunks.values("pk")
+    )
+    return _VectorSource(
+        rows,
+        Cast("embedding", VectorField(dimensions=dimension)),
+        ("chunk_id", "chunk__document_id", "chunk__ordinal", "chunk__content"),
     )
 
 
@@ -311,13 +357,18 @@ class _SearchFacts:
     full_access: bool
 
 
-def _search_facts(tenant_id: uuid.UUID) -> _SearchFacts:
+def _search_facts(tenant_id: uuid.UUID, model: str | None = None) -> _SearchFacts:
+    """For a model of chunk_embeddings, the vectors are its index's entries (the rows of
+    every tenant that keeps it), the chunks' count until it is built."""
+    index = model_index_name(model) if model and in_chunk_embeddings(model) else None
     with _chunk_reads().cursor() as cursor:
         cursor.execute(
-            "SELECT c.reltuples, d.reltuples, %s = ANY (app_full_access_tenant_ids())"
+            "SELECT COALESCE((SELECT i.reltuples FROM pg_class i WHERE i.oid = to_regclass(%s)"
+            " AND i.reltuples >= 0), c.reltuples), d.reltuples,"
+            " %s = ANY (app_full_access_tenant_ids())"
             " FROM pg_class c, pg_class d"
             " WHERE c.oid = 'chunks'::regclass AND d.oid = 'documents'::regclass",
-            [tenant_id],
+            [index, tenant_id],
         )
         chunks, documents, full_access = cursor.fetchone()
     return _SearchFacts(chunks, documents, bool(full_access))
@@ -344,7 +395,10 @@ def _candidates_estimate(scope: Q, model: str) -> float:
     when it estimates; that alone gives the tenant's share, and a `tenant_id = ...` on
     top would count the share twice.
     """
-    candidates = Chunk.objects.filter(scope, embedding__isnull=False, embedding_model=model)
+    candidates = Chunk.objects.filter(scope)
+    if not in_chunk_embeddings(model):
+        candidates = candidates.filter(embedding__isnull=False, embedding_model=model)
+    # (A model of chunk_embeddings: every chunk of a tenant searching it has its vector.)
     [plan] = json.loads(candidates.explain(format="json"))
     return plan["Plan"]["Plan Rows"]
 
@@ -369,8 +423,12 @@ def _visible_documents(
     return ids if len(ids) <= most else None
 
 
-def _exact_rows(chunks: QuerySet[Chunk], vector: Sequence[float], model: str, limit: int) -> list:
-    rows = _knn_rows(semantic_queryset(chunks, vector, model, exact=True)[:limit])
+def _exact_rows(
+    chunks: QuerySet[Chunk], vector: Sequence[float], model: str, limit: int, tenant_id: uuid.UUID
+) -> list:
+    rows = _knn_rows(
+        semantic_queryset(chunks, vector, model, exact=True, tenant_id=tenant_id)[:limit]
+    )
     return [(*row[:4], 1.0 - row[4]) for row in rows]
 
 
@@ -386,7 +444,7 @@ def _semantic(
 ) -> list:
     [vector] = embed_texts(embedder, [query])
     chunks = Chunk.objects.filter(scope.chunks, tenant_id=tenant_id)
-    facts = _search_facts(tenant_id)
+    facts = _search_facts(tenant_id, embedder.model)
     fetch = limit  # rows read from the index, of which the nearest `limit` are kept
     ef_search = HNSW_MIN_EF_SEARCH
     threshold = _index_threshold(limit, facts.table_chunks)
@@ -411,7 +469,7 @@ def _semantic(
                 chosen = Chunk.objects.filter(
                     scope.chunk_conditions, tenant_id=tenant_id, document_id__in=visible
                 )
-                return _exact_rows(chosen, vector, embedder.model, limit)
+                return _exact_rows(chosen, vector, embedder.model, limit, tenant_id)
         if scope.by_chunk_metadata and (
             _candidates_estimate(scope.chunks, embedder.model) <= threshold
         ):
@@ -420,7 +478,7 @@ def _semantic(
             # security does not hide them from it): read them exactly, through
             # chunks_metadata_gin. Planned only, nothing counted; a wrong guess costs time,
             # never rows (the index path below falls back to the exact read when short).
-            return _exact_rows(chunks, vector, embedder.model, limit)
+            return _exact_rows(chunks, vector, embedder.model, limit, tenant_id)
         index_order = True
         # Both when both hide chunks; at most SEARCH_MAX_K rows, which also keeps
         # ef_search (at least the rows read) within pgvector's bound.
@@ -431,12 +489,13 @@ def _semantic(
             fetch = max(fetch, min(limit * PARTIAL_ACCESS_OVERFETCH, SEARCH_MAX_K))
             ef_search = max(ef_search, PARTIAL_ACCESS_EF_SEARCH)
     settings_before = set_hnsw_iterative_scan(fetch, index_order=index_order, ef_search=ef_search)
-    rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model)[:fetch])
+    rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model, tenant_id=tenant_id)[:fetch])
     if len(rows) < limit:
         # The index scan gave up at max_scan_tuples, or the tenant has fewer matching
         # chunks; reading the tenant's rows exactly tells both apart and costs little
         # in the second case. (It sorts whatever enable_sort says: it has no other plan.)
-        rows = _knn_rows(semantic_queryset(chunks, vector, embedder.model, exact=True)[:limit])
+        exact = semantic_queryset(chunks, vector, embedder.model, exact=True, tenant_id=tenant_id)
+        rows = _knn_rows(exact[:limit])
     if transaction_continues:
         # SET LOCAL would outlive this search for the rest of the caller's transaction.
         _restore_settings(settings_before)
@@ -539,13 +598,18 @@ def _chunk_search(
         isinstance(d, Document) and d.tenant_id != tenant_id for d in documents
     ):
         raise ValidationError({"documents": "A document belongs to another tenant."})
-    embedder = chunk_embedder(embedder)
+    if embedder is not None:
+        embedder = _given_embedder(embedder)
     scope = _search_scope(project, documents, metadata)
     # Settings the search makes for its own queries need no restoring when its
     # transaction ends with it.
     transaction_continues = not begins_transaction()
     with tenant_context(tenant_id, user=user):
-        if mode == "fulltext":
+        if mode != "fulltext" and embedder is None:
+            # The tenant's model (documents.services.embedding_models): EMBEDDER's until
+            # it switches to one of EMBEDDING_MODELS.
+            embedder = model_embedder(current_model(tenant_id))
+        if mode == "fulltext" or embedder is None:
             rows = _fulltext(tenant_id, scope.chunks, query, k)
         elif mode == "semantic":
             rows = _semantic(
@@ -597,6 +661,22 @@ def _chunk_search(
         )
         for rank, (chunk_id, document_id, ordinal, content, score) in enumerate(rows, start=1)
     ]
+
+
+def _given_embedder(embedder: Embedder) -> Embedder:
+    """An embedder a caller passes: one of EMBEDDING_MODELS at its configured dimension,
+    or one whose vectors fit chunks.embedding."""
+    if not in_chunk_embeddings(embedder.model):
+        return chunk_embedder(embedder)
+    expected = model_embedder(embedder.model).dimension
+    if embedder.dimension != expected:
+        raise ValidationError(
+            {
+                "embedding": f"embedder {embedder.model} makes {embedder.dimension}-dimensional "
+                f"vectors; EMBEDDING_MODELS gives it {expected}."
+            }
+        )
+    return embedder
 
 
 # The search log -----------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload, and
-re-embedding a tenant's chunks (`documents.reembed`, queued by chunks_reembed_queue).
+"""The documents app's jobs on the worker (tenancy.jobs): ingestion of an upload,
+re-embedding a tenant's chunks (`documents.reembed`, queued by chunks_reembed_queue), and
+backfilling another model's vectors (`documents.backfill`, queued by
+embedding_backfill_start).
 
 document_create queues `documents.ingest` in the transaction that creates the document;
 the worker runs document_process, the same code a synchronous caller runs, with the
@@ -23,16 +25,19 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.core.exceptions import ValidationError
 from procrastinate.contrib.django import app
 
 from documents.models import Document
 from documents.services import (
+    BACKFILL_TASK,
     INGEST_TASK,
     REEMBED_TASK,
     DocumentStillProcessing,
     chunks_reembed,
     document_process,
     documents_queue_stranded,
+    embeddings_backfill,
 )
 from tenancy.context import tenant_context
 from tenancy.jobs import (
@@ -77,6 +82,21 @@ def reembed(tenant_id: uuid.UUID, attempt: JobAttempt) -> int:
     """Re-embed the tenant's chunks not of the configured model; how many."""
     try:
         return chunks_reembed(tenant=tenant_id)
+    except Exception as error:
+        # The embedder raising or answering wrongly may pass; the batches done are kept.
+        raise TransientJobError(f"{type(error).__name__}: {error}") from error
+
+
+# Not atomic: each batch commits, so a retry (or a job queued again after a crash)
+# embeds only the chunks still lacking the model's vector.
+@tenant_task(BACKFILL_TASK, atomic=False)
+def backfill_embeddings(tenant_id: uuid.UUID, attempt: JobAttempt, *, model: str) -> int:
+    """Build `model`'s index and embed the tenant's chunks lacking its vector; how many."""
+    try:
+        return embeddings_backfill(tenant=tenant_id, model=model)
+    except ValidationError as error:
+        # An unknown model (EMBEDDING_MODELS changed since the job was queued): no retry helps.
+        raise JobFailed(" ".join(error.messages)) from error
     except Exception as error:
         # The embedder raising or answering wrongly may pass; the batches done are kept.
         raise TransientJobError(f"{type(error).__name__}: {error}") from error

@@ -16,6 +16,7 @@ from core.hashing import sha256_hex
 from core.ids import uuid7
 from documents.models import (
     Chunk,
+    ChunkEmbedding,
     Document,
     DocumentAccess,
     DocumentVersion,
@@ -23,6 +24,7 @@ from documents.models import (
     Project,
     ProjectAccess,
     SearchQuery,
+    TenantEmbeddingModel,
 )
 from tenancy.context import tenant_context
 from tenancy.models import Membership, Tenant, User
@@ -109,6 +111,27 @@ def _embedding_cache_entry(b: _Build):
         model="test-embedder",
         content_sha256=sha256_hex(f"Chunk text {b.label}"),
         embedding=VECTOR,
+    )
+
+
+def _chunk_embedding(b: _Build):
+    return ChunkEmbedding.objects.create(
+        tenant=b.tenant,
+        chunk=b[Chunk],
+        model="test-model-v2",
+        dimension=3,
+        embedding=[0.5, 0.25, 1.0],
+    )
+
+
+def _tenant_embedding_model(b: _Build):
+    return TenantEmbeddingModel.objects.create(
+        tenant=b.tenant,
+        model=f"test-model-{b.label}",
+        role="kept",
+        status="complete",
+        chunks_done=1,
+        chunks_total=1,
     )
 
 
@@ -405,6 +428,8 @@ TENANT_ROW_BUILDERS = {
     "documents.Document": _document,
     "documents.Chunk": _chunk,
     "documents.EmbeddingCacheEntry": _embedding_cache_entry,
+    "documents.ChunkEmbedding": _chunk_embedding,
+    "documents.TenantEmbeddingModel": _tenant_embedding_model,
     "documents.ProjectAccess": _project_access,
     "documents.DocumentAccess": _document_access,
     "documents.SearchQuery": _search_query,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.utils.module_loading import import_string
@@ -141,6 +142,33 @@ def owner_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
         yield
     finally:
         _reconnect(connection, current)
+
+
+@contextmanager
+def owner_autocommit_connection(using: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Connection]:
+    """A psycopg connection of its own, logged in as the owner role, in autocommit.
+
+    For the DDL a service runs outside any transaction (CREATE INDEX CONCURRENTLY needs
+    the table's owner), from a process whose own connection must stay as it is: a
+    worker runs other jobs meanwhile, which owner_connection's process-wide switch
+    would move to the owner role too. Closed on leaving the block.
+    """
+    params = connections[using].get_connection_params()
+    owner = settings.DATABASE_OWNER
+    connect = {
+        "dbname": params.get("dbname"),
+        "user": owner.get("USER") or params.get("user"),
+        "password": owner.get("PASSWORD") or params.get("password"),
+        "host": owner.get("HOST") or params.get("host"),
+        "port": owner.get("PORT") or params.get("port"),
+        **libpq_options(owner.get("OPTIONS", {})),
+    }
+    ensure_database_server()
+    connection = psycopg.connect(**{k: v for k, v in connect.items() if v}, autocommit=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def begins_transaction(using: str = DEFAULT_DB_ALIAS) -> bool:

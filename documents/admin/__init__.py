@@ -1,5 +1,5 @@
 """Admin for projects, document versions, knowledge documents, chunks, project templates
-and the search log.
+the search log, and the embedding models of each tenant.
 
 Rights: tenancy.admin_roles. New rows go through documents.services, which compute what a form
 should not ask for (version numbers and hash chains, stored files and their checksums,
@@ -10,6 +10,7 @@ exports) add their sections and actions to a project's page through the names be
 
 from documents.admin import (
     access,
+    embedding_models,
     knowledge,
     project_templates,
     projects,
@@ -21,6 +22,7 @@ from documents.admin.versions import diff_html, version_label
 
 __all__ = [
     "access",
+    "embedding_models",
     "add_project_action",
     "add_project_sections",
     "diff_html",

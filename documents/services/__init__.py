@@ -6,6 +6,7 @@
 - uploads: knowledge documents' stored files, one per tenant and SHA-256 unless kept;
 - ingestion: documents into embedded chunks, and re-embedding a tenant;
 - embedding_cache: each tenant's vectors by model and text hash, read before embedding;
+- embedding_models: backfilling another model, switching a tenant to it and back, pruning;
 - reingestion: a ready document chunked again, its chunks updated in place;
 - sweep: upload folders no document points at;
 - access: restricted projects and documents, and who may see them;
@@ -21,6 +22,19 @@ from documents.services.access import (
     project_access_revoke,
     project_restrict,
     project_unrestrict,
+)
+from documents.services.embedding_models import (
+    BACKFILL_TASK,
+    BackfillProgress,
+    ModelState,
+    PruneSummary,
+    embedding_backfill_start,
+    embedding_model_forget,
+    embedding_model_rollback,
+    embedding_model_switch,
+    embedding_models_status,
+    embeddings_backfill,
+    embeddings_prune,
 )
 from documents.services.filtered_delete import FilteredDeletion, documents_delete_by_filter
 from documents.services.ingestion import (
@@ -60,6 +74,17 @@ from documents.services.versions import (
 )
 
 __all__ = [
+    "BACKFILL_TASK",
+    "BackfillProgress",
+    "ModelState",
+    "PruneSummary",
+    "embedding_backfill_start",
+    "embedding_model_forget",
+    "embedding_model_rollback",
+    "embedding_model_switch",
+    "embedding_models_status",
+    "embeddings_backfill",
+    "embeddings_prune",
     "INGEST_TASK",
     "DocumentStillProcessing",
     "FilteredDeletion",

@@ -38,6 +38,7 @@ from documents.services.embedding_cache import (
     embed_with_cache,
     vector_cursor,
 )
+from documents.services.embedding_models import kept_embedders, write_model_vectors
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
 from tenancy.jobs import defer_tenant_job
@@ -399,15 +400,34 @@ def document_process(
             raise IngestionError("The document has no text to index.")
         _advance(tenant_id, document, Document.Status.CHUNKING, Document.Status.EMBEDDING)
         # Texts the tenant's cache holds for this model are not embedded again.
+        texts = [piece.content for piece in pieces]
         with tenant_context(tenant_id):
-            cached = cache_lookup(tenant_id, embedder.model, [piece.content for piece in pieces])
+            cached = cache_lookup(tenant_id, embedder.model, texts)
+            # The other models the tenant keeps (a backfill, a switch, a rollback kept
+            # ready): the new chunks get their vectors too, so none is missed.
+            kept = [
+                (other, cache_lookup(tenant_id, other.model, texts))
+                for other in kept_embedders(tenant_id)
+            ]
         embedded = _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE)
+        kept_embedded = [
+            _embed(other, lookup.missing_texts, EMBED_BATCH_SIZE) for other, lookup in kept
+        ]
         # One transaction (a savepoint inside the caller's): chunks, the cache's new
         # entries and "ready" commit together or not at all.
         with tenant_context(tenant_id):
             _lock_claim(tenant_id, document)
             vectors = cache_complete(cached, embedded)
             _insert_chunks(tenant_id, document, pieces, vectors, embedder.model)
+            if kept:
+                ids = dict(
+                    Chunk.objects.filter(tenant_id=tenant_id, document_id=document.pk).values_list(
+                        "ordinal", "id"
+                    )
+                )
+                chunk_ids = [ids[piece.ordinal] for piece in pieces]
+                for (other, lookup), new in zip(kept, kept_embedded, strict=True):
+                    write_model_vectors(tenant_id, other, chunk_ids, cache_complete(lookup, new))
             document.status = Document.Status.READY
             document.save(update_fields=["status"])
     except _Superseded as superseded:

@@ -29,6 +29,7 @@ from documents.embedding import Embedder
 from documents.embeddings import chunk_embedder
 from documents.models import Chunk, Document
 from documents.services.embedding_cache import cache_complete, cache_lookup
+from documents.services.embedding_models import write_kept_vectors
 from documents.services.ingestion import (
     EMBED_BATCH_SIZE,
     IngestionError,
@@ -186,6 +187,7 @@ def _rechunk(
         updated, ["content", "token_count", "embedding", "embedding_model", "metadata"]
     )
     _insert_chunks(tenant_id, document, added, added_vectors, embedder.model)
+    write_kept_vectors(tenant_id, chunks.filter(ordinal__in=[piece.ordinal for piece in changed]))
     return ReingestResult(
         unchanged=len(pieces) - len(changed),
         changed=len(updated),

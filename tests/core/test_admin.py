@@ -31,11 +31,13 @@ from core.db.connections import owner_connection
 from core.ids import uuid7
 from documents.models import (
     Chunk,
+    ChunkEmbedding,
     Document,
     DocumentVersion,
     EmbeddingCacheEntry,
     Project,
     SearchQuery,
+    TenantEmbeddingModel,
 )
 from documents.services import INGEST_TASK
 from erasure.models import ErasureReceipt
@@ -78,6 +80,8 @@ NOT_ADDABLE = {
     ExecutionSource,
     Chunk,
     EmbeddingCacheEntry,  # written by ingestion only
+    ChunkEmbedding,  # written by the backfill and ingestion only
+    TenantEmbeddingModel,  # written by the embedding model services only
     ExecutionError,
     ExecutionIdempotencyKey,
     StaleSource,  # written by the stale-source triggers only
@@ -91,6 +95,7 @@ NOT_ADDABLE = {
 # Changelists that must never COUNT(*) the whole table.
 BIG_TABLES = [
     Chunk,
+    ChunkEmbedding,
     DocumentVersion,
     AgentExecution,
     ExecutionSource,

@@ -28,13 +28,23 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from documents.models import Chunk, Document, EmbeddingCacheEntry, Project, SearchQuery
+from documents.models import (
+    Chunk,
+    ChunkEmbedding,
+    Document,
+    EmbeddingCacheEntry,
+    Project,
+    SearchQuery,
+)
 from documents.services import (
+    BACKFILL_TASK,
     document_access_grant,
     document_create,
     document_ingest,
     document_reingest,
     document_restrict,
+    embedding_backfill_start,
+    embeddings_backfill,
     project_access_grant,
     project_restrict,
     project_template_create,
@@ -43,7 +53,7 @@ from erasure.models import ErasureReceipt
 from erasure.services import erase_document
 from retention.models import RetentionPolicy, RetentionRun
 from retention.services import retention_enforce, retention_policy_set
-from tenancy.context import tenant_context
+from tenancy.context import job_scope, tenant_context
 from tenancy.models import AuditChainAnchor, AuditEvent, GlobalAuditEvent, Tenant, User
 from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
@@ -62,6 +72,7 @@ REFUSED = 403
 MANAGERS_ONLY = {
     AuditEvent,
     EmbeddingCacheEntry,
+    ChunkEmbedding,  # the tenant's index data
     AuditChainAnchor,
     GlobalAuditEvent,
     RetentionPolicy,
@@ -220,6 +231,11 @@ def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
     # the restricted project's runs takes someone who sees those runs.
     with tenant_context(demo, user=owner):
         document_reingest(tenant=demo, document=document, text="Rewritten for the browser test.")
+    # Nor another embedding model: the demo backfilled with hashing-v2 (as the worker's
+    # job would), which gives the tenant's models and their vectors a row each.
+    embedding_backfill_start(tenant=demo, model="hashing-v2", by=owner)
+    with job_scope(BACKFILL_TASK, demo):
+        embeddings_backfill(tenant=demo, model="hashing-v2")
     # Nor a job for the worker (none runs here): an upload waits in the queue.
     document_create(tenant=demo, title="Waiting for the worker", text="Queued, not yet read.")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}

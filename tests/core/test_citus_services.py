@@ -705,3 +705,41 @@ def test_stale_source_flags_on_the_cluster(two_tenants, file_storages):
     assert [item.export.pk for item in stale_exports] == [work["export"].pk]
     with tenant_context(second):
         assert not StaleSource.objects.exists()
+
+
+def test_switching_embedding_models_on_the_cluster(two_tenants):
+    """The backfill's statements (a tenant's chunks lacking a vector, the multi-row INSERT
+    of its vectors, the progress UPDATE) run on the tenant's shard; CREATE INDEX
+    CONCURRENTLY of the model's partial expression index and ANALYZE go through the
+    coordinator to every shard; the switched search reads that index on the one shard;
+    the prune deletes the forgotten tenant's vectors and drops the index."""
+    from documents.services import (
+        BACKFILL_TASK,
+        embedding_backfill_start,
+        embedding_model_forget,
+        embedding_model_rollback,
+        embedding_model_switch,
+        embeddings_backfill,
+        embeddings_prune,
+    )
+    from documents.services.embedding_models import model_index_name, model_index_state
+    from tenancy.context import job_scope
+
+    model = "hashing-v2"
+    for tenant in two_tenants:
+        document_ingest(tenant=tenant, title="notes", text=TEXT)
+        embedding_backfill_start(tenant=tenant, model=model)
+        with job_scope(BACKFILL_TASK, tenant):
+            assert embeddings_backfill(tenant=tenant, model=model) == 1
+    assert model_index_state(model) == "valid"
+    first, second = two_tenants
+    embedding_model_switch(tenant=first, model=model)
+    [hit] = chunk_search(tenant=first, query="billing invoices refunds", k=1, mode="semantic")
+    assert "billing handbook" in hit.content
+    embedding_model_rollback(tenant=first)
+    for tenant in two_tenants:
+        embedding_model_forget(tenant=tenant, model=model)
+    pruned = embeddings_prune()
+    assert pruned.vectors == {(first.slug, model): 1, (second.slug, model): 1}
+    assert pruned.indexes == [model_index_name(model)]
+    assert model_index_state(model) is None

@@ -239,9 +239,9 @@ def big_table(monkeypatch):
     planner's estimates, whatever rows the test holds."""
     facts = search._search_facts
 
-    def as_on_a_big_table(tenant_id):
+    def as_on_a_big_table(tenant_id, model=None):
         return dataclasses.replace(
-            facts(tenant_id), table_chunks=10_000, table_documents=10_000 / 12
+            facts(tenant_id, model), table_chunks=10_000, table_documents=10_000 / 12
         )
 
     monkeypatch.setattr(search, "_search_facts", as_on_a_big_table)
