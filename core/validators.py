@@ -202,3 +202,12 @@ def validate_json_value(value: object) -> None:
     )
     if reason:
         raise ValidationError(f"The value {reason}", code="invalid_json_value")
+
+
+def require_count(name: str, value: object, most: int) -> int:
+    """`value`, a whole number from 1 to `most` (a batch size, a sample, a k from a
+    caller): anything else (a bool, a float, a number out of range, which would reach
+    PostgreSQL as a LIMIT it refuses) is a ValidationError naming `name`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ValidationError({name: f"{name} must be an integer from 1 to {most}, not {value!r}."})
+    return value

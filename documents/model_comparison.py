@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy
 from django.core.exceptions import ValidationError
 
+from core.validators import require_count
 from documents.embeddings import in_chunk_embeddings, model_embedder
 from documents.models import SearchQuery
 from documents.search import SEARCH_MAX_K, _chunk_search
@@ -49,12 +50,6 @@ class ModelComparison:
         return float(numpy.percentile(self.latencies_ms[model], percentile))
 
 
-def _check_count(name: str, value: object, most: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
-        raise ValidationError({name: f"{name} must be an integer from 1 to {most}, not {value!r}."})
-    return value
-
-
 def compare_models(
     *, tenant: TenantRef, model: str, sample: int = 50, k: int = 10
 ) -> ModelComparison:
@@ -62,8 +57,8 @@ def compare_models(
     `model`; ValidationError naming the field for a bad argument, a model the tenant
     already searches, one whose backfill is not complete, or no query with its text."""
     tenant_id = require_tenant(tenant)
-    _check_count("sample", sample, COMPARE_MAX_SAMPLE)
-    _check_count("k", k, SEARCH_MAX_K)
+    require_count("sample", sample, COMPARE_MAX_SAMPLE)
+    require_count("k", k, SEARCH_MAX_K)
     other = model_embedder(model)
     with job_scope(COMPARE_JOB, tenant_id), tenant_context(tenant_id):
         current = model_embedder(current_model(tenant_id))

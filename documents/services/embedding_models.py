@@ -42,6 +42,7 @@ from psycopg import sql
 from core.db.connections import owner_autocommit_connection
 from core.hashing import sha256_hex
 from core.jobs import JobSummary
+from core.validators import require_count
 from documents.embedding import Embedder
 from documents.embeddings import default_model, in_chunk_embeddings, model_embedder
 from documents.models import Chunk, ChunkEmbedding, TenantEmbeddingModel
@@ -60,6 +61,7 @@ BACKFILL_MAX_BATCH_SIZE = 10_000
 VECTOR_INSERT_BATCH = 500
 # Vectors deleted per statement by the prune.
 PRUNE_BATCH_SIZE = 5_000
+PRUNE_MAX_BATCH_SIZE = 100_000
 # HNSW build parameters of every model's index, as chunks_embedding_hnsw_idx's.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -361,14 +363,7 @@ def embeddings_backfill(
     (the job retries it); the batches done stay.
     """
     tenant_id = require_tenant(tenant)
-    if (
-        not isinstance(batch_size, int)
-        or isinstance(batch_size, bool)
-        or not 1 <= batch_size <= BACKFILL_MAX_BATCH_SIZE
-    ):
-        raise ValidationError(
-            {"batch_size": f"batch_size must be an integer from 1 to {BACKFILL_MAX_BATCH_SIZE}."}
-        )
+    require_count("batch_size", batch_size, BACKFILL_MAX_BATCH_SIZE)
     embedder = _extra_model(model)
     with tenant_context(tenant_id):
         row = TenantEmbeddingModel.objects.filter(tenant_id=tenant_id, model=embedder.model).first()
@@ -605,6 +600,7 @@ def embeddings_prune(*, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZ
     A tenant that starts keeping the model meanwhile keeps its vectors: each batch's
     DELETE checks it again, and the index is dropped under the model's advisory lock,
     which a backfill takes to build it."""
+    require_count("batch_size", batch_size, PRUNE_MAX_BATCH_SIZE)
     summary = PruneSummary(dry_run=dry_run)
     kept = TenantEmbeddingModel.objects.filter(
         tenant_id=OuterRef("tenant_id"), model=OuterRef("model")

@@ -22,7 +22,7 @@ from django.utils import timezone
 from pgvector import Vector
 
 from core.models import TransactionNow
-from core.validators import unstorable, validate_storable_arguments
+from core.validators import require_count, unstorable, validate_storable_arguments
 from documents.chunking import has_tokens, resolve_chunking, split_text
 from documents.embedding import Embedder, embed_texts
 from documents.embeddings import chunk_embedder
@@ -540,14 +540,7 @@ def chunks_reembed(
     used before embeds nothing already cached. Returns the number of chunks re-embedded.
     """
     tenant_id = require_tenant(tenant)
-    if (
-        not isinstance(batch_size, int)
-        or isinstance(batch_size, bool)
-        or not 1 <= batch_size <= REEMBED_MAX_BATCH_SIZE
-    ):
-        raise ValidationError(
-            {"batch_size": f"batch_size must be an integer from 1 to {REEMBED_MAX_BATCH_SIZE}."}
-        )
+    require_count("batch_size", batch_size, REEMBED_MAX_BATCH_SIZE)
     embedder = chunk_embedder(embedder)
     progress = ReembedProgress()
     while True:

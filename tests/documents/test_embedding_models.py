@@ -501,3 +501,10 @@ def test_access_and_filters_hold_on_the_new_model(tenant_a, alice):
         tenant=tenant_a, query=query, k=5, mode="semantic", filters={"document.topic": "t0"}
     )
     assert {r.content for r in filtered} == {TEXTS[0], TEXTS[2], TEXTS[4]}
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2**63, True, 1.5, "100"])
+def test_prune_refuses_a_batch_size_it_cannot_use_by_name(batch_size):
+    with pytest.raises(ValidationError) as refused:
+        services.embeddings_prune(batch_size=batch_size)
+    assert set(refused.value.message_dict) == {"batch_size"}
