@@ -607,6 +607,24 @@ def test_reembed_fills_chunks_without_an_embedding(tenant_a, two_tenants_chunks)
     assert all(chunk.embedding is not None for chunk in chunks_of(tenant_a, a))
 
 
+def test_reembed_also_covers_the_chunks_of_restricted_documents(
+    tenant_a, alice, two_tenants_chunks
+):
+    a, _b = two_tenants_chunks
+    services.document_restrict(tenant=tenant_a, document=a, by=alice)
+    call_command(
+        "reembed_chunks",
+        tenant=tenant_a.slug,
+        embedder="tests.documents.test_ingestion.reversed_embedder",
+        model="reversed-v2",
+        dimension=1536,
+        stdout=io.StringIO(),
+    )
+    with tenant_context(tenant_a, user=alice):
+        models = set(Chunk.objects.filter(document=a).values_list("embedding_model", flat=True))
+    assert models == {"reversed-v2"}
+
+
 def test_reembed_accepts_a_tenant_id_and_the_default_embedder(tenant_a, two_tenants_chunks):
     call_command("reembed_chunks", tenant=str(tenant_a.pk), stdout=io.StringIO())
     assert models_of(tenant_a) == {get_embedder().model}

@@ -10,9 +10,11 @@ from documents.models import EMBEDDING_DIMENSION
 from documents.services import (
     REEMBED_BATCH_SIZE,
     REEMBED_MAX_BATCH_SIZE,
+    REEMBED_TASK,
     ReembedProgress,
     chunks_reembed,
 )
+from tenancy.context import job_scope
 from tenancy.models import Tenant
 
 
@@ -58,12 +60,15 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {progress.chunks} chunk(s), {progress.batches} batch(es)")
 
         try:
-            count = chunks_reembed(
-                tenant=tenant,
-                embedder=embedder,
-                batch_size=options["batch_size"],
-                on_batch=report,
-            )
+            # As the worker's job: a context without a user sees open rows only, and the
+            # chunks of restricted documents would keep the old model.
+            with job_scope(REEMBED_TASK, tenant):
+                count = chunks_reembed(
+                    tenant=tenant,
+                    embedder=embedder,
+                    batch_size=options["batch_size"],
+                    on_batch=report,
+                )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from error
         self.stdout.write(
