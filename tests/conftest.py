@@ -138,6 +138,20 @@ def owner_is_runtime_role(settings):
     }
 
 
+@pytest.fixture
+def no_model_index_left(transactional_db) -> Iterator[None]:
+    """Embedding models' indexes are built CONCURRENTLY, outside the test's transaction,
+    so the flush after a transactional test leaves them, and the schema tests that run
+    later would find them: dropped after the test."""
+    yield
+    from core.db.connections import owner_autocommit_connection
+    from documents.services.embedding_models import drop_model_index
+
+    with owner_autocommit_connection() as owner:
+        for model in settings.EMBEDDING_MODELS:
+            drop_model_index(owner, model)
+
+
 @pytest.fixture(scope="session")
 def pgbouncer(django_db_setup) -> PgBouncer:
     """A real PgBouncer in transaction mode in front of the test server (tests/pgbouncer.py).

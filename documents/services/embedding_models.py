@@ -134,11 +134,11 @@ def ensure_model_index(embedder: Embedder) -> None:
         if state == "valid":
             return
         if state == "invalid":
-            _drop_model_index(owner, embedder.model)
+            drop_model_index(owner, embedder.model)
         owner.execute(model_index_sql(embedder))
 
 
-def _drop_model_index(owner: Any, model: str) -> None:
+def drop_model_index(owner: Any, model: str) -> None:
     name = sql.Identifier(model_index_name(model))
     owner.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
 
@@ -644,6 +644,6 @@ def embeddings_prune(*, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZ
             with system_context(f"embeddings_prune: is {model} kept"):
                 still_kept = TenantEmbeddingModel.objects.filter(model=model).exists()
             if not still_kept:
-                _drop_model_index(owner, model)
+                drop_model_index(owner, model)
                 summary.indexes.append(model_index_name(model))
     return summary

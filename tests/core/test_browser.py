@@ -197,7 +197,7 @@ def changelist(model) -> str:
 
 
 @pytest.fixture
-def seeded_demo(transactional_db, file_storages) -> dict[str, str]:
+def seeded_demo(transactional_db, file_storages, no_model_index_left) -> dict[str, str]:
     """The demo seeded, with a viewer in its tenant: each one's email and password."""
     owner_password = secrets.token_urlsafe(18)
     # One argument with "=": a token that starts with "-" would read as an option.

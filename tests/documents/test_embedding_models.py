@@ -26,7 +26,10 @@ from tests.factories import make_member
 from tests.tenancy.test_audit import events
 from tests.worker import clear_queue, jobs, start_worker, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("file_storages")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("file_storages", "no_model_index_left"),
+]
 
 MODEL = "hashing-v2"
 TEXTS = [
