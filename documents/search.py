@@ -329,7 +329,7 @@ def fulltext_queryset(chunks: QuerySet[Chunk], query: str) -> QuerySet:
 
 
 # Choosing between the two plans of a kNN query. Sorting the candidates exactly reads
-# every one of them (each a 1536-d vector: from its row since documents.0023, which made
+# every one of them (each a 1536-d vector: from its row since documents.0028, which made
 # 500 of them some ten times cheaper to read, from TOAST before; the figures below are
 # from before, and the crossing point was not measured again); the HNSW index visits about
 # limit / selectivity entries, each costing some six sorted rows here (measured: 2,000

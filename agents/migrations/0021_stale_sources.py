@@ -233,10 +233,6 @@ class Migration(core.db.operations.Migration):
                 "EXECUTE FUNCTION flag_stale_source_cleared()",
             ],
             reverse_sql=[
-                # On Citus, dropping a function after a trigger of a distributed table in
-                # the same transaction takes one connection per node (a placeholder
-                # setting, and so nothing, on plain PostgreSQL).
-                "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'",
                 "DROP TRIGGER IF EXISTS flag_stale_source_cleared ON execution_sources",
                 "DROP FUNCTION IF EXISTS flag_stale_source_cleared()",
                 "DROP TRIGGER IF EXISTS flag_stale_sources ON chunks",

@@ -47,7 +47,8 @@ from django.db import migrations, models, router
 from django.db.migrations.operations.base import Operation
 
 from core.db import audit
-from core.db.partitions import rebuild
+from core.db.backend.base import CITUS_PRESENT_SQL
+from core.db.partitions import one_connection_per_node, rebuild
 from core.db.roles import SYSTEM_BYPASS_POLICY
 
 TENANT_ISOLATION_POLICY = "tenant_isolation"
@@ -632,6 +633,16 @@ class Migration(migrations.Migration):
 
     def unapply(self, project_state, schema_editor, collect_sql=False):
         _set_lock_timeout(schema_editor)
+        if schema_editor.atomic_migration:
+            # Unapplying drops a distributed table's triggers, then their functions: on
+            # Citus a function command after a parallel operation in one transaction
+            # must run over one connection per node (nothing on plain PostgreSQL).
+            connection = schema_editor.connection
+            with connection.cursor() as cursor:
+                if connection.citus is None:
+                    cursor.execute(f"SELECT {CITUS_PRESENT_SQL}")
+                    connection.remember_citus(cursor.fetchone()[0])
+                one_connection_per_node(cursor)
         state = super().unapply(project_state, schema_editor, collect_sql)
         _reset_lock_timeout(schema_editor)
         return state

@@ -9,7 +9,7 @@ import core.db.operations
 
 class Migration(core.db.operations.Migration):
     dependencies = [
-        ('documents', '0023_chunks_embeddings_in_the_heap'),
+        ('documents', '0022_documents_sha256_unique'),
     ]
 
     operations = [

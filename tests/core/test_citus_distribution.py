@@ -198,7 +198,7 @@ def _chunk_shards_storage(citus_cluster, database: str) -> set[tuple[str, str | 
 def test_chunks_keep_their_vectors_in_their_rows_on_every_shard_even_when_migrated_after(
     citus_cluster, fresh_database
 ):
-    """documents.0023 (KeepColumnInHeap) on a cluster: shards made after it get the
+    """documents.0028 (KeepColumnInHeap) on a cluster: shards made after it get the
     column's storage and the table's toast_tuple_target from Citus; on chunks already
     distributed, where Citus refuses ALTER COLUMN ... SET STORAGE, the operation sets
     both on every shard, backwards and forwards."""
@@ -206,7 +206,7 @@ def test_chunks_keep_their_vectors_in_their_rows_on_every_shard_even_when_migrat
     call_command("citus_distribute", verbosity=0)
     assert _chunk_shards_storage(citus_cluster, fresh_database) == in_rows
 
-    call_command("migrate", "documents", "0017", verbosity=0)
+    call_command("migrate", "documents", "0027", verbosity=0)
     assert _chunk_shards_storage(citus_cluster, fresh_database) == {("e", None)}
     call_command("migrate", "documents", verbosity=0)
     assert _chunk_shards_storage(citus_cluster, fresh_database) == in_rows

@@ -9,7 +9,7 @@ under restrictions, measured"; the layout is explained in docs/architecture.md).
 
 Catalog changes only: nothing is rewritten. Rows written from now on (ingestion,
 re-embedding) keep their vector in the row; rows already written keep theirs in TOAST
-until they are rewritten (docs/operations.md, "Chunks written before documents.0023").
+until they are rewritten (docs/operations.md, "Chunks written before documents.0028").
 """
 
 import core.db.operations
@@ -17,7 +17,7 @@ import core.db.operations
 
 class Migration(core.db.operations.Migration):
     dependencies = [
-        ("documents", "0022_documents_sha256_unique"),
+        ("documents", "0027_chunk_embeddings_and_tenant_models"),
     ]
 
     operations = [
