@@ -19,7 +19,7 @@ def tenant_option(value: str) -> Tenant:
         lookup = {"slug": value}
     tenant = Tenant.objects.filter(**lookup).first()
     if tenant is None:
-        raise CommandError(f"--tenant: no tenant has the slug or id {value!r}.")
+        raise CommandError(f"Unknown tenant. --tenant: no tenant has the slug or id {value!r}.")
     return tenant
 
 

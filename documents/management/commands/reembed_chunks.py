@@ -1,11 +1,10 @@
 """`manage.py reembed_chunks --tenant T [--embedder PATH --model NAME --dimension N]`."""
 
-import uuid
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.embedding import get_embedder
+from documents.management.tenants import tenant_option
 from documents.models import EMBEDDING_DIMENSION
 from documents.services import (
     REEMBED_BATCH_SIZE,
@@ -15,7 +14,6 @@ from documents.services import (
     chunks_reembed,
 )
 from tenancy.context import job_scope
-from tenancy.models import Tenant
 
 
 class Command(BaseCommand):
@@ -47,7 +45,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        tenant = self._tenant(options["tenant"])
+        tenant = tenant_option(options["tenant"])
         embedder = self._embedder(options["embedder"], options["model"], options["dimension"])
         if not 1 <= options["batch_size"] <= REEMBED_MAX_BATCH_SIZE:
             raise CommandError(
@@ -76,19 +74,6 @@ class Command(BaseCommand):
                 f"Re-embedded {count} chunk(s) of tenant {tenant.slug} with {embedder.model}."
             )
         )
-
-    @staticmethod
-    def _tenant(value: str) -> Tenant:
-        # Tenants are not tenant-owned rows (no row-level security): no context needed.
-        lookup: dict[str, object]
-        try:
-            lookup = {"pk": uuid.UUID(value)}
-        except ValueError:
-            lookup = {"slug": value}
-        tenant = Tenant.objects.filter(**lookup).first()
-        if tenant is None:
-            raise CommandError(f"Unknown tenant {value!r}: no tenant has this slug or id.")
-        return tenant
 
     @staticmethod
     def _embedder(path: str | None, model: str | None, dimension: int | None):
