@@ -18,7 +18,7 @@ import numpy
 from django.core.exceptions import ValidationError
 
 from core.validators import require_count
-from documents.embeddings import in_chunk_embeddings, model_embedder
+from documents.embeddings import model_embedder
 from documents.models import SearchQuery
 from documents.search import SEARCH_MAX_K, _chunk_search
 from documents.services.embedding_models import current_model, missing_vectors
@@ -67,9 +67,7 @@ def compare_models(
                 {"model": f"The tenant searches with {model} already: name the other model."}
             )
         for embedder in (current, other):
-            if in_chunk_embeddings(embedder.model) and (
-                missing := missing_vectors(tenant_id, embedder.model)
-            ):
+            if missing := missing_vectors(tenant_id, embedder.model):
                 raise ValidationError(
                     {
                         "model": f"{missing} chunk(s) have no {embedder.model} vector: finish "

@@ -142,14 +142,22 @@ def owner_is_runtime_role(settings):
 def no_model_index_left(transactional_db) -> Iterator[None]:
     """Embedding models' indexes are built CONCURRENTLY, outside the test's transaction,
     so the flush after a transactional test leaves them, and the schema tests that run
-    later would find them: dropped after the test."""
+    later would find them: dropped after the test, found by name in the catalog (a test
+    may configure models of its own)."""
     yield
+    from psycopg import sql
+
     from core.db.connections import owner_autocommit_connection
-    from documents.services.embedding_models import drop_model_index
 
     with owner_autocommit_connection() as owner:
-        for model in settings.EMBEDDING_MODELS:
-            drop_model_index(owner, model)
+        names = owner.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'chunk_embeddings' "
+            "AND indexname LIKE 'chunk\\_embeddings\\_hnsw\\_%'"
+        ).fetchall()
+        for (name,) in names:
+            owner.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,11 @@ from documents.services.access import (
 )
 from documents.services.embedding_models import (
     BACKFILL_TASK,
+    REEMBED_TASK,
     BackfillProgress,
     ModelState,
     PruneSummary,
+    chunks_reembed_queue,
     embedding_backfill_start,
     embedding_model_forget,
     embedding_model_rollback,
@@ -40,12 +42,10 @@ from documents.services.filtered_delete import FilteredDeletion, documents_delet
 from documents.services.ingestion import (
     REEMBED_BATCH_SIZE,
     REEMBED_MAX_BATCH_SIZE,
-    REEMBED_TASK,
     DocumentStillProcessing,
     IngestionError,
     ReembedProgress,
     chunks_reembed,
-    chunks_reembed_queue,
     document_ingest,
     document_process,
 )

@@ -19,6 +19,11 @@ it can roll back to (`previous`), and each backfill's progress. The steps:
 3. embedding_model_rollback puts the previous model back; embedding_model_forget stops
    keeping a model, and embeddings_prune then deletes the vectors no tenant keeps, and
    the index of a model no tenant keeps at all.
+
+EMBEDDER's model is kept by a tenant that searches with it (no current row) or has a row
+of it (previous or kept). Forgotten, the tenant's chunks no longer get its vectors in
+chunks.embedding and the prune clears them; its backfill (the re-embedding job, which
+fills chunks.embedding) brings it back.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from pgvector import Vector
 from psycopg import sql
@@ -45,7 +50,7 @@ from core.jobs import JobSummary
 from core.validators import require_count
 from documents.embedding import Embedder
 from documents.embeddings import default_model, in_chunk_embeddings, model_embedder
-from documents.models import Chunk, ChunkEmbedding, TenantEmbeddingModel
+from documents.models import Chunk, ChunkEmbedding, EmbeddingCacheEntry, TenantEmbeddingModel
 from documents.services.embedding_cache import embed_with_cache, vector_cursor
 from tenancy.context import job_scope, require_tenant, system_context, tenant_context
 from tenancy.jobs import defer_tenant_job
@@ -54,6 +59,9 @@ from tenancy.models import FULL_ACCESS_ROLES, Membership, TenantRef, User
 logger = logging.getLogger(__name__)
 
 BACKFILL_TASK = "documents.backfill"
+# The worker's re-embedding of chunks.embedding (documents.services.ingestion.chunks_reembed),
+# also the backfill of EMBEDDER's model for a tenant that had forgotten it.
+REEMBED_TASK = "documents.reembed"
 # Chunks embedded and written per transaction of a backfill.
 BACKFILL_BATCH_SIZE = 256
 BACKFILL_MAX_BATCH_SIZE = 10_000
@@ -176,13 +184,14 @@ def _extra_model(model: str) -> Embedder:
     """The embedder of a model kept in chunk_embeddings; EMBEDDER's is refused by name."""
     embedder = model_embedder(model)
     if not in_chunk_embeddings(embedder.model):
-        raise ValidationError(
-            {
-                "model": f"{model} is EMBEDDER's model: its vectors are in chunks.embedding "
-                "already (chunks_reembed re-embeds them); nothing to backfill."
-            }
-        )
+        raise ValidationError({"model": _IN_CHUNKS_ALREADY.format(model=model)})
     return embedder
+
+
+_IN_CHUNKS_ALREADY = (
+    "{model} is EMBEDDER's model: its vectors are in chunks.embedding already "
+    "(chunks_reembed re-embeds them); nothing to backfill."
+)
 
 
 # Reading a tenant's models ---------------------------------------------------------------
@@ -196,6 +205,15 @@ def current_model(tenant_id: uuid.UUID) -> str:
         .first()
     )
     return model or default_model()
+
+
+def chunk_vectors_kept(tenant_id: uuid.UUID) -> bool:
+    """Whether the tenant keeps EMBEDDER's vectors in chunks.embedding (in the caller's
+    context): unless it searches with another model and has forgotten EMBEDDER's."""
+    roles = dict(
+        TenantEmbeddingModel.objects.filter(tenant_id=tenant_id).values_list("model", "role")
+    )
+    return default_model() in roles or Role.CURRENT not in roles.values()
 
 
 def kept_embedders(tenant_id: uuid.UUID) -> list[Embedder]:
@@ -225,20 +243,25 @@ class ModelState:
 
 def embedding_models_status(*, tenant: TenantRef, by: User | None = None) -> list[ModelState]:
     """The tenant's models with their role and backfill progress (EMBEDDER's first while it
-    has no row, its vectors being the chunks')."""
+    has no row, the tenant searching with it). EMBEDDER's progress counts the chunks whose
+    chunks.embedding holds its vector; a forgotten EMBEDDER's model is not listed."""
     tenant_id = require_tenant(tenant)
+    default = default_model()
     with _whole_tenant(tenant_id, by, "documents.embedding_models_status"):
         rows = list(TenantEmbeddingModel.objects.filter(tenant_id=tenant_id).order_by("model"))
-        chunks = Chunk.objects.filter(tenant_id=tenant_id).count()
-    default = default_model()
+        chunks = Chunk.objects.filter(tenant_id=tenant_id)
+        total = chunks.count()
+        in_chunks = chunks.filter(embedding__isnull=False, embedding_model=default).count()
     states = []
-    if not any(row.model == default for row in rows):
-        role = Role.KEPT if any(row.role == Role.CURRENT for row in rows) else Role.CURRENT
-        states.append(ModelState(default, role, Status.COMPLETE, chunks, chunks, index="chunks"))
+    if not any(row.model == default for row in rows) and not any(
+        row.role == Role.CURRENT for row in rows
+    ):
+        states.append(
+            ModelState(default, Role.CURRENT, Status.COMPLETE, in_chunks, total, index="chunks")
+        )
     for row in rows:
-        # EMBEDDER's row (a previous model) counts nothing of its own: every chunk has it.
-        done, total = (
-            (chunks, chunks) if row.model == default else (row.chunks_done, row.chunks_total)
+        done, total_of_row = (
+            (in_chunks, total) if row.model == default else (row.chunks_done, row.chunks_total)
         )
         states.append(
             ModelState(
@@ -246,7 +269,7 @@ def embedding_models_status(*, tenant: TenantRef, by: User | None = None) -> lis
                 row.role,
                 row.status,
                 done,
-                total,
+                total_of_row,
                 row.started_at,
                 row.finished_at,
                 row.error_message,
@@ -266,13 +289,21 @@ def embedding_backfill_start(
 
     From now on the tenant keeps the model: its new chunks get the model's vectors too.
     A backfill already waiting is not queued twice; a failed or complete one runs again
-    (it embeds only the chunks still lacking a vector). ValidationError naming 'model'
-    for a model that is not one of EMBEDDING_MODELS.
+    (it embeds only the chunks still lacking a vector). EMBEDDER's model, once the tenant
+    has forgotten it, is backfilled by the re-embedding job, which fills chunks.embedding.
+    ValidationError naming 'model' for a model that is not one of EMBEDDING_MODELS, or
+    EMBEDDER's while the tenant keeps it (unless its backfill has not finished).
     """
     tenant_id = require_tenant(tenant)
-    embedder = _extra_model(model)
+    embedder = model_embedder(model)
     with tenant_context(tenant_id, user=by):
         _require_manager(tenant_id, by)
+        in_chunks = not in_chunk_embeddings(embedder.model)
+        pending = TenantEmbeddingModel.objects.filter(
+            tenant_id=tenant_id, model=embedder.model
+        ).exclude(status=Status.COMPLETE)
+        if in_chunks and chunk_vectors_kept(tenant_id) and not pending.exists():
+            raise ValidationError({"model": _IN_CHUNKS_ALREADY.format(model=model)})
         row, _ = TenantEmbeddingModel.objects.get_or_create(
             tenant_id=tenant_id,
             model=embedder.model,
@@ -281,13 +312,38 @@ def embedding_backfill_start(
         if row.status != Status.RUNNING:
             row.status, row.error_message, row.finished_at = Status.QUEUED, "", None
             row.save(update_fields=["status", "error_message", "finished_at"])
-        defer_tenant_job(
-            BACKFILL_TASK,
-            tenant_id,
-            queueing_lock=f"{BACKFILL_TASK}:{tenant_id}:{embedder.model}",
-            model=embedder.model,
-        )
+        if in_chunks:
+            chunks_reembed_queue(tenant=tenant_id)
+        else:
+            defer_tenant_job(
+                BACKFILL_TASK,
+                tenant_id,
+                queueing_lock=f"{BACKFILL_TASK}:{tenant_id}:{embedder.model}",
+                model=embedder.model,
+            )
     return row
+
+
+def chunks_reembed_queue(*, tenant: TenantRef) -> bool:
+    """Queue chunks_reembed of the tenant for the worker, with the embedder the worker is
+    configured with (EMBEDDER). False when one is already waiting for the tenant: the
+    waiting job re-embeds whatever is stale when it runs."""
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        job = defer_tenant_job(REEMBED_TASK, tenant_id, queueing_lock=f"{REEMBED_TASK}:{tenant_id}")
+    return job is not None
+
+
+def chunk_vectors_backfilled(tenant_id: uuid.UUID) -> None:
+    """Mark the backfill of EMBEDDER's model complete (chunks_reembed, at its end, in the
+    caller's context), where the tenant had forgotten it and backfills it again."""
+    _update_row(
+        tenant_id,
+        default_model(),
+        status=Status.COMPLETE,
+        error_message="",
+        finished_at=timezone.now(),
+    )
 
 
 @dataclass
@@ -444,13 +500,28 @@ def _update_row(tenant_id: uuid.UUID, model: str, **values: Any) -> None:
 
 
 def missing_vectors(tenant_id: uuid.UUID, model: str) -> int:
-    """The tenant's chunks without a vector of `model` (those the caller's context sees)."""
-    return _lacking(tenant_id, model).count()
+    """The tenant's chunks without a vector of `model` (those the caller's context sees):
+    in chunks.embedding for EMBEDDER's model, in chunk_embeddings for the others."""
+    if in_chunk_embeddings(model):
+        return _lacking(tenant_id, model).count()
+    return (
+        Chunk.objects.filter(tenant_id=tenant_id)
+        .filter(Q(embedding__isnull=True) | ~Q(embedding_model=model))
+        .count()
+    )
 
 
 def _require_complete(tenant_id: uuid.UUID, model: str) -> None:
-    """Refused naming 'model' unless every chunk of the tenant has the model's vector and
-    the model's index is built and valid: a search of it then misses nothing, fast."""
+    """Refused naming 'model' unless the tenant keeps the model, every chunk of the tenant
+    has its vector and its index is built and valid: a search of it then misses nothing,
+    fast. (chunks.embedding's index, EMBEDDER's, is the schema's own.)"""
+    if not in_chunk_embeddings(model) and not chunk_vectors_kept(tenant_id):
+        raise ValidationError(
+            {
+                "model": f"The tenant forgot {model}: start its backfill (backfill_embeddings), "
+                "let it finish, then switch."
+            }
+        )
     missing = missing_vectors(tenant_id, model)
     if missing:
         raise ValidationError(
@@ -459,7 +530,7 @@ def _require_complete(tenant_id: uuid.UUID, model: str) -> None:
                 "backfill (backfill_embeddings) to the end, then switch."
             }
         )
-    if model_index_state(model) != "valid":
+    if in_chunk_embeddings(model) and model_index_state(model) != "valid":
         raise ValidationError(
             {
                 "model": f"The index of {model} is not built yet (the backfill builds it at "
@@ -490,12 +561,11 @@ def embedding_model_switch(
         current = next((m for m, row in rows.items() if row.role == Role.CURRENT), default_model())
         if embedder.model == current:
             raise ValidationError({"model": f"The tenant searches with {current} already."})
-        if in_chunk_embeddings(embedder.model):
-            if embedder.model not in rows:
-                raise ValidationError(
-                    {"model": f"{model} was never backfilled for this tenant: start its backfill."}
-                )
-            _require_complete(tenant_id, embedder.model)
+        if in_chunk_embeddings(embedder.model) and embedder.model not in rows:
+            raise ValidationError(
+                {"model": f"{model} was never backfilled for this tenant: start its backfill."}
+            )
+        _require_complete(tenant_id, embedder.model)
         return _set_roles(tenant_id, rows, current=embedder.model, previous=current)
 
 
@@ -504,9 +574,9 @@ def _set_roles(
 ) -> TenantEmbeddingModel | None:
     """Give the tenant's models their new roles, in the caller's transaction: every row
     kept first (the one-current and one-previous keys are checked at each statement), then
-    the two roles. EMBEDDER's model has a row only as the previous model: no current row
-    means EMBEDDER's."""
-    default = default_model()
+    the two roles. EMBEDDER's model has no row while the tenant searches with it (no
+    current row means EMBEDDER's), and one (previous or kept) while it is kept beside
+    another."""
     rows_of = TenantEmbeddingModel.objects.filter(tenant_id=tenant_id)
     rows_of.update(role=Role.KEPT)
     if previous in rows:
@@ -515,9 +585,11 @@ def _set_roles(
         TenantEmbeddingModel.objects.create(
             tenant_id=tenant_id, model=previous, role=Role.PREVIOUS, status=Status.COMPLETE
         )
-    if current != default:
+    if current == default_model():
+        # Searched without a row; kept otherwise, an earlier previous model included.
+        rows_of.filter(model=current).delete()
+    else:
         rows_of.filter(model=current).update(role=Role.CURRENT)
-    rows_of.filter(model=default).exclude(role=Role.PREVIOUS).delete()
     return rows_of.filter(role=Role.CURRENT).first()
 
 
@@ -536,8 +608,7 @@ def embedding_model_rollback(*, tenant: TenantRef, by: User | None = None) -> st
         if previous is None:
             raise ValidationError({"model": "The tenant has no previous model to roll back to."})
         current = next((m for m, row in rows.items() if row.role == Role.CURRENT), default_model())
-        if in_chunk_embeddings(previous):
-            _require_complete(tenant_id, previous)
+        _require_complete(tenant_id, previous)
         _set_roles(tenant_id, rows, current=previous, previous=current)
     return previous
 
@@ -545,30 +616,24 @@ def embedding_model_rollback(*, tenant: TenantRef, by: User | None = None) -> st
 def embedding_model_forget(*, tenant: TenantRef, model: str, by: User | None = None) -> None:
     """Stop keeping `model`'s vectors for the tenant (its previous model once a switch has
     proven itself, or a backfill abandoned): its new chunks no longer get them, and the
-    next embeddings_prune deletes them. Refused naming 'model' for the model in use and
-    for EMBEDDER's (its vectors are the chunks')."""
+    next embeddings_prune deletes them. EMBEDDER's model too, once the tenant searches
+    with another: chunks.embedding is then left empty for its chunks. Refused naming
+    'model' for the model in use and for a model the tenant does not keep."""
     tenant_id = require_tenant(tenant)
     with tenant_context(tenant_id, user=by):
         _require_manager(tenant_id, by)
-        row = (
-            TenantEmbeddingModel.objects.select_for_update()
-            .filter(tenant_id=tenant_id, model=model)
-            .first()
-        )
-        if model == default_model():
-            raise ValidationError(
-                {
-                    "model": f"{model} is EMBEDDER's model, kept in chunks.embedding "
-                    "for every tenant."
-                }
-            )
-        if row is None:
-            raise ValidationError({"model": f"The tenant keeps no {model!r} vectors."})
-        if row.role == Role.CURRENT:
+        rows = {
+            row.model: row
+            for row in TenantEmbeddingModel.objects.select_for_update().filter(tenant_id=tenant_id)
+        }
+        current = next((m for m, row in rows.items() if row.role == Role.CURRENT), default_model())
+        if model == current:
             raise ValidationError(
                 {"model": f"{model} is the tenant's current model: switch away from it first."}
             )
-        row.delete()
+        if model not in rows:
+            raise ValidationError({"model": f"The tenant keeps no {model!r} vectors."})
+        rows[model].delete()
 
 
 # Prune ----------------------------------------------------------------------------------
@@ -578,8 +643,10 @@ def embedding_model_forget(*, tenant: TenantRef, model: str, by: User | None = N
 class PruneSummary(JobSummary):
     """What embeddings_prune removed (or would remove, dry run)."""
 
-    # (tenant slug, model) -> vectors
+    # (tenant slug, model) -> vectors: chunk_embeddings rows, and chunks.embedding cleared
     vectors: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (tenant slug, model) -> embedding_cache entries
+    cached: dict[tuple[str, str], int] = field(default_factory=dict)
     indexes: list[str] = field(default_factory=list)
 
     def report(self) -> list[str]:
@@ -588,49 +655,103 @@ class PruneSummary(JobSummary):
             f"{verb} {count} {model} vector(s) of tenant {tenant}."
             for (tenant, model), count in sorted(self.vectors.items())
         ]
+        lines += [
+            f"{verb} {count} cached {model} vector(s) of tenant {tenant}."
+            for (tenant, model), count in sorted(self.cached.items())
+        ]
         drop = "Would drop" if self.dry_run else "Dropped"
         lines += [f"{drop} index {name}." for name in self.indexes]
         return lines or ["No vectors of a model no tenant keeps."]
 
 
-def embeddings_prune(*, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE) -> PruneSummary:
-    """Delete the chunk_embeddings vectors of (tenant, model) pairs the tenant does not
-    keep (no tenant_embedding_models row), `batch_size` a statement, and drop the index of
-    every model no tenant keeps. A system job (the logged bypass: every tenant's rows).
-    A tenant that starts keeping the model meanwhile keeps its vectors: each batch's
-    DELETE checks it again, and the index is dropped under the model's advisory lock,
-    which a backfill takes to build it."""
-    require_count("batch_size", batch_size, PRUNE_MAX_BATCH_SIZE)
-    summary = PruneSummary(dry_run=dry_run)
-    kept = TenantEmbeddingModel.objects.filter(
-        tenant_id=OuterRef("tenant_id"), model=OuterRef("model")
-    )
+def _kept_by_tenant(model: Any) -> Q:
+    """Whether the row's tenant keeps the model `model` names (an OuterRef to the row's
+    model column, or a model name): it has a row of it, or the model is EMBEDDER's and
+    the tenant searches with it (no current row)."""
+    of_tenant = TenantEmbeddingModel.objects.filter(tenant_id=OuterRef("tenant_id"))
+    kept = Q(Exists(of_tenant.filter(model=model)))
+    searched_without_row = ~Q(Exists(of_tenant.filter(role=Role.CURRENT)))
+    if isinstance(model, str):
+        return kept | searched_without_row if model == default_model() else kept
+    return kept | (Q(**{model.name: default_model()}) & searched_without_row)
+
+
+def _prune_pairs(
+    doomed: QuerySet[Any],
+    model_column: str,
+    remove: Callable[[QuerySet[Any]], int],
+    *,
+    dry_run: bool,
+    batch_size: int,
+) -> dict[tuple[str, str], int]:
+    """Remove the `doomed` rows (filtered on what their tenant does not keep), tenant and
+    model at a time, `batch_size` a statement; each batch checks again, so a tenant that
+    starts keeping the model meanwhile keeps the rest. A system job (the logged bypass:
+    every tenant's rows). Returns (tenant slug, model) -> rows."""
     with system_context("embeddings_prune: vectors of models no tenant keeps"):
-        pairs = list(
-            ChunkEmbedding.objects.filter(~Exists(kept))
-            .values_list("tenant_id", "tenant__slug", "model")
-            .distinct()
-        )
-        kept_models = set(TenantEmbeddingModel.objects.values_list("model", flat=True))
-        stored_models = set(ChunkEmbedding.objects.values_list("model", flat=True).distinct())
+        pairs = list(doomed.values_list("tenant_id", "tenant__slug", model_column).distinct())
+    removed: dict[tuple[str, str], int] = {}
     for tenant_id, slug, model in pairs:
-        deleted = 0
+        count = 0
         while True:
             with system_context(f"embeddings_prune: {model} of {slug}"):
-                doomed = ChunkEmbedding.objects.filter(
-                    ~Exists(kept), tenant_id=tenant_id, model=model
-                )
+                rows = doomed.filter(tenant_id=tenant_id, **{model_column: model})
                 if dry_run:
-                    deleted = doomed.count()
+                    count = rows.count()
                     break
-                ids = list(doomed.values_list("id", flat=True)[:batch_size])
+                ids = list(rows.values_list("id", flat=True)[:batch_size])
                 if not ids:
                     break
-                deleted += ChunkEmbedding.objects.filter(tenant_id=tenant_id, pk__in=ids).delete()[
-                    0
-                ]
-        if deleted:
-            summary.vectors[(slug, model)] = deleted
+                count += remove(doomed.model.objects.filter(tenant_id=tenant_id, pk__in=ids))
+        if count:
+            removed[(slug, model)] = count
+    return removed
+
+
+def embeddings_prune(*, dry_run: bool = False, batch_size: int = PRUNE_BATCH_SIZE) -> PruneSummary:
+    """Remove the vectors of every (tenant, model) the tenant does not keep, `batch_size`
+    a statement: its chunk_embeddings rows, EMBEDDER's vectors in chunks.embedding (set
+    to NULL: its chunks stay, found by the model the tenant searches with), and its
+    embedding cache entries; then drop the index of every model no tenant keeps. The
+    index is dropped under the model's advisory lock, which a backfill takes to build
+    it. chunks.embedding's own index is the schema's and stays: it holds no live entry
+    once no tenant keeps EMBEDDER's model (docs/operations.md says how to give its space
+    back)."""
+    require_count("batch_size", batch_size, PRUNE_MAX_BATCH_SIZE)
+
+    def delete(rows: QuerySet[Any]) -> int:
+        return rows.delete()[0]
+
+    def clear(rows: QuerySet[Any]) -> int:
+        return rows.update(embedding=None, embedding_model="")
+
+    def prune(
+        doomed: QuerySet[Any], model_column: str, remove: Callable[[QuerySet[Any]], int]
+    ) -> dict[tuple[str, str], int]:
+        return _prune_pairs(doomed, model_column, remove, dry_run=dry_run, batch_size=batch_size)
+
+    chunk_vectors = Chunk.objects.filter(embedding__isnull=False).exclude(
+        _kept_by_tenant(default_model())
+    )
+    summary = PruneSummary(
+        dry_run=dry_run,
+        vectors={
+            **prune(
+                ChunkEmbedding.objects.exclude(_kept_by_tenant(OuterRef("model"))),
+                "model",
+                delete,
+            ),
+            **prune(chunk_vectors, "embedding_model", clear),
+        },
+        cached=prune(
+            EmbeddingCacheEntry.objects.exclude(_kept_by_tenant(OuterRef("model"))),
+            "model",
+            delete,
+        ),
+    )
+    with system_context("embeddings_prune: models no tenant keeps"):
+        kept_models = set(TenantEmbeddingModel.objects.values_list("model", flat=True))
+        stored_models = set(ChunkEmbedding.objects.values_list("model", flat=True).distinct())
     # An index has the model's hash for a name: the models it may be of are those stored
     # and those configured.
     for model in sorted((stored_models | set(settings.EMBEDDING_MODELS)) - kept_models):

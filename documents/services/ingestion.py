@@ -25,7 +25,7 @@ from core.models import TransactionNow
 from core.validators import require_count, unstorable, validate_storable_arguments
 from documents.chunking import has_tokens, resolve_chunking, split_text
 from documents.embedding import Embedder, embed_texts
-from documents.embeddings import chunk_embedder
+from documents.embeddings import chunk_embedder, default_model
 from documents.models import (
     PROCESSING_STAGES,
     Chunk,
@@ -38,10 +38,14 @@ from documents.services.embedding_cache import (
     embed_with_cache,
     vector_cursor,
 )
-from documents.services.embedding_models import kept_embedders, write_model_vectors
+from documents.services.embedding_models import (
+    chunk_vectors_backfilled,
+    chunk_vectors_kept,
+    kept_embedders,
+    write_model_vectors,
+)
 from documents.services.uploads import document_create
 from tenancy.context import require_tenant, tenant_context
-from tenancy.jobs import defer_tenant_job
 from tenancy.models import TenantRef, User
 
 logger = logging.getLogger(__name__)
@@ -184,10 +188,11 @@ def _insert_chunks(
     tenant_id: uuid.UUID,
     document: Document,
     pieces: Sequence,
-    vectors: Sequence[list[float]],
+    vectors: Sequence[list[float] | None],
     model: str,
 ) -> None:
-    """Write the chunks of `pieces`, CHUNK_INSERT_BATCH to a statement, binary parameters.
+    """Write the chunks of `pieces`, CHUNK_INSERT_BATCH to a statement, binary parameters
+    (`vectors` None where the tenant keeps no vector in chunks.embedding).
 
     Bulk_create sent each vector as 1536 numbers in text, which Python formats and the
     server parses again: most of an ingestion's time besides the HNSW index.
@@ -199,8 +204,8 @@ def _insert_chunks(
             piece.ordinal,
             piece.content,
             piece.token_count,
-            Vector(vector),
-            model,
+            None if vector is None else Vector(vector),
+            "" if vector is None else model,
             piece.start,
             piece.end,
         )
@@ -402,14 +407,19 @@ def document_process(
         # Texts the tenant's cache holds for this model are not embedded again.
         texts = [piece.content for piece in pieces]
         with tenant_context(tenant_id):
-            cached = cache_lookup(tenant_id, embedder.model, texts)
+            # None: the tenant searches with another model and forgot EMBEDDER's.
+            cached = (
+                cache_lookup(tenant_id, embedder.model, texts)
+                if chunk_vectors_kept(tenant_id)
+                else None
+            )
             # The other models the tenant keeps (a backfill, a switch, a rollback kept
             # ready): the new chunks get their vectors too, so none is missed.
             kept = [
                 (other, cache_lookup(tenant_id, other.model, texts))
                 for other in kept_embedders(tenant_id)
             ]
-        embedded = _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE)
+        embedded = _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE) if cached else []
         kept_embedded = [
             _embed(other, lookup.missing_texts, EMBED_BATCH_SIZE) for other, lookup in kept
         ]
@@ -417,7 +427,9 @@ def document_process(
         # entries and "ready" commit together or not at all.
         with tenant_context(tenant_id):
             _lock_claim(tenant_id, document)
-            vectors = cache_complete(cached, embedded)
+            vectors: list[list[float] | None] = [None] * len(pieces)
+            if cached:
+                vectors = [*cache_complete(cached, embedded)]
             _insert_chunks(tenant_id, document, pieces, vectors, embedder.model)
             if kept:
                 ids = dict(
@@ -500,20 +512,6 @@ def document_ingest(
     )
 
 
-# The worker's re-embedding task (documents.tasks), queued by name.
-REEMBED_TASK = "documents.reembed"
-
-
-def chunks_reembed_queue(*, tenant: TenantRef) -> bool:
-    """Queue chunks_reembed of the tenant for the worker, with the embedder the worker is
-    configured with (EMBEDDER). False when one is already waiting for the tenant: the
-    waiting job re-embeds whatever is stale when it runs."""
-    tenant_id = require_tenant(tenant)
-    with tenant_context(tenant_id):
-        job = defer_tenant_job(REEMBED_TASK, tenant_id, queueing_lock=f"{REEMBED_TASK}:{tenant_id}")
-    return job is not None
-
-
 @dataclass
 class ReembedProgress:
     """Running totals of chunks_reembed, passed to its on_batch callback."""
@@ -538,11 +536,20 @@ def chunks_reembed(
     model are left alone. Texts the tenant's embedding cache holds for the model take
     their vector from it (embedding_cache.embed_with_cache): switching back to a model
     used before embeds nothing already cached. Returns the number of chunks re-embedded.
+
+    A tenant that forgot EMBEDDER's model (embedding_models.embedding_model_forget) keeps
+    no vector in chunks.embedding: nothing is embedded for it. Its backfill of EMBEDDER's
+    model (embedding_backfill_start) keeps the model again and queues this job, which
+    then marks the backfill complete at its end.
     """
     tenant_id = require_tenant(tenant)
     require_count("batch_size", batch_size, REEMBED_MAX_BATCH_SIZE)
     embedder = chunk_embedder(embedder)
     progress = ReembedProgress()
+    with tenant_context(tenant_id):
+        if not chunk_vectors_kept(tenant_id):
+            logger.info("no chunk vectors kept", extra={"tenant_id": str(tenant_id)})
+            return 0
     while True:
         with tenant_context(tenant_id):
             stale = Chunk.objects.filter(
@@ -566,6 +573,9 @@ def chunks_reembed(
         progress.batches += 1
         if on_batch:
             on_batch(progress)
+    if embedder.model == default_model():
+        with tenant_context(tenant_id):
+            chunk_vectors_backfilled(tenant_id)
     logger.info(
         "chunks re-embedded",
         extra={"tenant_id": str(tenant_id), "model": embedder.model, "chunks": progress.chunks},

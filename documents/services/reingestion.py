@@ -29,7 +29,7 @@ from documents.embedding import Embedder
 from documents.embeddings import chunk_embedder
 from documents.models import Chunk, Document
 from documents.services.embedding_cache import cache_complete, cache_lookup
-from documents.services.embedding_models import write_kept_vectors
+from documents.services.embedding_models import chunk_vectors_kept, write_kept_vectors
 from documents.services.ingestion import (
     EMBED_BATCH_SIZE,
     IngestionError,
@@ -157,17 +157,25 @@ def _rechunk(
         chunk.ordinal: chunk
         for chunk in chunks.only("id", "ordinal", "content", "embedding_model").order_by("ordinal")
     }
+    # The tenant may search with another model and have forgotten EMBEDDER's: its
+    # chunks then keep no vector in chunks.embedding, only in chunk_embeddings.
+    in_chunks = chunk_vectors_kept(tenant_id)
+    model = embedder.model if in_chunks else ""
     changed = [
         piece
         for piece in pieces
         if piece.ordinal not in existing
         or existing[piece.ordinal].content != piece.content
-        or existing[piece.ordinal].embedding_model != embedder.model
+        or (in_chunks and existing[piece.ordinal].embedding_model != model)
     ]
-    # Texts the tenant's embedding cache holds (a paragraph moved to another position)
-    # are not embedded again either.
-    cached = cache_lookup(tenant_id, embedder.model, [piece.content for piece in changed])
-    vectors = cache_complete(cached, _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE))
+    vectors: list[list[float] | None] = [None] * len(changed)
+    if in_chunks:
+        # Texts the tenant's embedding cache holds (a paragraph moved to another
+        # position) are not embedded again either.
+        cached = cache_lookup(tenant_id, embedder.model, [piece.content for piece in changed])
+        vectors = [
+            *cache_complete(cached, _embed(embedder, cached.missing_texts, EMBED_BATCH_SIZE))
+        ]
     removed = (
         chunks.filter(ordinal__gte=len(pieces)).delete()[0] if len(existing) > len(pieces) else 0
     )
@@ -179,7 +187,7 @@ def _rechunk(
             added_vectors.append(vector)
             continue
         chunk.content, chunk.token_count = piece.content, piece.token_count
-        chunk.embedding, chunk.embedding_model = vector, embedder.model
+        chunk.embedding, chunk.embedding_model = vector, model
         chunk.metadata = {"start": piece.start, "end": piece.end}
         updated.append(chunk)
     # Filtered on the tenant, as a save() is: one shard on a Citus cluster.

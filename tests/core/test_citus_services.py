@@ -35,7 +35,7 @@ from agents.services import (
     execution_retry,
     execution_start,
 )
-from documents.embedding import Embedder, hashing_embedder
+from documents.embedding import Embedder, get_embedder, hashing_embedder
 from documents.models import Chunk, Document, DocumentVersion, EmbeddingCacheEntry, Project
 from documents.search import chunk_search
 from documents.services import (
@@ -440,8 +440,6 @@ def test_a_tenants_knn_runs_on_its_shard_through_the_hnsw_index(two_tenants):
     it, where the planner uses the HNSW index (a tenant holding most of the shard's rows)."""
     from pgvector.django import CosineDistance
 
-    from documents.embedding import get_embedder
-
     tenant = two_tenants[0]
     embedder = get_embedder()
     document = document_ingest(tenant=tenant, title="notes", text=TEXT)
@@ -715,6 +713,8 @@ def test_switching_embedding_models_on_the_cluster(two_tenants):
     the prune deletes the forgotten tenant's vectors and drops the index."""
     from documents.services import (
         BACKFILL_TASK,
+        REEMBED_TASK,
+        chunks_reembed,
         embedding_backfill_start,
         embedding_model_forget,
         embedding_model_rollback,
@@ -736,6 +736,23 @@ def test_switching_embedding_models_on_the_cluster(two_tenants):
     embedding_model_switch(tenant=first, model=model)
     [hit] = chunk_search(tenant=first, query="billing invoices refunds", k=1, mode="semantic")
     assert "billing handbook" in hit.content
+    # EMBEDDER's model forgotten: the prune clears the first tenant's chunks.embedding on
+    # its shard (batched UPDATEs through the flagging trigger), the search stays.
+    default = get_embedder().model
+    embedding_model_forget(tenant=first, model=default)
+    assert embeddings_prune().vectors[(first.slug, default)] == 1
+    with tenant_context(first):
+        assert not Chunk.objects.filter(embedding__isnull=False).exists()
+    [hit] = chunk_search(tenant=first, query="billing invoices refunds", k=1, mode="semantic")
+    assert "billing handbook" in hit.content
+    # Backfilled again by the re-embedding job, then searched again.
+    embedding_backfill_start(tenant=first, model=default)
+    with job_scope(REEMBED_TASK, first):
+        assert chunks_reembed(tenant=first) == 1
+    embedding_model_switch(tenant=first, model=default)
+    [hit] = chunk_search(tenant=first, query="billing invoices refunds", k=1, mode="semantic")
+    assert "billing handbook" in hit.content
+    embedding_model_rollback(tenant=first)
     embedding_model_rollback(tenant=first)
     for tenant in two_tenants:
         embedding_model_forget(tenant=tenant, model=model)

@@ -16,12 +16,21 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from agents.models import StaleSource
 from core.db.connections import owner_autocommit_connection
 from documents import search, services
 from documents.embedding import get_embedder, hashing_embedder, hashing_embedder_v2
-from documents.models import Chunk, ChunkEmbedding, Document, TenantEmbeddingModel
+from documents.model_comparison import compare_models
+from documents.models import (
+    Chunk,
+    ChunkEmbedding,
+    Document,
+    EmbeddingCacheEntry,
+    TenantEmbeddingModel,
+)
 from documents.services.embedding_models import model_index_name, model_index_state
 from tenancy.context import job_scope, tenant_context
+from tests.agents.test_stale_sources import grounded_run
 from tests.factories import make_member
 from tests.tenancy.test_audit import events
 from tests.worker import clear_queue, jobs, start_worker, wait_for
@@ -511,3 +520,126 @@ def test_prune_refuses_a_batch_size_it_cannot_use_by_name(batch_size):
     with pytest.raises(ValidationError) as refused:
         services.embeddings_prune(batch_size=batch_size)
     assert set(refused.value.message_dict) == {"batch_size"}
+
+
+def chunk_vectors(tenant) -> dict:
+    """chunk id -> (EMBEDDER's vector present, chunks.embedding_model), as stored."""
+    with tenant_context(tenant):
+        return {
+            pk: (vector is not None, model)
+            for pk, vector, model in Chunk.objects.values_list("id", "embedding", "embedding_model")
+        }
+
+
+def cached_models(tenant) -> set:
+    with tenant_context(tenant):
+        return set(EmbeddingCacheEntry.objects.values_list("model", flat=True))
+
+
+def test_embedders_model_forgotten_leaves_chunks_embedding_empty_until_backfilled(
+    tenant_a, tenant_b
+):
+    """The usual end of a switch: everyone moves off the first model, whose vectors (in
+    chunks.embedding and the embedding cache) go, without flagging the runs that read
+    the chunks; backfilled again, it can be searched again."""
+    default = get_embedder().model
+    work = grounded_run(tenant_a)
+    ingest_all(tenant_a)
+    ingest_all(tenant_b, TEXTS[:2])
+    # While the tenant searches with EMBEDDER's model, it cannot be forgotten.
+    with pytest.raises(ValidationError) as refused:
+        services.embedding_model_forget(tenant=tenant_a, model=default)
+    assert "current model" in refused.value.message_dict["model"][0]
+    services.embedding_backfill_start(tenant=tenant_a, model=MODEL)
+    backfill(tenant_a)
+    services.embedding_model_switch(tenant=tenant_a, model=MODEL)
+    services.embedding_model_forget(tenant=tenant_a, model=default)
+    assert {state.model for state in services.embedding_models_status(tenant=tenant_a)} == {MODEL}
+    with pytest.raises(ValidationError) as refused:
+        services.embedding_model_rollback(tenant=tenant_a)
+    assert "no previous model" in refused.value.message_dict["model"][0]
+
+    # New chunks get only the model the tenant keeps, re-ingested ones too.
+    [late] = ingest_all(tenant_a, ["a late upload about the lazy red fox"])
+    services.document_reingest(tenant=tenant_a, document=late, text="the fox wakes up at noon")
+    with tenant_context(tenant_a):
+        late_chunks = set(Chunk.objects.filter(document=late).values_list("id", flat=True))
+    assert {chunk_vectors(tenant_a)[pk] for pk in late_chunks} == {(False, "")}
+    assert late_chunks <= set(vectors_of(tenant_a))
+    # The re-embedding job (EMBEDDER changed, or re-run) leaves the tenant alone.
+    assert services.chunks_reembed(tenant=tenant_a) == 0
+
+    before = dict(chunk_vectors(tenant_a))
+    in_chunks = sum(present for present, _ in before.values())
+    dry = services.embeddings_prune(dry_run=True)
+    assert dry.vectors == {(tenant_a.slug, default): in_chunks}
+    assert dry.cached == {(tenant_a.slug, default): in_chunks}
+    assert chunk_vectors(tenant_a) == before
+    pruned = services.embeddings_prune(batch_size=2)
+    assert pruned.vectors == dry.vectors and pruned.cached == dry.cached
+    assert set(chunk_vectors(tenant_a).values()) == {(False, "")}
+    assert cached_models(tenant_a) == {MODEL}
+    # Vectors dropped are no change to what the run read: nothing is flagged.
+    with tenant_context(tenant_a):
+        assert not StaleSource.objects.exists()
+    # The other tenant keeps EMBEDDER's vectors and searches them.
+    assert set(chunk_vectors(tenant_b).values()) == {(True, default)}
+    assert cached_models(tenant_b) == {default}
+    assert len(search.chunk_search(tenant=tenant_b, query="lazy dog", k=2, mode="semantic")) == 2
+    # Search works throughout, on the model the tenant keeps.
+    [first, *_] = search.chunk_search(tenant=tenant_a, query="new york city", mode="semantic")
+    assert first.content == TEXTS[1]
+    assert services.embeddings_prune().vectors == {}
+    with pytest.raises(ValidationError) as refused:
+        compare_models(tenant=tenant_a, model=default)
+    assert f"chunk(s) have no {default} vector" in refused.value.message_dict["model"][0]
+
+    # Switching back needs EMBEDDER's vectors again: its backfill is the re-embedding job.
+    with pytest.raises(ValidationError) as refused:
+        services.embedding_model_switch(tenant=tenant_a, model=default)
+    assert f"The tenant forgot {default}" in refused.value.message_dict["model"][0]
+    clear_queue()
+    services.embedding_backfill_start(tenant=tenant_a, model=default)
+    [job] = jobs(services.REEMBED_TASK)
+    assert job["args"] == {"tenant_id": str(tenant_a.pk)}
+    clear_queue()
+    with pytest.raises(ValidationError) as refused:
+        services.embedding_model_switch(tenant=tenant_a, model=default)
+    assert "have no" in refused.value.message_dict["model"][0]
+    output = run("backfill_embeddings", "--tenant", tenant_a.slug, "--model", default, "--now")
+    assert f"Backfilled {len(chunk_ids(tenant_a))} chunk(s)" in output
+    clear_queue()
+    assert row(tenant_a, default).status == TenantEmbeddingModel.Status.COMPLETE
+    services.embedding_model_switch(tenant=tenant_a, model=default)
+    assert set(chunk_vectors(tenant_a).values()) == {(True, default)}
+    # Filled again from the text the run read: still nothing flagged.
+    with tenant_context(tenant_a):
+        assert not StaleSource.objects.exists()
+    assert work["chunks"][0].pk in chunk_ids(tenant_a)
+    results = search.chunk_search(tenant=tenant_a, query="lazy dog", k=3, mode="semantic")
+    assert len(results) == 3
+
+
+def test_a_second_switch_keeps_embedders_model_as_it_keeps_any_earlier_one(tenant_a, settings):
+    settings.EMBEDDING_MODELS = {
+        **settings.EMBEDDING_MODELS,
+        "hashing-v2-again": {
+            "CALLABLE": "documents.embedding.hashing_embedder_v2",
+            "DIMENSION": 768,
+        },
+    }
+    default = get_embedder().model
+    ingest_all(tenant_a, TEXTS[:2])
+    for model in (MODEL, "hashing-v2-again"):
+        services.embedding_backfill_start(tenant=tenant_a, model=model)
+        backfill(tenant_a, model)
+        services.embedding_model_switch(tenant=tenant_a, model=model)
+    roles = {state.model: state.role for state in services.embedding_models_status(tenant=tenant_a)}
+    assert roles == {"hashing-v2-again": "current", MODEL: "previous", default: "kept"}
+    assert services.embeddings_prune().vectors == {}
+    assert set(chunk_vectors(tenant_a).values()) == {(True, default)}
+    services.embedding_model_switch(tenant=tenant_a, model=default)
+    services.embedding_model_forget(tenant=tenant_a, model=MODEL)
+    services.embedding_model_forget(tenant=tenant_a, model="hashing-v2-again")
+    pruned = services.embeddings_prune()
+    assert set(pruned.indexes) == {model_index_name(MODEL), model_index_name("hashing-v2-again")}
