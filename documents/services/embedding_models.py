@@ -664,7 +664,7 @@ class PruneSummary(JobSummary):
         return lines or ["No vectors of a model no tenant keeps."]
 
 
-def _kept_by_tenant(model: Any) -> Q:
+def _kept_by_tenant(model: str | OuterRef) -> Q:
     """Whether the row's tenant keeps the model `model` names (an OuterRef to the row's
     model column, or a model name): it has a row of it, or the model is EMBEDDER's and
     the tenant searches with it (no current row)."""
