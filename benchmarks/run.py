@@ -211,6 +211,15 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths += filter_paths
         report.recall["filters"] = filter_recall["by_filter_share"]
         report.recall["summary"] += filter_recall["summary"]
+        # On the generated data too, before the writes add their copies of one text
+        # (measured after them, on 21,392 chunks, both sides recalled 0.81). The tenant is
+        # switched back and the model pruned before it returns: no later row writes or
+        # searches its vectors.
+        progress("search on a switched embedding model")
+        model_paths, model_recall = models.measure(dataset, owner, ref, scale, seed=args.seed)
+        paths += model_paths
+        report.recall["switched_model"] = model_recall["switched_model"]
+        report.recall["summary"] += model_recall["summary"]
         progress("admin changelists")
         paths += admin_lists.measure(dataset, ref, scale)
         progress("version writers")
@@ -222,13 +231,6 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths += audit.measure(dataset, owner, scale, seed=args.seed)
         progress("upload to ready through a worker process")
         paths.append(worker.measure(dataset, owner, scale, seed=args.seed))
-        # Last: the hot tenant is switched to another model and back, and the model's
-        # vectors and index pruned, which no row before should see.
-        progress("search on a switched embedding model")
-        model_paths, model_recall = models.measure(dataset, owner, ref, scale, seed=args.seed)
-        paths += model_paths
-        report.recall["switched_model"] = model_recall["switched_model"]
-        report.recall["summary"] += model_recall["summary"]
     if args.replica:
         from benchmarks import replica
 
