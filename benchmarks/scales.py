@@ -24,6 +24,8 @@ class Scale:
     writer_runs: int
     ingest_chunks: int  # chunks of the document one ingestion writes
     ingest_runs: int
+    upload_bytes: int  # text of the upload the worker makes ready (benchmarks.worker)
+    upload_runs: int
     migrate_runs: int
     hnsw_runs: int
 
@@ -44,6 +46,8 @@ SCALES = {
         writer_runs=1,
         ingest_chunks=30,
         ingest_runs=1,
+        upload_bytes=20_000,
+        upload_runs=2,
         migrate_runs=1,
         hnsw_runs=1,
     ),
@@ -62,6 +66,8 @@ SCALES = {
         writer_runs=3,
         ingest_chunks=500,
         ingest_runs=3,
+        upload_bytes=1_000_000,
+        upload_runs=3,
         migrate_runs=2,
         hnsw_runs=2,
     ),
@@ -81,6 +87,8 @@ SCALES = {
         writer_runs=3,
         ingest_chunks=2_000,
         ingest_runs=2,
+        upload_bytes=1_000_000,
+        upload_runs=3,
         migrate_runs=2,
         hnsw_runs=1,
     ),

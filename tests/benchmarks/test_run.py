@@ -102,6 +102,35 @@ def test_search_as_a_member_is_measured_at_each_visible_share_with_its_recall(ti
     assert "(goal >= 0.95" in table
 
 
+def test_search_on_a_switched_model_is_measured_and_the_model_pruned_after(tiny_run):
+    report, table, _out = tiny_run
+    notes = {path["key"]: path for path in report["paths"]}["chunk_search_switched_model"]["notes"]
+    assert (notes["model"], notes["dimension"]) == ("hashing-v2", 768)
+    # Every chunk of the 50% tenant backfilled, switched to, rolled back and pruned (the
+    # run stops when the model's index is still there after the prune).
+    steps = notes["switch_steps"]
+    assert steps["chunks_backfilled"] > 0
+    for step in ("backfill_s", "switch_s", "rollback_s", "forget_s", "prune_s"):
+        assert steps[step] > 0, step
+    # The reference ran under the settings chunk_search set, captured from its statements.
+    assert notes["hnsw_settings"]["hnsw.iterative_scan"] == "relaxed_order"
+    for side in ("project", "reference"):
+        assert 0 <= notes["recall_at_10"][side] <= 1
+    assert report["recall"]["switched_model"]["model"] == "hashing-v2"
+    assert "switched to hashing-v2" in table
+
+
+def test_upload_to_ready_is_measured_through_a_worker_process(tiny_run):
+    report, _table, _out = tiny_run
+    path = {path["key"]: path for path in report["paths"]}["upload_to_ready"]
+    notes = path["notes"]
+    assert notes["chunks"] > 1
+    assert all(size >= 15_000 for size in notes["bytes"])
+    # The worker's stages, as the bench saw them: it waited in the queue, then was embedded.
+    assert {"queued", "embedding", "upload call"} <= notes["stages_ms"].keys()
+    assert path["project"]["median"] > notes["stages_ms"]["upload call"]
+
+
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="--plot needs matplotlib (pip install matplotlib)")
 def test_the_plots_are_written(tiny_run):
     _report, _table, out = tiny_run
