@@ -281,16 +281,34 @@ def _assert_distributed_as_citus_distribute_makes_it() -> set[str]:
     return tenant
 
 
+def _row_counts_but_the_audit_trail() -> dict[str, int]:
+    """The rows of every tenant table, and of tenants and users; not of the audit trail,
+    which records what the migrations change."""
+    with system_context("test: the rows an upgrade keeps"), connection.cursor() as cursor:
+        names = [
+            name
+            for name, table in read_tables(cursor).items()
+            if (table.tenant_column is not None or name in ("tenants", "users"))
+            and not name.startswith("audit_")
+        ]
+        counts = {}
+        for name in names:
+            cursor.execute(f'SELECT count(*) FROM "{name}"')
+            counts[name] = cursor.fetchone()[0]
+    return counts
+
+
 def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
     citus_cluster, django_db_blocker, tmp_path
 ):
     """docs/operations.md, "Upgrading a cluster": the previous release's own code
-    migrates and distributes a database (as an operator did then), this code's
-    `migrate` brings it to the head, and every tenant table it added is distributed
-    and co-located with the others, also after going back to the previous release's
-    documents and forward again; the shards have their tables' security, triggers,
-    keys and indexes; citus_distribute has nothing left to do; an ingestion and a
-    search (and its log, a partitioned table made after the distribution) work."""
+    migrates, distributes and seeds a database (as an operator did then); this code's
+    `migrate` brings it to the head, every row kept, and every tenant table it added
+    is distributed and co-located with the others, also after going back to the
+    previous release's documents and forward again; the shards have their tables'
+    security, triggers, keys and indexes; citus_distribute finds nothing to do; an
+    ingestion and a search (and its log, a partitioned table made after the
+    distribution) work."""
     old = tmp_path / "previous-release"
     _previous_release(old)
     name = f"agentic_upgrade_{uuid.uuid4().hex[:8]}"
@@ -302,7 +320,7 @@ def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
             "DATABASE_URL": url.format(settings.DATABASE_RUNTIME_ROLE),
             "DATABASE_OWNER_URL": url.format(embedded.OWNER_ROLE),
         }
-        for command in ("migrate", "citus_distribute"):
+        for command in ("migrate", "citus_distribute", "seed"):
             done = subprocess.run(
                 [sys.executable, "manage.py", command, "--verbosity", "0"],
                 cwd=old,
@@ -323,11 +341,14 @@ def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
                 distributed_before = {
                     table for table, kind in _managed(cursor).items() if kind == "h"
                 }
+            rows_before = _row_counts_but_the_audit_trail()
+            assert rows_before["chunks"] and rows_before["agent_executions"]
 
             call_command("migrate", verbosity=0)
+            assert _row_counts_but_the_audit_trail().items() >= rows_before.items()
             added = _assert_distributed_as_citus_distribute_makes_it() - distributed_before
             assert added >= {"search_queries", "stale_sources", "chunk_embeddings"}
-            with pytest.raises(CommandError, match="already distributed"):
+            with pytest.raises(CommandError, match="already distributed.*nothing to do"):
                 call_command("citus_distribute")
             # Back to the previous release's documents and forward again: the tables
             # dropped and made again (search_queries rebuilt as partitions both ways).

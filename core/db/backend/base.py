@@ -16,6 +16,7 @@ import weakref
 from contextlib import contextmanager
 
 import psycopg
+import sqlparse
 from django.db.backends.postgresql import base, client, creation, schema
 from pgvector import Vector
 from psycopg.adapt import AdaptersMap, Dumper
@@ -81,8 +82,7 @@ class DatabaseSchemaEditor(schema.DatabaseSchemaEditor):
         refused once its table is distributed. On plain PostgreSQL nothing changes.
         """
         if not params and self._on_citus():
-            # Split as RunSQL splits a text of several statements (sqlparse).
-            statements = self.connection.ops.prepare_sql_script(str(sql))
+            statements = [text for text in sqlparse.split(str(sql)) if text.strip()]
             if len(statements) > 1:
                 for statement in statements:
                     super().execute(statement, params)
