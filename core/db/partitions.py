@@ -235,8 +235,6 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
     changed. The rows are copied under the ACCESS EXCLUSIVE lock of the DROP:
     PostgreSQL cannot turn a plain table into a partitioned one in place.
     """
-    # The owner is subject to the forced row-level security too: the months of the rows
-    # are read (and the rows copied) with the bypass on, for this transaction only.
     new = f"{table}__rebuilt"
     # In a distributed database the new table is distributed with the others before
     # the rows move: a local table could not take the keys to distributed ones back.
@@ -249,6 +247,8 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
     )
     if distribute:
         cursor.execute(SEQUENTIAL_SQL)
+    # The owner is subject to the forced row-level security too: the months of the rows
+    # are read (and the rows copied) with the bypass on, for this transaction only.
     bypass = sql.SQL("SELECT set_config('app.rls_bypass', 'on', true)")
     cursor.execute(bypass)
     definitions = _definitions(cursor, table)

@@ -158,15 +158,21 @@ def placement_problems(cursor) -> list[str]:
     every table is in place (after an upgrade by `migrate`, docs/operations.md)."""
     tables = read_tables(cursor)
     cursor.execute(
-        "SELECT p.logicalrelid::regclass::text, p.partmethod, p.repmodel, p.colocationid "
+        "SELECT p.logicalrelid::regclass::text, p.partmethod, p.repmodel "
         "FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid "
         "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition"
     )
     # partmethod 'h': distributed; 'n' with repmodel 't': a reference table, else a
     # Citus local table (kept on the coordinator).
     kinds = {
-        name: ("distributed" if method == "h" else "reference" if model == "t" else "local")
-        for name, method, model, _ in cursor.fetchall()
+        name: (
+            "distributed"
+            if method == "h"
+            else "a reference table"
+            if model == "t"
+            else "a Citus local table"
+        )
+        for name, method, model in cursor.fetchall()
     }
     cursor.execute(
         "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h'"
@@ -177,7 +183,7 @@ def placement_problems(cursor) -> list[str]:
         kind = kinds.get(name, "not managed by Citus")
         if table.tenant_column is not None and kind != "distributed":
             problems.append(f"{name}: a tenant table, {kind}, not distributed by tenant_id")
-        elif name in REFERENCE_TABLES and kind != "reference":
+        elif name in REFERENCE_TABLES and kind != "a reference table":
             problems.append(f"{name}: {kind}, not a reference table")
         elif name in COORDINATOR_TABLES and name in kinds:
             problems.append(f"{name}: {kind}, not left to the coordinator")

@@ -350,6 +350,20 @@ def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
             assert added >= {"search_queries", "stale_sources", "chunk_embeddings"}
             with pytest.raises(CommandError, match="already distributed.*nothing to do"):
                 call_command("citus_distribute")
+            # A tenant table made behind the schema editor's back stays on the
+            # coordinator, and the check names it.
+            with citus_cluster.coordinator.connect(name) as conn:
+                conn.execute("CREATE TABLE stray (id uuid PRIMARY KEY, tenant_id uuid NOT NULL)")
+            try:
+                with pytest.raises(
+                    CommandError,
+                    match="not as citus_distribute makes it:\n  stray: a tenant table, not "
+                    "managed by Citus, not distributed by tenant_id",
+                ):
+                    call_command("citus_distribute")
+            finally:
+                with citus_cluster.coordinator.connect(name) as conn:
+                    conn.execute("DROP TABLE stray")
             # Back to the previous release's documents and forward again: the tables
             # dropped and made again (search_queries rebuilt as partitions both ways).
             call_command("migrate", "documents", PREVIOUS_RELEASE_HEADS["documents"], verbosity=0)
