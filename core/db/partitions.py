@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from psycopg import sql
 
+from core.db.distributed import DISTRIBUTION_COLUMN, SEQUENTIAL_SQL, distribute_new_table_sql
 from core.ids import uuid7_floor
 
 PARTITION_NAME = re.compile(r"^(?P<table>.+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
@@ -216,6 +217,15 @@ def _months_of_rows(cursor, table: str) -> list[datetime]:
     return sorted(month_start(month) for month in months or [])
 
 
+def _has_tenant_column(cursor, table: str) -> bool:
+    cursor.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attname = %s AND attnotnull AND NOT attisdropped)",
+        [table, DISTRIBUTION_COLUMN],
+    )
+    return cursor.fetchone()[0]
+
+
 def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | None = None) -> None:
     """Rebuild `table` as monthly partitions (or back as one plain table), every row kept.
 
@@ -225,12 +235,23 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
     changed. The rows are copied under the ACCESS EXCLUSIVE lock of the DROP:
     PostgreSQL cannot turn a plain table into a partitioned one in place.
     """
+    new = f"{table}__rebuilt"
+    # In a distributed database the new table is distributed with the others before
+    # the rows move: a local table could not take the keys to distributed ones back.
+    # Citus distributes only over one connection per node once the transaction did,
+    # so that comes before the rows are read.
+    distribute = (
+        distribute_new_table_sql(cursor, new, widen_primary_key=False)
+        if _has_tenant_column(cursor, table)
+        else []
+    )
+    if distribute:
+        cursor.execute(SEQUENTIAL_SQL)
     # The owner is subject to the forced row-level security too: the months of the rows
     # are read (and the rows copied) with the bypass on, for this transaction only.
     bypass = sql.SQL("SELECT set_config('app.rls_bypass', 'on', true)")
     cursor.execute(bypass)
     definitions = _definitions(cursor, table)
-    new = f"{table}__rebuilt"
     table_sql, new_sql = sql.Identifier(table), sql.Identifier(new)
     months = []
     if partitioned:
@@ -253,6 +274,7 @@ def rebuild(cursor, table: str, *, partitioned: bool, execute, now: datetime | N
             "STORAGE INCLUDING COMMENTS){}"
         ).format(new_sql, table_sql, sql.SQL(" PARTITION BY RANGE (id)" if partitioned else "")),
         *(_partition_statement(table, month, new) for month in months),
+        *(sql.SQL(statement) for statement in distribute),
         # Before the triggers exist again: the rows are copied as they are (a
         # status-initial trigger would refuse a finished execution, updated_at would move).
         sql.SQL("INSERT INTO {} SELECT * FROM {}").format(new_sql, table_sql),

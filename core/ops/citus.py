@@ -41,6 +41,8 @@ from psycopg import sql
 from core.db.connections import owner_connection
 from core.jobs import JobSummary, rolled_back_on_dry_run
 from core.ops.distribution import (
+    COORDINATOR_TABLES,
+    REFERENCE_TABLES,
     citus_plan,
     distribution_problems,
     read_tables,
@@ -149,6 +151,47 @@ def _row_counts(cursor, tables: list[str]) -> dict[str, int]:
     return counts
 
 
+def placement_problems(cursor) -> list[str]:
+    """Where a distributed database differs from what citus_distribute makes: a tenant
+    table not distributed (a migration's new table left on the coordinator), the tenant
+    tables in more than one co-location group, a global table misplaced. Empty when
+    every table is in place (after an upgrade by `migrate`, docs/operations.md)."""
+    tables = read_tables(cursor)
+    cursor.execute(
+        "SELECT p.logicalrelid::regclass::text, p.partmethod, p.repmodel "
+        "FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition"
+    )
+    # partmethod 'h': distributed; 'n' with repmodel 't': a reference table, else a
+    # Citus local table (kept on the coordinator).
+    kinds = {
+        name: (
+            "distributed"
+            if method == "h"
+            else "a reference table"
+            if model == "t"
+            else "a Citus local table"
+        )
+        for name, method, model in cursor.fetchall()
+    }
+    cursor.execute(
+        "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h'"
+    )
+    groups = cursor.fetchone()[0]
+    problems = []
+    for name, table in sorted(tables.items()):
+        kind = kinds.get(name, "not managed by Citus")
+        if table.tenant_column is not None and kind != "distributed":
+            problems.append(f"{name}: a tenant table, {kind}, not distributed by tenant_id")
+        elif name in REFERENCE_TABLES and kind != "a reference table":
+            problems.append(f"{name}: {kind}, not a reference table")
+        elif name in COORDINATOR_TABLES and name in kinds:
+            problems.append(f"{name}: {kind}, not left to the coordinator")
+    if groups > 1:
+        problems.append(f"the tenant tables are in {groups} co-location groups, not one")
+    return problems
+
+
 def refusal(cursor) -> str | None:
     """Why `distribute` would refuse this database, or None when it may go ahead."""
     if citus_version(cursor) is None:
@@ -158,10 +201,13 @@ def refusal(cursor) -> str | None:
             "(docs/operations.md, 'Scaling out with Citus')."
         )
     if done := distributed_tables(cursor):
-        return (
+        already = (
             f"This database is already distributed ({len(done)} tables managed by Citus, "
-            f"e.g. {', '.join(done[:3])})."
+            f"e.g. {', '.join(done[:3])})"
         )
+        if misplaced := placement_problems(cursor):
+            return f"{already}, but not as citus_distribute makes it:\n  " + "\n  ".join(misplaced)
+        return f"{already}; every table is where citus_distribute puts it: nothing to do."
     if problems := distribution_problems(read_tables(cursor)):
         return "The schema is not ready to distribute by tenant_id:\n  " + "\n  ".join(problems)
     return None

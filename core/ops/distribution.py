@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 
+from core.db.distributed import DISTRIBUTION_COLUMN, distribute_sql, widen_primary_key_sql
+
 # Tables without a NOT NULL tenant_id, and where each goes in a Citus cluster. A table
 # found in the catalog that is neither a tenant table nor listed here fails the test.
 REFERENCE_TABLES = {
@@ -55,7 +57,6 @@ COORDINATOR_TABLES = {
 # coordinator, whose copy every write reaches), and does nothing on the workers.
 AUDITED_FROM_REFERENCE_TRIGGERS = {"audit_events_global"}
 GLOBAL_TABLES = {**REFERENCE_TABLES, **COORDINATOR_TABLES}
-DISTRIBUTION_COLUMN = "tenant_id"
 
 
 @dataclass
@@ -325,14 +326,10 @@ def citus_plan(tables: dict[str, Table]) -> list[str]:
     for name in order:
         table = tables[name]
         if table.primary_key != [DISTRIBUTION_COLUMN, "id"]:
-            statements.append(
-                f"ALTER TABLE {name} DROP CONSTRAINT {name}_pkey, "
-                f"ADD CONSTRAINT {name}_pkey PRIMARY KEY (tenant_id, id);"
-            )
+            statements.append(widen_primary_key_sql(name))
     first = order[0]
     for name in order:
-        colocate = "" if name == first else f", colocate_with => '{first}'"
-        statements.append(f"SELECT create_distributed_table('{name}', 'tenant_id'{colocate});")
+        statements.append(distribute_sql(name, None if name == first else first))
     return statements
 
 

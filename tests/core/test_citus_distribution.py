@@ -8,9 +8,11 @@ its table's row-level security, policies, triggers and indexes.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 
 import pytest
@@ -19,8 +21,19 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from core.ops import embedded
-from core.ops.distribution import COORDINATOR_TABLES, REFERENCE_TABLES, read_tables
+from core.ops.distribution import (
+    COORDINATOR_TABLES,
+    REFERENCE_TABLES,
+    distribution_problems,
+    read_tables,
+)
+from documents.models import SearchQuery
+from documents.search import chunk_search
+from documents.services import document_ingest
+from tenancy.context import system_context
+from tenancy.models import Tenant
 from tests import citus_cluster as citus
+from tests.factories import tenant_id_on_worker
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +103,10 @@ def test_every_shard_keeps_its_tables_security_triggers_keys_and_indexes(
 ):
     """On each worker, every shard of a tenant table forces row-level security and
     carries its table's policies, triggers, foreign keys and indexes."""
+    _assert_every_shard_keeps_its_tables_objects(citus_cluster, citus_database)
+
+
+def _assert_every_shard_keeps_its_tables_objects(citus_cluster, citus_database: str) -> None:
     with citus_cluster.coordinator.connect(citus_database) as conn:
         expected = {
             name: counts
@@ -216,3 +233,157 @@ def test_chunks_keep_their_vectors_in_their_rows_on_every_shard_even_when_migrat
             " ON a.attrelid = c.oid AND a.attname = 'embedding' WHERE c.oid = 'chunks'::regclass"
         )
         assert cursor.fetchone() == ("m", "{toast_tuple_target=8160}")
+
+
+# The release before issue 22, where operators' clusters were set up: documents' last
+# migration 0017_validate_versions_redaction, agents' 0020; no worker queue yet.
+PREVIOUS_RELEASE = "04bdc1b"
+PREVIOUS_RELEASE_HEADS = {
+    "documents": "0017_validate_versions_redaction",
+    "agents": "0020_proposals_review_note_erasable",
+}
+
+
+def _previous_release(folder) -> None:
+    """The previous release's tree in `folder`, from the repository's history."""
+    archive = subprocess.run(
+        ["git", "archive", PREVIOUS_RELEASE],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        pytest.fail(
+            f"the upgrade test runs the release {PREVIOUS_RELEASE} from the repository's "
+            f"history, which this clone lacks (git fetch --unshallow): "
+            f"{archive.stderr.decode(errors='replace')}",
+            pytrace=False,
+        )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tree:
+        tree.extractall(folder, filter="tar")
+
+
+def _assert_distributed_as_citus_distribute_makes_it() -> set[str]:
+    """Every tenant table distributed in one co-location group, the reference tables
+    replicated, the coordinator tables left alone; the tenant tables."""
+    with connection.cursor() as cursor:
+        tables = read_tables(cursor)
+        managed = _managed(cursor)
+        cursor.execute(
+            "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h'"
+        )
+        colocation_groups = cursor.fetchone()[0]
+    assert distribution_problems(tables) == []
+    tenant = {name for name, table in tables.items() if table.tenant_column is not None}
+    assert {name for name, kind in managed.items() if kind == "h"} == tenant
+    assert {name for name, kind in managed.items() if kind == "n"} == set(REFERENCE_TABLES)
+    assert not set(COORDINATOR_TABLES) & set(managed)
+    assert colocation_groups == 1
+    return tenant
+
+
+def _row_counts_but_the_audit_trail() -> dict[str, int]:
+    """The rows of every tenant table, and of tenants and users; not of the audit trail,
+    which records what the migrations change."""
+    with system_context("test: the rows an upgrade keeps"), connection.cursor() as cursor:
+        names = [
+            name
+            for name, table in read_tables(cursor).items()
+            if (table.tenant_column is not None or name in ("tenants", "users"))
+            and not name.startswith("audit_")
+        ]
+        counts = {}
+        for name in names:
+            cursor.execute(f'SELECT count(*) FROM "{name}"')
+            counts[name] = cursor.fetchone()[0]
+    return counts
+
+
+def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
+    citus_cluster, django_db_blocker, tmp_path
+):
+    """docs/operations.md, "Upgrading a cluster": the previous release's own code
+    migrates, distributes and seeds a database (as an operator did then); this code's
+    `migrate` brings it to the head, every row kept, and every tenant table it added
+    is distributed and co-located with the others, also after going back to the
+    previous release's documents and forward again; the shards have their tables'
+    security, triggers, keys and indexes; citus_distribute finds nothing to do; an
+    ingestion and a search (and its log, a partitioned table made after the
+    distribution) work."""
+    old = tmp_path / "previous-release"
+    _previous_release(old)
+    name = f"agentic_upgrade_{uuid.uuid4().hex[:8]}"
+    citus_cluster.create_database(name)
+    try:
+        url = f"postgres://{{}}@{citus.HOST}:{citus_cluster.coordinator.port}/{name}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url.format(settings.DATABASE_RUNTIME_ROLE),
+            "DATABASE_OWNER_URL": url.format(embedded.OWNER_ROLE),
+        }
+        for command in ("migrate", "citus_distribute", "seed"):
+            done = subprocess.run(
+                [sys.executable, "manage.py", command, "--verbosity", "0"],
+                cwd=old,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
+
+        with django_db_blocker.unblock(), citus.django_on(citus_cluster, name):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT app, max(name) FROM django_migrations "
+                    "WHERE app IN ('documents', 'agents') GROUP BY app"
+                )
+                assert dict(cursor.fetchall()) == PREVIOUS_RELEASE_HEADS
+                distributed_before = {
+                    table for table, kind in _managed(cursor).items() if kind == "h"
+                }
+            rows_before = _row_counts_but_the_audit_trail()
+            assert rows_before["chunks"] and rows_before["agent_executions"]
+
+            call_command("migrate", verbosity=0)
+            assert _row_counts_but_the_audit_trail().items() >= rows_before.items()
+            added = _assert_distributed_as_citus_distribute_makes_it() - distributed_before
+            assert added >= {"search_queries", "stale_sources", "chunk_embeddings"}
+            with pytest.raises(CommandError, match="already distributed.*nothing to do"):
+                call_command("citus_distribute")
+            # A tenant table made behind the schema editor's back stays on the
+            # coordinator, and the check names it.
+            with citus_cluster.coordinator.connect(name) as conn:
+                conn.execute("CREATE TABLE stray (id uuid PRIMARY KEY, tenant_id uuid NOT NULL)")
+            try:
+                with pytest.raises(
+                    CommandError,
+                    match="not as citus_distribute makes it:\n  stray: a tenant table, not "
+                    "managed by Citus, not distributed by tenant_id",
+                ):
+                    call_command("citus_distribute")
+            finally:
+                with citus_cluster.coordinator.connect(name) as conn:
+                    conn.execute("DROP TABLE stray")
+            # Back to the previous release's documents and forward again: the tables
+            # dropped and made again (search_queries rebuilt as partitions both ways).
+            call_command("migrate", "documents", PREVIOUS_RELEASE_HEADS["documents"], verbosity=0)
+            call_command("migrate", verbosity=0)
+            _assert_distributed_as_citus_distribute_makes_it()
+
+            tenant_id = tenant_id_on_worker(0)
+            upgraded = Tenant.objects.create(
+                id=tenant_id, name="upgraded", slug=f"upgraded-{tenant_id.hex[-12:]}"
+            )
+            document = document_ingest(
+                tenant=upgraded,
+                title="Handbook",
+                text="Refunds are paid within ten days.\n\nInvoices go out monthly.",
+                chunk_size=20,
+            )
+            [found] = chunk_search(tenant=upgraded, query="refunds", k=1, mode="hybrid")
+            assert found.document_id == document.pk
+            with system_context("test: the search was logged"):
+                assert SearchQuery.objects.filter(tenant=upgraded).count() == 1
+        _assert_every_shard_keeps_its_tables_objects(citus_cluster, name)
+    finally:
+        citus_cluster.drop_database(name)

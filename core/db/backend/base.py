@@ -9,17 +9,21 @@ SQL of several statements bind on the client (client_side_binding), and remember
 connection whether its database is a Citus coordinator (citus).
 """
 
+from __future__ import annotations
+
 import threading
 import weakref
 from contextlib import contextmanager
 
 import psycopg
-from django.db.backends.postgresql import base, client, creation
+import sqlparse
+from django.db.backends.postgresql import base, client, creation, schema
 from pgvector import Vector
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
 from core.db.connections import ensure_database_server, owner_connection, unreachable
+from core.db.distributed import DISTRIBUTION_COLUMN, distribute_new_table_sql
 
 
 class DatabaseCreation(creation.DatabaseCreation):
@@ -66,9 +70,57 @@ class DatabaseClient(client.DatabaseClient):
 CITUS_PRESENT_SQL = "EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
 
 
+class DatabaseSchemaEditor(schema.DatabaseSchemaEditor):
+    connection: DatabaseWrapper
+
+    def execute(self, sql, params=()):
+        """Each statement on its own on a Citus coordinator.
+
+        Citus carries DDL on a distributed table to its shards with the text it was
+        given, as a prepared statement, which holds one command only: pgtrigger's
+        installation (functions, then the trigger and its comment in one text) would be
+        refused once its table is distributed. On plain PostgreSQL nothing changes.
+        """
+        if not params and self._on_citus():
+            statements = [text for text in sqlparse.split(str(sql)) if text.strip()]
+            if len(statements) > 1:
+                for statement in statements:
+                    super().execute(statement, params)
+                return
+        super().execute(sql, params)
+
+    def _on_citus(self) -> bool:
+        if self.collect_sql:
+            return False
+        if self.connection.citus is None:
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"SELECT {CITUS_PRESENT_SQL}")
+                self.connection.remember_citus(cursor.fetchone()[0])
+        return bool(self.connection.citus)
+
+    def create_model(self, model):
+        """CREATE TABLE, and in a database Citus has distributed, a tenant table
+        (a NOT NULL tenant_id) distributed with the others before its foreign keys, which
+        Django adds at the end of the migration (core.db.distributed)."""
+        super().create_model(model)
+        tenant_table = any(
+            field.column == DISTRIBUTION_COLUMN and not field.null
+            for field in model._meta.local_fields
+        )
+        if not tenant_table or not model._meta.managed:
+            return
+        with self.connection.cursor() as cursor:
+            statements = distribute_new_table_sql(
+                cursor, model._meta.db_table, widen_primary_key=model._meta.pk.column == "id"
+            )
+        for statement in statements:
+            self.execute(statement, params=None)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     client_class = DatabaseClient
     creation_class = DatabaseCreation
+    SchemaEditorClass = DatabaseSchemaEditor
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
