@@ -1,8 +1,10 @@
 """Admin for change proposals and decisions.
 
 Change proposals are made through change_proposal_propose and moved only by the
-approve, reject and apply actions; a pending proposal's review note may be written on
-its page, which shows the diff from its base version (documents' own diff and styles).
+approve, reject and apply actions: bulk on the list, or one proposal by the buttons on
+its page (the same actions on a selection of one, so the same rights, services and
+messages). A pending proposal's review note may be written on its page, which shows the
+diff from its base version (documents' own diff and styles).
 Decisions are added through decision_record, decided by the user who adds them, and are
 a record afterwards.
 """
@@ -10,7 +12,11 @@ a record afterwards.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -26,7 +32,13 @@ from agents.services import (
     decision_options_errors,
     decision_record,
 )
-from core.admin import TIMESTAMP_FIELDS, RecentValuesListFilter, change_link, preview_text
+from core.admin import (
+    TIMESTAMP_FIELDS,
+    RecentValuesListFilter,
+    admin_change_url,
+    change_link,
+    preview_text,
+)
 from documents.admin import diff_html, version_label
 from documents.models import DocumentVersion
 from tenancy.admin_base import HistoryRecordMixin, TenantOwnedAdmin, TenantOwnedAdminForm
@@ -36,6 +48,13 @@ from tenancy.admin_roles import TenantListFilter
 
 # What the reviewer may write while a proposal is pending; the rest is what was proposed.
 EDITABLE_WHILE_REVIEWING = ("review_note",)
+# The buttons a proposal's page offers in each status, by action name and label; the
+# service refuses any other (a page read before someone else acted: a message).
+REVIEW_BUTTONS = {
+    ChangeProposal.Status.PENDING: (("approve", "Approve"), ("reject", "Reject")),
+    ChangeProposal.Status.APPROVED: (("apply", "Apply (write the next version)"),),
+}
+REVIEW_ACTIONS = {name for buttons in REVIEW_BUTTONS.values() for name, _ in buttons}
 
 
 @admin.register(ChangeProposal)
@@ -125,6 +144,39 @@ class ChangeProposalAdmin(HistoryRecordMixin, TenantOwnedAdmin):
         editable = EDITABLE_WHILE_REVIEWING if obj.status == ChangeProposal.Status.PENDING else ()
         fixed = [f.name for f in self.model._meta.concrete_fields if f.name not in editable]
         return (*fixed, *(name for name in readonly if name not in fixed))
+
+    # The page's review buttons -------------------------------------------------------
+
+    def get_urls(self):
+        review = path(
+            "<path:object_id>/review/<slug:action>/",
+            self.admin_site.admin_view(self.review_view),
+            name="agents_changeproposal_review",
+        )
+        # Before the model's own URLs: their "<path:object_id>/" would catch it first.
+        return [review, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The bulk actions' right (change, without a row: an approved proposal is no
+        # longer changeable as a form, yet may be applied).
+        if obj is not None and self.has_change_permission(request):
+            context["review_buttons"] = REVIEW_BUTTONS.get(obj.status, ())
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def review_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponseBase:
+        """A button of the proposal's page: its bulk action on a selection of this one
+        proposal, then back to the page, which shows the outcome (or the refusal)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in REVIEW_ACTIONS:
+            raise Http404("No such review action.")
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))  # None: another tenant's, or gone
+        if obj is None:
+            raise Http404("No such change proposal.")
+        getattr(self, action)(request, self.get_queryset(request).filter(pk=obj.pk))
+        return redirect(admin_change_url(ChangeProposal, obj.pk))
 
     # Writes -------------------------------------------------------------------------
 

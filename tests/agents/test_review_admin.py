@@ -6,6 +6,7 @@ Requests go through the tenant middleware (not wrapped in tenant_context).
 """
 
 import pytest
+from django.urls import reverse
 
 from agents import services
 from agents.models import ChangeProposal, Decision, ExecutionError
@@ -269,3 +270,69 @@ def test_errors_are_a_record(client, alice, errors):
     client.post(admin_url(ExecutionError, "change", error.pk), {"node": "forged"})
     with tenant_context(error.tenant_id):
         assert ExecutionError.objects.get(pk=error.pk).node == "writer"
+
+
+# --- A proposal's own page acts -----------------------------------------------------------
+
+
+def review_url(proposal, action: str) -> str:
+    return reverse("admin:agents_changeproposal_review", args=[proposal.pk, action])
+
+
+def buttons_on(client, proposal) -> list[str]:
+    """The review actions whose buttons the proposal's page shows."""
+    page = client.get(admin_url(ChangeProposal, "change", proposal.pk)).content.decode()
+    return [
+        action for action in ("approve", "reject", "apply") if review_url(proposal, action) in page
+    ]
+
+
+def test_a_proposals_page_reviews_it_with_the_bulk_actions_rights_and_messages(
+    client, alice, tenant_a, proposal
+):
+    logged_in(client, alice)
+    assert buttons_on(client, proposal) == ["approve", "reject"]
+    response = client.post(review_url(proposal, "approve"), follow=True)
+    assert response.redirect_chain[-1][0] == admin_url(ChangeProposal, "change", proposal.pk)
+    assert "Approved proposals: 1." in messages_of(response)
+    assert (stored(proposal).status, stored(proposal).reviewed_by_id) == ("approved", alice.pk)
+    assert buttons_on(client, proposal) == ["apply"]
+    response = client.post(review_url(proposal, "apply"), follow=True)
+    assert "Applied proposals: 1." in messages_of(response)
+    applied = stored(proposal)
+    with tenant_context(tenant_a):
+        assert (applied.status, applied.applied_version.content) == ("applied", PROPOSED)
+    assert buttons_on(client, proposal) == []
+
+
+def test_a_button_pressed_after_someone_else_acted_changes_nothing_and_says_so(
+    client, alice, tenant_a, proposal
+):
+    logged_in(client, alice)
+    assert buttons_on(client, proposal) == ["approve", "reject"]
+    # Meanwhile another reviewer rejects it; the page still shows Approve.
+    services.change_proposal_reject(tenant=tenant_a, proposal=proposal, by=alice, note="No.")
+    response = client.post(review_url(proposal, "approve"), follow=True)
+    assert "Approved proposals: 0." in messages_of(response)
+    [refusal] = [m for m in messages_of(response) if m.startswith("Refused:")]
+    assert "rejected" in refusal
+    assert (stored(proposal).status, stored(proposal).review_note) == ("rejected", "No.")
+
+
+def test_a_viewer_sees_no_review_button_and_may_not_press_one(client, tenant_a, proposal):
+    viewer = make_member(tenant_a, "vera@example.com", role="viewer", is_staff=True)
+    logged_in(client, viewer)
+    assert buttons_on(client, proposal) == []
+    assert client.post(review_url(proposal, "approve")).status_code == 403
+    assert stored(proposal).status == "pending"
+
+
+def test_review_buttons_refuse_a_get_an_unknown_action_and_another_tenants_proposal(
+    client, alice, bob, proposal
+):
+    logged_in(client, alice)
+    assert client.get(review_url(proposal, "approve")).status_code == 405
+    assert client.post(review_url(proposal, "delete")).status_code == 404
+    logged_in(client, bob)
+    assert client.post(review_url(proposal, "approve")).status_code in REFUSED
+    assert stored(proposal).status == "pending"
