@@ -11,6 +11,10 @@ included; a request Chromium cancelled on leaving a page is fetched again and mu
 served) fails the test; the pages visited, their status and load time are printed
 (`pytest -s`) and written to `browser-pages.txt` in the test's tmp folder.
 
+On each admin page opened, axe-core (tests/accessibility.py) checks accessibility: a
+violation of impact serious or critical is a problem too. Its summary per page is
+printed and written to `axe-summary.txt` beside the pages' list.
+
 Playwright drives Debian's chromium (`executable_path`): it cannot download a browser of
 its own here. Without chromium the test skips naming the package, and fails under
 .ci/run (tests/system_programs.py).
