@@ -21,6 +21,7 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.http import Http404
 
+from core.admin_labels import LabelledRowsFormSet
 from core.services import model_update
 from tenancy import admin_audit  # noqa: F401  (registers the audit logs)
 from tenancy.admin_base import AuditHistoryMixin, TenantOwnedAdmin, TenantOwnedAdminForm
@@ -102,6 +103,7 @@ class UserMembershipInline(admin.TabularInline):
 
     model = Membership
     form = MembershipInlineForm
+    formset = LabelledRowsFormSet  # each row's role and Delete box named (core.admin_labels)
     fk_name = "user"
     extra = 0
     autocomplete_fields = ("tenant",)
@@ -206,6 +208,7 @@ class TenantMembershipInline(admin.TabularInline):
 
     model = Membership
     form = MembershipInlineForm
+    formset = LabelledRowsFormSet  # each row's role and Delete box named (core.admin_labels)
     fk_name = "tenant"
     extra = 0
     autocomplete_fields = ("user",)

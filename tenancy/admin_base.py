@@ -37,6 +37,7 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
 from core.admin import TIMESTAMP_FIELDS, DeferringChangeList, with_foreign_key_links
+from core.admin_labels import LABELLED_FORMFIELDS
 from core.db.audit import GLOBAL_AUDITED_TABLES
 from core.services import model_update
 from tenancy.admin_roles import (
@@ -221,6 +222,8 @@ class TenantOwnedAdmin(AuditHistoryMixin, admin.ModelAdmin):
     """
 
     form = TenantOwnedAdminForm
+    # Date and time inputs with labels (core.admin_labels).
+    formfield_overrides = LABELLED_FORMFIELDS
     tenant_field = "tenant"
     view_roles: Collection[str] = ALL_ROLES
     edit_roles: Collection[str] = CONTENT_EDITOR_ROLES

@@ -11,6 +11,10 @@ included; a request Chromium cancelled on leaving a page is fetched again and mu
 served) fails the test; the pages visited, their status and load time are printed
 (`pytest -s`) and written to `browser-pages.txt` in the test's tmp folder.
 
+On each admin page opened, axe-core (tests/accessibility.py) checks accessibility: a
+violation of impact serious or critical is a problem too. Its summary per page is
+printed and written to `axe-summary.txt` beside the pages' list.
+
 Playwright drives Debian's chromium (`executable_path`): it cannot download a browser of
 its own here. Without chromium the test skips naming the package, and fails under
 .ci/run (tests/system_programs.py).
@@ -55,6 +59,7 @@ from retention.models import RetentionPolicy, RetentionRun
 from retention.services import retention_enforce, retention_policy_set
 from tenancy.context import job_scope, tenant_context
 from tenancy.models import AuditChainAnchor, AuditEvent, GlobalAuditEvent, Tenant, User
+from tests.accessibility import PageCheck, check_page
 from tests.factories import PASSWORD, make_member
 from tests.system_programs import require
 
@@ -110,6 +115,8 @@ class Browser:
     cancelled: set[str] = field(default_factory=set)
     # Answers the test expects (the viewer's refusals): not problems when seen.
     expected_statuses: dict[str, int] = field(default_factory=dict)
+    # axe-core's findings on each admin page opened (tests/accessibility.py).
+    accessibility: list[PageCheck] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.page.on("console", self._on_console)
@@ -148,6 +155,10 @@ class Browser:
         response = self.page.goto(self.base_url + path, wait_until="load")
         milliseconds = (time.perf_counter() - started) * 1000
         self.visits.append(Visit(self.user, path, response.status, milliseconds))
+        if path.startswith("/admin/"):
+            check = check_page(self.page, self.user, path)
+            self.accessibility.append(check)
+            self.problems.extend(check.failures)
         return response.status
 
     def check_list_fits(self, path: str) -> None:
@@ -295,5 +306,13 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
     report_file = tmp_path / "browser-pages.txt"
     report_file.write_text(report + "\n")
     print(f"\n{len(visits)} pages, written to {report_file}:\n{report}")
+    checks = [check for browser in browsers for check in browser.accessibility]
+    axe_report = "\n".join(check.summary() for check in checks)
+    axe_file = tmp_path / "axe-summary.txt"
+    axe_file.write_text(axe_report + "\n")
+    print(
+        f"\naxe-core on {len(checks)} admin pages (rules violated/elements by impact),"
+        f" written to {axe_file}:\n{axe_report}"
+    )
     problems = [problem for browser in browsers for problem in browser.problems]
-    assert problems == []
+    assert problems == [], "\n".join(problems)

@@ -212,3 +212,12 @@ def test_a_deleted_project_is_not_offered_for_export(client, tenant_a, alice, pr
     assert "project" in response.context["adminform"].form.errors
     with tenant_context(tenant_a):
         assert not Export.objects.exists()
+
+
+def test_the_expiry_date_and_time_inputs_have_labels(client, alice, completed):
+    """Django's bare "Date:"/"Time:" text is the inputs' labels (core.admin_labels)."""
+    response = logged_in(client, alice).get(admin_url(Export, "change", completed.pk))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<label for="id_expires_at_0">Date:</label>' in page
+    assert '<label for="id_expires_at_1">Time:</label>' in page

@@ -4,6 +4,8 @@ alice owns tenant A, bob owns tenant B, charlie is staff with no membership. Req
 through the tenant middleware (not wrapped in tenant_context); rows are created inside it.
 """
 
+import re
+
 import pytest
 
 from agents.models import AgentExecution
@@ -92,6 +94,17 @@ def test_charlie_cannot_add_rows(client, charlie, rows_a):
 def test_superuser_sees_every_tenant(client, superuser, rows_a, rows_b):
     listed_ids = listed(logged_in(client, superuser), Project)
     assert set(listed_ids) == {rows_a[Project].pk, rows_b[Project].pk}
+
+
+def test_membership_rows_name_their_inputs(client, superuser, tenant_a, alice):
+    """A tabular inline row's role and Delete box carry their column's name (aria-label)."""
+    response = logged_in(client, superuser).get(admin_url(Tenant, "change", tenant_a.pk))
+    assert response.status_code == 200
+    page = response.content.decode()
+    role = re.search(r'<select [^>]*name="[^"]*-0-role"[^>]*>', page)
+    delete = re.search(r'<input [^>]*name="[^"]*-0-DELETE"[^>]*>', page)
+    assert role and 'aria-label="Role"' in role.group(), role
+    assert delete and 'aria-label="Delete"' in delete.group(), delete
 
 
 # --- Roles ------------------------------------------------------------------------------
