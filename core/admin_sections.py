@@ -1,4 +1,5 @@
-"""Sections of a change page that list the rows of other models pointing at the row.
+"""Sections of a change page that list the rows of other models pointing at the row, and
+panels that other apps add to a page (PagePanel).
 
 A project's page (documents.admin.projects.ProjectAdmin) is the hub of its versions, runs,
 conversation, evaluations and exports: each section shows the latest few rows, how many
@@ -10,6 +11,10 @@ Rows come through the related model's own admin (`get_queryset`): they are the r
 user may see on that changelist, under row-level security too, and a section whose model
 the user may not view is left out. Counts are exact up to EXACT_COUNT_LIMIT and the
 planner's estimate beyond ("about N").
+
+A PagePanel is freer: a titled block of HTML an app to the right renders for the row (a
+version's page shows the run that wrote it and what that run read, a knowledge
+document's page the outputs built on it), so the page's app imports nothing of theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.safestring import SafeString
 
 from core.admin import admin_change_url, planner_row_estimate
 
@@ -114,3 +120,22 @@ def related_sections(
     """The context of each section the user may see, in order."""
     contexts = (section.context(request, site, obj) for section in sections)
     return [context for context in contexts if context is not None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PagePanel:
+    """A titled block of a change page that another app renders for the page's row.
+
+    `render(request, obj)` returns the block's HTML, or None to leave the panel out (the
+    user may not see its rows). It reads what it shows itself, in a bounded number of
+    queries: the page's own queries do not grow with the panels' rows.
+    """
+
+    title: str
+    render: Callable[[HttpRequest, Any], SafeString | None]
+
+
+def rendered_panels(request: HttpRequest, obj: Model, panels: list[PagePanel]) -> list[dict]:
+    """What templates/admin/core/page_panels.html shows: each panel the user may see."""
+    rendered = ((panel.title, panel.render(request, obj)) for panel in panels)
+    return [{"title": title, "html": html} for title, html in rendered if html is not None]

@@ -199,6 +199,30 @@ class ChunkHits:
     latest: list[SearchQuery]
 
 
+# The chunks whose hits chunk_hit_counts counts in one call (a page of a document's chunks).
+CHUNK_HIT_COUNTS_MAX = 100
+
+
+def chunk_hit_counts(*, tenant: TenantRef, chunks: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many logged searches returned each chunk (ids): chunk_hits' count for a page
+    of chunks in one statement, each through search_queries_chunk_hits (0 for a chunk
+    the caller may not see). At most CHUNK_HIT_COUNTS_MAX chunks."""
+    tenant_id = require_tenant(tenant)
+    ids = list(dict.fromkeys(chunks))
+    if not all(isinstance(chunk_id, uuid.UUID) for chunk_id in ids):
+        raise ValidationError({"chunks": "Chunk ids (UUIDs)."})
+    if len(ids) > CHUNK_HIT_COUNTS_MAX:
+        raise ValidationError({"chunks": f"At most {CHUNK_HIT_COUNTS_MAX} chunks at a time."})
+    if not ids:
+        return {}
+    with tenant_context(tenant_id), connections[router.db_for_read(SearchQuery)].cursor() as cursor:
+        cursor.execute(
+            "SELECT id, search_queries_chunk_hits(%s, id) FROM unnest(%s::uuid[]) AS id",
+            [tenant_id, ids],
+        )
+        return {chunk_id: count or 0 for chunk_id, count in cursor.fetchall()}
+
+
 def chunk_hits(
     *, tenant: TenantRef, chunk: Chunk | uuid.UUID, latest: int = CHUNK_HITS_LATEST
 ) -> ChunkHits:

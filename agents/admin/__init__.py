@@ -11,11 +11,13 @@ module per concern; importing this package registers them all:
   and the flags of sources that changed since;
 - conversations: a project's conversation messages and evaluation runs;
 - review: change proposals (approve, reject, apply) and decisions;
-- project_sections: the agents' sections of a project's page.
+- project_sections: the agents' sections of a project's page;
+- page_panels: the agents' panels on a version's page (the run that wrote it, what it
+  read) and on a knowledge document's page (the outputs built on it).
 """
 
-# project_sections registers no admin: it adds the agents' sections to a project's page.
-from agents.admin import project_sections  # noqa: F401
+# These register no admin: they add the agents' sections and panels to documents' pages.
+from agents.admin import page_panels, project_sections  # noqa: F401
 from agents.admin.conversations import ConversationMessageAdmin, EvaluationRunAdmin
 from agents.admin.executions import AgentExecutionAdmin, AgentTypeFilter, duration_text
 from agents.admin.records import (

@@ -5,7 +5,8 @@ Rights: tenancy.admin_roles. New rows go through documents.services, which compu
 should not ask for (version numbers and hash chains, stored files and their checksums,
 validated template placeholders), attributed to the user who adds them. One module per
 model family; importing this package registers them all. The apps to the right (agents,
-exports) add their sections and actions to a project's page through the names below.
+exports) add their sections and actions to a project's page, and their panels to a
+version's and a knowledge document's page, through the names below.
 """
 
 from documents.admin import (
@@ -17,14 +18,17 @@ from documents.admin import (
     search_log,
     versions,
 )
+from documents.admin.knowledge import add_document_panels
 from documents.admin.projects import add_project_action, add_project_sections
-from documents.admin.versions import diff_html, version_label
+from documents.admin.versions import add_version_panels, diff_html, version_label
 
 __all__ = [
     "access",
     "embedding_models",
+    "add_document_panels",
     "add_project_action",
     "add_project_sections",
+    "add_version_panels",
     "diff_html",
     "knowledge",
     "project_templates",

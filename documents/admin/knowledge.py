@@ -1,15 +1,27 @@
 """Admin for knowledge documents (uploads), their chunks and the embedding cache, which
-come from ingestion only."""
+come from ingestion only.
+
+A knowledge document's page shows, below its fields, its processing (each stage it
+went through, from its audit trail, and its latest ingestion job in the worker's
+queue), its chunks with their hits (how many logged searches returned each, a page at
+a time) and the panels the apps to the right add (DOCUMENT_PANELS: the agents' outputs
+built on it).
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import F, Func, IntegerField, Value
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,19 +34,21 @@ from core.admin import (
     preview_text,
     vector_summary,
 )
-from core.admin_sections import RelatedRows, related_sections
+from core.admin_sections import PagePanel, RelatedRows, related_sections, rendered_panels
 from documents.admin.access import RestrictActions, who_has_access
-from documents.admin.search_log import chunk_search_hits
-from documents.models import Chunk, Document, DocumentAccess, EmbeddingCacheEntry
+from documents.admin.search_log import chunk_search_hits, search_log_url
+from documents.models import Chunk, Document, DocumentAccess, EmbeddingCacheEntry, SearchQuery
+from documents.selectors import chunk_hit_counts
 from documents.services import (
     document_create,
     document_queue,
     document_restrict,
     document_unrestrict,
 )
-from documents.services.uploads import DUPLICATE_CODE
+from documents.services.uploads import DUPLICATE_CODE, INGEST_TASK, ingestion_queueing_lock
 from tenancy.admin_base import RecordAdminMixin, TenantOwnedAdmin, TenantOwnedAdminForm
 from tenancy.admin_roles import TENANT_MANAGER_ROLES, TenantListFilter
+from tenancy.models import AuditEvent
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -53,6 +67,150 @@ EMBEDDING_HEAD = 5
 DOCUMENT_SECTIONS: list[RelatedRows] = [
     who_has_access(DocumentAccess, "document"),
 ]
+# Panels the apps to the right add to a knowledge document's page (add_document_panels).
+DOCUMENT_PANELS: list[PagePanel] = []
+
+
+def add_document_panels(*panels: PagePanel) -> None:
+    """Add panels to every knowledge document's page (the outputs built on it...)."""
+    DOCUMENT_PANELS.extend(panels)
+
+
+# --- A knowledge document's processing ---------------------------------------------------
+
+# The stages a page lists: the newest (a document processed again and again has many).
+STAGES_LATEST = 50
+CHUNKS_PER_PAGE = 50
+# The query parameter of the page of chunks shown.
+CHUNKS_PAGE_PARAMETER = "chunks"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One status the document entered: when, by whom, until when, and the reason given."""
+
+    status: str
+    started_at: datetime
+    actor: str
+    ended_at: datetime | None
+    error_message: str
+
+
+def processing_stages(document: Document) -> list[Stage]:
+    """The statuses the document went through, oldest first, from its audit trail: the
+    insert's and every update's `status` (ingestion commits each stage as it starts),
+    read through audit_events_tenant_row_idx. The trail is what retention keeps: older
+    stages may have been cut."""
+    events = list(
+        AuditEvent.objects.filter(
+            tenant_id=document.tenant_id,
+            table_name=Document._meta.db_table,
+            row_id=document.pk,
+            changes__new__has_key="status",
+        )
+        .only("created_at", "actor", "changes")
+        .order_by("-created_at", "-id")[:STAGES_LATEST]
+    )
+    events.reverse()
+    labels = dict(Document.Status.choices)
+    stages = []
+    for index, event in enumerate(events):
+        new = event.changes.get("new", {})
+        following = events[index + 1] if index + 1 < len(events) else None
+        stages.append(
+            Stage(
+                status=labels.get(new["status"], str(new["status"])),
+                started_at=event.created_at,
+                actor=event.actor,
+                ended_at=following.created_at if following else None,
+                error_message=str(new.get("error_message") or ""),
+            )
+        )
+    return stages
+
+
+@dataclass(frozen=True)
+class IngestionJob:
+    """The document's latest ingestion job in the worker's queue (procrastinate_jobs)."""
+
+    id: int
+    status: str
+    attempts: int
+    scheduled_at: datetime | None
+    events: list[tuple[str, datetime]]
+
+
+def ingestion_job(document: Document) -> IngestionJob | None:
+    """The latest job queued for the document, found by its queueing lock, with its
+    events (deferred, started, retried, succeeded, failed...). The queue keeps finished
+    jobs for a day (its remove_finished_jobs), so an older document has none. Not
+    indexed by the lock once finished: the read scans that day's jobs."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, status, attempts, scheduled_at FROM procrastinate_jobs "
+            "WHERE task_name = %s AND queueing_lock = %s ORDER BY id DESC LIMIT 1",
+            [INGEST_TASK, ingestion_queueing_lock(document.pk)],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        cursor.execute(
+            "SELECT type, at FROM procrastinate_events WHERE job_id = %s ORDER BY at, id",
+            [row[0]],
+        )
+        events = [(str(kind), at) for kind, at in cursor.fetchall()]
+    return IngestionJob(*row, events=events)
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk: Chunk
+    preview: str
+    hits: int
+    search_log_url: str | None
+
+
+def chunk_rows(request: HttpRequest, document: Document) -> tuple[Page, list[ChunkRow]]:
+    """A page of the document's chunks by ordinal (`?chunks=N`) with their hits: the
+    page and its chunks' hit counts, two queries and a count."""
+    chunks = (
+        Chunk.objects.filter(tenant_id=document.tenant_id, document_id=document.pk)
+        .only("id", "tenant_id", "document_id", "ordinal", "token_count", "embedding_model")
+        .annotate(content_head=preview_head("content"))
+        .order_by("ordinal")
+    )
+    page = Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get(CHUNKS_PAGE_PARAMETER))
+    hits = chunk_hit_counts(tenant=document.tenant_id, chunks=[chunk.pk for chunk in page])
+    log_admin = admin.site._registry.get(SearchQuery)
+    may_read_log = log_admin is not None and log_admin.has_view_permission(request)
+    return page, [
+        ChunkRow(
+            chunk=chunk,
+            preview=preview_text(chunk.content_head),
+            hits=hits.get(chunk.pk, 0),
+            search_log_url=search_log_url(chunk.pk)
+            if may_read_log and hits.get(chunk.pk)
+            else None,
+        )
+        for chunk in page
+    ]
+
+
+def knowledge_page_context(request: HttpRequest, document: Document) -> dict:
+    """What templates/admin/documents/document/knowledge_page.html shows."""
+    page, rows = chunk_rows(request, document)
+    return {
+        "knowledge_page": {
+            "status": document.get_status_display(),
+            "stages": processing_stages(document),
+            "stages_latest": STAGES_LATEST,
+            "job": ingestion_job(document),
+            "chunks_page": page,
+            "chunk_rows": rows,
+            "chunks_parameter": CHUNKS_PAGE_PARAMETER,
+        },
+        "page_panels": rendered_panels(request, document, DOCUMENT_PANELS),
+    }
 
 
 class DocumentAddForm(TenantOwnedAdminForm):
@@ -124,6 +282,7 @@ class DocumentAdmin(RestrictActions):
             context["related_sections"] = related_sections(
                 request, self.admin_site, obj, DOCUMENT_SECTIONS
             )
+            context.update(knowledge_page_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_form(self, request, obj=None, change=False, **kwargs):

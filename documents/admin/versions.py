@@ -1,15 +1,23 @@
-"""Admin for document versions: never changed (but for their metadata and scores) nor
-deleted on their own; a version's page shows its diff with the previous one, and the
-"sources changed" badge once a chunk its run read changed since (`sources_changed_at`,
-set by agents' stale-source triggers)."""
+"""Admin for document versions: added through document_version_create, never changed
+(a version is a record: its page is view only) nor deleted on their own.
+
+A version's page leads with its content, then its diff with any other version of the
+same document (`?compare=<version number or id>`, the previous version by default),
+then what other apps add (VERSION_PANELS: the agents show the run that wrote it and the
+sources that run read), and last its details (hashes, metadata, scores). The "sources
+changed" badge shows once a chunk a run that wrote it read changed since
+(`sources_changed_at`, set by agents' stale-source triggers).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -17,13 +25,13 @@ from django.utils.safestring import SafeString
 from core.admin import (
     LargeTableAdminMixin,
     admin_change_url,
-    change_link,
     preview_head,
     preview_text,
     sources_changed_badge,
 )
+from core.admin_sections import PagePanel, rendered_panels
 from documents.models import DocumentVersion
-from documents.selectors import VersionDiff, latest_versions, previous_version, version_diff
+from documents.selectors import VersionDiff, latest_versions, version_diff
 from documents.services import (
     document_version_create,
 )
@@ -40,7 +48,91 @@ def version_label(version: DocumentVersion) -> str:
     return f"{version.document_type} v{version.version}"
 
 
-FIRST_VERSION = "first version"
+# The query parameter naming the version a page's diff compares with.
+COMPARE_PARAMETER = "compare"
+# The versions the compare form offers (the newest; any other is reached by its number).
+COMPARE_CHOICES = 200
+# The largest version number a page looks up (the column is an integer).
+MAX_VERSION_NUMBER = 2**31 - 1
+
+# Panels the apps to the right add to a version's page (add_version_panels): documents
+# imports none of them.
+VERSION_PANELS: list[PagePanel] = []
+
+
+def add_version_panels(*panels: PagePanel) -> None:
+    """Add panels to every version's page, after its diff (the run that wrote it...)."""
+    VERSION_PANELS.extend(panels)
+
+
+def document_label(version: DocumentVersion) -> str:
+    """`the plan of Apollo`: the document a version is a version of."""
+    return f"the {version.get_document_type_display().lower()} of {version.project.name}"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a version's page compares it with: another version, or why there is none."""
+
+    other: DocumentVersion | None
+    # Said instead of a diff: an unknown version asked for, or nothing to compare with.
+    message: str = ""
+    asked: str = ""
+
+
+def document_versions(version: DocumentVersion):
+    """The versions of the same document (project and type), newest first; served by
+    document_versions_project_type_version_uniq. The caller's tenant context applies."""
+    return DocumentVersion.objects.filter(
+        tenant_id=version.tenant_id,
+        project_id=version.project_id,
+        document_type=version.document_type,
+    ).order_by("-version")
+
+
+def comparison(version: DocumentVersion, asked: str | None) -> Comparison:
+    """The version `asked` (a version number or a version's id, from `?compare=`) of the
+    same document, or the previous version when nothing is asked.
+
+    Only versions of this document are looked up, so another document's or another
+    tenant's id is simply not found: the message says so and nothing of it is read.
+    """
+    if asked is None or not asked.strip():
+        previous = document_versions(version).filter(version=version.version - 1).first()
+        if previous is not None:
+            return Comparison(previous)
+        if document_versions(version).exclude(pk=version.pk).exists():
+            return Comparison(None, "This is the first version: choose a later one to compare.")
+        return Comparison(None, "This is the only version of this document.")
+    asked = asked.strip()
+    lookup: dict[str, Any]
+    if asked.isdigit() and 1 <= int(asked) <= MAX_VERSION_NUMBER:
+        lookup = {"version": int(asked)}
+    else:
+        try:
+            lookup = {"pk": uuid.UUID(asked)}
+        except ValueError:
+            return Comparison(
+                None,
+                f"“{asked[:100]}” is neither a version number (1, 2, ...) nor a version's id: "
+                "choose a version below.",
+                asked,
+            )
+    other = document_versions(version).filter(**lookup).first()
+    if other is None:
+        return Comparison(
+            None,
+            f"{_capitalized(document_label(version))} has no version “{asked[:100]}”: "
+            "choose one of its versions below.",
+            asked,
+        )
+    if other.pk == version.pk:
+        return Comparison(None, "That is this version: choose another one to compare with.", asked)
+    return Comparison(other, asked=asked)
 
 
 def _json(value) -> str:
@@ -118,26 +210,112 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         "readability_score",
         "grammar_score",
     )
-    # Immutable once written (a database trigger refuses changes).
-    change_readonly_fields = (
-        "tenant",
+    # A version's page is view only (has_change_permission): the content, its diff and
+    # the run that wrote it lead the page (templates/admin/documents/documentversion/
+    # change_form.html, version_page.html); the form below shows the rest, read-only.
+    # The scores and metadata are given when the version is written; the database would
+    # let them change, but nothing here does: a version is a record.
+    change_details = (
         "project",
         "document_type",
         "version",
-        "content",
+        "sources_note",
+        "readability_score",
+        "grammar_score",
+        "metadata",
         "content_sha256",
         "prev_sha256",
-    )
-
-    # The diff's colours: templates/admin/documents/documentversion/change_form.html.
-    change_sections = (
-        ("Changes from the previous version", ("previous_version_link", "diff_with_previous")),
-        ("Sources", ("sources_note",)),
+        "created_by",
+        "tenant",
+        "id",
+        "created_at",
+        "updated_at",
     )
 
     def get_queryset(self, request):
-        # The list reads the content's head only (list_defer leaves the rest unread).
-        return super().get_queryset(request).annotate(content_head=preview_head("content"))
+        # The list reads the content's head only (list_defer leaves the rest unread); the
+        # page names the document by its project, read with the version.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("project")
+            .annotate(content_head=preview_head("content"))
+        )
+
+    # The page ---------------------------------------------------------------------------
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None:
+            return False  # a version is a record: its page is view only
+        return super().has_change_permission(request, obj)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return super().get_fields(request, obj)
+        return list(self.change_details)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return super().get_readonly_fields(request, obj)
+        return self.change_details
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        return [("Details", {"fields": list(self.change_details)})]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self.version_page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def version_page_context(self, request: HttpRequest, obj: DocumentVersion) -> dict:
+        """The content, the diff with the version asked for and the other apps' panels
+        (templates/admin/documents/documentversion/version_page.html)."""
+        compared = comparison(obj, request.GET.get(COMPARE_PARAMETER))
+        others = list(
+            document_versions(obj)
+            .exclude(pk=obj.pk)
+            .only("id", "version", "created_at", "content_sha256")[:COMPARE_CHOICES]
+        )
+        diff = None
+        if compared.other is not None:
+            old, new = sorted((obj, compared.other), key=lambda version: version.version)
+            diff = version_diff(tenant=obj.tenant_id, old=old, new=new)
+        title = f"View version {obj.version} of {document_label(obj)}"
+        return {
+            "title": title,
+            # The title names the version already (Django would repeat it as subtitle).
+            "subtitle": None,
+            "version_page": {
+                "content": obj.content,
+                "label": version_label(obj),
+                "redacted": obj.redacted_at is not None,
+                "compared": compared.other,
+                "compared_url": admin_change_url(DocumentVersion, compared.other.pk)
+                if compared.other
+                else None,
+                "compared_label": version_label(compared.other) if compared.other else "",
+                "compare_message": compared.message,
+                "compare_parameter": COMPARE_PARAMETER,
+                "choices": [
+                    (
+                        str(other.version),
+                        f"v{other.version} · {other.created_at:%Y-%m-%d %H:%M} · "
+                        f"{other.content_sha256[:12]}",
+                        compared.other is not None and other.pk == compared.other.pk,
+                    )
+                    for other in others
+                ],
+                "more_choices": len(others) == COMPARE_CHOICES,
+                "diff": diff_html(diff) if diff is not None and diff.text else None,
+                "diff_heading": f"Changes from {diff.old_label} to {diff.new_label}"
+                if diff
+                else "",
+                "metadata_changes": metadata_changes_html(diff) if diff is not None else None,
+            },
+            "page_panels": rendered_panels(request, obj, VERSION_PANELS),
+        }
 
     @admin.display(description="content")
     def content_preview(self, obj: WithAnnotations[DocumentVersion, ContentHead]) -> str:
@@ -156,8 +334,8 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
         if obj.sources_changed_at is None:
             return "No chunk the runs that wrote this version read has changed since."
         return format_html(
-            "{} since {}. Which chunks changed, and how, is on the page of each execution "
-            "of the run that wrote it (the project's page lists them).",
+            "{} since {}. Which chunks changed, and how: the sources of the run that wrote "
+            "it, above, and the page of each of its executions.",
             version_sources_badge(obj),
             obj.sources_changed_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
@@ -169,29 +347,6 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
             "—" if score is None else f"{score:g}"
             for score in (obj.readability_score, obj.grammar_score)
         )
-
-    def _previous(self, obj: DocumentVersion) -> DocumentVersion | None:
-        # Both displays need it: read it once per page (the form's instance is `obj`).
-        cache = obj.__dict__  # kept on the row, which mypy's view of the model has no slot for
-        if "_admin_previous" not in cache:
-            cache["_admin_previous"] = previous_version(tenant=obj.tenant_id, version=obj)
-        return cache["_admin_previous"]
-
-    @admin.display(description="previous version")
-    def previous_version_link(self, obj: DocumentVersion) -> str:
-        previous = self._previous(obj)
-        if previous is None:
-            return FIRST_VERSION
-        return change_link(DocumentVersion, previous.pk, version_label(previous))
-
-    @admin.display(description="diff")
-    def diff_with_previous(self, obj: DocumentVersion) -> str:
-        previous = self._previous(obj)
-        if previous is None:
-            return FIRST_VERSION
-        diff = version_diff(tenant=obj.tenant_id, old=previous, new=obj)
-        content = diff_html(diff) if diff.text else format_html("<p>{}</p>", "Content unchanged.")
-        return format_html("{}{}", content, metadata_changes_html(diff))
 
     def limit_choices(self, queryset):
         return queryset.filter(project__deleted_at__isnull=True)

@@ -82,12 +82,18 @@ def _measure_upload(file: File, limit: int) -> tuple[File, int, str]:
     return (file if rewinds else ContentFile(b"".join(kept))), size, digest.hexdigest()
 
 
+def ingestion_queueing_lock(document_id: uuid.UUID) -> str:
+    """The queueing lock of a document's ingestion jobs: one waits at a time, and a
+    document's page finds its latest job by it."""
+    return f"{INGEST_TASK}:{document_id}"
+
+
 def _queue_ingestion(tenant_id: uuid.UUID, document: Document) -> None:
     """The document's ingestion job, unless one is already waiting for it."""
     defer_tenant_job(
         INGEST_TASK,
         tenant_id,
-        queueing_lock=f"{INGEST_TASK}:{document.pk}",
+        queueing_lock=ingestion_queueing_lock(document.pk),
         document_id=str(document.pk),
     )
 

@@ -62,7 +62,7 @@ def messages_of(response) -> list[str]:
 def test_a_proposals_page_shows_the_diff_from_its_base(client, alice, proposal, base):
     response = logged_in(client, alice).get(admin_url(ChangeProposal, "change", proposal.pk))
     page = response.content.decode()
-    assert '<pre class="version-diff">' in page
+    assert '<pre class="version-diff" tabindex="0">' in page
     assert '<span class="diff-del">-Ship in May.</span>' in page
     assert '<span class="diff-add">+Ship in June, after &lt;review&gt;.</span>' in page
     assert f'href="{admin_url(DocumentVersion, "change", base.pk)}">plan v1</a>' in page

@@ -52,7 +52,7 @@ def test_second_version_page_shows_the_diff(client, alice, versions):
     response = logged_in(client, alice).get(admin_url(DocumentVersion, "change", second.pk))
     assert response.status_code == 200
     page = response.content.decode()
-    assert '<pre class="version-diff">' in page
+    assert '<pre class="version-diff" tabindex="0">' in page
     assert '<span class="diff-add">+Land on the Moon</span>' in page
     # Deletions too, escaped: the diff is text, never markup.
     assert '<span class="diff-del">-Fuel &lt;it&gt;</span>' in page
@@ -71,7 +71,7 @@ def test_diff_shows_metadata_changes(client, alice, versions):
 def test_second_version_links_to_the_first(client, alice, versions):
     first, second = versions
     response = logged_in(client, alice).get(admin_url(DocumentVersion, "change", second.pk))
-    assert f'href="{admin_url(DocumentVersion, "change", first.pk)}">plan v1</a>' in (
+    assert f'href="{admin_url(DocumentVersion, "change", first.pk)}">open plan v1</a>' in (
         response.content.decode()
     )
 
@@ -82,7 +82,7 @@ def test_first_version_page_says_so(client, alice, versions):
     assert response.status_code == 200
     page = response.content.decode()
     assert "first version" in page
-    assert "version-diff" not in page.split("</style>")[-1]
+    assert '<pre class="version-diff"' not in page.split("</style>")[-1]
 
 
 def test_diff_page_has_its_colours(client, alice, versions):
