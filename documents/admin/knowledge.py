@@ -159,7 +159,8 @@ def ingestion_job(document: Document) -> IngestionJob | None:
             [row[0]],
         )
         events = [(str(kind), at) for kind, at in cursor.fetchall()]
-    return IngestionJob(*row, events=events)
+    job_id, status, attempts, scheduled_at = row
+    return IngestionJob(job_id, str(status), attempts, scheduled_at, events)
 
 
 @dataclass(frozen=True)
