@@ -94,6 +94,9 @@ class StaleSource(TenantOwnedModel):
             # The flags of one chunk: the trigger marks the versions of the runs flagged
             # for it; "which runs did this chunk's change touch?".
             models.Index(fields=["tenant", "chunk_id"], name="stale_sources_tenant_chunk_idx"),
+            # The flags of one knowledge document's chunks, those gone too: the outputs
+            # built on it, on its admin page (agents.admin.page_panels).
+            models.Index(fields=["tenant", "document_id"], name="stale_sources_document_idx"),
         ]
 
     def __str__(self) -> str:
