@@ -5,7 +5,10 @@ people log in through the login form: the demo owner (a superuser) and a staff m
 with the viewer role in the demo tenant. Each opens the admin index, every changelist
 registered with the admin (admin.site._registry, so a new model is covered without
 touching this test) and the change page of its first row, and the health page, in a
-1400-pixel window where every list must fit without a sideways scroll bar. Any
+1400-pixel window where every list must fit without a sideways scroll bar, then the
+pages a first row may not reach (PAGES_WITH_PANELS: a version written by a run, compared
+with another version and with one that does not exist; a knowledge document with
+outputs built on it). Any
 unexpected status, browser console error, page error or failed request (static files
 included; a request Chromium cancelled on leaving a page is fetched again and must be
 served) fails the test; the pages visited, their status and load time are printed
@@ -32,10 +35,12 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
+from agents.models import StaleSource
 from documents.models import (
     Chunk,
     ChunkEmbedding,
     Document,
+    DocumentVersion,
     EmbeddingCacheEntry,
     Project,
     SearchQuery,
@@ -253,12 +258,35 @@ def seeded_demo(transactional_db, file_storages, no_model_index_left) -> dict[st
 
 
 @pytest.fixture
+def pages_with_panels(seeded_demo) -> list[str]:
+    """A version a run wrote, compared by default, with its first version, and with one
+    that does not exist; the knowledge document whose re-ingestion flagged the runs that
+    read it (seeded_demo), with the outputs built on it."""
+    demo = Tenant.objects.get(slug="demo")
+    with tenant_context(demo):
+        version = (
+            DocumentVersion.objects.filter(produced_by__isnull=False, version__gt=1)
+            .order_by("-id")
+            .first()
+        )
+        flagged = StaleSource.objects.exclude(document_id=None).order_by("-id").first()
+    assert version is not None and flagged is not None, "the seed wrote no run's version"
+    version_page = f"/admin/documents/documentversion/{version.pk}/change/"
+    return [
+        version_page,
+        f"{version_page}?compare=1",
+        f"{version_page}?compare=999999",
+        f"/admin/documents/document/{flagged.document_id}/change/",
+    ]
+
+
+@pytest.fixture
 def chromium() -> str:
     return require("chromium", "chromium")
 
 
 def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
-    seeded_demo, live_server, chromium, tmp_path
+    seeded_demo, pages_with_panels, live_server, chromium, tmp_path
 ):
     models = registered_models()
     browsers: list[Browser] = []
@@ -292,6 +320,10 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     assert browser.open(link) == 200, link
                     if viewer:
                         assert not browser.has_save_button(), f"a viewer may change {link}"
+                for path in pages_with_panels:
+                    assert browser.open(path) == 200, path
+                    if viewer:
+                        assert not browser.has_save_button(), f"a viewer may change {path}"
                 assert browser.open("/health/") == 200
                 browser.check_cancelled()
                 context.close()
