@@ -26,10 +26,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from pgvector.django import VectorField
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from core.admin import (
     TIMESTAMP_FIELDS,
     LargeTableAdminMixin,
+    admin_change_url,
     preview_head,
     preview_text,
     vector_summary,
@@ -197,15 +199,26 @@ def chunk_rows(request: HttpRequest, document: Document) -> tuple[Page, list[Chu
     ]
 
 
+def job_url(request: HttpRequest, job: IngestionJob | None) -> str | None:
+    """The job's page in procrastinate's own admin, for those who may open it (staff
+    with its model permissions: superusers)."""
+    job_admin = admin.site._registry.get(ProcrastinateJob)
+    if job is None or job_admin is None or not job_admin.has_view_permission(request):
+        return None
+    return admin_change_url(ProcrastinateJob, job.id)
+
+
 def knowledge_page_context(request: HttpRequest, document: Document) -> dict:
     """What templates/admin/documents/document/knowledge_page.html shows."""
     page, rows = chunk_rows(request, document)
+    job = ingestion_job(document)
     return {
         "knowledge_page": {
             "status": document.get_status_display(),
             "stages": processing_stages(document),
             "stages_latest": STAGES_LATEST,
-            "job": ingestion_job(document),
+            "job": job,
+            "job_url": job_url(request, job),
             "chunks_page": page,
             "chunk_rows": rows,
             "chunks_parameter": CHUNKS_PAGE_PARAMETER,

@@ -70,6 +70,21 @@ def test_the_stages_of_an_upload_the_worker_processed(client, alice, tenant_a, f
     assert ": deferred</li>" in processing
 
 
+def test_a_superuser_gets_the_jobs_page_in_the_queues_admin(
+    client, superuser, tenant_a, file_storages
+):
+    document = document_create(tenant=tenant_a, title="Manual", text=TEXT)
+    html = page(client, superuser, document).content.decode()
+    job = re.search(r'queue: <a href="/admin/procrastinate/procrastinatejob/(\d+)/change/">', html)
+    assert job is not None
+    assert (
+        logged_in(client, superuser)
+        .get(f"/admin/procrastinate/procrastinatejob/{job.group(1)}/change/")
+        .status_code
+        == 200
+    )
+
+
 def test_a_failed_processing_shows_its_reason(client, alice, tenant_a, file_storages):
     def broken(texts):
         raise RuntimeError("the embedder is down")
