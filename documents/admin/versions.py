@@ -234,11 +234,12 @@ class DocumentVersionAdmin(LargeTableAdminMixin, TenantOwnedAdmin):
 
     def get_queryset(self, request):
         # The list reads the content's head only (list_defer leaves the rest unread); the
-        # page names the document by its project, read with the version.
+        # page names the document by its project, read with the version. The list's own
+        # list_select_related is not applied to a queryset that selects already: all here.
         return (
             super()
             .get_queryset(request)
-            .select_related("project")
+            .select_related(*self.list_select_related)
             .annotate(content_head=preview_head("content"))
         )
 
