@@ -81,7 +81,6 @@ class Comparison:
     other: DocumentVersion | None
     # Said instead of a diff: an unknown version asked for, or nothing to compare with.
     message: str = ""
-    asked: str = ""
 
 
 def document_versions(version: DocumentVersion):
@@ -110,7 +109,9 @@ def comparison(version: DocumentVersion, asked: str | None) -> Comparison:
         return Comparison(None, "This is the only version of this document.")
     asked = asked.strip()
     lookup: dict[str, Any]
-    if asked.isdigit() and 1 <= int(asked) <= MAX_VERSION_NUMBER:
+    # ASCII digits only ("²" is a digit int() refuses), and few: int() refuses 4,301.
+    number = asked.isascii() and asked.isdigit() and len(asked) <= len(str(MAX_VERSION_NUMBER))
+    if number and 1 <= int(asked) <= MAX_VERSION_NUMBER:
         lookup = {"version": int(asked)}
     else:
         try:
@@ -120,7 +121,6 @@ def comparison(version: DocumentVersion, asked: str | None) -> Comparison:
                 None,
                 f"“{asked[:100]}” is neither a version number (1, 2, ...) nor a version's id: "
                 "choose a version below.",
-                asked,
             )
     other = document_versions(version).filter(**lookup).first()
     if other is None:
@@ -128,11 +128,10 @@ def comparison(version: DocumentVersion, asked: str | None) -> Comparison:
             None,
             f"{_capitalized(document_label(version))} has no version “{asked[:100]}”: "
             "choose one of its versions below.",
-            asked,
         )
     if other.pk == version.pk:
-        return Comparison(None, "That is this version: choose another one to compare with.", asked)
-    return Comparison(other, asked=asked)
+        return Comparison(None, "That is this version: choose another one to compare with.")
+    return Comparison(other)
 
 
 def _json(value) -> str:

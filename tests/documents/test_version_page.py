@@ -133,6 +133,8 @@ def test_the_first_version_has_no_default_diff_and_says_so(client, alice, plan):
         ("-1", "“-1” is neither a version number"),
         ("99999999999999999999", "“99999999999999999999” is neither a version number"),
         ("latest", "“latest” is neither a version number"),
+        ("²", "“²” is neither a version number"),
+        ("1" * 5000, f"“{'1' * 100}” is neither a version number"),
         ("2", "That is this version"),
     ],
 )
