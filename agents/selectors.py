@@ -252,7 +252,9 @@ def _same_step_attempts(
     return attempts
 
 
-def _source_key(document_id, ordinal, sha256) -> tuple:
+def _source_key(
+    document_id: uuid.UUID | None, ordinal: int | None, sha256: str
+) -> tuple[uuid.UUID | None, int | None, str]:
     # A flag copies the source's snapshot (document, ordinal, hash): the source's chunk_id
     # is cleared once the chunk is gone, the flag's is not.
     return (document_id, ordinal, sha256)
@@ -300,7 +302,7 @@ def run_story(*, tenant: TenantRef, correlation_id: uuid.UUID) -> RunStory | Non
             if produced
             else {}
         )
-        proposals: dict[uuid.UUID, list[ChangeProposal]] = defaultdict(list)
+        proposals: dict[uuid.UUID | None, list[ChangeProposal]] = defaultdict(list)
         for proposal in (
             ChangeProposal.objects.filter(tenant_id=tenant_id, execution_id__in=ids)
             .select_related("base_version", "applied_version")
@@ -315,7 +317,7 @@ def run_story(*, tenant: TenantRef, correlation_id: uuid.UUID) -> RunStory | Non
             .order_by("created_at", "id")
         ):
             proposals[proposal.execution_id].append(proposal)
-        decisions: dict[uuid.UUID, list[Decision]] = defaultdict(list)
+        decisions: dict[uuid.UUID | None, list[Decision]] = defaultdict(list)
         for decision in (
             Decision.objects.filter(tenant_id=tenant_id, execution_id__in=ids)
             .defer("options", "reasoning")

@@ -101,6 +101,7 @@ def recovery_text(step: StoryStep) -> str:
 
 def _story_context(story: RunStory, now: datetime) -> dict:
     start, end, bars = timeline(story, now)
+    failed = {step.execution.pk for step in story.failed}
     steps = [
         {
             "step": step,
@@ -110,7 +111,7 @@ def _story_context(story: RunStory, now: datetime) -> dict:
             "duration": duration_text(step.execution.duration),
             "bar": bars.get(step.execution.pk),
             "cost": f"{step.execution.cost_usd:.4f}",
-            "recovery": recovery_text(step) if step.execution.status == "failed" else "",
+            "recovery": recovery_text(step) if step.execution.pk in failed else "",
             "error_type": step.error.error_type if step.error else step.execution.error_type,
             "error_message": step.error.message if step.error else step.execution.error_message,
             "error_preview": preview_text(
@@ -125,7 +126,7 @@ def _story_context(story: RunStory, now: datetime) -> dict:
                 for source in step.sources
             ],
             "has_details": bool(
-                step.execution.status == "failed"
+                step.execution.pk in failed
                 or step.error
                 or step.sources
                 or step.other_changes
@@ -143,7 +144,9 @@ def _story_context(story: RunStory, now: datetime) -> dict:
     return {
         "story": story,
         "steps": steps,
-        "failed_steps": [row for row in steps if row["execution"].status == "failed"],
+        "failed_steps": [
+            row for row, step in zip(steps, story.steps, strict=True) if step.execution.pk in failed
+        ],
         "statuses": sorted(statuses.items()),
         "run_start": start,
         "run_end": end,

@@ -32,6 +32,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
+from agents.admin.executions import run_story_url
+from agents.models import AgentExecution, StaleSource
 from documents.models import (
     Chunk,
     ChunkEmbedding,
@@ -257,10 +259,24 @@ def chromium() -> str:
     return require("chromium", "chromium")
 
 
+def run_stories() -> list[str]:
+    """The story pages of two seeded runs: one with a failed step, one that read a chunk
+    re-ingested since (both in view of the viewer, granted the restricted project)."""
+    demo = Tenant.objects.get(slug="demo")
+    with tenant_context(demo, user=User.objects.get(email=OWNER_EMAIL)):
+        failed = AgentExecution.objects.filter(status=AgentExecution.Status.FAILED).first()
+        flag = StaleSource.objects.select_related("execution").first()
+    assert failed and flag, "the demo has a failed run and one built on changed sources"
+    return sorted(
+        {run_story_url(failed.correlation_id), run_story_url(flag.execution.correlation_id)}
+    )
+
+
 def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
     seeded_demo, live_server, chromium, tmp_path
 ):
     models = registered_models()
+    stories = run_stories()
     browsers: list[Browser] = []
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True)
@@ -292,6 +308,10 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     assert browser.open(link) == 200, link
                     if viewer:
                         assert not browser.has_save_button(), f"a viewer may change {link}"
+                for story in stories:  # the run's story (issue 23): read-only for all
+                    assert browser.open(story) == 200, story
+                    assert "What each step did" in browser.page.content(), story
+                    assert not browser.has_save_button(), f"{email} may change {story}"
                 assert browser.open("/health/") == 200
                 browser.check_cancelled()
                 context.close()
