@@ -140,11 +140,12 @@ def error_link(execution: AgentExecution) -> SafeString | str:
     if len(head) > ERROR_PREVIEW_LENGTH:
         message += "…"
     return format_html(
-        '<a href="{}#step-{}" title="{}"><strong>{}</strong></a> {}',
+        '<a href="{}#step-{}" title="{}"><strong>{}</strong></a> <span title="{}">{}</span>',
         run_story_url(execution.correlation_id),
         execution.pk,
         "The failure in its run's story",
         execution.error_type,
+        message,
         message,
     )
 
@@ -210,8 +211,9 @@ def changed_sources_html(flags) -> SafeString:
 @admin.register(AgentExecution)
 class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     form = AgentExecutionAdminForm
-    # At a glance: what ran, how it ended, when, for how long, and in which run (the model
-    # and the timestamps in full are on the execution's page).
+    # At a glance: what ran, how it ended (and which attempt), why it failed, when, for how
+    # long, and in which run (the model and the timestamps in full are on the execution's
+    # page, the error's traceback in its run's story).
     list_display = (
         "agent_type",
         "status_label",
@@ -220,10 +222,8 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         "started",
         "run_duration",
         "correlation",
-        "attempt",
         "project",
-        "total_tokens",
-        "cost_usd",
+        "usage",
         "tenant",
     )
     list_filter = (
@@ -271,7 +271,12 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: AgentExecution) -> SafeString:
-        return status_badge(obj)
+        # A retry's attempt beside its status: a column of its own no longer fits 1400 pixels.
+        if obj.attempt == 1:
+            return status_badge(obj)
+        return format_html(
+            '{} <span title="attempt {}">#{}</span>', status_badge(obj), obj.attempt, obj.attempt
+        )
 
     @admin.display(description="sources", ordering="sources_changed")
     def sources_badge(self, obj: AgentExecution) -> SafeString | str:
@@ -289,9 +294,16 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     def correlation(self, obj: AgentExecution) -> SafeString:
         return run_correlation_link(obj)
 
-    @admin.display(description="tokens")
-    def total_tokens(self, obj: AgentExecution) -> int:
-        return obj.prompt_tokens + obj.completion_tokens
+    @admin.display(description="usage")
+    def usage(self, obj: AgentExecution) -> SafeString:
+        # Tokens over cost in one column: two of their own no longer fit 1400 pixels.
+        return format_html(
+            '<span title="{} prompt + {} completion tokens">{}</span><br>{} USD',
+            obj.prompt_tokens,
+            obj.completion_tokens,
+            obj.prompt_tokens + obj.completion_tokens,
+            f"{obj.cost_usd:.4f}",
+        )
 
     @admin.display(description="duration")
     def run_duration(self, obj: AgentExecution) -> str:

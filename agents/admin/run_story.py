@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
@@ -158,8 +158,12 @@ def _story_context(story: RunStory, now: datetime) -> dict:
     }
 
 
-def run_story_view(model_admin, request: HttpRequest, correlation_id: str) -> TemplateResponse:
+def run_story_view(
+    model_admin, request: HttpRequest, correlation_id: str
+) -> TemplateResponse | HttpResponseNotAllowed:
     """The story of the run `correlation_id`, in the tenant of the user who may see it."""
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])  # a page to read, nothing to post
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     try:

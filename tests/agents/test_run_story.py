@@ -270,13 +270,36 @@ def test_every_execution_page_and_the_project_hub_link_the_story(client, alice, 
     assert f'href="{url}"' in hub
 
 
+def test_the_error_record_links_its_step_in_the_story(client, alice, run):
+    drafter = run["drafter"]
+    with tenant_context(drafter.tenant_id):
+        error = ExecutionError.objects.get(execution=drafter)
+    page = logged_in(client, alice).get(admin_url(ExecutionError, "change", error.pk))
+    assert (
+        f'href="{run_story_url(drafter.correlation_id)}#step-{drafter.pk}"' in page.content.decode()
+    )
+
+
+def test_the_story_is_read_only_a_post_is_refused(client, alice, run):
+    response = logged_in(client, alice).post(run_story_url(run["root"].correlation_id))
+    assert response.status_code == 405
+
+
 def test_the_executions_list_shows_the_error_and_links_its_step(client, alice, run):
     page = logged_in(client, alice).get(admin_url(AgentExecution, "changelist")).content.decode()
     drafter = run["drafter"]
     url = run_story_url(drafter.correlation_id)
     assert f'<a href="{url}#step-{drafter.pk}" title="The failure in its run&#x27;s story">' in page
-    assert "<strong>TimeoutError</strong></a> the model did not answer in time</td>" in page
-    # The run column links the story too.
+    assert (
+        '<strong>TimeoutError</strong></a> <span title="the model did not answer in time">'
+        "the model did not answer in time</span></td>"
+    ) in page
+    # Tokens over cost; a retry's attempt beside its status; the run links its story.
+    assert '<span title="1200 prompt + 300 completion tokens">1500</span><br>0.0125 USD' in page
+    assert (
+        '<span class="status-badge status-succeeded">Succeeded</span> '
+        '<span title="attempt 2">#2</span>' in page
+    )
     assert f'href="{url}" title="The story of run {drafter.correlation_id}"' in page
 
 
