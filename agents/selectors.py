@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
@@ -164,6 +165,220 @@ def run_tree(*, tenant: TenantRef, correlation_id: uuid.UUID) -> list[ExecutionN
     tenant_id = require_tenant(tenant)
     with tenant_context(tenant_id):
         return _run_forests(tenant_id, [correlation_id]).get(correlation_id, [])
+
+
+# A run's story: everything one run did, on one page
+
+
+@dataclass(frozen=True)
+class StoryStep:
+    """One execution of a run as its story tells it: where it sits in the tree, what it
+    read (and which of those chunks changed since), how it failed and whether a later
+    attempt recovered, and what it wrote, proposed and decided."""
+
+    execution: AgentExecution
+    depth: int
+    sources: list[ExecutionSource]
+    # Stale-source flags by the id of the source they are about; `other_changes` holds
+    # the flags no source of the step matches (none, unless a source row went).
+    changes: dict[uuid.UUID, list[StaleSource]]
+    other_changes: list[StaleSource]
+    error: ExecutionError | None
+    # The later attempt of the same step that succeeded (what recovered the error), and
+    # the next attempt whatever its outcome.
+    recovered_by: AgentExecution | None
+    next_attempt: AgentExecution | None
+    version: DocumentVersion | None
+    proposals: list[ChangeProposal]
+    decisions: list[Decision]
+
+    @property
+    def tokens(self) -> int:
+        return self.execution.prompt_tokens + self.execution.completion_tokens
+
+
+@dataclass(frozen=True)
+class RunStory:
+    """A run (correlation_id) and its steps in tree order (run_tree), with totals."""
+
+    correlation_id: uuid.UUID
+    project: Project
+    steps: list[StoryStep]
+
+    @property
+    def started_at(self) -> datetime | None:
+        starts = [step.execution.started_at for step in self.steps if step.execution.started_at]
+        return min(starts) if starts else None
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the last finished step ended (None while nothing has finished)."""
+        ends = [step.execution.completed_at for step in self.steps if step.execution.completed_at]
+        return max(ends) if ends else None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(step.execution.prompt_tokens for step in self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(step.execution.completion_tokens for step in self.steps)
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((step.execution.cost_usd for step in self.steps), Decimal(0))
+
+    @property
+    def failed(self) -> list[StoryStep]:
+        return [
+            step for step in self.steps if step.execution.status == AgentExecution.Status.FAILED
+        ]
+
+    @property
+    def unrecovered(self) -> list[StoryStep]:
+        return [step for step in self.failed if step.recovered_by is None]
+
+
+def _same_step_attempts(
+    executions: list[AgentExecution],
+) -> dict[tuple[str, uuid.UUID | None], list[AgentExecution]]:
+    """The attempts of each step (agent type and parent: what execution_retry keeps), by
+    attempt."""
+    attempts: dict[tuple[str, uuid.UUID | None], list[AgentExecution]] = defaultdict(list)
+    for execution in executions:
+        attempts[(execution.agent_type, execution.parent_id)].append(execution)
+    for same_step in attempts.values():
+        same_step.sort(key=lambda execution: execution.attempt)
+    return attempts
+
+
+def _source_key(
+    document_id: uuid.UUID | None, ordinal: int | None, sha256: str
+) -> tuple[uuid.UUID | None, int | None, str]:
+    # A flag copies the source's snapshot (document, ordinal, hash): the source's chunk_id
+    # is cleared once the chunk is gone, the flag's is not.
+    return (document_id, ordinal, sha256)
+
+
+def run_story(*, tenant: TenantRef, correlation_id: uuid.UUID) -> RunStory | None:
+    """Everything one run did, for its page: the step tree with each step's sources (and
+    the flags of those that changed since), error and recovery, the version it wrote, its
+    proposals and decisions. None when the tenant has no such run (or may not see it).
+
+    A fixed number of queries whatever the run's size: run_tree's two, then one each for
+    the project, the flags, the errors, the versions, the proposals and the decisions,
+    all by the run's execution ids through the tables' (tenant, execution) indexes.
+    """
+    tenant_id = require_tenant(tenant)
+    with tenant_context(tenant_id):
+        roots = _run_forests(tenant_id, [correlation_id]).get(correlation_id, [])
+        if not roots:
+            return None
+        placed = [(node, depth) for root in roots for node, depth in _walk_with_depth(root, 0)]
+        executions = [node.execution for node, _ in placed]
+        ids = [execution.pk for execution in executions]
+        project = (
+            Project.all_objects.filter(tenant_id=tenant_id, pk=executions[0].project_id)
+            .defer("metadata")
+            .get()
+        )
+        flags = list(
+            StaleSource.objects.filter(tenant_id=tenant_id, execution_id__in=ids).order_by(
+                "created_at", "id"
+            )
+        )
+        errors = {
+            error.execution_id: error
+            for error in ExecutionError.objects.filter(tenant_id=tenant_id, execution_id__in=ids)
+        }
+        produced = [e.produced_version_id for e in executions if e.produced_version_id]
+        versions = (
+            {
+                version.pk: version
+                for version in DocumentVersion.objects.filter(
+                    tenant_id=tenant_id, pk__in=produced
+                ).defer("content", "metadata")
+            }
+            if produced
+            else {}
+        )
+        proposals: dict[uuid.UUID | None, list[ChangeProposal]] = defaultdict(list)
+        for proposal in (
+            ChangeProposal.objects.filter(tenant_id=tenant_id, execution_id__in=ids)
+            .select_related("base_version", "applied_version")
+            .defer(
+                "content",
+                "impact",
+                "base_version__content",
+                "base_version__metadata",
+                "applied_version__content",
+                "applied_version__metadata",
+            )
+            .order_by("created_at", "id")
+        ):
+            proposals[proposal.execution_id].append(proposal)
+        decisions: dict[uuid.UUID | None, list[Decision]] = defaultdict(list)
+        for decision in (
+            Decision.objects.filter(tenant_id=tenant_id, execution_id__in=ids)
+            .defer("options", "reasoning")
+            .order_by("decided_at", "id")
+        ):
+            decisions[decision.execution_id].append(decision)
+
+    flags_by_step: dict[uuid.UUID, list[StaleSource]] = defaultdict(list)
+    for flag in flags:
+        flags_by_step[flag.execution_id].append(flag)
+    attempts = _same_step_attempts(executions)
+    steps = []
+    for node, depth in placed:
+        execution = node.execution
+        source_ids = {
+            _source_key(source.document_id, source.ordinal, source.chunk_sha256): source.pk
+            for source in node.sources
+        }
+        changes: dict[uuid.UUID, list[StaleSource]] = defaultdict(list)
+        other_changes = []
+        for flag in flags_by_step[execution.pk]:
+            source_id = source_ids.get(
+                _source_key(flag.document_id, flag.ordinal, flag.read_sha256)
+            )
+            if source_id is None:
+                other_changes.append(flag)
+            else:
+                changes[source_id].append(flag)
+        later = [
+            attempt
+            for attempt in attempts[(execution.agent_type, execution.parent_id)]
+            if attempt.attempt > execution.attempt
+        ]
+        steps.append(
+            StoryStep(
+                execution=execution,
+                depth=depth,
+                sources=node.sources,
+                changes=dict(changes),
+                other_changes=other_changes,
+                error=errors.get(execution.pk),
+                recovered_by=next(
+                    (a for a in later if a.status == AgentExecution.Status.SUCCEEDED), None
+                )
+                if execution.status == AgentExecution.Status.FAILED
+                else None,
+                next_attempt=later[0] if later else None,
+                version=versions.get(execution.produced_version_id)
+                if execution.produced_version_id
+                else None,
+                proposals=proposals.get(execution.pk, []),
+                decisions=decisions.get(execution.pk, []),
+            )
+        )
+    return RunStory(correlation_id=correlation_id, project=project, steps=steps)
+
+
+def _walk_with_depth(node: ExecutionNode, depth: int) -> Iterator[tuple[ExecutionNode, int]]:
+    yield node, depth
+    for child in node.children:
+        yield from _walk_with_depth(child, depth + 1)
 
 
 def provenance(*, tenant: TenantRef, version: DocumentVersion) -> VersionProvenance:

@@ -2,7 +2,7 @@
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
                          [--database NAME] [--keep-database] [--seed N] [--replica]
-                         [--citus] [--only access|filters|models|worker]
+                         [--citus] [--only access|filters|models|story|worker]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -63,6 +63,7 @@ PATH_ORDER = (
     "admin_status",
     "admin_search",
     "admin_search_rare",
+    "admin_run_story",
     "hnsw_build",
     "migrate",
     "project_list_replica",
@@ -75,7 +76,7 @@ PATH_ORDER = (
 
 # Row groups `--only` selects: the database is still migrated, the data generated and
 # the HNSW index built (one run each), but only that group's rows are measured.
-ONLY = {"access", "filters", "models", "worker"}
+ONLY = {"access", "filters", "models", "story", "worker"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -148,6 +149,7 @@ def measure(args: argparse.Namespace, name: str, progress):
         filters,
         models,
         reads,
+        run_story,
         schema,
         search,
         worker,
@@ -189,6 +191,8 @@ def measure(args: argparse.Namespace, name: str, progress):
                 paths, report.recall = models.measure(dataset, owner, ref, scale, seed=args.seed)
             elif only == "worker":
                 paths = [worker.measure(dataset, owner, scale, seed=args.seed)]
+            elif only == "story":
+                paths = [run_story.measure(dataset, ref, scale)]
             else:
                 paths, report.recall = access.measure(dataset, owner, ref, scale, seed=args.seed)
             report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
@@ -222,6 +226,8 @@ def measure(args: argparse.Namespace, name: str, progress):
         report.recall["summary"] += model_recall["summary"]
         progress("admin changelists")
         paths += admin_lists.measure(dataset, ref, scale)
+        progress("the story page of a run of 50 steps")
+        paths.append(run_story.measure(dataset, ref, scale))
         progress("version writers")
         paths.append(writes.measure_writers(dataset, scale))
         progress("ingestion")

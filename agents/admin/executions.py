@@ -15,12 +15,14 @@ modules import them from here.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, OuterRef
-from django.urls import reverse
+from django.db.models.functions import Left
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
@@ -49,6 +51,9 @@ from tenancy.admin_roles import TenantListFilter
 
 # What may still change while an execution is pending; afterwards it is a record.
 EDITABLE_WHILE_PENDING = ("input_data", "model")
+# The error column's message preview: short, the list also shows what ran and when.
+ERROR_PREVIEW_LENGTH = 40
+ERROR_HEAD = Left("error_message", ERROR_PREVIEW_LENGTH + 1)
 # Columns of a related execution that a changelist showing it never reads.
 EXECUTION_HEAVY_COLUMNS = ("input_data", "output_data", "error_message")
 
@@ -88,6 +93,11 @@ class CorrelationIdFilter(UUIDValueListFilter):
     parameter_name = "correlation_id"
 
 
+def run_story_url(correlation_id: uuid.UUID | str) -> str:
+    """The run's story: every step, failure, source, output and cost on one page."""
+    return reverse("admin:agents_agentexecution_run", args=[str(correlation_id)])
+
+
 def run_changelist_url(execution: AgentExecution) -> str:
     changelist = reverse("admin:agents_agentexecution_changelist")
     return f"{changelist}?{urlencode({'correlation_id': str(execution.correlation_id)})}"
@@ -103,16 +113,40 @@ def status_badge(execution: AgentExecution) -> SafeString:
 
 
 def run_correlation_link(execution: AgentExecution) -> SafeString:
-    """The run's correlation id, short, linking to all its steps (the full id on hover).
+    """The run's correlation id, short, linking to its story (the full id on hover).
 
     Its last characters: a UUIDv7 starts with its timestamp, the same for a whole batch.
+    Every list that shows a run (executions, a project's runs, errors) links it here.
     """
     correlation_id = str(execution.correlation_id)
     return format_html(
-        '<a href="{}" title="{}"><code>…{}</code></a>',
-        run_changelist_url(execution),
+        '<a href="{}" title="The story of run {}"><code>…{}</code></a>',
+        run_story_url(correlation_id),
         correlation_id,
         correlation_id[-8:],
+    )
+
+
+def error_link(execution: AgentExecution) -> SafeString | str:
+    """A failed execution's error type and the head of its message, linking to the step
+    in its run's story (traceback, recovery); "—" for one that did not fail.
+
+    Reads `error_head` (ERROR_HEAD), so the list never reads the whole message.
+    """
+    if not execution.error_type:
+        return "—"
+    head = getattr(execution, "error_head", None) or ""
+    message = " ".join(head[:ERROR_PREVIEW_LENGTH].split())
+    if len(head) > ERROR_PREVIEW_LENGTH:
+        message += "…"
+    return format_html(
+        '<a href="{}#step-{}" title="{}"><strong>{}</strong></a> <span title="{}">{}</span>',
+        run_story_url(execution.correlation_id),
+        execution.pk,
+        "The failure in its run's story",
+        execution.error_type,
+        message,
+        message,
     )
 
 
@@ -177,19 +211,19 @@ def changed_sources_html(flags) -> SafeString:
 @admin.register(AgentExecution)
 class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedAdmin):
     form = AgentExecutionAdminForm
-    # At a glance: what ran, how it ended, when, for how long, and in which run (the model
-    # and the timestamps in full are on the execution's page).
+    # At a glance: what ran, how it ended (and which attempt), why it failed, when, for how
+    # long, and in which run (the model and the timestamps in full are on the execution's
+    # page, the error's traceback in its run's story).
     list_display = (
         "agent_type",
         "status_label",
         "sources_badge",
+        "error",
         "started",
         "run_duration",
         "correlation",
-        "attempt",
         "project",
-        "total_tokens",
-        "cost_usd",
+        "usage",
         "tenant",
     )
     list_filter = (
@@ -203,7 +237,13 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     # Not the idempotency key: since partitioning it has no index on this table, and one
     # unindexed arm makes the whole OR a scan of every partition. Its own admin
     # (execution_idempotency_keys, indexed by tenant and key) finds it and links here.
-    search_fields = ("agent_type__trigram_icontains", "model__trigram_icontains")
+    # "TimeoutError" or words of a message find the failures (agents.0023's indexes).
+    search_fields = (
+        "agent_type__trigram_icontains",
+        "model__trigram_icontains",
+        "error_type__trigram_icontains",
+        "error_message__trigram_icontains",
+    )
     # A run, a project or a parent step is found by pasting its UUID.
     uuid_search_fields = ("id", "correlation_id", "project_id", "parent_id")
     autocomplete_fields = ("tenant", "project", "parent", "produced_version")
@@ -223,7 +263,7 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     # On the change page every column is read-only but, while pending, EDITABLE_WHILE_PENDING
     # (get_readonly_fields). Styles: templates/admin/agents/agentexecution/change_form.html.
     change_sections = (
-        ("Run", ("all_steps_link", "step_tree")),
+        ("Run", ("story_link", "all_steps_link", "step_tree")),
         ("Retrieved sources", ("sources_table",)),
         ("Changed sources", ("changed_sources_table",)),
     )
@@ -231,11 +271,20 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: AgentExecution) -> SafeString:
-        return status_badge(obj)
+        # A retry's attempt beside its status: a column of its own no longer fits 1400 pixels.
+        if obj.attempt == 1:
+            return status_badge(obj)
+        return format_html(
+            '{} <span title="attempt {}">#{}</span>', status_badge(obj), obj.attempt, obj.attempt
+        )
 
     @admin.display(description="sources", ordering="sources_changed")
     def sources_badge(self, obj: AgentExecution) -> SafeString | str:
         return execution_sources_badge(obj)
+
+    @admin.display(description="error")
+    def error(self, obj: AgentExecution) -> SafeString | str:
+        return error_link(obj)
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: AgentExecution) -> str:
@@ -245,16 +294,43 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
     def correlation(self, obj: AgentExecution) -> SafeString:
         return run_correlation_link(obj)
 
-    @admin.display(description="tokens")
-    def total_tokens(self, obj: AgentExecution) -> int:
-        return obj.prompt_tokens + obj.completion_tokens
+    @admin.display(description="usage")
+    def usage(self, obj: AgentExecution) -> SafeString:
+        # Tokens over cost in one column: two of their own no longer fit 1400 pixels.
+        return format_html(
+            '<span title="{} prompt + {} completion tokens">{}</span><br>{} USD',
+            obj.prompt_tokens,
+            obj.completion_tokens,
+            obj.prompt_tokens + obj.completion_tokens,
+            f"{obj.cost_usd:.4f}",
+        )
 
     @admin.display(description="duration")
     def run_duration(self, obj: AgentExecution) -> str:
         return duration_text(obj.duration)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(sources_changed=sources_changed())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(sources_changed=sources_changed(), error_head=ERROR_HEAD)
+        )
+
+    # The run's story --------------------------------------------------------------
+
+    def get_urls(self):
+        # The story's module builds on this one's displays, so it is imported here.
+        from agents.admin.run_story import run_story_view
+
+        story = path(
+            "run/<str:correlation_id>/",
+            self.admin_site.admin_view(
+                lambda request, correlation_id: run_story_view(self, request, correlation_id)
+            ),
+            name="agents_agentexecution_run",
+        )
+        # Before the model's own URLs: their "<path:object_id>/" would catch it first.
+        return [story, *super().get_urls()]
 
     # Rights -------------------------------------------------------------------------
 
@@ -288,6 +364,15 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         if "_admin_run" not in cache:
             cache["_admin_run"] = run_tree(tenant=obj.tenant_id, correlation_id=obj.correlation_id)
         return cache["_admin_run"]
+
+    @admin.display(description="the run's story")
+    def story_link(self, obj: AgentExecution) -> SafeString:
+        return format_html(
+            '<a href="{}#step-{}">{}</a>',
+            run_story_url(obj.correlation_id),
+            obj.pk,
+            "Its steps on a timeline, failures with tracebacks, sources, outputs and costs",
+        )
 
     @admin.display(description="all steps of this run")
     def all_steps_link(self, obj: AgentExecution) -> SafeString:

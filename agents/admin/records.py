@@ -14,7 +14,11 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from agents.admin.executions import deferred_execution_columns, run_changelist_url
+from agents.admin.executions import (
+    deferred_execution_columns,
+    run_changelist_url,
+    run_story_url,
+)
 from agents.models import ExecutionError, ExecutionIdempotencyKey, ExecutionSource, StaleSource
 from core.admin import (
     LargeTableAdminMixin,
@@ -147,7 +151,10 @@ class ExecutionErrorAdmin(RecordAdminMixin, LargeTableAdminMixin, TenantOwnedAdm
     @admin.display(description="attempts of this run")
     def run_link(self, obj: ExecutionError) -> SafeString:
         return format_html(
-            '<a href="{}">{}</a>',
+            '<a href="{}#step-{}">{}</a><br><a href="{}">{}</a>',
+            run_story_url(obj.execution.correlation_id),
+            obj.execution_id,
+            "This failure in its run's story (how it recovered)",
             run_changelist_url(obj.execution),
             f"All steps and attempts of run {obj.execution.correlation_id}",
         )

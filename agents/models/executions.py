@@ -168,6 +168,15 @@ class AgentExecution(TenantOwnedModel):
                 fields=["agent_type"], name="agent_exec_agent_type_trgm", opclasses=["gin_trgm_ops"]
             ),
             GinIndex(fields=["model"], name="agent_exec_model_trgm", opclasses=["gin_trgm_ops"]),
+            # ... and by error type or words of the error message ("TimeoutError").
+            GinIndex(
+                fields=["error_type"], name="agent_exec_error_type_trgm", opclasses=["gin_trgm_ops"]
+            ),
+            GinIndex(
+                fields=["error_message"],
+                name="agent_exec_error_msg_trgm",
+                opclasses=["gin_trgm_ops"],
+            ),
         ]
         triggers = [
             *TenantOwnedModel.Meta.triggers,

@@ -8,7 +8,8 @@
   the tenant (restricted projects and documents): `AddRowAccess`, `AddAccessGrants`,
   `NarrowTenantPolicy`.
 - Changes to tables that hold rows, without long locks: `ReplaceUniqueConstraint`,
-  `drop_foreign_key`.
+  `drop_foreign_key`, `AddIndexToPartitionsConcurrently` (an index on a partitioned
+  table, built partition by partition).
 - `PartitionByIdMonth` (docs/operations.md; the partition logic is core.db.partitions).
 - The audit trail (docs/security.md; its SQL is core.db.audit): `CreateAuditFunctions`,
   `AuditTable` on every tenant table and the global ones, `AppendOnlyTable` on the
@@ -48,7 +49,7 @@ from django.db.migrations.operations.base import Operation
 
 from core.db import audit
 from core.db.backend.base import CITUS_PRESENT_SQL
-from core.db.partitions import one_connection_per_node, rebuild
+from core.db.partitions import one_connection_per_node, partition_names, rebuild
 from core.db.roles import SYSTEM_BYPASS_POLICY
 
 TENANT_ISOLATION_POLICY = "tenant_isolation"
@@ -707,6 +708,82 @@ class ReplaceUniqueConstraint(migrations.operations.base.Operation):
     @property
     def migration_name_fragment(self):
         return f"replace_{self.old.name}"
+
+
+class AddIndexToPartitionsConcurrently(migrations.AddIndex):
+    """`AddIndexConcurrently` for a partitioned table, where PostgreSQL has no CREATE INDEX
+    CONCURRENTLY: the index is declared on the parent alone (`ON ONLY`: no row read, an
+    index that stays invalid until it covers every partition), then built CONCURRENTLY on
+    each partition and attached to it; once the last is attached PostgreSQL marks it
+    valid. Writes go on all along; each ATTACH is a catalog change under lock_timeout.
+    Partitions made later (`manage.py partitions`) get it from the parent by themselves.
+
+    The migration must be `atomic = False`. Run again after a failure, it goes on where
+    it stopped: partitions already attached are skipped, and a partition's index left
+    INVALID by a failed concurrent build is dropped and built again (so IF NOT EXISTS
+    never keeps a broken one). `sqlmigrate` shows the whole plan, every partition. On
+    Citus each statement reaches the shards (Citus runs CREATE INDEX ON ONLY, CREATE
+    INDEX CONCURRENTLY and ALTER INDEX ... ATTACH PARTITION on distributed tables).
+    Backwards, dropping the parent's index drops the partitions' with it.
+    """
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        quote = schema_editor.quote_name
+        table = model._meta.db_table
+        parent = self.index.create_sql(model, schema_editor)
+        parent.template = parent.template.replace(
+            "CREATE INDEX %(name)s ON %(table)s",
+            "CREATE INDEX IF NOT EXISTS %(name)s ON ONLY %(table)s",
+        )
+        schema_editor.execute(parent)
+        with schema_editor.connection.cursor() as cursor:
+            names = partition_names(cursor, table)
+            attached = set() if schema_editor.collect_sql else self._attached(cursor)
+            for partition in names:
+                if partition in attached:
+                    continue
+                name = self.partition_index_name(partition)
+                if not schema_editor.collect_sql and self._invalid(cursor, name):
+                    schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(name)}")
+                built = self.index.create_sql(model, schema_editor, concurrently=True)
+                built.rename_table_references(table, partition)
+                built.parts["name"] = quote(name)
+                built.template = built.template.replace(
+                    "CONCURRENTLY %(name)s", "CONCURRENTLY IF NOT EXISTS %(name)s"
+                )
+                schema_editor.execute(built)
+                schema_editor.execute(
+                    f"ALTER INDEX {quote(self.index.name)} ATTACH PARTITION {quote(name)}"
+                )
+
+    def partition_index_name(self, partition: str) -> str:
+        name = f"{partition}_{self.index.name}"
+        if len(name) > 63:  # PostgreSQL would cut it, and two could then collide
+            raise ValueError(f"{name}: longer than 63 characters; name the index shorter")
+        return name
+
+    def _attached(self, cursor) -> set[str]:
+        """The partitions whose index is already attached to the parent's."""
+        cursor.execute(
+            "SELECT t.relname FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid WHERE i.inhparent = to_regclass(%s)",
+            [self.index.name],
+        )
+        return {name for (name,) in cursor.fetchall()}
+
+    @staticmethod
+    def _invalid(cursor, name: str) -> bool:
+        cursor.execute(
+            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name]
+        )
+        row = cursor.fetchone()
+        return bool(row and row[0])
+
+    def describe(self):
+        return f"Create index {self.index.name} on {self.model_name}'s partitions, concurrently"
 
 
 def drop_foreign_key(

@@ -55,17 +55,22 @@ def month_bounds(month: datetime) -> tuple[uuid.UUID, uuid.UUID]:
 
 def partitions(cursor, table: str) -> dict[datetime, str]:
     """The table's monthly partitions by month (UTC), from pg_inherits."""
-    cursor.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = %s::regclass",
-        [table],
-    )
     found = {}
-    for (name,) in cursor.fetchall():
+    for name in partition_names(cursor, table):
         if match := PARTITION_NAME.match(name):
             month = datetime(int(match["year"]), int(match["month"]), 1, tzinfo=UTC)
             found[month] = name
     return found
+
+
+def partition_names(cursor, table: str) -> list[str]:
+    """Every partition of `table`, by name (pg_inherits), whatever its name says."""
+    cursor.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = %s::regclass ORDER BY 1",
+        [table],
+    )
+    return [name for (name,) in cursor.fetchall()]
 
 
 def create_month_partition(cursor, table: str, month: datetime, *, parent: str = "") -> bool:

@@ -38,8 +38,9 @@ def test_executions_show_status_start_duration_and_run(client, alice, finished):
     assert '<span class="status-badge status-succeeded">Succeeded</span>' in page
     assert finished.started_at.strftime("%Y-%m-%d %H:%M:%S") in page
     run = str(finished.correlation_id)
-    assert f'title="{run}"><code>…{run[-8:]}</code></a>' in page
-    assert f"?correlation_id={run}" in page
+    # The run links to its story (tests/agents/test_run_story.py).
+    assert f'title="The story of run {run}"><code>…{run[-8:]}</code></a>' in page
+    assert f"/agentexecution/run/{run}/" in page
     assert f"{finished.duration.total_seconds():.3f} s" in page
 
 

@@ -26,6 +26,7 @@ from agents.services import (
     message_add,
 )
 from core.db import partitions
+from core.db.connections import owner_connection
 from core.ids import uuid7_at, uuid7_floor
 from core.ops.health import PartitionsAhead
 from documents.models import Project
@@ -319,3 +320,64 @@ def test_health_fails_while_next_months_partition_is_missing():
     finally:
         assert execution_partitions_ensure(ahead=1) == [name]
     PartitionsAhead().run()
+
+
+ERROR_SEARCH_INDEXES = ("agent_exec_error_type_trgm", "agent_exec_error_msg_trgm")
+
+
+def index_state(parent_index: str) -> tuple[bool, set[str]]:
+    """Whether the partitioned index is valid, and the partitions whose index it holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [parent_index]
+        )
+        (valid,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT t.relname FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid WHERE i.inhparent = %s::regclass",
+            [parent_index],
+        )
+        return valid, {name for (name,) in cursor.fetchall()}
+
+
+def test_the_error_search_indexes_are_built_per_partition_and_attached(
+    tenant_a, project, history_months
+):
+    """agents.0023 (AddIndexToPartitionsConcurrently): each partition's index is built
+    concurrently and attached, so the parent's is valid; a run that stopped half-way
+    goes on where it stopped; a month made later gets the index from the parent."""
+    call_command("migrate", "agents", "0022", verbosity=0)
+    try:
+        for moment in MONTHS:
+            make_execution(tenant_a, project, moment, error_type="TimeoutError")
+        assert not any(index_state_exists(name) for name in ERROR_SEARCH_INDEXES)
+        # A first run that stopped after one partition: declared and attached by hand.
+        with owner_connection(), connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE INDEX agent_exec_error_type_trgm ON ONLY agent_executions "
+                "USING gin (error_type gin_trgm_ops)"
+            )
+            cursor.execute(
+                "CREATE INDEX agent_executions_p2026_09_agent_exec_error_type_trgm ON "
+                "agent_executions_p2026_09 USING gin (error_type gin_trgm_ops)"
+            )
+            cursor.execute(
+                "ALTER INDEX agent_exec_error_type_trgm ATTACH PARTITION "
+                "agent_executions_p2026_09_agent_exec_error_type_trgm"
+            )
+        assert index_state("agent_exec_error_type_trgm")[0] is False
+    finally:
+        call_command("migrate", "agents", verbosity=0)
+    every = set(partition_names())
+    for name in ERROR_SEARCH_INDEXES:
+        assert index_state(name) == (True, every)
+    with system_context("test partitions"), connection.cursor() as cursor:
+        partitions.create_month_partition(cursor, TABLE, datetime(2031, 5, 1, tzinfo=UTC))
+    for name in ERROR_SEARCH_INDEXES:
+        assert "agent_executions_p2031_05" in index_state(name)[1]
+
+
+def index_state_exists(name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+        return cursor.fetchone()[0]

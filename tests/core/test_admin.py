@@ -336,7 +336,15 @@ def _filler(model, rows: dict, number: int):
 # Each searched text column and the trigram index that must serve the admin's search on it
 # (chunks, versions and messages search through the same project and document indexes).
 TRIGRAM_SEARCHES = [
-    (AgentExecution, ("agent_exec_agent_type_trgm", "agent_exec_model_trgm")),
+    (
+        AgentExecution,
+        (
+            "agent_exec_agent_type_trgm",
+            "agent_exec_model_trgm",
+            "agent_exec_error_type_trgm",
+            "agent_exec_error_msg_trgm",
+        ),
+    ),
     (Project, ("projects_name_trgm",)),
     (Document, ("documents_title_trgm",)),
 ]

@@ -35,7 +35,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
-from agents.models import StaleSource
+from agents.admin.executions import run_story_url
+from agents.models import AgentExecution, StaleSource
 from documents.models import (
     Chunk,
     ChunkEmbedding,
@@ -285,10 +286,27 @@ def chromium() -> str:
     return require("chromium", "chromium")
 
 
+def run_stories() -> list[str]:
+    """The story pages of two seeded runs: one with a failed step, one that read a chunk
+    re-ingested since (both in view of the viewer, granted the restricted project)."""
+    demo = Tenant.objects.get(slug="demo")
+    with tenant_context(demo, user=User.objects.get(email=OWNER_EMAIL)):
+        failed = AgentExecution.objects.filter(status=AgentExecution.Status.FAILED).first()
+        flag = StaleSource.objects.select_related("execution").first()
+    assert failed and flag, "the demo has a failed run and one built on changed sources"
+    return sorted(
+        {run_story_url(failed.correlation_id), run_story_url(flag.execution.correlation_id)}
+    )
+
+
 def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
-    seeded_demo, pages_with_panels, live_server, chromium, tmp_path
+    seeded_demo, pages_with_panels, live_server, chromium, tmp_path, settings
 ):
+    # The upload seeded_demo leaves queued must not age past the worker_queue check's
+    # limit while the pages are visited: on a loaded machine the visits pass 5 minutes.
+    settings.WORKER_QUEUE_MAX_AGE_SECONDS = 3600
     models = registered_models()
+    stories = run_stories()
     browsers: list[Browser] = []
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True)
@@ -324,6 +342,10 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     assert browser.open(path) == 200, path
                     if viewer:
                         assert not browser.has_save_button(), f"a viewer may change {path}"
+                for story in stories:  # the run's story (issue 23): read-only for all
+                    assert browser.open(story) == 200, story
+                    assert "What each step did" in browser.page.content(), story
+                    assert not browser.has_save_button(), f"{email} may change {story}"
                 assert browser.open("/health/") == 200
                 browser.check_cancelled()
                 context.close()

@@ -387,3 +387,39 @@ def test_a_cluster_distributed_at_the_previous_release_upgrades_by_migrate(
         _assert_every_shard_keeps_its_tables_objects(citus_cluster, name)
     finally:
         citus_cluster.drop_database(name)
+
+
+def test_the_error_search_indexes_build_per_partition_on_a_distributed_table(
+    citus_cluster, citus_database, django_db_blocker
+):
+    """agents.0023 on a database already distributed (an upgraded cluster): undone and
+    done again, core.db.operations.AddIndexToPartitionsConcurrently declares each index
+    on the distributed parent, builds it concurrently on every distributed partition and
+    attaches it, and Citus carries all three to the shards: the indexes are valid on the
+    coordinator and every shard of every partition has its table's indexes."""
+    names = ("agent_exec_error_type_trgm", "agent_exec_error_msg_trgm")
+    with django_db_blocker.unblock(), citus.django_on(citus_cluster, citus_database):
+        call_command("migrate", "agents", "0022", verbosity=0)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_class WHERE relname = ANY(%s)", [list(names)]
+                )
+                assert cursor.fetchone() == (0,)
+        finally:
+            call_command("migrate", "agents", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, x.indisvalid, (SELECT count(*) FROM pg_inherits i "
+                "WHERE i.inhparent = c.oid) FROM pg_class c JOIN pg_index x "
+                "ON x.indexrelid = c.oid WHERE c.relname = ANY(%s) ORDER BY 1",
+                [list(names)],
+            )
+            indexes = cursor.fetchall()
+            cursor.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'agent_executions'::regclass"
+            )
+            (partitions,) = cursor.fetchone()
+    assert partitions >= 2
+    assert indexes == [(name, True, partitions) for name in sorted(names)]
+    _assert_every_shard_keeps_its_tables_objects(citus_cluster, citus_database)

@@ -15,7 +15,7 @@ class Migration(core.db.operations.Migration):
     atomic = False
 
     dependencies = [
-        ("agents", "0022_stale_flags_ignore_vectors_added_or_dropped"),
+        ("agents", "0023_execution_error_search"),
     ]
 
     operations = [
