@@ -498,6 +498,19 @@ class QuotaUse:
         )
 
 
+def _quota_uses(quota: TenantQuota, used: UsageTotals, month: date) -> list[QuotaUse]:
+    amounts = {"monthly_token_limit": used.tokens, "monthly_cost_limit_usd": used.cost_usd}
+    limits = [
+        ("monthly_token_limit", "tokens", quota.monthly_token_limit),
+        ("monthly_cost_limit_usd", "cost (USD)", quota.monthly_cost_limit_usd),
+    ]
+    return [
+        QuotaUse(field, label, amounts[field], limit, quota.warn_at_percent, month)
+        for field, label, limit in limits
+        if limit is not None
+    ]
+
+
 def quota_usage(*, tenant: TenantRef, now: datetime | None = None) -> list[QuotaUse]:
     """Each limit the tenant's quota sets, against its usage this UTC month; empty when it
     has no quota (two indexed reads: the quota, then the month's rollup rows)."""
@@ -505,19 +518,34 @@ def quota_usage(*, tenant: TenantRef, now: datetime | None = None) -> list[Quota
     moment = now or timezone.now()
     with tenant_context(tenant_id):
         quota = TenantQuota.objects.filter(tenant_id=tenant_id).first()
-    if quota is None:
+    if quota is None or (quota.monthly_token_limit, quota.monthly_cost_limit_usd) == (None, None):
         return []
-    limits = [
-        ("monthly_token_limit", "tokens", quota.monthly_token_limit),
-        ("monthly_cost_limit_usd", "cost (USD)", quota.monthly_cost_limit_usd),
-    ]
-    if all(limit is None for _, _, limit in limits):
-        return []
-    used = usage_of_month(tenant=tenant_id, now=moment)
-    amounts = {"monthly_token_limit": used.tokens, "monthly_cost_limit_usd": used.cost_usd}
     first, _ = month_days(moment)
+    return _quota_uses(quota, usage_of_month(tenant=tenant_id, now=moment), first)
+
+
+def quota_warnings(
+    quotas: QuerySet[TenantQuota], *, now: datetime | None = None
+) -> list[tuple[TenantQuota, QuotaUse]]:
+    """The limits at or past their warning threshold this UTC month among `quotas` (the
+    tenants a page shows), in two reads however many tenants: the quotas, then their
+    month's rollup rows summed per tenant. Evaluated in the caller's tenant context."""
+    first, following = month_days(now or timezone.now())
+    quotas = list(quotas.select_related("tenant"))
+    month = (
+        ExecutionUsageDaily.objects.filter(
+            tenant_id__in=[quota.tenant_id for quota in quotas], day__gte=first, day__lt=following
+        )
+        .values("tenant_id")
+        .annotate(**USAGE_SUMS)
+    )
+    used = {
+        row.pop("tenant_id"): UsageTotals(**{k: v for k, v in row.items() if v is not None})
+        for row in month
+    }
     return [
-        QuotaUse(field, label, amounts[field], limit, quota.warn_at_percent, first)
-        for field, label, limit in limits
-        if limit is not None
+        (quota, use)
+        for quota in quotas
+        for use in _quota_uses(quota, used.get(quota.tenant_id, UsageTotals()), first)
+        if use.warned
     ]

@@ -11,6 +11,8 @@ module per concern; importing this package registers them all:
   and the flags of sources that changed since;
 - conversations: a project's conversation messages and evaluation runs;
 - review: change proposals (approve, reject, apply) and decisions;
+- usage: the usage page (the rollup per tenant, model and day, with its chart) and the
+  tenants' quotas;
 - project_sections: the agents' sections of a project's page.
 """
 
@@ -25,6 +27,7 @@ from agents.admin.records import (
     StaleSourceAdmin,
 )
 from agents.admin.review import ChangeProposalAdmin, DecisionAdmin
+from agents.admin.usage import ExecutionUsageDailyAdmin, TenantQuotaAdmin
 
 __all__ = [
     "AgentExecutionAdmin",
@@ -36,6 +39,8 @@ __all__ = [
     "ExecutionErrorAdmin",
     "ExecutionIdempotencyKeyAdmin",
     "ExecutionSourceAdmin",
+    "ExecutionUsageDailyAdmin",
     "StaleSourceAdmin",
+    "TenantQuotaAdmin",
     "duration_text",
 ]

@@ -99,8 +99,7 @@ def _subtract_sql(figures: tuple[str, str, str, str, str], key: str) -> str:
 
 def _key(row: str) -> str:
     return (
-        f"tenant_id = {row}.tenant_id AND day = {DAY_SQL.format(row=row)} "
-        f"AND model = {row}.model"
+        f"tenant_id = {row}.tenant_id AND day = {DAY_SQL.format(row=row)} AND model = {row}.model"
     )
 
 

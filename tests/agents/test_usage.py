@@ -358,3 +358,32 @@ def test_the_warning_threshold(tenant_a, alice, project):
     _spend(tenant_a, project, tokens=1)
     [use] = selectors.quota_usage(tenant=tenant_a)
     assert (use.warned, use.reached, round(use.percent)) == (True, False, 80)
+
+
+# The note in /health/
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_notes_tenants_near_their_quota_and_stays_healthy(client, tenant_a, alice):
+    project = project_create(tenant=tenant_a, name="Health")
+    response = client.get("/health/", {"format": "json"})
+    assert (response.status_code, response.json()["notes"]) == (200, "OK")
+
+    services.tenant_quota_set(
+        tenant=tenant_a, by=alice, monthly_token_limit=100, warn_at_percent=80
+    )
+    _spend(tenant_a, project, tokens=85)
+    response = client.get("/health/", {"format": "json"})
+    assert response.status_code == 200
+    assert response.json()["notes"] == (
+        "OK: usage_quotas: 1 tenant past the warning threshold of their monthly quota, "
+        "0 at a limit (new executions refused); see the admin's quotas"
+    )
+    # Counts only: /health/ answers anyone.
+    assert tenant_a.name not in response.content.decode()
+
+    _spend(tenant_a, project, tokens=15)
+    body = client.get("/health/", {"format": "json"}).json()
+    assert "1 tenant past the warning threshold" in body["notes"]
+    assert "1 at a limit" in body["notes"]
+    assert all(value.startswith("OK") for value in body.values())
