@@ -210,7 +210,7 @@ class Migration(core.db.operations.Migration):
                 ),
                 (
                     "warn_at_percent",
-                    models.PositiveSmallIntegerField(
+                    models.SmallIntegerField(
                         default=80,
                         help_text="Warn in the admin and in /health/ from this share of a limit.",
                         validators=[

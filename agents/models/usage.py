@@ -224,7 +224,7 @@ class TenantQuota(TenantOwnedModel):
         validators=[MinValueValidator(Decimal(0)), MaxValueValidator(MAX_MONTHLY_COST_USD)],
         help_text="US dollars per calendar month (UTC); empty for no limit.",
     )
-    warn_at_percent = models.PositiveSmallIntegerField(
+    warn_at_percent = models.SmallIntegerField(
         default=80,
         validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="Warn in the admin and in /health/ from this share of a limit.",

@@ -24,8 +24,8 @@ from agents.models import (
     ExecutionError,
     ExecutionIdempotencyKey,
     ExecutionSource,
-    StaleSource,
     ExecutionUsageDaily,
+    StaleSource,
 )
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
 from core.db.connections import owner_connection

@@ -32,6 +32,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, sync_playwright
 
+from agents.selectors import usage_of_month
+from agents.services import tenant_quota_set
 from documents.models import (
     Chunk,
     ChunkEmbedding,
@@ -85,6 +87,8 @@ MANAGERS_ONLY = {
     ErasureReceipt,
     SearchQuery,  # people's queries
 }
+# The usage page with its other chart and a longer period.
+USAGE_TOKENS_90_DAYS = "/admin/agents/executionusagedaily/?period=90&chart=tokens"
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}
 # How far a changelist's table scrolls sideways in its `.results` box: 0 when it fits.
@@ -247,6 +251,9 @@ def seeded_demo(transactional_db, file_storages, no_model_index_left) -> dict[st
     embedding_backfill_start(tenant=demo, model="hashing-v2", by=owner)
     with job_scope(BACKFILL_TASK, demo):
         embeddings_backfill(tenant=demo, model="hashing-v2")
+    # Nor a quota: one the demo has used 90% of this month, so the warning banner shows.
+    used = usage_of_month(tenant=demo).tokens
+    tenant_quota_set(tenant=demo, by=owner, monthly_token_limit=max(used * 10 // 9, 1))
     # Nor a job for the worker (none runs here): an upload waits in the queue.
     document_create(tenant=demo, title="Waiting for the worker", text="Queued, not yet read.")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
@@ -292,6 +299,8 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     assert browser.open(link) == 200, link
                     if viewer:
                         assert not browser.has_save_button(), f"a viewer may change {link}"
+                # The usage page's other chart and period (the defaults are opened above).
+                assert browser.open(USAGE_TOKENS_90_DAYS) == 200
                 assert browser.open("/health/") == 200
                 browser.check_cancelled()
                 context.close()

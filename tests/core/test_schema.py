@@ -572,7 +572,7 @@ BAD_ROWS = [
         "stale_sources",
         {"reason": "removed"},
     ),
-    BadRow("execution_usage_daily_sums_gte_0", "execution_usage_daily", {"executions": -1}),
+    BadRow("execution_usage_daily_sums_gte_0", "execution_usage_daily", {"prompt_tokens": -1}),
     BadRow("execution_usage_daily_sums_gte_0", "execution_usage_daily", {"cost_usd": "-0.1"}),
     BadRow(
         "execution_usage_daily_failures_lte_executions",
