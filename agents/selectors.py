@@ -499,8 +499,11 @@ class QuotaUse:
 
 
 def _quota_uses(quota: TenantQuota, used: UsageTotals, month: date) -> list[QuotaUse]:
-    amounts = {"monthly_token_limit": used.tokens, "monthly_cost_limit_usd": used.cost_usd}
-    limits = [
+    amounts: dict[str, int | Decimal] = {
+        "monthly_token_limit": used.tokens,
+        "monthly_cost_limit_usd": used.cost_usd,
+    }
+    limits: list[tuple[str, str, int | Decimal | None]] = [
         ("monthly_token_limit", "tokens", quota.monthly_token_limit),
         ("monthly_cost_limit_usd", "cost (USD)", quota.monthly_cost_limit_usd),
     ]
@@ -531,10 +534,10 @@ def quota_warnings(
     tenants a page shows), in two reads however many tenants: the quotas, then their
     month's rollup rows summed per tenant. Evaluated in the caller's tenant context."""
     first, following = month_days(now or timezone.now())
-    quotas = list(quotas.select_related("tenant"))
+    shown = list(quotas.select_related("tenant"))
     month = (
         ExecutionUsageDaily.objects.filter(
-            tenant_id__in=[quota.tenant_id for quota in quotas], day__gte=first, day__lt=following
+            tenant_id__in=[quota.tenant_id for quota in shown], day__gte=first, day__lt=following
         )
         .values("tenant_id")
         .annotate(**USAGE_SUMS)
@@ -545,7 +548,7 @@ def quota_warnings(
     }
     return [
         (quota, use)
-        for quota in quotas
+        for quota in shown
         for use in _quota_uses(quota, used.get(quota.tenant_id, UsageTotals()), first)
         if use.warned
     ]

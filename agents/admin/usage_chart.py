@@ -88,7 +88,7 @@ def usage_chart(days: list[date], series: list[Series], *, metric: str, label: s
         ),
     )
     peak_day, peak = max(
-        ((days[i], sum(s.values[i] for s in series)) for i in range(len(days))),
+        ((days[i], sum((s.values[i] for s in series), Decimal(0))) for i in range(len(days))),
         key=lambda pair: pair[1],
     )
     description = (

@@ -580,9 +580,7 @@ BAD_ROWS = [
         {"failures": 3},
     ),
     BadRow("tenant_quotas_token_limit_range", "tenant_quotas", {"monthly_token_limit": -1}),
-    BadRow(
-        "tenant_quotas_token_limit_range", "tenant_quotas", {"monthly_token_limit": 10**12 + 1}
-    ),
+    BadRow("tenant_quotas_token_limit_range", "tenant_quotas", {"monthly_token_limit": 10**12 + 1}),
     BadRow("tenant_quotas_cost_limit_range", "tenant_quotas", {"monthly_cost_limit_usd": "-1"}),
     BadRow("tenant_quotas_warn_at_percent_range", "tenant_quotas", {"warn_at_percent": 0}),
     BadRow("tenant_quotas_warn_at_percent_range", "tenant_quotas", {"warn_at_percent": 101}),
