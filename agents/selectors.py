@@ -498,7 +498,8 @@ class QuotaUse:
         )
 
 
-def _quota_uses(quota: TenantQuota, used: UsageTotals, month: date) -> list[QuotaUse]:
+def quota_uses(quota: TenantQuota, used: UsageTotals, month: date) -> list[QuotaUse]:
+    """Each limit `quota` sets against `used`, the month starting on `month`."""
     amounts: dict[str, int | Decimal] = {
         "monthly_token_limit": used.tokens,
         "monthly_cost_limit_usd": used.cost_usd,
@@ -524,7 +525,7 @@ def quota_usage(*, tenant: TenantRef, now: datetime | None = None) -> list[Quota
     if quota is None or (quota.monthly_token_limit, quota.monthly_cost_limit_usd) == (None, None):
         return []
     first, _ = month_days(moment)
-    return _quota_uses(quota, usage_of_month(tenant=tenant_id, now=moment), first)
+    return quota_uses(quota, usage_of_month(tenant=tenant_id, now=moment), first)
 
 
 def quota_warnings(
@@ -549,6 +550,6 @@ def quota_warnings(
     return [
         (quota, use)
         for quota in shown
-        for use in _quota_uses(quota, used.get(quota.tenant_id, UsageTotals()), first)
+        for use in quota_uses(quota, used.get(quota.tenant_id, UsageTotals()), first)
         if use.warned
     ]

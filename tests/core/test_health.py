@@ -121,10 +121,11 @@ def test_healthy_html_for_people(client, db):
         escape(title) for title in TITLES
     ]
     assert TITLES[0] == "Database reachable"
-    assert TITLES[-3:] == [
+    assert TITLES[-4:] == [
         "Storage 'exports' writable",
         "Read replicas within their lag bound",
         "Worker queue moving",
+        "Notes from the apps (never failing)",
     ]
     assert 'class="error"' not in html
     assert_no_secrets(html)
