@@ -1,5 +1,6 @@
 """Reads of agent executions: runs as step trees, provenance, conversations, evaluations,
-change proposals, decisions, failures by node, and the outputs built on changed sources.
+change proposals, decisions, failures by node, the outputs built on changed sources, and
+usage against quotas.
 
 Selectors that return rows run inside `tenant_context(tenant)` themselves; those that
 return a QuerySet must be evaluated where a tenant context is set, since row-level
@@ -12,11 +13,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
 
 from agents.models import (
     AgentExecution,
@@ -26,7 +28,9 @@ from agents.models import (
     EvaluationRun,
     ExecutionError,
     ExecutionSource,
+    ExecutionUsageDaily,
     StaleSource,
+    TenantQuota,
 )
 from core.ids import uuid7_floor
 from documents.models import DocumentVersion, Project
@@ -620,3 +624,146 @@ def stale_outputs(*, tenant: TenantRef, project: Project) -> StaleOutputs:
         ],
         versions=stale_versions,
     )
+
+
+# Usage and quotas (docs/operations.md, "Usage and quotas") ------------------------------
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Sums of the usage rollup (execution_usage_daily) over some days."""
+
+    executions: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+USAGE_SUMS = {
+    "executions": Sum("executions"),
+    "failures": Sum("failures"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "cost_usd": Sum("cost_usd"),
+}
+
+
+def usage_totals(rows: QuerySet[ExecutionUsageDaily]) -> UsageTotals:
+    """The sums over `rows` of the rollup, in one aggregate (zero where there are none)."""
+    sums = rows.aggregate(**USAGE_SUMS)
+    return UsageTotals(**{name: value for name, value in sums.items() if value is not None})
+
+
+def month_days(moment: datetime) -> tuple[date, date]:
+    """The first day of `moment`'s UTC calendar month and of the next one."""
+    first = moment.astimezone(UTC).date().replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first, following
+
+
+def usage_of_month(*, tenant: TenantRef, now: datetime | None = None) -> UsageTotals:
+    """The tenant's usage in the current UTC calendar month (or `now`'s): one range read of
+    the rollup's unique key (tenant_id, day, model)."""
+    tenant_id = require_tenant(tenant)
+    first, following = month_days(now or timezone.now())
+    with tenant_context(tenant_id):
+        return usage_totals(
+            ExecutionUsageDaily.objects.filter(
+                tenant_id=tenant_id, day__gte=first, day__lt=following
+            )
+        )
+
+
+@dataclass(frozen=True)
+class QuotaUse:
+    """One limit of a tenant's quota against the month's usage."""
+
+    # The quota's field: monthly_token_limit or monthly_cost_limit_usd.
+    quota: str
+    # "tokens" or "cost (USD)", for messages.
+    label: str
+    used: int | Decimal
+    limit: int | Decimal
+    warn_at_percent: int
+    month: date
+
+    @property
+    def percent(self) -> float:
+        """used / limit in percent (100 for a zero limit: nothing more may be used)."""
+        return float(self.used * 100 / self.limit) if self.limit else 100.0
+
+    @property
+    def reached(self) -> bool:
+        return self.used >= self.limit
+
+    @property
+    def warned(self) -> bool:
+        return self.reached or self.percent >= self.warn_at_percent
+
+    def describe(self) -> str:
+        return (
+            f"{self.percent:.0f}% of its monthly {self.label} quota used in "
+            f"{self.month:%B %Y} ({self.used:,} of {self.limit:,})"
+        )
+
+
+def quota_uses(quota: TenantQuota, used: UsageTotals, month: date) -> list[QuotaUse]:
+    """Each limit `quota` sets against `used`, the month starting on `month`."""
+    amounts: dict[str, int | Decimal] = {
+        "monthly_token_limit": used.tokens,
+        "monthly_cost_limit_usd": used.cost_usd,
+    }
+    limits: list[tuple[str, str, int | Decimal | None]] = [
+        ("monthly_token_limit", "tokens", quota.monthly_token_limit),
+        ("monthly_cost_limit_usd", "cost (USD)", quota.monthly_cost_limit_usd),
+    ]
+    return [
+        QuotaUse(field, label, amounts[field], limit, quota.warn_at_percent, month)
+        for field, label, limit in limits
+        if limit is not None
+    ]
+
+
+def quota_usage(*, tenant: TenantRef, now: datetime | None = None) -> list[QuotaUse]:
+    """Each limit the tenant's quota sets, against its usage this UTC month; empty when it
+    has no quota (two indexed reads: the quota, then the month's rollup rows)."""
+    tenant_id = require_tenant(tenant)
+    moment = now or timezone.now()
+    with tenant_context(tenant_id):
+        quota = TenantQuota.objects.filter(tenant_id=tenant_id).first()
+    if quota is None or (quota.monthly_token_limit, quota.monthly_cost_limit_usd) == (None, None):
+        return []
+    first, _ = month_days(moment)
+    return quota_uses(quota, usage_of_month(tenant=tenant_id, now=moment), first)
+
+
+def quota_warnings(
+    quotas: QuerySet[TenantQuota], *, now: datetime | None = None
+) -> list[tuple[TenantQuota, QuotaUse]]:
+    """The limits at or past their warning threshold this UTC month among `quotas` (the
+    tenants a page shows), in two reads however many tenants: the quotas, then their
+    month's rollup rows summed per tenant. Evaluated in the caller's tenant context."""
+    first, following = month_days(now or timezone.now())
+    shown = list(quotas.select_related("tenant"))
+    month = (
+        ExecutionUsageDaily.objects.filter(
+            tenant_id__in=[quota.tenant_id for quota in shown], day__gte=first, day__lt=following
+        )
+        .values("tenant_id")
+        .annotate(**USAGE_SUMS)
+    )
+    used = {
+        row.pop("tenant_id"): UsageTotals(**{k: v for k, v in row.items() if v is not None})
+        for row in month
+    }
+    return [
+        (quota, use)
+        for quota in shown
+        for use in quota_uses(quota, used.get(quota.tenant_id, UsageTotals()), first)
+        if use.warned
+    ]

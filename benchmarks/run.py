@@ -59,11 +59,13 @@ PATH_ORDER = (
     "version_writers",
     "audit_version_write",
     "audit_ingestion",
+    "usage_rollup_write",
     "admin_plain",
     "admin_status",
     "admin_search",
     "admin_search_rare",
     "admin_run_story",
+    "usage_page",
     "hnsw_build",
     "migrate",
     "project_list_replica",
@@ -76,7 +78,7 @@ PATH_ORDER = (
 
 # Row groups `--only` selects: the database is still migrated, the data generated and
 # the HNSW index built (one run each), but only that group's rows are measured.
-ONLY = {"access", "filters", "models", "story", "worker"}
+ONLY = {"access", "filters", "models", "story", "usage", "worker"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -152,6 +154,7 @@ def measure(args: argparse.Namespace, name: str, progress):
         run_story,
         schema,
         search,
+        usage,
         worker,
         writes,
     )
@@ -193,6 +196,8 @@ def measure(args: argparse.Namespace, name: str, progress):
                 paths = [worker.measure(dataset, owner, scale, seed=args.seed)]
             elif only == "story":
                 paths = [run_story.measure(dataset, ref, scale)]
+            elif only == "usage":
+                paths = usage.measure(dataset, owner, ref, scale)
             else:
                 paths, report.recall = access.measure(dataset, owner, ref, scale, seed=args.seed)
             report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
@@ -235,6 +240,8 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths.append(writes.measure_embedding_cache(dataset, scale, seed=args.seed))
         progress("audit trail on and off")
         paths += audit.measure(dataset, owner, scale, seed=args.seed)
+        progress("usage page and the usage rollup's triggers")
+        paths += usage.measure(dataset, owner, ref, scale)
         progress("upload to ready through a worker process")
         paths.append(worker.measure(dataset, owner, scale, seed=args.seed))
     if args.replica:

@@ -318,6 +318,28 @@ def _stale_source(b: _Build):
     )
 
 
+def _usage_day(b: _Build):
+    from agents.models import AgentExecution, ExecutionUsageDaily
+
+    # Written by the execution's insert trigger (the usage rollup).
+    execution = b[AgentExecution]
+    return (
+        ExecutionUsageDaily.objects.filter(tenant=b.tenant, model=execution.model)
+        .order_by("-day")
+        .first()
+    )
+
+
+def _quota(b: _Build):
+    from agents.models import TenantQuota
+
+    # One per tenant, whichever call makes it; far above any test's usage.
+    quota, _ = TenantQuota.objects.get_or_create(
+        tenant=b.tenant, defaults={"monthly_token_limit": 10**9}
+    )
+    return quota
+
+
 def _export(b: _Build):
     from exports.models import Export
 
@@ -443,6 +465,8 @@ TENANT_ROW_BUILDERS = {
     "agents.Decision": _decision,
     "agents.ExecutionError": _execution_error,
     "agents.StaleSource": _stale_source,
+    "agents.ExecutionUsageDaily": _usage_day,
+    "agents.TenantQuota": _quota,
     "exports.Export": _export,
     "retention.RetentionPolicy": _retention_policy,
     "retention.RetentionRun": _retention_run,

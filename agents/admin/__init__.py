@@ -11,6 +11,8 @@ module per concern; importing this package registers them all:
   and the flags of sources that changed since;
 - conversations: a project's conversation messages and evaluation runs;
 - review: change proposals (approve, reject, apply) and decisions;
+- usage: the usage page (the rollup per tenant, model and day, with its chart) and the
+  tenants' quotas;
 - project_sections: the agents' sections of a project's page;
 - page_panels: the agents' panels on a version's page (the run that wrote it, what it
   read) and on a knowledge document's page (the outputs built on it).
@@ -27,6 +29,7 @@ from agents.admin.records import (
     StaleSourceAdmin,
 )
 from agents.admin.review import ChangeProposalAdmin, DecisionAdmin
+from agents.admin.usage import ExecutionUsageDailyAdmin, TenantQuotaAdmin
 
 __all__ = [
     "AgentExecutionAdmin",
@@ -38,6 +41,8 @@ __all__ = [
     "ExecutionErrorAdmin",
     "ExecutionIdempotencyKeyAdmin",
     "ExecutionSourceAdmin",
+    "ExecutionUsageDailyAdmin",
     "StaleSourceAdmin",
+    "TenantQuotaAdmin",
     "duration_text",
 ]

@@ -27,7 +27,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from agents.models import AgentExecution, ExecutionSource, StaleSource
+from agents.admin.usage import warn_about_quotas
+from agents.models import AgentExecution, ExecutionSource, StaleSource, TenantQuota
 from agents.selectors import ExecutionNode, run_tree
 from agents.services import (
     execution_cancel,
@@ -331,6 +332,13 @@ class AgentExecutionAdmin(HistoryRecordMixin, LargeTableAdminMixin, TenantOwnedA
         )
         # Before the model's own URLs: their "<path:object_id>/" would catch it first.
         return [story, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        # The quota banner: a tenant shown here near or at its monthly quota.
+        warn_about_quotas(
+            request, self.restrict_to_tenants(request, TenantQuota.objects.all(), self.view_roles)
+        )
+        return super().changelist_view(request, extra_context)
 
     # Rights -------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ Callers import from here (`from agents.models import AgentExecution`).
 - review: change proposals and the lifecycle of their review;
 - decisions: choices made for a project, by a user or an agent;
 - errors: execution errors, recovered once a later attempt of the step succeeds;
-- stale: the chunks an execution read that changed since (flagged by the database).
+- stale: the chunks an execution read that changed since (flagged by the database);
+- usage: the usage rollup per tenant, day and model (kept by the database), and quotas.
 """
 
 # isort: off
@@ -34,6 +35,7 @@ from agents.models.review import (
 from agents.models.decisions import Decision
 from agents.models.errors import ExecutionError
 from agents.models.stale import StaleReason, StaleSource
+from agents.models.usage import ExecutionUsageDaily, TenantQuota
 
 # isort: on
 
@@ -49,8 +51,10 @@ __all__ = [
     "ExecutionIdempotencyKey",
     "ExecutionSource",
     "ExecutionStatus",
+    "ExecutionUsageDaily",
     "MessageRole",
     "ProposalStatus",
     "StaleReason",
     "StaleSource",
+    "TenantQuota",
 ]

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from agents.models.lifecycle import transition_allowed_sql, transition_refused_sql
+from agents.models.usage import USAGE_ROLLUP_TRIGGERS
 from core.models import JSONField
 from documents.models import project_live_trigger
 from tenancy.models import TenantForeignKey, TenantOwnedModel
@@ -238,6 +239,8 @@ class AgentExecution(TenantOwnedModel):
                     "USING ERRCODE = 'integrity_constraint_violation'; RETURN NULL;"
                 ),
             ),
+            # The usage rollup (execution_usage_daily): each write adds its difference.
+            *USAGE_ROLLUP_TRIGGERS,
         ]
 
     def __str__(self) -> str:

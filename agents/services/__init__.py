@@ -9,6 +9,7 @@ concern; callers import from here.
 - sources: the chunks an execution retrieved (provenance);
 - records: conversation messages, evaluations and decisions;
 - proposals: change proposals, their review and applying them;
+- usage: the tenants' quotas, and the refusal of new executions past them;
 - lifecycle: move_status, the conditional UPDATE every status change makes;
 - history: agent_executions' monthly partitions, created ahead and dropped past
   retention;
@@ -46,6 +47,7 @@ from agents.services.transitions import (
     execution_finish,
     execution_start,
 )
+from agents.services.usage import tenant_quota_set
 
 __all__ = [
     "PartitionsSummary",
@@ -69,4 +71,5 @@ __all__ = [
     "execution_start",
     "execution_update",
     "message_add",
+    "tenant_quota_set",
 ]

@@ -1,4 +1,5 @@
-"""New executions: created once per idempotency key, and retried as a new attempt."""
+"""New executions: created once per idempotency key, and retried as a new attempt; both
+refused once the tenant's monthly quota is reached (agents.services.usage)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from agents.models import AgentExecution, ExecutionError, ExecutionIdempotencyKey
 from agents.services._common import clean
+from agents.services.usage import require_within_quota
 from core.ids import uuid7
 from documents.models import Project
 from tenancy.context import require_tenant, tenant_context
@@ -62,6 +64,9 @@ def _insert_once(execution: AgentExecution) -> AgentExecution:
     key = execution.idempotency_key
     if key is not None and (existing := _by_idempotency_key(execution.tenant_id, key)):
         return _same_request(existing, execution)
+    # A new execution, so the tenant's quota decides (agents.services.usage); a request
+    # answered by an existing one above is no new usage.
+    require_within_quota(execution.tenant_id)
     try:
         with transaction.atomic():
             execution.save(force_insert=True)

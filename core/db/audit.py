@@ -63,7 +63,13 @@ GLOBAL_AUDITED_TABLES = ("users", "tenants", "project_templates")
 # every search's writes and copy the query text into the append-only chain, where an
 # erasure can only redact it. Its rows cannot be rewritten either: a trigger allows only
 # an erasure's emptying of the text and the users key's SET NULL.
-UNAUDITED_TABLES = {"search_queries": "a log of reads, itself the record"}
+# execution_usage_daily is sums of agent_executions kept by its triggers: every write it
+# follows is recorded already on agent_executions, and an event per change of a sum
+# would double each execution write's events (docs/architecture.md, "Usage rollup").
+UNAUDITED_TABLES = {
+    "search_queries": "a log of reads, itself the record",
+    "execution_usage_daily": "sums derived from agent_executions, which are audited",
+}
 LONG_VALUE_CHARS = 1024
 DEFAULT_ACTOR = "service"
 ACTIONS = ("insert", "update", "delete")

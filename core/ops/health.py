@@ -37,6 +37,7 @@ from health_check.views import HealthCheckView
 
 from core.db import partitions, replicas
 from core.db.connections import one_row, runtime_role_name
+from core.health_notes import health_note_providers
 from core.ops import leakproof, vector_work
 from core.ops.checks import pgvector_problem, postgres_problem
 
@@ -458,6 +459,32 @@ class WorkerQueue(NamedCheck):
         return f"OK: {self.summary}" if self.summary else "OK"
 
 
+@dataclasses.dataclass(repr=False)
+class Notes(NamedCheck):
+    """What the apps want an operator to see without it being a failure (core.health_notes:
+    the quota warnings of agents). Always passes: `OK`, or `OK: ` and the notes; a
+    provider that fails is a note itself, never a failure (the database's own checks
+    report an outage)."""
+
+    key = "notes"
+    title = "Notes from the apps (never failing)"
+    summary: str = dataclasses.field(default="", init=False, repr=False)
+
+    def run(self) -> None:
+        said: list[str] = []
+        for name, provider in sorted(health_note_providers().items()):
+            try:
+                with probe_cursor() as cursor:
+                    said.extend(f"{name}: {note}" for note in provider(cursor))
+            except Exception as error:  # noqa: BLE001 - a note must not fail /health/
+                logger.warning("health note %s could not be read: %s", name, error)
+                said.append(f"{name}: could not be read ({type(error).__name__})")
+        self.summary = "; ".join(said)
+
+    def pretty_status(self) -> str:
+        return f"OK: {self.summary}" if self.summary else "OK"
+
+
 class HealthView(HealthCheckView):
     """/health/: HTML for people, `?format=json` or `Accept: application/json` for machines."""
 
@@ -476,6 +503,7 @@ class HealthView(HealthCheckView):
         (StorageWritable, {"alias": "exports"}),
         ReplicasLag,
         WorkerQueue,
+        Notes,
     )
 
     def render_to_response_json(self, status: int) -> JsonResponse:

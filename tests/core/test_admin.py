@@ -24,6 +24,7 @@ from agents.models import (
     ExecutionError,
     ExecutionIdempotencyKey,
     ExecutionSource,
+    ExecutionUsageDaily,
     StaleSource,
 )
 from core.admin import EstimatedCountPaginator, planner_row_estimate, vector_summary
@@ -85,6 +86,7 @@ NOT_ADDABLE = {
     ExecutionError,
     ExecutionIdempotencyKey,
     StaleSource,  # written by the stale-source triggers only
+    ExecutionUsageDaily,  # written by the usage rollup's triggers only
     AuditEvent,
     GlobalAuditEvent,
     RetentionRun,  # written by `manage.py retention` only

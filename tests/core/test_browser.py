@@ -37,6 +37,8 @@ from playwright.sync_api import Page, sync_playwright
 
 from agents.admin.executions import run_story_url
 from agents.models import AgentExecution, StaleSource
+from agents.selectors import usage_of_month
+from agents.services import tenant_quota_set
 from documents.models import (
     Chunk,
     ChunkEmbedding,
@@ -91,6 +93,8 @@ MANAGERS_ONLY = {
     ErasureReceipt,
     SearchQuery,  # people's queries
 }
+# The usage page with its other chart and a longer period.
+USAGE_TOKENS_90_DAYS = "/admin/agents/executionusagedaily/?period=90&chart=tokens"
 # The screen the lists must fit, beside their filters (issue 11).
 SCREEN = {"width": 1400, "height": 900}
 # How far a changelist's table scrolls sideways in its `.results` box: 0 when it fits.
@@ -253,6 +257,9 @@ def seeded_demo(transactional_db, file_storages, no_model_index_left) -> dict[st
     embedding_backfill_start(tenant=demo, model="hashing-v2", by=owner)
     with job_scope(BACKFILL_TASK, demo):
         embeddings_backfill(tenant=demo, model="hashing-v2")
+    # Nor a quota: one the demo has used 90% of this month, so the warning banner shows.
+    used = usage_of_month(tenant=demo).tokens
+    tenant_quota_set(tenant=demo, by=owner, monthly_token_limit=max(used * 10 // 9, 1))
     # Nor a job for the worker (none runs here): an upload waits in the queue.
     document_create(tenant=demo, title="Waiting for the worker", text="Queued, not yet read.")
     return {OWNER_EMAIL: owner_password, VIEWER_EMAIL: PASSWORD}
@@ -346,6 +353,8 @@ def test_every_admin_page_loads_cleanly_for_the_owner_and_a_viewer(
                     assert browser.open(story) == 200, story
                     assert "What each step did" in browser.page.content(), story
                     assert not browser.has_save_button(), f"{email} may change {story}"
+                # The usage page's other chart and period (the defaults are opened above).
+                assert browser.open(USAGE_TOKENS_90_DAYS) == 200
                 assert browser.open("/health/") == 200
                 browser.check_cancelled()
                 context.close()

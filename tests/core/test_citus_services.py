@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -766,3 +767,34 @@ def test_switching_embedding_models_on_the_cluster(two_tenants):
     assert ours == {(first.slug, model): 1, (second.slug, model): 1}
     assert model_index_name(model) in pruned.indexes
     assert model_index_state(model) is None
+
+
+def test_the_usage_rollup_and_a_quota_on_the_cluster(two_tenants):
+    """The rollup's triggers write the tenant's co-located shard (an execution's create,
+    finish, failure and retry), and the quota reads it back through the coordinator."""
+    from agents.models import ExecutionUsageDaily
+    from agents.selectors import usage_of_month
+    from agents.services import tenant_quota_set
+
+    tenant, other = two_tenants
+    owner = make_member(tenant, f"owner-{tenant.pk.hex[:8]}@example.com")
+    project = project_create(tenant=tenant, name="usage")
+    first = execution_create(tenant=tenant, project=project, agent_type="w", model="m")
+    execution_start(tenant=tenant, execution=first)
+    execution_fail(tenant=tenant, execution=first, error_type="Timeout")
+    retry = execution_retry(tenant=tenant, execution=first)
+    execution_start(tenant=tenant, execution=retry)
+    execution_finish(
+        tenant=tenant, execution=retry, prompt_tokens=700, completion_tokens=300, cost_usd="1.5"
+    )
+    with tenant_context(tenant):
+        rows = list(ExecutionUsageDaily.objects.values_list("model", "executions", "failures"))
+    assert rows == [("m", 2, 1)]
+    used = usage_of_month(tenant=tenant)
+    assert (used.tokens, used.cost_usd) == (1000, Decimal("1.5"))
+    assert usage_of_month(tenant=other).executions == 0
+
+    tenant_quota_set(tenant=tenant, by=owner, monthly_token_limit=1000)
+    with pytest.raises(ValidationError) as refused:
+        execution_create(tenant=tenant, project=project, agent_type="w")
+    assert set(refused.value.message_dict) == {"monthly_token_limit"}

@@ -24,7 +24,11 @@ TITLES = [check.title for check in HealthView().get_checks()]
 STORAGE_CHECK = "storage_exports_writable"
 # Probes the replicas only (tests/core/test_replicas.py); none are set here.
 REPLICAS_CHECK = "replicas_lag"
-DATABASE_CHECKS = [name for name in CHECKS if name not in (STORAGE_CHECK, REPLICAS_CHECK)]
+# Never fails (core.health_notes): with the database down it says it could not read.
+NOTES_CHECK = "notes"
+DATABASE_CHECKS = [
+    name for name in CHECKS if name not in (STORAGE_CHECK, REPLICAS_CHECK, NOTES_CHECK)
+]
 
 
 @pytest.fixture
@@ -96,6 +100,7 @@ def test_healthy_json_lists_every_check_as_ok(client, db):
         STORAGE_CHECK,
         REPLICAS_CHECK,
         "worker_queue",
+        NOTES_CHECK,
     ]
 
 
@@ -116,10 +121,11 @@ def test_healthy_html_for_people(client, db):
         escape(title) for title in TITLES
     ]
     assert TITLES[0] == "Database reachable"
-    assert TITLES[-3:] == [
+    assert TITLES[-4:] == [
         "Storage 'exports' writable",
         "Read replicas within their lag bound",
         "Worker queue moving",
+        "Notes from the apps (never failing)",
     ]
     assert 'class="error"' not in html
     assert_no_secrets(html)
@@ -190,6 +196,7 @@ def test_unreachable_database_answers_fast_without_details(client, unreachable_d
         name: "Unavailable: database unreachable" for name in DATABASE_CHECKS
     }
     assert body[STORAGE_CHECK] == body[REPLICAS_CHECK] == "OK"
+    assert body[NOTES_CHECK] == "OK: usage_quotas: could not be read (ServiceUnavailable)"
     assert_no_secrets(response.content.decode(), *unreachable_database)
 
 

@@ -281,6 +281,23 @@ class Rows:
                 "new_sha256": sha(f"now {n}"),
                 "reason": "reingested",
             },
+            # Written by the triggers on agent_executions; checked on a raw insert too.
+            "execution_usage_daily": lambda: {
+                "tenant_id": tenant_id,
+                "day": "2026-01-01",
+                "model": f"model {n}",
+                "executions": 2,
+                "failures": 1,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "cost_usd": "0.5",
+            },
+            "tenant_quotas": lambda: {
+                "tenant_id": tenant_id,  # one per tenant: one per test
+                "monthly_token_limit": 1000,
+                "monthly_cost_limit_usd": "10",
+                "warn_at_percent": 80,
+            },
             "search_queries": lambda: {
                 "tenant_id": tenant_id,
                 "user_id": self.user_id,
@@ -555,6 +572,18 @@ BAD_ROWS = [
         "stale_sources",
         {"reason": "removed"},
     ),
+    BadRow("execution_usage_daily_sums_gte_0", "execution_usage_daily", {"prompt_tokens": -1}),
+    BadRow("execution_usage_daily_sums_gte_0", "execution_usage_daily", {"cost_usd": "-0.1"}),
+    BadRow(
+        "execution_usage_daily_failures_lte_executions",
+        "execution_usage_daily",
+        {"failures": 3},
+    ),
+    BadRow("tenant_quotas_token_limit_range", "tenant_quotas", {"monthly_token_limit": -1}),
+    BadRow("tenant_quotas_token_limit_range", "tenant_quotas", {"monthly_token_limit": 10**12 + 1}),
+    BadRow("tenant_quotas_cost_limit_range", "tenant_quotas", {"monthly_cost_limit_usd": "-1"}),
+    BadRow("tenant_quotas_warn_at_percent_range", "tenant_quotas", {"warn_at_percent": 0}),
+    BadRow("tenant_quotas_warn_at_percent_range", "tenant_quotas", {"warn_at_percent": 101}),
     BadRow("project_templates_complexity_valid", "project_templates", {"complexity": "hard"}),
     BadRow("project_templates_setup_minutes_gte_0", "project_templates", {"setup_minutes": -1}),
     *(
@@ -731,6 +760,8 @@ TOUCH = {
     "retention_policies": ("exports_days", 30),
     "retention_runs": ("dry_run", True),
     "audit_chain_anchors": ("hash", "1" * 64),
+    "execution_usage_daily": ("executions", 3),
+    "tenant_quotas": ("warn_at_percent", 90),
     "search_queries": ("query", ""),  # the one change of its text its immutability allows
 }
 
