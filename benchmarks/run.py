@@ -2,7 +2,7 @@
 
     python -m benchmarks [--scale tiny|small|large] [--json FILE|-] [--plot DIR]
                          [--database NAME] [--keep-database] [--seed N] [--replica]
-                         [--citus] [--only access|filters|models|story|worker]
+                         [--citus] [--only access|filters|models|search|story|usage|worker|writers]
 
 Builds its own database (benchmarks.database), generates the scale's data
 (benchmarks.data), measures each path interleaved with its reference, prints the table
@@ -57,6 +57,10 @@ PATH_ORDER = (
     "ingestion_cache",
     "upload_to_ready",
     "version_writers",
+    "version_writers_raw_1",
+    "version_writers_raw_2",
+    "version_writers_raw_4",
+    "version_writers_raw_8",
     "audit_version_write",
     "audit_ingestion",
     "usage_rollup_write",
@@ -78,7 +82,7 @@ PATH_ORDER = (
 
 # Row groups `--only` selects: the database is still migrated, the data generated and
 # the HNSW index built (one run each), but only that group's rows are measured.
-ONLY = {"access", "filters", "models", "story", "usage", "worker"}
+ONLY = {"access", "filters", "models", "search", "story", "usage", "worker", "writers"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -198,6 +202,13 @@ def measure(args: argparse.Namespace, name: str, progress):
                 paths = [run_story.measure(dataset, ref, scale)]
             elif only == "usage":
                 paths = usage.measure(dataset, owner, ref, scale)
+            elif only == "writers":
+                paths = [
+                    writes.measure_writers(dataset, scale),
+                    *writes.measure_writers_against_raw(dataset, scale),
+                ]
+            elif only == "search":
+                paths, report.recall = search.measure(dataset, ref, scale, seed=args.seed)
             else:
                 paths, report.recall = access.measure(dataset, owner, ref, scale, seed=args.seed)
             report.paths = sorted(paths, key=lambda path: PATH_ORDER.index(path.key))
@@ -235,6 +246,7 @@ def measure(args: argparse.Namespace, name: str, progress):
         paths.append(run_story.measure(dataset, ref, scale))
         progress("version writers")
         paths.append(writes.measure_writers(dataset, scale))
+        paths += writes.measure_writers_against_raw(dataset, scale)
         progress("ingestion")
         paths.append(writes.measure_ingestion(dataset, ref, scale, seed=args.seed))
         paths.append(writes.measure_embedding_cache(dataset, scale, seed=args.seed))

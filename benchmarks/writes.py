@@ -26,6 +26,8 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from benchmarks.data import Dataset, copy_rows
 from benchmarks.reference import Reference
@@ -35,6 +37,9 @@ from benchmarks.timing import Outcome, Stats, interleave, per_second, profile
 
 WRITERS = 8
 WRITERS_GOAL = 3.0
+# Issue 24: the project's writers against raw psycopg's, at each of these counts.
+WRITER_LEVELS = (1, 2, 4, 8)
+RAW_WRITERS_GOAL = 0.8
 INGEST_GOAL = 0.6
 # A warm cache skips the embedder: at least as fast as a cold one, whatever the embedder.
 WARM_CACHE_GOAL = 1.0
@@ -51,40 +56,114 @@ CHUNK_COLUMNS = [
 ]
 
 
-def _write_versions(tenant, writers: int, versions: int, run: int) -> float:
-    """Seconds for `writers` threads to append `versions` versions each to their own project."""
+def _version_content(project_name: str, number: int) -> str:
+    return f"{project_name} revision {number}\n" * 20
+
+
+def _project_writer(tenant):
+    """A thread's writer through document_version_create, on Django's connection."""
     from django.db import connection
 
+    from documents.services import document_version_create
+
+    @contextmanager
+    def writer() -> Iterator[Callable]:
+        try:
+            yield lambda project, content: document_version_create(
+                tenant=tenant, project=project, document_type="plan", content=content
+            )
+        finally:
+            connection.close()
+
+    return writer
+
+
+def _raw_writer(tenant):
+    """A thread's writer of the same statements as document_version_create, under the
+    same locks, in plain psycopg as the runtime role: one transaction a version, the
+    tenant set, the document's advisory lock with its project FOR SHARE, the latest
+    version's number and hash, the INSERT. What it leaves out is the project's own code
+    (Django's ORM, the tenant context's bookkeeping, full_clean): the fair reference."""
+    from django.db import connection
+
+    from benchmarks import database
+    from core.db.locks import ADVISORY_XACT_LOCK_SQL
+    from core.hashing import sha256_hex
+    from core.ids import uuid7
+
+    kwargs = database.runtime_kwargs(connection.settings_dict["NAME"])
+
+    def write(conn, project, content: str) -> None:
+        with conn.transaction(), conn.cursor() as cursor:
+            Reference.set_scope(cursor, [tenant.pk])
+            cursor.execute(
+                f"SELECT {ADVISORY_XACT_LOCK_SQL} FROM projects"
+                " WHERE tenant_id = %s AND id = %s FOR SHARE OF projects",
+                [f"document_versions:{project.pk}:plan", tenant.pk, project.pk],
+            )
+            cursor.execute(
+                "SELECT version, content_sha256 FROM document_versions WHERE tenant_id = %s"
+                " AND project_id = %s AND document_type = 'plan' ORDER BY version DESC LIMIT 1",
+                [tenant.pk, project.pk],
+            )
+            latest = cursor.fetchone()
+            cursor.execute(
+                "INSERT INTO document_versions (id, tenant_id, project_id, document_type,"
+                " version, content, content_sha256, prev_sha256, metadata)"
+                " VALUES (%s, %s, %s, 'plan', %s, %s, %s, %s, '{}')",
+                [
+                    uuid7(),
+                    tenant.pk,
+                    project.pk,
+                    latest[0] + 1 if latest else 1,
+                    content,
+                    sha256_hex(content),
+                    latest[1] if latest else None,
+                ],
+            )
+
+    @contextmanager
+    def writer() -> Iterator[Callable]:
+        with database.connect(kwargs, vectors=False) as conn:
+            yield lambda project, content: write(conn, project, content)
+
+    return writer
+
+
+def _write_versions(tenant, writers: int, versions: int, label: str, writer=None) -> float:
+    """Seconds for `writers` threads to append `versions` versions each to their own project.
+
+    Each thread opens its connection (`writer`, by default the project's) before the
+    clock starts; afterwards every project's versions must be 1..N.
+    """
     from documents.models import DocumentVersion
-    from documents.services import document_version_create, project_create
+    from documents.services import project_create
     from tenancy.context import tenant_context
 
+    writer = writer or _project_writer(tenant)
     projects = [
-        project_create(tenant=tenant, name=f"bench writers {writers} run {run} #{n}")
-        for n in range(writers)
+        project_create(tenant=tenant, name=f"bench writers {label} #{n}") for n in range(writers)
     ]
     barrier = threading.Barrier(writers + 1)
     errors: list[BaseException] = []
 
     def write(project) -> None:
         try:
-            barrier.wait()
-            for number in range(versions):
-                document_version_create(
-                    tenant=tenant,
-                    project=project,
-                    document_type="plan",
-                    content=f"{project.name} revision {number}\n" * 20,
-                )
+            with writer() as append:
+                barrier.wait()
+                for number in range(versions):
+                    append(project, _version_content(project.name, number))
         except BaseException as error:  # noqa: BLE001 - raised in the main thread
             errors.append(error)
-        finally:
-            connection.close()
+            barrier.abort()
 
     threads = [threading.Thread(target=write, args=(project,)) for project in projects]
     for thread in threads:
         thread.start()
-    barrier.wait()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass  # a writer failed to start: its error is raised below
     started = time.perf_counter()
     for thread in threads:
         thread.join()
@@ -107,20 +186,19 @@ def measure_writers(dataset: Dataset, scale: Scale) -> PathResult:
     from documents.services import document_version_create, project_create
 
     tenant = dataset.hot.tenant
-    runs = {"project": 0, "reference": 0}
+    runs = itertools.count()
 
-    def writers(count: int, side: str):
+    def writers(count: int) -> Callable[[], int]:
         def call() -> int:
-            runs[side] += 1
-            _write_versions(tenant, count, scale.writer_versions, runs[side])
+            _write_versions(tenant, count, scale.writer_versions, f"{count} run {next(runs)}")
             return count * scale.writer_versions
 
         return call
 
     project_times, reference_times = interleave(
         f"{WRITERS} writers vs 1",
-        writers(WRITERS, "project"),
-        writers(1, "reference"),
+        writers(WRITERS),
+        writers(1),
         rounds=scale.writer_runs,
         same_rows=False,
     )
@@ -144,6 +222,45 @@ def measure_writers(dataset: Dataset, scale: Scale) -> PathResult:
         goal=WRITERS_GOAL,
         notes={"profile_per_version": version},
     )
+
+
+def measure_writers_against_raw(dataset: Dataset, scale: Scale) -> list[PathResult]:
+    """At 1, 2, 4 and 8 writers: the project's versions/s against raw psycopg's, the
+    same statements under the same locks (_raw_writer), interleaved run by run."""
+    tenant = dataset.hot.tenant
+    runs = itertools.count()
+    results = []
+    for count in WRITER_LEVELS:
+
+        def writers(writer, side: str, count: int = count) -> Callable[[], int]:
+            def call() -> int:
+                label = f"{count} {side} run {next(runs)}"
+                _write_versions(tenant, count, scale.writer_versions, label, writer)
+                return count * scale.writer_versions
+
+            return call
+
+        project_times, reference_times = interleave(
+            f"{count} writers, project vs raw",
+            writers(_project_writer(tenant), "project"),
+            writers(_raw_writer(tenant), "raw"),
+            rounds=scale.writer_runs,
+        )
+        versions = count * scale.writer_versions
+        results.append(
+            PathResult(
+                key=f"version_writers_raw_{count}",
+                group="writes",
+                title=f"version writers against raw, {count} on {count} project(s)",
+                reference_title="raw psycopg, same statements and locks",
+                unit="versions/s",
+                project=per_second(versions, project_times),
+                reference=per_second(versions, reference_times),
+                better=HIGHER,
+                goal=RAW_WRITERS_GOAL,
+            )
+        )
+    return results
 
 
 def _ingest_text(dataset: Dataset, chunks: int, seed: int) -> str:
