@@ -22,7 +22,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from agents.admin.usage_chart import Series, usage_chart
 from agents.models import ExecutionUsageDaily, TenantQuota
@@ -291,7 +291,7 @@ class TenantQuotaAdmin(TenantOwnedAdmin):
         if not uses:
             return "no limit"
         return format_html_join(
-            format_html("<br>"),
+            mark_safe("<br>"),  # noqa: S308 - a constant
             "{}{}",
             ((use.describe(), " (warning)" if use.warned else "") for use in uses),
         )

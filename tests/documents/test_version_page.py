@@ -250,7 +250,7 @@ def test_the_page_shows_the_run_that_wrote_it(client, alice, written_by_a_run):
     assert "model-w" in panel
     assert "Succeeded" in panel
     assert "<td>120</td>" in panel  # its tokens
-    assert f"?correlation_id={writer.correlation_id}" in panel
+    assert f"/admin/agents/agentexecution/run/{writer.correlation_id}/" in panel  # its story
     assert "3 steps" in panel
 
 
