@@ -50,7 +50,13 @@ CREATE OR REPLACE FUNCTION public.usage_quota_warnings(OUT warned integer, OUT a
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE bypass text := current_setting('app.rls_bypass', true);
 BEGIN
-    PERFORM set_config('app.rls_bypass', 'on', true);
+    -- SET LOCAL, not set_config: on a Citus coordinator only a SET LOCAL, with
+    -- citus.propagate_set_commands 'local', reaches the workers that hold the shards
+    -- (as tenancy.context sets the tenant); set_config would count no row there.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        SET LOCAL citus.propagate_set_commands TO 'local';
+    END IF;
+    SET LOCAL app.rls_bypass TO 'on';
     WITH month AS (
         SELECT q.monthly_token_limit AS tokens_limit, q.monthly_cost_limit_usd AS cost_limit,
             q.warn_at_percent,
@@ -67,7 +73,7 @@ BEGIN
             OR cost * 100 >= cost_limit * warn_at_percent)::integer,
         count(*) FILTER (WHERE tokens >= tokens_limit OR cost >= cost_limit)::integer
     INTO warned, at_limit FROM month;
-    PERFORM set_config('app.rls_bypass', coalesce(bypass, ''), true);
+    EXECUTE pg_catalog.format('SET LOCAL app.rls_bypass TO %L', coalesce(bypass, ''));
 END $$;
 """
 

@@ -798,3 +798,14 @@ def test_the_usage_rollup_and_a_quota_on_the_cluster(two_tenants):
     with pytest.raises(ValidationError) as refused:
         execution_create(tenant=tenant, project=project, agent_type="w")
     assert set(refused.value.message_dict) == {"monthly_token_limit"}
+    # /health/'s note sums every tenant's month through the coordinator, on the health
+    # check's own connection as the runtime role with no tenant set: the function's
+    # bypass reaches the workers (SET LOCAL, propagated in the probe's transaction), so
+    # the tenant at its limit is counted on the cluster too.
+    from agents.health import quota_note
+    from core.ops.health import probe_cursor
+
+    with probe_cursor() as cursor:
+        note = quota_note(cursor)
+    assert note and note[0].startswith("1 tenant past the warning threshold"), note
+    assert "1 at a limit" in note[0], note
