@@ -127,7 +127,8 @@ def test_agent_runs_are_the_root_steps(client, alice, apollo, other_project):
     cells = [str(cell) for cell in runs["rows"][0]["cells"]]
     assert cells[0] == "orchestrator"
     assert 'class="status-badge status-pending">Pending</span>' in cells[1]
-    assert f"correlation_id={apollo['root'].correlation_id}" in cells[4]
+    # The run column opens the run's story.
+    assert f"/admin/agents/agentexecution/run/{apollo['root'].correlation_id}/" in cells[4]
     response = client.get(runs["changelist_url"])
     assert [row.pk for row in response.context["cl"].result_list] == [apollo["root"].pk]
 
